@@ -1,0 +1,118 @@
+"""Tests of lungseg.crf: the dense CRF of eq. (10)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lungseg import crf
+from lungseg.metrics import dice
+
+
+def _noisy_case(seed: int, size: int = 96, radius: int = 14) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A CT-like slice (lung at -850 HU, a soft-tissue disc, chest wall) and a salt-and-pepper
+    probability map around the disc: (image_hu, prob, disc)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < radius**2
+    image = np.where(disc, 40.0, -850.0) + rng.normal(0, 20, (size, size))
+    image[:, :8] = 40.0  # chest wall at tumour intensity but far from it
+    prob = np.where(disc, 0.7, 0.3) + rng.normal(0, 0.1, (size, size))
+    flips = rng.random((size, size)) < 0.15
+    prob[flips] = np.where(rng.random(flips.sum()) < 0.5, 0.95, 0.05)
+    return image.astype(np.float32), np.clip(prob, 0, 1).astype(np.float32), disc
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_refine_cleans_noisy_blob(seed: int) -> None:
+    image, prob, disc = _noisy_case(seed)
+    before = dice(prob > 0.5, disc)
+    mask = crf.refine(image, prob)
+    assert mask.shape == prob.shape and mask.dtype == np.uint8
+    assert set(np.unique(mask)) <= {0, 1}
+    after = dice(mask, disc)
+    assert after > before + 0.2
+    assert after > 0.9
+
+
+def test_refine_returns_probability() -> None:
+    image, prob, disc = _noisy_case(0)
+    mask, q = crf.refine(image, prob, return_prob=True)
+    assert q.shape == prob.shape and q.dtype == np.float32
+    assert q.min() >= 0.0 and q.max() <= 1.0
+    np.testing.assert_array_equal(mask, (q > 0.5).astype(np.uint8))
+
+
+def test_pairwise_terms_matter() -> None:
+    image, prob, disc = _noisy_case(1)
+    # with both pairwise weights at zero the CRF reduces to thresholding the unary
+    unary_only = crf.refine(image, prob, gaussian_compat=0.0, bilateral_compat=0.0)
+    np.testing.assert_array_equal(unary_only, (prob > 0.5).astype(np.uint8))
+    # the bilateral (appearance) kernel does the cleaning on this slice
+    assert dice(crf.refine(image, prob), disc) > dice(crf.refine(image, prob, bilateral_compat=0.0), disc)
+
+
+def test_params_dataclass_and_overrides() -> None:
+    image, prob, _ = _noisy_case(2, size=48, radius=8)
+    params = crf.CRFParams(iterations=3, bilateral_sxy=10.0)
+    assert crf.CRFParams().to_dict()["iterations"] == 5
+    np.testing.assert_array_equal(
+        crf.refine(image, prob, params), crf.refine(image, prob, iterations=3, bilateral_sxy=10.0)
+    )
+    with pytest.raises(ValueError, match="unknown CRF parameter"):
+        crf.refine(image, prob, sigma=3)
+    with pytest.raises(ValueError, match="iterations"):
+        crf.CRFParams(iterations=0)
+    with pytest.raises(ValueError, match="window"):
+        crf.CRFParams(window=(400.0, -1000.0))
+
+
+def test_unit_intensity_images() -> None:
+    image, prob, disc = _noisy_case(0)
+    unit = (np.clip(image, -1000, 400) + 1000) / 1400
+    np.testing.assert_array_equal(crf.refine(unit, prob, window=None), crf.refine(image, prob))
+
+
+def test_window_to_uint8() -> None:
+    out = crf.window_to_uint8(np.array([[-2000.0, -1000.0, -300.0, 400.0, 3000.0]]))
+    assert out.dtype == np.uint8 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, [[0, 0, 128, 255, 255]])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_refine_batch_matches_refine(workers: int) -> None:
+    cases = [_noisy_case(s, size=48, radius=8) for s in range(5)]
+    images = np.stack([c[0] for c in cases])
+    probs = np.stack([c[1] for c in cases])
+    masks, q = crf.refine_batch(images, probs, workers=workers, return_prob=True)
+    assert masks.shape == images.shape and masks.dtype == np.uint8 and q.dtype == np.float32
+    for i in range(len(cases)):
+        np.testing.assert_array_equal(masks[i], crf.refine(images[i], probs[i]))
+    # torch input is accepted too
+    from_torch = crf.refine_batch(torch.from_numpy(images), torch.from_numpy(probs), workers=0)
+    np.testing.assert_array_equal(from_torch, masks)
+
+
+@pytest.mark.parametrize(
+    ("image", "prob", "match"),
+    [
+        (np.zeros((8, 8)), np.zeros((8, 9)), r"prob must have the image's shape \(8, 8\), got \(8, 9\)"),
+        (np.zeros((8, 8)), np.full((8, 8), 1.5), r"\[0, 1\].*1\.5"),
+        (np.zeros((8, 8)), np.full((8, 8), -0.1), r"\[0, 1\]"),
+        (np.zeros((8, 8)), np.full((8, 8), np.nan), r"prob contains NaN"),
+        (np.full((8, 8), np.nan), np.zeros((8, 8)), r"image contains NaN"),
+        (np.zeros((1, 8, 8)), np.zeros((1, 8, 8)), r"image must be \(H, W\), got shape \(1, 8, 8\)"),
+        (np.zeros((8, 8), dtype=object), np.zeros((8, 8)), r"dtype object"),
+    ],
+)
+def test_refine_bad_input(image: np.ndarray, prob: np.ndarray, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        crf.refine(image, prob)
+
+
+def test_refine_batch_bad_input() -> None:
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        crf.refine_batch(np.zeros((8, 8)), np.zeros((8, 8)))
+    with pytest.raises(ValueError, match="workers"):
+        crf.refine_batch(np.zeros((2, 8, 8)), np.zeros((2, 8, 8)), workers=-1)
