@@ -1,0 +1,914 @@
+"""A synthetic chest-CT study generator: DICOM series + NIfTI tumour masks + a JSON manifest.
+
+No CT data can be shipped with the project, so the default data are generated here. Each patient is a
+3D axial slab in Hounsfield units with the structures that make the paper's task hard (class
+imbalance, small lesions, vessels and chest wall of tumour-like density): a body of fat and muscle,
+ribs, sternum and spine, a mediastinum with heart, aorta and pulmonary trunk, two lungs at about
+-850 HU with texture and a dependent (posterior) density gradient, branching 3D vessel and airway
+trees, a diaphragm with liver and spleen in the lowest slices, and 0-3 tumours (solid, part-solid,
+ground-glass; smooth, lobulated, spiculated; isolated, juxta-pleural, juxta-vascular). Imaging
+effects: Gaussian point-spread blur, in-plane correlated noise, per-scanner HU offset/scale and
+optional streaks from the spine.
+
+Honest limits: the volumes are synthetic. The slab (``n_slices`` x slice thickness, ~100 mm) covers
+the lung base to above the carina, so the anatomy is compressed cranio-caudally compared to a real
+chest (~250 mm of lung); every axial slice is plausible, the 3D proportions are not.
+
+Everything is vectorised numpy/scipy and deterministic from the seed. The tumour mask the model
+learns (the paper's ground truth ``Y``) is the tumour region inside the lungs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from lungseg.data.dicom import read_dicom_series, write_dicom_series
+from lungseg.data.nifti import affine_from_geometry, dicom_affine, read_nifti, write_nifti
+from lungseg.data.volume import CTVolume
+from lungseg.errors import DataError, LungsegError
+
+__all__ = [
+    "GENERATOR_VERSION",
+    "MANIFEST_FORMAT",
+    "TISSUE_LABELS",
+    "PhantomConfig",
+    "PhantomStudy",
+    "generate_patient",
+    "generate_study",
+    "load_study",
+]
+
+GENERATOR_VERSION = "1.0"
+MANIFEST_FORMAT = "lungseg-phantom"
+
+#: Labels of ``CTVolume.meta["tissue"]`` (returned by :func:`generate_patient`, not written to disk).
+TISSUE_LABELS: dict[str, int] = {
+    "air": 0, "fat": 1, "muscle": 2, "bone": 3, "lung": 4, "vessel": 5, "airway": 6,
+    "mediastinum": 7, "abdomen": 8, "tumour": 9,
+}
+
+TUMOUR_TYPES = ("solid", "part-solid", "ground-glass")
+TUMOUR_SHAPES = ("smooth", "lobulated", "spiculated")
+TUMOUR_LOCATIONS = ("isolated", "juxta-pleural", "juxta-vascular")
+
+
+@dataclass
+class PhantomConfig:
+    """Settings of the synthetic study; ranges are sampled uniformly per patient.
+
+    Attributes:
+        image_size: in-plane size ``H = W`` in pixels.
+        n_slices: slices per patient ``Z``.
+        pixel_spacing_range: in-plane pixel size in mm at 256 px (scaled by ``256 / image_size`` so a
+            smaller image still covers an adult chest); larger pixels mean a larger body.
+        slice_thickness_range: slice thickness (= spacing, contiguous slices) in mm.
+        tumour_count_probs: probabilities of 0, 1, 2, 3 tumours per patient.
+        tumour_type_probs: probabilities of solid, part-solid, ground-glass.
+        tumour_shape_probs: probabilities of smooth, lobulated, spiculated.
+        tumour_location_probs: probabilities of the intended placement isolated, juxta-pleural,
+            juxta-vascular (the manifest also records the location measured on the mask).
+        diameter_range_mm: equivalent-diameter range, sampled log-uniformly (small ones common).
+        noise_std_range: standard deviation of the correlated noise in HU.
+        blur_sigma_range_mm: in-plane sigma of the Gaussian point-spread function in mm.
+        hu_offset_range: per-scanner additive HU offset.
+        hu_scale_range: per-scanner multiplicative HU scale.
+        streak_probability: chance that a patient has streaks radiating from the spine.
+    """
+
+    image_size: int = 256
+    n_slices: int = 40
+    pixel_spacing_range: tuple[float, float] = (1.2, 1.6)
+    slice_thickness_range: tuple[float, float] = (2.0, 3.0)
+    tumour_count_probs: tuple[float, ...] = (0.25, 0.35, 0.25, 0.15)
+    tumour_type_probs: tuple[float, float, float] = (0.5, 0.2, 0.3)
+    tumour_shape_probs: tuple[float, float, float] = (0.4, 0.35, 0.25)
+    tumour_location_probs: tuple[float, float, float] = (0.4, 0.35, 0.25)
+    diameter_range_mm: tuple[float, float] = (3.0, 50.0)
+    noise_std_range: tuple[float, float] = (8.0, 30.0)
+    blur_sigma_range_mm: tuple[float, float] = (0.5, 0.9)
+    hu_offset_range: tuple[float, float] = (-15.0, 15.0)
+    hu_scale_range: tuple[float, float] = (0.985, 1.015)
+    streak_probability: float = 0.3
+
+    def __post_init__(self) -> None:
+        for name in [f.name for f in dataclasses.fields(self)]:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                setattr(self, name, tuple(value))
+        if int(self.image_size) != self.image_size or self.image_size < 32:
+            raise ValueError(f"PhantomConfig.image_size must be an integer >= 32, got {self.image_size!r}")
+        if int(self.n_slices) != self.n_slices or self.n_slices < 1:
+            raise ValueError(f"PhantomConfig.n_slices must be an integer >= 1, got {self.n_slices!r}")
+        for name in ("pixel_spacing_range", "slice_thickness_range", "diameter_range_mm",
+                     "noise_std_range", "blur_sigma_range_mm", "hu_offset_range", "hu_scale_range"):
+            lo_hi = getattr(self, name)
+            if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
+                raise ValueError(f"PhantomConfig.{name} must be (low, high) with low <= high, got {lo_hi!r}")
+        for name in ("pixel_spacing_range", "slice_thickness_range", "diameter_range_mm", "hu_scale_range"):
+            if getattr(self, name)[0] <= 0:
+                raise ValueError(f"PhantomConfig.{name} must be positive, got {getattr(self, name)!r}")
+        if self.noise_std_range[0] < 0 or self.blur_sigma_range_mm[0] < 0:
+            raise ValueError("PhantomConfig.noise_std_range and blur_sigma_range_mm must be >= 0")
+        for name, n in (("tumour_count_probs", None), ("tumour_type_probs", 3),
+                        ("tumour_shape_probs", 3), ("tumour_location_probs", 3)):
+            probs = np.asarray(getattr(self, name), dtype=float)
+            if (n is not None and len(probs) != n) or probs.ndim != 1 or len(probs) == 0 \
+                    or np.any(probs < 0) or abs(probs.sum() - 1.0) > 1e-6:
+                raise ValueError(
+                    f"PhantomConfig.{name} must be {n or 'some'} non-negative probabilities summing to 1,"
+                    f" got {getattr(self, name)!r}"
+                )
+        if not 0.0 <= self.streak_probability <= 1.0:
+            raise ValueError(f"PhantomConfig.streak_probability must be in [0, 1], got {self.streak_probability!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PhantomConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown PhantomConfig field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class _Grid:
+    """Voxel-centre coordinates in LPS mm, broadcastable to ``(Z, H, W)``."""
+
+    x: np.ndarray  # (1, 1, W)
+    y: np.ndarray  # (1, H, 1)
+    z: np.ndarray  # (Z, 1, 1)
+    spacing: tuple[float, float, float]
+    origin: np.ndarray  # LPS of voxel (0, 0, 0)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.z.shape[0], self.y.shape[1], self.x.shape[2])
+
+    def index(self, points: np.ndarray) -> np.ndarray:
+        """Nearest voxel ``(k, i, j)`` of LPS points ``(N, 3)``, clipped into the volume."""
+        dz, dy, dx = self.spacing
+        rel = points - self.origin
+        idx = np.rint(np.stack([rel[:, 2] / dz, rel[:, 1] / dy, rel[:, 0] / dx], axis=1)).astype(np.int64)
+        return np.clip(idx, 0, np.array(self.shape) - 1)
+
+    def inside(self, points: np.ndarray) -> np.ndarray:
+        dz, dy, dx = self.spacing
+        rel = points - self.origin
+        idx = np.stack([rel[:, 2] / dz, rel[:, 1] / dy, rel[:, 0] / dx], axis=1)
+        return np.all((idx > -0.5) & (idx < np.array(self.shape) - 0.5), axis=1)
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: tuple[float, ...]) -> np.ndarray:
+    """Unit-variance Gaussian random field with the given smoothing sigmas (voxels)."""
+    field_ = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma, mode="wrap")
+    return field_ / max(float(field_.std()), 1e-6)
+
+
+def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """``(n_out, n_in)`` linear-interpolation weights (pixel-centre aligned)."""
+    pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    m = np.zeros((n_out, n_in), dtype=np.float32)
+    np.add.at(m, (np.arange(n_out), lo), 1 - (pos - lo))
+    np.add.at(m, (np.arange(n_out), hi), pos - lo)
+    return m
+
+
+def _lowres_noise(rng: np.random.Generator, shape: tuple[int, int, int], factor: int, sigma: float) -> np.ndarray:
+    """Smooth texture built at ``1/factor`` in-plane resolution and upsampled (cheap large-scale noise)."""
+    z, h, w = shape
+    hs, ws = -(-h // factor), -(-w // factor)
+    small = _smooth_noise(rng, (z, hs, ws), (0.7, sigma, sigma))
+    # Bilinear upsampling as two matrix products: far cheaper than ndimage.zoom on a full volume.
+    wide = (small.reshape(z * hs, ws) @ _interp_matrix(w, ws).T).reshape(z, hs, w)
+    tall = _interp_matrix(h, hs) @ wide.transpose(1, 0, 2).reshape(hs, z * w)
+    return np.ascontiguousarray(tall.reshape(h, z, w).transpose(1, 0, 2))
+
+
+def _grow_tree(
+    rng: np.random.Generator,
+    roots: np.ndarray,
+    directions: np.ndarray,
+    radius: float,
+    length: float,
+    generations: int,
+    inside: Any,
+    radius_ratio: float = 0.74,
+    length_ratio: float = 0.8,
+    min_radius: float = 0.5,
+    attractor: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Grow bifurcating trees of straight tapered segments, all tips of one generation at once.
+
+    Returns ``(start (N, 3), end (N, 3), r_start (N,), r_end (N,))`` in mm. Branches whose end leaves
+    the region (``inside(points) -> bool``) stop there; children lean towards ``attractor`` (a
+    point, e.g. the centre of the lung) so that the tree fills the lung instead of leaving it.
+    """
+    starts, ends, r0s, r1s = [], [], [], []
+    tips = np.asarray(roots, float)
+    dirs = np.asarray(directions, float)
+    dirs = dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
+    r = np.full(len(tips), radius)
+    seg_len = np.full(len(tips), length)
+    for _ in range(generations):
+        if len(tips) == 0:
+            break
+        ends_g = tips + dirs * (seg_len * rng.uniform(0.8, 1.2, len(tips)))[:, None]
+        r_end = r * radius_ratio
+        starts.append(tips), ends.append(ends_g), r0s.append(r), r1s.append(r_end)
+        alive = inside(ends_g) & (r_end >= min_radius)
+        tips, dirs, r_c, len_c = ends_g[alive], dirs[alive], r_end[alive], seg_len[alive] * length_ratio
+        if len(tips) == 0:
+            break
+        perp = np.cross(dirs, rng.standard_normal(dirs.shape))
+        perp /= np.maximum(np.linalg.norm(perp, axis=1, keepdims=True), 1e-9)
+        spread = np.tan(np.deg2rad(rng.uniform(20, 38, len(tips))))[:, None]
+        jitter = 0.15 * rng.standard_normal(dirs.shape)
+        child_a = dirs + spread * perp + jitter
+        child_b = dirs - spread * perp * rng.uniform(0.6, 1.0, (len(tips), 1)) - jitter
+        dirs = np.concatenate([child_a, child_b])
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        tips = np.concatenate([tips, tips])
+        if attractor is not None:
+            pull = attractor - tips
+            dirs += 0.2 * pull / np.maximum(np.linalg.norm(pull, axis=1, keepdims=True), 1e-9)
+            dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        r = np.concatenate([r_c, r_c * rng.uniform(0.8, 1.0, len(r_c))])
+        seg_len = np.concatenate([len_c, len_c])
+    if not starts:
+        empty = np.zeros((0, 3))
+        return empty, empty, np.zeros(0), np.zeros(0)
+    return np.concatenate(starts), np.concatenate(ends), np.concatenate(r0s), np.concatenate(r1s)
+
+
+def _sample_segments(
+    start: np.ndarray, end: np.ndarray, r0: np.ndarray, r1: np.ndarray, step: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points every ``step`` mm along each segment with linearly interpolated radius."""
+    lengths = np.linalg.norm(end - start, axis=1)
+    counts = np.maximum(np.ceil(lengths / step).astype(int), 1) + 1
+    seg = np.repeat(np.arange(len(start)), counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    t = offsets / (counts[seg] - 1)
+    points = start[seg] + (end - start)[seg] * t[:, None]
+    radii = r0[seg] + (r1 - r0)[seg] * t
+    return points, radii
+
+
+def _rasterise_tubes(
+    grid: _Grid, points: np.ndarray, radii: np.ndarray, reach_mm: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distance from every voxel to the nearest sampled centreline point, via one distance transform.
+
+    The transform finds the nearest seed voxel; the exact distance to that seed's centreline point
+    then gives sub-voxel partial volume. Returns ``(distance mm, radius of nearest point, point id)``
+    for all voxels (distance ``inf`` farther than ``reach_mm`` from any seed).
+    """
+    shape = grid.shape
+    keep = grid.inside(points)
+    points, radii = points[keep], radii[keep]
+    ids = np.full(shape, -1, dtype=np.int32)
+    dist = np.full(shape, np.inf, dtype=np.float32)
+    rad = np.zeros(shape, dtype=np.float32)
+    if len(points) == 0:
+        return dist, rad, ids
+    order = np.argsort(radii)  # thicker points written last win shared voxels
+    idx = grid.index(points[order])
+    ids[idx[:, 0], idx[:, 1], idx[:, 2]] = order.astype(np.int32)
+    lo = np.maximum(idx.min(axis=0) - np.ceil(reach_mm / np.array(grid.spacing)).astype(int), 0)
+    hi = np.minimum(idx.max(axis=0) + np.ceil(reach_mm / np.array(grid.spacing)).astype(int) + 1, shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    sub = ids[box]
+    edt, nearest = ndimage.distance_transform_edt(sub < 0, sampling=grid.spacing, return_indices=True)
+    near = edt <= reach_mm
+    pid = sub[nearest[0][near], nearest[1][near], nearest[2][near]]
+    kk, ii, jj = np.nonzero(near)
+    vox = np.stack([grid.x.ravel()[jj + lo[2]], grid.y.ravel()[ii + lo[1]], grid.z.ravel()[kk + lo[0]]], axis=1)
+    d_sub = np.full(sub.shape, np.inf, dtype=np.float32)
+    r_sub = np.zeros(sub.shape, dtype=np.float32)
+    i_sub = np.full(sub.shape, -1, dtype=np.int32)
+    d_sub[near] = np.linalg.norm(vox - points[pid], axis=1)
+    r_sub[near] = radii[pid]
+    i_sub[near] = pid
+    dist[box], rad[box], ids[box] = d_sub, r_sub, i_sub
+    return dist, rad, ids
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
+    return q * np.sign(np.diag(r))
+
+
+def _choice(rng: np.random.Generator, names: Sequence[str], probs: Sequence[float]) -> str:
+    return str(names[int(rng.choice(len(names), p=np.asarray(probs, float)))])
+
+
+class _Patient:
+    """The anatomy of one patient, painted into a HU volume and a tissue-label volume."""
+
+    def __init__(self, rng: np.random.Generator, config: PhantomConfig) -> None:
+        self.rng, self.cfg = rng, config
+        n, nz = config.image_size, config.n_slices
+        scale = 256.0 / n
+        s = round(float(rng.uniform(*config.pixel_spacing_range)) * scale, 3)
+        dz = round(float(rng.uniform(*config.slice_thickness_range)), 2)
+        self.spacing = (dz, s, s)
+        extent = nz * dz
+        # The slab runs from below the diaphragm dome (u = -0.12) to above the carina (u = 0.78).
+        self.lung_height = extent / 0.9
+        origin = np.array([round(-(n - 1) / 2 * s, 2), round(-(n - 1) / 2 * s, 2), 0.0])
+        self.grid = _Grid(
+            x=(origin[0] + np.arange(n) * s).reshape(1, 1, n).astype(np.float32),
+            y=(origin[1] + np.arange(n) * s).reshape(1, n, 1).astype(np.float32),
+            z=(np.arange(nz) * dz).reshape(nz, 1, 1).astype(np.float32),
+            spacing=self.spacing,
+            origin=origin,
+        )
+        self.z_base = 0.12 * self.lung_height
+        self.hu = np.full((nz, n, n), -1000.0, dtype=np.float32)
+        self.tissue = np.zeros((nz, n, n), dtype=np.uint8)
+        self.params: dict[str, Any] = {"pixel_spacing_mm": s, "slice_thickness_mm": dz}
+
+    def u(self, z: np.ndarray | float) -> np.ndarray | float:
+        """Anatomical height: 0 at the lung base, 1 at the apex."""
+        return (z - self.z_base) / self.lung_height
+
+    def z_of(self, u: float) -> float:
+        return self.z_base + u * self.lung_height
+
+    def paint(self, where: np.ndarray, hu: float | np.ndarray, label: str) -> None:
+        """Overwrite ``where`` (broadcast to ``(Z, H, W)``) with ``hu`` and its tissue label."""
+        np.copyto(self.hu, np.asarray(hu, dtype=np.float32), where=where)
+        np.copyto(self.tissue, np.uint8(TISSUE_LABELS[label]), where=where)
+
+    def blend(self, occupancy: np.ndarray, hu: float | np.ndarray, label: str, region: np.ndarray | None = None) -> None:
+        """Partial-volume paint: ``hu_new = (1 - o) hu_old + o hu``; label where ``o >= 0.5``."""
+        o = occupancy if region is None else occupancy * region
+        touched = o > 0
+        self.hu[touched] += (o[touched] * (np.broadcast_to(hu, o.shape)[touched] - self.hu[touched])).astype(np.float32)
+        self.tissue[o >= 0.5] = TISSUE_LABELS[label]
+
+    def build_anatomy(self) -> None:
+        rng, g, fov = self.rng, self.grid, self.cfg.image_size * self.spacing[1]
+        x2, y2 = g.x[0], g.y[0]  # (1, W), (H, 1)
+        a = fov / 2 * rng.uniform(0.80, 0.92)
+        b = a * rng.uniform(0.62, 0.74)
+        cy = b * rng.uniform(0.0, 0.06)
+        p = rng.uniform(2.0, 2.3)
+        r_body = ((np.abs(x2) / a) ** p + (np.abs(y2 - cy) / b) ** p) ** (1 / p)
+        radial = np.sqrt(x2**2 + (y2 - cy) ** 2)
+        depth = np.where(r_body > 0, radial * (1 - r_body) / np.maximum(r_body, 1e-6), b)  # mm inside skin
+        fat, muscle, rib_zone = rng.uniform(8, 25), rng.uniform(7, 13), rng.uniform(8, 11)
+        wall = fat + muscle + rib_zone
+        self.params.update(body_semi_axes_mm=[round(a, 1), round(b, 1)], fat_mm=round(fat, 1))
+        body = depth > 0
+        fat_tex = 8 * _lowres_noise(rng, (1,) + body.shape, 4, 1.5)[0]
+        self.paint(body[None], (-100 + fat_tex)[None], "fat")
+        self.paint(((depth > fat) & (depth <= wall))[None], 40.0, "muscle")
+
+        # Ribs: oblique bands crossing each slice at several angular positions; sternum anteriorly.
+        theta = np.arctan2(y2 - cy, np.abs(x2))  # -pi/2 anterior midline .. +pi/2 posterior
+        t = (depth - fat - muscle) / rib_zone
+        in_zone = (t > 0) & (t < 1)
+        pitch, turns = rng.uniform(24, 32), rng.uniform(5.0, 7.0)
+        phase = (g.z / pitch - turns * theta[None] / np.pi + rng.uniform()) % 1.0
+        duty = 0.25
+        q = phase / duty
+        # Oval cross-sections: a unit disc in (depth, phase) coordinates, cortex on its outer shell.
+        oval = (2 * t - 1)[None] ** 2 + (2 * q - 1) ** 2
+        rib = in_zone[None] & (oval < 1) & (np.abs(theta) < 1.35)[None]
+        sternum = in_zone & (np.abs(x2) < 14) & (y2 < cy)
+        bone_hu = np.where(oval > 0.5, rng.uniform(700, 950), rng.uniform(220, 300)).astype(np.float32)
+        self.paint(rib, bone_hu, "bone")
+        self.paint(sternum[None], np.where(np.minimum(t, 1 - t) < 0.2, 600.0, 250.0)[None], "bone")
+
+        # Thoracic cavity: mediastinal fat by default, lungs carved out below.
+        cavity2 = depth > wall + 1.0
+        a_c, b_c = a - wall, b - wall
+        self.cav = (a_c, b_c, cy)
+        self.paint(cavity2[None], -90.0, "mediastinum")
+
+        # Spine (constant along z): vertebral body, canal, posterior elements, paraspinal muscles.
+        r_v = rng.uniform(13, 17)
+        yb = cy + b_c - r_v * 0.9
+        vb = ((x2 / (1.1 * r_v)) ** 2 + ((y2 - yb) / r_v) ** 2)
+        canal_c = yb + r_v + 8
+        canal = (x2**2 + (y2 - canal_c) ** 2) < 7.0**2
+        arch = ((x2**2 + (y2 - canal_c) ** 2) < 12.0**2) & ~canal
+        spinous = (np.abs(x2) < 4) & (y2 > canal_c) & (y2 < canal_c + 30) & (depth > fat)
+        paraspinal = (((np.abs(x2) - 32) / 24) ** 2 + ((y2 - canal_c - 6) / 22) ** 2) < 1
+        self.paint((paraspinal & body)[None], 45.0, "muscle")
+        cortical = (vb < 1) & (vb > 0.72)
+        self.paint((vb < 1)[None], np.where(cortical, rng.uniform(700, 1000), rng.uniform(220, 300))[None], "bone")
+        self.paint((arch | spinous)[None], 500.0, "bone")
+        self.paint(canal[None], 15.0, "muscle")
+        spine_block = (vb < 1.8) | paraspinal | arch | canal
+
+        # Mediastinum: a central band, the heart (3D ellipsoid on the diaphragm), great vessels.
+        u3 = self.u(g.z)
+        yn = (y2 - cy) / b_c
+        x_mid = a_c * rng.uniform(0.0, 0.06)
+        band = np.abs(x2 - x_mid) < a_c * (0.09 + 0.12 * np.clip(yn + 0.2, 0, 1))
+        hx, hy, hu_ = a_c * rng.uniform(0.15, 0.25), -b_c * rng.uniform(0.05, 0.2), rng.uniform(0.15, 0.25)
+        ha, hb, hc = a_c * rng.uniform(0.32, 0.4), b_c * rng.uniform(0.45, 0.55), rng.uniform(0.25, 0.32)
+        heart_r = ((x2 - hx) / ha) ** 2 + ((y2 - hy) / hb) ** 2 + ((u3 - hu_) / hc) ** 2
+        heart = heart_r < 1
+        d_aorta = ((x2 - r_v * 1.2) ** 2 + (y2 - (yb - r_v * 0.6)) ** 2) < rng.uniform(10, 13) ** 2
+        asc = ((x2 + 0.1 * a_c) ** 2 + (y2 - (cy - 0.35 * b_c)) ** 2) < rng.uniform(13, 17) ** 2
+        trunk = ((x2 - 0.18 * a_c) ** 2 + (y2 - (cy - 0.4 * b_c)) ** 2) < rng.uniform(11, 14) ** 2
+        svc = ((x2 + 0.32 * a_c) ** 2 + (y2 - (cy - 0.3 * b_c)) ** 2) < 9.0**2
+        upper = u3 > 0.42
+        blood = rng.uniform(35, 50)
+        self.paint(cavity2[None] & (heart_r < 1.12) & ~heart, -95.0, "mediastinum")
+        self.paint(cavity2[None] & heart, blood, "mediastinum")
+        self.paint(cavity2[None] & d_aorta[None], blood, "mediastinum")
+        great = (asc | svc)[None] & upper | trunk[None] & upper & (u3 < 0.6)
+        self.paint(cavity2[None] & great, blood, "mediastinum")
+        self.blood_hu = blood
+
+        # Diaphragm domes: liver under the right dome, spleen/stomach under the left, in the lowest slices.
+        dome_r = rng.uniform(0.02, 0.12) - 0.6 * (((x2 + 0.45 * a_c) / (0.6 * a_c)) ** 2 + ((y2 - cy) / b_c) ** 2)
+        dome_l = rng.uniform(-0.02, 0.08) - 0.6 * (((x2 - 0.45 * a_c) / (0.6 * a_c)) ** 2 + ((y2 - cy) / b_c) ** 2)
+        below = u3 < np.maximum(dome_r, dome_l)[None]
+        abdomen = cavity2[None] & below & ~(spine_block | d_aorta)[None]
+        organ_hu = np.where(dome_r >= dome_l, rng.uniform(50, 65), rng.uniform(30, 45)).astype(np.float32)
+        self.paint(abdomen, organ_hu[None] + 6 * _lowres_noise(rng, self.hu.shape, 4, 1.0), "abdomen")
+
+        # Lungs: the cavity minus mediastinum, heart, great vessels, spine and abdomen.
+        exclude = (band | spine_block | d_aorta)[None] | (heart_r < 1.2) | great | below
+        lung = cavity2[None] & ~exclude
+        lung = ndimage.binary_opening(lung, structure=np.ones((1, 3, 3), bool))
+        gradient = rng.uniform(40, 100) * np.clip((yn + 1) / 2, 0, 1)[None]
+        base = rng.uniform(-880, -840)
+        texture = rng.uniform(12, 25) * _lowres_noise(rng, self.hu.shape, 4, 1.2)
+        self.paint(lung, base + gradient + texture, "lung")
+        self.lung = lung
+        self.params["lung_base_hu"] = round(float(base), 1)
+        self.hilum_u, self.carina_u = rng.uniform(0.4, 0.5), rng.uniform(0.6, 0.7)
+        self.x_mid, self.y_trachea = x_mid, yb - r_v - rng.uniform(12, 18)
+        self.cavity2 = cavity2
+        self.depth = depth
+        self.wall = wall
+
+    def build_trees(self) -> None:
+        """Vessel and airway trees from the hila, rasterised together with one distance transform."""
+        rng, g = self.rng, self.grid
+        a_c, b_c, cy = self.cav
+        lung = self.lung
+
+        def in_cavity(points: np.ndarray) -> np.ndarray:
+            idx = g.index(points)
+            return g.inside(points) & self.cavity2[idx[:, 1], idx[:, 2]]
+
+        z_h = self.z_of(self.hilum_u)
+        step = 0.5 * min(self.spacing[1:])
+        vessel_segments, airway_segments = [], []
+        for side in (-1.0, 1.0):
+            k_h = int(np.clip(round(z_h / self.spacing[0]), 0, g.shape[0] - 1))
+            kk, ii, jj = np.nonzero(lung[max(k_h - 2, 0):k_h + 3])
+            on_side = (np.sign(g.x[0, 0, jj] - self.x_mid) == side) & (np.abs(g.y[0, ii, 0] - cy) < 0.3 * b_c)
+            if not on_side.any():
+                continue
+            medial = np.argmin(np.abs(g.x[0, 0, jj[on_side]] - self.x_mid))
+            hilum = np.array([g.x[0, 0, jj[on_side][medial]], g.y[0, ii[on_side][medial], 0], z_h], float)
+            kk, ii, jj = np.nonzero(lung)
+            keep = np.sign(g.x[0, 0, jj] - self.x_mid) == side
+            centroid = np.array([g.x[0, 0, jj[keep]].mean(), g.y[0, ii[keep], 0].mean(), g.z[kk[keep], 0, 0].mean()])
+            lat = side
+            base_dirs = np.array([[0.5 * lat, -0.2, 0.9], [1.0 * lat, -0.3, 0.1], [0.8 * lat, 0.3, -0.6],
+                                  [0.5 * lat, 0.7, -0.4], [0.6 * lat, -0.6, -0.4]])
+            dirs = base_dirs + 0.15 * rng.standard_normal(base_dirs.shape)
+            roots = hilum + 0.03 * a_c * rng.standard_normal((len(dirs), 3))
+            vessel_segments.append(_grow_tree(
+                rng, roots, dirs, rng.uniform(3.5, 4.5), 0.12 * self.lung_height + 10, 9, in_cavity,
+                radius_ratio=0.8, length_ratio=0.82, attractor=centroid,
+            ))
+            bronchus_start = np.array([self.x_mid, self.y_trachea, self.z_of(self.carina_u)])
+            main = (bronchus_start, hilum + np.array([0, 8.0, 0]))
+            airway_segments.append((np.array([main[0]]), np.array([main[1]]), np.array([6.5]), np.array([5.0])))
+            adirs = base_dirs[:3] + 0.2 * rng.standard_normal((3, 3))
+            airway_segments.append(_grow_tree(
+                rng, np.repeat(main[1][None], 3, 0), adirs, 4.0, 0.1 * self.lung_height + 6, 4, in_cavity, 0.7,
+                attractor=centroid,
+            ))
+        top = np.array([self.x_mid, self.y_trachea, g.z.max() + 5])
+        carina = np.array([self.x_mid, self.y_trachea, self.z_of(self.carina_u)])
+        airway_segments.append((top[None], carina[None], np.array([8.5]), np.array([7.5])))
+
+        v_pts, v_rad = _sample_segments(*[np.concatenate(a) for a in zip(*vessel_segments)], step)
+        a_pts, a_rad = _sample_segments(*[np.concatenate(a) for a in zip(*airway_segments)], step)
+        wall = 0.25 * a_rad + 0.6
+        points = np.concatenate([v_pts, a_pts])
+        radii = np.concatenate([v_rad, a_rad + wall])  # airway reach includes the wall
+        is_airway = np.concatenate([np.zeros(len(v_pts), bool), np.ones(len(a_pts), bool)])
+        lumen = np.concatenate([np.zeros(len(v_pts)), a_rad])
+        dist, rad, ids = _rasterise_tubes(g, points, radii, reach_mm=float(radii.max()) + 2 * max(self.spacing))
+        pv = max(self.spacing[1], 0.5)
+        has = ids >= 0
+        airway_vox = np.zeros(self.hu.shape, bool)
+        airway_vox[has] = is_airway[ids[has]]
+        occ = np.clip((rad - dist) / pv + 0.5, 0, 1).astype(np.float32)
+        vessel_occ = np.where(airway_vox, 0, occ) * lung
+        self.blend(vessel_occ, self.blood_hu, "vessel")
+        self.vessel_occ, self.vessel_rad = vessel_occ, np.where(airway_vox, 0, rad)
+        airway_region = (self.cavity2[None] & (self.tissue != TISSUE_LABELS["bone"])) & airway_vox
+        self.blend(occ * airway_region, 40.0, "muscle")
+        lumen_r = np.zeros(self.hu.shape, np.float32)
+        lumen_r[has] = lumen[ids[has]]
+        lumen_occ = np.clip((lumen_r - dist) / pv + 0.5, 0, 1) * airway_region
+        self.blend(lumen_occ, -1000.0, "airway")
+        self.params["n_vessel_segments"] = int(sum(len(s[0]) for s in vessel_segments))
+
+    def _lung_distance(self) -> np.ndarray:
+        """Distance (mm) from each lung voxel to the nearest non-lung voxel, on the lungs' bounding box."""
+        dt = np.zeros(self.hu.shape, dtype=np.float32)
+        nz = np.nonzero(self.lung.any(axis=(0, 1)))[0], np.nonzero(self.lung.any(axis=(0, 2)))[0]
+        box = (slice(None), slice(nz[1][0], nz[1][-1] + 1), slice(nz[0][0], nz[0][-1] + 1))
+        padded = np.pad(self.lung[box], ((0, 0), (1, 1), (1, 1)))
+        dt[box] = ndimage.distance_transform_edt(padded, sampling=self.spacing)[:, 1:-1, 1:-1]
+        return dt
+
+    def _tumour_field(
+        self, centre: np.ndarray, radius: float, axes: np.ndarray, rot: np.ndarray, bumps: list[tuple],
+    ) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray]:
+        """``(box, signed distance mm (inside > 0), normalised radius)`` of one tumour in its bounding box."""
+        g = self.grid
+        amps = np.array([a for a, _, _ in bumps], dtype=np.float32)
+        dirs = np.stack([v for _, v, _ in bumps]).astype(np.float32)
+        kappas = np.array([k for _, _, k in bumps], dtype=np.float32)
+        reach = radius * float(axes.max()) * (1.2 + float(amps.max())) + 2 * max(self.spacing)
+        c_idx = g.index(centre[None])[0]
+        half = np.ceil(reach / np.array(self.spacing)).astype(int)
+        lo, hi = np.maximum(c_idx - half, 0), np.minimum(c_idx + half + 1, g.shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        px = g.x[0, 0, box[2]] - centre[0]
+        py = g.y[0, box[1], 0] - centre[1]
+        pz = g.z[box[0], 0, 0] - centre[2]
+        pts = np.stack(np.broadcast_arrays(px[None, None, :], py[None, :, None], pz[:, None, None]), axis=-1)
+        local = (pts @ rot / (radius * axes)).astype(np.float32)
+        rho = np.sqrt((local**2).sum(axis=-1))
+        n = local / np.maximum(rho, 1e-6)[..., None]
+        f = 1.0 + np.exp((n @ dirs.T - 1.0) / kappas) @ amps
+        return box, ((f - rho) * radius).astype(np.float32), rho / f
+
+    def add_tumours(self) -> list[dict[str, Any]]:
+        rng, cfg = self.rng, self.cfg
+        n_tumours = int(rng.choice(len(cfg.tumour_count_probs), p=np.asarray(cfg.tumour_count_probs)))
+        self.mask = np.zeros(self.hu.shape, dtype=np.uint8)
+        tumours: list[dict[str, Any]] = []
+        voxel_volume = float(np.prod(self.spacing))
+        lung_idx = np.flatnonzero(self.lung)
+        if len(lung_idx) == 0 or n_tumours == 0:
+            return tumours
+        self.lung_dt = self._lung_distance()
+        for t_i in range(n_tumours):
+            ttype = _choice(rng, TUMOUR_TYPES, cfg.tumour_type_probs)
+            shape = _choice(rng, TUMOUR_SHAPES, cfg.tumour_shape_probs)
+            placement = _choice(rng, TUMOUR_LOCATIONS, cfg.tumour_location_probs)
+            lo, hi = np.log(cfg.diameter_range_mm[0]), np.log(cfg.diameter_range_mm[1])
+            for _attempt in range(8):
+                target = float(np.exp(rng.uniform(lo, hi)))
+                result = self._place_tumour(target, shape, placement, lung_idx, voxel_volume)
+                if result is not None:
+                    break
+            if result is None:
+                continue
+            box, sd, rho_n, measured, used_shape = result
+            inside = (sd > 0) & self.lung[box] & (self.mask[box] == 0)
+            pv = max(self.spacing[1], 0.5)
+            occ = np.clip(sd / pv + 0.5, 0, 1) * self.lung[box]
+            tex = _smooth_noise(rng, sd.shape, (0.5, 1.0, 1.0))
+            if ttype == "solid":
+                level = rng.uniform(15, 45) + 10 * tex
+            else:
+                ggo = rng.uniform(-600, -300)
+                level = ggo + 35 * tex
+                if ttype == "part-solid":
+                    level = np.where(rho_n < rng.uniform(0.35, 0.6), rng.uniform(10, 40) + 10 * tex, level)
+            region_hu = self.hu[box]
+            blended = region_hu + occ * (level - region_hu)
+            self.hu[box] = np.maximum(region_hu, blended).astype(np.float32)
+            self.tissue[box][inside] = TISSUE_LABELS["tumour"]
+            self.mask[box][inside] = 1
+            tumours.append(self._describe(t_i, ttype, used_shape, placement, box, inside, target, voxel_volume))
+        return tumours
+
+    def _place_tumour(
+        self, target: float, shape: str, placement: str, lung_idx: np.ndarray, voxel_volume: float,
+    ) -> tuple | None:
+        rng, g = self.rng, self.grid
+        radius = target / 2
+        if shape == "spiculated" and target < 8:
+            shape = "lobulated"  # spicules narrower than a pixel do not exist on a small nodule
+        if shape == "smooth":
+            bumps = [(0.05, v, 0.4) for v in rng.standard_normal((3, 3))]
+        elif shape == "lobulated":
+            bumps = [(rng.uniform(0.15, 0.35), v, rng.uniform(0.08, 0.2)) for v in rng.standard_normal((rng.integers(4, 8), 3))]
+        else:
+            spikes = []
+            for v in rng.standard_normal((rng.integers(8, 20), 3)):
+                width = rng.uniform(0.7, 1.5) / (1.4 * radius)
+                spikes.append((rng.uniform(0.5, 1.1), v, width**2 / 2))
+            bumps = [(0.1, v, 0.3) for v in rng.standard_normal((3, 3))] + spikes
+        bumps = [(a, v / np.linalg.norm(v), k) for a, v, k in bumps]
+        axes = np.exp(rng.uniform(-0.2, 0.2, 3))
+        axes /= np.cbrt(axes.prod())
+        rot = _random_rotation(rng)
+        dt = self.lung_dt.ravel()[lung_idx]
+        if placement == "isolated":
+            cand = lung_idx[dt > radius * 1.1 + 2]
+        elif placement == "juxta-pleural":
+            near_wall = self.depth.ravel()[lung_idx % self.depth.size] < self.wall + radius + 4
+            cand = lung_idx[(dt > 0.45 * radius) & (dt < 0.85 * radius + 1.5) & near_wall]
+        else:
+            vessel_near = (self.vessel_rad.ravel()[lung_idx] >= 1.2) & (self.vessel_occ.ravel()[lung_idx] < 0.2)
+            vessel_near &= self.vessel_rad.ravel()[lung_idx] <= 4.0
+            cand = lung_idx[vessel_near & (dt > radius * 0.9)]
+        if len(cand) == 0:
+            return None
+        flat = int(cand[rng.integers(len(cand))])
+        k, i, j = np.unravel_index(flat, self.hu.shape)
+        centre = np.array([g.x[0, 0, j], g.y[0, i, 0], g.z[k, 0, 0]], dtype=float)
+        centre += rng.uniform(-0.5, 0.5, 3) * np.array([self.spacing[2], self.spacing[1], self.spacing[0]])
+        if placement == "juxta-vascular":
+            # Move the centre away from the vessel so the lesion abuts it rather than engulfing it.
+            centre += rng.standard_normal(3) * 0.3 * radius
+        best = None
+        scale = 1.0
+        for _ in range(6):
+            box, sd, rho_n = self._tumour_field(centre, radius * scale, axes, rot, bumps)
+            n_vox = int(((sd > 0) & self.lung[box] & (self.mask[box] == 0)).sum())
+            if n_vox == 0:
+                scale *= 1.5
+                continue
+            measured = (6 * n_vox * voxel_volume / np.pi) ** (1 / 3)
+            ok = self.cfg.diameter_range_mm[0] <= measured <= self.cfg.diameter_range_mm[1]
+            if ok and (best is None or abs(measured - target) < abs(best[3] - target)):
+                best = (box, sd, rho_n, measured, shape)
+            if abs(measured - target) <= 0.1 * target:
+                break
+            scale *= float(np.clip(target / measured, 0.6, 1.6))
+        return best
+
+    def _describe(
+        self, t_i: int, ttype: str, shape: str, placement: str, box: tuple[slice, ...], inside: np.ndarray,
+        target: float, voxel_volume: float,
+    ) -> dict[str, Any]:
+        g = self.grid
+        kk, ii, jj = np.nonzero(inside)
+        kk, ii, jj = kk + box[0].start, ii + box[1].start, jj + box[2].start
+        centre_vox = [float(kk.mean()), float(ii.mean()), float(jj.mean())]
+        centre_mm = [
+            float(g.origin[0] + centre_vox[2] * self.spacing[2]),
+            float(g.origin[1] + centre_vox[1] * self.spacing[1]),
+            float(g.origin[2] + centre_vox[0] * self.spacing[0]),
+        ]
+        grown = ndimage.binary_dilation(inside, structure=ndimage.generate_binary_structure(3, 1)) & ~inside
+        lung_box = self.lung[box]
+        touches_pleura = bool(np.any(grown & ~lung_box))
+        touches_vessel = bool(np.any(grown & (self.vessel_occ[box] >= 0.5) & (self.vessel_rad[box] >= 1.2)))
+        location = "juxta-pleural" if touches_pleura else "juxta-vascular" if touches_vessel else "isolated"
+        n_vox = int(len(kk))
+        return {
+            "id": t_i,
+            "type": ttype,
+            "shape": shape,
+            "placement": placement,
+            "location": location,
+            "centre_voxel_zyx": [round(c, 3) for c in centre_vox],
+            "centre_mm_lps": [round(c, 3) for c in centre_mm],
+            "equivalent_diameter_mm": round(float((6 * n_vox * voxel_volume / np.pi) ** (1 / 3)), 3),
+            "target_diameter_mm": round(target, 3),
+            "n_voxels": n_vox,
+            "slices": [int(kk.min()), int(kk.max())],
+        }
+
+    def image_effects(self) -> np.ndarray:
+        rng, cfg = self.rng, self.cfg
+        dz, dy, dx = self.spacing
+        sigma_mm = rng.uniform(*cfg.blur_sigma_range_mm)
+        img = ndimage.gaussian_filter(self.hu, (0.35, sigma_mm / dy, sigma_mm / dx), mode="nearest")
+        streaks = bool(rng.uniform() < cfg.streak_probability)
+        if streaks:
+            a_c, b_c, cy = self.cav
+            x2, y2 = self.grid.x[0], self.grid.y[0]
+            sx, sy = 0.0, cy + b_c * 0.8
+            n_lines = 8
+            angles = rng.uniform(0, np.pi, n_lines)
+            lines = []
+            for ang in angles:
+                across = -(x2 - sx) * np.sin(ang) + (y2 - sy) * np.cos(ang)
+                along = np.abs((x2 - sx) * np.cos(ang) + (y2 - sy) * np.sin(ang))
+                lines.append(np.exp(-0.5 * (across / (1.2 * dx)) ** 2) * np.exp(-along / 120.0))
+            weights = rng.uniform(60, 180, (self.hu.shape[0], n_lines)) * rng.choice([-1, 1], n_lines)
+            img += np.einsum("zk,khw->zhw", weights.astype(np.float32), np.stack(lines).astype(np.float32))
+        offset, scale = rng.uniform(*cfg.hu_offset_range), rng.uniform(*cfg.hu_scale_range)
+        noise_std = rng.uniform(*cfg.noise_std_range)
+        noise = _smooth_noise(rng, self.hu.shape, (0.0, 0.8, 0.8)) * noise_std
+        img = img * scale + offset + noise
+        self.params.update(
+            blur_sigma_mm=round(float(sigma_mm), 3), streaks=streaks, hu_offset=round(float(offset), 2),
+            hu_scale=round(float(scale), 4), noise_std_hu=round(float(noise_std), 2),
+        )
+        return np.clip(np.rint(img), -1024, 3071).astype(np.float32)
+
+
+def generate_patient(
+    seed: int | Sequence[int], config: PhantomConfig | None = None, patient_id: str | None = None,
+) -> tuple[CTVolume, list[dict[str, Any]]]:
+    """Generate one synthetic chest-CT patient.
+
+    Args:
+        seed: integer (or sequence of integers) seeding ``numpy.random.default_rng``; the same seed
+            and config always give identical arrays and tumour records.
+        config: generator settings; default :class:`PhantomConfig`.
+        patient_id: id stored in the volume; default ``"phantom-<seed>"``.
+
+    Returns:
+        ``(volume, tumours)``: ``volume.image`` float32 ``(Z, H, W)`` integral HU, ``volume.mask``
+        uint8 ``(Z, H, W)`` tumour mask inside the lungs, LPS ``affine``; ``volume.meta`` holds the
+        patient parameters, ``"tissue"`` (uint8 ``(Z, H, W)`` labels, see :data:`TISSUE_LABELS`)
+        and ``"lung_mask"``. ``tumours`` lists each tumour's type, shape, placement, measured
+        location, centre (voxel and LPS mm), equivalent diameter and slice range.
+    """
+    config = config or PhantomConfig()
+    seed_list = [int(seed)] if np.isscalar(seed) else [int(s) for s in seed]
+    rng = np.random.default_rng(seed_list)
+    patient_id = patient_id or f"phantom-{'-'.join(map(str, seed_list))}"
+    p = _Patient(rng, config)
+    p.build_anatomy()
+    p.build_trees()
+    tumours = p.add_tumours()
+    image = p.image_effects()
+    affine = affine_from_geometry(p.grid.origin, (1, 0, 0, 0, 1, 0), p.spacing)
+    meta = {
+        "format": MANIFEST_FORMAT,
+        "affine_space": "LPS",
+        "slice_thickness": p.spacing[0],
+        "seed": seed_list,
+        "params": p.params,
+        "tumours": tumours,
+        "tissue": p.tissue,
+        "lung_mask": p.lung.astype(np.uint8),
+    }
+    volume = CTVolume(
+        image=image, mask=p.mask, spacing=p.spacing, patient_id=patient_id, affine=affine,
+        intensity="hu", source="phantom", meta=meta,
+    )
+    return volume, tumours
+
+
+def generate_study(
+    out_dir: str | Path,
+    n_patients: int,
+    seed: int,
+    config: PhantomConfig | None = None,
+    progress: bool = True,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Generate a study on disk: ``<patient_id>/ct/*.dcm``, ``<patient_id>/mask.nii.gz``, ``manifest.json``.
+
+    Args:
+        out_dir: output folder; must be empty or absent unless ``overwrite``.
+        n_patients: number of patients (``phantom-000`` ...).
+        seed: study seed; patient ``i`` uses ``generate_patient((seed, i), config)``.
+        config: generator settings; default :class:`PhantomConfig`.
+        progress: show a tqdm bar over patients.
+        overwrite: replace an earlier phantom study in ``out_dir`` (only its manifest and patient
+            folders are removed).
+
+    Returns:
+        ``out_dir`` as a ``Path``. The same arguments always write byte-identical files.
+    """
+    if int(n_patients) != n_patients or n_patients < 1:
+        raise ValueError(f"n_patients must be a positive integer, got {n_patients!r}")
+    config = config or PhantomConfig()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise LungsegError(f"{out}: output path exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        manifest_path = out / "manifest.json"
+        if not overwrite:
+            raise LungsegError(f"{out}: output folder is not empty; choose a new folder (an earlier phantom study there can be replaced with overwrite=True)")
+        try:
+            old = json.loads(manifest_path.read_text())
+            assert old.get("format") == MANIFEST_FORMAT
+        except Exception:
+            raise LungsegError(
+                f"{out}: not an earlier lungseg phantom study (no valid manifest.json); refusing to overwrite it"
+            ) from None
+        for patient in old.get("patients", []):
+            shutil.rmtree(out / str(patient["patient_id"]), ignore_errors=True)
+        manifest_path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    patients = []
+    for i in tqdm(range(int(n_patients)), desc="phantom patients", disable=not progress):
+        pid = f"phantom-{i:03d}"
+        volume, tumours = generate_patient((int(seed), i), config, patient_id=pid)
+        write_dicom_series(volume, out / pid / "ct", uid_seed=f"phantom:{seed}:{i}",
+                           series_description="lungseg synthetic chest CT")
+        write_nifti(volume.mask, out / pid / "mask.nii.gz", affine=dicom_affine(volume))
+        patients.append({
+            "patient_id": pid,
+            "seed": [int(seed), i],
+            "shape_zyx": list(volume.image.shape),
+            "spacing_zyx_mm": list(volume.spacing),
+            "params": volume.meta["params"],
+            "n_tumours": len(tumours),
+            "tumour_voxels": int(volume.mask.sum()),
+            "tumours": tumours,
+        })
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "generator_version": GENERATOR_VERSION,
+        "seed": int(seed),
+        "n_patients": int(n_patients),
+        "config": config.to_dict(),
+        "note": "synthetic chest CT (lungseg phantom); not patient data",
+        "patients": patients,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return out
+
+
+class PhantomStudy(Sequence[CTVolume]):
+    """A generated study read back lazily: each item is read from its DICOM series and NIfTI mask.
+
+    Index by position or by patient id; ``patient_ids`` and ``manifest`` describe the study.
+    """
+
+    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.patient_ids: list[str] = [str(p["patient_id"]) for p in manifest["patients"]]
+        self._records = {str(p["patient_id"]): p for p in manifest["patients"]}
+
+    def __len__(self) -> int:
+        return len(self.patient_ids)
+
+    def __iter__(self) -> Iterator[CTVolume]:
+        for pid in self.patient_ids:
+            yield self[pid]
+
+    def __getitem__(self, key: int | str) -> CTVolume:  # type: ignore[override]
+        if isinstance(key, (int, np.integer)):
+            pid = self.patient_ids[key]
+        elif key in self._records:
+            pid = key
+        else:
+            raise KeyError(f"patient {key!r} not in study {self.root}")
+        ct_dir, mask_path = self.root / pid / "ct", self.root / pid / "mask.nii.gz"
+        volumes = read_dicom_series(ct_dir)
+        if len(volumes) != 1:
+            raise DataError(f"{ct_dir}: expected one CT series, found {len(volumes)}")
+        volume = volumes[0]
+        mask, _, mask_affine = read_nifti(mask_path)
+        if mask.shape != volume.image.shape:
+            raise DataError(f"{mask_path}: mask shape {mask.shape} does not match the CT series {volume.image.shape}")
+        if not np.allclose(mask_affine, dicom_affine(volume), atol=1e-3):
+            raise DataError(f"{mask_path}: mask geometry (affine) does not match the CT series in {ct_dir}")
+        values = np.unique(mask)
+        if not np.all(np.isin(values, (0, 1))):
+            raise DataError(f"{mask_path}: mask values must be 0/1, found {values[:10].tolist()}")
+        volume.mask = mask.astype(np.uint8)
+        volume.patient_id = pid
+        volume.meta["tumours"] = self._records[pid]["tumours"]
+        volume.meta["phantom"] = {k: v for k, v in self._records[pid].items() if k != "tumours"}
+        return volume
+
+
+def load_study(directory: str | Path) -> PhantomStudy:
+    """Open a study written by :func:`generate_study` (volumes are read on access).
+
+    Raises:
+        DataError: no ``manifest.json``, a manifest of another format, or missing patient folders.
+    """
+    root = Path(directory)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise DataError(f"{root}: no manifest.json; expected a study written by `lungseg phantom`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise DataError(f"{manifest_path}: format is not {MANIFEST_FORMAT!r}")
+    for p in manifest.get("patients", []):
+        if not (root / str(p["patient_id"]) / "ct").is_dir():
+            raise DataError(f"{root / str(p['patient_id'])}: patient folder listed in the manifest is missing")
+    return PhantomStudy(root, manifest)
