@@ -1,0 +1,620 @@
+"""Patient-level splits and the 2D axial slice dataset used for training and evaluation.
+
+* :func:`patient_split` splits **patients**, never slices (slices of one patient are strongly
+  correlated, a slice-level split leaks them into the test set), stratified on tumour presence.
+* :class:`SliceDataset` turns the volumes of some patients into preprocessed ``(1, S, S)`` slices
+  (eq. 1 normalisation with the training fingerprint, then bilinear resize to ``S``; masks
+  nearest-neighbour), optionally caches them on disk, samples tumour slices at a chosen rate and
+  augments them (flips, small rotations with torch ``grid_sample``, intensity jitter).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, RandomSampler, Sampler, WeightedRandomSampler
+from tqdm.auto import tqdm
+
+from lungseg.data import CTDataset, open_dataset
+from lungseg.errors import DataError
+from lungseg.preprocess import Fingerprint, preprocess_slices, resize_mask
+
+__all__ = [
+    "SPLITS",
+    "patient_split",
+    "save_split",
+    "load_split",
+    "AugmentConfig",
+    "SliceInfo",
+    "SliceDataset",
+    "CACHE_VERSION",
+]
+
+SPLITS: tuple[str, str, str] = ("train", "val", "test")
+SPLIT_FORMAT = "lungseg-split"
+#: Bump when the cached arrays change meaning (invalidates every cache file).
+CACHE_VERSION = 1
+#: Slices preprocessed per call, bounding peak memory on 500-slice volumes.
+_CHUNK = 32
+
+
+# ---------------------------------------------------------------------------------------------
+# Patient-level split
+# ---------------------------------------------------------------------------------------------
+def _largest_remainder(n: int, fractions: np.ndarray) -> np.ndarray:
+    ideal = np.asarray(fractions, dtype=np.float64) * n
+    counts = np.floor(ideal).astype(int)
+    for k in np.argsort(-(ideal - counts), kind="stable")[: n - counts.sum()]:
+        counts[k] += 1
+    positive = np.flatnonzero(np.asarray(fractions) > 0)
+    if n >= len(positive):
+        # Every requested part gets at least one patient (a val/test split of 0 patients is useless).
+        for k in positive:
+            if counts[k] == 0:
+                counts[int(np.argmax(counts))] -= 1
+                counts[k] = 1
+    return counts
+
+
+def _controlled_round(ideal: np.ndarray, row_totals: np.ndarray, col_totals: np.ndarray) -> np.ndarray:
+    """Integer matrix with the given row/column sums, each cell the floor or ceiling of ``ideal``."""
+    counts = np.floor(ideal).astype(int)
+    row_def = row_totals - counts.sum(axis=1)
+    col_def = col_totals - counts.sum(axis=0)
+    frac = ideal - counts
+    cells = sorted(np.ndindex(*ideal.shape), key=lambda c: -frac[c])
+    for s, k in cells:
+        if row_def[s] > 0 and col_def[k] > 0:
+            counts[s, k] += 1
+            row_def[s] -= 1
+            col_def[k] -= 1
+    while row_def.sum() > 0:
+        s, k = int(np.argmax(row_def > 0)), int(np.argmax(col_def > 0))
+        counts[s, k] += 1
+        row_def[s] -= 1
+        col_def[k] -= 1
+    return counts
+
+
+def patient_split(
+    patient_ids: Sequence[str],
+    has_tumour: Sequence[bool] | Mapping[str, bool],
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+) -> dict[str, list[str]]:
+    """Split patients into train/val/test, stratified on tumour presence.
+
+    The overall part sizes follow ``fractions`` (largest-remainder rounding; when there are at
+    least as many patients as non-zero fractions, every such part gets one patient or more), and
+    within each part the share of tumour patients matches the whole set as closely as integers
+    allow. The result depends only on the set of ids, their labels and ``seed`` (not on the order
+    of ``patient_ids``).
+
+    Args:
+        patient_ids: unique patient identifiers.
+        has_tumour: per patient, aligned with ``patient_ids`` or a mapping id -> bool.
+        fractions: ``(train, val, test)`` non-negative, summing to 1.
+        seed: random seed of the shuffle.
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}`` with sorted ids; no id is in two parts.
+
+    Raises:
+        ValueError: duplicate ids, mismatched lengths, or invalid fractions.
+    """
+    ids = [str(p) for p in patient_ids]
+    if not ids:
+        raise ValueError("patient_split: patient_ids is empty")
+    if len(set(ids)) != len(ids):
+        dup = sorted({p for p in ids if ids.count(p) > 1})
+        raise ValueError(f"patient_split: patient_ids must be unique, repeated: {dup[:5]}")
+    if isinstance(has_tumour, Mapping):
+        missing = [p for p in ids if p not in has_tumour]
+        if missing:
+            raise ValueError(f"patient_split: has_tumour lacks patients {missing[:5]}")
+        flags = [bool(has_tumour[p]) for p in ids]
+    else:
+        flags = [bool(v) for v in has_tumour]
+        if len(flags) != len(ids):
+            raise ValueError(f"patient_split: has_tumour has {len(flags)} entries for {len(ids)} patient_ids")
+    frac = np.asarray(fractions, dtype=np.float64)
+    if frac.shape != (3,) or not np.isfinite(frac).all() or (frac < 0).any() or abs(frac.sum() - 1.0) > 1e-6:
+        raise ValueError(f"patient_split: fractions must be three non-negative numbers summing to 1, got {fractions!r}")
+
+    label = dict(zip(ids, flags))
+    strata = [sorted(p for p in ids if label[p]), sorted(p for p in ids if not label[p])]
+    totals = _largest_remainder(len(ids), frac)
+    sizes = np.array([len(s) for s in strata])
+    ideal = np.outer(sizes, totals) / len(ids)
+    counts = _controlled_round(ideal, sizes, totals)
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[str]] = {name: [] for name in SPLITS}
+    for stratum, row in zip(strata, counts):
+        order = [stratum[i] for i in rng.permutation(len(stratum))]
+        start = 0
+        for name, c in zip(SPLITS, row):
+            parts[name].extend(order[start : start + c])
+            start += c
+    return {name: sorted(parts[name]) for name in SPLITS}
+
+
+def save_split(
+    split: Mapping[str, Sequence[str]],
+    path: str | os.PathLike[str],
+    *,
+    seed: int | None = None,
+    fractions: Sequence[float] | None = None,
+) -> Path:
+    """Write a split as JSON (``{"format": "lungseg-split", "train": [...], ...}``) and return the path."""
+    _check_split(split, f"save_split({path})")
+    path = Path(path)
+    data = {
+        "format": SPLIT_FORMAT,
+        "version": 1,
+        **{name: [str(p) for p in split[name]] for name in SPLITS},
+        "seed": seed,
+        "fractions": list(fractions) if fractions is not None else None,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def load_split(path: str | os.PathLike[str]) -> dict[str, list[str]]:
+    """Read a split written by :func:`save_split`.
+
+    Raises:
+        DataError: unreadable file, wrong format, or a patient in two parts.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: split file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not a readable JSON split ({err})") from None
+    if not isinstance(data, dict) or data.get("format") != SPLIT_FORMAT:
+        raise DataError(f'{path}: expected a JSON object with "format": "{SPLIT_FORMAT}"')
+    _check_split(data, str(path))
+    return {name: [str(p) for p in data[name]] for name in SPLITS}
+
+
+def _check_split(split: Mapping[str, Sequence[str]], where: str) -> None:
+    for name in SPLITS:
+        part = split.get(name)
+        if not isinstance(part, (list, tuple)) or not all(isinstance(p, str) for p in part):
+            raise DataError(f"{where}: split part {name!r} must be a list of patient id strings")
+    seen: dict[str, str] = {}
+    for name in SPLITS:
+        for pid in split[name]:
+            if pid in seen:
+                raise DataError(f"{where}: patient {pid!r} is in both {seen[pid]!r} and {name!r}")
+            seen[pid] = name
+
+
+# ---------------------------------------------------------------------------------------------
+# Slice dataset
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Random augmentation of a training slice (all in torch, applied after preprocessing).
+
+    Attributes:
+        flip_lr: probability of a left-right flip.
+        flip_ud: probability of an anterior-posterior flip (0 by default: not seen in real scans).
+        max_rotation_deg: rotation angle drawn uniformly in ``[-max, max]`` degrees
+            (``affine_grid``/``grid_sample``; bilinear for the image, nearest for the mask, the
+            uncovered corners filled with air).
+        hu_scale: intensity gain drawn in ``[1 - hu_scale, 1 + hu_scale]``.
+        hu_offset: intensity offset drawn in ``[-hu_offset, hu_offset]`` HU (for ``"unit"`` data
+            the same fraction of the 1400 HU default window width is used).
+    """
+
+    flip_lr: float = 0.5
+    flip_ud: float = 0.0
+    max_rotation_deg: float = 10.0
+    hu_scale: float = 0.05
+    hu_offset: float = 25.0
+
+    def __post_init__(self) -> None:
+        for name in ("flip_lr", "flip_ud"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"AugmentConfig.{name} must be a probability in [0, 1], got {getattr(self, name)!r}")
+        for name in ("max_rotation_deg", "hu_scale", "hu_offset"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"AugmentConfig.{name} must be finite and >= 0, got {getattr(self, name)!r}")
+
+
+@functools.lru_cache(maxsize=4)
+def _identity_grid(height: int, width: int) -> np.ndarray:
+    """``affine_grid`` of the identity: ``(1, H, W, 2)`` normalised (x, y) sampling positions."""
+    theta = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=torch.float64)
+    return F.affine_grid(theta, [1, 1, height, width], align_corners=False).numpy()
+
+
+class SliceInfo(NamedTuple):
+    """Where a slice of a :class:`SliceDataset` comes from.
+
+    Attributes:
+        patient_id: the patient.
+        slice_index: index ``z`` in the patient's volume.
+        tumour_pixels: tumour pixels in the resized ``(S, S)`` mask.
+        spacing: ``(row, column)`` pixel size in mm after resizing to ``(S, S)``.
+    """
+
+    patient_id: str
+    slice_index: int
+    tumour_pixels: int
+    spacing: tuple[float, float]
+
+
+class SliceDataset(Dataset):
+    """Preprocessed 2D axial slices of some patients, as ``(image, mask)`` tensors ``(1, S, S)``.
+
+    Every slice of every listed patient is preprocessed once with
+    :func:`lungseg.preprocess.preprocess_slices` (HU window, eq. 1 z-score with the fingerprint's
+    dataset statistics, bilinear resize to ``S``; masks nearest-neighbour) and kept in memory
+    (``S = 256``: 256 kB per slice). With ``cache_dir`` they are streamed instead to
+    ``cache_dir/<sha256>/{images,masks}.npy`` (+ ``index.npz``) and memory-mapped, so a large
+    study (MSD: ~20k slices, 5 GB) needs no RAM beyond the page cache; the hash covers the files'
+    paths, sizes and modification times, the patient list, the fingerprint, ``image_size`` and
+    :data:`CACHE_VERSION`, and a second dataset with the same inputs opens the cache without
+    reading any volume. The cache folder is written under a temporary name and renamed when
+    complete, so an interrupted run never leaves a half cache.
+
+    Augmentation (``augment=True`` or an :class:`AugmentConfig`) draws its random numbers from a
+    generator seeded with ``(seed, epoch, index)``, so a sample is the same whichever DataLoader
+    worker produces it; call :meth:`set_epoch` before each epoch (with non-persistent workers the
+    workers receive the new epoch when the loader iterator is created). HU jitter is applied after
+    normalisation as the equivalent gain/offset ``z' = a z + ((a - 1) mu + b) / sigma`` of
+    ``x' = a x + b``, clamped to the normalised window so that clipped air stays air.
+
+    Args:
+        dataset: a :class:`CTDataset` with masks (or a path for :func:`open_dataset`).
+        patient_ids: patients whose slices are used (e.g. one part of :func:`patient_split`).
+        fingerprint: normalisation statistics of the training split.
+        image_size: network input side ``S``; must equal ``fingerprint.image_size``.
+        tumour_fraction: probability that :meth:`sampler` draws a tumour slice; ``None`` keeps
+            the natural frequencies.
+        augment: ``False``, ``True`` (default :class:`AugmentConfig`) or a config.
+        cache_dir: folder of the preprocessed-slice cache (created; never an input folder).
+        seed: base seed of augmentation and sampling.
+        progress: show a tqdm bar while preprocessing.
+
+    Raises:
+        DataError: the dataset has no masks, unknown patients, or intensity mismatch with the fingerprint.
+    """
+
+    def __init__(
+        self,
+        dataset: CTDataset | str | os.PathLike[str],
+        patient_ids: Sequence[str],
+        fingerprint: Fingerprint,
+        image_size: int,
+        *,
+        tumour_fraction: float | None = None,
+        augment: bool | AugmentConfig = False,
+        cache_dir: str | os.PathLike[str] | None = None,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> None:
+        self.dataset = open_dataset(dataset)
+        self.dataset.require_masks("a slice dataset for segmentation")
+        ids = [str(p) for p in patient_ids]
+        if not ids:
+            raise ValueError("SliceDataset: patient_ids is empty")
+        unknown = [p for p in ids if p not in self.dataset]
+        if unknown:
+            raise DataError(f"{self.dataset.source}: unknown patient ids {unknown[:5]}")
+        if len(set(ids)) != len(ids):
+            raise ValueError("SliceDataset: patient_ids must be unique")
+        if int(image_size) != fingerprint.image_size:
+            raise ValueError(
+                f"SliceDataset: image_size={image_size} differs from fingerprint.image_size="
+                f"{fingerprint.image_size}; compute the fingerprint with the same image_size"
+            )
+        if tumour_fraction is not None and not 0.0 <= float(tumour_fraction) <= 1.0:
+            raise ValueError(f"SliceDataset: tumour_fraction must be in [0, 1] or None, got {tumour_fraction!r}")
+        self.patient_ids = ids
+        self.fingerprint = fingerprint
+        self.image_size = int(image_size)
+        self.tumour_fraction = None if tumour_fraction is None else float(tumour_fraction)
+        self.augment = AugmentConfig() if augment is True else (augment or None)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.cache_path: Path | None = None
+        self.cache_hit = False
+        cached: dict[str, np.ndarray] | None = None
+        if cache_dir is not None:
+            self.cache_path = Path(cache_dir) / self.cache_key()
+            cached = self._read_cache()
+            self.cache_hit = cached is not None
+            if cached is None:
+                self._write_cache(progress)
+                cached = self._read_cache()
+                if cached is None:
+                    raise DataError(f"{self.cache_path}: the slice cache just written cannot be read back")
+        arrays = cached if cached is not None else self._build(progress, None)
+        self._images: np.ndarray = arrays["images"]
+        self._masks: np.ndarray = arrays["masks"]
+        pids = arrays["patient_ids"]
+        self.slice_info: list[SliceInfo] = [
+            SliceInfo(str(pids[p]), int(z), int(t), (float(s[0]), float(s[1])))
+            for p, z, t, s in zip(
+                arrays["patient_index"], arrays["slice_index"], arrays["tumour_pixels"], arrays["spacing"]
+            )
+        ]
+
+    # -- cache ---------------------------------------------------------------------------------
+    def cache_key(self) -> str:
+        """SHA-256 of the source files' identity and every preprocessing setting."""
+        payload = {
+            "version": CACHE_VERSION,
+            "kind": self.dataset.kind,
+            "sources": [self.dataset.source_token(p) for p in self.patient_ids],
+            "fingerprint": dataclasses.asdict(self.fingerprint),
+            "image_size": self.image_size,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _read_cache(self) -> dict[str, np.ndarray] | None:
+        """Memory-map a complete cache folder, or ``None`` (missing or damaged: then it is removed)."""
+        assert self.cache_path is not None
+        if not self.cache_path.is_dir():
+            return None
+        try:
+            with np.load(self.cache_path / "index.npz", allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+            arrays["images"] = np.load(self.cache_path / "images.npy", mmap_mode="r")
+            arrays["masks"] = np.load(self.cache_path / "masks.npy", mmap_mode="r")
+            n, size = len(arrays["slice_index"]), self.image_size
+            if arrays["images"].shape != (n, size, size) or arrays["masks"].shape != (n, size, size):
+                raise ValueError(f"array shapes {arrays['images'].shape}, {arrays['masks'].shape} for {n} slices")
+        except (OSError, ValueError, KeyError, EOFError) as err:
+            warnings.warn(f"{self.cache_path}: unreadable slice cache ({err}); rebuilding it", stacklevel=3)
+            shutil.rmtree(self.cache_path, ignore_errors=True)
+            return None
+        return arrays
+
+    def _write_cache(self, progress: bool) -> None:
+        """Preprocess into a temporary folder next to the cache, then rename it into place."""
+        assert self.cache_path is not None
+        tmp = self.cache_path.with_name(f"{self.cache_path.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            self._build(progress, tmp)
+            try:
+                os.replace(tmp, self.cache_path)
+            except OSError:  # another process finished the same cache first
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _build(self, progress: bool, out: Path | None) -> dict[str, np.ndarray]:
+        """Preprocess every slice; with ``out``, stream them to ``out/{images,masks}.npy`` (bounded memory)."""
+        size = self.image_size
+        images: list[np.ndarray] = []
+        masks: list[np.ndarray] = []
+        p_index, z_index, spacing, tumour = [], [], [], []
+        raw = {name: (out / f"{name}.raw").open("wb") for name in ("images", "masks")} if out else {}
+        try:
+            for i, pid in enumerate(
+                tqdm(self.patient_ids, desc="preprocessing slices", unit="patient", disable=not progress)
+            ):
+                volume = self.dataset[pid]
+                if volume.intensity != self.fingerprint.intensity:
+                    raise DataError(
+                        f"{volume.source}: patient {pid!r} has {volume.intensity!r} intensities but the "
+                        f"fingerprint was computed on {self.fingerprint.intensity!r} data"
+                    )
+                assert volume.mask is not None
+                for start in range(0, volume.n_slices, _CHUNK):
+                    img = preprocess_slices(volume.image[start : start + _CHUNK], self.fingerprint)
+                    msk = resize_mask(volume.mask[start : start + _CHUNK], size).astype(np.uint8)
+                    tumour.append(msk.reshape(len(msk), -1).sum(axis=1, dtype=np.int64))
+                    if raw:
+                        raw["images"].write(np.ascontiguousarray(img, dtype=np.float32).tobytes())
+                        raw["masks"].write(np.ascontiguousarray(msk).tobytes())
+                    else:
+                        images.append(img.astype(np.float32, copy=False))
+                        masks.append(msk)
+                _, h, w = volume.image.shape
+                p_index.append(np.full(volume.n_slices, i, dtype=np.int32))
+                z_index.append(np.arange(volume.n_slices, dtype=np.int32))
+                spacing.append(
+                    np.tile([volume.spacing[1] * h / size, volume.spacing[2] * w / size], (volume.n_slices, 1))
+                )
+        finally:
+            for fh in raw.values():
+                fh.close()
+        index = {
+            "patient_ids": np.array(self.patient_ids, dtype=str),
+            "patient_index": np.concatenate(p_index),
+            "slice_index": np.concatenate(z_index),
+            "tumour_pixels": np.concatenate(tumour),
+            "spacing": np.concatenate(spacing).astype(np.float64),
+        }
+        if out is None:
+            return {"images": np.concatenate(images), "masks": np.concatenate(masks), **index}
+        n = len(index["slice_index"])
+        for name, dtype in (("images", np.float32), ("masks", np.uint8)):
+            src = np.memmap(out / f"{name}.raw", dtype=dtype, mode="r", shape=(n, size, size))
+            dst = np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dtype, shape=(n, size, size))
+            for start in range(0, n, 256):
+                dst[start : start + 256] = src[start : start + 256]
+            dst.flush()
+            del src, dst
+            (out / f"{name}.raw").unlink()
+        np.savez(out / "index.npz", **index)  # type: ignore[arg-type]
+        return index
+
+    def __getstate__(self) -> dict:
+        # Memory-mapped arrays are reopened in DataLoader workers instead of being copied into them.
+        state = self.__dict__.copy()
+        if isinstance(self._images, np.memmap):
+            state["_images"] = state["_masks"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self._images is None and self.cache_path is not None:
+            self._images = np.load(self.cache_path / "images.npy", mmap_mode="r")
+            self._masks = np.load(self.cache_path / "masks.npy", mmap_mode="r")
+
+    # -- torch Dataset -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._images.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(image (1, S, S) float32, mask (1, S, S) float32 in {0, 1})`` of slice ``index``."""
+        image = np.array(self._images[index], dtype=np.float32)
+        mask = np.array(self._masks[index], dtype=np.float32)
+        if self.augment is not None:
+            image, mask = self._augment(image, mask, int(index))
+        return torch.from_numpy(image)[None], torch.from_numpy(mask)[None]
+
+    @property
+    def images(self) -> np.ndarray:
+        """Preprocessed images ``(N, S, S)`` float32 (read-only view, no augmentation)."""
+        view = self._images.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def masks(self) -> np.ndarray:
+        """Resized masks ``(N, S, S)`` uint8 in {0, 1} (read-only view)."""
+        view = self._masks.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def tumour_slices(self) -> np.ndarray:
+        """Boolean ``(N,)``: whether each slice holds tumour pixels (after resizing)."""
+        return np.array([info.tumour_pixels > 0 for info in self.slice_info], dtype=bool)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of ``epoch`` (reproducible per seed, epoch and index)."""
+        self.epoch = int(epoch)
+
+    def sampler(self, num_samples: int | None = None, seed: int | None = None) -> Sampler[int]:
+        """A sampler drawing tumour slices with probability ``tumour_fraction``.
+
+        With ``tumour_fraction=None`` a seeded :class:`RandomSampler` (natural frequencies, no
+        replacement); otherwise a :class:`WeightedRandomSampler` (with replacement) whose weights
+        give tumour slices total mass ``tumour_fraction``.
+
+        Args:
+            num_samples: draws per epoch, default ``len(self)``.
+            seed: generator seed, default the dataset's ``seed``.
+
+        Raises:
+            DataError: a fraction strictly between 0 and 1 is asked but there are no tumour (or no
+                tumour-free) slices.
+        """
+        generator = torch.Generator().manual_seed(self.seed if seed is None else int(seed))
+        n = len(self) if num_samples is None else int(num_samples)
+        if self.tumour_fraction is None:
+            return RandomSampler(self, num_samples=n, generator=generator)
+        tumour = self.tumour_slices
+        n_t, n_f = int(tumour.sum()), int((~tumour).sum())
+        p = self.tumour_fraction
+        if (p > 0 and n_t == 0) or (p < 1 and n_f == 0):
+            raise DataError(
+                f"{self.dataset.source}: tumour_fraction={p} needs both tumour and tumour-free slices, but the "
+                f"{len(self.patient_ids)} patients give {n_t} tumour and {n_f} tumour-free slices"
+            )
+        weights = np.where(tumour, p / max(n_t, 1), (1.0 - p) / max(n_f, 1))
+        return WeightedRandomSampler(weights.tolist(), n, replacement=True, generator=generator)
+
+    # -- augmentation --------------------------------------------------------------------------
+    def _augment(self, image: np.ndarray, mask: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Flip, rotate (torch ``grid_sample``) and jitter one ``(S, S)`` slice and its mask.
+
+        Element-wise arithmetic runs in numpy: on a busy 2-core machine torch's intra-op threads
+        made these 65k-element operations ~100x slower than the sampling itself.
+        """
+        cfg = self.augment
+        assert cfg is not None
+        u = np.random.default_rng([self.seed, self.epoch, index]).random(5)
+        if u[0] < cfg.flip_lr:
+            image, mask = image[:, ::-1], mask[:, ::-1]
+        if u[1] < cfg.flip_ud:
+            image, mask = image[::-1], mask[::-1]
+        low, high = self._normalised_range()
+        angle = math.radians((2.0 * u[2] - 1.0) * cfg.max_rotation_deg)
+        if angle != 0.0:
+            base = _identity_grid(*image.shape)
+            cos, sin = math.cos(angle), math.sin(angle)
+            # = affine_grid(theta=[[cos, -sin, 0], [sin, cos, 0]]), the identity grid rotated.
+            grid = np.stack((cos * base[..., 0] - sin * base[..., 1], sin * base[..., 0] + cos * base[..., 1]), -1)
+            grid_t = torch.from_numpy(grid.astype(np.float32))
+            # Shift so that the zero padding of grid_sample means "air" (the lowest normalised value).
+            shifted = torch.from_numpy(np.ascontiguousarray(image - low))[None, None]
+            rotated = F.grid_sample(shifted, grid_t, mode="bilinear", padding_mode="zeros", align_corners=False)
+            image = rotated[0, 0].numpy() + low
+            mask_t = torch.from_numpy(np.ascontiguousarray(mask))[None, None]
+            rotated = F.grid_sample(mask_t, grid_t, mode="nearest", padding_mode="zeros", align_corners=False)
+            mask = rotated[0, 0].numpy()
+        gain = 1.0 + (2.0 * u[3] - 1.0) * cfg.hu_scale
+        offset = (2.0 * u[4] - 1.0) * cfg.hu_offset
+        if self.fingerprint.intensity == "unit":
+            offset /= 1400.0
+        mu, sigma = self.fingerprint.mean, self.fingerprint.std
+        image = np.clip(gain * image + ((gain - 1.0) * mu + offset) / sigma, low, high)
+        return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(mask, dtype=np.float32)
+
+    def _normalised_range(self) -> tuple[float, float]:
+        fp = self.fingerprint
+        lo, hi = fp.window if fp.window is not None else (0.0, 1.0)
+        return (lo - fp.mean) / fp.std, (hi - fp.mean) / fp.std
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def arrays(self, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The same slices at native resolution, for evaluation, in ``slice_info`` order.
+
+        Volumes are read again from the source (not cached in memory).
+
+        Returns:
+            ``(images (N, H, W) float32 HU or unit, masks (N, H, W) uint8, patient_ids (N,) str,
+            spacing (N, 2) mm)``.
+
+        Raises:
+            DataError: the patients' native slice sizes differ (cannot be stacked).
+        """
+        images, masks, pids, spacing = [], [], [], []
+        shape: tuple[int, int] | None = None
+        for pid in tqdm(self.patient_ids, desc="reading native slices", unit="patient", disable=not progress):
+            volume = self.dataset[pid]
+            assert volume.mask is not None
+            hw = tuple(volume.image.shape[1:])
+            if shape is None:
+                shape = hw  # type: ignore[assignment]
+            elif hw != shape:
+                raise DataError(
+                    f"{volume.source}: patient {pid!r} has slices of size {hw}, others {shape}; native arrays "
+                    "cannot be stacked (evaluate at network resolution or per patient)"
+                )
+            images.append(volume.image.astype(np.float32, copy=False))
+            masks.append(volume.mask.astype(np.uint8, copy=False))
+            pids.extend([pid] * volume.n_slices)
+            spacing.append(np.tile([volume.spacing[1], volume.spacing[2]], (volume.n_slices, 1)))
+        return (
+            np.concatenate(images),
+            np.concatenate(masks),
+            np.array(pids, dtype=str),
+            np.concatenate(spacing).astype(np.float64),
+        )
