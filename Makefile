@@ -9,7 +9,7 @@ DEVICE ?= auto
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: venv test test-unit test-notebooks book notebooks check-book bench clean
+.PHONY: venv test test-unit test-notebooks book notebooks check-book sync bench clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,25 @@ $(STAMP): pyproject.toml
 
 test: venv
 	$(BIN)/python -m pytest -q tests --timeout=900
+
+# The book: execute notebooks/NN_*.md in order (papermill, profile $(PROFILE)), then build the HTML.
+notebooks: venv
+	$(BIN)/python scripts/run_notebooks.py --profile $(PROFILE) $(if $(filter-out auto,$(DEVICE)),-p device $(DEVICE))
+
+book: venv notebooks
+	$(BIN)/jupyter-book build --all .
+	@echo "book: _build/html/index.html"
+
+# Read the built book as a reader would: headless Chromium loads every page, image and internal link.
+check-book: book
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update && apt-get install -y chromium chromium-driver)
+	$(BIN)/python -c "import selenium" 2>/dev/null || $(BIN)/python -m pip install --quiet selenium
+	$(BIN)/python scripts/check_book.py _build/html
+
+# Bring the paired notebooks (.md sources and .ipynb) in step after editing either.
+sync: venv
+	$(BIN)/jupytext --sync notebooks/*.md
 
 clean:
 	rm -rf _build .pytest_cache

@@ -1,0 +1,415 @@
+"""Matplotlib figures for the book: CT slices in a HU window, mask contours, attention overlays,
+HU histograms, metric bars with confidence intervals, learning curves and the Figure-2 grid.
+
+Every function takes plain arrays (slices ``(H, W)``, HU or unit intensities) and returns the
+:class:`matplotlib.figure.Figure` it drew on (or draws into a given ``ax``), so the notebooks stay
+free of plotting logic and the figures look the same in every chapter. Nothing here computes a
+metric: values come from :mod:`lungseg.metrics` and the run folders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+__all__ = [
+    "DISPLAY_WINDOWS",
+    "COLORS",
+    "window_limits",
+    "show_ct",
+    "add_contours",
+    "show_slice",
+    "overlay_attention",
+    "attention_panel",
+    "hu_histograms",
+    "image_row",
+    "metric_bars",
+    "learning_curves",
+    "figure2_grid",
+]
+
+#: Display windows as (low, high) HU. ``"paper"`` is the clipping window of eq. (1)
+#: (:data:`lungseg.preprocess.HU_WINDOW`); the others are the usual radiology presets
+#: (lung W1500/L-600, mediastinum W400/L40, bone W1800/L400).
+DISPLAY_WINDOWS: dict[str, tuple[float, float]] = {
+    "paper": (-1000.0, 400.0),
+    "lung": (-1350.0, 150.0),
+    "mediastinum": (-160.0, 240.0),
+    "bone": (-500.0, 1300.0),
+}
+
+#: One colour per role, used in every chapter (colour-blind safe Okabe-Ito hues).
+COLORS: dict[str, str] = {
+    "gt": "#009E73",  # ground truth: green
+    "unet": "#E69F00",  # U-Net: orange
+    "attention": "#CC79A7",  # Attention Res-U-Net: purple
+    "crf": "#56B4E9",  # after CRF: sky blue
+    "paper": "#000000",  # the paper's printed numbers: black
+}
+
+_MODEL_LABELS = {"unet": "U-Net", "attention": "Attention Res-U-Net"}
+
+
+def _check_2d(name: str, a: Any) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2D slice (H, W), got shape {arr.shape}")
+    return arr
+
+
+def window_limits(window: str | tuple[float, float] | None, image: np.ndarray | None = None) -> tuple[float, float]:
+    """``(vmin, vmax)`` for ``imshow``.
+
+    Args:
+        window: a name of :data:`DISPLAY_WINDOWS`, an explicit ``(low, high)`` in HU, or ``None``
+            for the image's own 1st-99th percentile range (unit intensities, normalised slices).
+        image: needed when ``window`` is ``None``.
+    """
+    if window is None:
+        if image is None:
+            raise ValueError("window=None needs the image to take percentiles from")
+        finite = np.asarray(image, dtype=np.float64)
+        finite = finite[np.isfinite(finite)]
+        if finite.size == 0:
+            return 0.0, 1.0
+        lo, hi = np.percentile(finite, [1, 99])
+        return float(lo), float(hi if hi > lo else lo + 1.0)
+    if isinstance(window, str):
+        if window not in DISPLAY_WINDOWS:
+            raise ValueError(f"window must be one of {sorted(DISPLAY_WINDOWS)} or (low, high), got {window!r}")
+        return DISPLAY_WINDOWS[window]
+    lo, hi = (float(v) for v in window)
+    if not hi > lo:
+        raise ValueError(f"window (low, high) needs high > low, got {window}")
+    return lo, hi
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float] = (4.0, 4.0)) -> tuple[Figure, Axes]:
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+        return fig, ax
+    return ax.figure, ax  # type: ignore[return-value]
+
+
+def show_ct(image: np.ndarray, ax: Axes | None = None, window: str | tuple[float, float] | None = "lung",
+            title: str | None = None, colorbar: bool = False) -> Figure:
+    """A CT slice ``(H, W)`` in grey levels clipped to a display window (HU).
+
+    The display window only changes what is seen; it is not the preprocessing of eq. (1).
+    """
+    img = _check_2d("image", image)
+    fig, ax = _axes(ax)
+    vmin, vmax = window_limits(window, img)
+    im = ax.imshow(img, cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    if colorbar:
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="HU" if window is not None else None)
+    return fig
+
+
+def add_contours(ax: Axes, mask: np.ndarray, color: str, label: str | None = None,
+                 linewidth: float = 1.2, linestyle: str = "-") -> None:
+    """Draw the outline of a binary mask ``(H, W)`` on ``ax`` (nothing when the mask is empty).
+
+    ``label`` adds a legend proxy line so contours can be named in a legend."""
+    m = _check_2d("mask", mask)
+    if m.any():
+        ax.contour(m.astype(np.float32), levels=[0.5], colors=[color], linewidths=linewidth,
+                   linestyles=linestyle)
+    if label is not None:
+        handles = list(getattr(ax, "_lungseg_handles", []))
+        handles.append(Line2D([0], [0], color=color, lw=linewidth, ls=linestyle, label=label))
+        ax._lungseg_handles = handles  # type: ignore[attr-defined]
+
+
+def _legend(ax: Axes, **kw: Any) -> None:
+    handles = getattr(ax, "_lungseg_handles", [])
+    if handles:
+        ax.legend(handles=handles, loc=kw.pop("loc", "lower right"), fontsize=kw.pop("fontsize", 7),
+                  framealpha=0.7, **kw)
+
+
+def show_slice(image: np.ndarray, gt: np.ndarray | None = None, pred: Mapping[str, np.ndarray] | np.ndarray | None = None,
+               ax: Axes | None = None, window: str | tuple[float, float] | None = "lung",
+               title: str | None = None, legend: bool = True) -> Figure:
+    """A CT slice with the ground-truth contour (green) and one or more predicted contours.
+
+    Args:
+        image: ``(H, W)`` slice.
+        gt: ``(H, W)`` binary ground truth, or ``None``.
+        pred: a binary ``(H, W)`` prediction, or ``{name: mask}``; names ``"unet"``,
+            ``"attention"`` and ``"crf"`` get their colours from :data:`COLORS`.
+    """
+    img = _check_2d("image", image)
+    fig = show_ct(img, ax=ax, window=window, title=title)
+    ax = ax or fig.axes[0]
+    if gt is not None:
+        _same_shape("gt", gt, img)
+        add_contours(ax, np.asarray(gt) > 0, COLORS["gt"], label="ground truth")
+    if pred is not None:
+        preds = {"prediction": pred} if not isinstance(pred, Mapping) else dict(pred)
+        fallback = iter(["#D55E00", "#0072B2", "#F0E442"])
+        for name, m in preds.items():
+            _same_shape(f"pred[{name!r}]", m, img)
+            color = COLORS.get(name) or next(fallback)
+            add_contours(ax, np.asarray(m) > 0, color, label=_MODEL_LABELS.get(name, name), linestyle="--")
+    if legend:
+        _legend(ax)
+    return fig
+
+
+def _same_shape(name: str, a: Any, ref: np.ndarray) -> None:
+    if np.shape(a) != ref.shape:
+        raise ValueError(f"{name} must have the image's shape {ref.shape}, got {np.shape(a)}")
+
+
+def overlay_attention(image: np.ndarray, alpha: np.ndarray, ax: Axes | None = None,
+                      window: str | tuple[float, float] | None = "lung", gt: np.ndarray | None = None,
+                      title: str | None = None, opacity: float = 0.5, colorbar: bool = False) -> Figure:
+    """Attention coefficients ``alpha`` ``(h, w)`` in [0, 1] of one gate (eq. 6) over a CT slice ``(H, W)``.
+
+    A coarse gate map is drawn stretched over the slice's extent (each coefficient covers the
+    ``H/h x W/w`` pixels it gates), so nothing is interpolated that the network did not compute.
+    """
+    img = _check_2d("image", image)
+    a = _check_2d("alpha", alpha).astype(np.float32)
+    if np.isnan(a).any():
+        raise ValueError("alpha contains NaN")
+    fig = show_ct(img, ax=ax, window=window, title=title)
+    ax = ax or fig.axes[0]
+    h, w = img.shape
+    im = ax.imshow(a, cmap="inferno", vmin=0.0, vmax=1.0, alpha=opacity, extent=(-0.5, w - 0.5, h - 0.5, -0.5),
+                   interpolation="nearest")
+    if gt is not None:
+        _same_shape("gt", gt, img)
+        add_contours(ax, np.asarray(gt) > 0, COLORS["gt"], linewidth=1.0)
+    if colorbar:
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="attention coefficient")
+    return fig
+
+
+def attention_panel(image: np.ndarray, alphas: Sequence[np.ndarray], gt: np.ndarray | None = None,
+                    window: str | tuple[float, float] | None = "lung", title: str | None = None) -> Figure:
+    """One row: the slice with its ground truth, then every gate's coefficients from deepest to
+    shallowest (the order of ``AttentionResUNet(..., return_attention=True)``)."""
+    if len(alphas) == 0:
+        raise ValueError("alphas is empty: pass the list returned with return_attention=True")
+    n = len(alphas) + 1
+    fig, axes = plt.subplots(1, n, figsize=(2.3 * n, 2.6))
+    show_slice(image, gt=gt, ax=axes[0], window=window, title="CT + ground truth", legend=False)
+    for i, (ax, a) in enumerate(zip(axes[1:], alphas)):
+        a2 = np.asarray(a).squeeze()
+        overlay_attention(image, a2, ax=ax, window=window, gt=gt,
+                          title=f"gate {i + 1} ({a2.shape[0]}x{a2.shape[1]})")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def hu_histograms(samples: Mapping[str, np.ndarray], ax: Axes | None = None, bins: int = 120,
+                  hu_range: tuple[float, float] = (-1100.0, 1200.0), window: tuple[float, float] | None = (-1000.0, 400.0),
+                  log: bool = True) -> Figure:
+    """Normalised histograms of HU values per tissue, with the eq. (1) clipping window shaded.
+
+    Args:
+        samples: ``{tissue name: 1D array of HU values}`` (e.g. voxels under each label).
+        window: the preprocessing window to shade, or ``None``.
+        log: logarithmic counts (tumour voxels are rare next to lung and air).
+    """
+    if not samples:
+        raise ValueError("samples is empty: pass {tissue: HU values}")
+    fig, ax = _axes(ax, figsize=(8.0, 3.6))
+    edges = np.linspace(hu_range[0], hu_range[1], bins + 1)
+    for name, values in samples.items():
+        v = np.asarray(values, dtype=np.float64).ravel()
+        if v.size == 0:
+            continue
+        ax.hist(v, bins=edges, density=True, histtype="step", lw=1.5, label=f"{name} (n={v.size:,})",
+                color=COLORS.get(name))
+    if window is not None:
+        ax.axvspan(window[0], window[1], color="0.85", zorder=0, label=f"window {window[0]:g}..{window[1]:g} HU")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("Hounsfield units")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.tight_layout()
+    return fig
+
+
+def image_row(images: Sequence[np.ndarray], titles: Sequence[str], windows: Sequence[Any] | None = None,
+              colorbar: bool = True, cmap: str = "gray") -> Figure:
+    """Slices side by side (e.g. before/after a preprocessing step), each with its own window
+    (a :data:`DISPLAY_WINDOWS` name, ``(low, high)``, or ``None`` for its percentile range)."""
+    if len(images) == 0 or len(images) != len(titles):
+        raise ValueError(f"need as many titles as images, got {len(images)} images and {len(titles)} titles")
+    windows = list(windows) if windows is not None else [None] * len(images)
+    if len(windows) != len(images):
+        raise ValueError(f"need one window per image, got {len(windows)} for {len(images)} images")
+    n = len(images)
+    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 3.2), squeeze=False)
+    for ax, img, t, w in zip(axes[0], images, titles, windows):
+        arr = _check_2d("image", img)
+        vmin, vmax = window_limits(w, arr)
+        im = ax.imshow(arr, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_title(f"{t}\n{arr.shape[0]}x{arr.shape[1]}", fontsize=8)
+        ax.set_axis_off()
+        if colorbar:
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig
+
+
+def metric_bars(values: Mapping[str, Mapping[str, Sequence[float] | float]], ax: Axes | None = None,
+                paper: Mapping[str, Mapping[str, float]] | None = None, ylabel: str = "score",
+                title: str | None = None, ylim: tuple[float, float] | None = (0.0, 1.0)) -> Figure:
+    """Grouped bars (Figure 3): one group per metric, one bar per model, 95 % CI error bars.
+
+    Args:
+        values: ``{model: {metric: (mean, low, high)}}`` or ``{model: {metric: mean}}`` (no bar).
+        paper: optional ``{model: {metric: value}}`` drawn as black diamonds (the paper's claims).
+    """
+    if not values:
+        raise ValueError("values is empty")
+    models = list(values)
+    metrics: list[str] = []
+    for m in models:
+        metrics += [k for k in values[m] if k not in metrics]
+    fig, ax = _axes(ax, figsize=(1.5 + 1.4 * len(metrics), 3.6))
+    width = 0.8 / len(models)
+    x = np.arange(len(metrics))
+    for i, model in enumerate(models):
+        means, err_lo, err_hi = [], [], []
+        for metric in metrics:
+            v = values[model].get(metric, np.nan)
+            if isinstance(v, (int, float, np.floating)):
+                mean, lo, hi = float(v), float(v), float(v)
+            else:
+                if len(v) != 3:
+                    raise ValueError(f"values[{model!r}][{metric!r}] must be a number or (mean, low, high), got {v!r}")
+                mean, lo, hi = (float(t) for t in v)
+            if not (np.isnan(mean) or (lo <= mean + 1e-12 and mean <= hi + 1e-12)):
+                raise ValueError(f"values[{model!r}][{metric!r}]: CI ({lo}, {hi}) does not contain the mean {mean}")
+            means.append(mean)
+            err_lo.append(mean - lo)
+            err_hi.append(hi - mean)
+        pos = x - 0.4 + width * (i + 0.5)
+        ax.bar(pos, means, width * 0.92, yerr=[err_lo, err_hi], capsize=3, label=_MODEL_LABELS.get(model, model),
+               color=COLORS.get(model), edgecolor="black", linewidth=0.5)
+        if paper and model in paper:
+            pv = [paper[model].get(metric, np.nan) for metric in metrics]
+            ax.scatter(pos, pv, marker="D", s=22, color=COLORS["paper"], zorder=3,
+                       label="paper's claim" if i == 0 else None)
+    ax.set_xticks(x, [m.replace("_", " ") for m in metrics], fontsize=8)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = ("train_loss", "val_loss", "val_dice"),
+                    x: str = "epoch") -> Figure:
+    """One panel per metric, one line per run.
+
+    Args:
+        histories: ``{run label: table}`` where a table is a pandas DataFrame or a
+            ``{column: list}`` mapping (e.g. a run's ``history.csv``); missing columns are skipped.
+        metrics: the columns to draw.
+        x: the column on the horizontal axis (the row number when absent).
+    """
+    if not histories:
+        raise ValueError("histories is empty")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.0), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for label, table in histories.items():
+            cols = table if isinstance(table, Mapping) else {c: table[c] for c in table.columns}
+            if metric not in cols:
+                continue
+            y = np.asarray(cols[metric], dtype=np.float64)
+            xs = np.asarray(cols[x], dtype=np.float64) if x in cols else np.arange(1, y.size + 1)
+            model = next((m for m in ("attention", "unet") if m in label), None)
+            ax.plot(xs, y, marker="o", ms=2.5, lw=1.2, label=label, color=COLORS.get(model) if model else None,
+                    alpha=0.9)
+        ax.set_xlabel(x)
+        ax.set_title(metric.replace("_", " "), fontsize=9)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(4, len(labels)),
+                   bbox_to_anchor=(0.5, -0.02))
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
+    else:
+        fig.tight_layout()
+    return fig
+
+
+def figure2_grid(images: Sequence[np.ndarray], gts: Sequence[np.ndarray], preds: Mapping[str, Sequence[np.ndarray]],
+                 row_titles: Sequence[str] | None = None, window: str | tuple[float, float] | None = "lung",
+                 crop: int | None = None) -> Figure:
+    """The paper's Figure 2: one row per case, columns CT | ground truth | each model's prediction.
+
+    Args:
+        images: slices ``(H, W)``.
+        gts: binary ground truths, one per slice.
+        preds: ``{model name: [binary mask per slice]}``, in column order.
+        row_titles: e.g. the tumour size and location of each case.
+        crop: half-width in pixels of a square crop centred on the ground truth (small tumours
+            vanish at full size); ``None`` shows the whole slice.
+    """
+    n = len(images)
+    if n == 0 or len(gts) != n or any(len(p) != n for p in preds.values()):
+        raise ValueError(f"images, gts and every preds list need the same non-zero length; got {n}, {len(gts)}, "
+                         f"{ {k: len(v) for k, v in preds.items()} }")
+    cols = 2 + len(preds)
+    fig, axes = plt.subplots(n, cols, figsize=(2.3 * cols, 2.3 * n), squeeze=False)
+    for r in range(n):
+        img = _check_2d("image", images[r])
+        gt = np.asarray(gts[r]) > 0
+        _same_shape("gt", gt, img)
+        sl = _crop_slices(gt, crop, img.shape)
+        show_ct(img[sl], ax=axes[r][0], window=window, title="CT" if r == 0 else None)
+        show_slice(img[sl], gt=gt[sl], ax=axes[r][1], window=window, title="ground truth" if r == 0 else None,
+                   legend=False)
+        for c, (name, masks) in enumerate(preds.items(), start=2):
+            m = np.asarray(masks[r]) > 0
+            _same_shape(f"preds[{name!r}][{r}]", m, img)
+            show_slice(img[sl], gt=gt[sl], pred={name: m[sl]}, ax=axes[r][c], window=window,
+                       title=_MODEL_LABELS.get(name, name) if r == 0 else None, legend=False)
+        if row_titles is not None:
+            axes[r][0].text(-0.08, 0.5, row_titles[r], transform=axes[r][0].transAxes, rotation=90,
+                            va="center", ha="right", fontsize=8)
+    handles = [Line2D([0], [0], color=COLORS["gt"], lw=1.2, label="ground truth")] + [
+        Line2D([0], [0], color=COLORS.get(k, "#D55E00"), lw=1.2, ls="--", label=_MODEL_LABELS.get(k, k)) for k in preds]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0.02, 0.04, 1, 1))
+    return fig
+
+
+def _crop_slices(gt: np.ndarray, crop: int | None, shape: tuple[int, ...]) -> tuple[slice, slice]:
+    if crop is None:
+        return slice(None), slice(None)
+    h, w = shape
+    if gt.any():
+        ys, xs = np.nonzero(gt)
+        cy, cx = int(ys.mean()), int(xs.mean())
+    else:
+        cy, cx = h // 2, w // 2
+    size = min(2 * crop, h, w)
+    y0 = int(np.clip(cy - size // 2, 0, h - size))
+    x0 = int(np.clip(cx - size // 2, 0, w - size))
+    return slice(y0, y0 + size), slice(x0, x0 + size)

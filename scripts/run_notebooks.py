@@ -1,0 +1,158 @@
+#!/usr/bin/env python
+"""Execute the book's notebooks in order with papermill: ``notebooks/NN_*.md`` -> ``NN_*.ipynb``.
+
+The MyST-markdown twin (``NN_name.md``) is the source: it is converted with jupytext, executed
+with papermill in ``notebooks/`` (kernel ``python3`` run by this interpreter, i.e. the venv), and
+the executed notebook is written in place as ``NN_name.ipynb``, which Jupyter Book renders
+without re-execution (``execute_notebooks: off``) and ``pytest --nbval-lax`` re-checks.
+
+Usage:
+    python scripts/run_notebooks.py [--profile quick|medium|paper] [--only 01 05] [-p NAME VALUE]...
+        [--keep-going] [--cell-timeout SECONDS]
+
+The default profile is ``quick``; it is not injected (the parameters cell already says so), so a
+quick build leaves the notebooks identical to their sources apart from outputs. Any other
+profile, and every ``-p``, adds papermill's "injected-parameters" cell, which the book shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+PROFILES = ("quick", "medium", "paper")
+# Per-cell metadata papermill/nbclient add on every run; dropped so re-runs do not churn git.
+_VOLATILE_CELL_KEYS = ("papermill", "execution")
+
+
+def _parse_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def discover(only: list[str] | None) -> list[Path]:
+    """The notebook sources ``notebooks/NN_*.md`` in chapter order (optionally only some numbers)."""
+    sources = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.md"))
+    if only:
+        wanted = {o.zfill(2) for o in only}
+        unknown = wanted - {p.name[:2] for p in sources}
+        if unknown:
+            raise SystemExit(f"error: --only {sorted(unknown)}: no notebooks/NN_*.md with that number "
+                             f"(have {[p.name for p in sources]})")
+        sources = [p for p in sources if p.name[:2] in wanted]
+    if not sources:
+        raise SystemExit(f"error: no notebooks/NN_*.md found in {NOTEBOOKS}")
+    return sources
+
+
+def _clean(path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        for key in _VOLATILE_CELL_KEYS:
+            cell.metadata.pop(key, None)
+    pm = nb.metadata.get("papermill")
+    if isinstance(pm, dict):
+        nb.metadata["papermill"] = {k: pm[k] for k in ("parameters", "default_parameters") if k in pm}
+    nbformat.write(nb, path)
+
+
+def execute(source: Path, parameters: dict[str, Any], cell_timeout: int | None) -> float:
+    """Convert ``source`` (.md) to a notebook, execute it, write ``source.with_suffix('.ipynb')``.
+
+    Returns:
+        The wall time in seconds.
+
+    Raises:
+        papermill.PapermillExecutionError: a cell failed; the partly executed notebook (with the
+            traceback in the failing cell) is still written.
+    """
+    import jupytext
+    import papermill as pm
+
+    target = source.with_suffix(".ipynb")
+    nb = jupytext.read(source)
+    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    nb.metadata["kernelspec"]["name"] = "python3"
+    with tempfile.TemporaryDirectory(prefix="lungseg-nb-") as tmp:
+        staged = Path(tmp) / target.name
+        jupytext.write(nb, staged, fmt="ipynb")
+        start = time.time()
+        try:
+            pm.execute_notebook(
+                str(staged), str(target), parameters=parameters, kernel_name="python3",
+                cwd=str(NOTEBOOKS), progress_bar=False, log_output=False,
+                execution_timeout=cell_timeout, request_save_on_cell_execute=False,
+            )
+        finally:
+            if target.exists():
+                _clean(target)
+    return time.time() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="quick", choices=PROFILES, help="run profile (default: quick)")
+    ap.add_argument("--only", nargs="+", metavar="NN", help="only these chapter numbers, e.g. --only 01 09")
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="extra papermill parameter (VALUE parsed as YAML), repeatable")
+    ap.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
+    ap.add_argument("--cell-timeout", type=int, default=None, help="seconds per cell (default: none)")
+    args = ap.parse_args(argv)
+
+    parameters: dict[str, Any] = {} if args.profile == "quick" else {"profile": args.profile}
+    for name, value in args.parameter:
+        parameters[name] = _parse_value(value)
+
+    # Notebooks draw inline: a headless MPLBACKEND (the Makefile exports Agg for tests) would
+    # stop ipykernel from selecting the inline backend and the figures would vanish.
+    os.environ.pop("MPLBACKEND", None)
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    # jupyter_client runs a "python" kernel argv with sys.executable; keep the venv first on PATH too.
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+
+    from papermill.exceptions import PapermillExecutionError
+
+    summary: list[dict[str, Any]] = []
+    failed = []
+    total_start = time.time()
+    for source in discover(args.only):
+        print(f"[run_notebooks] {source.name} (profile {args.profile}) ...", flush=True)
+        t0 = time.time()
+        try:
+            seconds = execute(source, parameters, args.cell_timeout)
+            status = "ok"
+        except PapermillExecutionError as exc:
+            seconds = time.time() - t0
+            status = "failed"
+            failed.append(source.name)
+            print(f"[run_notebooks]   FAILED in cell {exc.exec_count}: {exc.ename}: {exc.evalue}", flush=True)
+        print(f"[run_notebooks]   {status} in {seconds:.1f} s", flush=True)
+        summary.append({"notebook": source.name, "status": status, "seconds": round(seconds, 1)})
+        if failed and not args.keep_going:
+            break
+    out = ROOT / "_build" / "executed"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run_notebooks.json").write_text(json.dumps(
+        {"profile": args.profile, "parameters": parameters, "notebooks": summary,
+         "total_seconds": round(time.time() - total_start, 1)}, indent=2), encoding="utf-8")
+    print(f"[run_notebooks] total {time.time() - total_start:.1f} s; "
+          f"{len(summary) - len(failed)} ok, {len(failed)} failed {failed if failed else ''}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

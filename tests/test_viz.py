@@ -1,0 +1,147 @@
+"""Behaviour of the book's plotting helpers: they draw what they are given and refuse bad input."""
+
+from __future__ import annotations
+
+import matplotlib
+import matplotlib.patches
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from lungseg import viz
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _slice(h: int = 64, w: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[:h, :w]
+    image = np.full((h, w), -850.0, dtype=np.float32)
+    blob = (yy - h // 2) ** 2 + (xx - w // 3) ** 2 < (h // 8) ** 2
+    image[blob] = 40.0
+    return image, blob.astype(np.uint8)
+
+
+def test_show_ct_uses_the_display_window():
+    image, _ = _slice()
+    fig = viz.show_ct(image, window="mediastinum")
+    clim = fig.axes[0].images[0].get_clim()
+    assert clim == viz.DISPLAY_WINDOWS["mediastinum"]
+    fig = viz.show_ct(image, window=(-500, 100))
+    assert fig.axes[0].images[0].get_clim() == (-500.0, 100.0)
+
+
+def test_window_limits_percentiles_and_errors():
+    lo, hi = viz.window_limits(None, np.linspace(0, 1, 1001))
+    assert lo == pytest.approx(0.01, abs=1e-6) and hi == pytest.approx(0.99, abs=1e-6)
+    with pytest.raises(ValueError, match="window"):
+        viz.window_limits("abdomen")
+    with pytest.raises(ValueError, match="high > low"):
+        viz.window_limits((100, -100))
+    with pytest.raises(ValueError, match="percentiles"):
+        viz.window_limits(None)
+
+
+def test_show_slice_draws_one_contour_per_nonempty_mask_and_a_legend():
+    image, gt = _slice()
+    pred = np.roll(gt, 3, axis=1)
+    fig = viz.show_slice(image, gt=gt, pred={"unet": pred, "attention": np.zeros_like(gt)})
+    ax = fig.axes[0]
+    # contour sets: ground truth and U-Net; the empty attention mask draws nothing
+    assert len(ax.collections) == 2
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["ground truth", "U-Net", "Attention Res-U-Net"]
+
+
+def test_show_slice_rejects_mismatched_mask():
+    image, gt = _slice()
+    with pytest.raises(ValueError, match=r"gt must have the image's shape \(64, 64\)"):
+        viz.show_slice(image, gt=gt[:32])
+    with pytest.raises(ValueError, match="2D slice"):
+        viz.show_ct(image[None])
+
+
+def test_overlay_attention_spans_the_slice_and_checks_values():
+    image, gt = _slice()
+    alpha = np.random.default_rng(0).random((8, 8)).astype(np.float32)
+    fig = viz.overlay_attention(image, alpha, gt=gt, colorbar=True)
+    overlay = fig.axes[0].images[1]
+    assert overlay.get_extent() == [-0.5, 63.5, 63.5, -0.5]
+    np.testing.assert_array_equal(overlay.get_array(), alpha)
+    alpha[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        viz.overlay_attention(image, alpha)
+
+
+def test_attention_panel_one_axis_per_gate():
+    image, gt = _slice()
+    alphas = [np.full((1, 1, s, s), 0.5, np.float32) for s in (8, 16, 32, 64)]
+    fig = viz.attention_panel(image, alphas, gt=gt)
+    assert len([a for a in fig.axes if a.images]) == 5
+    with pytest.raises(ValueError, match="alphas is empty"):
+        viz.attention_panel(image, [])
+
+
+def test_hu_histograms_are_normalised_per_tissue():
+    rng = np.random.default_rng(1)
+    fig = viz.hu_histograms({"lung": rng.normal(-850, 50, 5000), "tumour": rng.normal(30, 40, 300)}, log=False)
+    ax = fig.axes[0]
+    polygons = [p for p in ax.patches if isinstance(p, matplotlib.patches.Polygon)]
+    assert len(polygons) == 2
+    for poly in polygons:
+        x, y = np.asarray(poly.get_xy()).T
+        # shoelace area of the step outline: a density histogram integrates to 1
+        area = 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
+        assert area == pytest.approx(1.0, rel=0.02)
+    with pytest.raises(ValueError, match="samples is empty"):
+        viz.hu_histograms({})
+
+
+def test_metric_bars_heights_and_error_bars():
+    values = {"unet": {"dice": (0.6, 0.5, 0.7), "iou": (0.45, 0.4, 0.5)},
+              "attention": {"dice": (0.7, 0.65, 0.8), "iou": 0.55}}
+    fig = viz.metric_bars(values, paper={"unet": {"dice": 0.82}, "attention": {"dice": 0.89}})
+    ax = fig.axes[0]
+    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
+    assert heights == [0.45, 0.55, 0.6, 0.7]
+    errorbars = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert len(errorbars) == 2
+    assert len(ax.collections) >= 2  # the paper's diamonds besides the error-bar lines
+    with pytest.raises(ValueError, match="does not contain the mean"):
+        viz.metric_bars({"unet": {"dice": (0.9, 0.1, 0.2)}})
+    with pytest.raises(ValueError, match=r"\(mean, low, high\)"):
+        viz.metric_bars({"unet": {"dice": (0.9, 0.1)}})
+
+
+def test_learning_curves_accepts_dict_and_dataframe():
+    pd = pytest.importorskip("pandas")
+    h1 = {"epoch": [1, 2, 3], "train_loss": [1.0, 0.8, 0.6], "val_dice": [0.1, 0.3, 0.4]}
+    h2 = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.9, 0.7], "val_dice": [0.2, 0.5]})
+    fig = viz.learning_curves({"unet seed 0": h1, "attention seed 0": h2}, metrics=("train_loss", "val_dice"))
+    lines = fig.axes[1].get_lines()
+    assert [list(l.get_ydata()) for l in lines] == [[0.1, 0.3, 0.4], [0.2, 0.5]]
+    assert lines[1].get_color() == viz.COLORS["attention"]
+
+
+def test_figure2_grid_shape_and_crop():
+    image, gt = _slice()
+    preds = {"unet": [gt, gt], "attention": [gt, np.zeros_like(gt)]}
+    fig = viz.figure2_grid([image, image], [gt, gt], preds, row_titles=["small", "large"], crop=10)
+    assert len(fig.axes) == 8
+    assert fig.axes[0].images[0].get_array().shape == (20, 20)
+    with pytest.raises(ValueError, match="same non-zero length"):
+        viz.figure2_grid([image], [gt, gt], preds)
+
+
+def test_image_row_needs_matching_titles():
+    image, _ = _slice()
+    fig = viz.image_row([image, image / 1000], ["HU", "scaled"], windows=["paper", None])
+    assert fig.axes[0].images[0].get_clim() == viz.DISPLAY_WINDOWS["paper"]
+    with pytest.raises(ValueError, match="titles"):
+        viz.image_row([image], ["a", "b"])
