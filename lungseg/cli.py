@@ -1,0 +1,386 @@
+"""The ``lungseg`` command line: thin wrappers over the library functions the notebooks call.
+
+Verbs: ``phantom``, ``fetch``, ``train``, ``evaluate``, ``experiment``, ``predict``, ``bench``.
+Every verb's ``--help`` lists all flags with their defaults. User errors (bad arguments, missing
+files, bad data) print one line ``error: ...`` and exit with status 2; set ``LUNGSEG_DEBUG=1`` to
+see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from lungseg.errors import LungsegError
+
+_D = None  # TrainConfig defaults, filled lazily (keeps `lungseg --help` free of torch imports)
+
+
+def _defaults() -> Any:
+    global _D
+    if _D is None:
+        from lungseg.train import TrainConfig
+
+        _D = TrainConfig()
+    return _D
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line: ``error: ...`` and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Wider help columns; defaults are written into each help string."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=36, width=100)
+
+
+def _bool_flag(value: str) -> bool:
+    v = value.lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on/off, got {value!r}")
+
+
+def _optional_int(value: str) -> int | None:
+    if value.lower() in ("none", "native", "auto"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {value!r}") from None
+
+
+def _optional_float(value: str) -> float | None:
+    if value.lower() == "none":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {value!r}") from None
+
+
+# (flag, TrainConfig field, type, help) of every training option.
+def _train_options() -> list[tuple[str, str, Any, str, Sequence[str] | None]]:
+    from lungseg.train import LOSSES, MODELS, SCHEDULES
+
+    return [
+        ("--model", "model", str, "network: attention (AttentionResUNet) or unet", MODELS),
+        ("--loss", "loss", str, "loss: hybrid (eq. 9), dice (eq. 7), focal (eq. 8) or bce", LOSSES),
+        ("--epochs", "epochs", int, "maximum number of epochs", None),
+        ("--image-size", "image_size", _optional_int,
+         "network input size S (multiple of 2**depth); 'none' = the data's native size, at most 256", None),
+        ("--batch-size", "batch_size", int, "global batch size", None),
+        ("--lr", "lr", float, "Adam learning rate η (eq. 5)", None),
+        ("--weight-decay", "weight_decay", float, "Adam weight decay", None),
+        ("--schedule", "schedule", str, "learning-rate schedule", SCHEDULES),
+        ("--warmup-epochs", "warmup_epochs", int, "linear warm-up epochs (cosine schedule)", None),
+        ("--patience", "patience", _optional_int, "early stopping after N epochs without a better validation Dice ('none' = off)", None),
+        ("--base-channels", "base_channels", int, "feature maps of the first level", None),
+        ("--depth", "depth", int, "number of down-sampling levels", None),
+        ("--batch-norm", "batch_norm", _bool_flag, "batch normalisation (on/off)", None),
+        ("--lam", "lam", float, "λ of the hybrid loss (eq. 9)", None),
+        ("--alpha", "alpha", float, "α of the focal loss (eq. 8)", None),
+        ("--gamma", "gamma", float, "γ of the focal loss (eq. 8)", None),
+        ("--tumour-fraction", "tumour_fraction", _optional_float,
+         "probability of drawing a tumour slice ('none' = natural frequencies, no oversampling)", None),
+        ("--samples-per-epoch", "samples_per_epoch", _optional_int, "slices per epoch ('none' = all training slices)", None),
+        ("--augment", "augment", _bool_flag, "flips, small rotations, HU jitter (on/off)", None),
+        ("--split-seed", "split_seed", int, "seed of the patient split", None),
+        ("--threshold", "threshold", float, "probability threshold of the binary mask", None),
+        ("--num-workers", "num_workers", int, "data-loader worker processes", None),
+        ("--cache-dir", "cache_dir", str, "cache of preprocessed slices ('none' = no cache)", None),
+        ("--compile", "compile", _bool_flag, "torch.compile the model (CUDA only; on/off)", None),
+    ]
+
+
+def _add_train_options(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    d = _defaults()
+    for flag, field, typ, text, choices in _train_options():
+        if field in skip:
+            continue
+        default = getattr(d, field)
+        shown = "none" if default is None else (("on" if default else "off") if isinstance(default, bool) else default)
+        p.add_argument(flag, dest=field, type=typ, default=None, choices=choices, metavar=None if choices else field.upper(),
+                       help=f"{text} (default: {shown})")
+
+
+def _config_from_args(args: argparse.Namespace, base: Any | None = None) -> Any:
+    """A TrainConfig from the defaults (or ``base``) and the flags given on the command line."""
+    from lungseg.train import TrainConfig
+
+    values = (base or TrainConfig()).to_dict()
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            values[f.name] = None if (f.name == "cache_dir" and v.lower() == "none") else v
+    return TrainConfig.from_dict(values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``lungseg`` command (all verbs)."""
+    from lungseg import __version__
+
+    parser = _Parser(
+        prog="lungseg", formatter_class=_Formatter,
+        description="Attention-Enhanced Residual U-Net with Hybrid Loss for lung tumour segmentation:"
+                    " data, training, evaluation and prediction.",
+    )
+    parser.add_argument("--version", action="version", version=f"lungseg {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    p = sub.add_parser("phantom", formatter_class=_Formatter, help="generate a synthetic chest-CT study (DICOM + NIfTI masks)",
+                       description="Generate a synthetic chest-CT study: one DICOM series and one NIfTI tumour mask per patient.")
+    p.add_argument("--out", required=True, help="output folder (required)")
+    p.add_argument("--patients", type=int, default=20, help="number of patients (default: 20)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--size", type=int, default=None, help="in-plane size in pixels (default: the generator's, 256)")
+    p.add_argument("--slices", type=int, default=None, help="slices per patient (default: the generator's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
+
+    p = sub.add_parser("fetch", formatter_class=_Formatter, help="download and verify a public dataset",
+                       description="Download a public dataset, verify its SHA-256 and unpack it.")
+    p.add_argument("name", nargs="?", default="msd-lung", help="dataset name (default: msd-lung)")
+    p.add_argument("--to", required=True, help="destination folder (required)")
+    p.add_argument("--url", default=None, help="alternative download URL (default: the manifest's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
+
+    p = sub.add_parser("train", formatter_class=_Formatter, help="train a model into a run directory",
+                       description="Train a segmentation model. With --resume, continue the run in --out from last.pt"
+                                   " (flags not given are taken from the run's config.json).")
+    p.add_argument("--data", default=None, help="dataset: phantom study, DICOM folder, MSD folder or .npz (required unless --resume)")
+    p.add_argument("--out", required=True, help="run directory (required)")
+    p.add_argument("--seed", type=int, default=None, help=f"training seed (default: {_defaults().seed})")
+    p.add_argument("--device", default=None, help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt (default: off)")
+    p.add_argument("--config", default=None, help="JSON file of TrainConfig fields; flags override it (default: none)")
+    _add_train_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
+
+    p = sub.add_parser("evaluate", formatter_class=_Formatter, help="evaluate a run: all metrics with bootstrap CIs",
+                       description="Evaluate a trained run; writes METRICS.json and METRICS_per_image.csv next to it.")
+    p.add_argument("--run", required=True, help="run directory (required)")
+    p.add_argument("--data", required=True, help="dataset to evaluate on (required)")
+    p.add_argument("--out", required=True, help="metrics JSON file to write (required)")
+    p.add_argument("--crf", action="store_true", help="refine with the CRF of eq. (10) (default: off)")
+    p.add_argument("--split", default="auto", choices=("auto", "test", "val", "train", "all"),
+                   help="patients: auto = the run's test split if --data is its training data, else all (default: auto)")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="weights to use (default: best)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of patients for the 95%% CIs, 0 = none (default: 1000)")
+    p.add_argument("--no-robustness", action="store_true", help="skip the intensity-robustness measurement (default: off)")
+    p.add_argument("--batch-size", type=int, default=16, help="slices per forward pass (default: 16)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
+
+    p = sub.add_parser("experiment", formatter_class=_Formatter, help="the paper's model × loss × CRF × seed grid",
+                       description="Train and evaluate {unet, attention} × {dice, focal, hybrid} × CRF {off, on} × seeds,"
+                                   " reusing finished runs; writes results.csv, results.json and differences.csv.")
+    p.add_argument("--data", required=True, help="dataset with masks (required)")
+    p.add_argument("--out", required=True, help="experiment folder (required)")
+    p.add_argument("--models", default="unet,attention", help="comma-separated models (default: unet,attention)")
+    p.add_argument("--losses", default="dice,focal,hybrid", help="comma-separated losses (default: dice,focal,hybrid)")
+    p.add_argument("--crf", default="both", choices=("both", "off", "on"), help="CRF settings to evaluate (default: both)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: 0,1,2)")
+    p.add_argument("--n-boot", type=int, default=0, help="per-run bootstrap resamples (default: 0; the table's CIs are over seeds)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    _add_train_options(p, skip=("model", "loss"))
+    p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
+
+    p = sub.add_parser("predict", formatter_class=_Formatter, help="segment a DICOM series, NIfTI, PNG/JPEG or .npz",
+                       description="Segment tumours with a trained run; writes the mask in the input's geometry and a"
+                                   " lesion summary (count, volume in mL, equivalent diameter, slice range).")
+    p.add_argument("input", help="DICOM series folder, .nii/.nii.gz, PNG/JPEG file or folder, or .npz with 'images'")
+    p.add_argument("--run", required=True, help="run directory (required)")
+    p.add_argument("--out", required=True, help="output .nii.gz / .png / .npz file or folder (required)")
+    p.add_argument("--prob", action="store_true", help="also write the probability map (default: off)")
+    p.add_argument("--attention", action="store_true", help="also write the attention maps of every gate (default: off)")
+    p.add_argument("--crf", action="store_true", help="refine with the CRF of eq. (10) (default: off)")
+    p.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the run's, 0.5)")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="weights to use (default: best)")
+    p.add_argument("--batch-size", type=int, default=16, help="slices per forward pass (default: 16)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
+
+    p = sub.add_parser("bench", formatter_class=_Formatter, add_help=False, help="benchmarks (see `lungseg bench --help`)",
+                       description="Benchmarks; the flags are those of lungseg.bench.")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments passed to lungseg.bench")
+    return parser
+
+
+def _csv_list(value: str, name: str, cast: Any = str) -> list[Any]:
+    items = [x.strip() for x in value.split(",") if x.strip()]
+    if not items:
+        raise LungsegError(f"{name} must be a comma-separated list, got {value!r}")
+    try:
+        return [cast(x) for x in items]
+    except ValueError:
+        raise LungsegError(f"{name}: expected comma-separated {cast.__name__} values, got {value!r}") from None
+
+
+def _fmt(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _cmd_phantom(args: argparse.Namespace) -> None:
+    from lungseg.data import phantom
+
+    kwargs: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(phantom.PhantomConfig)}
+    for flag, candidates in (("size", ("size", "image_size", "shape_xy", "n_pixels")), ("slices", ("slices", "n_slices", "num_slices"))):
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        field = next((c for c in candidates if c in names), None)
+        if field is None:
+            raise LungsegError(f"--{flag} is not supported by this phantom generator (fields: {sorted(names)})")
+        kwargs[field] = value
+    if args.patients < 1:
+        raise LungsegError(f"--patients must be >= 1, got {args.patients}")
+    config = phantom.PhantomConfig(**kwargs) if kwargs else None
+    out = phantom.generate_study(args.out, args.patients, args.seed, config=config, progress=not args.quiet)
+    print(f"wrote a phantom study of {args.patients} patients to {out}")
+
+
+def _cmd_fetch(args: argparse.Namespace) -> None:
+    from lungseg.data.fetch import fetch
+
+    path = fetch(args.name, to=args.to, url=args.url, progress=not args.quiet)
+    print(f"{args.name} ready in {path}")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from lungseg.train import TrainConfig, train
+
+    out = Path(args.out)
+    base = None
+    if args.config:
+        base = TrainConfig.from_json(args.config)
+    if args.resume and (out / "last.pt").is_file() and (out / "config.json").is_file():
+        saved = TrainConfig.from_json(out / "config.json")
+        base = saved
+    config = _config_from_args(args, base)
+    if not config.data:
+        raise LungsegError("train: --data PATH is required")
+    result = train(config, out, resume=args.resume, progress=not args.quiet)
+    print(
+        f"best validation Dice {result.best_val_dice:.4f} at epoch {result.best_epoch}"
+        f" ({result.epochs_run} epochs, {result.wall_time_s:.1f} s on {result.device}); run: {out}"
+    )
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from lungseg.evaluate import evaluate_run
+
+    if args.n_boot < 0:
+        raise LungsegError(f"--n-boot must be >= 0, got {args.n_boot}")
+    m = evaluate_run(
+        args.run, args.data, crf=args.crf, out=args.out, split=args.split, checkpoint=args.checkpoint,
+        n_boot=args.n_boot, robustness=not args.no_robustness, batch_size=args.batch_size, device=args.device,
+        progress=not args.quiet,
+    )
+    if m.get("task") == "slice-level detection":
+        t = m["test"]
+        print(f"slice-level detection (no masks): accuracy {_fmt(t['accuracy'])}, sensitivity {_fmt(t['sensitivity'])},"
+              f" specificity {_fmt(t['specificity'])} at area threshold {m['area_threshold']:.5f}")
+    else:
+        ci = m.get("ci", {})
+        for agg in ("pooled", "per_image", "per_patient"):
+            low, high = (ci.get(agg, {}).get("dice") or [None, None])
+            band = f" [{_fmt(low)}, {_fmt(high)}]" if low is not None else ""
+            print(f"Dice ({agg}): {_fmt(m[agg]['dice'])}{band}")
+        print(f"small-tumour recall {_fmt(m.get('small_tumor_recall'))}; intensity robustness std"
+              f" {_fmt(m.get('intensity_robustness_std'))}; {m['n_images']} images, {m['n_patients']} patients"
+              f" ({m['split']} split{', CRF' if args.crf else ''})")
+    print(f"wrote {args.out}")
+
+
+def _cmd_experiment(args: argparse.Namespace) -> None:
+    from lungseg.experiment import run_experiment
+
+    base = _config_from_args(args)
+    crf = {"both": (False, True), "off": (False,), "on": (True,)}[args.crf]
+    res = run_experiment(
+        args.data, args.out, models=_csv_list(args.models, "--models"), losses=_csv_list(args.losses, "--losses"),
+        crf=crf, seeds=_csv_list(args.seeds, "--seeds", int), base_config=base, n_boot=args.n_boot,
+        device=args.device, progress=not args.quiet,
+    )
+    for c in res["cells"]:
+        d = c["dice_pooled"]
+        band = f" [{_fmt(d['low'])}, {_fmt(d['high'])}]" if d["low"] is not None else ""
+        print(f"{c['model']:>9} {c['loss']:>6} CRF {'on ' if c['crf'] else 'off'}: pooled Dice {_fmt(d['mean'])}{band}")
+    print(f"wrote {Path(args.out) / 'results.csv'} and results.json")
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from lungseg.predict import format_summary, predict
+
+    summary = predict(
+        args.run, args.input, args.out, probabilities=args.prob, attention=args.attention, crf=args.crf,
+        threshold=args.threshold, batch_size=args.batch_size, checkpoint=args.checkpoint, device=args.device,
+        progress=not args.quiet,
+    )
+    print(format_summary(summary))
+
+
+def _cmd_bench(args: argparse.Namespace) -> Any:
+    import importlib
+
+    try:
+        bench = importlib.import_module("lungseg.bench")
+    except ModuleNotFoundError as exc:
+        if exc.name == "lungseg.bench":
+            raise LungsegError("the bench verb is not available: lungseg.bench is not installed in this version") from None
+        raise
+    return bench.main(list(args.bench_args))
+
+
+_COMMANDS = {
+    "phantom": _cmd_phantom, "fetch": _cmd_fetch, "train": _cmd_train, "evaluate": _cmd_evaluate,
+    "experiment": _cmd_experiment, "predict": _cmd_predict, "bench": _cmd_bench,
+}
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``lungseg`` command; returns the exit status (0 ok, 2 user error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv[:1] == ["bench"]:
+        # lungseg.bench owns its flags (and their --help); it is imported only when asked for.
+        args = argparse.Namespace(verb="bench", bench_args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
+    try:
+        result = _COMMANDS[args.verb](args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except (LungsegError, ValueError, OSError, KeyError, json.JSONDecodeError) as exc:
+        if os.environ.get("LUNGSEG_DEBUG"):
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    return int(result) if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Prediction on a user's own scans: DICOM series, NIfTI volumes, PNG/JPEG images or ``.npz`` files.
+
+The tumour mask is written in the input's own geometry — a NIfTI volume with the input's affine
+(for a DICOM series, the RAS affine that overlays the series voxel for voxel), a PNG of the same
+size for each image, or an ``.npz`` with ``masks`` for an ``.npz`` input — optionally with the
+probability map and the attention coefficients of every gate, and a summary of the lesions found
+(count, volume in mL, equivalent diameter in mm, slice range). Slices are segmented in batches.
+Nothing is ever written into the input's folder.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from lungseg.errors import DataError, LungsegError
+
+VOLUME_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
+
+
+def _strip_suffix(name: str) -> str:
+    for suf in (".nii.gz", ".nii", ".npz", ".png", ".jpg", ".jpeg", ".json"):
+        if name.lower().endswith(suf):
+            return name[: -len(suf)]
+    return name
+
+
+def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None) -> dict[str, Any]:
+    """Connected tumour components of a volume mask.
+
+    Args:
+        mask: binary ``(Z, H, W)``; components are 26-connected in 3D (a lesion spans slices).
+        spacing: ``(z, y, x)`` voxel size in mm, or ``None`` when unknown (sizes in voxels then).
+
+    Returns:
+        ``{"count", "total_volume_ml", "lesions": [{"id", "voxels", "volume_ml",
+        "equivalent_diameter_mm", "slice_range": [first, last], "centroid_voxel": [z, y, x]}]}``,
+        largest first. The equivalent diameter is that of the sphere of the same volume,
+        ``(6 V / π)^(1/3)``.
+    """
+    labels, n = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    voxel_ml = None if spacing is None else float(np.prod(spacing)) / 1000.0
+    lesions = []
+    if n:
+        objects = ndimage.find_objects(labels)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        centroids = ndimage.center_of_mass(mask > 0, labels, range(1, n + 1))
+        for k in range(n):
+            voxels = int(sizes[k])
+            entry: dict[str, Any] = {
+                "voxels": voxels,
+                "slice_range": [int(objects[k][0].start), int(objects[k][0].stop - 1)],
+                "centroid_voxel": [round(float(c), 2) for c in centroids[k]],
+            }
+            if voxel_ml is not None:
+                vol_ml = voxels * voxel_ml
+                entry["volume_ml"] = round(vol_ml, 4)
+                entry["equivalent_diameter_mm"] = round((6.0 * vol_ml * 1000.0 / math.pi) ** (1 / 3), 3)
+            lesions.append(entry)
+    lesions.sort(key=lambda e: -e["voxels"])
+    for i, e in enumerate(lesions, 1):
+        e["id"] = i
+    return {
+        "count": len(lesions),
+        "total_volume_ml": None if voxel_ml is None else round(sum(e["volume_ml"] for e in lesions), 4),
+        "connectivity": "26-connected 3D components",
+        "lesions": lesions,
+    }
+
+
+def image_lesion_summary(mask2d: np.ndarray, spacing: tuple[float, float] | None) -> dict[str, Any]:
+    """Connected tumour components (8-connected) of one 2D mask; areas in mm² when spacing is known."""
+    labels, n = ndimage.label(mask2d > 0, structure=np.ones((3, 3), dtype=bool))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    px_mm2 = None if spacing is None else float(spacing[0] * spacing[1])
+    lesions = []
+    for k in np.argsort(-sizes):
+        e: dict[str, Any] = {"pixels": int(sizes[k])}
+        if px_mm2 is not None:
+            area = sizes[k] * px_mm2
+            e["area_mm2"] = round(float(area), 3)
+            e["equivalent_diameter_mm"] = round(2.0 * math.sqrt(area / math.pi), 3)
+        lesions.append(e)
+    return {"count": int(n), "connectivity": "8-connected 2D components", "lesions": lesions}
+
+
+def _check_output(input_path: Path, out: Path) -> None:
+    inp = input_path.resolve()
+    o = out.resolve()
+    if o == inp:
+        raise LungsegError(f"--out {out} is the input itself; choose another output path")
+    folder = inp if inp.is_dir() else None
+    if folder is not None and (o == folder or folder in o.parents):
+        raise LungsegError(f"--out {out} lies inside the input folder {input_path}; input folders are never written to")
+
+
+def _read_input(path: Path) -> tuple[str, list[Any]]:
+    """``(kind, items)``: kind ``"volume"`` (items: CTVolume), ``"images"`` ((path, array)) or ``"npz"``."""
+    from lungseg.data.images import is_image_file, read_image
+    from lungseg.data.volume import CTVolume
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: input not found")
+    name = path.name.lower()
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
+        others = [p for p in path.iterdir() if p.is_file() and not is_image_file(p) and not p.name.startswith(".")]
+        if images and not others:
+            return "images", [(p, read_image(p)) for p in images]
+        from lungseg.data.dicom import read_dicom_series
+
+        volumes = read_dicom_series(path)
+        if not volumes:
+            raise DataError(f"{path}: no CT DICOM series (or PNG/JPEG images) found")
+        return "volume", volumes
+    if name.endswith(VOLUME_SUFFIXES):
+        from lungseg.data.nifti import read_nifti
+
+        array, spacing, affine = read_nifti(path)
+        vol = CTVolume(
+            image=np.asarray(array, dtype=np.float32), mask=None, spacing=spacing, patient_id=_strip_suffix(path.name),
+            affine=affine, intensity="hu", source=str(path), meta={"affine_space": "RAS"},
+        )
+        return "volume", [vol]
+    if is_image_file(path):
+        return "images", [(path, read_image(path))]
+    if name.endswith(".npz"):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "images" not in z.files:
+                    raise DataError(f"{path}: expected an 'images' array (N, H, W); found keys {sorted(z.files)}")
+                images = np.asarray(z["images"])
+                intensity = str(z["intensity"]) if "intensity" in z.files else "hu"
+                spacing = np.asarray(z["spacing"], dtype=np.float64) if "spacing" in z.files else None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+        if images.ndim != 3 or not np.issubdtype(images.dtype, np.number):
+            raise DataError(f"{path}: 'images' must be a numeric (N, H, W) array, got {images.dtype} {images.shape}")
+        return "npz", [images.astype(np.float32), intensity, spacing]
+    raise DataError(
+        f"{path}: unsupported input; expected a DICOM series folder, a NIfTI volume (.nii/.nii.gz),"
+        " PNG/JPEG images (a file or a folder) or an .npz file with 'images'"
+    )
+
+
+def predict(
+    run_dir: str | os.PathLike[str],
+    input_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    probabilities: bool = False,
+    attention: bool = False,
+    crf: bool = False,
+    threshold: float | None = None,
+    batch_size: int = 16,
+    checkpoint: str = "best",
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Segment tumours in ``input_path`` with a trained run and write the result to ``out_path``.
+
+    Args:
+        run_dir: run directory of :func:`lungseg.train.train`.
+        input_path: DICOM series folder, NIfTI file, PNG/JPEG file or folder, or ``.npz`` with
+            ``images`` ``(N, H, W)`` (optional ``intensity``, ``spacing``).
+        out_path: a ``.nii``/``.nii.gz`` file (volumes), ``.png`` file (one image), ``.npz`` file
+            (``.npz`` input), or a folder that receives ``mask.nii.gz`` / ``<name>_mask.png`` /
+            ``predictions.npz`` and the extras.
+        probabilities: also write the tumour probability map.
+        attention: also write the attention coefficients of every gate (attention model only).
+        crf: refine with the CRF of eq. (10) instead of thresholding.
+        threshold: probability threshold (default: the run's).
+        batch_size: slices per forward pass.
+        checkpoint: ``"best"`` or ``"last"``.
+        device: inference device.
+        progress: show progress bars.
+
+    Returns:
+        A summary: the files written and the lesions found (also written as ``*lesions.json``).
+    """
+    from lungseg.evaluate import binarize, load_run, predict_probabilities, write_json
+
+    inp, out = Path(input_path), Path(out_path)
+    _check_output(inp, out)
+    run = load_run(run_dir, checkpoint=checkpoint, device=device)
+    if attention and run.config.model != "attention":
+        raise LungsegError(f"--attention needs an 'attention' model; {run.run_dir} holds a {run.config.model!r} model")
+    kind, items = _read_input(inp)
+    model_intensity = run.fingerprint.intensity
+    data_intensity = "unit" if kind == "images" else (items[1] if kind == "npz" else "hu")
+    if data_intensity != model_intensity:
+        raise LungsegError(
+            f"{inp}: the input's intensities are {data_intensity!r} but the model in {run.run_dir} was trained"
+            f" on {model_intensity!r} data (HU cannot be recovered from PNG/JPEG images)"
+        )
+
+    def segment(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        try:
+            res = predict_probabilities(run, images, batch_size=batch_size, return_attention=attention, progress=progress)
+        except ValueError as exc:
+            raise LungsegError(f"{inp}: {exc}") from None
+        probs, alphas = res if attention else (res, [])
+        return binarize(run, images, probs, crf, threshold), probs, alphas
+
+    written: list[str] = []
+    summary: dict[str, Any] = {"input": str(inp), "run": str(run.run_dir), "crf": bool(crf)}
+    if kind == "volume":
+        from lungseg.data.nifti import dicom_affine, write_nifti
+
+        if len(items) > 1:
+            uids = [v.meta.get("series_uid", v.patient_id) for v in items]
+            raise LungsegError(f"{inp}: holds {len(items)} CT series ({', '.join(map(str, uids))}); point to one series folder")
+        vol = items[0]
+        mask, probs, alphas = segment(vol.image)
+        affine = vol.affine if str(vol.meta.get("affine_space", "LPS")).upper() == "RAS" and vol.affine is not None else dicom_affine(vol)
+        if out.name.endswith(VOLUME_SUFFIXES):
+            base = out.parent / _strip_suffix(out.name)
+            mask_path, prefix = out, f"{base}_"
+        else:
+            mask_path, prefix = out / "mask.nii.gz", f"{out}/"
+        written.append(str(write_nifti(mask.astype(np.uint8), mask_path, affine=affine)))
+        if probabilities:
+            written.append(str(write_nifti(probs.astype(np.float32), Path(f"{prefix}probability.nii.gz"), affine=affine)))
+        for level, a in enumerate(alphas):
+            written.append(str(write_nifti(a.astype(np.float32), Path(f"{prefix}attention_level{level}.nii.gz"), affine=affine)))
+        summary.update(shape=list(vol.image.shape), spacing_mm=list(vol.spacing), lesions=lesion_summary(mask, vol.spacing))
+        lesion_path = Path(f"{prefix}lesions.json")
+    elif kind == "images":
+        from PIL import Image
+
+        single_file = len(items) == 1 and out.suffix.lower() == ".png"
+        per_image = []
+        for path, img in items:
+            mask, probs, alphas = segment(img[None])
+            if single_file:
+                mask_path, prefix = out, f"{out.parent / _strip_suffix(out.name)}_"
+            else:
+                prefix = f"{out / _strip_suffix(path.name)}_"
+                mask_path = Path(f"{prefix}mask.png")
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((mask[0] > 0).astype(np.uint8) * 255).save(mask_path)
+            written.append(str(mask_path))
+            if probabilities:
+                Image.fromarray(np.round(probs[0] * 255).astype(np.uint8)).save(f"{prefix}probability.png")
+                written.append(f"{prefix}probability.png")
+            for level, a in enumerate(alphas):
+                Image.fromarray(np.round(np.clip(a[0], 0, 1) * 255).astype(np.uint8)).save(f"{prefix}attention_level{level}.png")
+                written.append(f"{prefix}attention_level{level}.png")
+            per_image.append({"image": str(path), **image_lesion_summary(mask[0], None)})
+        summary["lesions"] = {
+            "count": sum(p["count"] for p in per_image), "images": per_image,
+            "note": "PNG/JPEG images carry no pixel spacing: sizes are in pixels",
+        }
+        lesion_path = (out.parent / f"{_strip_suffix(out.name)}_lesions.json") if single_file else out / "lesions.json"
+    else:
+        images, _, spacing = items
+        mask, probs, alphas = segment(images)
+        npz_path = out if out.suffix.lower() == ".npz" else out / "predictions.npz"
+        arrays: dict[str, np.ndarray] = {"masks": mask.astype(np.uint8)}
+        if probabilities:
+            arrays["probabilities"] = probs.astype(np.float32)
+        for level, a in enumerate(alphas):
+            arrays[f"attention_level{level}"] = a.astype(np.float32)
+        npz_path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(npz_path, **arrays)
+        written.append(str(npz_path))
+        per_image = [
+            {"index": i, **image_lesion_summary(mask[i], None if spacing is None else tuple(spacing[i]))}
+            for i in range(len(mask))
+        ]
+        summary["lesions"] = {"count": sum(p["count"] for p in per_image), "images": per_image}
+        lesion_path = npz_path.with_name(f"{_strip_suffix(npz_path.name)}_lesions.json")
+    summary["files"] = written + [str(lesion_path)]
+    write_json(summary, lesion_path)
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A short human-readable account of :func:`predict`'s summary."""
+    les = summary["lesions"]
+    lines = [f"{les['count']} lesion(s) found in {summary['input']}"]
+    for e in les.get("lesions", [])[:20]:
+        if "volume_ml" in e:
+            lines.append(
+                f"  lesion {e['id']}: {e['volume_ml']:.3f} mL, equivalent diameter {e['equivalent_diameter_mm']:.1f} mm,"
+                f" slices {e['slice_range'][0]}-{e['slice_range'][1]}"
+            )
+    lines.append("wrote: " + ", ".join(summary["files"]))
+    return "\n".join(lines)

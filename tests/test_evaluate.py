@@ -1,0 +1,129 @@
+"""Evaluation: metrics.json structure, numbers checked against an independent computation, CRF, detection."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lungseg.errors import DataError
+from lungseg.evaluate import choose_area_threshold, detection_scores, evaluate_run, load_run, predict_probabilities
+from lungseg.train import TrainConfig, train
+try:
+    from test_train import TINY, make_npz
+except ImportError:  # tests/ collected as a package
+    from tests.test_train import TINY, make_npz
+
+STATS = ("dice", "iou", "accuracy", "precision", "recall", "f1")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("eval")
+    data = make_npz(root / "toy.npz", n_patients=10, per_patient=4, size=32, seed=2)
+    train(TrainConfig(data=str(data), epochs=2, lr=3e-3, **TINY), root / "run", progress=False)
+    return data, root / "run"
+
+
+def test_metrics_json_matches_independent_computation(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, run = trained
+    out = tmp_path / "metrics.json"
+    m = evaluate_run(run, data, out=out, n_boot=200, progress=False)
+    saved = json.loads(out.read_text())
+    assert saved["pooled"]["dice"] == pytest.approx(m["pooled"]["dice"])
+    for agg in ("pooled", "per_image", "per_patient"):
+        assert set(STATS) <= set(saved[agg])
+        for s in STATS:
+            low, high = saved["ci"][agg][s]
+            if saved[agg][s] is not None and low is not None:
+                assert low - 1e-9 <= high
+    for key in ("small_tumor_recall", "intensity_robustness_std", "n_images", "n_patients", "empty_mask_rule"):
+        assert key in saved
+    assert saved["split"] == "test" and saved["crf"] is False
+    assert saved["intensity_robustness_std"] is not None and saved["intensity_robustness_std"] >= 0
+
+    # Independent recomputation: rerun the model on the test patients, threshold, count in numpy.
+    split = json.loads((run / "split.json").read_text())["test"]
+    z = np.load(data)
+    sel = np.isin(z["patient_ids"], split)
+    images, masks, pids = z["images"][sel], z["masks"][sel].astype(bool), z["patient_ids"][sel]
+    loaded = load_run(run, device="cpu")
+    pred = predict_probabilities(loaded, images) >= 0.5
+    tp, fp, fn = (pred & masks).sum(), (pred & ~masks).sum(), (~pred & masks).sum()
+    assert saved["pooled"]["dice"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert saved["pooled"]["iou"] == pytest.approx(tp / (tp + fp + fn))
+    assert saved["n_images"] == len(images) and saved["n_patients"] == len(set(pids))
+    per_patient = []
+    for p in sorted(set(pids)):
+        q, t = pred[pids == p], masks[pids == p]
+        a, b, c = (q & t).sum(), (q & ~t).sum(), (~q & t).sum()
+        per_patient.append(2 * a / (2 * a + b + c))
+    assert saved["per_patient"]["dice"] == pytest.approx(np.mean(per_patient))
+
+    with open(tmp_path / "metrics_per_image.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(images)
+    assert sum(int(r["tp"]) for r in rows) == tp and sum(int(r["fn"]) for r in rows) == fn
+    assert {"image_id", "patient_id", "tumour_pixels", "dice", "tp", "fp", "fn"} <= set(rows[0])
+
+
+def test_crf_and_other_splits(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, run = trained
+    m = evaluate_run(run, data, crf=True, out=tmp_path / "crf.json", n_boot=0, robustness=False, progress=False)
+    assert m["crf"] is True and 0.0 <= m["pooled"]["dice"] <= 1.0 and "ci" not in m
+    everything = evaluate_run(run, data, split="all", n_boot=0, robustness=False, progress=False)
+    assert everything["n_images"] == 40 and everything["split"] == "all"
+
+
+def test_other_dataset_without_run_patients_needs_split_all(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    _, run = trained
+    z = np.load(make_npz(tmp_path / "o.npz", n_patients=3, per_patient=2, size=32, seed=9))
+    other = tmp_path / "other.npz"
+    np.savez(other, **{k: z[k] for k in z.files if k != "patient_ids"}, patient_ids=np.array(["new"] * 6))
+    m = evaluate_run(run, other, n_boot=0, robustness=False, progress=False)
+    assert m["split"] == "all" and m["n_images"] == 6 and m["n_patients"] == 1
+    with pytest.raises(DataError, match="split"):
+        evaluate_run(run, other, split="test", n_boot=0, progress=False)
+
+
+def test_area_threshold_chosen_on_validation() -> None:
+    area = np.array([0.0, 0.001, 0.002, 0.05, 0.08, 0.1])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    thr = choose_area_threshold(area, labels)
+    assert 0.002 < thr < 0.05
+    s = detection_scores(area, labels, thr)
+    assert s["accuracy"] == 1.0 and s["sensitivity"] == 1.0 and s["specificity"] == 1.0
+
+
+def test_kaggle_layout_gives_detection_metrics(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    n, size = 24, 32
+    yy, xx = np.mgrid[:size, :size]
+    images = (0.1 + 0.03 * rng.standard_normal((n, size, size))).clip(0, 1).astype(np.float32)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        m = (yy - 16) ** 2 + (xx - 16) ** 2 < rng.uniform(4, 7) ** 2
+        masks[i], images[i][m] = m, 0.7
+    np.savez(tmp_path / "unit.npz", images=images, masks=masks, intensity="unit",
+             patient_ids=np.array([f"p{i // 2}" for i in range(n)]))
+    train(TrainConfig(data=str(tmp_path / "unit.npz"), epochs=3, lr=3e-3, **TINY), tmp_path / "run", progress=False)
+    root = tmp_path / "kaggle"
+    for part in ("train", "valid", "test"):
+        for cls, cancer in (("normal", False), ("adenocarcinoma", True)):
+            folder = root / part / cls
+            folder.mkdir(parents=True)
+            for k in range(3):
+                img = 0.1 + 0.03 * rng.standard_normal((size, size))
+                if cancer:
+                    img[(yy - 16) ** 2 + (xx - 16) ** 2 < 36] = 0.7
+                Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8)).save(folder / f"{k}.png")
+    m = evaluate_run(tmp_path / "run", root, out=tmp_path / "det.json", progress=False)
+    assert m["task"] == "slice-level detection"
+    assert m["n_validation_images"] == 6 and m["n_test_images"] == 6
+    assert set(m["test"]) >= {"accuracy", "sensitivity", "specificity"}
+    assert json.loads((tmp_path / "det.json").read_text())["area_threshold"] == pytest.approx(m["area_threshold"])

@@ -1,0 +1,60 @@
+"""The experiment grid: runs reused, per-cell mean and 95 % CI over seeds, paired differences."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from lungseg.experiment import mean_ci, run_experiment
+from lungseg.train import TrainConfig
+try:
+    from test_train import make_npz
+except ImportError:  # tests/ collected as a package
+    from tests.test_train import make_npz
+
+
+def test_mean_ci_is_a_student_t_interval() -> None:
+    v = [0.5, 0.7, 0.65, 0.6]
+    r = mean_ci(v)
+    lo, hi = stats.t.interval(0.95, len(v) - 1, loc=np.mean(v), scale=stats.sem(v))
+    assert r["mean"] == pytest.approx(np.mean(v)) and r["low"] == pytest.approx(lo) and r["high"] == pytest.approx(hi)
+    assert mean_ci([0.3])["low"] is None and mean_ci([])["mean"] is None
+    assert mean_ci([0.2, float("nan"), 0.4])["n"] == 2
+
+
+@pytest.mark.slow
+def test_grid_with_reuse_and_paired_differences(tmp_path: Path) -> None:
+    data = make_npz(tmp_path / "d.npz", n_patients=8, per_patient=3, size=32, seed=8)
+    base = TrainConfig(epochs=1, base_channels=4, depth=2, batch_size=8, lr=3e-3)
+    kw = dict(models=("unet", "attention"), losses=("dice",), crf=(False, True), seeds=(0, 1),
+              base_config=base, device="cpu", progress=False)
+    res = run_experiment(data, tmp_path / "exp", **kw)
+    assert len(res["cells"]) == 4 and all(r["status"] == "trained" for r in res["runs"])
+    for name in ("results.csv", "results.json", "differences.csv"):
+        assert (tmp_path / "exp" / name).is_file()
+    # Each cell's mean is the mean over seeds of the runs' own evaluations.
+    cell = next(c for c in res["cells"] if c["model"] == "unet" and not c["crf"])
+    per_seed = [json.loads((tmp_path / "exp" / "runs" / f"unet-dice-seed{s}" / "eval_crf_off.json").read_text())
+                ["pooled"]["dice"] for s in (0, 1)]
+    assert cell["dice_pooled"]["mean"] == pytest.approx(np.mean(per_seed))
+    assert cell["dice_pooled"]["n"] == 2 and cell["dice_pooled"]["low"] <= cell["dice_pooled"]["high"]
+    # Differences only between cells differing in one factor, paired by seed.
+    factors = sorted(d["factor"] for d in res["differences"])
+    assert factors == ["crf", "crf", "model", "model"]
+    d = next(d for d in res["differences"] if d["factor"] == "model" and not d["a"]["crf"])
+    att = [json.loads((tmp_path / "exp" / "runs" / f"attention-dice-seed{s}" / "eval_crf_off.json").read_text())
+           ["pooled"]["dice"] for s in (0, 1)]
+    assert d["dice_pooled"]["mean"] == pytest.approx(np.mean(np.subtract(att, per_seed)))
+    # All runs share one patient split.
+    splits = {(p / "split.json").read_text() for p in (tmp_path / "exp" / "runs").iterdir()}
+    assert len(splits) == 1
+    # A second call reuses every finished run and gives the same table.
+    again = run_experiment(data, tmp_path / "exp", **kw)
+    assert all(r["status"] == "reused" for r in again["runs"])
+    assert again["cells"] == res["cells"]
+    assert not math.isnan(again["cells"][0]["dice_pooled"]["mean"])

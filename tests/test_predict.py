@@ -1,0 +1,116 @@
+"""Prediction: DICOM series → NIfTI in the series' geometry, NIfTI, PNG and .npz inputs, lesion summary."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from lungseg.errors import LungsegError
+from lungseg.predict import lesion_summary, predict
+from lungseg.train import TrainConfig, train
+try:
+    from test_train import TINY, make_npz
+except ImportError:  # tests/ collected as a package
+    from tests.test_train import TINY, make_npz
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("predict")
+    hu = make_npz(root / "hu.npz", n_patients=8, per_patient=3, size=32, seed=4)
+    train(TrainConfig(data=str(hu), model="attention", epochs=1, **TINY), root / "hu_run", progress=False)
+    z = np.load(hu)
+    np.savez(root / "unit.npz", images=((z["images"] + 1000) / 1400).clip(0, 1).astype(np.float32), masks=z["masks"],
+             patient_ids=z["patient_ids"], intensity="unit")
+    train(TrainConfig(data=str(root / "unit.npz"), model="unet", epochs=1, **TINY), root / "unit_run", progress=False)
+    return {"root": root, "hu": root / "hu_run", "unit": root / "unit_run", "hu_data": hu}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lungseg.data.phantom import PhantomConfig, generate_study
+
+    return generate_study(tmp_path_factory.mktemp("study") / "s", 1, seed=3,
+                          config=PhantomConfig(image_size=64, n_slices=6), progress=False)
+
+
+def test_dicom_series_to_nifti_in_series_geometry(runs: dict[str, Path], study: Path, tmp_path: Path) -> None:
+    patient = next(p for p in study.iterdir() if p.is_dir())
+    before = sorted(p.name for p in (patient / "ct").iterdir())
+    out = tmp_path / "pred" / "mask.nii.gz"
+    summary = predict(runs["hu"], patient / "ct", out, probabilities=True, attention=True, progress=False)
+    assert sorted(p.name for p in (patient / "ct").iterdir()) == before  # input folder untouched
+    ref = nib.load(patient / "mask.nii.gz")  # the generator's mask, aligned with the series
+    got = nib.load(out)
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got.affine, ref.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(got.dataobj))) <= {0, 1}
+    prob = nib.load(tmp_path / "pred" / "mask_probability.nii.gz")
+    np.testing.assert_allclose(prob.affine, ref.affine, atol=1e-4)
+    assert float(np.asarray(prob.dataobj).max()) <= 1.0
+    for level in range(2):  # depth 2 → two gates
+        assert (tmp_path / "pred" / f"mask_attention_level{level}.nii.gz").is_file()
+    lesions = json.loads((tmp_path / "pred" / "mask_lesions.json").read_text())
+    assert lesions["lesions"]["count"] == summary["lesions"]["count"]
+    # The lesion count agrees with an independent 3D labelling of the written mask.
+    from scipy import ndimage
+
+    n = ndimage.label(np.asarray(got.dataobj) > 0, structure=np.ones((3, 3, 3)))[1]
+    assert summary["lesions"]["count"] == n
+
+
+def test_nifti_input_keeps_affine(runs: dict[str, Path], tmp_path: Path) -> None:
+    from lungseg.data.nifti import write_nifti
+
+    z = np.load(runs["hu_data"])
+    affine = np.array([[-0.8, 0, 0, 10.0], [0, -0.8, 0, 20.0], [0, 0, 2.5, -30.0], [0, 0, 0, 1]])
+    write_nifti(z["images"][:5], tmp_path / "ct.nii.gz", affine=affine)
+    predict(runs["hu"], tmp_path / "ct.nii.gz", tmp_path / "out", progress=False)
+    got = nib.load(tmp_path / "out" / "mask.nii.gz")
+    np.testing.assert_allclose(got.affine, affine)
+    assert got.shape == (32, 32, 5) and got.get_data_dtype() == np.uint8
+
+
+def test_png_and_npz_inputs(runs: dict[str, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    img = (np.random.default_rng(0).random((40, 52)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "slice.png")
+    predict(runs["unit"], tmp_path / "slice.png", tmp_path / "slice_mask.png", progress=False)
+    mask = np.asarray(Image.open(tmp_path / "slice_mask.png"))
+    assert mask.shape == (40, 52) and set(np.unique(mask)) <= {0, 255}
+    with pytest.raises(LungsegError, match="HU"):
+        predict(runs["hu"], tmp_path / "slice.png", tmp_path / "x.png", progress=False)
+
+    summary = predict(runs["hu"], runs["hu_data"], tmp_path / "p.npz", probabilities=True, progress=False)
+    out = np.load(tmp_path / "p.npz")
+    assert out["masks"].shape == (24, 32, 32) and out["probabilities"].dtype == np.float32
+    assert np.array_equal(out["masks"], (out["probabilities"] >= 0.5).astype(np.uint8))
+    assert summary["lesions"]["count"] >= 0
+
+
+def test_never_writes_into_input_folder(runs: dict[str, Path], study: Path) -> None:
+    patient = next(p for p in study.iterdir() if p.is_dir())
+    with pytest.raises(LungsegError, match="input folder"):
+        predict(runs["hu"], patient / "ct", patient / "ct" / "mask.nii.gz", progress=False)
+
+
+def test_lesion_summary_of_a_sphere() -> None:
+    zz, yy, xx = np.mgrid[:20, :40, :40]
+    spacing = (2.0, 0.5, 0.5)
+    r_mm = 6.0
+    ball = ((zz - 10) * 2.0) ** 2 + ((yy - 20) * 0.5) ** 2 + ((xx - 20) * 0.5) ** 2 <= r_mm**2
+    mask = ball.astype(np.uint8)
+    mask[2, 2, 2] = 1  # a separate one-voxel lesion
+    s = lesion_summary(mask, spacing)
+    assert s["count"] == 2
+    big = s["lesions"][0]
+    assert big["volume_ml"] == pytest.approx(ball.sum() * 0.5 / 1000, rel=1e-3)
+    assert big["volume_ml"] == pytest.approx(4 / 3 * math.pi * r_mm**3 / 1000, rel=0.1)
+    assert big["equivalent_diameter_mm"] == pytest.approx(2 * r_mm, rel=0.05)
+    assert big["slice_range"] == [7, 13]
