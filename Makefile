@@ -9,7 +9,7 @@ DEVICE ?= auto
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: venv test test-unit test-notebooks book notebooks check-book sync bench clean
+.PHONY: venv test test-unit test-notebooks book notebooks check-book sync bench experiment clean
 
 venv: $(STAMP)
 
@@ -20,8 +20,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test,book,bench]"
 	touch $(STAMP)
 
+# Unit tests and the notebooks (nbval re-executes them with the quick profile and checks marked outputs).
 test: venv
-	$(BIN)/python -m pytest -q tests --timeout=900
+	$(BIN)/python -m pytest -q --timeout=1200 --nbval-lax tests notebooks
+
+test-unit: venv
+	$(BIN)/python -m pytest -q --timeout=1200 tests
+
+test-notebooks: venv
+	$(BIN)/python -m pytest -q --timeout=1200 --nbval-lax notebooks
+
+# Speed and memory side by side with MONAI (results/bench/); `make bench QUICK=1` for a smoke run.
+bench: venv
+	$(BIN)/lungseg bench $(if $(QUICK),--quick) --device $(DEVICE)
 
 # The book: execute notebooks/NN_*.md in order (papermill, profile $(PROFILE)), then build the HTML.
 notebooks: venv
@@ -41,6 +52,12 @@ check-book: book
 # Bring the paired notebooks (.md sources and .ipynb) in step after editing either.
 sync: venv
 	$(BIN)/jupytext --sync notebooks/*.md
+
+# The comparison grid of a profile (medium: about 45 min of CPU; paper: a GPU), published to results/$(PROFILE)/.
+# THREADS=1 on a shared CPU (competing thread pools are far slower); empty = torch's default.
+THREADS ?=
+experiment: venv
+	$(BIN)/python scripts/run_profile.py --profile $(PROFILE) --device $(DEVICE) $(if $(THREADS),--threads $(THREADS))
 
 clean:
 	rm -rf _build .pytest_cache
