@@ -88,6 +88,10 @@ class UNet(nn.Module):
         )
         self.segmentation_head = nn.Conv2d(channels[0], out_channels, kernel_size=1)
         self.apply(init_weights)
+        # Performance (benchmarks/NOTES.md): parameters in channels_last make oneDNN (CPU) and cuDNN pick
+        # NHWC convolution kernels, about 1.5x faster training here. The input cannot carry the layout
+        # (for C = 1 the NCHW and NHWC strides coincide), so the weights do; values are unchanged.
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> logits ``(B, out_channels, H, W)``."""
@@ -99,4 +103,4 @@ class UNet(nn.Module):
         x = skips.pop()
         for stage in self.decoder:
             x = stage(x, skips.pop())
-        return self.segmentation_head(x)
+        return self.segmentation_head(x).contiguous()  # NCHW logits even when out_channels > 1

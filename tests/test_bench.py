@@ -1,0 +1,89 @@
+"""Tests of lungseg.bench: the quick benchmark runs end to end and writes valid, complete JSON.
+
+Timings are never asserted (they depend on the machine and its load); only structure and sanity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from lungseg import bench
+from lungseg.errors import LungsegError
+
+pytest.importorskip("monai")
+
+
+@pytest.fixture(scope="module")
+def quick_result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, object]:
+    out = tmp_path_factory.mktemp("bench")
+    assert bench.main(["--quick", "--device", "cpu", "--out", str(out), "--quiet"]) == 0
+    return json.loads((out / "bench.json").read_text()), out
+
+
+def _positive(x: object) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_quick_writes_json_and_markdown(quick_result: tuple[dict, object]) -> None:
+    result, out = quick_result
+    assert result["quick"] is True
+    for key in ("config", "device", "threads", "protocol", "models", "ceiling", "ratios", "crf", "data_pipeline",
+                "phantom_generation", "series_prediction", "provenance", "load_average"):
+        assert key in result, key
+    assert result["threads"]["intra_op"] >= 1
+    assert {"git", "packages", "device", "time_utc"} <= set(result["provenance"])
+    md = (out / "bench.md").read_text()
+    assert "| variant | network |" in md and "AttentionUnet (MONAI)" in md
+
+
+def test_models_measured_side_by_side(quick_result: tuple[dict, object]) -> None:
+    result, _ = quick_result
+    assert set(result["models"]) == set(bench.MODEL_NAMES)
+    variants = None
+    for name, m in result["models"].items():
+        assert _positive(m["parameters"]) and _positive(m["forward_flops"]), name
+        assert variants is None or set(m["variants"]) == variants  # every variant for every model
+        variants = set(m["variants"])
+        for v in m["variants"].values():
+            for key in ("train_images_per_s", "infer_images_per_s", "latency_ms", "train_mfu", "infer_mfu"):
+                assert _positive(v[key]), (name, key)
+            assert v["train_step"]["repeats"] == result["config"]["repeats"]
+        mem = m["memory"]
+        assert "error" not in mem, mem
+        assert mem["train_peak_delta_mb"] >= 0 and mem["infer_peak_delta_mb"] >= 0
+    assert "fp32" in variants
+    ratio = result["ratios"]["fp32"]
+    att = result["models"]["attention_resunet"]["variants"]["fp32"]
+    monai = result["models"]["monai_attention_unet"]["variants"]["fp32"]
+    assert ratio["train_throughput_ratio"] == pytest.approx(att["train_images_per_s"] / monai["train_images_per_s"])
+    for key in ("train_throughput_ratio_paired", "infer_throughput_ratio_paired", "latency_ratio_paired"):
+        assert _positive(ratio[key]), key
+    # matched widths: MONAI gets base * 2**l channels, so parameter counts are within a factor of 2
+    assert 0.5 < result["models"]["attention_resunet"]["parameters"] / result["models"]["monai_attention_unet"]["parameters"] < 2
+
+
+def test_pipeline_sections(quick_result: tuple[dict, object]) -> None:
+    result, _ = quick_result
+    assert _positive(result["ceiling"]["fp32"]["tflops_median"])
+    assert result["ceiling"]["fp32"]["n"] == result["config"]["matmul_size"]
+    assert _positive(result["crf"]["ms_per_slice"]) and _positive(result["crf"]["batch_parallel_slices_per_s"])
+    stages = result["data_pipeline"]["stages"]
+    for key in ("dicom_read", "dataset_from_dicom", "dataset_from_cache", "loader_from_cache"):
+        assert _positive(stages[key]["slices_per_s"]), key
+        assert _positive(stages[key]["headroom_over_training"]), key
+    assert _positive(result["phantom_generation"]["slices_per_s"])
+    pred = result["series_prediction"]
+    assert pred["slices"] == result["config"]["series_slices"] and _positive(pred["seconds_with_crf"])
+
+
+def test_bad_arguments_are_user_errors(tmp_path) -> None:
+    with pytest.raises(LungsegError, match="--sections"):
+        bench.run_bench(quick=True, device="cpu", out_dir=tmp_path, sections=["models", "gpu"], progress=False)
+    with pytest.raises(LungsegError, match="repeats"):
+        bench.main(["--quick", "--repeats", "0", "--out", str(tmp_path), "--quiet"])
+    with pytest.raises(ValueError, match="image_size"):
+        bench.BenchConfig(image_size=100, depth=4)
+    assert not (tmp_path / "bench.json").exists()
