@@ -104,9 +104,6 @@ class ProfileSettings:
         seeds: training seeds; every cell of the comparison grid is trained once per seed.
         losses: the losses of the comparison grid.
         models: the architectures of the comparison grid.
-        tumour_fraction: share of tumour slices drawn per training batch (``None``: natural
-            frequencies), see :class:`lungseg.train.TrainConfig`.
-        samples_per_epoch: training slices drawn per epoch (``None``: all training slices).
         n_boot: bootstrap resamples for the 95 % confidence intervals.
         data_seed: seed of the phantom study (fixed: the data do not change between seeds).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"`` or ``"cuda"``.
@@ -126,8 +123,6 @@ class ProfileSettings:
     seeds: tuple[int, ...]
     losses: tuple[str, ...] = ("dice", "focal", "hybrid")
     models: tuple[str, ...] = ("unet", "attention")
-    tumour_fraction: float | None = None
-    samples_per_epoch: int | None = None
     n_boot: int = 200
     data_seed: int = 2025
     device: str = "auto"
@@ -139,13 +134,12 @@ class ProfileSettings:
 
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # Sized so that all of `make book` fits ~8 minutes on 2 CPU cores: 6 tiny runs of 3 short epochs
-    # (64 slices each, half of them with tumour) at 64x64. It exercises the whole pipeline; the
-    # networks are far too small and short-trained to approach the paper's numbers.
+    # Sized so that `make book` fits ~10 minutes on 2 CPU cores: 6 small runs of 10 epochs of 256
+    # slices (half with tumour) at 64x64, enough for Dice and hybrid runs to start learning. It
+    # exercises the whole pipeline; the networks are far too small and short-trained for the paper.
     "quick": dict(
-        n_patients=8, phantom_size=128, phantom_slices=32, image_size=64, base_channels=8, depth=3, epochs=3,
-        batch_size=8, seeds=(0,), losses=("dice", "focal", "hybrid"), tumour_fraction=0.5, samples_per_epoch=64,
-        n_boot=200,
+        n_patients=12, phantom_size=128, phantom_slices=24, image_size=64, base_channels=8, depth=3, epochs=10,
+        batch_size=8, seeds=(0,), losses=("dice", "focal", "hybrid"), n_boot=200,
     ),
     # Sized by measurement (scripts/run_profile.py, results/medium/provenance.json): the full grid of
     # 18 trainings plus CRF evaluation in under an hour of a contended 2-core CPU.
@@ -157,6 +151,16 @@ PROFILES: dict[str, dict[str, Any]] = {
         n_patients=100, phantom_size=256, phantom_slices=40, image_size=256, base_channels=32, depth=4, epochs=100,
         batch_size=16, seeds=(0, 1, 2), n_boot=1000,
     ),
+}
+
+
+#: Training settings of each profile beyond :class:`ProfileSettings` (learning rate, early stopping on
+#: validation Dice, tumour oversampling, epoch length, augmentation, data loading), used by
+#: :func:`train_config` for the book's chapters and ``scripts/run_profile.py`` alike.
+TRAIN_SETTINGS: dict[str, dict[str, Any]] = {
+    "quick": dict(patience=None, tumour_fraction=0.5, samples_per_epoch=256, lr=2e-3, augment=True),
+    "medium": dict(patience=8, tumour_fraction=0.5, samples_per_epoch=256, lr=2e-3, augment=True),
+    "paper": dict(patience=10, tumour_fraction=0.5, samples_per_epoch=None, lr=1e-3, augment=True, num_workers=4),
 }
 
 
@@ -397,14 +401,16 @@ def load_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 # Chapter 4: the comparison grid of a profile.
 
 
-def train_config(settings: ProfileSettings) -> Any:
-    """The :class:`lungseg.train.TrainConfig` shared by every run of a profile's grid (the data,
-    model, loss and seed are set per run by :func:`lungseg.experiment.run_experiment`)."""
+def train_config(settings: ProfileSettings, data: str | os.PathLike[str] = "", **overrides: Any) -> Any:
+    """The :class:`lungseg.train.TrainConfig` shared by every run of a profile's grid: the profile's
+    network and data sizes plus its :data:`TRAIN_SETTINGS`, then ``overrides`` (the model, loss and
+    seed are set per run by :func:`lungseg.experiment.run_experiment`)."""
     from lungseg.train import TrainConfig
 
-    return TrainConfig(base_channels=settings.base_channels, depth=settings.depth, image_size=settings.image_size,
-                       epochs=settings.epochs, batch_size=settings.batch_size, device=settings.device,
-                       tumour_fraction=settings.tumour_fraction, samples_per_epoch=settings.samples_per_epoch)
+    extra = {**TRAIN_SETTINGS.get(settings.profile, {}), **overrides}
+    return TrainConfig(data=str(data), base_channels=settings.base_channels, depth=settings.depth,
+                       image_size=settings.image_size, epochs=settings.epochs, batch_size=settings.batch_size,
+                       device=settings.device, **extra)
 
 
 def experiment_dir(settings: ProfileSettings) -> Path:

@@ -192,7 +192,8 @@ def test_train_config_follows_the_profile():
     s = book.profile_settings("quick", epochs=2)
     cfg = book.train_config(s)
     assert (cfg.epochs, cfg.image_size, cfg.base_channels, cfg.depth) == (2, s.image_size, s.base_channels, s.depth)
-    assert cfg.tumour_fraction == s.tumour_fraction and cfg.samples_per_epoch == s.samples_per_epoch
+    assert cfg.tumour_fraction == book.TRAIN_SETTINGS[s.profile]["tumour_fraction"]
+    assert cfg.samples_per_epoch == book.TRAIN_SETTINGS[s.profile]["samples_per_epoch"]
     cfg.validate()
 
 

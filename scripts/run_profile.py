@@ -1,0 +1,332 @@
+"""Run a profile's comparison grid and publish its light results under ``results/<profile>/``.
+
+One command reproduces the ``medium`` (CPU) or ``paper`` (GPU) experiment of the book::
+
+    python scripts/run_profile.py --profile paper --device cuda      # or: make experiment PROFILE=paper DEVICE=cuda
+
+Steps:
+    1. generate the profile's synthetic study into ``data/phantom-<profile>`` (git-ignored; reused
+       when its manifest matches);
+    2. train and evaluate {UNet, AttentionResUNet} x {Dice, Focal, Hybrid} x seeds, CRF off/on
+       (:func:`lungseg.experiment.run_experiment`) into ``runs/<profile>/experiment`` (git-ignored:
+       checkpoints live there; an interrupted grid resumes where it stopped);
+    3. publish into ``results/<profile>/experiment``: the tables (``results.csv``, ``results.json``,
+       ``differences.csv``), each run's light files, the best attention model when it is small with
+       a ``MODEL_CARD.md``, and ``results/<profile>/provenance.json`` (commit, device, versions, wall
+       time of the grid and of every run, time per epoch and where the time went).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from lungseg.book import ProfileSettings, prepare_data, profile_settings, resolve, train_config  # noqa: E402
+from lungseg.errors import LungsegError  # noqa: E402
+from lungseg.experiment import run_experiment, run_name  # noqa: E402
+
+
+#: Files of a run directory that are committed (never ``last.pt``; ``best.pt`` only for the model card).
+LIGHT_FILES = ("config.json", "metrics.json", "history.csv", "split.json", "fingerprint.json",
+               "provenance.json", "eval_crf_off.json", "eval_crf_on.json", "eval_crf_off_per_image.csv",
+               "eval_crf_on_per_image.csv")
+TABLE_FILES = ("results.csv", "results.json", "differences.csv")
+#: Largest checkpoint that is committed with a model card.
+MAX_MODEL_BYTES = 5 * 1024 * 1024
+
+
+def run_profile(
+    profile: str = "medium",
+    *,
+    device: str = "auto",
+    runs_dir: str | os.PathLike[str] | None = None,
+    results_dir: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    train_overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Generate the data, run the grid and publish it; returns the published folder ``results/<profile>``.
+
+    Args:
+        profile: a key of :data:`lungseg.book.PROFILES`.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        runs_dir: where the full run directories (with checkpoints) go; default ``runs/<profile>``.
+        results_dir: the published folder; default ``results/<profile>``.
+        overrides: :class:`lungseg.book.ProfileSettings` overrides (tests use a tiny grid).
+        train_overrides: :class:`TrainConfig` overrides on top of :data:`lungseg.book.TRAIN_SETTINGS`.
+        progress: progress bars.
+    """
+    settings = profile_settings(profile, device=device, **(overrides or {}))
+    runs = resolve(runs_dir or f"runs/{profile}")
+    published = resolve(results_dir or settings.output_dir)
+    started = time.time()
+    t0 = time.time()
+    data = prepare_data(settings, progress=progress)
+    data_s = time.time() - t0
+    exp_dir = runs / "experiment"
+    config = train_config(settings, data, cache_dir=str(runs / "cache"), **(train_overrides or {}))
+    t0 = time.time()
+    results = run_experiment(
+        data, exp_dir, models=settings.models, losses=settings.losses, crf=(False, True),
+        seeds=settings.seeds, base_config=config, n_boot=settings.n_boot, device=device, progress=progress,
+    )
+    grid_s = time.time() - t0
+    publish(settings, exp_dir, published, results, timing={"generate_data_s": data_s, "grid_call_s": grid_s,
+                                                           "total_s": time.time() - started})
+    return published
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def _mtime(path: Path) -> float | None:
+    return path.stat().st_mtime if path.is_file() else None
+
+
+def _run_timing(run_dir: Path) -> dict[str, Any]:
+    """Where one run's time went, from its history and the files it wrote.
+
+    ``train_and_validate_s`` sums the epoch times of ``history.csv`` (optimisation plus the
+    validation pass of every epoch); ``setup_s`` is the rest of the training wall time (reading and
+    preprocessing the slices, the fingerprint, model construction); the two evaluation times are
+    the gaps between the modification times of ``metrics.json``, ``eval_crf_off.json`` and
+    ``eval_crf_on.json`` (written one after the other by the experiment).
+    """
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    with open(run_dir / "history.csv", newline="", encoding="utf-8") as fh:
+        history = list(csv.DictReader(fh))
+    epoch_s = [float(r["time_s"]) for r in history]
+    wall = float(metrics["wall_time_s"])
+    t_metrics, t_off, t_on = (_mtime(run_dir / n) for n in ("metrics.json", "eval_crf_off.json", "eval_crf_on.json"))
+    eval_off = None if t_metrics is None or t_off is None or t_off < t_metrics else t_off - t_metrics
+    eval_on = None if t_off is None or t_on is None or t_on < t_off else t_on - t_off
+    return {
+        "train_wall_s": round(wall, 2),
+        "epochs_run": len(history),
+        "stopped_early": bool(metrics.get("stopped_early", False)),
+        "time_per_epoch_s": round(sum(epoch_s) / len(epoch_s), 3) if epoch_s else None,
+        "train_and_validate_s": round(sum(epoch_s), 2),
+        "setup_s": round(max(wall - sum(epoch_s), 0.0), 2),
+        "evaluate_crf_off_s": None if eval_off is None else round(eval_off, 2),
+        "evaluate_crf_on_s": None if eval_on is None else round(eval_on, 2),
+    }
+
+
+def _grid_span(exp_dir: Path, results: dict[str, Any]) -> float | None:
+    """Seconds from the first run's ``config.json`` to the last evaluation written: the grid's wall
+    time even when this call only reused finished runs."""
+    first, last = None, None
+    for run in results["runs"]:
+        run_dir = exp_dir / "runs" / run_name(run["model"], run["loss"], run["seed"])
+        times = [t for t in (_mtime(run_dir / n) for n in ("config.json", "eval_crf_off.json", "eval_crf_on.json"))
+                 if t is not None]
+        if times:
+            first = min(times) if first is None else min(first, *times)
+            last = max(times) if last is None else max(last, *times)
+    return None if first is None or last is None else round(last - first, 2)
+
+
+def _best_attention_run(results: dict[str, Any], exp_dir: Path) -> Path | None:
+    """The attention run with the highest best validation Dice (the model the book's attention-map
+    and CRF chapters use). Chosen on validation, not test, so that its test figures stay unbiased."""
+    best, best_dice = None, -1.0
+    for run in results["runs"]:
+        if run["model"] != "attention":
+            continue
+        run_dir = exp_dir / "runs" / run_name(run["model"], run["loss"], run["seed"])
+        dice = json.loads((run_dir / "metrics.json").read_text()).get("best_val_dice")
+        if dice is not None and float(dice) > best_dice:
+            best, best_dice = run_dir, float(dice)
+    return best
+
+
+def _fmt(stat: dict[str, Any] | None) -> str:
+    if not stat or stat.get("mean") is None:
+        return "n/a"
+    if stat.get("low") is None:
+        return f"{stat['mean']:.3f} (n={stat['n']})"
+    return f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}] (n={stat['n']})"
+
+
+def _model_card(settings: ProfileSettings, run_dir: Path, results: dict[str, Any], provenance: dict[str, Any]) -> str:
+    config = json.loads((run_dir / "config.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    off = json.loads((run_dir / "eval_crf_off.json").read_text())
+    on_path = run_dir / "eval_crf_on.json"
+    on = json.loads(on_path.read_text()) if on_path.is_file() else {}
+    cell = next((c for c in results["cells"] if c["model"] == "attention" and c["loss"] == config["loss"]
+                 and not c["crf"]), None)
+
+    def row(name: str, ev: dict[str, Any], *path: str) -> str:
+        v: Any = ev
+        for k in path:
+            v = v.get(k) if isinstance(v, dict) else None
+        return f"| {name} | {'n/a' if v is None else f'{float(v):.3f}'} |"
+
+    lines = [
+        f"# Model card: AttentionResUNet, `{settings.profile}` profile",
+        "",
+        "**Intended use: demonstration only.** Trained on a *synthetic* phantom study generated by",
+        "`lungseg phantom`; it has never seen a real CT scan and must not be used on patient data or for",
+        "any clinical purpose. It lets the book's attention-map and CRF chapters and `lungseg predict`",
+        "run without training.",
+        "",
+        "## Data",
+        f"- Synthetic phantom study: {settings.n_patients} patients, seed {settings.data_seed},"
+        f" {settings.phantom_slices} slices of {settings.phantom_size}x{settings.phantom_size} per patient"
+        f" (`python scripts/run_profile.py --profile {settings.profile}` regenerates it into `{settings.data_dir}`).",
+        f"- Patient-level split (seed {config['split_seed']}, fractions {config['split_fractions']}):"
+        f" {metrics.get('n_patients')} patients; the split is in `split.json`.",
+        "",
+        "## Model and training",
+        f"- `{config['model']}`, base channels {config['base_channels']}, depth {config['depth']},"
+        f" input {config['image_size']}x{config['image_size']}, loss `{config['loss']}`, seed {config['seed']}.",
+        f"- {metrics['epochs_run']} epochs (max {config['epochs']}, early stopping patience {config['patience']}"
+        f" on validation Dice); best validation Dice {metrics['best_val_dice']:.3f} at epoch {metrics['best_epoch']}.",
+        f"- Chosen as the attention run with the highest validation Dice among"
+        f" {len([r for r in results['runs'] if r['model'] == 'attention'])} attention runs (the test split"
+        " played no part in the choice).",
+        "",
+        "## Test metrics of this checkpoint",
+        "Pooled = one confusion matrix over all test pixels; per image = mean over test slices (slices where",
+        "target and prediction are both empty are excluded); per patient = mean over test patients.",
+        "",
+        "| metric | value |", "|---|---|",
+        row("Dice, pooled", off, "pooled", "dice"),
+        row("IoU, pooled", off, "pooled", "iou"),
+        row("Dice, per image", off, "per_image", "dice"),
+        row("Dice, per patient", off, "per_patient", "dice"),
+        row("precision, pooled", off, "pooled", "precision"),
+        row("recall, pooled", off, "pooled", "recall"),
+        row("small-tumour recall (< 10 mm)", off, "small_tumor_recall"),
+        row("Dice, pooled, with CRF", on, "pooled", "dice"),
+        "",
+        f"Seed-averaged cell (attention, {config['loss']}, CRF off), mean [95 % t-interval] over seeds:"
+        f" pooled Dice {_fmt(cell['dice_pooled']) if cell else 'n/a'}.",
+        "",
+        "## Provenance",
+        f"- git commit `{provenance.get('git', {}).get('commit')}`, device `{provenance.get('device')}`,"
+        f" torch {provenance.get('packages', {}).get('torch')}.",
+        "- Load with `lungseg.evaluate.load_run(<this folder>)` or `lungseg predict --run <this folder> ...`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def publish(settings: ProfileSettings, exp_dir: Path, published: Path, results: dict[str, Any],
+            timing: dict[str, float]) -> None:
+    """Copy the light files of a finished grid into ``published`` and write its provenance."""
+    from lungseg.provenance import collect
+
+    target = published / "experiment"
+    if target.exists():
+        shutil.rmtree(target)  # a stale grid must not leave runs behind
+    (target / "runs").mkdir(parents=True)
+    for name in TABLE_FILES:
+        shutil.copy2(exp_dir / name, target / name)
+    per_run: dict[str, Any] = {}
+    for run in results["runs"]:
+        name = run_name(run["model"], run["loss"], run["seed"])
+        src, dst = exp_dir / "runs" / name, target / "runs" / name
+        dst.mkdir()
+        for f in LIGHT_FILES:
+            if (src / f).is_file():
+                shutil.copy2(src / f, dst / f)
+        per_run[name] = {"status": run["status"], **_run_timing(src)}
+
+    provenance = collect(settings.device, started=None)
+    best = _best_attention_run(results, exp_dir)
+    model_note: dict[str, Any] = {"run": None, "committed": False}
+    if best is not None:
+        size = (best / "best.pt").stat().st_size
+        model_note = {"run": best.name, "bytes": size, "committed": size < MAX_MODEL_BYTES}
+        if size < MAX_MODEL_BYTES:
+            shutil.copy2(best / "best.pt", target / "runs" / best.name / "best.pt")
+            (target / "runs" / best.name / "MODEL_CARD.md").write_text(
+                _model_card(settings, best, results, provenance), encoding="utf-8")
+
+    def total(key: str) -> float:
+        return round(sum(r[key] or 0.0 for r in per_run.values()), 2)
+
+    epochs = sum(r["epochs_run"] for r in per_run.values())
+    trained = {k: r for k, r in per_run.items() if r["status"] == "trained"}
+    summary = {
+        "profile": settings.profile,
+        "settings": settings.to_dict(),
+        "train_settings": results["settings"]["base_config"],
+        "git": provenance.get("git"),
+        "device": provenance.get("device"),
+        "torch": provenance.get("packages", {}).get("torch"),
+        "packages": provenance.get("packages"),
+        "python": provenance.get("python"),
+        "platform": provenance.get("platform"),
+        "torch_cpu_threads": _torch_threads(),
+        "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+        "grid_wall_s": round(timing["grid_call_s"], 2),
+        "grid_span_from_files_s": _grid_span(exp_dir, results),
+        "generate_data_s": round(timing["generate_data_s"], 2),
+        "total_wall_s": round(timing["total_s"], 2),
+        "runs_trained_in_this_call": len(trained),
+        "sum_of_run_times_s": round(sum((r["train_wall_s"] or 0.0) + (r["evaluate_crf_off_s"] or 0.0)
+                                        + (r["evaluate_crf_on_s"] or 0.0) for r in per_run.values()), 2),
+        "time_per_epoch_s": round(total("train_and_validate_s") / epochs, 3) if epochs else None,
+        "where_time_went_s": {
+            "data_setup (read DICOM, preprocess, fingerprint, build model)": total("setup_s"),
+            "training + per-epoch validation": total("train_and_validate_s"),
+            "test evaluation without CRF": total("evaluate_crf_off_s"),
+            "test evaluation with CRF (CPU)": total("evaluate_crf_on_s"),
+        },
+        "timing_method": _run_timing.__doc__.split("\n\n")[1].strip() if _run_timing.__doc__ else "",
+        "note": ("grid_wall_s is the wall time of this call; runs reused from an earlier call (status"
+                 " 'reused') keep their own times in per_run"),
+        "best_attention_model": model_note,
+        "per_run": per_run,
+    }
+    published.mkdir(parents=True, exist_ok=True)
+    (published / "provenance.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="medium", help="quick, medium or paper (default: medium)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    parser.add_argument("--runs-dir", default=None, help="full run directories with checkpoints (default runs/<profile>)")
+    parser.add_argument("--results-dir", default=None, help="published folder (default results/<profile>)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice); 1 on a shared CPU, where"
+                             " competing thread pools made training 25x slower in our measurement")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        out = run_profile(args.profile, device=args.device, runs_dir=args.runs_dir,
+                          results_dir=args.results_dir, progress=not args.no_progress)
+    except (LungsegError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"published: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""scripts/run_profile.py: a tiny grid end to end, then the published layout."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "run_profile.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("run_profile", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+rp = _load_script()
+
+TINY = dict(n_patients=6, phantom_size=32, phantom_slices=4, image_size=32, base_channels=4, depth=2,
+            epochs=2, batch_size=4, seeds=(0, 1), losses=("hybrid",), n_boot=0)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("profile")
+    out = rp.run_profile(
+        "quick", device="cpu", runs_dir=tmp / "runs", results_dir=tmp / "results",
+        overrides={**TINY, "data_dir": str(tmp / "data")},
+        train_overrides={"samples_per_epoch": 8, "patience": 1}, progress=False,
+    )
+    return out, tmp
+
+
+@pytest.mark.slow
+def test_published_layout(published: tuple[Path, Path]) -> None:
+    out, tmp = published
+    exp = out / "experiment"
+    for name in rp.TABLE_FILES:
+        assert (exp / name).is_file(), name
+    with open(exp / "results.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 2 * 1 * 2  # models x losses x CRF off/on
+    run_dirs = sorted(p.name for p in (exp / "runs").iterdir())
+    assert run_dirs == sorted(f"{m}-hybrid-seed{s}" for m in ("unet", "attention") for s in (0, 1))
+    for run in (exp / "runs").iterdir():
+        for name in ("config.json", "metrics.json", "history.csv", "split.json", "fingerprint.json",
+                     "provenance.json", "eval_crf_off.json", "eval_crf_on.json"):
+            assert (run / name).is_file(), f"{run.name}/{name}"
+        assert not (run / "last.pt").exists()
+    # the full runs (with checkpoints) stay outside the published folder
+    assert (tmp / "runs" / "experiment" / "runs" / "unet-hybrid-seed0" / "last.pt").is_file()
+
+
+@pytest.mark.slow
+def test_only_the_best_attention_model_is_published(published: tuple[Path, Path]) -> None:
+    out, _ = published
+    checkpoints = sorted(out.rglob("*.pt"))
+    assert len(checkpoints) == 1
+    best = checkpoints[0]
+    assert best.name == "best.pt" and best.parent.name.startswith("attention-")
+    assert best.stat().st_size < rp.MAX_MODEL_BYTES
+    card = (best.parent / "MODEL_CARD.md").read_text()
+    assert "synthetic" in card and "demonstration only" in card and "pooled" in card
+    # it is the attention run with the highest validation Dice
+    dices = {p.parent.name: json.loads(p.read_text())["best_val_dice"]
+             for p in (out / "experiment" / "runs").glob("attention-*/metrics.json")}
+    assert best.parent.name == max(dices, key=dices.get)
+
+
+@pytest.mark.slow
+def test_provenance(published: tuple[Path, Path]) -> None:
+    out, _ = published
+    prov = json.loads((out / "provenance.json").read_text())
+    for key in ("git", "device", "torch", "grid_wall_s", "time_per_epoch_s", "where_time_went_s", "per_run",
+                "settings", "train_settings", "best_attention_model"):
+        assert key in prov, key
+    assert prov["profile"] == "quick" and prov["settings"]["n_patients"] == TINY["n_patients"]
+    assert prov["train_settings"]["samples_per_epoch"] == 8
+    assert len(prov["per_run"]) == 4
+    for run in prov["per_run"].values():
+        assert run["epochs_run"] >= 1 and run["time_per_epoch_s"] > 0
+        assert run["train_wall_s"] >= run["train_and_validate_s"]
+        assert run["evaluate_crf_off_s"] is not None and run["evaluate_crf_on_s"] is not None
+    spent = sum(prov["where_time_went_s"].values())
+    assert 0 < spent <= prov["grid_wall_s"] + 1.0
+    assert 0 < prov["grid_span_from_files_s"] <= prov["grid_wall_s"] + 1.0
+
+
+@pytest.mark.slow
+def test_rerun_reuses_runs_and_replaces_stale_publication(published: tuple[Path, Path]) -> None:
+    out, tmp = published
+    stale = out / "experiment" / "runs" / "unet-dice-seed9"
+    stale.mkdir()
+    rp.run_profile(
+        "quick", device="cpu", runs_dir=tmp / "runs", results_dir=tmp / "results",
+        overrides={**TINY, "data_dir": str(tmp / "data")},
+        train_overrides={"samples_per_epoch": 8, "patience": 1}, progress=False,
+    )
+    assert not stale.exists()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["runs_trained_in_this_call"] == 0
+    assert {r["status"] for r in prov["per_run"].values()} == {"reused"}
+    assert prov["grid_span_from_files_s"] > prov["grid_wall_s"]  # the span of the first call, kept
+
+
+def test_cli_rejects_unknown_profile(capsys: pytest.CaptureFixture[str]) -> None:
+    assert rp.main(["--profile", "huge"]) == 2
+    assert "profile must be one of" in capsys.readouterr().err
+
+
+def test_cli_rejects_bad_threads(capsys: pytest.CaptureFixture[str]) -> None:
+    assert rp.main(["--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
+
+
+def test_every_profile_has_train_settings() -> None:
+    from lungseg.book import PROFILES, TRAIN_SETTINGS
+
+    assert set(PROFILES) <= set(TRAIN_SETTINGS)
+    for name in ("medium", "paper"):
+        assert TRAIN_SETTINGS[name]["patience"] is not None  # early stopping on validation Dice
