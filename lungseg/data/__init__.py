@@ -270,7 +270,9 @@ class PhantomDataset(CTDataset):
         return [self.source / "manifest.json"] + sorted(p for p in folder.rglob("*") if p.is_file())
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path, expected: str = "a JSON object") -> dict[str, Any]:
+    """A JSON object from ``path``; :class:`DataError` naming the file when it is missing, unreadable or
+    not an object (``expected`` describes what was wanted in that message)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -278,7 +280,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: not a readable JSON file ({err})") from None
     if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        raise DataError(f"{path}: expected {expected}, got {type(data).__name__}")
     return data
 
 
@@ -305,7 +307,7 @@ def _detect(path: Path) -> str:
     if not entries:
         raise DataError(f"{path}: the folder is empty; expected a dataset (see `lungseg.data.open_dataset`)")
     manifest = path / "manifest.json"
-    if manifest.is_file() and _read_json(manifest).get("format") == "lungseg-phantom":
+    if manifest.is_file() and read_json_object(manifest).get("format") == "lungseg-phantom":
         return "phantom"
     if (path / "dataset.json").is_file() or ((path / "imagesTr").is_dir() and (path / "labelsTr").is_dir()):
         return "msd"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungseg.data import CTDataset, _read_json
+from lungseg.data import CTDataset, read_json_object
 from lungseg.data.nifti import read_nifti
 from lungseg.data.volume import CTVolume
 from lungseg.errors import DataError
@@ -75,7 +75,7 @@ class MSDDataset(CTDataset):
 
     @staticmethod
     def _pairs_from_json(folder: Path) -> dict[str, tuple[Path, Path]]:
-        meta = _read_json(folder / "dataset.json")
+        meta = read_json_object(folder / "dataset.json")
         training = meta.get("training")
         if not isinstance(training, list):
             raise DataError(f"{folder / 'dataset.json'}: expected a 'training' list of {{'image', 'label'}} entries")

@@ -180,14 +180,12 @@ def load_split(path: str | os.PathLike[str]) -> dict[str, list[str]]:
         DataError: unreadable file, wrong format, or a patient in two parts.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: split file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: not a readable JSON split ({err})") from None
-    if not isinstance(data, dict) or data.get("format") != SPLIT_FORMAT:
-        raise DataError(f'{path}: expected a JSON object with "format": "{SPLIT_FORMAT}"')
+    from lungseg.data import read_json_object
+
+    expected = f'a JSON object with "format": "{SPLIT_FORMAT}"'
+    data = read_json_object(path, expected)
+    if data.get("format") != SPLIT_FORMAT:
+        raise DataError(f"{path}: expected {expected}")
     _check_split(data, str(path))
     return {name: [str(p) for p in data[name]] for name in SPLITS}
 
