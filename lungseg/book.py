@@ -134,11 +134,11 @@ class ProfileSettings:
 
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # Sized so that `make book` fits ~10 minutes on 2 CPU cores: 6 small runs of 10 epochs of 256
+    # Sized so that `make book` fits ~10 minutes on 2 CPU cores: 6 small runs of 20 epochs of 256
     # slices (half with tumour) at 64x64, enough for Dice and hybrid runs to start learning. It
     # exercises the whole pipeline; the networks are far too small and short-trained for the paper.
     "quick": dict(
-        n_patients=12, phantom_size=128, phantom_slices=24, image_size=64, base_channels=8, depth=3, epochs=10,
+        n_patients=24, phantom_size=128, phantom_slices=24, image_size=64, base_channels=8, depth=3, epochs=20,
         batch_size=8, seeds=(0,), losses=("dice", "focal", "hybrid"), n_boot=200,
     ),
     # Sized by measurement (scripts/run_profile.py, results/medium/provenance.json): the full grid of
