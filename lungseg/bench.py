@@ -51,6 +51,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lungseg.errors import LungsegError
+from lungseg.provenance import collect
 
 __all__ = ["BenchConfig", "add_arguments", "main", "run_bench", "run_from_args", "write_markdown"]
 
@@ -725,19 +726,13 @@ def run_bench(
         bar.close()
         torch.backends.cudnn.benchmark = cudnn_before
     result["load_average"] = {"start": load_before, "end": os.getloadavg() if hasattr(os, "getloadavg") else None}
-    result["provenance"] = _provenance(str(dev), started)
+    result["provenance"] = collect(str(dev), started)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
         (out / "bench.md").write_text(write_markdown(result))
     return result
-
-
-def _provenance(device: str, started: float) -> dict[str, Any]:
-    from lungseg.provenance import collect
-
-    return collect(device, started)
 
 
 def _paired(ours: Sequence[float], ref: Sequence[float]) -> float:

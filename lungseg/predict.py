@@ -74,19 +74,19 @@ def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None)
 
 
 def image_lesion_summary(mask2d: np.ndarray, spacing: tuple[float, float] | None) -> dict[str, Any]:
-    """Connected tumour components (8-connected) of one 2D mask; areas in mm² when spacing is known."""
-    labels, n = ndimage.label(mask2d > 0, structure=np.ones((3, 3), dtype=bool))
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    px_mm2 = None if spacing is None else float(spacing[0] * spacing[1])
-    lesions = []
-    for k in np.argsort(-sizes):
-        e: dict[str, Any] = {"pixels": int(sizes[k])}
-        if px_mm2 is not None:
-            area = sizes[k] * px_mm2
-            e["area_mm2"] = round(float(area), 3)
-            e["equivalent_diameter_mm"] = round(2.0 * math.sqrt(area / math.pi), 3)
-        lesions.append(e)
-    return {"count": int(n), "connectivity": "8-connected 2D components", "lesions": lesions}
+    """Connected tumour components of one 2D mask (:func:`lungseg.metrics.lesions`, 8-connected),
+    largest first; areas in mm² and equivalent diameters when the pixel spacing is known."""
+    from lungseg.metrics import lesions
+
+    found = sorted(lesions(mask2d > 0, (1.0, 1.0) if spacing is None else spacing), key=lambda les: -len(les.pixels))
+    entries = []
+    for lesion in found:
+        entry: dict[str, Any] = {"pixels": len(lesion.pixels)}
+        if spacing is not None:
+            entry["area_mm2"] = round(lesion.area_mm2, 3)
+            entry["equivalent_diameter_mm"] = round(lesion.diameter_mm, 3)
+        entries.append(entry)
+    return {"count": len(found), "connectivity": "8-connected 2D components", "lesions": entries}
 
 
 def _check_output(input_path: Path, out: Path) -> None:
