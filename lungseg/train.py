@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lungseg.device import resolve_device
 from lungseg.errors import DataError, LungsegError
+from lungseg.metrics import Confusion
 
 MODELS: tuple[str, ...] = ("unet", "attention")
 LOSSES: tuple[str, ...] = ("hybrid", "dice", "focal", "bce")
@@ -442,12 +443,6 @@ def _validate(
     return counts
 
 
-def _pooled_dice(counts: torch.Tensor) -> float:
-    tp, fp, fn = (float(c) for c in counts)
-    denom = 2 * tp + fp + fn
-    return 1.0 if denom == 0 else 2 * tp / denom
-
-
 # --------------------------------------------------------------------------------------------
 
 
@@ -668,7 +663,8 @@ def train(
                 reduced = torch.cat([counts, loss_sum]).to(device)
                 dist.all_reduce(reduced)
                 counts, loss_sum = reduced.cpu()[:3], reduced.cpu()[3:]
-            val_dice = _pooled_dice(counts)
+            tp, fp, fn = (int(c) for c in counts)
+            val_dice = Confusion(tp=tp, fp=fp, fn=fn, tn=0).dice
             train_loss = float(loss_sum[0] / max(loss_sum[1], 1.0))
             if config.schedule == "plateau":
                 scheduler.step(val_dice)
