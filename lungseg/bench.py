@@ -21,9 +21,12 @@ hits all of them alike; the median is reported. CUDA timings synchronise before 
 memory on CPU is the ``ru_maxrss`` increase of a fresh subprocess per model (``tracemalloc`` does not
 see torch's allocator); on CUDA ``torch.cuda.max_memory_allocated``.
 
-Variants: on CPU fp32 in the default (NCHW) layout and in ``channels_last``; on CUDA fp32, bf16
-autocast + ``channels_last``, and the same under ``torch.compile`` (cudnn benchmark on). Every variant
-is applied identically to all three networks.
+Variants: on CPU fp32 in each network's own layout, fp32 with ``channels_last`` forced on all, and
+bf16 autocast where the CPU has native bf16 (AVX-512 BF16 or AMX), plus ``torch.compile`` of both
+dtypes with ``--compile``; on CUDA fp32, bf16 autocast + ``channels_last``, and the same under
+``torch.compile`` (cudnn benchmark on). Every variant is applied identically to all three networks.
+The end-to-end prediction runs in fp32 and, where fast bf16 exists, in bf16, and reports how many
+mask voxels the two disagree on.
 
 Run ``lungseg bench`` (or ``python -m lungseg.bench``); ``--quick`` is a < 1 minute smoke run on tiny
 sizes whose numbers mean nothing.
@@ -50,6 +53,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from lungseg.device import autocast
 from lungseg.errors import LungsegError
 from lungseg.provenance import collect
 
@@ -132,9 +136,16 @@ def _variants(device: torch.device, compile_models: bool | None) -> list[Variant
         if compile_models is not False:
             out.append(Variant("bf16+channels_last+compile", "bf16", True, True))
         return out
+    from lungseg.device import cpu_has_bf16
+
     out = [Variant("fp32", "fp32", False, False), Variant("fp32+channels_last", "fp32", True, False)]
+    bf16 = cpu_has_bf16()  # emulated bf16 would only measure the emulation
+    if bf16:
+        out.append(Variant("bf16", "bf16", False, False))
     if compile_models:  # needs a C++ toolchain and minutes of compilation on CPU: opt-in only
         out.append(Variant("fp32+compile", "fp32", False, True))
+        if bf16:
+            out.append(Variant("bf16+compile", "bf16", False, True))
     return out
 
 
@@ -183,12 +194,6 @@ def build_bench_model(name: str, base_channels: int = 32, depth: int = 4) -> nn.
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _autocast(device: torch.device, variant: Variant) -> contextlib.AbstractContextManager[Any]:
-    if variant.dtype == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:
@@ -306,14 +311,14 @@ def model_throughput(models: dict[str, nn.Module], cfg: BenchConfig, device: tor
         def train_step(model: nn.Module = model, fwd: nn.Module = fwd, opt: torch.optim.Optimizer = opt) -> None:
             model.train()
             opt.zero_grad(set_to_none=True)
-            with _autocast(device, variant):
+            with autocast(device, variant.dtype):
                 loss = loss_fn(fwd(x_train).float(), y_train)
             loss.backward()
             opt.step()
 
         def infer_step(x: torch.Tensor, model: nn.Module = model, fwd: nn.Module = fwd) -> None:
             model.eval()
-            with torch.inference_mode(), _autocast(device, variant):
+            with torch.inference_mode(), autocast(device, variant.dtype):
                 fwd(x)
 
         train_steps[name] = train_step
@@ -563,9 +568,16 @@ def series_prediction(cfg: BenchConfig, root: Path, device: torch.device) -> dic
 
     The run directory holds an untrained AttentionResUNet (the cost does not depend on the weights);
     the time covers DICOM reading, preprocessing, the forward passes, restoring to the native grid,
-    the CRF, and writing the NIfTI mask.
+    the CRF, and writing the NIfTI mask. It runs once per precision the device does fast (fp32, and
+    bf16 where :func:`lungseg.device.cpu_has_bf16` or CUDA); ``seconds_with_crf`` is the default
+    precision's (``--precision auto``). The masks of the two precisions are compared voxel by voxel
+    (with untrained weights this checks the numerics, not accuracy: see ``benchmarks/NOTES.md`` for a
+    trained model).
     """
+    import nibabel as nib
+
     from lungseg.data.dicom import write_dicom_series
+    from lungseg.device import cpu_has_bf16, resolve_precision
     from lungseg.data.phantom import PhantomConfig, generate_patient
     from lungseg.predict import predict
     from lungseg.preprocess import Fingerprint
@@ -581,12 +593,33 @@ def series_prediction(cfg: BenchConfig, root: Path, device: torch.device) -> dic
     Fingerprint(mean=-500.0, std=450.0, image_size=cfg.image_size).to_json(run / "fingerprint.json")
     model = build_bench_model("attention_resunet", cfg.base_channels, cfg.depth)
     torch.save({"model": model.state_dict(), "epoch": 0}, run / "best.pt")
-    start = time.perf_counter()
-    predict(run, series, root / "prediction.nii.gz", crf=True, device=str(device), progress=False)
-    seconds = time.perf_counter() - start
-    return {"slices": cfg.series_slices, "image_size": cfg.image_size, "seconds_with_crf": seconds,
-            "slices_per_s_with_crf": cfg.series_slices / seconds,
-            "what": "lungseg.predict.predict(run, dicom_series, out.nii.gz, crf=True): read, segment, CRF, write"}
+    precisions = ["fp32"] + (["bf16"] if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()) else [])
+    runs: dict[str, dict[str, Any]] = {}
+    masks: dict[str, np.ndarray] = {}
+    for precision in precisions:
+        out = root / f"prediction-{precision}.nii.gz"
+        start = time.perf_counter()
+        predict(run, series, out, crf=True, device=str(device), precision=precision, progress=False)
+        seconds = time.perf_counter() - start
+        runs[precision] = {"seconds_with_crf": seconds, "slices_per_s_with_crf": cfg.series_slices / seconds}
+        masks[precision] = np.asarray(nib.load(str(out)).dataobj) > 0
+    default = resolve_precision("auto", device)
+    result: dict[str, Any] = {
+        "slices": cfg.series_slices, "image_size": cfg.image_size, "default_precision": default,
+        "seconds_with_crf": runs[default]["seconds_with_crf"],
+        "slices_per_s_with_crf": runs[default]["slices_per_s_with_crf"], "precisions": runs,
+        "what": "lungseg.predict.predict(run, dicom_series, out.nii.gz, crf=True, precision=...): read, segment,"
+                " CRF, write",
+    }
+    if "bf16" in masks:
+        a, b = masks["fp32"], masks["bf16"]
+        union = int((a | b).sum())
+        result["bf16_vs_fp32"] = {
+            "voxels_differing_fraction": float((a != b).mean()),
+            "mask_dice": 2 * int((a & b).sum()) / (int(a.sum()) + int(b.sum())) if union else 1.0,
+            "weights": "untrained weights: a numerics check",
+        }
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -669,7 +702,7 @@ def run_bench(
                 result["models"][name] = {"label": MODEL_LABELS[name], "parameters": count_parameters(model),
                                           "forward_flops": forward_flops(model, cfg.image_size, 1), "variants": {}}
             ceilings = {"fp32": matmul_ceiling(dev, cfg.matmul_size, torch.float32)}
-            if dev.type == "cuda":
+            if any(v.dtype == "bf16" for v in variants):
                 ceilings["bf16"] = matmul_ceiling(dev, cfg.matmul_size, torch.bfloat16)
             result["ceiling"] = ceilings
             result["variant_ceilings"] = {}
@@ -861,8 +894,15 @@ def write_markdown(result: dict[str, Any]) -> str:
                         f"{d['training_consumes_slices_per_s']:.2f} slices/s |")
     if "series_prediction" in result:
         p = result["series_prediction"]
-        rows.append(f"| `lungseg predict --crf`, {p['slices']}-slice {p['image_size']}² DICOM series (target < 60 s) | "
-                    f"{p['seconds_with_crf']:.1f} s |")
+        for precision, r in p.get("precisions", {"": p}).items():
+            flag = f" --precision {precision}" if precision else ""
+            rows.append(f"| `lungseg predict --crf{flag}`, {p['slices']}-slice {p['image_size']}² DICOM series"
+                        f" (target < 60 s) | {r['seconds_with_crf']:.1f} s |")
+        agree = p.get("bf16_vs_fp32")
+        if agree:
+            rows.append(f"| bf16 vs fp32 masks of that series ({agree['weights']}) | "
+                        f"{100 * agree['voxels_differing_fraction']:.4f} % of voxels differ, mask Dice "
+                        f"{agree['mask_dice']:.4f} |")
     if rows:
         lines += ["## Pipeline", "", "| stage | rate |", "|---|---:|", *rows, ""]
     for note in result.get("notes", []):

@@ -1,6 +1,8 @@
-"""Device selection shared by training, evaluation and prediction."""
+"""Device and numeric-precision selection shared by training, evaluation, prediction and the benchmark."""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -36,3 +38,51 @@ def resolve_device(name: str = "auto") -> torch.device:
         if mps is None or not mps.is_available():
             raise LungsegError("--device mps requested but Apple MPS is not available on this machine")
     return torch.device(name)
+
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bf16 dot products (AVX-512 BF16 or AMX), which oneDNN uses.
+
+    Without them bf16 autocast on the CPU is emulated and slower than fp32.
+    """
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """Turn a precision name into ``"fp32"`` or ``"bf16"`` for ``device``.
+
+    Args:
+        name: ``"auto"`` (bf16 autocast on CUDA, fp32 elsewhere: on a CPU bf16 changes the numbers
+            for a speed gain the user should choose), ``"fp32"`` or ``"bf16"`` (autocast; on a CPU it
+            needs native bf16 support, see :func:`cpu_has_bf16`).
+        device: the device the computation runs on.
+
+    Raises:
+        LungsegError: unknown name, or bf16 requested on a device without fast bf16.
+    """
+    if name not in PRECISIONS:
+        raise LungsegError(f"--precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    if name == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if name == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        raise LungsegError(
+            "--precision bf16 on this CPU would be emulated (no AVX-512 BF16 or AMX) and slower than fp32;"
+            " use --precision fp32"
+        )
+    if name == "bf16" and device.type == "mps":
+        raise LungsegError("--precision bf16 is not supported on Apple MPS here; use --precision fp32")
+    return name
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:
+    """bf16 :func:`torch.autocast` on ``device`` when ``precision == "bf16"``, else a no-op context."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -19,7 +19,6 @@ import io
 import json
 import math
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lungseg.device import resolve_device
+from lungseg.device import autocast, resolve_device, resolve_precision
 from lungseg.errors import DataError, LungsegError
 from lungseg.train import TrainConfig, _atomic_write_text, open_data
 
@@ -49,15 +48,20 @@ class LoadedRun:
     model: nn.Module
     device: torch.device
     epoch: int
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast), see lungseg.device.resolve_precision
 
 
-def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best", device: str = "auto") -> LoadedRun:
+def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best", device: str = "auto",
+             precision: str = "auto") -> LoadedRun:
     """Load a run directory written by :func:`lungseg.train.train`.
 
     Args:
         run_dir: the run directory.
         checkpoint: ``"best"`` (highest validation Dice) or ``"last"``.
         device: inference device (``"auto"``: CUDA, then MPS, then CPU).
+        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 elsewhere), ``"fp32"`` or ``"bf16"``
+            (autocast; on a CPU only with native bf16, about 2x faster there, see
+            ``benchmarks/NOTES.md`` for its agreement with fp32).
 
     Returns:
         The model in eval mode on ``device`` with its config, fingerprint and split.
@@ -84,6 +88,7 @@ def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best", device: 
     split = json.loads(split_path.read_text()) if split_path.is_file() else {}
     split = {k: list(split.get(k, [])) for k in ("train", "val", "test")}
     dev = resolve_device(device)
+    numerics = resolve_precision(precision, dev)
     try:
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     except Exception as exc:  # a corrupt file can raise many types; report it as one line
@@ -97,7 +102,7 @@ def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best", device: 
     except (KeyError, RuntimeError) as exc:
         raise LungsegError(f"{ckpt_path}: checkpoint does not match config.json ({exc})") from None
     model.to(dev).eval()
-    return LoadedRun(run, config, fingerprint, split, model, dev, int(state.get("epoch", 0)))
+    return LoadedRun(run, config, fingerprint, split, model, dev, int(state.get("epoch", 0)), numerics)
 
 
 @torch.no_grad()
@@ -133,11 +138,10 @@ def predict_probabilities(
     n, h, w = images.shape
     probs = np.empty((n, h, w), dtype=np.float32)
     alphas: list[np.ndarray] = []
-    use_amp = run.device.type == "cuda"
     for start in tqdm(range(0, n, batch_size), desc="segmenting", unit="batch", disable=not progress):
         batch = np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32)
         x = torch.from_numpy(preprocess_slices(batch, run.fingerprint)).unsqueeze(1).to(run.device)
-        with torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext():
+        with autocast(run.device, run.precision):
             out = run.model(x, return_attention=True) if return_attention else run.model(x)
         logits, gates = (out if return_attention else (out, []))
         p = torch.sigmoid(logits.float()).cpu()
@@ -262,6 +266,7 @@ def evaluate_run(
     robustness: bool = True,
     batch_size: int = 16,
     device: str = "auto",
+    precision: str = "auto",
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -280,6 +285,7 @@ def evaluate_run(
         robustness: measure the robustness to intensity variation (HU data only).
         batch_size: slices per forward pass.
         device: inference device.
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16"``, see :func:`load_run`.
         seed: bootstrap and perturbation-noise seed.
         progress: show progress bars.
 
@@ -292,7 +298,7 @@ def evaluate_run(
     """
     from lungseg.metrics import confusion_per_image, intensity_robustness, summarize
 
-    loaded = load_run(run_dir, checkpoint=checkpoint, device=device)
+    loaded = load_run(run_dir, checkpoint=checkpoint, device=device, precision=precision)
     if split not in SPLITS:
         raise LungsegError(f"split must be one of {SPLITS}, got {split!r}")
     dataset = open_data(data) if not hasattr(data, "patient_ids") else data
@@ -336,6 +342,7 @@ def evaluate_run(
         "run": str(loaded.run_dir),
         "checkpoint": checkpoint,
         "checkpoint_epoch": loaded.epoch,
+        "precision": loaded.precision,
         "data": str(dataset.source),
         "split": split_name,
         "model": loaded.config.model,

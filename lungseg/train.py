@@ -36,7 +36,6 @@ import math
 import os
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -47,7 +46,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lungseg.device import resolve_device
+from lungseg.device import PRECISIONS, autocast, resolve_device, resolve_precision
 from lungseg.errors import DataError, LungsegError
 from lungseg.metrics import Confusion
 
@@ -101,6 +100,10 @@ class TrainConfig:
         threshold: probability threshold of the binary prediction (validation Dice, evaluation).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
         compile: wrap the model in :func:`torch.compile` (CUDA only).
+        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 elsewhere), ``"fp32"`` or ``"bf16"``
+            (autocast for forward passes; the loss, gradients, weights and Adam state stay fp32).
+            bf16 on a CPU needs native bf16 (AVX-512 BF16 or AMX) and is about 2x faster there;
+            see ``benchmarks/NOTES.md`` for what it does to the learned Dice.
         num_workers: data loader worker processes.
         cache_dir: on-disk cache of preprocessed slices (``None``: no cache).
     """
@@ -132,6 +135,7 @@ class TrainConfig:
     threshold: float = 0.5
     device: str = "auto"
     compile: bool = False
+    precision: str = "auto"
     num_workers: int = 0
     cache_dir: str | None = None
 
@@ -166,6 +170,8 @@ class TrainConfig:
             raise LungsegError(f"patience must be >= 1 or None, got {self.patience!r}")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
             raise LungsegError(f"samples_per_epoch must be >= 1 or None, got {self.samples_per_epoch!r}")
+        if self.precision not in PRECISIONS:
+            raise LungsegError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.num_workers < 0:
             raise LungsegError(f"num_workers must be >= 0, got {self.num_workers!r}")
 
@@ -420,7 +426,7 @@ def _validate(
     batch_size: int,
     device: torch.device,
     threshold: float,
-    amp: bool,
+    precision: str,
     channels_last: bool,
 ) -> torch.Tensor:
     """Summed TP, FP, FN (float64 tensor of 3) over ``indices`` at the network resolution."""
@@ -433,7 +439,7 @@ def _validate(
         y = torch.stack([it[1] for it in items]).to(device) > 0.5
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext():
+        with autocast(device, precision):
             logits = model(x)
         pred = logits.float() > logit_thr
         counts += torch.tensor(
@@ -507,6 +513,7 @@ def train(
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     on_cuda = device.type == "cuda"
+    precision = resolve_precision(config.precision, device)
     prev_deterministic = torch.are_deterministic_algorithms_enabled()
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
@@ -640,7 +647,7 @@ def train(
                 images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
                 if on_cuda:
                     images = images.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else nullcontext():
+                with autocast(device, precision):
                     logits = net(images)
                 loss = loss_fn(logits.float(), masks)
                 if not torch.isfinite(loss):
@@ -657,7 +664,7 @@ def train(
 
             counts = _validate(
                 model, val_ds, val_indices, config.batch_size, device, config.threshold,
-                amp=on_cuda, channels_last=on_cuda,
+                precision=precision, channels_last=on_cuda,
             )
             if world > 1:
                 reduced = torch.cat([counts, loss_sum]).to(device)
@@ -710,7 +717,7 @@ def train(
 
             summary = {k: v for k, v in asdict(result).items() if k not in ("history", "run_dir")}
             summary.update({
-                "finished": True, "image_size": image_size, "world_size": world,
+                "finished": True, "image_size": image_size, "world_size": world, "precision": precision,
                 "n_train_slices": len(train_ds), "n_val_slices": len(val_ds),
                 "n_patients": {k: len(v) for k, v in split.items()},
                 "validation_dice_rule": "pooled over all validation slices at the network resolution",

@@ -11,6 +11,7 @@ import math
 import pytest
 
 from lungseg import bench
+from lungseg.device import cpu_has_bf16
 from lungseg.errors import LungsegError
 
 pytest.importorskip("monai")
@@ -77,6 +78,21 @@ def test_pipeline_sections(quick_result: tuple[dict, object]) -> None:
     assert _positive(result["phantom_generation"]["slices_per_s"])
     pred = result["series_prediction"]
     assert pred["slices"] == result["config"]["series_slices"] and _positive(pred["seconds_with_crf"])
+    assert pred["default_precision"] == "fp32" and "fp32" in pred["precisions"]
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX-512 BF16 or AMX)")
+def test_bf16_measured_where_the_cpu_has_it(quick_result: tuple[dict, object]) -> None:
+    result, out = quick_result
+    for m in result["models"].values():
+        assert _positive(m["variants"]["bf16"]["train_images_per_s"])
+    assert _positive(result["ceiling"]["bf16"]["tflops_median"])
+    assert _positive(result["variant_ceilings"]["bf16"]["train_rounds_tflops"])
+    pred = result["series_prediction"]
+    assert _positive(pred["precisions"]["bf16"]["seconds_with_crf"])
+    agree = pred["bf16_vs_fp32"]
+    assert 0.0 <= agree["voxels_differing_fraction"] <= 1.0 and 0.0 <= agree["mask_dice"] <= 1.0
+    assert "--precision bf16" in (out / "bench.md").read_text()
 
 
 def test_bad_arguments_are_user_errors(tmp_path) -> None:

@@ -39,9 +39,11 @@ def test_every_verb_and_flag_is_documented_with_its_default() -> None:
             documented = "default" in action.help or "required" in action.help or not action.option_strings
             assert documented, f"{verb} {action.option_strings}: help does not state the default: {action.help!r}"
     train = subs["train"].format_help()
-    for flag in ("--data", "--model", "--loss", "--epochs", "--image-size", "--seed", "--out", "--resume", "--device"):
+    for flag in ("--data", "--model", "--loss", "--epochs", "--image-size", "--seed", "--out", "--resume", "--device",
+                 "--precision"):
         assert flag in train
-    for verb, flags in (("evaluate", ("--run", "--data", "--crf", "--out")), ("predict", ("--run", "--out"))):
+    for verb, flags in (("evaluate", ("--run", "--data", "--crf", "--out", "--precision")),
+                        ("predict", ("--run", "--out", "--precision"))):
         text = subs[verb].format_help()
         assert all(f in text for f in flags)
 

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from lungseg.device import cpu_has_bf16
 from lungseg.errors import LungsegError
 from lungseg.predict import lesion_summary, predict
 from lungseg.train import TrainConfig, train
@@ -92,6 +93,21 @@ def test_png_and_npz_inputs(runs: dict[str, Path], tmp_path: Path) -> None:
     assert out["masks"].shape == (24, 32, 32) and out["probabilities"].dtype == np.float32
     assert np.array_equal(out["masks"], (out["probabilities"] >= 0.5).astype(np.uint8))
     assert summary["lesions"]["count"] >= 0
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX-512 BF16 or AMX): bf16 is refused")
+def test_bf16_prediction_agrees_with_fp32(runs: dict[str, Path], tmp_path: Path) -> None:
+    fp32 = predict(runs["hu"], runs["hu_data"], tmp_path / "fp32.npz", probabilities=True, device="cpu",
+                   precision="fp32", progress=False)
+    bf16 = predict(runs["hu"], runs["hu_data"], tmp_path / "bf16.npz", probabilities=True, device="cpu",
+                   precision="bf16", progress=False)
+    assert (fp32["precision"], bf16["precision"]) == ("fp32", "bf16")
+    a, b = np.load(tmp_path / "fp32.npz"), np.load(tmp_path / "bf16.npz")
+    diff = np.abs(a["probabilities"] - b["probabilities"])
+    # bf16 keeps 8 mantissa bits: the probabilities move by about 1e-2, not more, and they do move
+    # (an autocast that silently stayed fp32 would give exactly zero)
+    assert 0 < diff.max() < 0.05
+    assert (a["masks"] != b["masks"]).mean() < 0.01
 
 
 def test_never_writes_into_input_folder(runs: dict[str, Path], study: Path) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from lungseg.device import cpu_has_bf16
 from lungseg.errors import LungsegError
 from lungseg.train import TrainConfig, epoch_batches, resolve_image_size, train
 
@@ -56,6 +57,12 @@ def test_config_json_round_trip_and_validation(tmp_path: Path) -> None:
         TrainConfig(model="resnet").validate()
     with pytest.raises(LungsegError, match="unknown TrainConfig fields"):
         TrainConfig.from_dict({"modle": "unet"})
+    with pytest.raises(LungsegError, match="precision"):
+        TrainConfig(precision="fp16").validate()
+    # configs written before the precision field existed still load, with the old behaviour
+    d = cfg.to_dict()
+    del d["precision"]
+    assert TrainConfig.from_dict(d).precision == "auto"
 
 
 def test_defaults_suit_small_ct_patches() -> None:
@@ -112,6 +119,7 @@ def test_run_directory(toy: Path, tmp_path: Path) -> None:
     assert rows[0].split(",")[:3] == ["epoch", "train_loss", "val_dice"] and len(rows) == 3
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["finished"] and metrics["epochs_run"] == 2 == res.epochs_run
+    assert metrics["precision"] == "fp32"  # "auto" on a CPU
     assert metrics["best_val_dice"] == pytest.approx(max(h["val_dice"] for h in res.history))
     best = torch.load(out / "best.pt", weights_only=False)
     assert best["epoch"] == res.best_epoch
@@ -120,6 +128,20 @@ def test_run_directory(toy: Path, tmp_path: Path) -> None:
         train(TrainConfig(data=str(toy), epochs=2, **TINY), out, progress=False)
     with pytest.raises(LungsegError, match="lr"):
         train(TrainConfig(data=str(toy), epochs=3, lr=0.1, **TINY), out, resume=True, progress=False)
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX-512 BF16 or AMX): bf16 is refused")
+def test_bf16_training_on_cpu(toy: Path, tmp_path: Path) -> None:
+    runs = {p: train(TrainConfig(data=str(toy), epochs=1, precision=p, **TINY), tmp_path / p, progress=False)
+            for p in ("fp32", "bf16")}
+    assert json.loads((tmp_path / "bf16" / "metrics.json").read_text())["precision"] == "bf16"
+    w = {p: torch.load(tmp_path / p / "last.pt", weights_only=False)["model"] for p in runs}
+    # same seed and data: the weights differ only because the forward passes ran in bf16, and the
+    # master weights stay fp32
+    key = next(k for k, v in w["fp32"].items() if v.is_floating_point() and v.ndim == 4)
+    assert w["bf16"][key].dtype == torch.float32
+    assert not torch.equal(w["fp32"][key], w["bf16"][key])
+    assert all(torch.isfinite(v).all() for v in w["bf16"].values() if v.is_floating_point())
 
 
 def test_training_is_reproducible(toy: Path, tmp_path: Path) -> None:
