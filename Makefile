@@ -30,9 +30,10 @@ test-unit: venv
 test-notebooks: venv
 	$(BIN)/python -m pytest -q --timeout=1200 --nbval-lax notebooks
 
-# Speed and memory side by side with MONAI (results/bench/); `make bench QUICK=1` for a smoke run.
+# Speed and memory side by side with MONAI (results/bench/); `make bench QUICK=1` for a smoke run,
+# `make bench COMPILE=1` adds the torch.compile variants (on CUDA they are on by default).
 bench: venv
-	$(BIN)/lungseg bench $(if $(QUICK),--quick) --device $(DEVICE)
+	$(BIN)/lungseg bench $(if $(QUICK),--quick) $(if $(COMPILE),--compile) --device $(DEVICE)
 
 # The book: execute notebooks/NN_*.md in order (papermill, profile $(PROFILE)), then build the HTML.
 notebooks: venv

@@ -72,7 +72,7 @@ def test_pipeline_sections(quick_result: tuple[dict, object]) -> None:
     assert result["ceiling"]["fp32"]["n"] == result["config"]["matmul_size"]
     assert _positive(result["crf"]["ms_per_slice"]) and _positive(result["crf"]["batch_parallel_slices_per_s"])
     stages = result["data_pipeline"]["stages"]
-    for key in ("dicom_read", "dataset_from_dicom", "dataset_from_cache", "loader_from_cache"):
+    for key in ("dicom_read", "dataset_from_dicom", "dataset_from_cache", "loader_from_cache", "loader_augmented_workers"):
         assert _positive(stages[key]["slices_per_s"]), key
         assert _positive(stages[key]["headroom_over_training"]), key
     assert _positive(result["phantom_generation"]["slices_per_s"])
