@@ -57,7 +57,7 @@ from lungseg.device import autocast
 from lungseg.errors import LungsegError
 from lungseg.provenance import collect
 
-__all__ = ["BenchConfig", "add_arguments", "main", "run_bench", "run_from_args", "write_markdown"]
+__all__ = ["BenchConfig", "add_arguments", "main", "plot_bench", "run_bench", "run_from_args", "write_markdown"]
 
 MODEL_NAMES: tuple[str, ...] = ("unet", "attention_resunet", "monai_attention_unet")
 MODEL_LABELS: dict[str, str] = {
@@ -266,6 +266,11 @@ def _hybrid_loss() -> nn.Module:
     return HybridLoss()
 
 
+def _warmup(cfg: BenchConfig, variant: Variant) -> int:
+    """Untimed calls per step: compiled graphs need two more to settle (one compilation per mode and shape)."""
+    return cfg.warmup + (2 if variant.compiled else 0)
+
+
 def model_throughput(models: dict[str, nn.Module], cfg: BenchConfig, device: torch.device, variant: Variant,
                      bar: Any = None) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Training and inference throughput and single-slice latency of every model under one variant.
@@ -325,8 +330,7 @@ def model_throughput(models: dict[str, nn.Module], cfg: BenchConfig, device: tor
         infer_steps[name] = lambda f=infer_step: f(x_infer)
         latency_steps[name] = lambda f=infer_step: f(x_one)
 
-    # compiled graphs need a few calls to settle (one compilation per mode and shape)
-    warm = cfg.warmup + (2 if variant.compiled else 0)
+    warm = _warmup(cfg, variant)
     t_train = _interleaved({**train_steps, ceiling_key: matmul}, warm, cfg.repeats, device, bar)
     t_infer = _interleaved({**infer_steps, ceiling_key: matmul}, warm, cfg.repeats, device, bar)
     t_lat = _interleaved(latency_steps, warm, cfg.latency_repeats, device, bar)
@@ -659,7 +663,7 @@ def run_bench(
     sections: Sequence[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run the benchmark and write ``bench.json`` and ``bench.md`` to ``out_dir``.
+    """Run the benchmark and write ``bench.json``, ``bench.md`` and the chart ``bench.png`` to ``out_dir``.
 
     Args:
         quick: tiny sizes and few iterations (< 1 minute on 2 CPU cores); numbers are not meaningful.
@@ -708,8 +712,11 @@ def run_bench(
     }
     if "monai_attention_unet" not in names:
         result["notes"].append("MONAI not installed: AttentionUnet not measured (pip install monai)")
-    n_steps = (len(variants) * len(names) * (3 * cfg.warmup + 2 * cfg.repeats + cfg.latency_repeats)
-               + len(variants) * 2 * (cfg.warmup + cfg.repeats) if "models" in chosen else 0) + sum(1 for s in chosen if s != "models")
+    n_steps = sum(1 for s in chosen if s != "models")
+    if "models" in chosen:
+        for v in variants:
+            warm = _warmup(cfg, v)
+            n_steps += len(names) * (3 * warm + 2 * cfg.repeats + cfg.latency_repeats) + 2 * (warm + cfg.repeats)
     bar = tqdm(total=n_steps, desc="lungseg bench", unit="step", disable=not progress)
     try:
         with _threads(threads), tempfile.TemporaryDirectory(prefix="lungseg-bench-") as tmp:
@@ -788,6 +795,9 @@ def run_bench(
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
         (out / "bench.md").write_text(write_markdown(result))
+        fig = plot_bench(result)
+        if fig is not None:
+            fig.savefig(out / "bench.png", dpi=120)
     return result
 
 
@@ -931,6 +941,42 @@ def write_markdown(result: dict[str, Any]) -> str:
     for note in result.get("notes", []):
         lines.append(f"Note: {note}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def plot_bench(result: dict[str, Any]) -> Any:
+    """Training throughput and single-slice latency of every network under every variant, side by side.
+
+    Returns:
+        A :class:`matplotlib.figure.Figure` (drawn without pyplot, so no display backend is needed), or
+        ``None`` when the run measured no models.
+    """
+    from matplotlib.figure import Figure
+
+    models = {k: m for k, m in result["models"].items() if m.get("variants")}
+    if not models:
+        return None
+    variants = list(dict.fromkeys(v for m in models.values() for v in m["variants"]))
+    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    width = 0.8 / len(models)
+    x = np.arange(len(variants))
+    panels = (("train_images_per_s", "training, images/s (higher is faster)"),
+              ("latency_ms", "one-slice latency, ms (lower is faster)"))
+    for ax, (key, title) in zip(axes, panels):
+        for i, (name, m) in enumerate(models.items()):
+            values = [m["variants"].get(v, {}).get(key, np.nan) for v in variants]
+            bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, values, width, label=m["label"])
+            ax.bar_label(bars, fmt="%.2f" if key != "latency_ms" else "%.0f", fontsize=7, padding=1)
+        ax.set_xticks(x, variants, rotation=15, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.08)  # room for the bar labels
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(models), fontsize=8)
+    size = result["config"]["image_size"]
+    fig.suptitle(f"lungseg bench on {result['device']}: {size}x{size}, width {result['config']['base_channels']}"
+                 f"{' (quick: numbers not meaningful)' if result.get('quick') else ''}", fontsize=11)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------------------------

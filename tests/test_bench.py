@@ -38,6 +38,16 @@ def test_quick_writes_json_and_markdown(quick_result: tuple[dict, object]) -> No
     assert {"git", "packages", "device", "time_utc"} <= set(result["provenance"])
     md = (out / "bench.md").read_text()
     assert "| variant | network |" in md and "AttentionUnet (MONAI)" in md
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_chart_has_a_bar_per_network_and_variant(quick_result: tuple[dict, object]) -> None:
+    result, _ = quick_result
+    fig = bench.plot_bench(result)
+    n_bars = len(result["models"]) * len(next(iter(result["models"].values()))["variants"])
+    for ax in fig.axes:
+        assert len(ax.patches) == n_bars
+    assert bench.plot_bench({**result, "models": {}}) is None
 
 
 def test_models_measured_side_by_side(quick_result: tuple[dict, object]) -> None:
