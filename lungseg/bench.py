@@ -241,6 +241,25 @@ def _threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def _matmul_like_convolutions(device: torch.device) -> Iterator[None]:
+    """Let fp32 matmuls use TF32 exactly when fp32 convolutions do (CUDA only).
+
+    PyTorch's defaults run fp32 cuDNN convolutions on TF32 tensor cores (``torch.backends.cudnn.allow_tf32``)
+    but fp32 matmuls in true fp32 (``torch.backends.cuda.matmul.allow_tf32``), a unit about 7x slower
+    on an H100 (67 vs 495 dense TFLOP/s). Without this the fp32 ceiling would be the slow unit's and the fp32 MFU would exceed 100 %.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # sections
 # ---------------------------------------------------------------------------------------------------------------
@@ -719,8 +738,13 @@ def run_bench(
             n_steps += len(names) * (3 * warm + 2 * cfg.repeats + cfg.latency_repeats) + 2 * (warm + cfg.repeats)
     bar = tqdm(total=n_steps, desc="lungseg bench", unit="step", disable=not progress)
     try:
-        with _threads(threads), tempfile.TemporaryDirectory(prefix="lungseg-bench-") as tmp:
+        with _threads(threads), _matmul_like_convolutions(dev), \
+                tempfile.TemporaryDirectory(prefix="lungseg-bench-") as tmp:
             result["threads"]["intra_op"] = torch.get_num_threads()
+            if dev.type == "cuda":
+                result["notes"].append(
+                    f"fp32 on CUDA: convolutions and the ceiling matmul both {'use' if torch.backends.cudnn.allow_tf32 else 'avoid'}"
+                    " TF32 tensor cores (torch.backends.cudnn.allow_tf32)")
             if dev.type == "cuda":
                 torch.backends.cudnn.benchmark = True
             root = Path(tmp)

@@ -9,6 +9,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from lungseg import bench
 from lungseg.device import cpu_has_bf16
@@ -113,3 +114,19 @@ def test_bad_arguments_are_user_errors(tmp_path) -> None:
     with pytest.raises(ValueError, match="image_size"):
         bench.BenchConfig(image_size=100, depth=4)
     assert not (tmp_path / "bench.json").exists()
+
+
+def test_cuda_fp32_ceiling_uses_tf32_exactly_when_convolutions_do() -> None:
+    # the flags are plain switches, settable without a GPU
+    cudnn, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        for conv_tf32 in (True, False):
+            torch.backends.cudnn.allow_tf32 = conv_tf32
+            torch.backends.cuda.matmul.allow_tf32 = not conv_tf32
+            with bench._matmul_like_convolutions(torch.device("cuda")):
+                assert torch.backends.cuda.matmul.allow_tf32 is conv_tf32
+            assert torch.backends.cuda.matmul.allow_tf32 is (not conv_tf32)
+            with bench._matmul_like_convolutions(torch.device("cpu")):
+                assert torch.backends.cuda.matmul.allow_tf32 is (not conv_tf32)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul

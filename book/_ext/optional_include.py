@@ -24,8 +24,8 @@ def _splice(app: Any, docname: str, source: list[str]) -> None:
             return path.read_text(encoding="utf-8")
         return (
             "```{note}\n"
-            f"`{match.group('path')}` has not been generated in this build: run `lungseg bench` "
-            "(or `make bench`) and rebuild the book to see the measurements here.\n```\n"
+            f"`{match.group('path')}` has not been generated yet: the text around this note says which"
+            " command writes it; rebuild the book afterwards to see it here.\n```\n"
         )
 
     source[0] = _MARKER.sub(replace, source[0])
