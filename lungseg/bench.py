@@ -247,7 +247,8 @@ def _matmul_like_convolutions(device: torch.device) -> Iterator[None]:
 
     PyTorch's defaults run fp32 cuDNN convolutions on TF32 tensor cores (``torch.backends.cudnn.allow_tf32``)
     but fp32 matmuls in true fp32 (``torch.backends.cuda.matmul.allow_tf32``), a unit about 7x slower
-    on an H100 (67 vs 495 dense TFLOP/s). Without this the fp32 ceiling would be the slow unit's and the fp32 MFU would exceed 100 %.
+    on an H100 (67 vs 495 dense TFLOP/s). Without this the fp32 ceiling would be the slow unit's and
+    the fp32 MFU would exceed 100 %.
     """
     if device.type != "cuda":
         yield
