@@ -136,10 +136,10 @@ def _variants(device: torch.device, compile_models: bool | None) -> list[Variant
         if compile_models is not False:
             out.append(Variant("bf16+channels_last+compile", "bf16", True, True))
         return out
-    from lungseg.device import cpu_has_bf16
+    from lungseg.device import has_fast_bf16
 
     out = [Variant("fp32", "fp32", False, False), Variant("fp32+channels_last", "fp32", True, False)]
-    bf16 = cpu_has_bf16()  # emulated bf16 would only measure the emulation
+    bf16 = has_fast_bf16(device)  # emulated bf16 would only measure the emulation
     if bf16:
         out.append(Variant("bf16", "bf16", False, False))
     if compile_models:  # needs a C++ toolchain and minutes of compilation on CPU: opt-in only
@@ -616,7 +616,7 @@ def series_prediction(cfg: BenchConfig, root: Path, device: torch.device) -> dic
     The run directory holds an untrained AttentionResUNet (the cost does not depend on the weights);
     the time covers DICOM reading, preprocessing, the forward passes, restoring to the native grid,
     the CRF, and writing the NIfTI mask. It runs once per precision the device does fast (fp32, and
-    bf16 where :func:`lungseg.device.cpu_has_bf16` or CUDA); ``seconds_with_crf`` is the default
+    bf16 where :func:`lungseg.device.has_fast_bf16`); ``seconds_with_crf`` is the default
     precision's (``--precision auto``). The masks of the two precisions are compared voxel by voxel
     (with untrained weights this checks the numerics, not accuracy: see ``benchmarks/NOTES.md`` for a
     trained model).
@@ -624,7 +624,7 @@ def series_prediction(cfg: BenchConfig, root: Path, device: torch.device) -> dic
     import nibabel as nib
 
     from lungseg.data.dicom import write_dicom_series
-    from lungseg.device import cpu_has_bf16, resolve_precision
+    from lungseg.device import has_fast_bf16, resolve_precision
     from lungseg.data.phantom import PhantomConfig, generate_patient
     from lungseg.predict import predict
     from lungseg.preprocess import Fingerprint
@@ -640,7 +640,7 @@ def series_prediction(cfg: BenchConfig, root: Path, device: torch.device) -> dic
     Fingerprint(mean=-500.0, std=450.0, image_size=cfg.image_size).to_json(run / "fingerprint.json")
     model = build_bench_model("attention_resunet", cfg.base_channels, cfg.depth)
     torch.save({"model": model.state_dict(), "epoch": 0}, run / "best.pt")
-    precisions = ["fp32"] + (["bf16"] if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16()) else [])
+    precisions = ["fp32"] + (["bf16"] if has_fast_bf16(device) else [])
     runs: dict[str, dict[str, Any]] = {}
     masks: dict[str, np.ndarray] = {}
     for precision in precisions:

@@ -55,6 +55,11 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast is faster than fp32 on ``device``: CUDA, or a CPU with :func:`cpu_has_bf16`."""
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
+
+
 def resolve_precision(name: str, device: torch.device) -> str:
     """Turn a precision name into ``"fp32"`` or ``"bf16"`` for ``device``.
 
@@ -71,13 +76,13 @@ def resolve_precision(name: str, device: torch.device) -> str:
         raise LungsegError(f"--precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
     if name == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
-    if name == "bf16" and device.type == "cpu" and not cpu_has_bf16():
-        raise LungsegError(
-            "--precision bf16 on this CPU would be emulated (no AVX-512 BF16 or AMX) and slower than fp32;"
-            " use --precision fp32"
-        )
-    if name == "bf16" and device.type == "mps":
-        raise LungsegError("--precision bf16 is not supported on Apple MPS here; use --precision fp32")
+    if name == "bf16" and not has_fast_bf16(device):
+        if device.type == "cpu":
+            raise LungsegError(
+                "--precision bf16 on this CPU would be emulated (no AVX-512 BF16 or AMX) and slower than fp32;"
+                " use --precision fp32"
+            )
+        raise LungsegError(f"--precision bf16 is not supported on {device.type} here; use --precision fp32")
     return name
 
 

@@ -34,6 +34,9 @@ def test_bf16_on_a_cpu_without_native_bf16_is_refused(monkeypatch: pytest.Monkey
         resolve_precision("bf16", torch.device("cpu"))
     monkeypatch.setattr(device_mod, "cpu_has_bf16", lambda: True)
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert resolve_precision("bf16", torch.device("cuda")) == "bf16"
+    with pytest.raises(LungsegError, match="not supported on mps"):
+        resolve_precision("bf16", torch.device("mps"))
 
 
 def test_autocast_runs_convolutions_in_bf16_only_when_asked() -> None:
