@@ -611,7 +611,7 @@ def crf_speed(cfg: BenchConfig, study: Path) -> dict[str, Any]:
 
 
 def series_prediction(cfg: BenchConfig, root: Path, device: torch.device) -> dict[str, Any]:
-    """Wall time of :func:`lungseg.predict.predict` with ``crf=True`` on a phantom DICOM series.
+    """Wall time of :func:`lungseg.inference.predict` with ``crf=True`` on a phantom DICOM series.
 
     The run directory holds an untrained AttentionResUNet (the cost does not depend on the weights);
     the time covers DICOM reading, preprocessing, the forward passes, restoring to the native grid,
@@ -626,9 +626,9 @@ def series_prediction(cfg: BenchConfig, root: Path, device: torch.device) -> dic
     from lungseg.data.dicom import write_dicom_series
     from lungseg.device import has_fast_bf16, resolve_precision
     from lungseg.data.phantom import PhantomConfig, generate_patient
-    from lungseg.predict import predict
+    from lungseg.inference import predict
     from lungseg.preprocess import Fingerprint
-    from lungseg.train import TrainConfig
+    from lungseg.training import TrainConfig
 
     vol, _ = generate_patient(1, PhantomConfig(image_size=cfg.image_size, n_slices=cfg.series_slices))
     series = root / "series"
@@ -655,7 +655,7 @@ def series_prediction(cfg: BenchConfig, root: Path, device: torch.device) -> dic
         "slices": cfg.series_slices, "image_size": cfg.image_size, "default_precision": default,
         "seconds_with_crf": runs[default]["seconds_with_crf"],
         "slices_per_s_with_crf": runs[default]["slices_per_s_with_crf"], "precisions": runs,
-        "what": "lungseg.predict.predict(run, dicom_series, out.nii.gz, crf=True, precision=...): read, segment,"
+        "what": "lungseg.inference.predict(run, dicom_series, out.nii.gz, crf=True, precision=...): read, segment,"
                 " CRF, write",
     }
     if "bf16" in masks:

@@ -402,10 +402,10 @@ def load_json(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def train_config(settings: ProfileSettings, data: str | os.PathLike[str] = "", **overrides: Any) -> Any:
-    """The :class:`lungseg.train.TrainConfig` shared by every run of a profile's grid: the profile's
+    """The :class:`lungseg.config.TrainConfig` shared by every run of a profile's grid: the profile's
     network and data sizes plus its :data:`TRAIN_SETTINGS`, then ``overrides`` (the model, loss and
     seed are set per run by :func:`lungseg.experiment.run_experiment`)."""
-    from lungseg.train import TrainConfig
+    from lungseg.training import TrainConfig
 
     extra = {**TRAIN_SETTINGS.get(settings.profile, {}), **overrides}
     return TrainConfig(data=str(data), base_channels=settings.base_channels, depth=settings.depth,
@@ -643,7 +643,7 @@ def attention_by_region(images_hu: Any, masks: Any, alphas: list[Any]) -> list[d
         images_hu: slices ``(N, H, W)`` in HU.
         masks: ground truth ``(N, H, W)``.
         alphas: one array ``(N, H, W)`` per gate, deepest first (as returned by
-            :func:`lungseg.evaluate.predict_probabilities` with ``return_attention=True``).
+            :func:`lungseg.inference.predict_probabilities` with ``return_attention=True``).
 
     Returns:
         One row per gate: ``gate``, the mean coefficient over the pixels of each region (pooled

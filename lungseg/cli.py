@@ -24,7 +24,7 @@ _D = None  # TrainConfig defaults, filled lazily (keeps `lungseg --help` free of
 def _defaults() -> Any:
     global _D
     if _D is None:
-        from lungseg.train import TrainConfig
+        from lungseg.config import TrainConfig
 
         _D = TrainConfig()
     return _D
@@ -74,10 +74,10 @@ def _optional_float(value: str) -> float | None:
 # (flag, TrainConfig field, type, help) of every training option.
 def _train_options() -> list[tuple[str, str, Any, str, Sequence[str] | None]]:
     from lungseg.device import PRECISIONS
-    from lungseg.train import LOSSES, MODELS, SCHEDULES
+    from lungseg.config import LOSSES, MODEL_NAMES, SCHEDULES
 
     return [
-        ("--model", "model", str, "network: attention (AttentionResUNet) or unet", MODELS),
+        ("--model", "model", str, "network: attention (AttentionResUNet) or unet", MODEL_NAMES),
         ("--loss", "loss", str, "loss: hybrid (eq. 9), dice (eq. 7), focal (eq. 8) or bce", LOSSES),
         ("--epochs", "epochs", int, "maximum number of epochs", None),
         ("--image-size", "image_size", _optional_int,
@@ -122,7 +122,7 @@ def _add_train_options(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> 
 
 def _config_from_args(args: argparse.Namespace, base: Any | None = None) -> Any:
     """A TrainConfig from the defaults (or ``base``) and the flags given on the command line."""
-    from lungseg.train import TrainConfig
+    from lungseg.config import TrainConfig
 
     values = (base or TrainConfig()).to_dict()
     for f in dataclasses.fields(TrainConfig):
@@ -169,13 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
 
     p = sub.add_parser("train", formatter_class=_Formatter, help="train a model into a run directory",
-                       description="Train a segmentation model. With --resume, continue the run in --out from last.pt"
-                                   " (flags not given are taken from the run's config.json).")
+                       description="Train a segmentation model. With --resume, continue the run in --out from its last checkpoint"
+                                   " (flags not given are taken from the run's saved configuration).")
     p.add_argument("--data", default=None, help="dataset: phantom study, DICOM folder, MSD folder or .npz (required unless --resume)")
     p.add_argument("--out", required=True, help="run directory (required)")
     p.add_argument("--seed", type=int, default=None, help=f"training seed (default: {_defaults().seed})")
     p.add_argument("--device", default=None, help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt (default: off)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (default: off)")
     p.add_argument("--config", default=None, help="JSON file of TrainConfig fields; flags override it (default: none)")
     _add_train_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
@@ -274,15 +274,17 @@ def _cmd_fetch(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from lungseg.train import TrainConfig, train
+    from lungseg.config import TrainConfig
+    from lungseg.rundir import RunDir
+    from lungseg.training import train
 
     out = Path(args.out)
     base = None
     if args.config:
         base = TrainConfig.from_json(args.config)
-    if args.resume and (out / "last.pt").is_file() and (out / "config.json").is_file():
-        saved = TrainConfig.from_json(out / "config.json")
-        base = saved
+    run = RunDir(out)
+    if args.resume and run.has_checkpoint("last") and run.config_path.is_file():
+        base = run.read_config()
     config = _config_from_args(args, base)
     if not config.data:
         raise LungsegError("train: --data PATH is required")
@@ -294,7 +296,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from lungseg.evaluate import evaluate_run
+    from lungseg.evaluation import evaluate_run
 
     if args.n_boot < 0:
         raise LungsegError(f"--n-boot must be >= 0, got {args.n_boot}")
@@ -337,7 +339,7 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from lungseg.predict import format_summary, predict
+    from lungseg.inference import format_summary, predict
 
     summary = predict(
         args.run, args.input, args.out, probabilities=args.prob, attention=args.attention, crf=args.crf,

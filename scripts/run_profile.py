@@ -221,7 +221,7 @@ def _model_card(settings: ProfileSettings, run_dir: Path, results: dict[str, Any
         "## Provenance",
         f"- git commit `{provenance.get('git', {}).get('commit')}`, device `{provenance.get('device')}`,"
         f" torch {provenance.get('packages', {}).get('torch')}.",
-        "- Load with `lungseg.evaluate.load_run(<this folder>)` or `lungseg predict --run <this folder> ...`.",
+        "- Load with `lungseg.inference.load_run(<this folder>)` or `lungseg predict --run <this folder> ...`.",
         "",
     ]
     return "\n".join(lines)

@@ -12,10 +12,6 @@ import numpy as np
 import pytest
 
 from lungseg.cli import build_parser, main
-try:
-    from test_train import make_npz
-except ImportError:  # tests/ collected as a package
-    from tests.test_train import make_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 VERBS = ("phantom", "fetch", "train", "evaluate", "experiment", "predict", "bench")
@@ -121,7 +117,7 @@ def test_phantom_train_evaluate_predict_through_the_cli(tmp_path: Path) -> None:
     assert (tmp_path / "p.nii.gz").is_file() and (tmp_path / "p_lesions.json").is_file()
 
 
-def test_npz_train_and_resume_through_the_cli(tmp_path: Path) -> None:
+def test_npz_train_and_resume_through_the_cli(make_npz, tmp_path: Path) -> None:
     data = make_npz(tmp_path / "d.npz", n_patients=8, per_patient=3, size=32)
     common = ["train", "--data", str(data), "--out", str(tmp_path / "r"), "--base-channels", "4", "--depth", "2",
               "--device", "cpu", "--quiet"]

@@ -11,16 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-try:
-    from test_train import make_npz
-except ImportError:  # tests/ collected as a package
-    from tests.test_train import make_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
+def test_two_process_ddp_matches_single_process(make_npz, tmp_path: Path) -> None:
     """Same global batches and data order: with a per-pixel-mean loss (focal) and no batch norm
     (per-rank statistics are the one intended difference on CPU), DDP's averaged gradients equal the
     single-process gradient, so the weights agree up to floating-point reordering."""

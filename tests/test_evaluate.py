@@ -10,21 +10,18 @@ import numpy as np
 import pytest
 
 from lungseg.errors import DataError
-from lungseg.evaluate import choose_area_threshold, detection_scores, evaluate_run, load_run, predict_probabilities
-from lungseg.train import TrainConfig, train
-try:
-    from test_train import TINY, make_npz
-except ImportError:  # tests/ collected as a package
-    from tests.test_train import TINY, make_npz
+from lungseg.evaluation import choose_area_threshold, detection_scores, evaluate_run
+from lungseg.inference import load_run, predict_probabilities
+from lungseg.training import TrainConfig, train
 
 STATS = ("dice", "iou", "accuracy", "precision", "recall", "f1")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def trained(tiny, make_npz, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("eval")
     data = make_npz(root / "toy.npz", n_patients=10, per_patient=4, size=32, seed=2)
-    train(TrainConfig(data=str(data), epochs=2, lr=3e-3, **TINY), root / "run", progress=False)
+    train(TrainConfig(data=str(data), epochs=2, lr=3e-3, **tiny), root / "run", progress=False)
     return data, root / "run"
 
 
@@ -78,7 +75,7 @@ def test_crf_and_other_splits(trained: tuple[Path, Path], tmp_path: Path) -> Non
     assert everything["n_images"] == 40 and everything["split"] == "all"
 
 
-def test_other_dataset_without_run_patients_needs_split_all(trained: tuple[Path, Path], tmp_path: Path) -> None:
+def test_other_dataset_without_run_patients_needs_split_all(make_npz, trained: tuple[Path, Path], tmp_path: Path) -> None:
     _, run = trained
     z = np.load(make_npz(tmp_path / "o.npz", n_patients=3, per_patient=2, size=32, seed=9))
     other = tmp_path / "other.npz"
@@ -98,7 +95,7 @@ def test_area_threshold_chosen_on_validation() -> None:
     assert s["accuracy"] == 1.0 and s["sensitivity"] == 1.0 and s["specificity"] == 1.0
 
 
-def test_kaggle_layout_gives_detection_metrics(tmp_path: Path) -> None:
+def test_kaggle_layout_gives_detection_metrics(tiny, tmp_path: Path) -> None:
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -111,7 +108,7 @@ def test_kaggle_layout_gives_detection_metrics(tmp_path: Path) -> None:
         masks[i], images[i][m] = m, 0.7
     np.savez(tmp_path / "unit.npz", images=images, masks=masks, intensity="unit",
              patient_ids=np.array([f"p{i // 2}" for i in range(n)]))
-    train(TrainConfig(data=str(tmp_path / "unit.npz"), epochs=3, lr=3e-3, **TINY), tmp_path / "run", progress=False)
+    train(TrainConfig(data=str(tmp_path / "unit.npz"), epochs=3, lr=3e-3, **tiny), tmp_path / "run", progress=False)
     root = tmp_path / "kaggle"
     for part in ("train", "valid", "test"):
         for cls, cancer in (("normal", False), ("adenocarcinoma", True)):

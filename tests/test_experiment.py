@@ -11,11 +11,7 @@ import pytest
 from scipy import stats
 
 from lungseg.experiment import mean_ci, run_experiment
-from lungseg.train import TrainConfig
-try:
-    from test_train import make_npz
-except ImportError:  # tests/ collected as a package
-    from tests.test_train import make_npz
+from lungseg.training import TrainConfig
 
 
 def test_mean_ci_is_a_student_t_interval() -> None:
@@ -28,7 +24,7 @@ def test_mean_ci_is_a_student_t_interval() -> None:
 
 
 @pytest.mark.slow
-def test_grid_with_reuse_and_paired_differences(tmp_path: Path) -> None:
+def test_grid_with_reuse_and_paired_differences(make_npz, tmp_path: Path) -> None:
     data = make_npz(tmp_path / "d.npz", n_patients=8, per_patient=3, size=32, seed=8)
     base = TrainConfig(epochs=1, base_channels=4, depth=2, batch_size=8, lr=3e-3)
     kw = dict(models=("unet", "attention"), losses=("dice",), crf=(False, True), seeds=(0, 1),

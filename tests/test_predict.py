@@ -12,23 +12,19 @@ import pytest
 
 from lungseg.device import cpu_has_bf16
 from lungseg.errors import LungsegError
-from lungseg.predict import lesion_summary, predict
-from lungseg.train import TrainConfig, train
-try:
-    from test_train import TINY, make_npz
-except ImportError:  # tests/ collected as a package
-    from tests.test_train import TINY, make_npz
+from lungseg.inference import lesion_summary, predict
+from lungseg.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(tiny, make_npz, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("predict")
     hu = make_npz(root / "hu.npz", n_patients=8, per_patient=3, size=32, seed=4)
-    train(TrainConfig(data=str(hu), model="attention", epochs=1, **TINY), root / "hu_run", progress=False)
+    train(TrainConfig(data=str(hu), model="attention", epochs=1, **tiny), root / "hu_run", progress=False)
     z = np.load(hu)
     np.savez(root / "unit.npz", images=((z["images"] + 1000) / 1400).clip(0, 1).astype(np.float32), masks=z["masks"],
              patient_ids=z["patient_ids"], intensity="unit")
-    train(TrainConfig(data=str(root / "unit.npz"), model="unet", epochs=1, **TINY), root / "unit_run", progress=False)
+    train(TrainConfig(data=str(root / "unit.npz"), model="unet", epochs=1, **tiny), root / "unit_run", progress=False)
     return {"root": root, "hu": root / "hu_run", "unit": root / "unit_run", "hu_data": hu}
 
 

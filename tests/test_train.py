@@ -16,34 +16,13 @@ import torch
 
 from lungseg.device import cpu_has_bf16
 from lungseg.errors import LungsegError
-from lungseg.train import TrainConfig, epoch_batches, resolve_image_size, train
+from lungseg.training import TrainConfig, epoch_batches, resolve_image_size, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_npz(path: Path, n_patients: int = 10, per_patient: int = 4, size: int = 32, seed: int = 0) -> Path:
-    """Bright discs (soft tissue, HU) on noisy lung parenchyma, grouped into patients."""
-    rng = np.random.default_rng(seed)
-    n = n_patients * per_patient
-    images = (-850 + rng.normal(0, 40, (n, size, size))).astype(np.float32)
-    masks = np.zeros((n, size, size), np.uint8)
-    yy, xx = np.mgrid[:size, :size]
-    for i in range(n):
-        r = rng.uniform(size / 10, size / 5)
-        cy, cx = rng.uniform(size / 3, 2 * size / 3, 2)
-        m = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-        masks[i] = m
-        images[i][m] = rng.uniform(-100, 60) + rng.normal(0, 30, m.sum())
-    pids = np.array([f"p{i // per_patient:02d}" for i in range(n)])
-    np.savez(path, images=images, masks=masks, patient_ids=pids, spacing=np.full((n, 2), 0.8))
-    return path
-
-
-TINY = dict(base_channels=4, depth=2, batch_size=8, device="cpu")
-
-
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def toy(make_npz, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_npz(tmp_path_factory.mktemp("data") / "toy.npz")
 
 
@@ -93,12 +72,12 @@ def test_epoch_batches_deterministic_and_shared_across_ranks() -> None:
     assert {i for b in drawn for i in b} <= set(range(5)) and sum(map(len, drawn)) == 40
 
 
-def test_run_directory(toy: Path, tmp_path: Path) -> None:
+def test_run_directory(tiny, toy: Path, tmp_path: Path) -> None:
     from lungseg.data import open_dataset
     from lungseg.preprocess import Fingerprint
 
     out = tmp_path / "run"
-    res = train(TrainConfig(data=str(toy), epochs=2, **TINY), out, progress=False)
+    res = train(TrainConfig(data=str(toy), epochs=2, **tiny), out, progress=False)
     for name in ("config.json", "fingerprint.json", "split.json", "history.csv", "last.pt", "best.pt",
                  "metrics.json", "provenance.json"):
         assert (out / name).is_file(), name
@@ -125,14 +104,14 @@ def test_run_directory(toy: Path, tmp_path: Path) -> None:
     assert best["epoch"] == res.best_epoch
     # An existing run is never overwritten silently, and a resume must keep the configuration.
     with pytest.raises(LungsegError, match="--resume"):
-        train(TrainConfig(data=str(toy), epochs=2, **TINY), out, progress=False)
+        train(TrainConfig(data=str(toy), epochs=2, **tiny), out, progress=False)
     with pytest.raises(LungsegError, match="lr"):
-        train(TrainConfig(data=str(toy), epochs=3, lr=0.1, **TINY), out, resume=True, progress=False)
+        train(TrainConfig(data=str(toy), epochs=3, lr=0.1, **tiny), out, resume=True, progress=False)
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX-512 BF16 or AMX): bf16 is refused")
-def test_bf16_training_on_cpu(toy: Path, tmp_path: Path) -> None:
-    runs = {p: train(TrainConfig(data=str(toy), epochs=1, precision=p, **TINY), tmp_path / p, progress=False)
+def test_bf16_training_on_cpu(tiny, toy: Path, tmp_path: Path) -> None:
+    runs = {p: train(TrainConfig(data=str(toy), epochs=1, precision=p, **tiny), tmp_path / p, progress=False)
             for p in ("fp32", "bf16")}
     assert json.loads((tmp_path / "bf16" / "metrics.json").read_text())["precision"] == "bf16"
     w = {p: torch.load(tmp_path / p / "last.pt", weights_only=False)["model"] for p in runs}
@@ -144,8 +123,8 @@ def test_bf16_training_on_cpu(toy: Path, tmp_path: Path) -> None:
     assert all(torch.isfinite(v).all() for v in w["bf16"].values() if v.is_floating_point())
 
 
-def test_training_is_reproducible(toy: Path, tmp_path: Path) -> None:
-    cfg = TrainConfig(data=str(toy), epochs=1, **TINY)
+def test_training_is_reproducible(tiny, toy: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(data=str(toy), epochs=1, **tiny)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # see test_resume_after_sigkill_is_bit_exact
     try:
@@ -162,7 +141,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "lungseg", "train", *args]
 
 
-def test_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:
+def test_resume_after_sigkill_is_bit_exact(make_npz, tmp_path: Path) -> None:
     """Kill a real training process after epoch k's checkpoint, resume, compare with an uninterrupted run."""
     data = make_npz(tmp_path / "d.npz", n_patients=10, per_patient=6, size=32, seed=1)
     flags = ["--data", str(data), "--epochs", "5", "--base-channels", "4", "--depth", "2", "--batch-size", "8",
@@ -235,7 +214,7 @@ def test_attention_model_learns_ct_patches_with_defaults(tmp_path: Path) -> None
     Held-out patients' patches must reach a Dice well above chance; a broken pipeline (wrong
     normalisation, labels, learning rate, loss sign) stays far below the threshold.
     """
-    from lungseg.evaluate import evaluate_run
+    from lungseg.evaluation import evaluate_run
 
     data = phantom_patches(tmp_path / "patches.npz", n_patients=24)
     n = len(np.load(data)["images"])

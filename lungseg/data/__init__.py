@@ -343,6 +343,8 @@ def open_dataset(path: str | os.PathLike[str] | CTDataset, kind: str | None = No
     """
     if isinstance(path, CTDataset):
         return path
+    if not os.fspath(path):
+        raise DataError("no dataset given (--data PATH)")
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")

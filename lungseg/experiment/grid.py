@@ -10,9 +10,7 @@ It feeds Tables 2–4 and Figure 3 of the book.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import itertools
 import json
 import math
@@ -23,9 +21,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lungseg.config import LOSSES, MODEL_NAMES, TrainConfig, config_differences
 from lungseg.errors import LungsegError
-from lungseg.evaluate import evaluate_run, write_json
-from lungseg.train import LOSSES, MODELS, TrainConfig, _atomic_write_text, _config_differences, train
+from lungseg.evaluation import evaluate_run
+from lungseg.files import write_csv, write_json
+from lungseg.rundir import RunDir
+from lungseg.training import train
 
 #: Figures of the results table: (column name, path into the evaluation dict).
 TABLE_METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -76,28 +77,44 @@ def run_name(model: str, loss: str, seed: int) -> str:
     return f"{model}-{loss}-seed{seed}"
 
 
-def _run_is_finished(run_dir: Path, config: TrainConfig) -> bool:
-    metrics, cfg = run_dir / "metrics.json", run_dir / "config.json"
-    if not (metrics.is_file() and cfg.is_file() and (run_dir / "best.pt").is_file()):
+def _run_is_finished(run: RunDir, config: TrainConfig) -> bool:
+    """True when ``run`` holds a finished training of ``config``; raises when it holds another configuration."""
+    if not run.is_finished():
         return False
-    try:
-        finished = json.loads(metrics.read_text()).get("finished", False)
-    except json.JSONDecodeError:
-        return False
-    saved = TrainConfig.from_json(cfg)
-    if _config_differences(saved, config):
-        raise LungsegError(
-            f"{run_dir}: holds a run with a different configuration ("
-            + "; ".join(_config_differences(saved, config)) + "); use another --out"
-        )
-    return bool(finished)
+    diffs = config_differences(run.read_config(), config)
+    if diffs:
+        raise LungsegError(f"{run}: holds a run with a different configuration (" + "; ".join(diffs) + "); use another --out")
+    return True
+
+
+def _train_and_evaluate(config: TrainConfig, run: RunDir, crf: Sequence[bool], n_boot: int, device: str,
+                        progress: bool) -> tuple[str, dict[bool, dict[str, Any]]]:
+    """Train ``config`` into ``run`` unless finished (resuming an interrupted one), then evaluate it on
+    the test split for each CRF setting (reusing evaluations newer than the weights)."""
+    if _run_is_finished(run, config):
+        status = "reused"
+    else:
+        if progress:
+            print(f"training {run.path.name}", flush=True)
+        train(config, run.path, resume=run.has_checkpoint("last"), progress=progress)
+        status = "trained"
+    evaluations = {}
+    for use_crf in crf:
+        if run.evaluation_is_fresh(use_crf):
+            evaluations[bool(use_crf)] = run.read_evaluation(use_crf)
+        else:
+            evaluations[bool(use_crf)] = evaluate_run(
+                run.path, config.data, crf=use_crf, out=run.evaluation_path(use_crf), split="test", n_boot=n_boot,
+                device=device, progress=progress,
+            )
+    return status, evaluations
 
 
 def run_experiment(
     data: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
-    models: Sequence[str] = MODELS,
+    models: Sequence[str] = MODEL_NAMES,
     losses: Sequence[str] = ("dice", "focal", "hybrid"),
     crf: Sequence[bool] = (False, True),
     seeds: Sequence[int] = (0, 1, 2),
@@ -129,8 +146,8 @@ def run_experiment(
         ``results.json``).
     """
     for m in models:
-        if m not in MODELS:
-            raise LungsegError(f"--models: unknown model {m!r}; choose from {MODELS}")
+        if m not in MODEL_NAMES:
+            raise LungsegError(f"--models: unknown model {m!r}; choose from {MODEL_NAMES}")
     for lo in losses:
         if lo not in LOSSES:
             raise LungsegError(f"--losses: unknown loss {lo!r}; choose from {LOSSES}")
@@ -145,49 +162,14 @@ def run_experiment(
     evaluations: dict[tuple[str, str, bool, int], dict[str, Any]] = {}
     for model, loss, seed in itertools.product(models, losses, seeds):
         config = dataclasses.replace(base, data=str(data), model=model, loss=loss, seed=int(seed), device=device)
-        run_dir = out / "runs" / run_name(model, loss, seed)
-        if _run_is_finished(run_dir, config):
-            status = "reused"
-        else:
-            if progress:
-                print(f"training {run_dir.name}", flush=True)
-            train(config, run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress)
-            status = "trained"
-        for use_crf in crf:
-            eval_path = run_dir / f"eval_crf_{'on' if use_crf else 'off'}.json"
-            fresh = eval_path.is_file() and eval_path.stat().st_mtime >= (run_dir / "best.pt").stat().st_mtime
-            if fresh:
-                result = json.loads(eval_path.read_text())
-            else:
-                result = evaluate_run(
-                    run_dir, data, crf=use_crf, out=eval_path, split="test", n_boot=n_boot,
-                    device=device, progress=progress,
-                )
-            evaluations[(model, loss, bool(use_crf), int(seed))] = result
-        runs.append({"run": str(run_dir), "model": model, "loss": loss, "seed": int(seed), "status": status})
+        run = RunDir(out / "runs" / run_name(model, loss, seed))
+        status, by_crf = _train_and_evaluate(config, run, crf, n_boot, device, progress)
+        for use_crf, result in by_crf.items():
+            evaluations[(model, loss, use_crf, int(seed))] = result
+        runs.append({"run": str(run), "model": model, "loss": loss, "seed": int(seed), "status": status})
 
-    cells = []
-    for model, loss, use_crf in itertools.product(models, losses, crf):
-        row: dict[str, Any] = {"model": model, "loss": loss, "crf": bool(use_crf), "n_seeds": len(seeds)}
-        for name, path in TABLE_METRICS:
-            row[name] = mean_ci([_get(evaluations[(model, loss, bool(use_crf), int(s))], path) for s in seeds])
-        cells.append(row)
-
-    differences = []
-    keys = list(itertools.product(models, losses, [bool(c) for c in crf]))
-    for a, b in itertools.combinations(keys, 2):
-        changed = [f for f, x, y in zip(("model", "loss", "crf"), a, b) if x != y]
-        if len(changed) != 1:
-            continue
-        diff: dict[str, Any] = {
-            "factor": changed[0], "a": dict(zip(("model", "loss", "crf"), a)),
-            "b": dict(zip(("model", "loss", "crf"), b)), "n_pairs": len(seeds),
-        }
-        for name, path in TABLE_METRICS:
-            pairs = [(_get(evaluations[(*a, int(s))], path), _get(evaluations[(*b, int(s))], path)) for s in seeds]
-            diff[name] = mean_ci([y - x for x, y in pairs if x is not None and y is not None])
-        differences.append(diff)
-
+    cells = _cells(evaluations, models, losses, crf, seeds)
+    differences = _differences(evaluations, models, losses, crf, seeds)
     from lungseg.provenance import collect
 
     results = {
@@ -209,6 +191,38 @@ def run_experiment(
     return json.loads((out / "results.json").read_text())
 
 
+def _cells(evaluations: dict[tuple[str, str, bool, int], dict[str, Any]], models: Sequence[str],
+           losses: Sequence[str], crf: Sequence[bool], seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """One row per (model, loss, CRF): every :data:`TABLE_METRICS` figure as mean and t-interval over seeds."""
+    cells = []
+    for model, loss, use_crf in itertools.product(models, losses, crf):
+        row: dict[str, Any] = {"model": model, "loss": loss, "crf": bool(use_crf), "n_seeds": len(seeds)}
+        for name, path in TABLE_METRICS:
+            row[name] = mean_ci([_get(evaluations[(model, loss, bool(use_crf), int(s))], path) for s in seeds])
+        cells.append(row)
+    return cells
+
+
+def _differences(evaluations: dict[tuple[str, str, bool, int], dict[str, Any]], models: Sequence[str],
+                 losses: Sequence[str], crf: Sequence[bool], seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """Seed-paired differences ``b - a`` between every two cells that differ in exactly one factor."""
+    differences = []
+    keys = list(itertools.product(models, losses, [bool(c) for c in crf]))
+    for a, b in itertools.combinations(keys, 2):
+        changed = [f for f, x, y in zip(("model", "loss", "crf"), a, b) if x != y]
+        if len(changed) != 1:
+            continue
+        diff: dict[str, Any] = {
+            "factor": changed[0], "a": dict(zip(("model", "loss", "crf"), a)),
+            "b": dict(zip(("model", "loss", "crf"), b)), "n_pairs": len(seeds),
+        }
+        for name, path in TABLE_METRICS:
+            pairs = [(_get(evaluations[(*a, int(s))], path), _get(evaluations[(*b, int(s))], path)) for s in seeds]
+            diff[name] = mean_ci([y - x for x, y in pairs if x is not None and y is not None])
+        differences.append(diff)
+    return differences
+
+
 def _ci_columns(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     cols = {}
     for name, _ in TABLE_METRICS:
@@ -220,23 +234,13 @@ def _ci_columns(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _write_cells_csv(path: Path, cells: list[dict[str, Any]]) -> None:
-    rows = [{"model": c["model"], "loss": c["loss"], "crf": c["crf"], "n_seeds": c["n_seeds"], **_ci_columns(c)} for c in cells]
-    _write_csv(path, rows)
+    write_csv(path, [{"model": c["model"], "loss": c["loss"], "crf": c["crf"], "n_seeds": c["n_seeds"], **_ci_columns(c)}
+                     for c in cells])
 
 
 def _write_differences_csv(path: Path, diffs: list[dict[str, Any]]) -> None:
-    rows = [
+    write_csv(path, [
         {"factor": d["factor"], **{f"a_{k}": v for k, v in d["a"].items()}, **{f"b_{k}": v for k, v in d["b"].items()},
          "n_pairs": d["n_pairs"], **_ci_columns(d, prefix="diff_")}
         for d in diffs
-    ]
-    _write_csv(path, rows)
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-    _atomic_write_text(path, buf.getvalue())
+    ])

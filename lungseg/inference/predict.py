@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ import numpy as np
 from scipy import ndimage
 
 from lungseg.errors import DataError, LungsegError
+from lungseg.files import write_json
+from lungseg.inference.run import binarize, load_run, predict_probabilities
 
 VOLUME_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 
@@ -166,7 +169,7 @@ def predict(
     """Segment tumours in ``input_path`` with a trained run and write the result to ``out_path``.
 
     Args:
-        run_dir: run directory of :func:`lungseg.train.train`.
+        run_dir: run directory of :func:`lungseg.training.train`.
         input_path: DICOM series folder, NIfTI file, PNG/JPEG file or folder, or ``.npz`` with
             ``images`` ``(N, H, W)`` (optional ``intensity``, ``spacing``).
         out_path: a ``.nii``/``.nii.gz`` file (volumes), ``.png`` file (one image), ``.npz`` file
@@ -180,14 +183,12 @@ def predict(
         checkpoint: ``"best"`` or ``"last"``.
         device: inference device.
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 elsewhere), ``"fp32"`` or ``"bf16"``
-            (on a CPU with native bf16 about 2x faster; see :func:`lungseg.evaluate.load_run`).
+            (on a CPU with native bf16 about 2x faster; see :func:`lungseg.inference.load_run`).
         progress: show progress bars.
 
     Returns:
         A summary: the files written and the lesions found (also written as ``*lesions.json``).
     """
-    from lungseg.evaluate import binarize, load_run, predict_probabilities, write_json
-
     inp, out = Path(input_path), Path(out_path)
     _check_output(inp, out)
     run = load_run(run_dir, checkpoint=checkpoint, device=device, precision=precision)
@@ -202,85 +203,108 @@ def predict(
             f" on {model_intensity!r} data (HU cannot be recovered from PNG/JPEG images)"
         )
 
-    def segment(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    def segment(images: np.ndarray) -> Segmentation:
         try:
             res = predict_probabilities(run, images, batch_size=batch_size, return_attention=attention, progress=progress)
         except ValueError as exc:
             raise LungsegError(f"{inp}: {exc}") from None
         probs, alphas = res if attention else (res, [])
-        return binarize(run, images, probs, crf, threshold), probs, alphas
+        return Segmentation(binarize(run, images, probs, crf, threshold), probs, alphas)
 
-    written: list[str] = []
     summary: dict[str, Any] = {"input": str(inp), "run": str(run.run_dir), "crf": bool(crf), "precision": run.precision}
-    if kind == "volume":
-        from lungseg.data.nifti import dicom_affine, write_nifti
-
-        if len(items) > 1:
-            uids = [v.meta.get("series_uid", v.patient_id) for v in items]
-            raise LungsegError(f"{inp}: holds {len(items)} CT series ({', '.join(map(str, uids))}); point to one series folder")
-        vol = items[0]
-        mask, probs, alphas = segment(vol.image)
-        affine = vol.affine if str(vol.meta.get("affine_space", "LPS")).upper() == "RAS" and vol.affine is not None else dicom_affine(vol)
-        if out.name.endswith(VOLUME_SUFFIXES):
-            base = out.parent / _strip_suffix(out.name)
-            mask_path, prefix = out, f"{base}_"
-        else:
-            mask_path, prefix = out / "mask.nii.gz", f"{out}/"
-        written.append(str(write_nifti(mask.astype(np.uint8), mask_path, affine=affine)))
-        if probabilities:
-            written.append(str(write_nifti(probs.astype(np.float32), Path(f"{prefix}probability.nii.gz"), affine=affine)))
-        for level, a in enumerate(alphas):
-            written.append(str(write_nifti(a.astype(np.float32), Path(f"{prefix}attention_level{level}.nii.gz"), affine=affine)))
-        summary.update(shape=list(vol.image.shape), spacing_mm=list(vol.spacing), lesions=lesion_summary(mask, vol.spacing))
-        lesion_path = Path(f"{prefix}lesions.json")
-    elif kind == "images":
-        from PIL import Image
-
-        single_file = len(items) == 1 and out.suffix.lower() == ".png"
-        per_image = []
-        for path, img in items:
-            mask, probs, alphas = segment(img[None])
-            if single_file:
-                mask_path, prefix = out, f"{out.parent / _strip_suffix(out.name)}_"
-            else:
-                prefix = f"{out / _strip_suffix(path.name)}_"
-                mask_path = Path(f"{prefix}mask.png")
-            mask_path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray((mask[0] > 0).astype(np.uint8) * 255).save(mask_path)
-            written.append(str(mask_path))
-            if probabilities:
-                Image.fromarray(np.round(probs[0] * 255).astype(np.uint8)).save(f"{prefix}probability.png")
-                written.append(f"{prefix}probability.png")
-            for level, a in enumerate(alphas):
-                Image.fromarray(np.round(np.clip(a[0], 0, 1) * 255).astype(np.uint8)).save(f"{prefix}attention_level{level}.png")
-                written.append(f"{prefix}attention_level{level}.png")
-            per_image.append({"image": str(path), **image_lesion_summary(mask[0], None)})
-        summary["lesions"] = {
-            "count": sum(p["count"] for p in per_image), "images": per_image,
-            "note": "PNG/JPEG images carry no pixel spacing: sizes are in pixels",
-        }
-        lesion_path = (out.parent / f"{_strip_suffix(out.name)}_lesions.json") if single_file else out / "lesions.json"
-    else:
-        images, _, spacing = items
-        mask, probs, alphas = segment(images)
-        npz_path = out if out.suffix.lower() == ".npz" else out / "predictions.npz"
-        arrays: dict[str, np.ndarray] = {"masks": mask.astype(np.uint8)}
-        if probabilities:
-            arrays["probabilities"] = probs.astype(np.float32)
-        for level, a in enumerate(alphas):
-            arrays[f"attention_level{level}"] = a.astype(np.float32)
-        npz_path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(npz_path, **arrays)
-        written.append(str(npz_path))
-        per_image = [
-            {"index": i, **image_lesion_summary(mask[i], None if spacing is None else tuple(spacing[i]))}
-            for i in range(len(mask))
-        ]
-        summary["lesions"] = {"count": sum(p["count"] for p in per_image), "images": per_image}
-        lesion_path = npz_path.with_name(f"{_strip_suffix(npz_path.name)}_lesions.json")
+    writer = {"volume": _write_volume, "images": _write_images, "npz": _write_npz}[kind]
+    written, lesion_path = writer(inp, items, out, segment, probabilities, summary)
     summary["files"] = written + [str(lesion_path)]
     write_json(summary, lesion_path)
     return summary
+
+
+@dataclass
+class Segmentation:
+    """What one call of the model gives for a stack of slices: the mask, probabilities and gate maps."""
+
+    mask: np.ndarray
+    probs: np.ndarray
+    alphas: list[np.ndarray]
+
+
+def _write_volume(inp: Path, items: list[Any], out: Path, segment: Any, probabilities: bool,
+                  summary: dict[str, Any]) -> tuple[list[str], Path]:
+    """A volume's mask (and extras) as NIfTI in the input's geometry; 3D lesion summary."""
+    from lungseg.data.nifti import dicom_affine, write_nifti
+
+    if len(items) > 1:
+        uids = [v.meta.get("series_uid", v.patient_id) for v in items]
+        raise LungsegError(f"{inp}: holds {len(items)} CT series ({', '.join(map(str, uids))}); point to one series folder")
+    vol = items[0]
+    seg = segment(vol.image)
+    ras = str(vol.meta.get("affine_space", "LPS")).upper() == "RAS" and vol.affine is not None
+    affine = vol.affine if ras else dicom_affine(vol)
+    if out.name.endswith(VOLUME_SUFFIXES):
+        mask_path, prefix = out, f"{out.parent / _strip_suffix(out.name)}_"
+    else:
+        mask_path, prefix = out / "mask.nii.gz", f"{out}/"
+    written = [str(write_nifti(seg.mask.astype(np.uint8), mask_path, affine=affine))]
+    if probabilities:
+        written.append(str(write_nifti(seg.probs.astype(np.float32), Path(f"{prefix}probability.nii.gz"), affine=affine)))
+    for level, a in enumerate(seg.alphas):
+        written.append(str(write_nifti(a.astype(np.float32), Path(f"{prefix}attention_level{level}.nii.gz"), affine=affine)))
+    summary.update(shape=list(vol.image.shape), spacing_mm=list(vol.spacing), lesions=lesion_summary(seg.mask, vol.spacing))
+    return written, Path(f"{prefix}lesions.json")
+
+
+def _write_images(inp: Path, items: list[Any], out: Path, segment: Any, probabilities: bool,
+                  summary: dict[str, Any]) -> tuple[list[str], Path]:
+    """One PNG mask (and extras) per input image, same size; 2D lesion summaries in pixels."""
+    from PIL import Image
+
+    def save_png(array01: np.ndarray, path: str | Path) -> str:
+        Image.fromarray(np.round(np.clip(array01, 0, 1) * 255).astype(np.uint8)).save(path)
+        return str(path)
+
+    single_file = len(items) == 1 and out.suffix.lower() == ".png"
+    written, per_image = [], []
+    for path, img in items:
+        seg = segment(img[None])
+        if single_file:
+            mask_path, prefix = out, f"{out.parent / _strip_suffix(out.name)}_"
+        else:
+            prefix = f"{out / _strip_suffix(path.name)}_"
+            mask_path = Path(f"{prefix}mask.png")
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
+        written.append(save_png((seg.mask[0] > 0).astype(np.float32), mask_path))
+        if probabilities:
+            written.append(save_png(seg.probs[0], f"{prefix}probability.png"))
+        for level, a in enumerate(seg.alphas):
+            written.append(save_png(a[0], f"{prefix}attention_level{level}.png"))
+        per_image.append({"image": str(path), **image_lesion_summary(seg.mask[0], None)})
+    summary["lesions"] = {
+        "count": sum(p["count"] for p in per_image), "images": per_image,
+        "note": "PNG/JPEG images carry no pixel spacing: sizes are in pixels",
+    }
+    lesion_path = (out.parent / f"{_strip_suffix(out.name)}_lesions.json") if single_file else out / "lesions.json"
+    return written, lesion_path
+
+
+def _write_npz(inp: Path, items: list[Any], out: Path, segment: Any, probabilities: bool,
+               summary: dict[str, Any]) -> tuple[list[str], Path]:
+    """The masks (and extras) of an ``.npz`` stack as ``.npz``; 2D lesion summaries per image."""
+    images, _, spacing = items
+    seg = segment(images)
+    npz_path = out if out.suffix.lower() == ".npz" else out / "predictions.npz"
+    arrays: dict[str, np.ndarray] = {"masks": seg.mask.astype(np.uint8)}
+    if probabilities:
+        arrays["probabilities"] = seg.probs.astype(np.float32)
+    for level, a in enumerate(seg.alphas):
+        arrays[f"attention_level{level}"] = a.astype(np.float32)
+    npz_path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(npz_path, **arrays)
+    per_image = [
+        {"index": i, **image_lesion_summary(seg.mask[i], None if spacing is None else tuple(spacing[i]))}
+        for i in range(len(seg.mask))
+    ]
+    summary["lesions"] = {"count": sum(p["count"] for p in per_image), "images": per_image}
+    return [str(npz_path)], npz_path.with_name(f"{_strip_suffix(npz_path.name)}_lesions.json")
 
 
 def format_summary(summary: dict[str, Any]) -> str:

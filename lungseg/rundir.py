@@ -1,0 +1,246 @@
+"""The run directory: the one place that knows which files a training run consists of.
+
+A run directory holds everything needed to reproduce, resume, evaluate and deploy a model::
+
+    config.json                 the resolved TrainConfig
+    fingerprint.json            the normalisation statistics (eq. 1), from the training split only
+    split.json                  the patient-level train/val/test split
+    history.csv                 one row per epoch: training loss, validation Dice, learning rate, time
+    last.pt                     model + optimiser + scheduler + RNG states + epoch (for resuming)
+    best.pt                     the weights with the best validation Dice
+    metrics.json                the training summary; ``"finished": true`` once training ended
+    provenance.json             git commit, package versions, device
+    eval_crf_{off,on}.json      evaluations of the experiment grid (CRF off / on), each with
+    eval_crf_{off,on}_per_image.csv   its per-image table
+
+Every other module asks :class:`RunDir` for these paths and contents; no other module spells a
+file name. Every write is atomic (:mod:`lungseg.files`), so a killed process never leaves a
+half-written file, and checkpoints are read by the one function :meth:`RunDir.load_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from lungseg.config import TrainConfig
+from lungseg.errors import LungsegError
+from lungseg.files import atomic_write_bytes, atomic_write_text, write_csv, write_json
+
+__all__ = ["CHECKPOINTS", "HISTORY_COLUMNS", "RunDir", "per_image_csv_path"]
+
+#: Checkpoint names: ``"best"`` (highest validation Dice) and ``"last"`` (end of the latest epoch).
+CHECKPOINTS: tuple[str, ...] = ("best", "last")
+#: Columns of the history file, one row per epoch.
+HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "val_dice", "lr", "time_s")
+SPLIT_PARTS: tuple[str, ...] = ("train", "val", "test")
+
+
+def per_image_csv_path(evaluation_json: str | os.PathLike[str]) -> Path:
+    """The per-image CSV written beside an evaluation JSON (``metrics.json`` → ``metrics_per_image.csv``)."""
+    p = Path(evaluation_json)
+    stem = p.name[: -len(".json")] if p.name.endswith(".json") else p.name
+    return p.with_name(f"{stem}_per_image.csv")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """A training run's folder and its files.
+
+    Args:
+        path: the folder (it need not exist yet).
+    """
+
+    path: Path
+
+    CONFIG = "config.json"
+    FINGERPRINT = "fingerprint.json"
+    SPLIT = "split.json"
+    HISTORY = "history.csv"
+    METRICS = "metrics.json"
+    PROVENANCE = "provenance.json"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ---------------------------------------------------------------- paths
+    @property
+    def config_path(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def fingerprint_path(self) -> Path:
+        return self.path / self.FINGERPRINT
+
+    @property
+    def split_path(self) -> Path:
+        return self.path / self.SPLIT
+
+    @property
+    def history_path(self) -> Path:
+        return self.path / self.HISTORY
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def provenance_path(self) -> Path:
+        return self.path / self.PROVENANCE
+
+    def checkpoint_path(self, which: str = "best") -> Path:
+        """``best.pt`` or ``last.pt``.
+
+        Raises:
+            LungsegError: ``which`` is not one of :data:`CHECKPOINTS`.
+        """
+        if which not in CHECKPOINTS:
+            raise LungsegError(f"checkpoint must be one of {CHECKPOINTS}, got {which!r}")
+        return self.path / f"{which}.pt"
+
+    def evaluation_path(self, crf: bool) -> Path:
+        """Where the experiment grid keeps this run's test evaluation with the CRF off or on."""
+        return self.path / f"eval_crf_{'on' if crf else 'off'}.json"
+
+    def per_image_path(self, crf: bool) -> Path:
+        """The per-image CSV beside :meth:`evaluation_path`."""
+        return per_image_csv_path(self.evaluation_path(crf))
+
+    def published_files(self) -> list[Path]:
+        """The small files that describe a finished run (no checkpoints): what a results folder publishes."""
+        names = [self.CONFIG, self.METRICS, self.HISTORY, self.SPLIT, self.FINGERPRINT, self.PROVENANCE]
+        paths = [self.path / n for n in names]
+        for crf in (False, True):
+            paths += [self.evaluation_path(crf), self.per_image_path(crf)]
+        return paths
+
+    # ---------------------------------------------------------------- state
+    def has_checkpoint(self, which: str = "last") -> bool:
+        return self.checkpoint_path(which).is_file()
+
+    def holds_run(self) -> bool:
+        """True once training has saved a checkpoint here."""
+        return any(self.has_checkpoint(which) for which in CHECKPOINTS)
+
+    def is_finished(self) -> bool:
+        """True when training ended (its summary says so) and the best weights exist."""
+        if not (self.metrics_path.is_file() and self.config_path.is_file() and self.has_checkpoint("best")):
+            return False
+        try:
+            return bool(json.loads(self.metrics_path.read_text()).get("finished", False))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return False
+
+    def evaluation_is_fresh(self, crf: bool) -> bool:
+        """True when the stored evaluation is at least as new as the best weights."""
+        path, best = self.evaluation_path(crf), self.checkpoint_path("best")
+        return path.is_file() and best.is_file() and path.stat().st_mtime >= best.stat().st_mtime
+
+    def require(self, *paths: Path) -> None:
+        """Raise :class:`FileNotFoundError` naming the first of ``paths`` that is missing."""
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"{self.path}: run directory not found")
+        for needed in paths:
+            if not needed.is_file():
+                raise FileNotFoundError(
+                    f"{needed}: missing from the run directory (is {self.path} a finished `lungseg train` run?)"
+                )
+
+    # ---------------------------------------------------------------- reading and writing
+    def create(self) -> "RunDir":
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def write_config(self, config: TrainConfig) -> Path:
+        config.to_json(self.config_path)
+        return self.config_path
+
+    def read_config(self) -> TrainConfig:
+        return TrainConfig.from_json(self.config_path)
+
+    def write_fingerprint(self, fingerprint: Any) -> Path:
+        return fingerprint.to_json(self.fingerprint_path)
+
+    def read_fingerprint(self) -> Any:
+        from lungseg.preprocess import Fingerprint
+
+        return Fingerprint.from_json(self.fingerprint_path)
+
+    def write_split(self, split: dict[str, Sequence[str]], *, seed: int, fractions: Sequence[float], data: str) -> Path:
+        """The patient-level split, with the seed, fractions and dataset it was drawn from."""
+        record = {**{k: list(split[k]) for k in SPLIT_PARTS}, "seed": int(seed),
+                  "fractions": [float(f) for f in fractions], "data": str(data)}
+        return atomic_write_text(self.split_path, json.dumps(record, indent=2) + "\n")
+
+    def read_split(self, missing_ok: bool = False) -> dict[str, list[str]]:
+        """``{"train": [...], "val": [...], "test": [...]}`` patient ids.
+
+        Args:
+            missing_ok: return empty parts instead of raising when the file does not exist.
+        """
+        if not self.split_path.is_file():
+            if missing_ok:
+                return {k: [] for k in SPLIT_PARTS}
+            raise FileNotFoundError(f"{self.split_path}: missing from the run directory")
+        try:
+            record = json.loads(self.split_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LungsegError(f"{self.split_path}: not valid JSON ({exc})") from None
+        return {k: [str(p) for p in record.get(k, [])] for k in SPLIT_PARTS}
+
+    def write_history(self, history: Sequence[dict[str, float]]) -> Path:
+        return write_csv(self.history_path, [{k: row[k] for k in HISTORY_COLUMNS} for row in history], HISTORY_COLUMNS)
+
+    def read_history(self) -> list[dict[str, float]]:
+        """The per-epoch rows of the history file (numbers as floats, ``epoch`` as int)."""
+        with open(self.history_path, encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
+
+    def write_metrics(self, summary: dict[str, Any]) -> Path:
+        return write_json(summary, self.metrics_path)
+
+    def read_metrics(self) -> dict[str, Any]:
+        return json.loads(self.metrics_path.read_text())
+
+    def write_provenance(self, record: dict[str, Any]) -> Path:
+        return write_json(record, self.provenance_path)
+
+    def read_evaluation(self, crf: bool) -> dict[str, Any]:
+        return json.loads(self.evaluation_path(crf).read_text())
+
+    def save_checkpoint(self, which: str, state: dict[str, Any]) -> Path:
+        """:func:`torch.save` of ``state`` as ``which`` (``"best"``/``"last"``), never leaving a partial file."""
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        return atomic_write_bytes(self.checkpoint_path(which), buf.getvalue())
+
+    def load_checkpoint(self, which: str = "best") -> dict[str, Any]:
+        """The one function that reads this run's checkpoints (tensors mapped to the CPU).
+
+        Raises:
+            FileNotFoundError: the checkpoint does not exist.
+            LungsegError: the file cannot be read as a checkpoint (the message names it).
+        """
+        path = self.checkpoint_path(which)
+        self.require(path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a corrupt file can raise many types; report it as one line
+            raise LungsegError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
+        if not isinstance(state, dict) or "model" not in state:
+            raise LungsegError(f"{path}: not a lungseg checkpoint (no 'model' weights)")
+        return state
