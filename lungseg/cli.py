@@ -151,7 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lungseg {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for add_verb in (_phantom_parser, _fetch_parser, _train_parser, _evaluate_parser, _experiment_parser, _predict_parser, _bench_parser):
+        add_verb(sub)
+    return parser
 
+
+def _phantom_parser(sub: Any) -> None:
+    """The ``phantom`` verb's flags."""
     p = sub.add_parser("phantom", formatter_class=_Formatter, help="generate a synthetic chest-CT study (DICOM + NIfTI masks)",
                        description="Generate a synthetic chest-CT study: one DICOM series and one NIfTI tumour mask per patient.")
     p.add_argument("--out", required=True, help="output folder (required)")
@@ -161,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slices", type=int, default=None, help="slices per patient (default: the generator's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
 
+
+def _fetch_parser(sub: Any) -> None:
+    """The ``fetch`` verb's flags."""
     p = sub.add_parser("fetch", formatter_class=_Formatter, help="download and verify a public dataset",
                        description="Download a public dataset, verify its SHA-256 and unpack it.")
     p.add_argument("name", nargs="?", default="msd-lung", help="dataset name (default: msd-lung)")
@@ -168,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default=None, help="alternative download URL (default: the manifest's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
 
+
+def _train_parser(sub: Any) -> None:
+    """The ``train`` verb's flags."""
     p = sub.add_parser("train", formatter_class=_Formatter, help="train a model into a run directory",
                        description="Train a segmentation model. With --resume, continue the run in --out from its last checkpoint"
                                    " (flags not given are taken from the run's saved configuration).")
@@ -180,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
 
+
+def _evaluate_parser(sub: Any) -> None:
+    """The ``evaluate`` verb's flags."""
     p = sub.add_parser("evaluate", formatter_class=_Formatter, help="evaluate a run: all metrics with bootstrap CIs",
                        description="Evaluate a trained run; writes METRICS.json and METRICS_per_image.csv next to it.")
     p.add_argument("--run", required=True, help="run directory (required)")
@@ -196,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_precision(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
 
+
+def _experiment_parser(sub: Any) -> None:
+    """The ``experiment`` verb's flags."""
     p = sub.add_parser("experiment", formatter_class=_Formatter, help="the paper's model × loss × CRF × seed grid",
                        description="Train and evaluate {unet, attention} × {dice, focal, hybrid} × CRF {off, on} × seeds,"
                                    " reusing finished runs; writes results.csv, results.json and differences.csv.")
@@ -210,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p, skip=("model", "loss"))
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
 
+
+def _predict_parser(sub: Any) -> None:
+    """The ``predict`` verb's flags."""
     p = sub.add_parser("predict", formatter_class=_Formatter, help="segment a DICOM series, NIfTI, PNG/JPEG or .npz",
                        description="Segment tumours with a trained run; writes the mask in the input's geometry and a"
                                    " lesion summary (count, volume in mL, equivalent diameter, slice range).")
@@ -226,10 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_precision(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
 
+
+def _bench_parser(sub: Any) -> None:
+    """The ``bench`` verb's flags."""
     p = sub.add_parser("bench", formatter_class=_Formatter, add_help=False, help="benchmarks (see `lungseg bench --help`)",
                        description="Benchmarks; the flags are those of lungseg.bench.")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments passed to lungseg.bench")
-    return parser
 
 
 def _csv_list(value: str, name: str, cast: Any = str) -> list[Any]:
