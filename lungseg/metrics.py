@@ -14,17 +14,13 @@ by tenths on tumour segmentation data:
     Counts pooled over all images of a patient, ratio per patient, then the mean over patients
     (each patient weighs the same whatever their number of slices).
 
-Empty-mask rule (applies to every metric of the per-image and per-patient means): an image (or a
-patient) whose target AND prediction are both empty has no defined Dice/IoU/precision/recall; it is
-*excluded* from the mean and counted in ``n_empty_agreed`` (true-negative images). An empty target
-with a non-empty prediction is kept and scores Dice = IoU = precision = recall = 0; a non-empty target
-with an empty prediction is kept and scores 0 as well.
+Images whose prediction and target are both empty follow one rule, :data:`EMPTY_MASK_RULE`, in every
+function here. For binary masks eq. (14) F-score and Dice are the same number,
+``2TP / (2TP + FP + FN)``, for every aggregation; a table quoting different Dice and F1 values cannot
+have computed both from the same confusion counts.
 
-Zero denominators (e.g. precision with no predicted pixel) follow one rule, see
-:func:`ratio_or_default`: the value is 1.0 when prediction and target are both empty (nothing to find,
-nothing found) and 0.0 otherwise. Note that for binary masks eq. (14) F-score and Dice are the same
-number, ``2TP / (2TP + FP + FN)``, for every aggregation; a table quoting different Dice and F1 values
-cannot have computed both from the same confusion counts.
+Lesion sizes are equivalent diameters: :func:`equivalent_diameter_mm` (disc of the same area, 2D) and
+:func:`equivalent_sphere_diameter_mm` (sphere of the same volume, 3D).
 """
 
 from __future__ import annotations
@@ -43,29 +39,24 @@ __all__ = [
     "DEFAULT_PERTURBATIONS",
     "EMPTY_MASK_RULE",
     "LESION_RULE",
-    "STATISTICS",
+    "METRIC_NAMES",
     "Confusion",
     "Lesion",
     "Perturbation",
-    "accuracy",
     "bootstrap_all",
     "bootstrap_ci",
     "confusion",
     "confusion_per_image",
     "dice",
-    "f1",
+    "equivalent_diameter_mm",
+    "equivalent_sphere_diameter_mm",
     "intensity_robustness",
-    "iou",
     "lesions",
-    "precision",
     "ratio_or_default",
-    "recall",
+    "score",
     "small_tumor_recall",
     "summarize",
 ]
-
-STATISTICS: tuple[str, ...] = ("dice", "iou", "accuracy", "precision", "recall", "f1")
-"""Names of the confusion-count statistics reported by :func:`summarize`."""
 
 AGGREGATIONS: dict[str, str] = {
     "pooled": "confusion counts summed over all pixels of all images, then one ratio",
@@ -81,6 +72,13 @@ EMPTY_MASK_RULE = (
     "recall = 0; the pooled aggregation uses all pixels of all images. Zero denominators give 1.0 "
     "when prediction and target are both empty and 0.0 otherwise."
 )
+"""The one empty-mask rule of every metric here (and the text :func:`summarize` reports).
+
+"Both empty" means TP = FP = FN = 0 (:attr:`Confusion.both_empty`): nothing to find and nothing found.
+Such an image's own ratios are 1.0 (:func:`ratio_or_default`: nothing was missed, nothing was wrongly
+found), but it says nothing about how well tumours are outlined, so the per-image and per-patient means
+leave it out rather than let true-negative slices inflate them. Every other zero denominator gives 0.0:
+an empty target with a non-empty prediction, or a non-empty target with an empty prediction, scores 0."""
 
 LESION_RULE = (
     "Lesions are 8-connected components (scipy.ndimage.label, 3x3 structure) of the 2D target mask "
@@ -95,8 +93,13 @@ _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 # --------------------------------------------------------------------------------------------------
 # Confusion counts and the ratios of eqs. (11)-(14)
 # --------------------------------------------------------------------------------------------------
+def _both_empty(tp: Any, fp: Any, fn: Any) -> Any:
+    """Where prediction and target are both empty (TP = FP = FN = 0): the case of :data:`EMPTY_MASK_RULE`."""
+    return (tp + fp + fn) == 0
+
+
 def ratio_or_default(num: Any, den: Any, both_empty: Any) -> Any:
-    """``num / den`` with the module's zero-denominator rule, vectorised over numpy arrays.
+    """``num / den`` with the zero-denominator part of :data:`EMPTY_MASK_RULE`, vectorised over numpy arrays.
 
     Args:
         num: numerator(s).
@@ -114,21 +117,27 @@ def ratio_or_default(num: Any, den: Any, both_empty: Any) -> Any:
     return float(out) if out.ndim == 0 else out
 
 
+#: ``name: (numerator, denominator)`` of every statistic, from float64 confusion counts (Table 1).
+_RATIOS: dict[str, Callable[[Any, Any, Any, Any], tuple[Any, Any]]] = {
+    "dice": lambda tp, fp, fn, tn: (2 * tp, 2 * tp + fp + fn),  # 2|P∩G| / (|P| + |G|): eqs. 4/7, hard masks
+    "iou": lambda tp, fp, fn, tn: (tp, tp + fp + fn),  # Jaccard |P∩G| / |P∪G|
+    "accuracy": lambda tp, fp, fn, tn: (tp + tn, tp + tn + fp + fn),  # eq. (11)
+    "precision": lambda tp, fp, fn, tn: (tp, tp + fp),  # eq. (12)
+    "recall": lambda tp, fp, fn, tn: (tp, tp + fn),  # eq. (13), sensitivity
+    "f1": lambda tp, fp, fn, tn: (2 * tp, 2 * tp + fp + fn),  # eq. (14): the same number as Dice
+}
+
+METRIC_NAMES: tuple[str, ...] = tuple(_RATIOS)
+"""Names of the confusion-count statistics (:func:`score`, :class:`Confusion`, :func:`summarize`),
+in the order :func:`summarize` reports them."""
+
+
 def _stat_from_counts(name: str, tp: Any, fp: Any, fn: Any, tn: Any) -> Any:
-    """One statistic from (arrays of) confusion counts; see :data:`STATISTICS`."""
+    """One statistic of :data:`METRIC_NAMES` from (arrays of) confusion counts."""
+    if name not in _RATIOS:
+        raise ValueError(f"statistic must be one of {METRIC_NAMES}, got {name!r}")
     tp, fp, fn, tn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn, tn))
-    empty = (tp + fp + fn) == 0
-    if name == "accuracy":  # eq. (11)
-        return ratio_or_default(tp + tn, tp + tn + fp + fn, empty)
-    if name == "precision":  # eq. (12)
-        return ratio_or_default(tp, tp + fp, empty)
-    if name in ("recall", "sensitivity"):  # eq. (13)
-        return ratio_or_default(tp, tp + fn, empty)
-    if name in ("f1", "dice"):  # eq. (14); identical to Dice for binary masks
-        return ratio_or_default(2 * tp, 2 * tp + fp + fn, empty)
-    if name == "iou":
-        return ratio_or_default(tp, tp + fp + fn, empty)
-    raise ValueError(f"statistic must be one of {STATISTICS}, got {name!r}")
+    return ratio_or_default(*_RATIOS[name](tp, fp, fn, tn), _both_empty(tp, fp, fn))
 
 
 @dataclass(frozen=True)
@@ -141,8 +150,8 @@ class Confusion:
         fn: tumour pixels predicted as non-tumour.
         tn: non-tumour pixels predicted as non-tumour.
 
-    Confusions add (``a + b`` pools the pixels of both). The ratio properties follow the
-    zero-denominator rule of :func:`ratio_or_default`.
+    Confusions add (``a + b`` pools the pixels of both). The ratio properties follow
+    :data:`EMPTY_MASK_RULE`.
     """
 
     tp: int
@@ -175,23 +184,27 @@ class Confusion:
 
     @property
     def both_empty(self) -> bool:
-        """True when prediction and target are both empty (TP = FP = FN = 0)."""
-        return self.tp + self.fp + self.fn == 0
+        """True when prediction and target are both empty (TP = FP = FN = 0), see :data:`EMPTY_MASK_RULE`."""
+        return bool(_both_empty(self.tp, self.fp, self.fn))
+
+    def score(self, name: str) -> float:
+        """The statistic ``name`` of :data:`METRIC_NAMES` of these counts."""
+        return _stat_from_counts(name, self.tp, self.fp, self.fn, self.tn)
 
     @property
     def accuracy(self) -> float:
         """Eq. (11): ``(TP + TN) / (TP + TN + FP + FN)``."""
-        return _stat_from_counts("accuracy", self.tp, self.fp, self.fn, self.tn)
+        return self.score("accuracy")
 
     @property
     def precision(self) -> float:
         """Eq. (12): ``TP / (TP + FP)``."""
-        return _stat_from_counts("precision", self.tp, self.fp, self.fn, self.tn)
+        return self.score("precision")
 
     @property
     def recall(self) -> float:
         """Eq. (13), sensitivity: ``TP / (TP + FN)``."""
-        return _stat_from_counts("recall", self.tp, self.fp, self.fn, self.tn)
+        return self.score("recall")
 
     @property
     def sensitivity(self) -> float:
@@ -201,21 +214,21 @@ class Confusion:
     @property
     def f1(self) -> float:
         """Eq. (14), F-score: ``2TP / (2TP + FP + FN)``."""
-        return _stat_from_counts("f1", self.tp, self.fp, self.fn, self.tn)
+        return self.score("f1")
 
     @property
     def dice(self) -> float:
         """Dice coefficient ``2|P∩G| / (|P| + |G|)`` (the overlap of eqs. 4/7, hard masks)."""
-        return _stat_from_counts("dice", self.tp, self.fp, self.fn, self.tn)
+        return self.score("dice")
 
     @property
     def iou(self) -> float:
         """Intersection over union (Jaccard) ``TP / (TP + FP + FN)``."""
-        return _stat_from_counts("iou", self.tp, self.fp, self.fn, self.tn)
+        return self.score("iou")
 
     def as_dict(self) -> dict[str, float]:
-        """All :data:`STATISTICS` as a dict of floats."""
-        return {name: getattr(self, name) for name in STATISTICS}
+        """All :data:`METRIC_NAMES` as a dict of floats."""
+        return {name: self.score(name) for name in METRIC_NAMES}
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
@@ -309,89 +322,30 @@ def confusion_per_image(pred: Any, target: Any) -> list[Confusion]:
     return [Confusion(*row) for row in _count_rows(p, t)]
 
 
-def _resolve(c_or_pred: Confusion | Any, target: Any | None, name: str) -> Confusion:
+def score(name: str, c_or_pred: Confusion | Any, target: Any | None = None) -> float:
+    """One statistic of eqs. (11)-(14), Dice or IoU, pooled over all pixels.
+
+    Args:
+        name: one of :data:`METRIC_NAMES` (``"dice"``, ``"iou"``, ``"accuracy"`` eq. 11,
+            ``"precision"`` eq. 12, ``"recall"`` eq. 13, ``"f1"`` eq. 14).
+        c_or_pred: a :class:`Confusion`, or a binary prediction of any shape.
+        target: binary target of the prediction's shape (omit when passing a Confusion).
+
+    Returns:
+        The value, with :data:`EMPTY_MASK_RULE` for zero denominators.
+
+    Raises:
+        ValueError: unknown ``name``, or neither a Confusion nor a valid (pred, target) pair.
+    """
     c = c_or_pred if target is None else confusion(c_or_pred, target)
     if not isinstance(c, Confusion):
-        raise ValueError(f"{name}() needs a Confusion, or a (pred, target) pair of binary masks")
-    return c
-
-
-def accuracy(c_or_pred: Confusion | Any, target: Any | None = None) -> float:
-    """Eq. (11), accuracy ``(TP + TN) / (TP + TN + FP + FN)``.
-
-    Args:
-        c_or_pred: a :class:`Confusion`, or a binary prediction of any shape.
-        target: binary target of the prediction's shape (omit when passing a Confusion).
-
-    Returns:
-        The value, pooled over all pixels, with the zero-denominator rule of :func:`ratio_or_default`.
-    """
-    return _resolve(c_or_pred, target, "accuracy").accuracy
-
-
-def precision(c_or_pred: Confusion | Any, target: Any | None = None) -> float:
-    """Eq. (12), precision ``TP / (TP + FP)``.
-
-    Args:
-        c_or_pred: a :class:`Confusion`, or a binary prediction of any shape.
-        target: binary target of the prediction's shape (omit when passing a Confusion).
-
-    Returns:
-        The value, pooled over all pixels, with the zero-denominator rule of :func:`ratio_or_default`.
-    """
-    return _resolve(c_or_pred, target, "precision").precision
-
-
-def recall(c_or_pred: Confusion | Any, target: Any | None = None) -> float:
-    """Eq. (13), sensitivity (recall) ``TP / (TP + FN)``.
-
-    Args:
-        c_or_pred: a :class:`Confusion`, or a binary prediction of any shape.
-        target: binary target of the prediction's shape (omit when passing a Confusion).
-
-    Returns:
-        The value, pooled over all pixels, with the zero-denominator rule of :func:`ratio_or_default`.
-    """
-    return _resolve(c_or_pred, target, "recall").recall
-
-
-def f1(c_or_pred: Confusion | Any, target: Any | None = None) -> float:
-    """Eq. (14), F-score ``2TP / (2TP + FP + FN)``.
-
-    Args:
-        c_or_pred: a :class:`Confusion`, or a binary prediction of any shape.
-        target: binary target of the prediction's shape (omit when passing a Confusion).
-
-    Returns:
-        The value, pooled over all pixels, with the zero-denominator rule of :func:`ratio_or_default`.
-    """
-    return _resolve(c_or_pred, target, "f1").f1
+        raise ValueError(f"score({name!r}) needs a Confusion, or a (pred, target) pair of binary masks")
+    return c.score(name)
 
 
 def dice(c_or_pred: Confusion | Any, target: Any | None = None) -> float:
-    """Dice coefficient ``2TP / (2TP + FP + FN)`` (hard-mask overlap of eqs. 4/7).
-
-    Args:
-        c_or_pred: a :class:`Confusion`, or a binary prediction of any shape.
-        target: binary target of the prediction's shape (omit when passing a Confusion).
-
-    Returns:
-        The value, pooled over all pixels, with the zero-denominator rule of :func:`ratio_or_default`.
-    """
-    return _resolve(c_or_pred, target, "dice").dice
-
-
-def iou(c_or_pred: Confusion | Any, target: Any | None = None) -> float:
-    """Intersection over union (Jaccard) ``TP / (TP + FP + FN)``.
-
-    Args:
-        c_or_pred: a :class:`Confusion`, or a binary prediction of any shape.
-        target: binary target of the prediction's shape (omit when passing a Confusion).
-
-    Returns:
-        The value, pooled over all pixels, with the zero-denominator rule of :func:`ratio_or_default`.
-    """
-    return _resolve(c_or_pred, target, "iou").iou
+    """``score("dice", c_or_pred, target)``: the Dice coefficient ``2TP / (2TP + FP + FN)``."""
+    return score("dice", c_or_pred, target)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -404,7 +358,7 @@ class Lesion:
     Attributes:
         pixels: ``(K, 2)`` int64 row/column indices of the component's pixels.
         area_mm2: area in mm², ``K * dy * dx``.
-        diameter_mm: equivalent diameter ``2 * sqrt(area_mm2 / pi)`` (circle of the same area).
+        diameter_mm: :func:`equivalent_diameter_mm` (disc of the same area).
     """
 
     pixels: np.ndarray
@@ -432,6 +386,37 @@ def _spacing_rows(spacing: Any, n: int, name: str = "spacing") -> np.ndarray:
     return s
 
 
+def equivalent_diameter_mm(area: Any, spacing: Any = (1.0, 1.0)) -> Any:
+    """Diameter ``2 sqrt(A / pi)`` of the disc with the area ``A`` of a 2D lesion (the lesion-size rule).
+
+    Args:
+        area: pixel count(s) (with their ``spacing``) or area(s) in mm² (with the default spacing),
+            a number or an array.
+        spacing: in-plane pixel size ``(dy, dx)`` in mm.
+
+    Returns:
+        ``2 * sqrt(area * dy * dx / pi)`` in mm, float64 (an array for array input).
+    """
+    dy, dx = spacing
+    return 2.0 * np.sqrt(np.asarray(area, dtype=np.float64) * dy * dx / np.pi)
+
+
+def equivalent_sphere_diameter_mm(volume: Any, unit_mm3: float = 1.0) -> Any:
+    """Diameter ``(6 V / pi)^(1/3)`` of the sphere with the volume ``V`` of a 3D lesion.
+
+    Args:
+        volume: the volume in units of ``unit_mm3`` mm³: voxels with ``unit_mm3`` the voxel volume, ml
+            with 1000, or mm³ with the default 1 (a number or an array).
+        unit_mm3: mm³ per unit of ``volume``.
+
+    Returns:
+        ``(6 * volume * unit_mm3 / pi) ** (1/3)`` in mm (a float for Python numbers).
+    """
+    # Left as Python arithmetic in this order: callers that wrote ``(6 * n_voxels * voxel_volume /
+    # pi) ** (1 / 3)`` get the same bits (float rounding depends on the order of the products).
+    return (6 * volume * unit_mm3 / math.pi) ** (1 / 3)
+
+
 def lesions(mask2d: Any, spacing: Any) -> list[Lesion]:
     """Connected lesions of one 2D mask (8-connectivity), with their equivalent diameters.
 
@@ -449,12 +434,11 @@ def lesions(mask2d: Any, spacing: Any) -> list[Lesion]:
     labels, _ = ndimage.label(m, structure=_EIGHT_CONNECTED)
     out = []
     for _, (rows, cols) in sorted(ndimage.value_indices(labels, ignore_value=0).items()):
-        area = rows.size * dy * dx
         out.append(
             Lesion(
                 pixels=np.stack([rows, cols], axis=1).astype(np.int64),
-                area_mm2=float(area),
-                diameter_mm=2.0 * math.sqrt(area / math.pi),
+                area_mm2=float(rows.size * dy * dx),
+                diameter_mm=float(equivalent_diameter_mm(rows.size, (dy, dx))),
             )
         )
     return out
@@ -474,7 +458,7 @@ def _lesion_table(p: np.ndarray, t: np.ndarray, spacing: np.ndarray | None, min_
         if spacing is None:
             diam = np.full(n, np.nan)
         else:
-            diam = 2.0 * np.sqrt(sizes * spacing[i, 0] * spacing[i, 1] / np.pi)
+            diam = equivalent_diameter_mm(sizes, spacing[i])
         rows.append(np.stack([np.full(n, i, dtype=np.float64), diam, hit.astype(np.float64)], axis=1))
     return np.concatenate(rows) if rows else np.zeros((0, 3))
 
@@ -496,7 +480,7 @@ def small_tumor_recall(
     """Fraction of small ground-truth lesions that the prediction detects (Table 2, "small tumor recall").
 
     Lesions are 8-connected components of each 2D target image (scipy.ndimage.label with a 3x3
-    structure). A lesion is *small* when its equivalent diameter ``2 * sqrt(area / pi)`` (area in mm²
+    structure). A lesion is *small* when its :func:`equivalent_diameter_mm` (area in mm²
     from the pixel spacing) is ``< max_diameter_mm``, and *hit* when the predicted mask covers at
     least ``min_overlap`` of its pixels (and at least one pixel). Components are counted per slice:
     a nodule spanning three slices counts three times.
@@ -570,7 +554,7 @@ class _Table:
 
     @staticmethod
     def stats(counts: np.ndarray) -> dict[str, np.ndarray]:
-        return {name: _stat_from_counts(name, *counts.T) for name in STATISTICS}
+        return {name: _stat_from_counts(name, *counts.T) for name in METRIC_NAMES}
 
     def aggregate(self, aggregation: str, weights: np.ndarray | None = None) -> dict[str, Any]:
         """Statistics of one aggregation; ``weights`` ``(B, n_patients)`` = bootstrap multiplicities."""
@@ -580,7 +564,7 @@ class _Table:
             out = self.stats(counts)
         elif aggregation in ("per_image", "per_patient"):
             counts = self.image_counts if aggregation == "per_image" else self.patient_counts
-            keep = (counts[:, :3].sum(axis=1) > 0).astype(np.float64)
+            keep = (~_both_empty(*counts[:, :3].T)).astype(np.float64)  # EMPTY_MASK_RULE
             n_p = len(self.patients)
             # sums over each patient's kept items, so a resampled patient brings all its images
             owner = self.image_patient if aggregation == "per_image" else np.arange(n_p)
@@ -652,8 +636,8 @@ def _summary_from_table(table: _Table, *, n_boot: int, seed: int, level: float) 
         confusion=dict(zip(("tp", "fp", "fn", "tn"), (int(v) for v in ic.sum(axis=0)), strict=True)),
         n_images=int(ic.shape[0]),
         n_patients=int(pc.shape[0]),
-        n_empty_agreed=int((ic[:, :3].sum(axis=1) == 0).sum()),
-        n_empty_agreed_patients=int((pc[:, :3].sum(axis=1) == 0).sum()),
+        n_empty_agreed=int(_both_empty(*ic[:, :3].T).sum()),
+        n_empty_agreed_patients=int(_both_empty(*pc[:, :3].T).sum()),
         n_false_positive_images=int(((ic[:, 0] + ic[:, 2] == 0) & (ic[:, 1] > 0)).sum()),
         empty_mask_rule=EMPTY_MASK_RULE,
         small_tumor_recall=table.lesion_recall(small=True) if table.spacing is not None else math.nan,
@@ -724,7 +708,7 @@ def bootstrap_ci(
         pred: binary predictions ``(N, H, W)``.
         target: binary targets, same shape.
         patient_ids: ``N`` patient identifiers.
-        statistic: one of :data:`STATISTICS`, or ``"small_tumor_recall"`` / ``"lesion_recall"``
+        statistic: one of :data:`METRIC_NAMES`, or ``"small_tumor_recall"`` / ``"lesion_recall"``
             (then ``aggregation`` is ignored: lesions are pooled over the resampled patients).
         aggregation: ``"pooled"``, ``"per_image"`` or ``"per_patient"`` (see :data:`AGGREGATIONS`).
         n_boot: number of resamples.
@@ -744,8 +728,8 @@ def bootstrap_ci(
     weights = _resample_weights(len(table.patients), n_boot, seed)
     if statistic in ("small_tumor_recall", "lesion_recall"):
         return _percentile_ci(table.lesion_recall(statistic == "small_tumor_recall", weights), level)
-    if statistic not in STATISTICS:
-        allowed = STATISTICS + ("small_tumor_recall", "lesion_recall")
+    if statistic not in METRIC_NAMES:
+        allowed = METRIC_NAMES + ("small_tumor_recall", "lesion_recall")
         raise ValueError(f"statistic must be one of {allowed}, got {statistic!r}")
     return _percentile_ci(table.aggregate(aggregation, weights)[statistic], level)
 
@@ -756,7 +740,7 @@ def _bootstrap_from_table(table: _Table, *, n_boot: int, seed: int, level: float
     out: dict[str, Any] = {}
     for agg in AGGREGATIONS:
         samples = table.aggregate(agg, weights)
-        out[agg] = {name: _percentile_ci(samples[name], level) for name in STATISTICS}
+        out[agg] = {name: _percentile_ci(samples[name], level) for name in METRIC_NAMES}
     out["small_tumor_recall"] = (
         _percentile_ci(table.lesion_recall(True, weights), level)
         if table.spacing is not None

@@ -322,15 +322,19 @@ def metric_bars(values: Mapping[str, Mapping[str, Sequence[float] | float]], ax:
     return fig
 
 
-def learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = ("train_loss", "val_loss", "val_dice"),
+def learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = ("train_loss", "val_dice"),
                     x: str = "epoch") -> Figure:
     """One panel per metric, one line per run.
 
     Args:
         histories: ``{run label: table}`` where a table is a pandas DataFrame or a
-            ``{column: list}`` mapping (e.g. a run's ``history.csv``); missing columns are skipped.
-        metrics: the columns to draw.
+            ``{column: list}`` mapping (e.g. a run's training history, columns
+            :data:`lungseg.rundir.HISTORY_COLUMNS`).
+        metrics: the columns to draw (every table must have them).
         x: the column on the horizontal axis (the row number when absent).
+
+    Raises:
+        ValueError: ``histories`` is empty, or a table lacks one of ``metrics``.
     """
     if not histories:
         raise ValueError("histories is empty")
@@ -339,7 +343,7 @@ def learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = ("tra
         for label, table in histories.items():
             cols = table if isinstance(table, Mapping) else {c: table[c] for c in table.columns}
             if metric not in cols:
-                continue
+                raise ValueError(f"history {label!r} has no column {metric!r}; it has {sorted(cols)}")
             y = np.asarray(cols[metric], dtype=np.float64)
             xs = np.asarray(cols[x], dtype=np.float64) if x in cols else np.arange(1, y.size + 1)
             model = next((m for m in ("attention", "unet") if m in label), None)

@@ -283,8 +283,8 @@ def test_kaggle_layout(tmp_path: Path) -> None:
     root = _make_kaggle(tmp_path / "Data")
     ds = open_dataset(tmp_path)  # a single wrapper folder is looked through
     assert ds.kind == "kaggle" and not ds.has_masks and len(ds) == 7 * 2 + 1
-    split = ds.predefined_split()
-    assert sorted(split) == ["test", "train", "val"] and len(split["val"]) == 4 and len(split["test"]) == 5
+    parts = [ds[p].meta["split"] for p in ds.patient_ids]
+    assert {part: parts.count(part) for part in set(parts)} == {"train": 6, "val": 4, "test": 5}
     pid = "train/normal/img0.png"
     vol = ds[pid]
     assert vol.mask is None and vol.intensity == "unit" and vol.image.shape == (1, 20, 24)
@@ -293,7 +293,7 @@ def test_kaggle_layout(tmp_path: Path) -> None:
     assert vol.meta["label"] == 0 and not ds.has_tumour(pid)
     assert ds.has_tumour("valid/squamous.cell.carcinoma_left.hilum_T1_N2_M0_IIIa/img1.png")
     assert ds["test/normal/c.jpg"].image.shape == (1, 20, 24)  # colour converted to grey
-    assert sum(ds.tumour_flags()) == 4 * 2
+    assert sum(ds.has_tumour(p) for p in ds.patient_ids) == 4 * 2
 
 
 def test_kaggle_needs_masks_message(tmp_path: Path) -> None:
@@ -313,8 +313,8 @@ def test_kaggle_unsplit_and_bad_folders(tmp_path: Path) -> None:
     for cls in ("Bengin cases", "Malignant cases", "Normal cases"):
         _png(tmp_path / "iq" / cls / "a.png", rng.integers(0, 256, (8, 8), dtype=np.uint8))
     ds = open_dataset(tmp_path / "iq")
-    assert ds.kind == "kaggle" and ds.tumour_flags() == [False, True, False]
-    assert ds.predefined_split() == {"all": ds.patient_ids}
+    assert ds.kind == "kaggle" and [ds.has_tumour(p) for p in ds.patient_ids] == [False, True, False]
+    assert all(vol.meta["split"] == "all" for vol in ds)
     _png(tmp_path / "iq" / "pneumonia" / "a.png", rng.integers(0, 256, (8, 8), dtype=np.uint8))
     with pytest.raises(DataError, match=r"pneumonia: unknown class folder"):
         open_dataset(tmp_path / "iq")

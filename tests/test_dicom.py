@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -193,11 +194,16 @@ def test_non_dicom_and_non_image_files_are_skipped_with_a_warning(series):
     np.testing.assert_array_equal(got.image, volume.image)
 
 
+def _edit_header(path: Path, change: Callable[[Dataset], object]) -> None:
+    """Rewrite one DICOM file after ``change`` edited its dataset in place."""
+    ds = pydicom.dcmread(path)
+    change(ds)
+    ds.save_as(path)
+
+
 def _set_modality(folder: Path, modality: str) -> None:
     for f in folder.glob("*.dcm"):
-        ds = pydicom.dcmread(f)
-        ds.Modality = modality
-        ds.save_as(f)
+        _edit_header(f, lambda ds: setattr(ds, "Modality", modality))
 
 
 def test_non_ct_series_is_skipped_when_a_ct_series_exists(tmp_path):
@@ -223,45 +229,33 @@ def test_missing_slice_is_an_error_naming_the_gap(series):
         read_dicom_series(folder)
 
 
-def _shift_slice(path: Path, dz: float) -> None:
-    ds = pydicom.dcmread(path)
-    pos = [float(v) for v in ds.ImagePositionPatient]
-    ds.ImagePositionPatient = [pos[0], pos[1], pos[2] + dz]
-    ds.save_as(path)
+def _shift_z(dz: float) -> Callable[[Dataset], None]:
+    def change(ds: Dataset) -> None:
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y, z + dz]
+
+    return change
 
 
-def test_uneven_spacing_is_an_error(series):
-    _, folder = series
-    _shift_slice(folder / "CT00004.dcm", 0.8)
-    with pytest.raises(DataError, match="uneven slice spacing"):
-        read_dicom_series(folder)
-
-
-def test_duplicate_slice_position_is_an_error(series):
-    _, folder = series
-    _shift_slice(folder / "CT00004.dcm", -2.5)
-    with pytest.raises(DataError, match="duplicate"):
-        read_dicom_series(folder)
-
-
-def test_inconsistent_slice_shape_is_an_error_naming_the_file(series):
-    _, folder = series
-    path = folder / "CT00005.dcm"
-    ds = pydicom.dcmread(path)
+def _shrink_to_8x8(ds: Dataset) -> None:
     ds.Rows, ds.Columns = 8, 8
     ds.PixelData = np.zeros((8, 8), "<i2").tobytes()
-    ds.save_as(path)
-    with pytest.raises(DataError, match="CT00005.dcm.*inconsistent slice shapes"):
-        read_dicom_series(folder)
 
 
-def test_missing_position_is_an_error(series):
+@pytest.mark.parametrize(
+    ("file", "change", "match"),
+    [
+        pytest.param("CT00004.dcm", _shift_z(0.8), "uneven slice spacing", id="uneven-spacing"),
+        pytest.param("CT00004.dcm", _shift_z(-2.5), "duplicate", id="duplicate-position"),
+        pytest.param("CT00005.dcm", _shrink_to_8x8, "CT00005.dcm.*inconsistent slice shapes", id="inconsistent-shape"),
+        pytest.param("CT00002.dcm", lambda ds: delattr(ds, "ImagePositionPatient"),
+                     "CT00002.dcm.*ImagePositionPatient", id="missing-position"),
+    ],
+)
+def test_inconsistent_headers_are_errors(series, file: str, change: Callable[[Dataset], object], match: str):
     _, folder = series
-    path = folder / "CT00002.dcm"
-    ds = pydicom.dcmread(path)
-    del ds.ImagePositionPatient
-    ds.save_as(path)
-    with pytest.raises(DataError, match="CT00002.dcm.*ImagePositionPatient"):
+    _edit_header(folder / file, change)
+    with pytest.raises(DataError, match=match):
         read_dicom_series(folder)
 
 

@@ -50,6 +50,20 @@ def test_confusion_counts_table1() -> None:
     assert M.dice(c) == c.dice
 
 
+def test_score_by_name_matches_the_confusion_properties() -> None:
+    rng = np.random.default_rng(3)
+    pred, target = _random_masks(rng)
+    c = M.confusion(pred, target)
+    assert M.METRIC_NAMES == ("dice", "iou", "accuracy", "precision", "recall", "f1")
+    for name in M.METRIC_NAMES:
+        assert M.score(name, pred, target) == M.score(name, c) == getattr(c, name) == c.as_dict()[name]
+    assert M.dice(pred, target) == M.score("dice", c)
+    with pytest.raises(ValueError, match="must be one of"):
+        M.score("sensitivity", c)
+    with pytest.raises(ValueError, match=r"score\('iou'\) needs a Confusion"):
+        M.score("iou", pred)
+
+
 def test_confusion_addition_pools_pixels() -> None:
     rng = np.random.default_rng(0)
     pred, target = _random_masks(rng)
@@ -132,7 +146,7 @@ def test_edge_cases_single_image() -> None:
     miss = M.confusion(empty, blob)  # empty prediction
     assert miss.dice == 0.0 and miss.recall == 0.0 and miss.precision == 0.0
     all_pos = M.confusion(full, full)
-    assert all_pos.as_dict() == {k: 1.0 for k in M.STATISTICS}
+    assert all_pos.as_dict() == {k: 1.0 for k in M.METRIC_NAMES}
     half = M.confusion(full, blob)
     assert half.recall == 1.0 and half.precision == pytest.approx(4 / 16)
 
@@ -151,7 +165,7 @@ def test_summary_empty_mask_rule() -> None:
     assert s["per_patient"]["dice"] == pytest.approx(1 / 3)  # patients a=1, b=0, c=0
     assert s["pooled"]["dice"] == pytest.approx(2 * 9 / (2 * 9 + 1 + 4))
     assert "excluded" in s["empty_mask_rule"]
-    assert set(s["pooled"]) == set(M.STATISTICS)
+    assert set(s["pooled"]) == set(M.METRIC_NAMES)
 
     all_empty = M.summarize(np.zeros((2, 4, 4)), np.zeros((2, 4, 4)), ["a", "b"])
     assert all_empty["n_empty_agreed"] == 2 and all_empty["n_empty_agreed_patients"] == 2
@@ -183,6 +197,20 @@ def test_lesion_equivalent_diameter(spacing: tuple[float, float]) -> None:
         assert lesion.area_mm2 == pytest.approx(expected_area * spacing[0] * spacing[1])
         # a digital disc of radius r px has an equivalent diameter close to 2 r px
         assert lesion.diameter_mm == pytest.approx(2 * r * math.sqrt(spacing[0] * spacing[1]), rel=0.05)
+
+
+def test_equivalent_diameters_disc_and_sphere() -> None:
+    # a disc of area pi r^2 has diameter 2r, a ball of volume 4/3 pi r^3 has diameter 2r
+    assert M.equivalent_diameter_mm(math.pi * 25.0) == pytest.approx(10.0)
+    assert M.equivalent_diameter_mm(100, (0.5, 2.0)) == M.equivalent_diameter_mm(100.0)
+    np.testing.assert_allclose(M.equivalent_diameter_mm(np.array([0, 4 * math.pi])), [0.0, 4.0])
+    assert M.equivalent_sphere_diameter_mm(4 / 3 * math.pi * 125.0) == pytest.approx(10.0)
+    voxels, voxel_mm3 = 1234, 0.7 * 0.7 * 2.5
+    assert M.equivalent_sphere_diameter_mm(voxels, voxel_mm3) == (6 * voxels * voxel_mm3 / math.pi) ** (1 / 3)
+    assert M.equivalent_sphere_diameter_mm(2.0, 1000.0) == pytest.approx(M.equivalent_sphere_diameter_mm(2000.0))
+    # lesions() uses the disc formula
+    les = M.lesions(_disc((32, 32), (16, 16), 5), (0.8, 0.6))[0]
+    assert les.diameter_mm == M.equivalent_diameter_mm(les.n_pixels, (0.8, 0.6))
 
 
 def test_lesions_are_eight_connected() -> None:
@@ -294,7 +322,7 @@ def test_bootstrap_contains_point_estimate_and_narrows() -> None:
     pred, target, ids = _cohort(40)
     s = M.summarize(pred, target, ids, spacing=(1.0, 1.0), n_boot=500, seed=1)
     for agg in M.AGGREGATIONS:
-        for stat in M.STATISTICS:
+        for stat in M.METRIC_NAMES:
             low, high = s["ci"][agg][stat]
             assert low <= s[agg][stat] <= high, (agg, stat)
     low, high = M.bootstrap_ci(pred, target, ids, "dice", "per_patient", n_boot=500, seed=1)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
-from lungseg.models import AttentionResUNet, UNet, build_model, count_parameters, forward_flops
+from lungseg.models import AttentionResUNet, SegmentationModel, UNet, build_model, count_parameters, forward_flops
 from lungseg.models.blocks import AttentionGate
 
 BASE = 4  # tiny networks keep the tests fast
+REPO = Path(__file__).resolve().parents[1]
+MEDIUM_CHECKPOINTS = sorted((REPO / "results" / "medium").glob("**/best.pt"))
 
 
 def _conv(c_in: int, c_out: int, k: int, bias: bool) -> int:
@@ -193,3 +198,51 @@ def test_forward_flops_of_models_scale_and_restore_mode() -> None:
     assert f16 > 0 and f32 == 4 * f16  # convolutions scale with H * W
     assert forward_flops(att, 16) > f16
     assert unet.training  # restored after the eval-mode measurement
+
+
+def test_both_networks_are_segmentation_models() -> None:
+    for name, cls in (("unet", UNet), ("attention", AttentionResUNet)):
+        model = build_model(name, base_channels=BASE, depth=2)
+        assert isinstance(model, cls) and isinstance(model, SegmentationModel)
+    unet = UNet(base_channels=BASE, depth=2)
+    assert all(stage.gate is None for stage in unet.decoder)
+    with pytest.raises(TypeError):  # the U-Net has no attention maps to return
+        unet(torch.randn(1, 1, 8, 8), return_attention=True)
+
+
+@pytest.mark.parametrize("name", ["unet", "attention"])
+def test_check_input_shape_quotes_the_shape(name: str) -> None:
+    model = build_model(name, base_channels=BASE, depth=2)
+    model.check_input_shape(torch.zeros(1, 1, 8, 12))
+    with pytest.raises(ValueError, match=r"multiples of 2\*\*depth = 4.*\(2, 1, 8, 10\)"):
+        model.check_input_shape(torch.zeros(2, 1, 8, 10))
+    with pytest.raises(ValueError, match="torch.Tensor"):
+        model.check_input_shape([[0.0]])
+
+
+@pytest.mark.parametrize("name", ["unet", "attention"])
+def test_predict_is_eval_mode_forward_without_autograd(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, base_channels=BASE, depth=2)
+    x = torch.randn(2, 1, 16, 16)
+    model(x)  # a training-mode pass moves the batch-norm running statistics away from their start
+    out = model.predict(x)
+    assert not model.training and not out.requires_grad and out.is_inference()
+    with torch.no_grad():
+        assert torch.equal(out, model(x))
+
+
+@pytest.mark.parametrize(
+    "checkpoint",
+    MEDIUM_CHECKPOINTS
+    or [pytest.param(None, marks=pytest.mark.skip(reason="no committed results/medium/**/best.pt in this checkout"))],
+    ids=lambda p: p.parent.name if isinstance(p, Path) else "absent",
+)
+def test_committed_medium_checkpoint_loads_strictly(checkpoint: Path) -> None:
+    config = json.loads((checkpoint.parent / "config.json").read_text())
+    model = build_model(config["model"], in_channels=1, out_channels=1, base_channels=config["base_channels"],
+                        depth=config["depth"], batch_norm=config["batch_norm"])
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+    model.load_state_dict(state, strict=True)
+    size = 2 ** config["depth"]
+    assert torch.isfinite(model.predict(torch.zeros(1, 1, size, size))).all()

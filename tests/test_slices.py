@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from lungseg.data import open_dataset
 from lungseg.data.npz import write_npz
-from lungseg.data.slices import AugmentConfig, SliceDataset, load_split, patient_split, save_split
+from lungseg.data.slices import AugmentConfig, SliceDataset, patient_split
 from lungseg.errors import DataError
 from lungseg.preprocess import Fingerprint, preprocess_slices
 
@@ -70,19 +70,6 @@ def test_split_argument_errors() -> None:
         patient_split([], [])
 
 
-def test_split_json_roundtrip(tmp_path: Path) -> None:
-    split = patient_split(_ids(10), [True] * 5 + [False] * 5)
-    path = save_split(split, tmp_path / "run" / "split.json", seed=0, fractions=(0.7, 0.15, 0.15))
-    assert load_split(path) == split
-    bad = tmp_path / "bad.json"
-    bad.write_text('{"format": "lungseg-split", "train": ["a", "b"], "val": ["b"], "test": []}')
-    with pytest.raises(DataError, match=r"bad\.json: patient 'b' is in both 'train' and 'val'"):
-        load_split(bad)
-    (tmp_path / "junk.json").write_text("[1, 2]")
-    with pytest.raises(DataError, match="lungseg-split"):
-        load_split(tmp_path / "junk.json")
-
-
 # ---------------------------------------------------------------------------------------------
 # SliceDataset
 # ---------------------------------------------------------------------------------------------
@@ -119,10 +106,6 @@ def test_slice_dataset_items_and_info(tmp_path: Path) -> None:
     assert info.tumour_pixels == int(mask.sum())
     expected = preprocess_slices(ds["pt2"].image[3:4], _fingerprint())[0]
     np.testing.assert_allclose(image[0].numpy(), expected, rtol=1e-6)
-    images, masks, pids, spacing = sd.arrays()
-    assert images.shape == masks.shape == (10, 48, 48) and spacing.shape == (10, 2)
-    assert list(pids) == [i.patient_id for i in sd.slice_info]
-    np.testing.assert_array_equal(images[5:], ds["pt0"].image)
 
 
 def test_slice_dataset_argument_errors(tmp_path: Path) -> None:
@@ -134,8 +117,6 @@ def test_slice_dataset_argument_errors(tmp_path: Path) -> None:
     unit_fp = Fingerprint(mean=0.4, std=0.2, window=None, image_size=S, intensity="unit")
     with pytest.raises(DataError, match=r"'hu' intensities but the fingerprint.*'unit'"):
         SliceDataset(ds, ["pt0"], unit_fp, S)
-    with pytest.raises(ValueError, match="tumour_fraction"):
-        SliceDataset(ds, ["pt0"], _fingerprint(), S, tumour_fraction=1.5)
 
 
 def test_cache_hit_skips_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,21 +164,12 @@ def test_cached_dataset_pickles_without_copying(tmp_path: Path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(clone[7], sd[7]))
 
 
-def test_sampler_tumour_fraction(tmp_path: Path) -> None:
+def test_tumour_slices_flag_the_resized_masks(tmp_path: Path) -> None:
     ds = open_dataset(_study(tmp_path, n_patients=4, per_patient=5))
-    sd = SliceDataset(ds, ds.patient_ids, _fingerprint(), S, tumour_fraction=0.8, seed=3)
+    sd = SliceDataset(ds, ds.patient_ids, _fingerprint(), S, seed=3)
     tumour = sd.tumour_slices
-    assert 0 < tumour.sum() < len(sd)
-    draws = np.array(list(sd.sampler(num_samples=4000)))
-    assert abs(tumour[draws].mean() - 0.8) < 0.03
-    assert list(sd.sampler(num_samples=50)) == list(sd.sampler(num_samples=50))
-    natural = SliceDataset(ds, ds.patient_ids, _fingerprint(), S)
-    assert sorted(natural.sampler()) == list(range(len(natural)))
-    only_empty = SliceDataset(ds, ["pt0"], _fingerprint(), S, tumour_fraction=0.5)
-    only_empty._masks = np.zeros_like(only_empty._masks)
-    only_empty.slice_info = [i._replace(tumour_pixels=0) for i in only_empty.slice_info]
-    with pytest.raises(DataError, match="needs both tumour and tumour-free slices"):
-        only_empty.sampler()
+    assert tumour.dtype == bool and 0 < tumour.sum() < len(sd)
+    np.testing.assert_array_equal(tumour, sd.masks.reshape(len(sd), -1).any(axis=1))
 
 
 def test_augmentation_keeps_mask_binary_and_aligned(tmp_path: Path) -> None:
@@ -285,10 +257,10 @@ def test_phantom_study_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     )
     before = sorted((p, p.stat().st_mtime_ns) for p in Path(study).rglob("*"))
     ds = open_dataset(study)
-    split = patient_split(ds.patient_ids, ds.tumour_flags(), seed=0)
+    split = patient_split(ds.patient_ids, [ds.has_tumour(p) for p in ds.patient_ids], seed=0)
     assert all(split.values()) and sum(map(len, split.values())) == 6
     fp = Fingerprint.from_volumes(ds.volumes(split["train"]), image_size=S)
-    train = SliceDataset(ds, split["train"], fp, S, cache_dir=tmp_path / "cache", tumour_fraction=0.5, augment=True)
+    train = SliceDataset(ds, split["train"], fp, S, cache_dir=tmp_path / "cache", augment=True)
     assert len(train) == 6 * len(split["train"])
     image, mask = train[0]
     assert image.shape == mask.shape == (1, S, S)

@@ -127,6 +127,9 @@ def test_learning_curves_accepts_dict_and_dataframe():
     lines = fig.axes[1].get_lines()
     assert [list(l.get_ydata()) for l in lines] == [[0.1, 0.3, 0.4], [0.2, 0.5]]
     assert lines[1].get_color() == viz.COLORS["attention"]
+    assert len(viz.learning_curves({"unet": h1}).axes) == 2  # train_loss and val_dice by default
+    with pytest.raises(ValueError, match="'unet' has no column 'val_loss'"):
+        viz.learning_curves({"unet": h1}, metrics=("val_loss",))
 
 
 def test_figure2_grid_shape_and_crop():

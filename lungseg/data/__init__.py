@@ -37,8 +37,6 @@ __all__ = ["CTVolume", "CTDataset", "DicomFolderDataset", "PhantomDataset", "ope
 # Imported on first use so that ``import lungseg.data`` stays light (no torch).
 _LAZY: dict[str, str] = {
     "patient_split": "slices",
-    "save_split": "slices",
-    "load_split": "slices",
     "SliceDataset": "slices",
     "read_npz": "npz",
     "write_npz": "npz",
@@ -152,11 +150,6 @@ class CTDataset:
         if pid not in self._tumour_flags:
             self._tumour_flags[pid] = bool(self._tumour(pid))
         return self._tumour_flags[pid]
-
-    def tumour_flags(self, patient_ids: Sequence[str] | None = None) -> list[bool]:
-        """``has_tumour`` for each patient id (default all), e.g. for ``patient_split``."""
-        ids = self._ids if patient_ids is None else list(patient_ids)
-        return [self.has_tumour(p) for p in ids]
 
     def require_masks(self, purpose: str = "this operation") -> None:
         """Raise :class:`DataError` when the dataset has no pixel-level masks."""

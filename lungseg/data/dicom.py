@@ -76,6 +76,8 @@ def write_dicom_series(
     Stored values are int16 with RescaleSlope/RescaleIntercept chosen so that integral HU images
     round-trip exactly (slope 1, intercept -1024); other images are quantised to 65 000 levels.
     Geometry comes from the volume's affine (see :func:`lungseg.data.nifti.volume_lps_affine`).
+    The body is long because half of it is the series header, one assignment per DICOM attribute,
+    kept together so that the header reads as the list it is.
 
     Args:
         volume: ``(Z, H, W)`` HU volume (``intensity == "hu"``).

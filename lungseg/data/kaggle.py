@@ -97,7 +97,8 @@ class KaggleDataset(CTDataset):
     """Kaggle class-folder images, each a one-slice volume with an image-level label.
 
     ``has_tumour(pid)`` is the image-level label (cancer = True), so patient splits are
-    stratified on it; :meth:`predefined_split` returns the dataset's own train/val/test folders.
+    stratified on it; each volume's ``meta["split"]`` names the dataset's own folder it came from
+    (``train``/``val``/``test``, or ``all`` if unsplit).
     """
 
     kind = "kaggle"
@@ -139,13 +140,6 @@ class KaggleDataset(CTDataset):
     def label(self, patient_id: str) -> int:
         """Image-level label: 1 = cancer, 0 = normal or benign."""
         return self._labels[self._resolve(patient_id)]
-
-    def predefined_split(self) -> dict[str, list[str]]:
-        """The dataset's own ``train``/``val``/``test`` folders as lists of ids (``all`` if unsplit)."""
-        out: dict[str, list[str]] = {}
-        for pid, (split, _) in self._info.items():
-            out.setdefault(split, []).append(pid)
-        return out
 
     def _load(self, patient_id: str) -> CTVolume:
         file = self._files_by_id[patient_id]

@@ -36,6 +36,7 @@ from lungseg.data.dicom import read_dicom_series, write_dicom_series
 from lungseg.data.nifti import affine_from_geometry, dicom_affine, read_nifti, write_nifti
 from lungseg.data.volume import CTVolume
 from lungseg.errors import DataError, LungsegError
+from lungseg.metrics import equivalent_sphere_diameter_mm
 
 __all__ = [
     "GENERATOR_VERSION",
@@ -363,6 +364,13 @@ class _Patient:
         self.tissue[o >= 0.5] = TISSUE_LABELS[label]
 
     def build_anatomy(self) -> None:
+        """Paint body wall (fat, muscle, ribs, sternum), spine, mediastinum, heart, great vessels, abdomen
+        and lungs into the HU volume and its tissue labels.
+
+        One long method on purpose: every random number of the anatomy is drawn from ``self.rng``
+        in this fixed order, and the phantoms (hence every committed result) depend on that order;
+        splitting the method would spread it over several places that must not be reordered.
+        """
         rng, g, fov = self.rng, self.grid, self.cfg.image_size * self.spacing[1]
         x2, y2 = g.x[0], g.y[0]  # (1, W), (H, 1)
         a = fov / 2 * rng.uniform(0.80, 0.92)
@@ -655,7 +663,7 @@ class _Patient:
             if n_vox == 0:
                 scale *= 1.5
                 continue
-            measured = (6 * n_vox * voxel_volume / np.pi) ** (1 / 3)
+            measured = equivalent_sphere_diameter_mm(n_vox, voxel_volume)
             ok = self.cfg.diameter_range_mm[0] <= measured <= self.cfg.diameter_range_mm[1]
             if ok and (best is None or abs(measured - target) < abs(best[3] - target)):
                 best = (box, sd, rho_n, measured, shape)
@@ -691,7 +699,7 @@ class _Patient:
             "location": location,
             "centre_voxel_zyx": [round(c, 3) for c in centre_vox],
             "centre_mm_lps": [round(c, 3) for c in centre_mm],
-            "equivalent_diameter_mm": round(float((6 * n_vox * voxel_volume / np.pi) ** (1 / 3)), 3),
+            "equivalent_diameter_mm": round(float(equivalent_sphere_diameter_mm(n_vox, voxel_volume)), 3),
             "target_diameter_mm": round(target, 3),
             "n_voxels": n_vox,
             "slices": [int(kk.min()), int(kk.max())],

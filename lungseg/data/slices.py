@@ -4,8 +4,9 @@
   correlated, a slice-level split leaks them into the test set), stratified on tumour presence.
 * :class:`SliceDataset` turns the volumes of some patients into preprocessed ``(1, S, S)`` slices
   (eq. 1 normalisation with the training fingerprint, then bilinear resize to ``S``; masks
-  nearest-neighbour), optionally caches them on disk, samples tumour slices at a chosen rate and
-  augments them (flips, small rotations with torch ``grid_sample``, intensity jitter).
+  nearest-neighbour), optionally caches them on disk, flags the tumour slices (for oversampling,
+  :mod:`lungseg.training.sampling`) and augments them (flips, small rotations with torch
+  ``grid_sample``, intensity jitter).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, RandomSampler, Sampler, WeightedRandomSampler
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from lungseg.data import CTDataset, open_dataset
@@ -35,8 +36,6 @@ from lungseg.preprocess import Fingerprint, preprocess_slices, resize_mask
 __all__ = [
     "SPLITS",
     "patient_split",
-    "save_split",
-    "load_split",
     "AugmentConfig",
     "SliceInfo",
     "SliceDataset",
@@ -44,7 +43,6 @@ __all__ = [
 ]
 
 SPLITS: tuple[str, str, str] = ("train", "val", "test")
-SPLIT_FORMAT = "lungseg-split"
 #: Bump when the cached arrays change meaning (invalidates every cache file).
 CACHE_VERSION = 1
 #: Slices preprocessed per call, bounding peak memory on 500-slice volumes.
@@ -151,58 +149,6 @@ def patient_split(
     return {name: sorted(parts[name]) for name in SPLITS}
 
 
-def save_split(
-    split: Mapping[str, Sequence[str]],
-    path: str | os.PathLike[str],
-    *,
-    seed: int | None = None,
-    fractions: Sequence[float] | None = None,
-) -> Path:
-    """Write a split as JSON (``{"format": "lungseg-split", "train": [...], ...}``) and return the path."""
-    _check_split(split, f"save_split({path})")
-    path = Path(path)
-    data = {
-        "format": SPLIT_FORMAT,
-        "version": 1,
-        **{name: [str(p) for p in split[name]] for name in SPLITS},
-        "seed": seed,
-        "fractions": list(fractions) if fractions is not None else None,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def load_split(path: str | os.PathLike[str]) -> dict[str, list[str]]:
-    """Read a split written by :func:`save_split`.
-
-    Raises:
-        DataError: unreadable file, wrong format, or a patient in two parts.
-    """
-    path = Path(path)
-    from lungseg.data import read_json_object
-
-    expected = f'a JSON object with "format": "{SPLIT_FORMAT}"'
-    data = read_json_object(path, expected)
-    if data.get("format") != SPLIT_FORMAT:
-        raise DataError(f"{path}: expected {expected}")
-    _check_split(data, str(path))
-    return {name: [str(p) for p in data[name]] for name in SPLITS}
-
-
-def _check_split(split: Mapping[str, Sequence[str]], where: str) -> None:
-    for name in SPLITS:
-        part = split.get(name)
-        if not isinstance(part, (list, tuple)) or not all(isinstance(p, str) for p in part):
-            raise DataError(f"{where}: split part {name!r} must be a list of patient id strings")
-    seen: dict[str, str] = {}
-    for name in SPLITS:
-        for pid in split[name]:
-            if pid in seen:
-                raise DataError(f"{where}: patient {pid!r} is in both {seen[pid]!r} and {name!r}")
-            seen[pid] = name
-
-
 # ---------------------------------------------------------------------------------------------
 # Slice dataset
 # ---------------------------------------------------------------------------------------------
@@ -234,6 +180,13 @@ class AugmentConfig:
         for name in ("max_rotation_deg", "hu_scale", "hu_offset"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise ValueError(f"AugmentConfig.{name} must be finite and >= 0, got {getattr(self, name)!r}")
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A view of ``array`` that cannot be written through (the cache and the dataset stay intact)."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 @functools.lru_cache(maxsize=4)
@@ -285,11 +238,9 @@ class SliceDataset(Dataset):
         patient_ids: patients whose slices are used (e.g. one part of :func:`patient_split`).
         fingerprint: normalisation statistics of the training split.
         image_size: network input side ``S``; must equal ``fingerprint.image_size``.
-        tumour_fraction: probability that :meth:`sampler` draws a tumour slice; ``None`` keeps
-            the natural frequencies.
         augment: ``False``, ``True`` (default :class:`AugmentConfig`) or a config.
         cache_dir: folder of the preprocessed-slice cache (created; never an input folder).
-        seed: base seed of augmentation and sampling.
+        seed: base seed of augmentation.
         progress: show a tqdm bar while preprocessing.
 
     Raises:
@@ -303,7 +254,6 @@ class SliceDataset(Dataset):
         fingerprint: Fingerprint,
         image_size: int,
         *,
-        tumour_fraction: float | None = None,
         augment: bool | AugmentConfig = False,
         cache_dir: str | os.PathLike[str] | None = None,
         seed: int = 0,
@@ -324,12 +274,9 @@ class SliceDataset(Dataset):
                 f"SliceDataset: image_size={image_size} differs from fingerprint.image_size="
                 f"{fingerprint.image_size}; compute the fingerprint with the same image_size"
             )
-        if tumour_fraction is not None and not 0.0 <= float(tumour_fraction) <= 1.0:
-            raise ValueError(f"SliceDataset: tumour_fraction must be in [0, 1] or None, got {tumour_fraction!r}")
         self.patient_ids = ids
         self.fingerprint = fingerprint
         self.image_size = int(image_size)
-        self.tumour_fraction = None if tumour_fraction is None else float(tumour_fraction)
         self.augment = AugmentConfig() if augment is True else (augment or None)
         self.seed = int(seed)
         self.epoch = 0
@@ -488,16 +435,12 @@ class SliceDataset(Dataset):
     @property
     def images(self) -> np.ndarray:
         """Preprocessed images ``(N, S, S)`` float32 (read-only view, no augmentation)."""
-        view = self._images.view()
-        view.flags.writeable = False
-        return view
+        return _read_only(self._images)
 
     @property
     def masks(self) -> np.ndarray:
         """Resized masks ``(N, S, S)`` uint8 in {0, 1} (read-only view)."""
-        view = self._masks.view()
-        view.flags.writeable = False
-        return view
+        return _read_only(self._masks)
 
     @property
     def tumour_slices(self) -> np.ndarray:
@@ -507,36 +450,6 @@ class SliceDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of ``epoch`` (reproducible per seed, epoch and index)."""
         self.epoch = int(epoch)
-
-    def sampler(self, num_samples: int | None = None, seed: int | None = None) -> Sampler[int]:
-        """A sampler drawing tumour slices with probability ``tumour_fraction``.
-
-        With ``tumour_fraction=None`` a seeded :class:`RandomSampler` (natural frequencies, no
-        replacement); otherwise a :class:`WeightedRandomSampler` (with replacement) whose weights
-        give tumour slices total mass ``tumour_fraction``.
-
-        Args:
-            num_samples: draws per epoch, default ``len(self)``.
-            seed: generator seed, default the dataset's ``seed``.
-
-        Raises:
-            DataError: a fraction strictly between 0 and 1 is asked but there are no tumour (or no
-                tumour-free) slices.
-        """
-        generator = torch.Generator().manual_seed(self.seed if seed is None else int(seed))
-        n = len(self) if num_samples is None else int(num_samples)
-        if self.tumour_fraction is None:
-            return RandomSampler(self, num_samples=n, generator=generator)
-        tumour = self.tumour_slices
-        n_t, n_f = int(tumour.sum()), int((~tumour).sum())
-        p = self.tumour_fraction
-        if (p > 0 and n_t == 0) or (p < 1 and n_f == 0):
-            raise DataError(
-                f"{self.dataset.source}: tumour_fraction={p} needs both tumour and tumour-free slices, but the "
-                f"{len(self.patient_ids)} patients give {n_t} tumour and {n_f} tumour-free slices"
-            )
-        weights = np.where(tumour, p / max(n_t, 1), (1.0 - p) / max(n_f, 1))
-        return WeightedRandomSampler(weights.tolist(), n, replacement=True, generator=generator)
 
     # -- augmentation --------------------------------------------------------------------------
     def _augment(self, image: np.ndarray, mask: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -579,40 +492,3 @@ class SliceDataset(Dataset):
         fp = self.fingerprint
         lo, hi = fp.window if fp.window is not None else (0.0, 1.0)
         return (lo - fp.mean) / fp.std, (hi - fp.mean) / fp.std
-
-    # -- evaluation ----------------------------------------------------------------------------
-    def arrays(self, progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The same slices at native resolution, for evaluation, in ``slice_info`` order.
-
-        Volumes are read again from the source (not cached in memory).
-
-        Returns:
-            ``(images (N, H, W) float32 HU or unit, masks (N, H, W) uint8, patient_ids (N,) str,
-            spacing (N, 2) mm)``.
-
-        Raises:
-            DataError: the patients' native slice sizes differ (cannot be stacked).
-        """
-        images, masks, pids, spacing = [], [], [], []
-        shape: tuple[int, int] | None = None
-        for pid in tqdm(self.patient_ids, desc="reading native slices", unit="patient", disable=not progress):
-            volume = self.dataset[pid]
-            assert volume.mask is not None
-            hw = tuple(volume.image.shape[1:])
-            if shape is None:
-                shape = hw  # type: ignore[assignment]
-            elif hw != shape:
-                raise DataError(
-                    f"{volume.source}: patient {pid!r} has slices of size {hw}, others {shape}; native arrays "
-                    "cannot be stacked (evaluate at network resolution or per patient)"
-                )
-            images.append(volume.image.astype(np.float32, copy=False))
-            masks.append(volume.mask.astype(np.uint8, copy=False))
-            pids.extend([pid] * volume.n_slices)
-            spacing.append(np.tile([volume.spacing[1], volume.spacing[2]], (volume.n_slices, 1)))
-        return (
-            np.concatenate(images),
-            np.concatenate(masks),
-            np.array(pids, dtype=str),
-            np.concatenate(spacing).astype(np.float64),
-        )

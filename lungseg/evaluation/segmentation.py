@@ -127,8 +127,6 @@ def evaluate_run(
         ``empty_mask_rule`` and the evaluation settings. For a dataset without masks:
         ``{"task": "slice-level detection", ...}`` (see :func:`evaluate_detection`).
     """
-    from lungseg.metrics import confusion_per_image, intensity_robustness, summarize
-
     from lungseg.metrics import summarize
 
     loaded = load_run(run_dir, checkpoint=checkpoint, device=device, precision=precision)
@@ -202,17 +200,20 @@ def _robustness(loaded: LoadedRun, arrays: dict[str, Any], crf: bool, batch_size
 
 
 def per_image_rows(pred: np.ndarray, arrays: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per evaluated slice: ids, tumour and predicted pixels, Dice (blank where undefined), counts."""
+    """One row per evaluated slice: ids, tumour and predicted pixels, Dice, counts.
+
+    The Dice of a slice where target and prediction are both empty is left blank: the per-image
+    table reports it as undefined rather than applying :data:`lungseg.metrics.EMPTY_MASK_RULE`, so
+    a reader can tell "nothing to find, nothing found" from a perfect segmentation."""
     from lungseg.metrics import confusion_per_image
 
     rows = []
     for i, c in enumerate(confusion_per_image(pred, arrays["masks"])):
-        denom = 2 * c.tp + c.fp + c.fn
         rows.append({
             "image_id": f"{arrays['patient_ids'][i]}:{arrays['slice_index'][i]}",
             "patient_id": arrays["patient_ids"][i], "slice": arrays["slice_index"][i],
             "tumour_pixels": c.tp + c.fn, "predicted_pixels": c.tp + c.fp,
-            "dice": "" if denom == 0 else f"{2 * c.tp / denom:.6f}",
+            "dice": "" if c.both_empty else f"{c.dice:.6f}",
             "tp": c.tp, "fp": c.fp, "fn": c.fn, "tn": c.tn,
         })
     return rows

@@ -10,7 +10,6 @@ Nothing is ever written into the input's folder.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from scipy import ndimage
 from lungseg.errors import DataError, LungsegError
 from lungseg.files import write_json
 from lungseg.inference.run import binarize, load_run, predict_probabilities
+from lungseg.metrics import equivalent_sphere_diameter_mm
 
 VOLUME_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 
@@ -63,7 +63,7 @@ def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None)
             if voxel_ml is not None:
                 vol_ml = voxels * voxel_ml
                 entry["volume_ml"] = round(vol_ml, 4)
-                entry["equivalent_diameter_mm"] = round((6.0 * vol_ml * 1000.0 / math.pi) ** (1 / 3), 3)
+                entry["equivalent_diameter_mm"] = round(equivalent_sphere_diameter_mm(vol_ml, 1000.0), 3)
             lesions.append(entry)
     lesions.sort(key=lambda e: -e["voxels"])
     for i, e in enumerate(lesions, 1):

@@ -19,30 +19,17 @@ and 0.40 GFLOPs; the rest is the residual blocks' 1x1 shortcut projections.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from lungseg.models.blocks import AttentionGate, ResidualBlock, UpConv, init_weights
-from lungseg.models.unet import _check_config, check_input
+from lungseg.models.base import SegmentationModel
+from lungseg.models.blocks import ResidualBlock
 
 __all__ = ["AttentionResUNet"]
 
 
-class _AttentionDecoderStage(nn.Module):
-    """Gate the skip with the coarse features, up-convolve them (eq. 3), concatenate, residual block."""
-
-    def __init__(self, in_channels: int, out_channels: int, batch_norm: bool) -> None:
-        super().__init__()
-        self.gate = AttentionGate(x_channels=out_channels, g_channels=in_channels)
-        self.up = UpConv(in_channels, out_channels)
-        self.conv = ResidualBlock(2 * out_channels, out_channels, batch_norm)
-
-    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        gated, alpha = self.gate(skip, x)
-        return self.conv(torch.cat([gated, self.up(x)], dim=1)), alpha
-
-
-class AttentionResUNet(nn.Module):
-    """Attention-enhanced residual U-Net (the paper's proposed network).
+class AttentionResUNet(SegmentationModel):
+    """Attention-enhanced residual U-Net (the paper's proposed network):
+    :class:`~lungseg.models.base.SegmentationModel` with
+    :class:`~lungseg.models.blocks.ResidualBlock` levels and attention-gated skips (eq. 6).
 
     Args:
         in_channels: input channels ``C``.
@@ -63,38 +50,12 @@ class AttentionResUNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, base_channels: int = 32, depth: int = 4,
                  batch_norm: bool = True) -> None:
-        super().__init__()
-        _check_config("AttentionResUNet", in_channels, out_channels, base_channels, depth)
-        self.in_channels, self.out_channels, self.depth = in_channels, out_channels, depth
-        channels = [base_channels * 2**level for level in range(depth + 1)]
-        self.encoder = nn.ModuleList(
-            ResidualBlock(c_in, c_out, batch_norm) for c_in, c_out in zip([in_channels, *channels[:-1]], channels)
-        )
-        self.pool = nn.MaxPool2d(2)
-        self.decoder = nn.ModuleList(
-            _AttentionDecoderStage(channels[level + 1], channels[level], batch_norm)
-            for level in reversed(range(depth))
-        )
-        self.segmentation_head = nn.Conv2d(channels[0], out_channels, kernel_size=1)
-        self.apply(init_weights)
-        # Performance (benchmarks/NOTES.md): parameters in channels_last make oneDNN (CPU) and cuDNN pick
-        # NHWC convolution kernels, about 1.5x faster training here. The input cannot carry the layout
-        # (for C = 1 the NCHW and NHWC strides coincide), so the weights do; values are unchanged.
-        self.to(memory_format=torch.channels_last)
+        super().__init__(in_channels, out_channels, base_channels, depth, batch_norm,
+                         block=ResidualBlock, attention_gates=True)
 
     def forward(
         self, x: torch.Tensor, return_attention: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """``(B, C, H, W)`` -> logits ``(B, out_channels, H, W)`` (and the attention maps, deepest first)."""
-        check_input(x, self.in_channels, self.depth, "AttentionResUNet")
-        skips = []
-        for level, block in enumerate(self.encoder):
-            x = block(x if level == 0 else self.pool(x))
-            skips.append(x)
-        x = skips.pop()
-        alphas = []
-        for stage in self.decoder:
-            x, alpha = stage(x, skips.pop())
-            alphas.append(alpha)
-        logits = self.segmentation_head(x).contiguous()  # NCHW logits even when out_channels > 1
+        logits, alphas = self._logits_and_attention(x)
         return (logits, alphas) if return_attention else logits

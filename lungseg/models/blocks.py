@@ -1,4 +1,5 @@
-"""Building blocks of the two networks: plain and residual conv blocks, up-convolution, attention gate.
+"""Building blocks of the two networks: plain and residual conv blocks, up-convolution, attention gate,
+and the decoder stage that combines them.
 
 Every 3x3 convolution followed by batch norm has ``bias=False`` (the BN shift makes a bias redundant);
 without batch norm the convolution keeps its bias. Weights are initialised by :func:`init_weights`
@@ -7,11 +8,19 @@ without batch norm the convolution keeps its bias. Weights are initialised by :f
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["AttentionGate", "ConvBNReLU", "DoubleConv", "ResidualBlock", "UpConv", "init_weights"]
+__all__ = [
+    "AttentionGate", "ConvBNReLU", "DecoderStage", "DoubleConv", "LevelBlock", "ResidualBlock", "UpConv", "init_weights",
+]
+
+LevelBlock = Callable[[int, int, bool], nn.Module]
+"""Builds one encoder/decoder level from ``(in_channels, out_channels, batch_norm)``: :class:`DoubleConv`
+or :class:`ResidualBlock`."""
 
 
 class ConvBNReLU(nn.Sequential):
@@ -115,6 +124,41 @@ class AttentionGate(nn.Module):
         alpha = torch.sigmoid(self.psi(f))
         alpha = F.interpolate(alpha, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return x * alpha, alpha
+
+
+class DecoderStage(nn.Module):
+    """One decoder level: up-convolve the coarse features (eq. 3), concatenate the skip, level block.
+
+    With ``attention_gate`` the skip is first multiplied by the coefficients of an
+    :class:`AttentionGate` (eq. 6) whose gating signal is the coarse features; the concatenation is
+    ``[skip, up(x)]`` either way.
+
+    Args:
+        in_channels: channels of the coarse features ``x`` (the gating signal).
+        out_channels: channels of the skip and of the output.
+        batch_norm: batch norm inside the level block.
+        block: the level block applied to the ``2 * out_channels`` concatenated channels.
+        attention_gate: gate the skip (sub-module ``gate``); without it there is no ``gate``.
+
+    Shapes:
+        ``x``: ``(B, in_channels, h, w)``, ``skip``: ``(B, out_channels, 2h, 2w)`` -> ``(B, out_channels,
+        2h, 2w)`` and the gate's ``alpha`` ``(B, 1, 2h, 2w)`` (``None`` without a gate).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, batch_norm: bool, *, block: LevelBlock,
+                 attention_gate: bool) -> None:
+        super().__init__()
+        # Created (hence registered and initialised) in the order gate, up, conv, as the checkpoints and
+        # seeded weights of both networks expect.
+        self.gate = AttentionGate(x_channels=out_channels, g_channels=in_channels) if attention_gate else None
+        self.up = UpConv(in_channels, out_channels)
+        self.conv = block(2 * out_channels, out_channels, batch_norm)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        alpha = None
+        if self.gate is not None:
+            skip, alpha = self.gate(skip, x)
+        return self.conv(torch.cat([skip, self.up(x)], dim=1)), alpha
 
 
 def init_weights(module: nn.Module) -> None:

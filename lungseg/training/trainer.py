@@ -270,7 +270,7 @@ class Trainer:
 
         show = self.progress and self.is_main
         self.train_ds = SliceDataset(
-            dataset, split["train"], fingerprint, self.image_size, tumour_fraction=config.tumour_fraction,
+            dataset, split["train"], fingerprint, self.image_size,
             augment=config.augment, cache_dir=config.cache_dir, seed=config.seed, progress=show,
         )
         self.val_ds = SliceDataset(
