@@ -5,21 +5,32 @@ Timings are never asserted (they depend on the machine and its load); only struc
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from lungseg import bench
+from lungseg.bench.harness import matmul_like_convolutions
+from lungseg.bench.networks import MONAI_REFERENCE, NETWORKS, PAPER_MODEL, build_bench_model
+from lungseg.bench.report import LEGACY_MODEL_KEYS
 from lungseg.device import cpu_has_bf16
 from lungseg.errors import LungsegError
+from lungseg.models import MODELS
 
-pytest.importorskip("monai")
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "results" / "bench"
+PACKAGE = ROOT / "lungseg" / "bench"
 
 
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, object]:
+    pytest.importorskip("monai")
     out = tmp_path_factory.mktemp("bench")
     assert bench.main(["--quick", "--device", "cpu", "--out", str(out), "--quiet"]) == 0
     return json.loads((out / "bench.json").read_text()), out
@@ -53,7 +64,7 @@ def test_chart_has_a_bar_per_network_and_variant(quick_result: tuple[dict, objec
 
 def test_models_measured_side_by_side(quick_result: tuple[dict, object]) -> None:
     result, _ = quick_result
-    assert set(result["models"]) == set(bench.MODEL_NAMES)
+    assert list(result["models"]) == [*MODELS, MONAI_REFERENCE] == list(NETWORKS)
     variants = None
     for name, m in result["models"].items():
         assert _positive(m["parameters"]) and _positive(m["forward_flops"]), name
@@ -68,13 +79,13 @@ def test_models_measured_side_by_side(quick_result: tuple[dict, object]) -> None
         assert mem["train_peak_delta_mb"] >= 0 and mem["infer_peak_delta_mb"] >= 0
     assert "fp32" in variants
     ratio = result["ratios"]["fp32"]
-    att = result["models"]["attention_resunet"]["variants"]["fp32"]
+    att = result["models"][PAPER_MODEL]["variants"]["fp32"]
     monai = result["models"]["monai_attention_unet"]["variants"]["fp32"]
     assert ratio["train_throughput_ratio"] == pytest.approx(att["train_images_per_s"] / monai["train_images_per_s"])
     for key in ("train_throughput_ratio_paired", "infer_throughput_ratio_paired", "latency_ratio_paired"):
         assert _positive(ratio[key]), key
     # matched widths: MONAI gets base * 2**l channels, so parameter counts are within a factor of 2
-    assert 0.5 < result["models"]["attention_resunet"]["parameters"] / result["models"]["monai_attention_unet"]["parameters"] < 2
+    assert 0.5 < result["models"][PAPER_MODEL]["parameters"] / result["models"][MONAI_REFERENCE]["parameters"] < 2
 
 
 def test_pipeline_sections(quick_result: tuple[dict, object]) -> None:
@@ -123,10 +134,53 @@ def test_cuda_fp32_ceiling_uses_tf32_exactly_when_convolutions_do() -> None:
         for conv_tf32 in (True, False):
             torch.backends.cudnn.allow_tf32 = conv_tf32
             torch.backends.cuda.matmul.allow_tf32 = not conv_tf32
-            with bench._matmul_like_convolutions(torch.device("cuda")):
+            with matmul_like_convolutions(torch.device("cuda")):
                 assert torch.backends.cuda.matmul.allow_tf32 is conv_tf32
             assert torch.backends.cuda.matmul.allow_tf32 is (not conv_tf32)
-            with bench._matmul_like_convolutions(torch.device("cpu")):
+            with matmul_like_convolutions(torch.device("cpu")):
                 assert torch.backends.cuda.matmul.allow_tf32 is (not conv_tf32)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
+
+
+def test_committed_result_still_renders() -> None:
+    """The committed bench.json predates the model-key rename ("attention_resunet"): it still renders, to
+    exactly the committed bench.md, and reads with today's keys."""
+    committed = json.loads((COMMITTED / "bench.json").read_text())
+    assert bench.write_markdown(committed) == (COMMITTED / "bench.md").read_text()
+    result = bench.read_result(COMMITTED / "bench.json")
+    assert list(result["models"]) == list(NETWORKS)
+    assert set(LEGACY_MODEL_KEYS.values()) <= set(MODELS)
+    fig = bench.plot_bench(result)
+    n_variants = len(result["models"][PAPER_MODEL]["variants"])
+    assert all(len(ax.patches) == len(NETWORKS) * n_variants for ax in fig.axes[:2])
+
+
+def test_networks_are_the_model_registry_plus_monai() -> None:
+    assert NETWORKS[:-1] == tuple(MODELS) and NETWORKS[-1] == MONAI_REFERENCE
+    for name in MODELS:
+        model = build_bench_model(name, base_channels=4, depth=2)
+        assert isinstance(model, MODELS[name])
+        assert model(torch.zeros(1, 1, 16, 16)).shape == (1, 1, 16, 16)
+    with pytest.raises(ValueError, match="attention_resunet"):
+        build_bench_model("attention_resunet")
+
+
+def test_measurements_import_only_the_harness_and_the_network_list() -> None:
+    """Imports inside lungseg.bench point downward: measurements never import each other."""
+    below = {"harness": set(), "networks": set(), "report": set()}
+    measurements = {"throughput", "memory", "pipeline", "crf", "prediction"}
+    allowed = {**below, **{m: {"harness", "networks"} for m in measurements},
+               "run": {"harness", "networks", "report", *measurements}, "cli": {"harness", "report", "run"}}
+    for path in PACKAGE.glob("*.py"):
+        if path.stem in ("__init__", "__main__"):
+            continue
+        imported = {node.module.split(".")[2] for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lungseg.bench.")}
+        assert imported <= allowed[path.stem], (path.name, imported - allowed[path.stem])
+
+
+def test_python_dash_m_help() -> None:
+    out = subprocess.run([sys.executable, "-m", "lungseg.bench", "--help"], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout
+    assert out.startswith("usage: lungseg bench") and "speed, cost and memory" in out and "--sections" in out

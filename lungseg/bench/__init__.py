@@ -1,0 +1,55 @@
+"""``lungseg bench``: speed, cost and memory of the networks and the pipeline, measured side by side in one run.
+
+What one run measures (all in the same process, on the same device, with the same threads):
+
+* for :class:`~lungseg.models.UNet`, :class:`~lungseg.models.AttentionResUNet` (the paper's configuration,
+  ``base_channels=32, depth=4``) and MONAI's ``AttentionUnet`` at matched widths
+  (``channels=(32, 64, 128, 256, 512), strides=(2, 2, 2, 2)``): parameters, forward FLOPs per image
+  (``torch.utils.flop_counter``), training throughput (images/s of forward + hybrid loss (eq. 9) +
+  backward + Adam step, train mode), inference throughput and single-slice latency
+  (``torch.inference_mode``, eval mode) and peak memory;
+* the machine's ceiling, a large matrix product in the same dtype, and from it the model FLOPs
+  utilisation (MFU) ``achieved FLOP/s / ceiling`` with training FLOPs taken as 3x forward (backward ~ 2x);
+* dense-CRF (eq. 10) milliseconds per slice and the parallel :func:`lungseg.crf.refine_batch` rate;
+* data pipeline slices/s (DICOM series read, slice dataset built from DICOM, loaded from the cache,
+  iterated through a ``DataLoader``) against the rate at which training consumes slices;
+* phantom generation slices/s, and the wall time of ``lungseg predict --crf`` on a 100-slice series.
+
+Timing protocol: ``warmup`` untimed iterations per model, then ``repeats`` timed iterations
+*interleaved* across the three models (model A, B, C, A, B, C, ...) so that a change in machine load
+hits all of them alike; the median is reported. CUDA timings synchronise before and after. Peak
+memory on CPU is the ``ru_maxrss`` increase of a fresh subprocess per model (``tracemalloc`` does not
+see torch's allocator); on CUDA ``torch.cuda.max_memory_allocated``.
+
+Variants: on CPU fp32 in each network's own layout, fp32 with ``channels_last`` forced on all, and
+bf16 autocast where the CPU has native bf16 (AVX-512 BF16 or AMX), plus ``torch.compile`` of both
+dtypes with ``--compile``; on CUDA fp32, bf16 autocast + ``channels_last``, and the same under
+``torch.compile`` (cudnn benchmark on). Every variant is applied identically to all three networks.
+The end-to-end prediction runs in fp32 and, where fast bf16 exists, in bf16, and reports how many
+mask voxels the two disagree on.
+
+Run ``lungseg bench`` (or ``python -m lungseg.bench``); ``--quick`` is a < 1 minute smoke run on tiny
+sizes whose numbers mean nothing.
+
+Layout (imports point downward only: the measurements import the harness and the network list,
+never each other; :mod:`~lungseg.bench.run` imports the measurements):
+
+* :mod:`~lungseg.bench.harness`: :class:`BenchConfig`, variants, the timing protocol, threads, the matmul ceiling;
+* :mod:`~lungseg.bench.networks`: the compared networks, named by :data:`lungseg.models.MODELS` plus MONAI's reference;
+* measurements: :mod:`~lungseg.bench.throughput` (throughput, latency, MFU), :mod:`~lungseg.bench.memory`,
+  :mod:`~lungseg.bench.pipeline` (data pipeline, phantom generation), :mod:`~lungseg.bench.crf`,
+  :mod:`~lungseg.bench.prediction` (end-to-end ``predict``);
+* :mod:`~lungseg.bench.report`: ``bench.md`` and ``bench.png`` (:func:`write_markdown`, :func:`plot_bench`);
+* :mod:`~lungseg.bench.run`: :func:`run_bench`; :mod:`~lungseg.bench.cli`: the flags and :func:`main`.
+"""
+
+from __future__ import annotations
+
+from lungseg.bench.cli import add_arguments, main, run_from_args
+from lungseg.bench.harness import CUDA_BATCHES, FULL, QUICK, BenchConfig, Variant, matmul_ceiling
+from lungseg.bench.networks import MONAI_REFERENCE, NETWORKS, build_bench_model
+from lungseg.bench.report import plot_bench, read_result, write_markdown
+from lungseg.bench.run import SECTIONS, run_bench
+
+__all__ = ["BenchConfig", "add_arguments", "main", "plot_bench", "read_result", "run_bench", "run_from_args",
+           "write_markdown"]

@@ -1,0 +1,85 @@
+"""End to end: the wall time of ``lungseg predict --crf`` on a phantom DICOM series, per precision."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lungseg.bench.harness import BenchConfig, nominal_fingerprint
+from lungseg.bench.networks import PAPER_MODEL, build_bench_model
+
+__all__ = ["series_prediction"]
+
+
+def _untrained_run(cfg: BenchConfig, path: Path) -> Any:
+    """A run directory (:class:`lungseg.rundir.RunDir`) holding an untrained paper network, its
+    configuration and a nominal fingerprint: what :func:`lungseg.inference.predict` loads."""
+    from lungseg.config import TrainConfig
+    from lungseg.rundir import RunDir
+
+    run = RunDir(path).create()
+    run.write_config(TrainConfig(model=PAPER_MODEL, base_channels=cfg.base_channels, depth=cfg.depth,
+                                 image_size=cfg.image_size))
+    run.write_fingerprint(nominal_fingerprint(cfg.image_size))
+    model = build_bench_model(PAPER_MODEL, cfg.base_channels, cfg.depth)
+    run.save_checkpoint("best", {"model": model.state_dict(), "epoch": 0})
+    return run
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
+    """How many voxels two binary masks disagree on, and their Dice."""
+    union = int((a | b).sum())
+    return {
+        "voxels_differing_fraction": float((a != b).mean()),
+        "mask_dice": 2 * int((a & b).sum()) / (int(a.sum()) + int(b.sum())) if union else 1.0,
+        "weights": "untrained weights: a numerics check",
+    }
+
+
+def series_prediction(cfg: BenchConfig, root: Path, device: torch.device) -> dict[str, Any]:
+    """Wall time of :func:`lungseg.inference.predict` with ``crf=True`` on a phantom DICOM series.
+
+    The run directory holds an untrained AttentionResUNet (the cost does not depend on the weights);
+    the time covers DICOM reading, preprocessing, the forward passes, restoring to the native grid,
+    the CRF, and writing the NIfTI mask. It runs once per precision the device does fast (fp32, and
+    bf16 where :func:`lungseg.device.has_fast_bf16`); ``seconds_with_crf`` is the default
+    precision's (``--precision auto``). The masks of the two precisions are compared voxel by voxel
+    (with untrained weights this checks the numerics, not accuracy: see ``benchmarks/NOTES.md`` for a
+    trained model).
+    """
+    import nibabel as nib
+
+    from lungseg.data.dicom import write_dicom_series
+    from lungseg.data.phantom import PhantomConfig, generate_patient
+    from lungseg.device import has_fast_bf16, resolve_precision
+    from lungseg.inference import predict
+
+    vol, _ = generate_patient(1, PhantomConfig(image_size=cfg.image_size, n_slices=cfg.series_slices))
+    series = root / "series"
+    write_dicom_series(vol, series)
+    run = _untrained_run(cfg, root / "run")
+    precisions = ["fp32"] + (["bf16"] if has_fast_bf16(device) else [])
+    runs: dict[str, dict[str, Any]] = {}
+    masks: dict[str, np.ndarray] = {}
+    for precision in precisions:
+        out = root / f"prediction-{precision}.nii.gz"
+        start = time.perf_counter()
+        predict(run.path, series, out, crf=True, device=str(device), precision=precision, progress=False)
+        seconds = time.perf_counter() - start
+        runs[precision] = {"seconds_with_crf": seconds, "slices_per_s_with_crf": cfg.series_slices / seconds}
+        masks[precision] = np.asarray(nib.load(str(out)).dataobj) > 0
+    default = resolve_precision("auto", device)
+    result: dict[str, Any] = {
+        "slices": cfg.series_slices, "image_size": cfg.image_size, "default_precision": default,
+        "seconds_with_crf": runs[default]["seconds_with_crf"],
+        "slices_per_s_with_crf": runs[default]["slices_per_s_with_crf"], "precisions": runs,
+        "what": "lungseg.inference.predict(run, dicom_series, out.nii.gz, crf=True, precision=...): read, segment,"
+                " CRF, write",
+    }
+    if "bf16" in masks:
+        result["bf16_vs_fp32"] = _agreement(masks["fp32"], masks["bf16"])
+    return result
