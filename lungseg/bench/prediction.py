@@ -32,10 +32,11 @@ def _untrained_run(cfg: BenchConfig, path: Path) -> Any:
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     """How many voxels two binary masks disagree on, and their Dice."""
-    union = int((a | b).sum())
+    from lungseg.metrics import confusion
+
     return {
         "voxels_differing_fraction": float((a != b).mean()),
-        "mask_dice": 2 * int((a & b).sum()) / (int(a.sum()) + int(b.sum())) if union else 1.0,
+        "mask_dice": confusion(a, b).dice,
         "weights": "untrained weights: a numerics check",
     }
 

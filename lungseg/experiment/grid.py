@@ -127,8 +127,9 @@ def run_experiment(
 
     Args:
         data: dataset path (with masks).
-        out_dir: experiment folder: ``runs/<model>-<loss>-seed<k>/`` (each a run directory with
-            ``eval_crf_off.json`` / ``eval_crf_on.json``), ``results.csv``, ``results.json``,
+        out_dir: experiment folder: ``runs/<model>-<loss>-seed<k>/`` (each a run directory holding its
+            test evaluations with the CRF off and on, :meth:`lungseg.rundir.RunDir.evaluation_path`),
+            ``results.csv``, ``results.json``,
             ``differences.csv``.
         models: subset of ``("unet", "attention")``.
         losses: subset of ``("hybrid", "dice", "focal", "bce")``.

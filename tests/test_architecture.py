@@ -1,0 +1,123 @@
+"""The package's shape, as `book/architecture.md` describes it: stages in layers, imports pointing down,
+one owner of the run directory, no reaching into another module's private names."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "lungseg"
+ARCHITECTURE = ROOT / "book" / "architecture.md"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _layers() -> dict[str, int]:
+    """``{unit: layer}`` from the table of book/architecture.md: rows ``| N | `lungseg.x`, ... | ... |``."""
+    layers = {}
+    for line in ARCHITECTURE.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"\|\s*(\d+)\s*\|(.*?)\|", line)
+        if m:
+            for unit in re.findall(r"`(lungseg[\w.]*)`", m.group(2)):
+                layers[unit] = int(m.group(1))
+    return layers
+
+
+def _unit_of(module: str, layers: dict[str, int]) -> str:
+    """The longest unit of the table that is ``module`` or a package above it."""
+    # the root package "lungseg" holds only the version: it is nobody's fallback layer
+    candidates = [u for u in layers if module == u or (u != "lungseg" and module.startswith(u + "."))]
+    if not candidates:
+        raise AssertionError(f"{module} is in no layer of {ARCHITECTURE.name}; add it to the table")
+    return max(candidates, key=len)
+
+
+def _lungseg_imports(path: Path) -> list[tuple[str, list[str], int]]:
+    """``(module, imported names, line)`` of every import of a lungseg module in ``path`` (also inside functions)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.split(".")[0] == "lungseg":
+            found.append((node.module, [a.name for a in node.names], node.lineno))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, [], node.lineno) for a in node.names if a.name.split(".")[0] == "lungseg"]
+    return found
+
+
+def test_every_module_has_a_layer_and_every_listed_unit_exists() -> None:
+    layers, modules = _layers(), _modules()
+    assert len(layers) >= 10, f"no layer table found in {ARCHITECTURE}"
+    for module in modules:
+        _unit_of(module, layers)
+    for unit in layers:
+        assert unit in modules, f"{ARCHITECTURE.name} lists {unit}, which does not exist"
+
+
+def test_imports_point_down_the_stages() -> None:
+    layers = _layers()
+    wrong = []
+    for module, path in _modules().items():
+        unit = _unit_of(module, layers)
+        for imported, names, line in _lungseg_imports(path):
+            targets = [imported] if imported != "lungseg" else [f"lungseg.{n}" for n in names if n != "__version__"]
+            for target in targets:
+                other = _unit_of(target, layers)
+                if other != unit and layers[other] >= layers[unit]:
+                    wrong.append(f"{path.relative_to(ROOT)}:{line} {unit} (layer {layers[unit]}) imports "
+                                 f"{target} (layer {layers[other]})")
+    assert not wrong, "imports that do not point to a lower stage:\n" + "\n".join(wrong)
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    wrong = []
+    for module, path in _modules().items():
+        for imported, names, line in _lungseg_imports(path):
+            private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            if private and imported != module:
+                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {private} from {imported}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_only_the_run_directory_module_spells_its_file_names() -> None:
+    from lungseg.rundir import RunDir
+
+    # RunDir.PROVENANCE is left out: a published profile folder has a provenance file of the same
+    # name (scripts/run_profile.py), which is not a run's.
+    names = [RunDir.CONFIG, RunDir.FINGERPRINT, RunDir.SPLIT, RunDir.HISTORY, RunDir.METRICS,
+             "best.pt", "last.pt", "eval_crf_"]
+    owner = PACKAGE / "rundir.py"
+    wrong = []
+    for path in list(PACKAGE.rglob("*.py")) + list((ROOT / "scripts").glob("*.py")):
+        if path == owner:
+            continue
+        text = path.read_text(encoding="utf-8")
+        wrong += [f"{path.relative_to(ROOT)}: {name}" for name in names if name in text]
+    assert not wrong, "run-directory file names spelled outside lungseg/rundir.py:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("equation", range(1, 15))
+def test_every_equation_of_the_paper_is_located(equation: int) -> None:
+    """The "where is eq. (N)" table names an existing object for every equation of the paper."""
+    import importlib
+
+    rows = [line for line in ARCHITECTURE.read_text(encoding="utf-8").splitlines()
+            if re.match(rf"\|\s*eq\. \({equation}\)\s*\|", line)]
+    assert rows, f"eq. ({equation}) is missing from the table in {ARCHITECTURE.name}"
+    objects = re.findall(r"`(lungseg\.[\w.]+)`", rows[0])
+    assert objects, f"eq. ({equation}): no lungseg object named"
+    for dotted in objects:
+        module, _, attr = dotted.rpartition(".")
+        try:
+            assert hasattr(importlib.import_module(module), attr), dotted
+        except ModuleNotFoundError:
+            importlib.import_module(dotted)
