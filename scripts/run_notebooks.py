@@ -27,8 +27,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from lungseg.experiment import PROFILES  # noqa: E402
+
 NOTEBOOKS = ROOT / "notebooks"
-PROFILES = ("quick", "medium", "paper")
 # Per-cell metadata papermill/nbclient add on every run; dropped so re-runs do not churn git.
 _VOLATILE_CELL_KEYS = ("papermill", "execution")
 
@@ -105,7 +109,7 @@ def execute(source: Path, parameters: dict[str, Any], cell_timeout: int | None) 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="quick", choices=PROFILES, help="run profile (default: quick)")
+    ap.add_argument("--profile", default="quick", choices=list(PROFILES), help="run profile (default: quick)")
     ap.add_argument("--only", nargs="+", metavar="NN", help="only these chapter numbers, e.g. --only 01 09")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="extra papermill parameter (VALUE parsed as YAML), repeatable")

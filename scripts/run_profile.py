@@ -19,7 +19,6 @@ Steps:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -32,16 +31,21 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from lungseg.book import ProfileSettings, prepare_data, profile_settings, resolve, train_config  # noqa: E402
 from lungseg.errors import LungsegError  # noqa: E402
-from lungseg.experiment import run_experiment, run_name  # noqa: E402
+from lungseg.experiment import (  # noqa: E402
+    TABLE_FILES,
+    ProfileSettings,
+    prepare_data,
+    profile_settings,
+    run_experiment,
+    run_name,
+    train_config,
+)
+from lungseg.paths import resolve  # noqa: E402
+from lungseg.rundir import RunDir  # noqa: E402
 
-
-#: Files of a run directory that are committed (never ``last.pt``; ``best.pt`` only for the model card).
-LIGHT_FILES = ("config.json", "metrics.json", "history.csv", "split.json", "fingerprint.json",
-               "provenance.json", "eval_crf_off.json", "eval_crf_on.json", "eval_crf_off_per_image.csv",
-               "eval_crf_on_per_image.csv")
-TABLE_FILES = ("results.csv", "results.json", "differences.csv")
+# A run directory publishes RunDir.published_files() (never the last checkpoint; the best one only
+# with the model card); the experiment folder publishes its tables.
 #: Largest checkpoint that is committed with a model card.
 MAX_MODEL_BYTES = 5 * 1024 * 1024
 
@@ -59,12 +63,12 @@ def run_profile(
     """Generate the data, run the grid and publish it; returns the published folder ``results/<profile>``.
 
     Args:
-        profile: a key of :data:`lungseg.book.PROFILES`.
+        profile: a key of :data:`lungseg.experiment.PROFILES`.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         runs_dir: where the full run directories (with checkpoints) go; default ``runs/<profile>``.
         results_dir: the published folder; default ``results/<profile>``.
-        overrides: :class:`lungseg.book.ProfileSettings` overrides (tests use a tiny grid).
-        train_overrides: :class:`TrainConfig` overrides on top of :data:`lungseg.book.TRAIN_SETTINGS`.
+        overrides: :class:`lungseg.experiment.ProfileSettings` overrides (tests use a tiny grid).
+        train_overrides: :class:`TrainConfig` overrides on top of :data:`lungseg.experiment.TRAIN_SETTINGS`.
         progress: progress bars.
     """
     settings = profile_settings(profile, device=device, **(overrides or {}))
@@ -97,21 +101,30 @@ def _mtime(path: Path) -> float | None:
     return path.stat().st_mtime if path.is_file() else None
 
 
-def _run_timing(run_dir: Path) -> dict[str, Any]:
+def _grid_run(exp_dir: Path, run: dict[str, Any]) -> RunDir:
+    """The run directory of one row of the results table's ``runs``."""
+    return RunDir(exp_dir / "runs" / run_name(run["model"], run["loss"], run["seed"]))
+
+
+def _evaluations(run: RunDir) -> tuple[Path, Path]:
+    """The run's test evaluations with the CRF off and on, in the order the experiment writes them."""
+    return run.evaluation_path(False), run.evaluation_path(True)
+
+
+def _run_timing(run: RunDir) -> dict[str, Any]:
     """Where one run's time went, from its history and the files it wrote.
 
-    ``train_and_validate_s`` sums the epoch times of ``history.csv`` (optimisation plus the
+    ``train_and_validate_s`` sums the epoch times of the run's history (optimisation plus the
     validation pass of every epoch); ``setup_s`` is the rest of the training wall time (reading and
     preprocessing the slices, the fingerprint, model construction); the two evaluation times are
-    the gaps between the modification times of ``metrics.json``, ``eval_crf_off.json`` and
-    ``eval_crf_on.json`` (written one after the other by the experiment).
+    the gaps between the modification times of the training summary and of the evaluations with
+    the CRF off and on (written one after the other by the experiment).
     """
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    with open(run_dir / "history.csv", newline="", encoding="utf-8") as fh:
-        history = list(csv.DictReader(fh))
+    metrics = run.read_metrics()
+    history = run.read_history()
     epoch_s = [float(r["time_s"]) for r in history]
     wall = float(metrics["wall_time_s"])
-    t_metrics, t_off, t_on = (_mtime(run_dir / n) for n in ("metrics.json", "eval_crf_off.json", "eval_crf_on.json"))
+    t_metrics, t_off, t_on = (_mtime(p) for p in (run.metrics_path, *_evaluations(run)))
     eval_off = None if t_metrics is None or t_off is None or t_off < t_metrics else t_off - t_metrics
     eval_on = None if t_off is None or t_on is None or t_on < t_off else t_on - t_off
     return {
@@ -127,30 +140,29 @@ def _run_timing(run_dir: Path) -> dict[str, Any]:
 
 
 def _grid_span(exp_dir: Path, results: dict[str, Any]) -> float | None:
-    """Seconds from the first run's ``config.json`` to the last evaluation written: the grid's wall
-    time even when this call only reused finished runs."""
+    """Seconds from the first run's configuration file to the last evaluation written: the grid's
+    wall time even when this call only reused finished runs."""
     first, last = None, None
-    for run in results["runs"]:
-        run_dir = exp_dir / "runs" / run_name(run["model"], run["loss"], run["seed"])
-        times = [t for t in (_mtime(run_dir / n) for n in ("config.json", "eval_crf_off.json", "eval_crf_on.json"))
-                 if t is not None]
+    for row in results["runs"]:
+        run = _grid_run(exp_dir, row)
+        times = [t for t in (_mtime(p) for p in (run.config_path, *_evaluations(run))) if t is not None]
         if times:
             first = min(times) if first is None else min(first, *times)
             last = max(times) if last is None else max(last, *times)
     return None if first is None or last is None else round(last - first, 2)
 
 
-def _best_attention_run(results: dict[str, Any], exp_dir: Path) -> Path | None:
+def _best_attention_run(results: dict[str, Any], exp_dir: Path) -> RunDir | None:
     """The attention run with the highest best validation Dice (the model the book's attention-map
     and CRF chapters use). Chosen on validation, not test, so that its test figures stay unbiased."""
     best, best_dice = None, -1.0
-    for run in results["runs"]:
-        if run["model"] != "attention":
+    for row in results["runs"]:
+        if row["model"] != "attention":
             continue
-        run_dir = exp_dir / "runs" / run_name(run["model"], run["loss"], run["seed"])
-        dice = json.loads((run_dir / "metrics.json").read_text()).get("best_val_dice")
+        run = _grid_run(exp_dir, row)
+        dice = run.read_metrics().get("best_val_dice")
         if dice is not None and float(dice) > best_dice:
-            best, best_dice = run_dir, float(dice)
+            best, best_dice = run, float(dice)
     return best
 
 
@@ -162,14 +174,12 @@ def _fmt(stat: dict[str, Any] | None) -> str:
     return f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}] (n={stat['n']})"
 
 
-def _model_card(settings: ProfileSettings, run_dir: Path, results: dict[str, Any], provenance: dict[str, Any]) -> str:
-    config = json.loads((run_dir / "config.json").read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    off = json.loads((run_dir / "eval_crf_off.json").read_text())
-    on_path = run_dir / "eval_crf_on.json"
-    on = json.loads(on_path.read_text()) if on_path.is_file() else {}
-    cell = next((c for c in results["cells"] if c["model"] == "attention" and c["loss"] == config["loss"]
-                 and not c["crf"]), None)
+def _card_metrics(run: RunDir, loss: str, results: dict[str, Any]) -> list[str]:
+    """The model card's test-metrics section: this checkpoint's evaluations and the seed-averaged cell."""
+    off = run.read_evaluation(False)
+    on = run.read_evaluation(True) if run.evaluation_path(True).is_file() else {}
+    cell = next((c for c in results["cells"] if c["model"] == "attention" and c["loss"] == loss and not c["crf"]),
+                None)
 
     def row(name: str, ev: dict[str, Any], *path: str) -> str:
         v: Any = ev
@@ -177,30 +187,7 @@ def _model_card(settings: ProfileSettings, run_dir: Path, results: dict[str, Any
             v = v.get(k) if isinstance(v, dict) else None
         return f"| {name} | {'n/a' if v is None else f'{float(v):.3f}'} |"
 
-    lines = [
-        f"# Model card: AttentionResUNet, `{settings.profile}` profile",
-        "",
-        "**Intended use: demonstration only.** Trained on a *synthetic* phantom study generated by",
-        "`lungseg phantom`; it has never seen a real CT scan and must not be used on patient data or for",
-        "any clinical purpose. It lets the book's attention-map and CRF chapters and `lungseg predict`",
-        "run without training.",
-        "",
-        "## Data",
-        f"- Synthetic phantom study: {settings.n_patients} patients, seed {settings.data_seed},"
-        f" {settings.phantom_slices} slices of {settings.phantom_size}x{settings.phantom_size} per patient"
-        f" (`python scripts/run_profile.py --profile {settings.profile}` regenerates it into `{settings.data_dir}`).",
-        f"- Patient-level split (seed {config['split_seed']}, fractions {config['split_fractions']}):"
-        f" {metrics.get('n_patients')} patients; the split is in `split.json`.",
-        "",
-        "## Model and training",
-        f"- `{config['model']}`, base channels {config['base_channels']}, depth {config['depth']},"
-        f" input {config['image_size']}x{config['image_size']}, loss `{config['loss']}`, seed {config['seed']}.",
-        f"- {metrics['epochs_run']} epochs (max {config['epochs']}, early stopping patience {config['patience']}"
-        f" on validation Dice); best validation Dice {metrics['best_val_dice']:.3f} at epoch {metrics['best_epoch']}.",
-        f"- Chosen as the attention run with the highest validation Dice among"
-        f" {len([r for r in results['runs'] if r['model'] == 'attention'])} attention runs (the test split"
-        " played no part in the choice).",
-        "",
+    return [
         "## Test metrics of this checkpoint",
         "Pooled = one confusion matrix over all test pixels; per image = mean over test slices (slices where",
         "target and prediction are both empty are excluded); per patient = mean over test patients.",
@@ -215,8 +202,39 @@ def _model_card(settings: ProfileSettings, run_dir: Path, results: dict[str, Any
         row("small-tumour recall (< 10 mm)", off, "small_tumor_recall"),
         row("Dice, pooled, with CRF", on, "pooled", "dice"),
         "",
-        f"Seed-averaged cell (attention, {config['loss']}, CRF off), mean [95 % t-interval] over seeds:"
+        f"Seed-averaged cell (attention, {loss}, CRF off), mean [95 % t-interval] over seeds:"
         f" pooled Dice {_fmt(cell['dice_pooled']) if cell else 'n/a'}.",
+    ]
+
+
+def _model_card(settings: ProfileSettings, run: RunDir, results: dict[str, Any], provenance: dict[str, Any]) -> str:
+    config = run.read_config()
+    metrics = run.read_metrics()
+    lines = [
+        f"# Model card: AttentionResUNet, `{settings.profile}` profile",
+        "",
+        "**Intended use: demonstration only.** Trained on a *synthetic* phantom study generated by",
+        "`lungseg phantom`; it has never seen a real CT scan and must not be used on patient data or for",
+        "any clinical purpose. It lets the book's attention-map and CRF chapters and `lungseg predict`",
+        "run without training.",
+        "",
+        "## Data",
+        f"- Synthetic phantom study: {settings.n_patients} patients, seed {settings.data_seed},"
+        f" {settings.phantom_slices} slices of {settings.phantom_size}x{settings.phantom_size} per patient"
+        f" (`python scripts/run_profile.py --profile {settings.profile}` regenerates it into `{settings.data_dir}`).",
+        f"- Patient-level split (seed {config.split_seed}, fractions {list(config.split_fractions)}):"
+        f" {metrics.get('n_patients')} patients; the split is in `{run.split_path.name}`.",
+        "",
+        "## Model and training",
+        f"- `{config.model}`, base channels {config.base_channels}, depth {config.depth},"
+        f" input {config.image_size}x{config.image_size}, loss `{config.loss}`, seed {config.seed}.",
+        f"- {metrics['epochs_run']} epochs (max {config.epochs}, early stopping patience {config.patience}"
+        f" on validation Dice); best validation Dice {metrics['best_val_dice']:.3f} at epoch {metrics['best_epoch']}.",
+        f"- Chosen as the attention run with the highest validation Dice among"
+        f" {len([r for r in results['runs'] if r['model'] == 'attention'])} attention runs (the test split"
+        " played no part in the choice).",
+        "",
+        *_card_metrics(run, config.loss, results),
         "",
         "## Provenance",
         f"- git commit `{provenance.get('git', {}).get('commit')}`, device `{provenance.get('device')}`,"
@@ -227,44 +245,44 @@ def _model_card(settings: ProfileSettings, run_dir: Path, results: dict[str, Any
     return "\n".join(lines)
 
 
-def publish(settings: ProfileSettings, exp_dir: Path, published: Path, results: dict[str, Any],
-            timing: dict[str, float]) -> None:
-    """Copy the light files of a finished grid into ``published`` and write its provenance."""
-    from lungseg.provenance import collect
-
-    target = published / "experiment"
-    if target.exists():
-        shutil.rmtree(target)  # a stale grid must not leave runs behind
-    (target / "runs").mkdir(parents=True)
-    for name in TABLE_FILES:
-        shutil.copy2(exp_dir / name, target / name)
+def _copy_runs(exp_dir: Path, target: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """Copy every run's :meth:`RunDir.published_files` into ``target/runs``; returns each run's status and timing."""
     per_run: dict[str, Any] = {}
-    for run in results["runs"]:
-        name = run_name(run["model"], run["loss"], run["seed"])
-        src, dst = exp_dir / "runs" / name, target / "runs" / name
-        dst.mkdir()
-        for f in LIGHT_FILES:
-            if (src / f).is_file():
-                shutil.copy2(src / f, dst / f)
-        per_run[name] = {"status": run["status"], **_run_timing(src)}
+    for row in results["runs"]:
+        src = _grid_run(exp_dir, row)
+        dst = RunDir(target / "runs" / src.path.name).create()
+        for path in src.published_files():
+            if path.is_file():
+                shutil.copy2(path, dst.path / path.name)
+        per_run[src.path.name] = {"status": row["status"], **_run_timing(src)}
+    return per_run
 
-    provenance = collect(settings.device, started=None)
+
+def _publish_best_model(settings: ProfileSettings, exp_dir: Path, target: Path, results: dict[str, Any],
+                        provenance: dict[str, Any]) -> dict[str, Any]:
+    """Publish the best attention run's weights with a model card when they are small; returns what was done."""
     best = _best_attention_run(results, exp_dir)
-    model_note: dict[str, Any] = {"run": None, "committed": False}
-    if best is not None:
-        size = (best / "best.pt").stat().st_size
-        model_note = {"run": best.name, "bytes": size, "committed": size < MAX_MODEL_BYTES}
-        if size < MAX_MODEL_BYTES:
-            shutil.copy2(best / "best.pt", target / "runs" / best.name / "best.pt")
-            (target / "runs" / best.name / "MODEL_CARD.md").write_text(
-                _model_card(settings, best, results, provenance), encoding="utf-8")
+    if best is None:
+        return {"run": None, "committed": False}
+    weights = best.checkpoint_path("best")
+    size = weights.stat().st_size
+    if size < MAX_MODEL_BYTES:
+        dst = RunDir(target / "runs" / best.path.name)
+        shutil.copy2(weights, dst.checkpoint_path("best"))
+        (dst.path / "MODEL_CARD.md").write_text(_model_card(settings, best, results, provenance), encoding="utf-8")
+    return {"run": best.path.name, "bytes": size, "committed": size < MAX_MODEL_BYTES}
+
+
+def _provenance_summary(settings: ProfileSettings, exp_dir: Path, results: dict[str, Any],
+                        provenance: dict[str, Any], per_run: dict[str, Any], model_note: dict[str, Any],
+                        timing: dict[str, float]) -> dict[str, Any]:
+    """The profile's ``provenance.json``: settings, machine, wall times, and where the time went."""
 
     def total(key: str) -> float:
         return round(sum(r[key] or 0.0 for r in per_run.values()), 2)
 
     epochs = sum(r["epochs_run"] for r in per_run.values())
-    trained = {k: r for k, r in per_run.items() if r["status"] == "trained"}
-    summary = {
+    return {
         "profile": settings.profile,
         "settings": settings.to_dict(),
         "train_settings": results["settings"]["base_config"],
@@ -280,7 +298,7 @@ def publish(settings: ProfileSettings, exp_dir: Path, published: Path, results: 
         "grid_span_from_files_s": _grid_span(exp_dir, results),
         "generate_data_s": round(timing["generate_data_s"], 2),
         "total_wall_s": round(timing["total_s"], 2),
-        "runs_trained_in_this_call": len(trained),
+        "runs_trained_in_this_call": sum(r["status"] == "trained" for r in per_run.values()),
         "sum_of_run_times_s": round(sum((r["train_wall_s"] or 0.0) + (r["evaluate_crf_off_s"] or 0.0)
                                         + (r["evaluate_crf_on_s"] or 0.0) for r in per_run.values()), 2),
         "time_per_epoch_s": round(total("train_and_validate_s") / epochs, 3) if epochs else None,
@@ -296,6 +314,23 @@ def publish(settings: ProfileSettings, exp_dir: Path, published: Path, results: 
         "best_attention_model": model_note,
         "per_run": per_run,
     }
+
+
+def publish(settings: ProfileSettings, exp_dir: Path, published: Path, results: dict[str, Any],
+            timing: dict[str, float]) -> None:
+    """Copy the light files of a finished grid into ``published`` and write its provenance."""
+    from lungseg.provenance import collect
+
+    target = published / "experiment"
+    if target.exists():
+        shutil.rmtree(target)  # a stale grid must not leave runs behind
+    (target / "runs").mkdir(parents=True)
+    for name in TABLE_FILES:
+        shutil.copy2(exp_dir / name, target / name)
+    per_run = _copy_runs(exp_dir, target, results)
+    provenance = collect(settings.device, started=None)
+    model_note = _publish_best_model(settings, exp_dir, target, results, provenance)
+    summary = _provenance_summary(settings, exp_dir, results, provenance, per_run, model_note, timing)
     published.mkdir(parents=True, exist_ok=True)
     (published / "provenance.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 

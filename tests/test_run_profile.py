@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from lungseg.rundir import RunDir
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "run_profile.py"
 
 
@@ -48,13 +50,13 @@ def test_published_layout(published: tuple[Path, Path]) -> None:
     assert len(rows) == 2 * 1 * 2  # models x losses x CRF off/on
     run_dirs = sorted(p.name for p in (exp / "runs").iterdir())
     assert run_dirs == sorted(f"{m}-hybrid-seed{s}" for m in ("unet", "attention") for s in (0, 1))
-    for run in (exp / "runs").iterdir():
-        for name in ("config.json", "metrics.json", "history.csv", "split.json", "fingerprint.json",
-                     "provenance.json", "eval_crf_off.json", "eval_crf_on.json"):
-            assert (run / name).is_file(), f"{run.name}/{name}"
-        assert not (run / "last.pt").exists()
+    for folder in (exp / "runs").iterdir():
+        run = RunDir(folder)
+        for path in run.published_files():
+            assert path.is_file(), f"{run.path.name}/{path.name}"
+        assert not run.has_checkpoint("last")
     # the full runs (with checkpoints) stay outside the published folder
-    assert (tmp / "runs" / "experiment" / "runs" / "unet-hybrid-seed0" / "last.pt").is_file()
+    assert RunDir(tmp / "runs" / "experiment" / "runs" / "unet-hybrid-seed0").has_checkpoint("last")
 
 
 @pytest.mark.slow
@@ -63,13 +65,12 @@ def test_only_the_best_attention_model_is_published(published: tuple[Path, Path]
     checkpoints = sorted(out.rglob("*.pt"))
     assert len(checkpoints) == 1
     best = checkpoints[0]
-    assert best.name == "best.pt" and best.parent.name.startswith("attention-")
+    assert best == RunDir(best.parent).checkpoint_path("best") and best.parent.name.startswith("attention-")
     assert best.stat().st_size < rp.MAX_MODEL_BYTES
     card = (best.parent / "MODEL_CARD.md").read_text()
     assert "synthetic" in card and "demonstration only" in card and "pooled" in card
     # it is the attention run with the highest validation Dice
-    dices = {p.parent.name: json.loads(p.read_text())["best_val_dice"]
-             for p in (out / "experiment" / "runs").glob("attention-*/metrics.json")}
+    dices = {p.name: RunDir(p).read_metrics()["best_val_dice"] for p in (out / "experiment" / "runs").glob("attention-*")}
     assert best.parent.name == max(dices, key=dices.get)
 
 
@@ -117,11 +118,3 @@ def test_cli_rejects_unknown_profile(capsys: pytest.CaptureFixture[str]) -> None
 def test_cli_rejects_bad_threads(capsys: pytest.CaptureFixture[str]) -> None:
     assert rp.main(["--threads", "0"]) == 2
     assert "--threads" in capsys.readouterr().err
-
-
-def test_every_profile_has_train_settings() -> None:
-    from lungseg.book import PROFILES, TRAIN_SETTINGS
-
-    assert set(PROFILES) <= set(TRAIN_SETTINGS)
-    for name in ("medium", "paper"):
-        assert TRAIN_SETTINGS[name]["patience"] is not None  # early stopping on validation Dice

@@ -1,8 +1,33 @@
 """Experiment stage: the paper's comparison grid over models, losses, CRF and seeds.
 
-* :mod:`lungseg.experiment.grid` — :func:`run_experiment` (train, evaluate, seed-paired table).
+* :mod:`lungseg.experiment.grid` — :func:`run_experiment` (train, evaluate, seed-paired table);
+* :mod:`lungseg.experiment.profiles` — the run profiles (quick, medium, paper) and their grid.
 """
 
-from lungseg.experiment.grid import TABLE_METRICS, mean_ci, run_experiment, run_name
+from lungseg.experiment.grid import (
+    CELLS_FILE,
+    DIFFERENCES_FILE,
+    RESULTS_FILE,
+    TABLE_FILES,
+    TABLE_METRICS,
+    mean_ci,
+    run_experiment,
+    run_name,
+)
+from lungseg.experiment.profiles import (
+    PROFILES,
+    TRAIN_SETTINGS,
+    ProfileSettings,
+    experiment_dir,
+    phantom_config,
+    prepare_data,
+    profile_settings,
+    run_grid,
+    train_config,
+)
 
-__all__ = ["TABLE_METRICS", "mean_ci", "run_experiment", "run_name"]
+__all__ = [
+    "CELLS_FILE", "DIFFERENCES_FILE", "PROFILES", "RESULTS_FILE", "TABLE_FILES", "TABLE_METRICS", "TRAIN_SETTINGS",
+    "ProfileSettings", "experiment_dir", "mean_ci", "phantom_config", "prepare_data", "profile_settings",
+    "run_experiment", "run_grid", "run_name", "train_config",
+]

@@ -28,6 +28,13 @@ from lungseg.files import write_csv, write_json
 from lungseg.rundir import RunDir
 from lungseg.training import train
 
+#: The files of an experiment folder beside its ``runs/``: the full results (JSON), the cells and the
+#: paired differences (CSV). Readers ask for them here.
+RESULTS_FILE = "results.json"
+CELLS_FILE = "results.csv"
+DIFFERENCES_FILE = "differences.csv"
+TABLE_FILES: tuple[str, ...] = (CELLS_FILE, RESULTS_FILE, DIFFERENCES_FILE)
+
 #: Figures of the results table: (column name, path into the evaluation dict).
 TABLE_METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("dice_pooled", ("pooled", "dice")),
@@ -186,10 +193,10 @@ def run_experiment(
         },
         "provenance": collect(device, started=started),
     }
-    write_json(results, out / "results.json")
-    _write_cells_csv(out / "results.csv", cells)
-    _write_differences_csv(out / "differences.csv", differences)
-    return json.loads((out / "results.json").read_text())
+    write_json(results, out / RESULTS_FILE)
+    _write_cells_csv(out / CELLS_FILE, cells)
+    _write_differences_csv(out / DIFFERENCES_FILE, differences)
+    return json.loads((out / RESULTS_FILE).read_text())
 
 
 def _cells(evaluations: dict[tuple[str, str, bool, int], dict[str, Any]], models: Sequence[str],

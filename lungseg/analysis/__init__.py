@@ -1,0 +1,33 @@
+"""Analyses of a finished experiment's runs and images, above the experiment stage.
+
+* :mod:`lungseg.analysis.runs` — an experiment's runs read back through
+  :class:`lungseg.rundir.RunDir`: which run is which, the held-out patients, per-run summaries
+  and learning curves (chapters 4, 6–8);
+* :mod:`lungseg.analysis.examples` — which test slices a figure shows, chosen by rule (chapter 6);
+* :mod:`lungseg.analysis.regions` — where the attention gates look, by body region (chapter 7);
+* :mod:`lungseg.analysis.sizes` — the tumour-size bins (chapters 7 and 8);
+* :mod:`lungseg.analysis.crf_effect` — what the CRF changes, image by image (chapter 8).
+
+They read run directories, datasets and arrays; none trains, evaluates or knows the book.
+"""
+
+from lungseg.analysis.crf_effect import crf_change
+from lungseg.analysis.examples import example_slices
+from lungseg.analysis.regions import BODY_HU, LUNG_HU, attention_by_region, body_regions
+from lungseg.analysis.runs import held_out_patients, run_dir, run_histories, run_summaries
+from lungseg.analysis.sizes import SIZE_BINS, size_bin
+
+__all__ = [
+    "BODY_HU",
+    "LUNG_HU",
+    "SIZE_BINS",
+    "attention_by_region",
+    "body_regions",
+    "crf_change",
+    "example_slices",
+    "held_out_patients",
+    "run_dir",
+    "run_histories",
+    "run_summaries",
+    "size_bin",
+]

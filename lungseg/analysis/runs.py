@@ -1,0 +1,68 @@
+"""The runs of a finished experiment, read back from their run directories (chapters 4 and 6–8).
+
+An experiment's results table (``results.json`` of :func:`lungseg.experiment.run_experiment`)
+lists its runs; everything read from a run goes through :class:`lungseg.rundir.RunDir`, which
+alone knows the run directory's file names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lungseg.rundir import RunDir
+
+__all__ = ["held_out_patients", "run_dir", "run_histories", "run_summaries"]
+
+
+def run_dir(results: dict[str, Any], model: str, loss: str, seed: int | None = None) -> Path:
+    """The folder of one run of an experiment (``seed``: the first seed when ``None``).
+
+    Raises:
+        KeyError: the experiment has no such run.
+    """
+    for run in results["runs"]:
+        if run["model"] == model and run["loss"] == loss and (seed is None or run["seed"] == seed):
+            return Path(run["run"])
+    raise KeyError(f"the experiment has no run with model={model!r}, loss={loss!r}, seed={seed!r}")
+
+
+def held_out_patients(results: dict[str, Any]) -> list[str]:
+    """The test patients shared by every run of an experiment (from its first run's split).
+
+    Raises:
+        FileNotFoundError: the first run has no split.
+    """
+    return RunDir(results["runs"][0]["run"]).read_split()["test"]
+
+
+def run_summaries(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per run of an experiment: model, loss, seed, whether it was trained in this call or
+    reused, the device, epochs, best validation Dice and wall time (from each run's training summary;
+    empty where a run has none)."""
+    rows = []
+    for run in results["runs"]:
+        folder = RunDir(run["run"])
+        summary = folder.read_metrics() if folder.metrics_path.is_file() else {}
+        epochs = summary.get("epochs_run") or 0
+        wall = summary.get("wall_time_s")
+        rows.append({
+            "run": folder.path.name, "model": run["model"], "loss": run["loss"], "seed": run["seed"],
+            "status": run["status"], "device": summary.get("device"), "epochs": epochs,
+            "best epoch": summary.get("best_epoch"), "best val Dice": summary.get("best_val_dice"),
+            "wall time (s)": wall, "s / epoch": wall / epochs if wall is not None and epochs else None,
+        })
+    return rows
+
+
+def run_histories(results: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """``{run name: {column: values per epoch}}`` from every run's training history (runs without
+    one are left out)."""
+    histories = {}
+    for run in results["runs"]:
+        folder = RunDir(run["run"])
+        if not folder.history_path.is_file():
+            continue
+        rows = folder.read_history()
+        histories[folder.path.name] = {k: [r[k] for r in rows] for k in (rows[0] if rows else {})}
+    return histories

@@ -1,0 +1,108 @@
+"""lungseg.analysis: an experiment's runs read back, example slices, attention by region, CRF effect."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from lungseg import analysis
+from lungseg.rundir import RunDir
+
+
+def fake_experiment(tmp_path) -> dict:
+    """A results table listing two finished runs, each with a summary, a history and the split."""
+    runs = []
+    for model in ("unet", "attention"):
+        run = RunDir(tmp_path / "runs" / f"{model}-hybrid-seed0").create()
+        run.write_metrics({"epochs_run": 2, "wall_time_s": 10.0, "device": "cpu", "best_epoch": 2,
+                           "best_val_dice": 0.4})
+        run.write_history([{"epoch": e, "train_loss": loss, "val_dice": d, "lr": 1e-3, "time_s": 4.0}
+                           for e, loss, d in ((1, 0.9, 0.1), (2, 0.8, 0.4))])
+        run.write_split({"train": ["a"], "val": ["b"], "test": ["c", "d"]}, seed=0, fractions=(0.5, 0.25, 0.25),
+                        data="x")
+        runs.append({"run": str(run), "model": model, "loss": "hybrid", "seed": 0, "status": "trained"})
+    return {"runs": runs, "settings": {"losses": ["hybrid"], "seeds": [0], "models": ["unet", "attention"]}}
+
+
+def test_runs_are_read_back_through_their_run_directories(tmp_path):
+    results = fake_experiment(tmp_path)
+    rows = analysis.run_summaries(results)
+    assert rows[0]["s / epoch"] == pytest.approx(5.0) and rows[0]["device"] == "cpu"
+    assert rows[1]["run"] == "attention-hybrid-seed0" and rows[1]["best val Dice"] == 0.4
+    hist = analysis.run_histories(results)
+    assert hist["unet-hybrid-seed0"]["val_dice"] == [0.1, 0.4] and hist["unet-hybrid-seed0"]["epoch"] == [1, 2]
+    assert analysis.held_out_patients(results) == ["c", "d"]
+    assert analysis.run_dir(results, "attention", "hybrid").name == "attention-hybrid-seed0"
+    assert analysis.run_dir(results, "attention", "hybrid", seed=0).name == "attention-hybrid-seed0"
+    with pytest.raises(KeyError):
+        analysis.run_dir(results, "attention", "dice")
+
+
+def test_a_run_without_files_is_summarised_empty(tmp_path):
+    results = {"runs": [{"run": str(tmp_path / "gone"), "model": "unet", "loss": "dice", "seed": 0,
+                         "status": "reused"}]}
+    assert analysis.run_summaries(results)[0]["epochs"] == 0
+    assert analysis.run_histories(results) == {}
+    with pytest.raises(FileNotFoundError):
+        analysis.held_out_patients(results)
+
+
+def test_body_regions_and_attention_by_region():
+    img = np.full((32, 32), -1000.0, np.float32)  # air
+    img[4:28, 4:28] = 40.0  # body
+    img[8:24, 8:24] = -850.0  # lung inside it
+    mask = np.zeros((32, 32), np.uint8)
+    mask[14:18, 14:18] = 1
+    img[mask > 0] = 30.0
+    r = analysis.body_regions(img, mask)
+    assert r["tumour"].sum() == 16 and r["lung"].sum() == 16 * 16 - 16
+    assert not (r["lung"] & r["tumour"]).any() and r["outside body"][0, 0] and r["other tissue"][5, 5]
+    total = sum(v.astype(int) for v in r.values())
+    assert (total == 1).all()  # disjoint and covering
+    alpha = np.where(mask > 0, 0.9, 0.1)[None].astype(np.float32)
+    rows = analysis.attention_by_region(img[None], mask[None], [alpha, np.full_like(alpha, 0.5)])
+    assert rows[0]["tumour"] == pytest.approx(0.9) and rows[0]["lung"] == pytest.approx(0.1)
+    assert rows[0]["tumour / lung"] == pytest.approx(9.0) and rows[1]["tumour / lung"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="alphas"):
+        analysis.attention_by_region(img[None], mask[None], [alpha[:, :8]])
+    with pytest.raises(ValueError, match="image_hu"):
+        analysis.body_regions(img[None])
+
+
+def test_size_bins_and_crf_change(tmp_path):
+    assert analysis.size_bin(0) == "no tumour" and analysis.size_bin(5) == "< 10 mm"
+    assert analysis.size_bin(25) == ">= 20 mm" and analysis.size_bin(10) == "10-20 mm"
+    assert [b[0] for b in analysis.SIZE_BINS][0] == "no tumour"
+    run = RunDir(tmp_path)
+    header = "image_id,patient_id,slice,tumour_pixels,predicted_pixels,dice,tp,fp,fn,tn\n"
+    run.per_image_path(False).write_text(header + "p:0,p,0,0,3,,0,3,0,97\np:1,p,1,50,40,0.5,20,20,30,30\n")
+    with pytest.raises(FileNotFoundError, match="crf=True"):
+        analysis.crf_change(tmp_path)
+    run.per_image_path(True).write_text(header + "p:0,p,0,0,0,,0,0,0,100\np:1,p,1,50,50,0.8,40,10,10,40\n")
+    rows = analysis.crf_change(tmp_path, {"p": (1.0, 1.0)})
+    assert rows[0]["size"] == "no tumour" and rows[0]["dice_change"] is None and rows[0]["fp_on"] == 0
+    assert rows[1]["dice_change"] == pytest.approx(0.3) and rows[1]["size"] == "< 10 mm"
+    assert rows[1]["diameter_mm"] == pytest.approx(2 * math.sqrt(50 / math.pi))
+    assert analysis.crf_change(tmp_path)[1]["size"] == "tumour"
+    run.per_image_path(True).write_text(header + "p:0,p,0,0,0,,0,0,0,100\n")
+    with pytest.raises(ValueError, match="different images"):
+        analysis.crf_change(tmp_path)
+
+
+def test_example_slices_picks_by_rule():
+    from lungseg.data.volume import CTVolume
+
+    mask = np.zeros((4, 16, 16), np.uint8)
+    mask[1, 2:12, 2:12] = 1  # large
+    mask[2, 5:8, 5:8] = 1  # 9 px
+    mask[3, 5:6, 5:6] = 1  # 1 px: too small to show
+    vol = CTVolume(image=np.zeros((4, 16, 16), np.float32), mask=mask, spacing=(1.0, 1.0, 1.0), patient_id="p")
+    manifest = {"patients": [{"patient_id": "p", "tumours": [
+        {"location": "juxta-pleural", "centre_voxel_zyx": [2.2, 6, 6]}]}]}
+    found = analysis.example_slices({"p": vol}, ["p"], manifest)
+    assert found["largest tumour"] == ("p", 1, 100) and found["smallest tumour"] == ("p", 2, 9)
+    assert found["juxta-pleural tumour"] == ("p", 2, 9) and found["tumour-free"] == ("p", 0, 0)
+    assert "juxta-pleural tumour" not in analysis.example_slices({"p": vol}, ["p"])
+    assert "juxta-pleural tumour" not in analysis.example_slices({"p": vol}, [], manifest)

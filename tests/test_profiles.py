@@ -1,0 +1,102 @@
+"""lungseg.experiment.profiles (the run profiles and their grid) and lungseg.paths."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lungseg.experiment import profiles
+from lungseg.paths import repo_root, resolve
+
+
+@pytest.fixture
+def fake_repo(tmp_path, monkeypatch):
+    """An empty repository root as the current directory."""
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "lungseg").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_profiles_quick_is_small_and_overrides_apply():
+    quick = profiles.profile_settings("quick")
+    paper = profiles.profile_settings("paper")
+    assert quick.image_size < paper.image_size and quick.n_patients < paper.n_patients
+    assert quick.output_dir == "results/quick" and paper.output_dir == "results/paper"
+    s = profiles.profile_settings("quick", epochs=7, seeds=[3, 4], device=None)
+    assert s.epochs == 7 and s.seeds == (3, 4) and s.device == "auto"
+    with pytest.raises(ValueError, match="profile must be one of"):
+        profiles.profile_settings("huge")
+    with pytest.raises(ValueError, match="unknown profile setting 'epoch'"):
+        profiles.profile_settings("quick", epoch=3)
+
+
+def test_every_profile_has_train_settings():
+    assert set(profiles.PROFILES) <= set(profiles.TRAIN_SETTINGS)
+    for name in ("medium", "paper"):
+        assert profiles.TRAIN_SETTINGS[name]["patience"] is not None  # early stopping on validation Dice
+
+
+def test_resolve_is_relative_to_the_repository_root(fake_repo, monkeypatch):
+    (fake_repo / "notebooks").mkdir()
+    monkeypatch.chdir(fake_repo / "notebooks")
+    assert repo_root() == fake_repo
+    assert resolve("results/quick") == fake_repo / "results" / "quick"
+    assert resolve(fake_repo / "x") == fake_repo / "x"
+    assert profiles.experiment_dir(profiles.profile_settings("quick")) == fake_repo / "results" / "quick" / "experiment"
+
+
+def test_prepare_data_reuses_a_matching_study_and_rebuilds_a_stale_one(fake_repo, monkeypatch):
+    phantom = pytest.importorskip("lungseg.data.phantom")
+    calls = []
+
+    def fake_generate(out, n_patients, seed, config, progress, overwrite):
+        calls.append(overwrite)
+        out.mkdir(parents=True, exist_ok=True)
+        manifest = {"format": phantom.MANIFEST_FORMAT, "generator_version": phantom.GENERATOR_VERSION, "seed": seed,
+                    "n_patients": n_patients, "config": config.to_dict(), "patients": []}
+        (out / "manifest.json").write_text(json.dumps(manifest))
+        return out
+
+    monkeypatch.setattr(phantom, "generate_study", fake_generate)
+    settings = profiles.profile_settings("quick")
+    path = profiles.prepare_data(settings)
+    assert path == fake_repo / "data" / "phantom-quick" and calls == [False]
+    assert profiles.prepare_data(settings) == path and calls == [False]  # reused
+    profiles.prepare_data(profiles.profile_settings("quick", n_patients=3))
+    assert calls == [False, True]  # different study in the same folder: regenerated
+    with pytest.raises(FileNotFoundError, match="data_dir 'missing'"):
+        profiles.prepare_data(settings, "missing")
+    assert profiles.prepare_data(settings, path) == path  # a given folder is used as it is
+
+
+def test_phantom_config_follows_the_profile():
+    s = profiles.profile_settings("quick", phantom_size=64, phantom_slices=5)
+    config = profiles.phantom_config(s)
+    assert (config.image_size, config.n_slices) == (64, 5)
+
+
+def test_train_config_follows_the_profile():
+    s = profiles.profile_settings("quick", epochs=2)
+    cfg = profiles.train_config(s)
+    assert (cfg.epochs, cfg.image_size, cfg.base_channels, cfg.depth) == (2, s.image_size, s.base_channels, s.depth)
+    assert cfg.tumour_fraction == profiles.TRAIN_SETTINGS[s.profile]["tumour_fraction"]
+    assert cfg.samples_per_epoch == profiles.TRAIN_SETTINGS[s.profile]["samples_per_epoch"]
+    assert profiles.train_config(s, "d", lr=0.5).lr == 0.5
+    cfg.validate()
+
+
+def test_run_grid_runs_the_profiles_grid_in_its_experiment_folder(fake_repo, monkeypatch):
+    seen = {}
+
+    def fake_run_experiment(data, out_dir, **kwargs):
+        seen.update(data=data, out_dir=out_dir, **kwargs)
+        return {"runs": []}
+
+    monkeypatch.setattr(profiles, "run_experiment", fake_run_experiment)
+    s = profiles.profile_settings("quick", seeds=[1, 2], losses=["dice"])
+    assert profiles.run_grid(s, "data/x", progress=False) == {"runs": []}
+    assert seen["out_dir"] == profiles.experiment_dir(s) and seen["data"] == "data/x"
+    assert (seen["seeds"], seen["losses"], seen["models"]) == ((1, 2), ("dice",), s.models)
+    assert seen["crf"] == (False, True) and seen["base_config"] == profiles.train_config(s)
