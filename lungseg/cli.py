@@ -170,11 +170,33 @@ def _phantom_parser(sub: Any) -> None:
 
 def _fetch_parser(sub: Any) -> None:
     """The ``fetch`` verb's flags."""
+
+    def hex_digest(algorithm: str) -> Any:
+        def parse(value: str) -> str:
+            from lungseg.data.fetch import check_hex
+
+            try:
+                return check_hex(value, algorithm)
+            except LungsegError as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+
+        return parse
+
     p = sub.add_parser("fetch", formatter_class=_Formatter, help="download and verify a public dataset",
-                       description="Download a public dataset, verify its SHA-256 and unpack it.")
+                       description="Download a public dataset, verify its checksum and unpack it.\n"
+                                   "The manifest's checksum (or --sha256/--md5) is checked before anything is unpacked;\n"
+                                   "the SHA-256 of the first verified download is recorded in TO/.lungseg-fetch.json and\n"
+                                   "checked on every later download or extraction there. A mismatch deletes the archive.")
     p.add_argument("name", nargs="?", default="msd-lung", help="dataset name (default: msd-lung)")
     p.add_argument("--to", required=True, help="destination folder (required)")
-    p.add_argument("--url", default=None, help="alternative download URL (default: the manifest's)")
+    p.add_argument("--url", default=None, help="alternative download URL, checked like the manifest's (default: the manifest's)")
+    p.add_argument("--sha256", type=hex_digest("sha256"), default=None, metavar="HEX",
+                   help="expected SHA-256 of the archive (64 hex digits); replaces the manifest's checksum (default: the manifest's)")
+    p.add_argument("--md5", type=hex_digest("md5"), default=None, metavar="HEX",
+                   help="expected MD5 of the archive (32 hex digits); replaces the manifest's checksum (default: the manifest's)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the manifest's checksum, or unpack when none is known, with a warning; the SHA-256"
+                        " recorded in --to is still checked (default: off)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
 
 
@@ -292,7 +314,10 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
 def _cmd_fetch(args: argparse.Namespace) -> None:
     from lungseg.data.fetch import fetch
 
-    path = fetch(args.name, to=args.to, url=args.url, progress=not args.quiet)
+    if args.no_verify and (args.sha256 or args.md5):
+        raise LungsegError("--no-verify contradicts --sha256/--md5: a checksum that is given is always checked")
+    path = fetch(args.name, to=args.to, url=args.url, sha256=args.sha256, md5=args.md5, verify=not args.no_verify,
+                 progress=not args.quiet)
     print(f"{args.name} ready in {path}")
 
 
