@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -94,13 +95,16 @@ def _train_options() -> list[tuple[str, str, Any, str, Sequence[str] | None]]:
         ("--lam", "lam", float, "λ of the hybrid loss (eq. 9)", None),
         ("--alpha", "alpha", float, "α of the focal loss (eq. 8)", None),
         ("--gamma", "gamma", float, "γ of the focal loss (eq. 8)", None),
+        ("--patch-size", "patch_size", _optional_int,
+         "side of the random training crops; validation and prediction use whole slices ('none' = whole-slice"
+         " training, the paper's recipe; a size >= the slice size also trains on whole slices)", None),
+        ("--foreground-fraction", "foreground_fraction", float, "share of crops centred on a tumour pixel", None),
         ("--tumour-fraction", "tumour_fraction", _optional_float,
-         "probability of drawing a tumour slice ('none' = natural frequencies, no oversampling)", None),
-        ("--samples-per-epoch", "samples_per_epoch", _optional_int, "slices per epoch ('none' = all training slices)", None),
-        ("--augment", "augment", _bool_flag, "flips, small rotations, HU jitter (on/off)", None),
+         "share of samples drawn from tumour slices ('none' = slices drawn uniformly)", None),
+        ("--samples-per-epoch", "samples_per_epoch", _optional_int, "crops or slices per epoch ('none' = the training slices)", None),
+        ("--augment", "augment", _bool_flag, "flips, small rotations, zoom, HU jitter (on/off)", None),
         ("--split-seed", "split_seed", int, "seed of the patient split", None),
         ("--threshold", "threshold", float, "probability threshold of the binary mask", None),
-        ("--num-workers", "num_workers", int, "data-loader worker processes", None),
         ("--cache-dir", "cache_dir", str, "cache of preprocessed slices ('none' = no cache)", None),
         ("--compile", "compile", _bool_flag, "torch.compile the model (CUDA only; on/off)", None),
         ("--precision", "precision", str,
@@ -118,6 +122,12 @@ def _add_train_options(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> 
         shown = "none" if default is None else (("on" if default else "off") if isinstance(default, bool) else default)
         p.add_argument(flag, dest=field, type=typ, default=None, choices=choices, metavar=None if choices else field.upper(),
                        help=f"{text} (default: {shown})")
+    _, val, test = d.split_fractions
+    p.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                   help=f"share of patients held out for validation (default: {val})")
+    p.add_argument("--test-fraction", type=float, default=None, metavar="F",
+                   help=f"share of patients held out for testing; 0 = train on all but the validation patients,"
+                        f" for data with a separate test set (default: {test})")
 
 
 def _config_from_args(args: argparse.Namespace, base: Any | None = None) -> Any:
@@ -129,6 +139,11 @@ def _config_from_args(args: argparse.Namespace, base: Any | None = None) -> Any:
         v = getattr(args, f.name, None)
         if v is not None:
             values[f.name] = None if (f.name == "cache_dir" and v.lower() == "none") else v
+    val, test = getattr(args, "val_fraction", None), getattr(args, "test_fraction", None)
+    if val is not None or test is not None:
+        _, base_val, base_test = values["split_fractions"]
+        val, test = base_val if val is None else val, base_test if test is None else test
+        values["split_fractions"] = [round(1.0 - val - test, 10), val, test]
     return TrainConfig.from_dict(values)
 
 
@@ -151,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lungseg {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for add_verb in (_phantom_parser, _fetch_parser, _train_parser, _evaluate_parser, _experiment_parser, _predict_parser, _bench_parser):
+    for add_verb in (_phantom_parser, _fetch_parser, _train_parser, _evaluate_parser, _experiment_parser, _tune_parser,
+                      _predict_parser, _bench_parser):
         add_verb(sub)
     return parser
 
@@ -251,6 +267,20 @@ def _experiment_parser(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
 
 
+def _tune_parser(sub: Any) -> None:
+    """The ``tune`` verb's flags."""
+    p = sub.add_parser("tune", formatter_class=_Formatter, help="choose α, λ, lr and the threshold on validation data",
+                       description="Train the candidate settings of each loss (lungseg.experiment.tune.SEARCH_SPACE),"
+                                   " score each on the validation patients over thresholds, and choose per loss;"
+                                   " writes tune.csv and tune.json. Test patients are never used.")
+    p.add_argument("--data", required=True, help="dataset with masks (required)")
+    p.add_argument("--out", required=True, help="tuning folder (required)")
+    p.add_argument("--losses", default="dice,focal,hybrid", help="comma-separated losses (default: dice,focal,hybrid)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    _add_train_options(p, skip=("loss",))
+    p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
+
+
 def _predict_parser(sub: Any) -> None:
     """The ``predict`` verb's flags."""
     p = sub.add_parser("predict", formatter_class=_Formatter, help="segment a DICOM series, NIfTI, PNG/JPEG or .npz",
@@ -331,7 +361,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     if args.config:
         base = TrainConfig.from_json(args.config)
     run = RunDir(out)
-    if args.resume and run.has_checkpoint("last") and run.config_path.is_file():
+    if args.resume and run.config_path.is_file():
         base = run.read_config()
     config = _config_from_args(args, base)
     if not config.data:
@@ -386,6 +416,17 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
     print(f"wrote {Path(args.out) / 'results.csv'} and results.json")
 
 
+def _cmd_tune(args: argparse.Namespace) -> None:
+    from lungseg.experiment.tune import TUNE_TABLE, tune
+
+    res = tune(args.data, args.out, base_config=_config_from_args(args), losses=_csv_list(args.losses, "--losses"),
+               progress=not args.quiet)
+    for loss, choice in res["chosen"].items():
+        settings = ", ".join(f"{k} {v}" for k, v in choice.items() if k != "val_dice")
+        print(f"{loss:>6}: {settings} (validation Dice {_fmt(choice['val_dice'])})")
+    print(f"wrote {Path(args.out) / TUNE_TABLE}")
+
+
 def _cmd_predict(args: argparse.Namespace) -> None:
     from lungseg.inference import format_summary, predict
 
@@ -411,7 +452,7 @@ def _cmd_bench(args: argparse.Namespace) -> Any:
 
 _COMMANDS = {
     "phantom": _cmd_phantom, "fetch": _cmd_fetch, "train": _cmd_train, "evaluate": _cmd_evaluate,
-    "experiment": _cmd_experiment, "predict": _cmd_predict, "bench": _cmd_bench,
+    "experiment": _cmd_experiment, "tune": _cmd_tune, "predict": _cmd_predict, "bench": _cmd_bench,
 }
 
 
@@ -424,9 +465,17 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Warnings as one ``warning: ...`` line on stderr, like the errors (set LUNGSEG_DEBUG for the source line)."""
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``lungseg`` command; returns the exit status (0 ok, 2 user error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not os.environ.get("LUNGSEG_DEBUG"):
+        warnings.showwarning = _show_warning
     parser = build_parser()
     if argv[:1] == ["bench"]:
         # lungseg.bench owns its flags (and their --help); it is imported only when asked for.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +28,10 @@ __all__ = ["LOSSES", "MODEL_NAMES", "SCHEDULES", "TrainConfig", "config_differen
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 SCHEDULES: tuple[str, ...] = ("cosine", "constant", "plateau")
 # Fields that may change between a run and its resumption without changing its result.
-RESUME_FREE_FIELDS = frozenset({"device", "num_workers", "compile", "data"})
+RESUME_FREE_FIELDS = frozenset({"device", "compile", "data", "cache_dir"})
+# Fields of older configs that no longer mean anything (data loader workers: batches are now drawn
+# on the training device); they are dropped when such a config is read.
+LEGACY_FIELDS = frozenset({"num_workers"})
 
 
 @dataclass
@@ -65,11 +69,19 @@ class TrainConfig:
         seed: seed of weight initialisation, data order and augmentation.
         split_seed: seed of the patient split (kept apart from ``seed`` so that repeated seeds of
             an experiment share one split).
-        split_fractions: train/val/test fractions of patients.
-        tumour_fraction: probability of drawing a tumour slice (oversampling with replacement);
-            ``None``: every training slice once per epoch in random order, natural frequencies.
-        samples_per_epoch: slices drawn per epoch (``None``: the number of training slices).
-        augment: flips, small rotations and HU jitter during training.
+        split_fractions: train/val/test fractions of patients. The test fraction may be 0 (a
+            user with a separate test set trains on everything but the validation patients).
+        patch_size: side of the random training crops, drawn from the preprocessed ``S × S``
+            slices (:mod:`lungseg.training.patches`); validation, evaluation and prediction run
+            the fully convolutional network on whole slices. ``None``, or a size of at least
+            ``S``: whole-slice training, the paper's literal recipe.
+        foreground_fraction: share of the crops centred on a tumour pixel (patch training).
+        tumour_fraction: share of samples drawn from tumour slices (whole slices, and the crops
+            that are not foreground-centred); ``None``: slices drawn uniformly.
+        samples_per_epoch: samples (crops or slices) per epoch (``None``: the number of training
+            slices).
+        augment: flips, small rotations, zoom and HU jitter during training, as batched tensor
+            operations on the training device.
         threshold: probability threshold of the binary prediction (validation Dice, evaluation).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
         compile: wrap the model in :func:`torch.compile` (CUDA only).
@@ -77,7 +89,6 @@ class TrainConfig:
             (autocast for forward passes; the loss, gradients, weights and Adam state stay fp32).
             bf16 on a CPU needs native bf16 (AVX-512 BF16 or AMX) and is about 2x faster there;
             see ``benchmarks/NOTES.md`` for what it does to the learned Dice.
-        num_workers: data loader worker processes.
         cache_dir: on-disk cache of preprocessed slices (``None``: no cache).
     """
 
@@ -88,7 +99,7 @@ class TrainConfig:
     batch_norm: bool = True
     loss: str = "hybrid"
     lam: float = 0.5
-    alpha: float = 0.25
+    alpha: float | None = 0.25
     gamma: float = 2.0
     image_size: int | None = None
     batch_size: int = 16
@@ -102,51 +113,62 @@ class TrainConfig:
     seed: int = 0
     split_seed: int = 0
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    patch_size: int | None = 128
+    foreground_fraction: float = 0.33
     tumour_fraction: float | None = None
     samples_per_epoch: int | None = None
-    augment: bool = False
+    augment: bool = True
     threshold: float = 0.5
     device: str = "auto"
     compile: bool = False
     precision: str = "auto"
-    num_workers: int = 0
     cache_dir: str | None = None
 
     def validate(self) -> None:
         """Check every field; raises :class:`LungsegError` naming the field and the value."""
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), str(f.type))
         if self.model not in MODEL_NAMES:
             raise LungsegError(f"model must be one of {MODEL_NAMES}, got {self.model!r}")
         if self.loss not in LOSSES:
             raise LungsegError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.schedule not in SCHEDULES:
             raise LungsegError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise LungsegError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("base_channels", "depth", "batch_size", "epochs"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) < 1:
                 raise LungsegError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.image_size is not None:
-            if self.image_size < 2**self.depth or self.image_size % 2**self.depth:
-                raise LungsegError(
-                    f"image_size must be a positive multiple of 2**depth = {2**self.depth}"
-                    f" (depth {self.depth}), got {self.image_size}"
-                )
-        if not self.lr > 0:
-            raise LungsegError(f"lr must be > 0, got {self.lr!r}")
-        if not 0.0 <= self.lam <= 1.0:
-            raise LungsegError(f"lam must be in [0, 1], got {self.lam!r}")
+        for name in ("patience", "samples_per_epoch"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise LungsegError(f"{name} must be >= 1 or None, got {getattr(self, name)!r}")
+        if self.warmup_epochs < 0:
+            raise LungsegError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
+        step = 2**self.depth
+        for name in ("image_size", "patch_size"):
+            size = getattr(self, name)
+            if size is not None and (size < step or size % step):
+                raise LungsegError(f"{name} must be a positive multiple of 2**depth = {step} (depth {self.depth}), got {size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise LungsegError(f"lr must be a finite number > 0, got {self.lr!r}")
+        for name, low, high in (("lam", 0.0, 1.0), ("foreground_fraction", 0.0, 1.0), ("min_lr_ratio", 0.0, 1.0)):
+            if not low <= getattr(self, name) <= high:
+                raise LungsegError(f"{name} must be in [{low}, {high}], got {getattr(self, name)!r}")
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
+            raise LungsegError(f"alpha must be in [0, 1] or None, got {self.alpha!r}")
+        if not (math.isfinite(self.gamma) and self.gamma >= 0):
+            raise LungsegError(f"gamma must be a finite number >= 0, got {self.gamma!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise LungsegError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         if not 0.0 < self.threshold < 1.0:
             raise LungsegError(f"threshold must be in (0, 1), got {self.threshold!r}")
         if self.tumour_fraction is not None and not 0.0 < self.tumour_fraction <= 1.0:
             raise LungsegError(f"tumour_fraction must be in (0, 1], got {self.tumour_fraction!r}")
-        if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1.0) > 1e-6:
-            raise LungsegError(f"split_fractions must be 3 numbers summing to 1, got {self.split_fractions!r}")
-        if self.patience is not None and self.patience < 1:
-            raise LungsegError(f"patience must be >= 1 or None, got {self.patience!r}")
-        if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
-            raise LungsegError(f"samples_per_epoch must be >= 1 or None, got {self.samples_per_epoch!r}")
-        if self.precision not in PRECISIONS:
-            raise LungsegError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.num_workers < 0:
-            raise LungsegError(f"num_workers must be >= 0, got {self.num_workers!r}")
+        fr = self.split_fractions
+        if len(fr) != 3 or any(not 0.0 <= x <= 1.0 for x in fr) or abs(sum(fr) - 1.0) > 1e-6 or fr[0] <= 0 or fr[1] <= 0:
+            raise LungsegError(
+                f"split_fractions must be 3 numbers in [0, 1] summing to 1 with train and validation > 0, got {fr!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -158,11 +180,20 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        """A config from a dict (e.g. ``--config`` JSON); every field's type is checked and named.
+
+        Raises:
+            LungsegError: an unknown field, or a value of the wrong type.
+        """
+        if not isinstance(d, dict):
+            raise LungsegError(f"a training config must be a JSON object of TrainConfig fields, got {type(d).__name__}")
+        fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k not in LEGACY_FIELDS}
+        unknown = sorted(set(d) - set(fields))
         if unknown:
-            raise LungsegError(f"unknown TrainConfig fields {unknown}; known: {sorted(names)}")
-        d = dict(d)
+            raise LungsegError(f"unknown TrainConfig fields {unknown}; known: {sorted(fields)}")
+        for name, value in d.items():
+            _check_type(name, value, fields[name])
         if "split_fractions" in d:
             d["split_fractions"] = tuple(float(x) for x in d["split_fractions"])
         return cls(**d)
@@ -176,6 +207,28 @@ class TrainConfig:
             return cls.from_dict(json.loads(path.read_text()))
         except json.JSONDecodeError as exc:
             raise LungsegError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _check_type(name: str, value: Any, annotation: str) -> None:
+    """Raise :class:`LungsegError` naming ``name`` when ``value`` does not fit its field's ``annotation``."""
+    allowed = [part.strip() for part in annotation.split("|")]
+    if value is None and "None" in allowed:
+        return
+    kind = allowed[0]
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif kind == "str":
+        ok = isinstance(value, str)
+    else:  # tuple[float, float, float]
+        ok = isinstance(value, (list, tuple)) and len(value) == 3 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+    if not ok:
+        wanted = annotation.replace("tuple[float, float, float]", "a list of 3 numbers")
+        raise LungsegError(f"TrainConfig field {name!r} must be {wanted}, got {value!r}")
 
 
 def config_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "json_safe", "write_csv", "write_json"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "check_output", "json_safe", "write_csv", "write_json"]
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -67,3 +67,34 @@ def write_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]], colu
         writer.writeheader()
         writer.writerows(rows)
     return atomic_write_text(path, buf.getvalue())
+
+
+def check_output(out: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str] | None], flag: str = "--out",
+                 protected: Sequence[str | os.PathLike[str]] = ()) -> None:
+    """Refuse an output path that would write into an input: one guard for every verb.
+
+    Args:
+        out: the output file or folder (it need not exist).
+        inputs: the verb's inputs (files or folders; ``None`` entries are skipped). The output may be
+            none of them, lie inside none of them, and link into none of them (paths are compared
+            after resolving symbolic links).
+        flag: the option's name, for the message.
+        protected: further files the output must not be (e.g. a run's own files, for ``evaluate``).
+
+    Raises:
+        LungsegError: naming the output and the input it would overwrite.
+    """
+    from lungseg.errors import LungsegError
+
+    target = Path(out).resolve()
+    for given in inputs:
+        if given is None or not str(given):
+            continue
+        source = Path(given).resolve()
+        if target == source:
+            raise LungsegError(f"{flag} {out} is the input {given} itself; inputs are never overwritten")
+        if source in target.parents:
+            raise LungsegError(f"{flag} {out} lies inside the input {given}; inputs are never written to")
+    for file in protected:
+        if target == Path(file).resolve():
+            raise LungsegError(f"{flag} {out} would overwrite {file}; choose another output path")

@@ -145,9 +145,17 @@ class RunDir:
             return False
 
     def evaluation_is_fresh(self, crf: bool) -> bool:
-        """True when the stored evaluation is at least as new as the best weights."""
-        path, best = self.evaluation_path(crf), self.checkpoint_path("best")
-        return path.is_file() and best.is_file() and path.stat().st_mtime >= best.stat().st_mtime
+        """True when the stored evaluation was made with the current best weights (same epoch).
+
+        The epoch, not the file times, decides: a fresh clone gives every file the same checkout time."""
+        path = self.evaluation_path(crf)
+        if not (path.is_file() and self.has_checkpoint("best")):
+            return False
+        try:
+            evaluated = json.loads(path.read_text()).get("checkpoint_epoch")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return False
+        return evaluated is not None and int(evaluated) == int(self.load_checkpoint("best").get("epoch", -1))
 
     def require(self, *paths: Path) -> None:
         """Raise :class:`FileNotFoundError` naming the first of ``paths`` that is missing."""
@@ -163,6 +171,14 @@ class RunDir:
     def create(self) -> "RunDir":
         self.path.mkdir(parents=True, exist_ok=True)
         return self
+
+    def remove_partial_files(self) -> list[Path]:
+        """Delete the temporary files a killed process left behind (``.<name>.tmp<pid>``; every write
+        is atomic, so such a file is never a complete one)."""
+        partial = [p for p in self.path.glob(".*.tmp*") if p.is_file()]
+        for p in partial:
+            p.unlink()
+        return partial
 
     def write_config(self, config: TrainConfig) -> Path:
         config.to_json(self.config_path)
@@ -231,6 +247,11 @@ class RunDir:
     def load_checkpoint(self, which: str = "best") -> dict[str, Any]:
         """The one function that reads this run's checkpoints (tensors mapped to the CPU).
 
+        The file is read with ``torch.load(..., weights_only=True)``: tensors and plain Python
+        types only, so a checkpoint someone shares cannot run code when it is loaded (a pickle
+        that names any other object is refused). Weights published in half precision
+        (:meth:`compact_checkpoint`) come back as float32.
+
         Raises:
             FileNotFoundError: the checkpoint does not exist.
             LungsegError: the file cannot be read as a checkpoint (the message names it).
@@ -238,9 +259,23 @@ class RunDir:
         path = self.checkpoint_path(which)
         self.require(path)
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a corrupt file can raise many types; report it as one line
-            raise LungsegError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
-        if not isinstance(state, dict) or "model" not in state:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a corrupt or unsafe file can raise many types; report it as one line
+            first = " ".join(str(exc).split())[:300]
+            raise LungsegError(
+                f"{path}: cannot read checkpoint safely ({type(exc).__name__}: {first}); lungseg loads checkpoints"
+                " with weights_only=True, which refuses files that could run code"
+            ) from None
+        if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
             raise LungsegError(f"{path}: not a lungseg checkpoint (no 'model' weights)")
+        state["model"] = {k: v.float() if torch.is_tensor(v) and v.dtype == torch.float16 else v
+                          for k, v in state["model"].items()}
         return state
+
+    def compact_checkpoint(self, which: str = "best") -> Path:
+        """Rewrite a checkpoint with its floating-point weights in half precision and nothing else
+        but its epoch, validation Dice and configuration (for publishing small runs)."""
+        state = self.load_checkpoint(which)
+        weights = {k: v.half() if torch.is_floating_point(v) else v for k, v in state["model"].items()}
+        keep = {k: state[k] for k in ("epoch", "val_dice", "config") if k in state}
+        return self.save_checkpoint(which, {"model": weights, **keep, "weights_dtype": "float16"})

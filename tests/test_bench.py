@@ -44,12 +44,13 @@ def test_quick_writes_json_and_markdown(quick_result: tuple[dict, object]) -> No
     result, out = quick_result
     assert result["quick"] is True
     for key in ("config", "device", "threads", "protocol", "models", "ceiling", "ratios", "crf", "data_pipeline",
-                "phantom_generation", "series_prediction", "provenance", "load_average"):
+                "training_step", "phantom_generation", "series_prediction", "provenance", "load_average"):
         assert key in result, key
     assert result["threads"]["intra_op"] >= 1
     assert {"git", "packages", "device", "time_utc"} <= set(result["provenance"])
     md = (out / "bench.md").read_text()
     assert "| variant | network |" in md and "AttentionUnet (MONAI)" in md
+    assert "## Training step (patches)" in md and "patches/s" in md
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -93,14 +94,45 @@ def test_pipeline_sections(quick_result: tuple[dict, object]) -> None:
     assert _positive(result["ceiling"]["fp32"]["tflops_median"])
     assert result["ceiling"]["fp32"]["n"] == result["config"]["matmul_size"]
     assert _positive(result["crf"]["ms_per_slice"]) and _positive(result["crf"]["batch_parallel_slices_per_s"])
-    stages = result["data_pipeline"]["stages"]
-    for key in ("dicom_read", "dataset_from_dicom", "dataset_from_cache", "loader_from_cache", "loader_augmented_workers"):
-        assert _positive(stages[key]["slices_per_s"]), key
-        assert _positive(stages[key]["headroom_over_training"]), key
+    data = result["data_pipeline"]
+    stages = data["stages"]
+    assert list(stages) == ["dicom_read", "dataset_from_dicom", "dataset_from_cache", "sampler_patches", "sampler_slices"]
+    for key, stage in stages.items():
+        assert _positive(stage["patches_per_s" if key == "sampler_patches" else "slices_per_s"]), key
+        assert _positive(stage["headroom_over_training"]), key
+    assert stages["sampler_patches"]["patch_size"] == result["config"]["patch_size"]
+    assert data["training_consumes_patches_per_s"] == \
+        result["training_step"]["models"][PAPER_MODEL]["fixed_batch_patches_per_s"]
     assert _positive(result["phantom_generation"]["slices_per_s"])
     pred = result["series_prediction"]
     assert pred["slices"] == result["config"]["series_slices"] and _positive(pred["seconds_with_crf"])
     assert pred["default_precision"] == "fp32" and "fp32" in pred["precisions"]
+
+
+def test_training_step_section(quick_result: tuple[dict, object]) -> None:
+    """(a) the sampled step, (b) the fixed-batch step and (c) the sampler, for each of lungseg's networks."""
+    result, _ = quick_result
+    step, cfg = result["training_step"], result["config"]
+    assert step["patch_size"] == cfg["patch_size"] < cfg["image_size"] and step["batch"] == cfg["train_batch"]
+    assert step["precision"] == "fp32" and step["channels_last"] is False and step["slices"] >= 1
+    assert _positive(step["sampler"]["patches_per_s"]) and step["sampler"]["step"]["repeats"] == cfg["repeats"]
+    assert list(step["models"]) == list(MODELS)
+    for name, m in step["models"].items():
+        for key in ("train_patches_per_s", "fixed_batch_patches_per_s"):
+            assert _positive(m[key]), (name, key)
+        assert m["full_step"]["repeats"] == m["fixed_batch_step"]["repeats"] == cfg["repeats"]
+        assert 0.0 <= m["share_outside_network"] <= 1.0, name
+        assert m["share_outside_network"] == pytest.approx(
+            m["train_patches_per_s"] / step["sampler"]["patches_per_s"])
+        assert math.isfinite(m["share_outside_network_difference"]) and m["share_outside_network_difference"] < 1
+        assert m["target_share"] == 0.10 and m["target_met"] is (m["share_outside_network"] < 0.10)
+
+
+def test_training_step_alone(tmp_path) -> None:
+    """``--sections train_step`` generates the phantom it needs and nothing else."""
+    result = bench.run_bench(quick=True, device="cpu", out_dir=tmp_path, sections=["train_step"], progress=False)
+    assert {"training_step", "phantom_generation"} <= set(result) and "data_pipeline" not in result
+    assert "## Training step (patches)" in (tmp_path / "bench.md").read_text()
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX-512 BF16 or AMX)")
@@ -124,6 +156,12 @@ def test_bad_arguments_are_user_errors(tmp_path) -> None:
         bench.main(["--quick", "--repeats", "0", "--out", str(tmp_path), "--quiet"])
     with pytest.raises(ValueError, match="image_size"):
         bench.BenchConfig(image_size=100, depth=4)
+    with pytest.raises(ValueError, match="patch_size"):
+        bench.BenchConfig(image_size=64, patch_size=20, depth=3)
+    with pytest.raises(ValueError, match="patch_size"):
+        bench.BenchConfig(image_size=64, patch_size=128)
+    with pytest.raises(LungsegError, match="patch-size"):
+        bench.main(["--quick", "--patch-size", "30", "--out", str(tmp_path), "--quiet"])
     assert not (tmp_path / "bench.json").exists()
 
 
@@ -169,7 +207,7 @@ def test_networks_are_the_model_registry_plus_monai() -> None:
 def test_measurements_import_only_the_harness_and_the_network_list() -> None:
     """Imports inside lungseg.bench point downward: measurements never import each other."""
     below = {"harness": set(), "networks": set(), "report": set()}
-    measurements = {"throughput", "memory", "pipeline", "crf", "prediction"}
+    measurements = {"throughput", "memory", "training_step", "pipeline", "crf", "prediction"}
     allowed = {**below, **{m: {"harness", "networks"} for m in measurements},
                "run": {"harness", "networks", "report", *measurements}, "cli": {"harness", "report", "run"}}
     for path in PACKAGE.glob("*.py"):

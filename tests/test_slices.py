@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from lungseg.data import open_dataset
 from lungseg.data.npz import write_npz
-from lungseg.data.slices import AugmentConfig, SliceDataset, patient_split
+from lungseg.data.slices import SliceDataset, patient_split
 from lungseg.errors import DataError
 from lungseg.preprocess import Fingerprint, preprocess_slices
 
@@ -74,7 +74,7 @@ def test_split_argument_errors() -> None:
 # SliceDataset
 # ---------------------------------------------------------------------------------------------
 def _study(tmp_path: Path, n_patients: int = 4, per_patient: int = 5, size: int = 48) -> Path:
-    """Slices whose image is bright exactly where the mask is (to check alignment after augmentation)."""
+    """Slices whose image is bright exactly where the mask is."""
     rng = np.random.default_rng(0)
     n = n_patients * per_patient
     masks = np.zeros((n, size, size), np.uint8)
@@ -166,70 +166,10 @@ def test_cached_dataset_pickles_without_copying(tmp_path: Path) -> None:
 
 def test_tumour_slices_flag_the_resized_masks(tmp_path: Path) -> None:
     ds = open_dataset(_study(tmp_path, n_patients=4, per_patient=5))
-    sd = SliceDataset(ds, ds.patient_ids, _fingerprint(), S, seed=3)
+    sd = SliceDataset(ds, ds.patient_ids, _fingerprint(), S)
     tumour = sd.tumour_slices
     assert tumour.dtype == bool and 0 < tumour.sum() < len(sd)
     np.testing.assert_array_equal(tumour, sd.masks.reshape(len(sd), -1).any(axis=1))
-
-
-def test_augmentation_keeps_mask_binary_and_aligned(tmp_path: Path) -> None:
-    ds = open_dataset(_study(tmp_path))
-    cfg = AugmentConfig(flip_lr=0.5, flip_ud=0.5, max_rotation_deg=10.0)
-    sd = SliceDataset(ds, ds.patient_ids, _fingerprint(), S, augment=cfg, seed=5)
-    plain = SliceDataset(ds, ds.patient_ids, _fingerprint(), S)
-    changed = 0
-    for epoch, index in itertools.product(range(3), range(0, len(sd), 2)):  # slices with a lesion
-        sd.set_epoch(epoch)
-        image, mask = sd[index]
-        assert set(torch.unique(mask).tolist()) <= {0.0, 1.0}
-        assert mask.sum() > 0.7 * plain[index][1].sum()  # small rotations keep the lesion
-        bright = image > image.min() + 0.5 * (image.max() - image.min())
-        iou = (bright & (mask > 0)).sum() / (bright | (mask > 0)).sum()
-        assert iou > 0.75, f"image and mask misaligned at {index}, epoch {epoch}: IoU {iou:.2f}"
-        changed += not torch.equal(mask, plain[index][1])
-    assert changed >= 10
-    low = (-1000 - _fingerprint().mean) / _fingerprint().std
-    high = (400 - _fingerprint().mean) / _fingerprint().std
-    image, _ = sd[1]
-    assert low - 1e-5 <= float(image.min()) and float(image.max()) <= high + 1e-5
-
-
-def test_hu_jitter_equals_jitter_before_normalisation(tmp_path: Path) -> None:
-    ds = open_dataset(_study(tmp_path))
-    cfg = AugmentConfig(flip_lr=0.0, max_rotation_deg=0.0, hu_scale=0.1, hu_offset=50.0)
-    sd = SliceDataset(ds, ["pt0"], _fingerprint(), S, augment=cfg, seed=2)
-    plain = SliceDataset(ds, ["pt0"], _fingerprint(), S)
-    fp = _fingerprint()
-    gains = []
-    for index in range(len(sd)):
-        z, z_aug = plain[index][0][0].numpy(), sd[index][0][0].numpy()
-        # recover x' = a x + b in HU from two pixels, then check every pixel against the HU-space jitter
-        x = z * fp.std + fp.mean
-        i, j = np.argmin(x), np.argmax(x)
-        x_aug = z_aug * fp.std + fp.mean
-        a = (x_aug.flat[j] - x_aug.flat[i]) / (x.flat[j] - x.flat[i])
-        b = x_aug.flat[i] - a * x.flat[i]
-        assert 0.9 - 1e-4 <= a <= 1.1 + 1e-4 and -50 - 1e-2 <= b <= 50 + 1e-2
-        expected = (np.clip(a * x + b, -1000, 400) - fp.mean) / fp.std
-        np.testing.assert_allclose(z_aug, expected, atol=1e-4)
-        gains.append(a)
-    assert np.std(gains) > 0.01  # the gain really varies between slices
-
-
-def test_augmentation_deterministic_per_seed_epoch_index(tmp_path: Path) -> None:
-    ds = open_dataset(_study(tmp_path))
-    sd = SliceDataset(ds, ds.patient_ids, _fingerprint(), S, augment=True, seed=11)
-    a = [sd[i] for i in range(4)]
-    b = [sd[i] for i in range(4)]
-    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
-    sd.set_epoch(1)
-    c = [sd[i] for i in range(4)]
-    assert any(not torch.equal(x[0], y[0]) for x, y in zip(a, c))
-    sd.set_epoch(0)
-    loader = DataLoader(sd, batch_size=2, num_workers=2, shuffle=False)
-    from_workers = torch.cat([batch[0] for batch in loader])
-    in_process = torch.stack([sd[i][0] for i in range(len(sd))])
-    assert torch.equal(from_workers, in_process)
 
 
 def test_unit_intensity_dataset(tmp_path: Path) -> None:
@@ -238,7 +178,7 @@ def test_unit_intensity_dataset(tmp_path: Path) -> None:
     masks = (images > 0.8).astype(np.uint8)
     ds = open_dataset(write_npz(tmp_path / "u.npz", images, masks, intensity="unit"))
     fp = Fingerprint(mean=0.5, std=0.29, window=None, image_size=16, intensity="unit")
-    sd = SliceDataset(ds, ds.patient_ids, fp, 16, augment=True)
+    sd = SliceDataset(ds, ds.patient_ids, fp, 16)
     image, mask = sd[0]
     assert image.shape == (1, 16, 16) and float(image.min()) >= (0 - 0.5) / 0.29 - 1e-5
     assert float(image.max()) <= (1 - 0.5) / 0.29 + 1e-5
@@ -260,7 +200,7 @@ def test_phantom_study_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     split = patient_split(ds.patient_ids, [ds.has_tumour(p) for p in ds.patient_ids], seed=0)
     assert all(split.values()) and sum(map(len, split.values())) == 6
     fp = Fingerprint.from_volumes(ds.volumes(split["train"]), image_size=S)
-    train = SliceDataset(ds, split["train"], fp, S, cache_dir=tmp_path / "cache", augment=True)
+    train = SliceDataset(ds, split["train"], fp, S, cache_dir=tmp_path / "cache")
     assert len(train) == 6 * len(split["train"])
     image, mask = train[0]
     assert image.shape == mask.shape == (1, S, S)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 
 from lungseg.device import cpu_has_bf16
 from lungseg.errors import LungsegError
-from lungseg.training import TrainConfig, epoch_batches, resolve_image_size, train
+from lungseg.training import TrainConfig, resolve_image_size, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,20 +57,35 @@ def test_defaults_suit_small_ct_patches() -> None:
     assert resolve_image_size(TrainConfig(image_size=96), [(48, 48)]) == 96
 
 
-def test_epoch_batches_deterministic_and_shared_across_ranks() -> None:
-    a = epoch_batches(50, 8, seed=3, epoch=2)
-    assert a == epoch_batches(50, 8, seed=3, epoch=2)
-    assert a != epoch_batches(50, 8, seed=3, epoch=3)
-    assert len(a) == 6 and all(len(b) == 8 for b in a)  # incomplete last batch dropped
-    assert len({i for b in a for i in b}) == 48
-    r0 = epoch_batches(50, 8, 3, 2, rank=0, world=2)
-    r1 = epoch_batches(50, 8, 3, 2, rank=1, world=2)
-    for g, x, y in zip(a, r0, r1):
-        assert sorted(x + y) == sorted(g) and len(x) == len(y) == 4
-    w = np.zeros(50)
-    w[:5] = 1.0  # only the first five are drawn
-    drawn = epoch_batches(50, 8, 0, 0, weights=w, num_samples=40)
-    assert {i for b in drawn for i in b} <= set(range(5)) and sum(map(len, drawn)) == 40
+def test_data_without_patient_ids_warns_that_the_split_is_by_image(tiny, tmp_path: Path) -> None:
+    from lungseg.training import SplitByImageWarning
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(-700, 50, (12, 16, 16)).astype(np.float32)
+    masks = np.zeros((12, 16, 16), np.uint8)
+    masks[:, 6:10, 6:10] = 1
+    np.savez(tmp_path / "no_ids.npz", images=images, masks=masks)
+    with pytest.warns(SplitByImageWarning, match="split is by image"):
+        train(TrainConfig(data=str(tmp_path / "no_ids.npz"), epochs=1, **tiny), tmp_path / "run", progress=False)
+    np.savez(tmp_path / "ids.npz", images=images, masks=masks, patient_ids=np.repeat([f"p{i}" for i in range(6)], 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SplitByImageWarning)
+        train(TrainConfig(data=str(tmp_path / "ids.npz"), epochs=1, **tiny), tmp_path / "run2", progress=False)
+
+
+def test_patch_training_runs_and_records_the_sampler(tiny, toy: Path, tmp_path: Path) -> None:
+    res = train(TrainConfig(data=str(toy), epochs=1, image_size=32, patch_size=16, samples_per_epoch=32, **tiny),
+                tmp_path / "run", progress=False)
+    summary = json.loads((res.run_dir / "metrics.json").read_text())
+    assert summary["sampler"]["mode"] == "patches" and summary["sampler"]["patch_size"] == 16
+    assert summary["steps_per_epoch"] == 32 // tiny["batch_size"]
+
+
+def test_test_fraction_zero_trains_on_all_but_validation(tiny, toy: Path, tmp_path: Path) -> None:
+    res = train(TrainConfig(data=str(toy), epochs=1, split_fractions=(0.8, 0.2, 0.0), **tiny), tmp_path / "run",
+                progress=False)
+    split = json.loads((res.run_dir / "split.json").read_text())
+    assert split["test"] == [] and len(split["train"]) == 8 and len(split["val"]) == 2
 
 
 def test_run_directory(tiny, toy: Path, tmp_path: Path) -> None:

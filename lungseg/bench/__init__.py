@@ -11,8 +11,12 @@ What one run measures (all in the same process, on the same device, with the sam
 * the machine's ceiling, a large matrix product in the same dtype, and from it the model FLOPs
   utilisation (MFU) ``achieved FLOP/s / ceiling`` with training FLOPs taken as 3x forward (backward ~ 2x);
 * dense-CRF (eq. 10) milliseconds per slice and the parallel :func:`lungseg.crf.refine_batch` rate;
-* data pipeline slices/s (DICOM series read, slice dataset built from DICOM, loaded from the cache,
-  iterated through a ``DataLoader``) against the rate at which training consumes slices;
+* the whole training step of ``lungseg train`` (patch sampling + augmentation + forward + loss +
+  backward + Adam) in patches/s for lungseg's networks, and the share of it spent outside the network
+  (target < 10 %);
+* data pipeline rates (DICOM series read, slice dataset built from DICOM, loaded from the cache, and
+  training batches drawn and rendered by the patch sampler: patches/s and whole slices/s) against the
+  rate at which training consumes them;
 * phantom generation slices/s, and the wall time of ``lungseg predict --crf`` on a 100-slice series.
 
 Timing protocol: ``warmup`` untimed iterations per model, then ``repeats`` timed iterations
@@ -37,7 +41,8 @@ never each other; :mod:`~lungseg.bench.run` imports the measurements):
 * :mod:`~lungseg.bench.harness`: :class:`BenchConfig`, variants, the timing protocol, threads, the matmul ceiling;
 * :mod:`~lungseg.bench.networks`: the compared networks, named by :data:`lungseg.models.MODELS` plus MONAI's reference;
 * measurements: :mod:`~lungseg.bench.throughput` (throughput, latency, MFU), :mod:`~lungseg.bench.memory`,
-  :mod:`~lungseg.bench.pipeline` (data pipeline, phantom generation), :mod:`~lungseg.bench.crf`,
+  :mod:`~lungseg.bench.training_step` (the sampled training step), :mod:`~lungseg.bench.pipeline` (data
+  pipeline, phantom generation), :mod:`~lungseg.bench.crf`,
   :mod:`~lungseg.bench.prediction` (end-to-end ``predict``);
 * :mod:`~lungseg.bench.report`: ``bench.md`` and ``bench.png`` (:func:`write_markdown`, :func:`plot_bench`);
 * :mod:`~lungseg.bench.run`: :func:`run_bench`; :mod:`~lungseg.bench.cli`: the flags and :func:`main`.

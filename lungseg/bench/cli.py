@@ -27,10 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--compile", dest="compile_models", action=argparse.BooleanOptionalAction, default=None,
                         help="add torch.compile variants (default: on CUDA only)")
     parser.add_argument("--sections", default=None,
-                        help="comma list of models,memory,crf,data,predict (default: all)")
+                        help="comma list of models,memory,crf,train_step,data,predict (default: all)")
     parser.add_argument("--repeats", type=int, default=None, help="timed iterations (default: 5; quick 2)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default: 1)")
     parser.add_argument("--train-batch", type=int, default=None, help="training batch (default: 4 CPU, 32 CUDA)")
+    parser.add_argument("--patch-size", type=int, default=None, help="training patch side (default: 128; quick 32)")
     parser.add_argument("--infer-batch", type=int, default=None, help="inference batch (default: 8 CPU, 128 CUDA)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
     return parser
@@ -41,7 +42,8 @@ def run_from_args(args: argparse.Namespace) -> dict[str, Any]:
     from lungseg.device import resolve_device
 
     overrides = {k: v for k, v in (("repeats", args.repeats), ("warmup", args.warmup),
-                                   ("train_batch", args.train_batch), ("infer_batch", args.infer_batch))
+                                   ("train_batch", args.train_batch), ("patch_size", args.patch_size),
+                                   ("infer_batch", args.infer_batch))
                  if v is not None}
     config = None
     if overrides:

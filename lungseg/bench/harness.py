@@ -1,8 +1,8 @@
-"""The bench harness: sizes, variants, the timing protocol and the matmul ceiling.
+"""The bench harness: sizes, variants, the timing protocol, the matmul ceiling and the training sampler.
 
 Everything here is shared by the measurement modules (:mod:`lungseg.bench.throughput`,
-:mod:`~lungseg.bench.memory`, :mod:`~lungseg.bench.pipeline`, :mod:`~lungseg.bench.crf`,
-:mod:`~lungseg.bench.prediction`); it imports no other module of the bench.
+:mod:`~lungseg.bench.memory`, :mod:`~lungseg.bench.training_step`, :mod:`~lungseg.bench.pipeline`,
+:mod:`~lungseg.bench.crf`, :mod:`~lungseg.bench.prediction`); it imports no other module of the bench.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 __all__ = [
-    "CUDA_BATCHES", "FULL", "QUICK", "BenchConfig", "Variant", "default_config", "interleaved", "matmul_ceiling",
-    "matmul_like_convolutions", "matmul_step", "nominal_fingerprint", "stats", "sync", "timed", "torch_threads",
-    "variants", "warmup_calls",
+    "CUDA_BATCHES", "FULL", "QUICK", "BenchConfig", "Variant", "bench_sampler", "default_config", "interleaved",
+    "matmul_ceiling", "matmul_like_convolutions", "matmul_step", "nominal_fingerprint", "stats", "sync", "timed",
+    "torch_threads", "variants", "warmup_calls",
 ]
 
 
@@ -31,7 +31,9 @@ class BenchConfig:
         image_size: side ``S`` of the ``(B, 1, S, S)`` network input.
         base_channels: width of the first level (MONAI gets ``base * 2**l`` channels per level).
         depth: number of down-sampling steps.
-        train_batch: images per training step.
+        train_batch: images (patches) per training step.
+        patch_size: side ``P`` of the training crops of the training-step measurement and of the
+            sampler stage of the data pipeline (``lungseg train``'s default is 128).
         infer_batch: images per forward pass of the inference-throughput measurement.
         warmup: untimed iterations before timing (per model and variant).
         repeats: timed training / inference iterations (median reported).
@@ -47,6 +49,7 @@ class BenchConfig:
     base_channels: int = 32
     depth: int = 4
     train_batch: int = 4
+    patch_size: int = 128
     infer_batch: int = 8
     warmup: int = 1
     repeats: int = 5
@@ -64,12 +67,15 @@ class BenchConfig:
                                  f" int, got {value!r}")
         if self.image_size % 2**self.depth:
             raise ValueError(f"BenchConfig.image_size={self.image_size} must be a multiple of 2**depth={2**self.depth}")
+        if self.patch_size % 2**self.depth or self.patch_size > self.image_size:
+            raise ValueError(f"BenchConfig.patch_size={self.patch_size} must be a multiple of 2**depth={2**self.depth}"
+                             f" and at most image_size={self.image_size}")
         if self.image_size < 32:
             raise ValueError(f"BenchConfig.image_size must be >= 32 (phantom minimum), got {self.image_size}")
 
 
 FULL = BenchConfig()
-QUICK = BenchConfig(image_size=64, base_channels=8, train_batch=2, infer_batch=2, warmup=1, repeats=2,
+QUICK = BenchConfig(image_size=64, base_channels=8, train_batch=2, patch_size=32, infer_batch=2, warmup=1, repeats=2,
                     latency_repeats=2, matmul_size=256, crf_slices=4, phantom_patients=1, phantom_slices=6,
                     series_slices=6)
 # CUDA keeps the GPU busy with bigger batches; the CPU sizes would time the launch overhead.
@@ -89,6 +95,24 @@ def nominal_fingerprint(image_size: int) -> Any:
     from lungseg.preprocess import Fingerprint
 
     return Fingerprint(mean=-500.0, std=450.0, image_size=image_size)
+
+
+def bench_sampler(slices: Any, device: torch.device, patch_size: int | None) -> Any:
+    """The :class:`~lungseg.training.patches.PatchSampler` ``lungseg train`` builds over ``slices`` (a
+    :class:`~lungseg.data.slices.SliceDataset`), with :class:`~lungseg.config.TrainConfig`'s default
+    foreground and tumour fractions and the default augmentation, on ``device``.
+
+    Args:
+        patch_size: side of the crops; ``None``: whole slices (the paper's recipe).
+    """
+    from lungseg.config import TrainConfig
+    from lungseg.training.patches import AugmentConfig, PatchSampler
+
+    train, fp = TrainConfig(), slices.fingerprint
+    return PatchSampler(slices.images, slices.masks, patch_size=patch_size,
+                        foreground_fraction=train.foreground_fraction, tumour_fraction=train.tumour_fraction,
+                        augment=AugmentConfig(), value_range=slices.normalised_range(),
+                        intensity_scale=(fp.mean, fp.std, fp.intensity == "unit"), device=device)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -132,6 +132,25 @@ def _ratios(result: dict[str, Any]) -> list[str]:
                     " back to back, so load changes cancel); in brackets the ratio of the medians.", ""]
 
 
+def _training_step(result: dict[str, Any]) -> list[str]:
+    step = result.get("training_step")
+    if not step:
+        return []
+    target = next((m["target_share"] for m in step["models"].values()), 0.10)
+    lines = ["## Training step (patches)", "",
+             f"| network | patches/s, whole step (a) | patches/s, fixed batch (b) | outside the network c / a "
+             f"(target < {100 * target:.0f} %) | (a − b) / a | met |",
+             "|---|---:|---:|---:|---:|---|"]
+    for m in step["models"].values():
+        lines.append(f"| {m['label']} | {m['train_patches_per_s']:,.2f} | {m['fixed_batch_patches_per_s']:,.2f} | "
+                     f"{100 * m['share_outside_network']:.1f} % | {100 * m['share_outside_network_difference']:.1f} % |"
+                     f" {'yes' if m['target_met'] else '**no**'} |")
+    layout = ", channels_last" if step.get("channels_last") else ""
+    return lines + ["", f"{step['patch_size']}x{step['patch_size']} patches, batch {step['batch']}, "
+                    f"{step['precision']}{layout}, from {step['slices']} preprocessed slices; (c) the sampler alone"
+                    f" (plan + render): {step['sampler']['patches_per_s']:,.1f} patches/s. {step['what']}.", ""]
+
+
 def _pipeline(result: dict[str, Any]) -> list[str]:
     rows = []
     if "phantom_generation" in result:
@@ -146,10 +165,14 @@ def _pipeline(result: dict[str, Any]) -> list[str]:
         d = result["data_pipeline"]
         for s in d["stages"].values():
             head = f" ({s['headroom_over_training']:.1f}x training's rate)" if "headroom_over_training" in s else ""
-            rows.append(f"| data: {s['what']} | {s['slices_per_s']:,.1f} slices/s{head} |")
+            rate = f"{s['patches_per_s']:,.1f} patches/s" if "patches_per_s" in s else f"{s['slices_per_s']:,.1f} slices/s"
+            rows.append(f"| data: {s['what']} | {rate}{head} |")
         if d.get("training_consumes_slices_per_s"):
             rows.append(f"| training consumes (AttentionResUNet, fastest variant) | "
                         f"{d['training_consumes_slices_per_s']:.2f} slices/s |")
+        if d.get("training_consumes_patches_per_s"):
+            rows.append(f"| training consumes (AttentionResUNet, fixed-batch step of the training-step table) | "
+                        f"{d['training_consumes_patches_per_s']:.2f} patches/s |")
     if "series_prediction" in result:
         p = result["series_prediction"]
         for precision, r in p.get("precisions", {"": p}).items():
@@ -167,7 +190,8 @@ def _pipeline(result: dict[str, Any]) -> list[str]:
 def write_markdown(result: dict[str, Any]) -> str:
     """The benchmark as markdown tables (the book's performance appendix includes this text)."""
     result = upgrade_result(result)
-    lines = [*_header(result), *_networks(result), *_throughput(result), *_ratios(result), *_pipeline(result)]
+    lines = [*_header(result), *_networks(result), *_throughput(result), *_ratios(result), *_training_step(result),
+             *_pipeline(result)]
     lines += [f"Note: {note}" for note in result.get("notes", [])]
     return "\n".join(lines).rstrip() + "\n"
 

@@ -23,13 +23,14 @@ from lungseg.bench.pipeline import data_pipeline, phantom_study
 from lungseg.bench.prediction import series_prediction
 from lungseg.bench.report import write_outputs
 from lungseg.bench.throughput import add_mfu, model_throughput, ratios
+from lungseg.bench.training_step import training_step
 from lungseg.errors import LungsegError
 from lungseg.provenance import collect
 
 __all__ = ["SECTIONS", "run_bench"]
 
 #: The measurements a run can choose (``--sections``), in the order they run.
-SECTIONS: tuple[str, ...] = ("models", "memory", "crf", "data", "predict")
+SECTIONS: tuple[str, ...] = ("models", "memory", "crf", "train_step", "data", "predict")
 
 
 def _load_average() -> Any:
@@ -118,18 +119,24 @@ def _measure(result: dict[str, Any], chosen: Sequence[str], names: Sequence[str]
             mem = cpu_peak_memory(names, cfg) if dev.type == "cpu" else cuda_peak_memory(models, cfg, dev)
             for name, m in mem.items():
                 result["models"][name]["memory"] = m
-    if {"data", "crf"} & set(chosen):
+    if {"data", "crf", "train_step"} & set(chosen):
         bar.set_postfix_str("phantom")
         phantom = phantom_study(cfg, root)
         result["phantom_generation"] = phantom["generation"]
         if "crf" in chosen:
             with _section("crf", sec, bar):
                 result["crf"] = crf_speed(cfg, phantom["study"])
+        if "train_step" in chosen:
+            with _section("train_step", sec, bar):
+                ours = tuple(n for n in names if n != MONAI_REFERENCE)
+                result["training_step"] = training_step(cfg, phantom["study"], dev, ours)
         if "data" in chosen:
             with _section("data", sec, bar):
                 paper = result["models"].get(PAPER_MODEL, {}).get("variants", {})
                 consume = max(v["train_images_per_s"] for v in paper.values()) if paper else None
-                result["data_pipeline"] = data_pipeline(cfg, phantom["study"], root, consume, dev)
+                step = result.get("training_step", {}).get("models", {}).get(PAPER_MODEL, {})
+                result["data_pipeline"] = data_pipeline(cfg, phantom["study"], root, consume, dev,
+                                                        step.get("fixed_batch_patches_per_s"))
     if "predict" in chosen:
         with _section("predict", sec, bar):
             result["series_prediction"] = series_prediction(cfg, root, dev)
@@ -156,8 +163,8 @@ def run_bench(
             :data:`~lungseg.bench.harness.QUICK`), with larger batches on CUDA.
         threads: torch intra-op threads for the run (default: leave torch's setting).
         compile_models: add ``torch.compile`` variants (default: on CUDA only).
-        sections: subset of :data:`SECTIONS` (``"models"``, ``"memory"``, ``"crf"``, ``"data"``,
-            ``"predict"``); default all.
+        sections: subset of :data:`SECTIONS` (``"models"``, ``"memory"``, ``"crf"``, ``"train_step"``,
+            ``"data"``, ``"predict"``); default all.
         progress: show a tqdm bar.
 
     Returns:

@@ -70,6 +70,9 @@ class CTDataset:
     """
 
     kind: str = ""
+    #: False when the source names no patients (e.g. an ``.npz`` without ``patient_ids``): each
+    #: slice then stands for a patient, and a patient-level split is really a split by image.
+    patient_ids_known: bool = True
 
     def __init__(
         self, source: str | os.PathLike[str], patient_ids: Sequence[str], *, has_masks: bool, cache_size: int = 2

@@ -4,18 +4,16 @@
   correlated, a slice-level split leaks them into the test set), stratified on tumour presence.
 * :class:`SliceDataset` turns the volumes of some patients into preprocessed ``(1, S, S)`` slices
   (eq. 1 normalisation with the training fingerprint, then bilinear resize to ``S``; masks
-  nearest-neighbour), optionally caches them on disk, flags the tumour slices (for oversampling,
-  :mod:`lungseg.training.sampling`) and augments them (flips, small rotations with torch
-  ``grid_sample``, intensity jitter).
+  nearest-neighbour), optionally caches them on disk and flags the tumour slices. Training
+  draws and augments its batches from these arrays on the training device
+  (:mod:`lungseg.training.patches`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
-import math
 import os
 import shutil
 import warnings
@@ -25,7 +23,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -36,7 +33,6 @@ from lungseg.preprocess import Fingerprint, preprocess_slices, resize_mask
 __all__ = [
     "SPLITS",
     "patient_split",
-    "AugmentConfig",
     "SliceInfo",
     "SliceDataset",
     "CACHE_VERSION",
@@ -152,48 +148,11 @@ def patient_split(
 # ---------------------------------------------------------------------------------------------
 # Slice dataset
 # ---------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """Random augmentation of a training slice (all in torch, applied after preprocessing).
-
-    Attributes:
-        flip_lr: probability of a left-right flip.
-        flip_ud: probability of an anterior-posterior flip (0 by default: not seen in real scans).
-        max_rotation_deg: rotation angle drawn uniformly in ``[-max, max]`` degrees
-            (``affine_grid``/``grid_sample``; bilinear for the image, nearest for the mask, the
-            uncovered corners filled with air).
-        hu_scale: intensity gain drawn in ``[1 - hu_scale, 1 + hu_scale]``.
-        hu_offset: intensity offset drawn in ``[-hu_offset, hu_offset]`` HU (for ``"unit"`` data
-            the same fraction of the 1400 HU default window width is used).
-    """
-
-    flip_lr: float = 0.5
-    flip_ud: float = 0.0
-    max_rotation_deg: float = 10.0
-    hu_scale: float = 0.05
-    hu_offset: float = 25.0
-
-    def __post_init__(self) -> None:
-        for name in ("flip_lr", "flip_ud"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"AugmentConfig.{name} must be a probability in [0, 1], got {getattr(self, name)!r}")
-        for name in ("max_rotation_deg", "hu_scale", "hu_offset"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ValueError(f"AugmentConfig.{name} must be finite and >= 0, got {getattr(self, name)!r}")
-
-
 def _read_only(array: np.ndarray) -> np.ndarray:
     """A view of ``array`` that cannot be written through (the cache and the dataset stay intact)."""
     view = array.view()
     view.flags.writeable = False
     return view
-
-
-@functools.lru_cache(maxsize=4)
-def _identity_grid(height: int, width: int) -> np.ndarray:
-    """``affine_grid`` of the identity: ``(1, H, W, 2)`` normalised (x, y) sampling positions."""
-    theta = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=torch.float64)
-    return F.affine_grid(theta, [1, 1, height, width], align_corners=False).numpy()
 
 
 class SliceInfo(NamedTuple):
@@ -226,21 +185,12 @@ class SliceDataset(Dataset):
     reading any volume. The cache folder is written under a temporary name and renamed when
     complete, so an interrupted run never leaves a half cache.
 
-    Augmentation (``augment=True`` or an :class:`AugmentConfig`) draws its random numbers from a
-    generator seeded with ``(seed, epoch, index)``, so a sample is the same whichever DataLoader
-    worker produces it; call :meth:`set_epoch` before each epoch (with non-persistent workers the
-    workers receive the new epoch when the loader iterator is created). HU jitter is applied after
-    normalisation as the equivalent gain/offset ``z' = a z + ((a - 1) mu + b) / sigma`` of
-    ``x' = a x + b``, clamped to the normalised window so that clipped air stays air.
-
     Args:
         dataset: a :class:`CTDataset` with masks (or a path for :func:`open_dataset`).
         patient_ids: patients whose slices are used (e.g. one part of :func:`patient_split`).
         fingerprint: normalisation statistics of the training split.
         image_size: network input side ``S``; must equal ``fingerprint.image_size``.
-        augment: ``False``, ``True`` (default :class:`AugmentConfig`) or a config.
         cache_dir: folder of the preprocessed-slice cache (created; never an input folder).
-        seed: base seed of augmentation.
         progress: show a tqdm bar while preprocessing.
 
     Raises:
@@ -254,9 +204,7 @@ class SliceDataset(Dataset):
         fingerprint: Fingerprint,
         image_size: int,
         *,
-        augment: bool | AugmentConfig = False,
         cache_dir: str | os.PathLike[str] | None = None,
-        seed: int = 0,
         progress: bool = False,
     ) -> None:
         self.dataset = open_dataset(dataset)
@@ -277,9 +225,6 @@ class SliceDataset(Dataset):
         self.patient_ids = ids
         self.fingerprint = fingerprint
         self.image_size = int(image_size)
-        self.augment = AugmentConfig() if augment is True else (augment or None)
-        self.seed = int(seed)
-        self.epoch = 0
         self.cache_path: Path | None = None
         self.cache_hit = False
         cached: dict[str, np.ndarray] | None = None
@@ -428,8 +373,6 @@ class SliceDataset(Dataset):
         """``(image (1, S, S) float32, mask (1, S, S) float32 in {0, 1})`` of slice ``index``."""
         image = np.array(self._images[index], dtype=np.float32)
         mask = np.array(self._masks[index], dtype=np.float32)
-        if self.augment is not None:
-            image, mask = self._augment(image, mask, int(index))
         return torch.from_numpy(image)[None], torch.from_numpy(mask)[None]
 
     @property
@@ -447,48 +390,8 @@ class SliceDataset(Dataset):
         """Boolean ``(N,)``: whether each slice holds tumour pixels (after resizing)."""
         return np.array([info.tumour_pixels > 0 for info in self.slice_info], dtype=bool)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation stream of ``epoch`` (reproducible per seed, epoch and index)."""
-        self.epoch = int(epoch)
-
-    # -- augmentation --------------------------------------------------------------------------
-    def _augment(self, image: np.ndarray, mask: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Flip, rotate (torch ``grid_sample``) and jitter one ``(S, S)`` slice and its mask.
-
-        Element-wise arithmetic runs in numpy: on a busy 2-core machine torch's intra-op threads
-        made these 65k-element operations ~100x slower than the sampling itself.
-        """
-        cfg = self.augment
-        assert cfg is not None
-        u = np.random.default_rng([self.seed, self.epoch, index]).random(5)
-        if u[0] < cfg.flip_lr:
-            image, mask = image[:, ::-1], mask[:, ::-1]
-        if u[1] < cfg.flip_ud:
-            image, mask = image[::-1], mask[::-1]
-        low, high = self._normalised_range()
-        angle = math.radians((2.0 * u[2] - 1.0) * cfg.max_rotation_deg)
-        if angle != 0.0:
-            base = _identity_grid(*image.shape)
-            cos, sin = math.cos(angle), math.sin(angle)
-            # = affine_grid(theta=[[cos, -sin, 0], [sin, cos, 0]]), the identity grid rotated.
-            grid = np.stack((cos * base[..., 0] - sin * base[..., 1], sin * base[..., 0] + cos * base[..., 1]), -1)
-            grid_t = torch.from_numpy(grid.astype(np.float32))
-            # Shift so that the zero padding of grid_sample means "air" (the lowest normalised value).
-            shifted = torch.from_numpy(np.ascontiguousarray(image - low))[None, None]
-            rotated = F.grid_sample(shifted, grid_t, mode="bilinear", padding_mode="zeros", align_corners=False)
-            image = rotated[0, 0].numpy() + low
-            mask_t = torch.from_numpy(np.ascontiguousarray(mask))[None, None]
-            rotated = F.grid_sample(mask_t, grid_t, mode="nearest", padding_mode="zeros", align_corners=False)
-            mask = rotated[0, 0].numpy()
-        gain = 1.0 + (2.0 * u[3] - 1.0) * cfg.hu_scale
-        offset = (2.0 * u[4] - 1.0) * cfg.hu_offset
-        if self.fingerprint.intensity == "unit":
-            offset /= 1400.0
-        mu, sigma = self.fingerprint.mean, self.fingerprint.std
-        image = np.clip(gain * image + ((gain - 1.0) * mu + offset) / sigma, low, high)
-        return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(mask, dtype=np.float32)
-
-    def _normalised_range(self) -> tuple[float, float]:
+    def normalised_range(self) -> tuple[float, float]:
+        """The normalised values of the window's ends (eq. 1): the lowest is air."""
         fp = self.fingerprint
         lo, hi = fp.window if fp.window is not None else (0.0, 1.0)
         return (lo - fp.mean) / fp.std, (hi - fp.mean) / fp.std

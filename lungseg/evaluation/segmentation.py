@@ -23,8 +23,8 @@ import numpy as np
 from lungseg.data import open_dataset
 from lungseg.errors import DataError, LungsegError
 from lungseg.evaluation.detection import evaluate_detection
-from lungseg.files import json_safe, write_csv, write_json
-from lungseg.inference import LoadedRun, binarize, load_run, predict_probabilities
+from lungseg.files import check_output, json_safe, write_csv, write_json
+from lungseg.inference import LoadedRun, binarize, check_positive_int, load_run, predict_probabilities
 from lungseg.rundir import RunDir, per_image_csv_path
 
 SPLITS: tuple[str, ...] = ("auto", "test", "val", "train", "all")
@@ -42,7 +42,12 @@ def _choose_patients(run: LoadedRun, dataset: Any, split: str) -> tuple[str, lis
         except OSError:
             same_source = False
     if split == "auto":
-        split = "test" if same_source and run.split.get("test") else "all"
+        if same_source and not run.split.get("test"):
+            raise LungsegError(
+                f"{dataset.source} is the data {run.run_dir} was trained on, and the run has no test patients"
+                " (test fraction 0): evaluate on a separate test set, or pass --split val or --split all knowingly"
+            )
+        split = "test" if same_source else "all"
     if split == "all":
         return "all", ids
     wanted = run.split.get(split, [])
@@ -70,6 +75,9 @@ def _collect(run: LoadedRun, dataset: Any, pids: Sequence[str], batch_size: int,
                 f"{dataset.source}: slices of different sizes {sorted(shapes)}; pixel metrics need one"
                 " native size per evaluation (evaluate subsets separately)"
             )
+        bad = int((~np.isfinite(vol.image)).sum())
+        if bad:
+            raise DataError(f"{dataset.source}: patient {pid!r} has {bad} NaN or infinite intensities; fix the data")
         images.append(vol.image.astype(np.float32, copy=False))
         masks.append(vol.mask if vol.mask is not None else np.zeros(vol.image.shape, np.uint8))
         probs.append(predict_probabilities(run, vol.image, batch_size=batch_size))
@@ -129,9 +137,22 @@ def evaluate_run(
     """
     from lungseg.metrics import summarize
 
-    loaded = load_run(run_dir, checkpoint=checkpoint, device=device, precision=precision)
     if split not in SPLITS:
         raise LungsegError(f"split must be one of {SPLITS}, got {split!r}")
+    check_positive_int(batch_size, "batch_size")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
+        raise LungsegError(f"n_boot must be an int >= 0, got {n_boot!r}")
+    if out is not None:
+        run = RunDir(run_dir)
+        run_files = run.published_files() + [run.checkpoint_path(w) for w in ("best", "last")]
+        # the grid's own evaluations are the run's files by design; anything else there is protected
+        own = [run.evaluation_path(c) for c in (False, True)] + [run.per_image_path(c) for c in (False, True)]
+        out_csv = per_image_csv_path(out)
+        protected = [f for f in run_files if f not in own]
+        check_output(out, [] if hasattr(data, "patient_ids") else [data], protected=protected)
+        check_output(out_csv, [] if hasattr(data, "patient_ids") else [data], flag="the per-image table",
+                     protected=protected)
+    loaded = load_run(run_dir, checkpoint=checkpoint, device=device, precision=precision)
     dataset = data if hasattr(data, "patient_ids") else open_dataset(data)
     if not dataset.has_masks:
         result = evaluate_detection(loaded, dataset, crf=crf, batch_size=batch_size, progress=progress)

@@ -24,7 +24,7 @@ import numpy as np
 from lungseg.config import LOSSES, MODEL_NAMES, TrainConfig, config_differences
 from lungseg.errors import LungsegError
 from lungseg.evaluation import evaluate_run
-from lungseg.files import write_csv, write_json
+from lungseg.files import check_output, write_csv, write_json
 from lungseg.rundir import RunDir
 from lungseg.training import train
 
@@ -162,6 +162,7 @@ def run_experiment(
     if not (models and losses and crf and seeds):
         raise LungsegError("models, losses, crf and seeds must each hold at least one value")
     base = base_config or TrainConfig()
+    check_output(out_dir, [data])
     out = Path(out_dir)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     started = time.time()

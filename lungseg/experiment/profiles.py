@@ -113,7 +113,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 TRAIN_SETTINGS: dict[str, dict[str, Any]] = {
     "quick": dict(patience=None, tumour_fraction=0.5, samples_per_epoch=256, lr=2e-3, augment=True),
     "medium": dict(patience=8, tumour_fraction=0.5, samples_per_epoch=256, lr=2e-3, augment=True),
-    "paper": dict(patience=10, tumour_fraction=0.5, samples_per_epoch=None, lr=1e-3, augment=True, num_workers=4),
+    "paper": dict(patience=10, tumour_fraction=0.5, samples_per_epoch=None, lr=1e-3, augment=True),
 }
 
 

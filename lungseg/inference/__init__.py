@@ -6,9 +6,9 @@
 """
 
 from lungseg.inference.predict import format_summary, image_lesion_summary, lesion_summary, predict
-from lungseg.inference.run import LoadedRun, binarize, crf_window, load_run, predict_probabilities
+from lungseg.inference.run import LoadedRun, binarize, check_positive_int, crf_window, load_run, predict_probabilities
 
 __all__ = [
-    "LoadedRun", "binarize", "crf_window", "format_summary", "image_lesion_summary", "lesion_summary",
+    "LoadedRun", "binarize", "check_positive_int", "crf_window", "format_summary", "image_lesion_summary", "lesion_summary",
     "load_run", "predict", "predict_probabilities",
 ]

@@ -22,7 +22,14 @@ from lungseg.device import autocast, resolve_device, resolve_precision
 from lungseg.errors import LungsegError
 from lungseg.rundir import RunDir
 
-__all__ = ["LoadedRun", "binarize", "crf_window", "load_run", "predict_probabilities"]
+__all__ = ["LoadedRun", "binarize", "check_positive_int", "crf_window", "load_run", "predict_probabilities"]
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """``value`` when it is an int >= 1; else :class:`LungsegError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise LungsegError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 @dataclass
@@ -109,6 +116,7 @@ def predict_probabilities(
 
     if images.ndim != 3:
         raise ValueError(f"images must be (N, H, W), got shape {images.shape}")
+    check_positive_int(batch_size, "batch_size")
     if return_attention and run.config.model != "attention":
         raise LungsegError(f"attention maps need an 'attention' model; run {run.run_dir} is {run.config.model!r}")
     n, h, w = images.shape

@@ -2,13 +2,15 @@
 
 * :mod:`lungseg.training.trainer` — :class:`Trainer` (setup, epoch, validation, checkpoint steps)
   and :func:`train`;
-* :mod:`lungseg.training.sampling` — the per-epoch batch order and tumour oversampling.
+* :mod:`lungseg.training.patches` — :class:`PatchSampler`: training batches (patches with
+  foreground oversampling, or whole slices) drawn and augmented as batched tensor operations.
 """
 
 from lungseg.config import TrainConfig
-from lungseg.training.sampling import epoch_batches, tumour_weights
+from lungseg.training.patches import AugmentConfig, BatchPlan, PatchSampler, epoch_generator
 from lungseg.training.trainer import (
     RunResult,
+    SplitByImageWarning,
     Trainer,
     build_lr_lambda,
     make_split,
@@ -18,6 +20,6 @@ from lungseg.training.trainer import (
 )
 
 __all__ = [
-    "RunResult", "TrainConfig", "Trainer", "build_lr_lambda", "epoch_batches", "make_split",
-    "resolve_image_size", "seed_everything", "train", "tumour_weights",
+    "AugmentConfig", "BatchPlan", "PatchSampler", "RunResult", "SplitByImageWarning", "TrainConfig", "Trainer", "build_lr_lambda",
+    "epoch_generator", "make_split", "resolve_image_size", "seed_everything", "train",
 ]

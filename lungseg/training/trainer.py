@@ -6,14 +6,14 @@ summary and provenance at the end.
 
 On CPU the run is bit-exact reproducible, and a run killed after epoch *k* and resumed ends with
 the same weights as an uninterrupted run: the data order of each epoch is a pure function of
-``(seed, epoch)`` (:func:`lungseg.training.sampling.epoch_batches`), deterministic algorithms are
+``(seed, epoch)`` (:mod:`lungseg.training.patches`), deterministic algorithms are
 enforced, and the Python/NumPy/torch RNG states are saved in the last checkpoint at every epoch
 boundary. Bit-exactness also needs a fixed number of CPU threads (``OMP_NUM_THREADS``; MKL may
 otherwise use fewer threads on a loaded machine, which reorders floating-point sums).
 
 Distributed data parallel training is started with ``torchrun`` (``WORLD_SIZE > 1`` in the
-environment): every rank walks the same global batch order and takes a ``1/world`` share of every
-global batch, so the global batch and the data order equal those of a single-process run. Batch norm
+environment): every rank draws the same global batches and renders a ``1/world`` share of each, so
+the global batch and the data order equal those of a single-process run. Batch norm
 becomes :class:`torch.nn.SyncBatchNorm` on CUDA; on CPU (gloo) statistics stay per rank, which is the
 only intended difference from single-process training.
 """
@@ -25,6 +25,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,21 +34,26 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from lungseg.config import TrainConfig, config_differences
 from lungseg.device import autocast, resolve_device, resolve_precision
 from lungseg.errors import DataError, LungsegError
+from lungseg.files import check_output
 from lungseg.metrics import Confusion
 from lungseg.rundir import RunDir
-from lungseg.training.sampling import FixedBatches, epoch_batches, seed_worker, tumour_weights
+from lungseg.training.patches import AugmentConfig, PatchSampler
 
 __all__ = [
-    "MAX_DEFAULT_IMAGE_SIZE", "RunResult", "Trainer", "build_lr_lambda", "make_split", "resolve_image_size",
+    "MAX_DEFAULT_IMAGE_SIZE", "RunResult", "SplitByImageWarning", "Trainer", "build_lr_lambda", "make_split", "resolve_image_size",
     "seed_everything", "train",
 ]
 
 MAX_DEFAULT_IMAGE_SIZE = 256
+
+
+class SplitByImageWarning(UserWarning):
+    """The training data have no patient ids: the patient-level split is a split by image."""
 
 
 @dataclass
@@ -73,15 +79,21 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The global RNG states in plain types and tensors, so that the checkpoint loads with
+    ``weights_only=True`` (no pickled NumPy objects)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached)]
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -204,17 +216,25 @@ class Trainer:
         config = self.config
         config.validate()
         run = self.run_dir
-        if self.resume and run.has_checkpoint("last"):
+        if self.resume and run.config_path.is_file():
+            # Resume from the saved configuration, also when the run was killed before its first checkpoint.
             saved = run.read_config()
             diffs = config_differences(saved, config)
             if diffs:
                 raise LungsegError(f"{run}: cannot resume with a different configuration: " + "; ".join(diffs))
-            saved.device, saved.num_workers, saved.compile = config.device, config.num_workers, config.compile
+            saved.device, saved.compile, saved.cache_dir = config.device, config.compile, config.cache_dir
             saved.data = config.data or saved.data
             self.config = config = saved
-            self.checkpoint_state = run.load_checkpoint("last")
+            if run.has_checkpoint("last"):
+                self.checkpoint_state = run.load_checkpoint("last")
         elif not self.resume and run.holds_run():
             raise LungsegError(f"{run}: already holds a run ({run.checkpoint_path('last').name}); pass --resume to continue it or choose another --out")
+        check_output(run.path, [config.data])
+        if self.is_main:
+            run.create()
+            run.remove_partial_files()
+            if self.checkpoint_state is None:
+                run.write_config(config)  # before anything slow, so that --resume works from any kill
         if self.world > 1 and config.batch_size % self.world:
             raise LungsegError(f"batch_size {config.batch_size} is not divisible by the {self.world} processes")
 
@@ -251,6 +271,12 @@ class Trainer:
             split = run.read_split()
             fingerprint = run.read_fingerprint()
         else:
+            if not dataset.patient_ids_known:
+                warnings.warn(SplitByImageWarning(
+                    f"{config.data}: the data name no patients, so the split is by image: slices of one patient"
+                    " can fall on both sides, which inflates the validation Dice (and a test score on this split)."
+                    " Add patient ids (e.g. an npz key 'patient_ids'), or score the model on a separate test set."
+                ), stacklevel=2)
             split = make_split(dataset, config)
             first = dataset[split["train"][0]]
             image_size = resolve_image_size(config, [first.image.shape[1:]])
@@ -261,32 +287,34 @@ class Trainer:
             )
         self.split, self.image_size = split, int(config.image_size)  # type: ignore[arg-type]
 
-        if self.is_main:
-            run.create()
-            if self.checkpoint_state is None:
-                run.write_config(config)
-                run.write_fingerprint(fingerprint)
-                run.write_split(split, seed=config.split_seed, fractions=config.split_fractions, data=str(config.data))
+        if self.is_main and self.checkpoint_state is None:
+            run.write_config(config)  # now with the resolved image size
+            run.write_fingerprint(fingerprint)
+            run.write_split(split, seed=config.split_seed, fractions=config.split_fractions, data=str(config.data))
 
         show = self.progress and self.is_main
-        self.train_ds = SliceDataset(
-            dataset, split["train"], fingerprint, self.image_size,
-            augment=config.augment, cache_dir=config.cache_dir, seed=config.seed, progress=show,
-        )
-        self.val_ds = SliceDataset(
-            dataset, split["val"], fingerprint, self.image_size, augment=False, cache_dir=config.cache_dir,
-            seed=config.split_seed, progress=show,
-        )
+        self.train_ds = SliceDataset(dataset, split["train"], fingerprint, self.image_size, cache_dir=config.cache_dir,
+                                     progress=show)
+        self.val_ds = SliceDataset(dataset, split["val"], fingerprint, self.image_size, cache_dir=config.cache_dir,
+                                   progress=show)
         if len(self.train_ds) == 0 or len(self.val_ds) == 0:
             raise DataError(f"{config.data}: no slices in the training or validation split")
-        self.weights = tumour_weights(self.train_ds.tumour_slices, config.tumour_fraction, str(config.data))
+        if config.tumour_fraction is not None and not self.train_ds.tumour_slices.any():
+            raise DataError(f"{config.data}: tumour_fraction={config.tumour_fraction} but the training split has no tumour slices")
+        self.sampler = PatchSampler(
+            self.train_ds.images, self.train_ds.masks, patch_size=config.patch_size,
+            foreground_fraction=config.foreground_fraction, tumour_fraction=config.tumour_fraction,
+            augment=AugmentConfig() if config.augment else None, value_range=self.train_ds.normalised_range(),
+            intensity_scale=(fingerprint.mean, fingerprint.std, fingerprint.intensity == "unit"), device=self.device,
+        )
         self.val_indices = list(range(len(self.val_ds)))[self.rank :: self.world]
 
-    def batches_for(self, epoch: int) -> list[list[int]]:
-        """This process's batches of ``epoch``."""
-        c = self.config
-        return epoch_batches(len(self.train_ds), c.batch_size, c.seed, epoch, self.rank, self.world,
-                             weights=self.weights, num_samples=c.samples_per_epoch)
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimisation steps per epoch: ``samples_per_epoch`` (default: the training slices) over the
+        global batch, at least one."""
+        samples = self.config.samples_per_epoch or len(self.train_ds)
+        return max(1, samples // self.config.batch_size)
 
     def setup_model(self) -> None:
         """Seed, build the network, loss, optimiser and schedule; restore them on resume; wrap for DDP/compile."""
@@ -309,7 +337,7 @@ class Trainer:
                 self.optimizer, mode="max", factor=0.5, patience=5
             )
         else:
-            multiplier = build_lr_lambda(config, len(self.batches_for(0))) if config.schedule == "cosine" else (lambda step: 1.0)
+            multiplier = build_lr_lambda(config, self.steps_per_epoch) if config.schedule == "cosine" else (lambda step: 1.0)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, multiplier)
 
         state = self.checkpoint_state
@@ -334,21 +362,16 @@ class Trainer:
         self.net = net
 
     def train_epoch(self, epoch: int, bar: Any) -> torch.Tensor:
-        """One pass over the epoch's batches; returns ``[sum of loss × batch size, images]`` (float64)."""
-        config, device = self.config, self.device
+        """One epoch of batches from the sampler; returns ``[sum of loss × batch size, samples]`` (float64)."""
+        config, sampler = self.config, self.sampler
         self.net.train()
-        self.train_ds.set_epoch(epoch)
-        loader = DataLoader(
-            self.train_ds, batch_sampler=FixedBatches(self.batches_for(epoch)), num_workers=config.num_workers,
-            worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(config.seed * 7919 + epoch),
-            pin_memory=self.on_cuda,
-        )
         loss_sum = torch.zeros(2, dtype=torch.float64)
-        for images, masks in bar(loader):
-            images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+        plans = sampler.epoch_plans(config.seed, epoch, self.steps_per_epoch, config.batch_size)
+        for plan in bar(plans, total=self.steps_per_epoch):
+            images, masks = sampler.render(plan.share(self.rank, self.world))
             if self.on_cuda:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with autocast(device, self.precision):
+            with autocast(self.device, self.precision):
                 logits = self.net(images)
             loss = self.loss_fn(logits.float(), masks)
             if not torch.isfinite(loss):
@@ -406,6 +429,7 @@ class Trainer:
 
             summary = {k: v for k, v in asdict(result).items() if k not in ("history", "run_dir")}
             summary.update({
+                "sampler": self.sampler.describe(), "steps_per_epoch": self.steps_per_epoch,
                 "finished": True, "image_size": self.image_size, "world_size": self.world, "precision": self.precision,
                 "n_train_slices": len(self.train_ds), "n_val_slices": len(self.val_ds),
                 "n_patients": {k: len(v) for k, v in self.split.items()},
@@ -463,8 +487,9 @@ class _EpochBar:
     def __init__(self, tqdm: Any, desc: str, disable: bool) -> None:
         self._tqdm, self._desc, self._disable, self._bar = tqdm, desc, disable, None
 
-    def __call__(self, iterable: Any) -> Any:
-        self._bar = self._tqdm(iterable, desc=self._desc, disable=self._disable, leave=True, dynamic_ncols=True)
+    def __call__(self, iterable: Any, total: int | None = None) -> Any:
+        self._bar = self._tqdm(iterable, desc=self._desc, total=total, disable=self._disable, leave=True,
+                               dynamic_ncols=True)
         return self._bar
 
     def set_postfix(self, **kwargs: Any) -> None:

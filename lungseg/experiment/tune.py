@@ -1,0 +1,134 @@
+"""The choices the paper leaves open, made on validation data: α, λ, the learning rate, the threshold.
+
+The paper states none of the focal loss's α and γ, the hybrid loss's λ, the learning rate, the
+number of epochs or the decision threshold. :func:`tune` makes these choices the way a careful user
+would, and never on test data: for each loss it trains a small set of candidate settings
+(:data:`SEARCH_SPACE`) on the training split, scores each on the **validation** patients at the native
+resolution over a range of thresholds, and keeps the best. The number of epochs is not searched:
+every run keeps its checkpoint of best validation Dice, and the profile's patience stops it once
+that has plateaued. The table of every candidate is written as ``tune.csv`` / ``tune.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from lungseg.config import LOSSES, TrainConfig
+from lungseg.errors import LungsegError
+from lungseg.files import check_output, write_csv, write_json
+from lungseg.rundir import RunDir
+
+__all__ = ["SEARCH_SPACE", "THRESHOLDS", "TUNE_FILE", "TUNE_TABLE", "candidate_name", "tune", "validation_dice"]
+
+#: Candidate settings per loss (each a set of TrainConfig overrides): α of the focal term (eq. 8) with
+#: γ = 2 as in Lin et al.; λ of the hybrid loss (eq. 9); the Adam learning rate (eq. 5).
+SEARCH_SPACE: dict[str, list[dict[str, Any]]] = {
+    "dice": [{"lr": 1e-3}, {"lr": 3e-3}],
+    "focal": [{"alpha": 0.25}, {"alpha": 0.5}, {"alpha": 0.75}],
+    "hybrid": [{"alpha": 0.25, "lam": 0.5}, {"alpha": 0.75, "lam": 0.5}, {"alpha": 0.75, "lam": 0.25},
+               {"alpha": 0.75, "lam": 0.75}],
+}
+#: Probability thresholds scored on the validation patients.
+THRESHOLDS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
+TUNE_FILE = "tune.json"
+TUNE_TABLE = "tune.csv"
+
+
+def candidate_name(loss: str, overrides: dict[str, Any]) -> str:
+    """Folder name of one candidate run, e.g. ``hybrid-alpha0.75-lam0.5``."""
+    return "-".join([loss] + [f"{k}{v}" for k, v in sorted(overrides.items())])
+
+
+def validation_dice(run_dir: str | os.PathLike[str], data: Any, thresholds: Sequence[float] = THRESHOLDS,
+                    batch_size: int = 16, device: str = "auto") -> dict[float, float]:
+    """Pooled Dice of a run on its **validation** patients at the native resolution, per threshold."""
+    from lungseg.data import open_dataset
+    from lungseg.inference import load_run, predict_probabilities
+    from lungseg.metrics import confusion
+
+    run = load_run(run_dir, device=device)
+    dataset = data if hasattr(data, "patient_ids") else open_dataset(data)
+    probs, masks = [], []
+    for pid in run.split["val"]:
+        volume = dataset[pid]
+        probs.append(predict_probabilities(run, volume.image, batch_size=batch_size))
+        masks.append(volume.mask)
+    p, m = np.concatenate(probs), np.concatenate(masks)
+    return {float(t): confusion(p >= t, m).dice for t in thresholds}
+
+
+def tune(
+    data: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    base_config: TrainConfig | None = None,
+    losses: Sequence[str] = ("dice", "focal", "hybrid"),
+    search_space: dict[str, list[dict[str, Any]]] | None = None,
+    thresholds: Sequence[float] = THRESHOLDS,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train every candidate of each loss, score it on the validation patients, and choose per loss.
+
+    Args:
+        data: the dataset (its validation split is the only data the choice looks at).
+        out_dir: the tuning folder: ``runs/<candidate>/`` run directories and the table.
+        base_config: everything else (model, sizes, epochs, patience, split); ``data`` and the
+            searched fields are set per candidate.
+        losses: the losses to tune.
+        search_space: candidates per loss (default :data:`SEARCH_SPACE`).
+        thresholds: the thresholds scored.
+        progress: progress bars.
+
+    Returns:
+        ``{"candidates": [...], "chosen": {loss: {...}}, "settings": {...}}`` (also ``tune.json``;
+        the candidates also as ``tune.csv``).
+    """
+    from lungseg.training import train
+
+    space = search_space or SEARCH_SPACE
+    unknown = [lo for lo in losses if lo not in LOSSES or lo not in space]
+    if unknown:
+        raise LungsegError(f"no search space for loss(es) {unknown}; tunable: {sorted(space)}")
+    base = base_config or TrainConfig()
+    check_output(out_dir, [data])
+    out = Path(out_dir)
+    started = time.time()
+    rows = []
+    for loss in losses:
+        for overrides in space[loss]:
+            config = dataclasses.replace(base, data=str(data), loss=loss, **overrides)
+            run = RunDir(out / "runs" / candidate_name(loss, overrides))
+            if not run.is_finished():
+                if progress:
+                    print(f"tuning: training {run.path.name}", flush=True)
+                train(config, run.path, resume=run.has_checkpoint("last"), progress=progress)
+            summary = run.read_metrics()
+            by_threshold = validation_dice(run.path, data, thresholds, device=base.device)
+            best_t = max(by_threshold, key=lambda t: (by_threshold[t], -abs(t - 0.5)))
+            rows.append({
+                "loss": loss, **{k: overrides.get(k) for k in ("alpha", "lam", "lr")}, "run": str(run),
+                "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
+                "val_dice_network": summary["best_val_dice"],
+                **{f"val_dice_t{t:g}": d for t, d in by_threshold.items()},
+                "best_threshold": best_t, "val_dice": by_threshold[best_t],
+            })
+    chosen = {}
+    for loss in losses:
+        best = max((r for r in rows if r["loss"] == loss), key=lambda r: r["val_dice"])
+        chosen[loss] = {k: best[k] for k in ("alpha", "lam", "lr") if best[k] is not None}
+        chosen[loss].update(threshold=best["best_threshold"], val_dice=best["val_dice"])
+    result = {
+        "candidates": rows, "chosen": chosen,
+        "settings": {"data": str(data), "rule": "highest pooled validation Dice at the native resolution over"
+                     f" thresholds {list(thresholds)}; test patients are never used", "wall_time_s": time.time() - started,
+                     "base_config": {k: v for k, v in base.to_dict().items() if k != "data"}},
+    }
+    write_json(result, out / TUNE_FILE)
+    write_csv(out / TUNE_TABLE, rows)
+    return result

@@ -1,0 +1,98 @@
+"""The run directory: paths, atomic writes, safe checkpoint loading, freshness of evaluations."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lungseg.config import TrainConfig
+from lungseg.errors import LungsegError
+from lungseg.rundir import RunDir, per_image_csv_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _RunsCode:
+    """A pickle that runs a shell command when it is loaded (what a malicious shared model would hold)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_paths_and_round_trips(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run").create()
+    assert run.checkpoint_path("best").name == "best.pt" and run.evaluation_path(True).name == "eval_crf_on.json"
+    assert run.per_image_path(False) == per_image_csv_path(run.evaluation_path(False))
+    with pytest.raises(LungsegError, match="checkpoint must be one of"):
+        run.checkpoint_path("latest")
+    run.write_config(TrainConfig(model="unet"))
+    assert run.read_config().model == "unet"
+    run.write_split({"train": ["a"], "val": ["b"], "test": []}, seed=1, fractions=(0.5, 0.5, 0.0), data="d")
+    assert run.read_split() == {"train": ["a"], "val": ["b"], "test": []}
+    run.write_history([{"epoch": 1, "train_loss": 0.5, "val_dice": 0.25, "lr": 1e-3, "time_s": 1.0}])
+    assert run.read_history()[0]["epoch"] == 1
+    assert not run.holds_run() and not run.is_finished()
+    assert not any(p.name.startswith(".") for p in run.path.iterdir())  # no temporary files left behind
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run").create()
+    marker = tmp_path / "pwned"
+    torch.save({"model": {}, "payload": _RunsCode(marker)}, run.checkpoint_path("best"))
+    with pytest.raises(LungsegError, match="weights_only"):
+        run.load_checkpoint("best")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("verb", ["predict", "evaluate", "resume"])
+def test_no_verb_runs_code_from_a_checkpoint(make_npz, tiny, tmp_path: Path, verb: str) -> None:
+    """The defect of issue 14: a shared best.pt/last.pt ran `os.system` on predict, evaluate and resume."""
+    from lungseg.training import train
+
+    data = make_npz(tmp_path / "d.npz", n_patients=6, per_patient=2, size=16)
+    run = tmp_path / "run"
+    train(TrainConfig(data=str(data), epochs=1, **tiny), run, progress=False)
+    marker = tmp_path / "pwned"
+    which = "last" if verb == "resume" else "best"
+    state = torch.load(run / f"{which}.pt", weights_only=True)
+    state["payload"] = _RunsCode(marker)
+    torch.save(state, run / f"{which}.pt")
+    args = {
+        "predict": ["predict", str(data), "--run", str(run), "--out", str(tmp_path / "out.npz")],
+        "evaluate": ["evaluate", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "m.json")],
+        "resume": ["train", "--out", str(run), "--resume", "--data", str(data), "--epochs", "1",
+                   "--base-channels", "4", "--depth", "2", "--batch-size", "8", "--device", "cpu"],
+    }[verb]
+    done = subprocess.run([sys.executable, "-m", "lungseg", *args, "--quiet"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "weights_only" in done.stderr and "Traceback" not in done.stderr
+    assert not marker.exists()
+
+
+def test_half_precision_checkpoints_load_as_float32(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run").create()
+    run.save_checkpoint("best", {"model": {"w": torch.randn(3, 3), "n": torch.tensor(2)}, "epoch": 4})
+    original = run.load_checkpoint("best")["model"]["w"]
+    run.compact_checkpoint("best")
+    back = run.load_checkpoint("best")
+    assert back["model"]["w"].dtype == torch.float32 and back["epoch"] == 4
+    assert torch.allclose(back["model"]["w"], original, atol=1e-3) and back["model"]["n"].dtype == torch.int64
+
+
+def test_evaluation_freshness_follows_the_best_epoch_not_file_times(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run").create()
+    run.save_checkpoint("best", {"model": {}, "epoch": 3})
+    run.evaluation_path(False).write_text(json.dumps({"checkpoint_epoch": 3}))
+    os.utime(run.evaluation_path(False), (0, 0))  # older than the weights: still the same epoch
+    assert run.evaluation_is_fresh(False) and not run.evaluation_is_fresh(True)
+    run.save_checkpoint("best", {"model": {}, "epoch": 5})
+    assert not run.evaluation_is_fresh(False)
