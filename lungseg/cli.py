@@ -402,7 +402,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 def _cmd_experiment(args: argparse.Namespace) -> None:
     from lungseg.experiment import run_experiment
 
+    from lungseg.experiment.grid import GRID_SPLIT
+
     base = _config_from_args(args)
+    if args.val_fraction is None and args.test_fraction is None:
+        base = dataclasses.replace(base, split_fractions=GRID_SPLIT)  # the grid needs test patients
     crf = {"both": (False, True), "off": (False,), "on": (True,)}[args.crf]
     res = run_experiment(
         args.data, args.out, models=_csv_list(args.models, "--models"), losses=_csv_list(args.losses, "--losses"),

@@ -99,10 +99,10 @@ class TrainConfig:
     batch_norm: bool = True
     loss: str = "hybrid"
     lam: float = 0.5
-    alpha: float | None = 0.25
+    alpha: float | None = 0.75
     gamma: float = 2.0
     image_size: int | None = None
-    batch_size: int = 16
+    batch_size: int = 8
     epochs: int = 30
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -112,7 +112,7 @@ class TrainConfig:
     patience: int | None = None
     seed: int = 0
     split_seed: int = 0
-    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split_fractions: tuple[float, float, float] = (0.85, 0.15, 0.0)
     patch_size: int | None = 128
     foreground_fraction: float = 0.33
     tumour_fraction: float | None = None

@@ -46,8 +46,8 @@ from lungseg.rundir import RunDir  # noqa: E402
 
 # A run directory publishes RunDir.published_files() (never the last checkpoint; the best one only
 # with the model card); the experiment folder publishes its tables.
-#: Largest checkpoint that is committed with a model card.
-MAX_MODEL_BYTES = 5 * 1024 * 1024
+#: Largest (half-precision) checkpoint that is published; larger ones stay in runs/ only.
+MAX_MODEL_BYTES = 2 * 1024 * 1024
 
 
 def run_profile(
@@ -58,6 +58,7 @@ def run_profile(
     results_dir: str | os.PathLike[str] | None = None,
     overrides: dict[str, Any] | None = None,
     train_overrides: dict[str, Any] | None = None,
+    tune: bool | None = None,
     progress: bool = True,
 ) -> Path:
     """Generate the data, run the grid and publish it; returns the published folder ``results/<profile>``.
@@ -69,8 +70,11 @@ def run_profile(
         results_dir: the published folder; default ``results/<profile>``.
         overrides: :class:`lungseg.experiment.ProfileSettings` overrides (tests use a tiny grid).
         train_overrides: :class:`TrainConfig` overrides on top of :data:`lungseg.experiment.TRAIN_SETTINGS`.
+        tune: choose the losses' open settings on validation data first (default: for every profile
+            but ``quick``); the grid then trains with the choice.
         progress: progress bars.
     """
+    tune = profile != "quick" if tune is None else tune
     settings = profile_settings(profile, device=device, **(overrides or {}))
     runs = resolve(runs_dir or f"runs/{profile}")
     published = resolve(results_dir or settings.output_dir)
@@ -81,14 +85,41 @@ def run_profile(
     exp_dir = runs / "experiment"
     config = train_config(settings, data, cache_dir=str(runs / "cache"), **(train_overrides or {}))
     t0 = time.time()
+    loss_settings = _tune(settings, config, data, runs / "tune", published, progress) if tune else {}
+    tune_s = time.time() - t0
+    t0 = time.time()
     results = run_experiment(
         data, exp_dir, models=settings.models, losses=settings.losses, crf=(False, True),
-        seeds=settings.seeds, base_config=config, n_boot=settings.n_boot, device=device, progress=progress,
+        seeds=settings.seeds, base_config=config, loss_settings=loss_settings, n_boot=settings.n_boot,
+        device=device, progress=progress,
     )
     grid_s = time.time() - t0
-    publish(settings, exp_dir, published, results, timing={"generate_data_s": data_s, "grid_call_s": grid_s,
-                                                           "total_s": time.time() - started})
+    publish(settings, exp_dir, published, results, timing={"generate_data_s": data_s, "tune_s": tune_s,
+                                                           "grid_call_s": grid_s, "total_s": time.time() - started})
+    print(f"{profile}: data {data_s:.0f} s, tuning {tune_s:.0f} s, grid {grid_s:.0f} s,"
+          f" total {time.time() - started:.0f} s ({(time.time() - started) / 60:.1f} min)", flush=True)
     return published
+
+
+#: How a profile's tuning runs are shortened: one network (the paper's), one seed, fewer epochs.
+TUNE_BUDGET = dict(model="attention", seed=0, epochs=20, patience=4)
+
+
+def _tune(settings: ProfileSettings, config: Any, data: Path, tune_runs: Path, published: Path,
+          progress: bool) -> dict[str, dict[str, Any]]:
+    """Choose each loss's α, λ, learning rate and threshold on the validation patients
+    (:func:`lungseg.experiment.tune.tune`), publish the table, and return the choice per loss."""
+    import dataclasses
+
+    from lungseg.experiment.tune import TUNE_FILE, TUNE_TABLE, tune
+
+    result = tune(data, tune_runs, base_config=dataclasses.replace(config, **TUNE_BUDGET),
+                  losses=settings.losses, progress=progress)
+    target = published / "tune"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (TUNE_FILE, TUNE_TABLE):
+        shutil.copy2(tune_runs / name, target / name)
+    return {loss: {k: v for k, v in c.items() if k != "val_dice"} for loss, c in result["chosen"].items()}
 
 
 def _torch_threads() -> int:
@@ -254,6 +285,13 @@ def _copy_runs(exp_dir: Path, target: Path, results: dict[str, Any]) -> dict[str
         for path in src.published_files():
             if path.is_file():
                 shutil.copy2(path, dst.path / path.name)
+        # the weights in half precision, so that the book re-renders every chapter without retraining
+        best = src.checkpoint_path("best")
+        if best.is_file():
+            shutil.copy2(best, dst.checkpoint_path("best"))
+            dst.compact_checkpoint("best")
+            if dst.checkpoint_path("best").stat().st_size > MAX_MODEL_BYTES:
+                dst.checkpoint_path("best").unlink()
         per_run[src.path.name] = {"status": row["status"], **_run_timing(src)}
     return per_run
 
@@ -268,7 +306,6 @@ def _publish_best_model(settings: ProfileSettings, exp_dir: Path, target: Path, 
     size = weights.stat().st_size
     if size < MAX_MODEL_BYTES:
         dst = RunDir(target / "runs" / best.path.name)
-        shutil.copy2(weights, dst.checkpoint_path("best"))
         (dst.path / "MODEL_CARD.md").write_text(_model_card(settings, best, results, provenance), encoding="utf-8")
     return {"run": best.path.name, "bytes": size, "committed": size < MAX_MODEL_BYTES}
 
@@ -297,6 +334,7 @@ def _provenance_summary(settings: ProfileSettings, exp_dir: Path, results: dict[
         "grid_wall_s": round(timing["grid_call_s"], 2),
         "grid_span_from_files_s": _grid_span(exp_dir, results),
         "generate_data_s": round(timing["generate_data_s"], 2),
+        "tune_s": round(timing.get("tune_s", 0.0), 2),
         "total_wall_s": round(timing["total_s"], 2),
         "runs_trained_in_this_call": sum(r["status"] == "trained" for r in per_run.values()),
         "sum_of_run_times_s": round(sum((r["train_wall_s"] or 0.0) + (r["evaluate_crf_off_s"] or 0.0)

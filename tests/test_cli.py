@@ -102,7 +102,7 @@ def test_phantom_train_evaluate_predict_through_the_cli(tmp_path: Path) -> None:
     assert main(["phantom", "--out", str(study), "--patients", "5", "--seed", "1", "--size", "64", "--slices", "6",
                  "--quiet"]) == 0
     assert (study / "manifest.json").is_file()
-    proc = _run("train", "--data", str(study), "--model", "unet", "--loss", "hybrid", "--epochs", "1", "--image-size", "32",
+    proc = _run("train", "--data", str(study), "--model", "unet", "--loss", "hybrid", "--epochs", "1", "--image-size", "32", "--test-fraction", "0.2",
                 "--seed", "0", "--out", str(run), "--device", "cpu", "--base-channels", "4", "--depth", "2", "--quiet")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "best validation Dice" in proc.stdout

@@ -21,7 +21,7 @@ STATS = ("dice", "iou", "accuracy", "precision", "recall", "f1")
 def trained(tiny, make_npz, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("eval")
     data = make_npz(root / "toy.npz", n_patients=10, per_patient=4, size=32, seed=2)
-    train(TrainConfig(data=str(data), epochs=2, lr=3e-3, **tiny), root / "run", progress=False)
+    train(TrainConfig(data=str(data), epochs=2, lr=3e-3, split_fractions=(0.7, 0.15, 0.15), **tiny), root / "run", progress=False)
     return data, root / "run"
 
 

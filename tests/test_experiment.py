@@ -26,7 +26,7 @@ def test_mean_ci_is_a_student_t_interval() -> None:
 @pytest.mark.slow
 def test_grid_with_reuse_and_paired_differences(make_npz, tmp_path: Path) -> None:
     data = make_npz(tmp_path / "d.npz", n_patients=8, per_patient=3, size=32, seed=8)
-    base = TrainConfig(epochs=1, base_channels=4, depth=2, batch_size=8, lr=3e-3)
+    base = TrainConfig(epochs=1, base_channels=4, depth=2, batch_size=8, lr=3e-3, split_fractions=(0.7, 0.15, 0.15))
     kw = dict(models=("unet", "attention"), losses=("dice",), crf=(False, True), seeds=(0, 1),
               base_config=base, device="cpu", progress=False)
     res = run_experiment(data, tmp_path / "exp", **kw)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from lungseg.rundir import RunDir
 
@@ -60,18 +61,23 @@ def test_published_layout(published: tuple[Path, Path]) -> None:
 
 
 @pytest.mark.slow
-def test_only_the_best_attention_model_is_published(published: tuple[Path, Path]) -> None:
-    out, _ = published
-    checkpoints = sorted(out.rglob("*.pt"))
-    assert len(checkpoints) == 1
-    best = checkpoints[0]
-    assert best == RunDir(best.parent).checkpoint_path("best") and best.parent.name.startswith("attention-")
-    assert best.stat().st_size < rp.MAX_MODEL_BYTES
-    card = (best.parent / "MODEL_CARD.md").read_text()
+def test_every_run_publishes_compact_weights_and_the_best_attention_run_a_card(published: tuple[Path, Path]) -> None:
+    out, tmp = published
+    runs = sorted((out / "experiment" / "runs").iterdir())
+    for folder in runs:
+        run = RunDir(folder)
+        weights = torch.load(run.checkpoint_path("best"), weights_only=True)
+        assert weights["weights_dtype"] == "float16" and run.checkpoint_path("best").stat().st_size < rp.MAX_MODEL_BYTES
+        assert all(v.dtype != torch.float32 for v in weights["model"].values())
+        assert run.is_finished()  # the book's grid reuses the published runs without retraining
+    cards = list(out.rglob("MODEL_CARD.md"))
+    assert len(cards) == 1 and cards[0].parent.name.startswith("attention-")
+    card = cards[0].read_text()
     assert "synthetic" in card and "demonstration only" in card and "pooled" in card
-    # it is the attention run with the highest validation Dice
+    # the card goes with the attention run of the highest validation Dice
     dices = {p.name: RunDir(p).read_metrics()["best_val_dice"] for p in (out / "experiment" / "runs").glob("attention-*")}
-    assert best.parent.name == max(dices, key=dices.get)
+    assert cards[0].parent.name == max(dices, key=dices.get)
+
 
 
 @pytest.mark.slow

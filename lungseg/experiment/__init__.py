@@ -1,7 +1,8 @@
 """Experiment stage: the paper's comparison grid over models, losses, CRF and seeds.
 
 * :mod:`lungseg.experiment.grid` — :func:`run_experiment` (train, evaluate, seed-paired table);
-* :mod:`lungseg.experiment.profiles` — the run profiles (quick, medium, paper) and their grid.
+* :mod:`lungseg.experiment.profiles` — the run profiles (quick, medium, paper) and their grid;
+* :mod:`lungseg.experiment.tune` — the open choices (α, λ, learning rate, threshold) made on validation data.
 """
 
 from lungseg.experiment.grid import (
@@ -24,10 +25,12 @@ from lungseg.experiment.profiles import (
     profile_settings,
     run_grid,
     train_config,
+    tune_dir,
+    tuned_settings,
 )
 
 __all__ = [
     "CELLS_FILE", "DIFFERENCES_FILE", "PROFILES", "RESULTS_FILE", "TABLE_FILES", "TABLE_METRICS", "TRAIN_SETTINGS",
     "ProfileSettings", "experiment_dir", "mean_ci", "phantom_config", "prepare_data", "profile_settings",
-    "run_experiment", "run_grid", "run_name", "train_config",
+    "run_experiment", "run_grid", "run_name", "train_config", "tune_dir", "tuned_settings",
 ]

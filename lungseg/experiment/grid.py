@@ -35,6 +35,9 @@ CELLS_FILE = "results.csv"
 DIFFERENCES_FILE = "differences.csv"
 TABLE_FILES: tuple[str, ...] = (CELLS_FILE, RESULTS_FILE, DIFFERENCES_FILE)
 
+#: The patient split of the grid when none is given: train / validation / test.
+GRID_SPLIT: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
 #: Figures of the results table: (column name, path into the evaluation dict).
 TABLE_METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("dice_pooled", ("pooled", "dice")),
@@ -110,9 +113,11 @@ def _train_and_evaluate(config: TrainConfig, run: RunDir, crf: Sequence[bool], n
         if run.evaluation_is_fresh(use_crf):
             evaluations[bool(use_crf)] = run.read_evaluation(use_crf)
         else:
+            # Robustness to intensity variation re-segments the tumour slices once per perturbation;
+            # with the CRF that costs minutes per run on a CPU, so the grid measures it without the CRF.
             evaluations[bool(use_crf)] = evaluate_run(
                 run.path, config.data, crf=use_crf, out=run.evaluation_path(use_crf), split="test", n_boot=n_boot,
-                device=device, progress=progress,
+                robustness=not use_crf, device=device, precision=config.precision, progress=progress,
             )
     return status, evaluations
 
@@ -126,6 +131,7 @@ def run_experiment(
     crf: Sequence[bool] = (False, True),
     seeds: Sequence[int] = (0, 1, 2),
     base_config: TrainConfig | None = None,
+    loss_settings: dict[str, dict[str, Any]] | None = None,
     n_boot: int = 0,
     device: str = "auto",
     progress: bool = True,
@@ -144,6 +150,8 @@ def run_experiment(
         seeds: training seeds (the patient split is the same for all: ``base_config.split_seed``).
         base_config: the other training settings (``data``, ``model``, ``loss``, ``seed`` are set
             per run).
+        loss_settings: per-loss overrides of ``base_config`` (e.g. the α, λ, learning rate and
+            threshold :func:`lungseg.experiment.tune.tune` chose on validation data).
         n_boot: patient-bootstrap resamples of each run's own CIs (0: none; the table's CIs are
             over seeds).
         device: training/evaluation device.
@@ -161,7 +169,12 @@ def run_experiment(
             raise LungsegError(f"--losses: unknown loss {lo!r}; choose from {LOSSES}")
     if not (models and losses and crf and seeds):
         raise LungsegError("models, losses, crf and seeds must each hold at least one value")
-    base = base_config or TrainConfig()
+    base = base_config or dataclasses.replace(TrainConfig(), split_fractions=GRID_SPLIT)
+    if base.split_fractions[2] <= 0:
+        raise LungsegError(
+            f"the grid is scored on held-out test patients, but split_fractions {list(base.split_fractions)} has"
+            f" no test share; use e.g. {list(GRID_SPLIT)} (--test-fraction 0.15)"
+        )
     check_output(out_dir, [data])
     out = Path(out_dir)
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -170,7 +183,8 @@ def run_experiment(
     runs: list[dict[str, Any]] = []
     evaluations: dict[tuple[str, str, bool, int], dict[str, Any]] = {}
     for model, loss, seed in itertools.product(models, losses, seeds):
-        config = dataclasses.replace(base, data=str(data), model=model, loss=loss, seed=int(seed), device=device)
+        config = dataclasses.replace(base, data=str(data), model=model, loss=loss, seed=int(seed), device=device,
+                                     **(loss_settings or {}).get(loss, {}))
         run = RunDir(out / "runs" / run_name(model, loss, seed))
         status, by_crf = _train_and_evaluate(config, run, crf, n_boot, device, progress)
         for use_crf, result in by_crf.items():
@@ -191,6 +205,7 @@ def run_experiment(
             f"{base.split_seed})", "ci": "mean over seeds with a two-sided 95 % Student-t interval",
             "differences": "b - a per seed (paired: same seed and split), for cells differing in one factor",
             "base_config": {k: v for k, v in base.to_dict().items() if k not in ("data", "model", "loss", "seed")},
+            "loss_settings": loss_settings or {},
         },
         "provenance": collect(device, started=started),
     }

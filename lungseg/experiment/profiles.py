@@ -36,6 +36,8 @@ __all__ = [
     "profile_settings",
     "run_grid",
     "train_config",
+    "tune_dir",
+    "tuned_settings",
 ]
 
 
@@ -96,9 +98,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     ),
     # Sized by measurement (scripts/run_profile.py, results/medium/provenance.json): the full grid of
     # 18 trainings plus CRF evaluation in under an hour of a contended 2-core CPU.
+    # The paper's 256x256 geometry on a 2-core CPU: narrow networks (width 8: 0.5 M parameters, so
+    # all 18 checkpoints publish in a few MB), trained on 128x128 patches in bf16 until the validation
+    # Dice plateaus; sized so that tuning plus the grid of 18 runs with CRF evaluation fits an hour.
     "medium": dict(
-        n_patients=60, phantom_size=128, phantom_slices=24, image_size=64, base_channels=8, depth=3, epochs=24,
-        batch_size=8, seeds=(0, 1, 2), n_boot=200,
+        n_patients=32, phantom_size=256, phantom_slices=24, image_size=256, base_channels=8, depth=4, epochs=30,
+        batch_size=16, seeds=(0, 1, 2), n_boot=200,
     ),
     "paper": dict(
         n_patients=100, phantom_size=256, phantom_slices=40, image_size=256, base_channels=32, depth=4, epochs=100,
@@ -111,9 +116,10 @@ PROFILES: dict[str, dict[str, Any]] = {
 #: validation Dice, tumour oversampling, epoch length, augmentation, data loading), used by
 #: :func:`train_config` for the book's chapters and ``scripts/run_profile.py`` alike.
 TRAIN_SETTINGS: dict[str, dict[str, Any]] = {
-    "quick": dict(patience=None, tumour_fraction=0.5, samples_per_epoch=256, lr=2e-3, augment=True),
-    "medium": dict(patience=8, tumour_fraction=0.5, samples_per_epoch=256, lr=2e-3, augment=True),
-    "paper": dict(patience=10, tumour_fraction=0.5, samples_per_epoch=None, lr=1e-3, augment=True),
+    "quick": dict(patience=None, split_fractions=(0.7, 0.15, 0.15), tumour_fraction=0.5, patch_size=None, samples_per_epoch=256, lr=2e-3, augment=True),
+    "medium": dict(patience=5, split_fractions=(0.7, 0.15, 0.15), patch_size=128, foreground_fraction=0.5, samples_per_epoch=256, lr=2e-3,
+                   augment=True, precision="bf16"),
+    "paper": dict(patience=10, split_fractions=(0.7, 0.15, 0.15), patch_size=128, foreground_fraction=0.5, samples_per_epoch=None, lr=1e-3, augment=True),
 }
 
 
@@ -199,6 +205,23 @@ def train_config(settings: ProfileSettings, data: str | os.PathLike[str] = "", *
                        device=settings.device, **extra)
 
 
+def tune_dir(settings: ProfileSettings) -> Path:
+    """The tuning folder of a profile: ``<output_dir>/tune`` (its table of candidates and the choice)."""
+    return resolve(settings.output_dir) / "tune"
+
+
+def tuned_settings(settings: ProfileSettings) -> dict[str, dict[str, Any]]:
+    """The per-loss settings chosen on validation data for this profile (``{}`` when it was not tuned):
+    α, λ, learning rate and threshold, from :func:`lungseg.experiment.tune.tune`'s published choice."""
+    from lungseg.experiment.tune import TUNE_FILE
+
+    path = tune_dir(settings) / TUNE_FILE
+    if not path.is_file():
+        return {}
+    chosen = json.loads(path.read_text(encoding="utf-8"))["chosen"]
+    return {loss: {k: v for k, v in c.items() if k != "val_dice"} for loss, c in chosen.items()}
+
+
 def experiment_dir(settings: ProfileSettings) -> Path:
     """The experiment folder of a profile: ``<output_dir>/experiment`` (its runs and results table)."""
     return resolve(settings.output_dir) / "experiment"
@@ -211,5 +234,6 @@ def run_grid(settings: ProfileSettings, data: str | os.PathLike[str], progress: 
     :func:`lungseg.experiment.run_experiment`, whose results table this returns).
     """
     return run_experiment(data, experiment_dir(settings), models=settings.models, losses=settings.losses,
-                          crf=(False, True), seeds=settings.seeds, base_config=train_config(settings), n_boot=0,
+                          crf=(False, True), seeds=settings.seeds, base_config=train_config(settings),
+                          loss_settings=tuned_settings(settings), n_boot=0,
                           device=settings.device, progress=progress)

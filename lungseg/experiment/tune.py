@@ -30,9 +30,8 @@ __all__ = ["SEARCH_SPACE", "THRESHOLDS", "TUNE_FILE", "TUNE_TABLE", "candidate_n
 #: γ = 2 as in Lin et al.; λ of the hybrid loss (eq. 9); the Adam learning rate (eq. 5).
 SEARCH_SPACE: dict[str, list[dict[str, Any]]] = {
     "dice": [{"lr": 1e-3}, {"lr": 3e-3}],
-    "focal": [{"alpha": 0.25}, {"alpha": 0.5}, {"alpha": 0.75}],
-    "hybrid": [{"alpha": 0.25, "lam": 0.5}, {"alpha": 0.75, "lam": 0.5}, {"alpha": 0.75, "lam": 0.25},
-               {"alpha": 0.75, "lam": 0.75}],
+    "focal": [{"alpha": 0.25}, {"alpha": 0.75}],
+    "hybrid": [{"alpha": 0.25, "lam": 0.5}, {"alpha": 0.75, "lam": 0.5}, {"alpha": 0.75, "lam": 0.25}],
 }
 #: Probability thresholds scored on the validation patients.
 THRESHOLDS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -46,13 +45,13 @@ def candidate_name(loss: str, overrides: dict[str, Any]) -> str:
 
 
 def validation_dice(run_dir: str | os.PathLike[str], data: Any, thresholds: Sequence[float] = THRESHOLDS,
-                    batch_size: int = 16, device: str = "auto") -> dict[float, float]:
+                    batch_size: int = 16, device: str = "auto", precision: str = "auto") -> dict[float, float]:
     """Pooled Dice of a run on its **validation** patients at the native resolution, per threshold."""
     from lungseg.data import open_dataset
     from lungseg.inference import load_run, predict_probabilities
     from lungseg.metrics import confusion
 
-    run = load_run(run_dir, device=device)
+    run = load_run(run_dir, device=device, precision=precision)
     dataset = data if hasattr(data, "patient_ids") else open_dataset(data)
     probs, masks = [], []
     for pid in run.split["val"]:
@@ -109,7 +108,7 @@ def tune(
                     print(f"tuning: training {run.path.name}", flush=True)
                 train(config, run.path, resume=run.has_checkpoint("last"), progress=progress)
             summary = run.read_metrics()
-            by_threshold = validation_dice(run.path, data, thresholds, device=base.device)
+            by_threshold = validation_dice(run.path, data, thresholds, device=base.device, precision=base.precision)
             best_t = max(by_threshold, key=lambda t: (by_threshold[t], -abs(t - 0.5)))
             rows.append({
                 "loss": loss, **{k: overrides.get(k) for k in ("alpha", "lam", "lr")}, "run": str(run),
