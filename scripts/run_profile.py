@@ -102,7 +102,7 @@ def run_profile(
 
 
 #: How a profile's tuning runs are shortened: one network (the paper's), one seed, fewer epochs.
-TUNE_BUDGET = dict(model="attention", seed=0, epochs=20, patience=4)
+TUNE_BUDGET = dict(model="attention", seed=0, epochs=10, patience=3)
 
 
 def _tune(settings: ProfileSettings, config: Any, data: Path, tune_runs: Path, published: Path,
