@@ -8,11 +8,14 @@ without re-execution (``execute_notebooks: off``) and ``pytest --nbval-lax`` re-
 
 Usage:
     python scripts/run_notebooks.py [--profile quick|medium|paper] [--only 01 05] [-p NAME VALUE]...
-        [--keep-going] [--cell-timeout SECONDS]
+        [--out DIR] [--keep-going] [--cell-timeout SECONDS]
 
-The default profile is ``quick``; it is not injected (the parameters cell already says so), so a
-quick build leaves the notebooks identical to their sources apart from outputs. Any other
-profile, and every ``-p``, adds papermill's "injected-parameters" cell, which the book shows.
+The default profile is ``medium``, the notebooks' own default: it renders the published medium
+results (``results/medium/``) without retraining, and it is not injected (the parameters cell
+already says so), so such a build leaves the notebooks identical to their sources apart from
+outputs. Any other profile, and every ``-p``, adds papermill's "injected-parameters" cell, which
+the book shows. ``--out DIR`` writes the executed notebooks there instead of beside their
+sources (CI executes the quick profile into ``_build/ci-notebooks`` and checks those with nbval).
 """
 
 from __future__ import annotations
@@ -74,8 +77,13 @@ def _clean(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def execute(source: Path, parameters: dict[str, Any], cell_timeout: int | None) -> float:
-    """Convert ``source`` (.md) to a notebook, execute it, write ``source.with_suffix('.ipynb')``.
+#: The profile the notebooks' parameters cells name.
+DEFAULT_PROFILE = "medium"
+
+
+def execute(source: Path, parameters: dict[str, Any], cell_timeout: int | None, out_dir: Path | None = None) -> float:
+    """Convert ``source`` (.md) to a notebook, execute it, write ``source.with_suffix('.ipynb')``
+    (or the same name in ``out_dir``).
 
     Returns:
         The wall time in seconds.
@@ -87,7 +95,7 @@ def execute(source: Path, parameters: dict[str, Any], cell_timeout: int | None) 
     import jupytext
     import papermill as pm
 
-    target = source.with_suffix(".ipynb")
+    target = source.with_suffix(".ipynb") if out_dir is None else out_dir / source.with_suffix(".ipynb").name
     nb = jupytext.read(source)
     nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
     nb.metadata["kernelspec"]["name"] = "python3"
@@ -109,7 +117,10 @@ def execute(source: Path, parameters: dict[str, Any], cell_timeout: int | None) 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="quick", choices=list(PROFILES), help="run profile (default: quick)")
+    ap.add_argument("--profile", default=DEFAULT_PROFILE, choices=list(PROFILES),
+                    help=f"run profile (default: {DEFAULT_PROFILE}, the published results)")
+    ap.add_argument("--out", default=None, metavar="DIR",
+                    help="write the executed notebooks to DIR instead of notebooks/ (default: in place)")
     ap.add_argument("--only", nargs="+", metavar="NN", help="only these chapter numbers, e.g. --only 01 09")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="extra papermill parameter (VALUE parsed as YAML), repeatable")
@@ -117,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cell-timeout", type=int, default=None, help="seconds per cell (default: none)")
     args = ap.parse_args(argv)
 
-    parameters: dict[str, Any] = {} if args.profile == "quick" else {"profile": args.profile}
+    parameters: dict[str, Any] = {} if args.profile == DEFAULT_PROFILE else {"profile": args.profile}
+    out_dir = None
+    if args.out is not None:
+        out_dir = Path(args.out).resolve()
+        out_dir.mkdir(parents=True, exist_ok=True)
     for name, value in args.parameter:
         parameters[name] = _parse_value(value)
 
@@ -137,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[run_notebooks] {source.name} (profile {args.profile}) ...", flush=True)
         t0 = time.time()
         try:
-            seconds = execute(source, parameters, args.cell_timeout)
+            seconds = execute(source, parameters, args.cell_timeout, out_dir)
             status = "ok"
         except PapermillExecutionError as exc:
             seconds = time.time() - t0

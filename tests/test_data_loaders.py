@@ -179,6 +179,65 @@ def test_npz_unreadable_files(tmp_path: Path) -> None:
         open_dataset(pickled)
 
 
+def _zip(path: Path, members: dict[str, bytes]) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, raw in members.items():
+            zf.writestr(name, raw)
+    return path
+
+
+def _npy(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _npz_damaged(tmp_path: Path, kind: str) -> Path:
+    images, masks = _slices(2)
+    ok = {"images.npy": _npy(images), "masks.npy": _npy(masks)}
+    if kind == "member-not-npy":  # numpy returns such a member as bytes, not as an array
+        return _zip(tmp_path / "bad.npz", {"images": b"raw bytes", "masks.npy": ok["masks.npy"]})
+    if kind == "non-utf8-ids":
+        return _zip(tmp_path / "bad.npz", {**ok, "patient_ids.npy": _npy(np.array([b"\xff\xfe", b"a"]))})
+    if kind == "garbage-npy-header":
+        return _zip(tmp_path / "bad.npz", {**ok, "images.npy": b"\x93NUMPY\x01\x00\x06\x00{'x':\n" + images.tobytes()})
+    if kind == "large-intensity":
+        return _zip(tmp_path / "bad.npz", {**ok, "intensity.npy": _npy(np.zeros((6, 6)))})
+    # "zip-version": the central directory asks for a zip version newer than Python supports
+    raw = bytearray(_zip(tmp_path / "bad.npz", ok).read_bytes())
+    at = raw.index(b"PK\x01\x02")
+    raw[at + 6 : at + 8] = (84).to_bytes(2, "little")
+    (tmp_path / "bad.npz").write_bytes(bytes(raw))
+    return tmp_path / "bad.npz"
+
+
+@pytest.mark.parametrize(
+    ("kind", "pattern"),
+    [
+        pytest.param("member-not-npy", r"key 'images' is not a NumPy array \(\.npy\)", id="member-not-npy"),
+        pytest.param("non-utf8-ids", r"key 'patient_ids' holds bytes that are not UTF-8", id="non-utf8-ids"),
+        pytest.param("garbage-npy-header", r"key 'images' is not a readable NumPy array", id="garbage-npy-header"),
+        pytest.param("large-intensity", r"key 'intensity' must be .*, got a float64 array of shape \(6, 6\)$",
+                     id="large-intensity"),
+        pytest.param("zip-version", r"not a readable \.npz file \(NotImplementedError: zip file version 8\.4\)",
+                     id="zip-version"),
+    ],
+)
+def test_npz_damaged_files_are_one_line_errors(tmp_path: Path, kind: str, pattern: str) -> None:
+    """Damaged files the fuzzer (tests/test_fuzz.py) found escaping as other exception types
+    (AttributeError, UnicodeDecodeError, NotImplementedError), blamed on pickle, or printed over
+    several lines."""
+    path = _npz_damaged(tmp_path, kind)
+    for read in (read_npz, open_dataset):
+        with pytest.raises(DataError, match=r"bad\.npz: " + pattern) as err:
+            read(path)
+        assert "\n" not in str(err.value)
+
+
 def test_npz_spacing_must_agree_within_patient(tmp_path: Path) -> None:
     images, masks = _slices(2)
     path = tmp_path / "sp.npz"
@@ -332,6 +391,33 @@ def test_read_image_modes_and_corrupt_files(tmp_path: Path) -> None:
     (tmp_path / "fake.png").write_text("hello")
     with pytest.raises(DataError, match=r"fake\.png: not a readable PNG/JPEG"):
         read_image(tmp_path / "fake.png")
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose (valid, CRC-checked) header declares ``width`` x ``height`` grey pixels, with no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path
+
+
+def test_read_image_refuses_huge_and_non_png_jpeg_files(tmp_path: Path) -> None:
+    # Pillow's DecompressionBombError used to escape as is; images above MAX_PIXELS are refused
+    # before any pixel memory is allocated.
+    with pytest.raises(DataError, match=r"bomb\.png: the image declares more pixels than"):
+        read_image(_png_header_only(tmp_path / "bomb.png", 20_000, 20_000))
+    with pytest.raises(DataError, match=r"big\.png: image of 8193x8193 pixels; expected at most 67108864"):
+        read_image(_png_header_only(tmp_path / "big.png", 8193, 8193))
+    # only the PNG and JPEG decoders run, whatever the suffix says (a GIF named .png used to be read)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "gif.png", format="GIF")
+    with pytest.raises(DataError, match=r"gif\.png: not a readable PNG/JPEG image"):
+        read_image(tmp_path / "gif.png")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -266,3 +266,61 @@ def test_writer_refuses_unit_volumes_and_occupied_folders(series, tmp_path):
         write_dicom_series(unit, tmp_path / "unit")
     with pytest.raises(ValueError, match="already holds"):
         write_dicom_series(volume, folder)
+
+
+def _set_transfer_syntax(uid: str) -> Callable[[Dataset], None]:
+    def change(ds: Dataset) -> None:
+        ds.file_meta.TransferSyntaxUID = uid
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        pytest.param(lambda ds: setattr(ds, "PixelSpacing", "0.8"), r"PixelSpacing is '0\.8'; expected two positive",
+                     id="one-pixel-spacing"),  # was TypeError: 'DSfloat' object is not iterable
+        pytest.param(lambda ds: setattr(ds, "PixelSpacing", [0, 0.8]),  # was a volume with spacing 0
+                     r"PixelSpacing is \[0\.0, 0\.8\]; expected two positive", id="zero-pixel-spacing"),
+        pytest.param(lambda ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 1]),
+                     r"ImageOrientationPatient is .*; expected six finite direction cosines",
+                     id="five-direction-cosines"),  # was ValueError from numpy.cross
+        pytest.param(lambda ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 1, 0, 0]),
+                     r"ImageOrientationPatient .*expected two orthogonal unit vectors", id="parallel-axes"),
+        pytest.param(lambda ds: setattr(ds, "ImagePositionPatient", ["nan", 0, 0]),
+                     r"ImagePositionPatient is .*nan.*; expected three finite numbers", id="nan-position"),
+        pytest.param(lambda ds: setattr(ds, "RescaleSlope", "nan"), r"RescaleSlope is 'nan'; expected a finite",
+                     id="nan-rescale-slope"),  # was a volume of NaN
+        pytest.param(lambda ds: delattr(ds, "Rows"), r"missing Rows", id="missing-rows"),  # was AttributeError
+        pytest.param(_set_transfer_syntax("1.2.3.4"), r"unknown transfer syntax '1\.2\.3\.4'",
+                     id="unknown-transfer-syntax"),  # was ValueError: UID is not a transfer syntax
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")
+def test_damaged_header_values_are_errors_naming_the_file(series, change: Callable[[Dataset], object], match: str):
+    """Header values the fuzzer (tests/test_fuzz.py) found reaching numpy or pydicom unchecked."""
+    _, folder = series
+    _edit_header(folder / "CT00003.dcm", change)
+    with pytest.raises(DataError, match=r"CT00003\.dcm: " + match):
+        read_dicom_series(folder)
+
+
+def test_undecodable_element_is_an_error_naming_the_file(series):
+    """pydicom decodes values lazily: a Rows element of 3 bytes used to raise BytesLengthException."""
+    _, folder = series
+    path = folder / "CT00002.dcm"
+    data = path.read_bytes()
+    rows = b"\x28\x00\x10\x00US\x02\x00"  # (0028,0010) US, length 2
+    at = data.index(rows)
+    path.write_bytes(data[:at] + b"\x28\x00\x10\x00US\x03\x00\x0c\x00\x00" + data[at + len(rows) + 2 :])
+    with pytest.raises(DataError, match=r"CT00002\.dcm: unreadable Rows element"):
+        read_dicom_series(folder)
+
+
+def test_no_dicom_files_message_names_what_was_found(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match=r"no DICOM image files found among 1 file\(s\) \(notes\.txt\); expected"):
+        with pytest.warns(DataWarning, match="not a DICOM file"):
+            read_dicom_series(folder)

@@ -101,3 +101,43 @@ def test_write_argument_checks(tmp_path):
         write_nifti(np.zeros((3, 4)), tmp_path / "x.nii", spacing=(1, 1, 1))
     with pytest.raises(ValueError, match="4x4"):
         write_nifti(vol, tmp_path / "x.nii", affine=np.eye(3))
+
+
+def _nifti_bytes(data: np.ndarray | None = None, **fields) -> bytes:
+    """A single-file NIfTI-1 (int16 5x4x3, 0.7 x 0.8 x 2.5 mm) with raw header ``fields`` overwritten."""
+    data = np.arange(60, dtype=np.int16).reshape(5, 4, 3) if data is None else data
+    raw = nib.Nifti1Image(data, np.diag([0.7, 0.8, 2.5, 1.0])).to_bytes()
+    header = np.frombuffer(raw[:348], dtype=nib.nifti1.header_dtype).copy()
+    for name, value in fields.items():
+        header[name] = value
+    return header.tobytes() + raw[348:]
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        pytest.param(_nifti_bytes(qform_code=0, sform_code=1, srow_y=[0, 0, 0, 5]),
+                     r"geometry is degenerate \(voxel size \[0\.7, 0\.0, 2\.5\] mm", id="zero-voxel-size"),
+        pytest.param(_nifti_bytes(qform_code=0, sform_code=1, srow_x=[0.7, 0, 0, np.nan]),
+                     r"geometry \(affine\) is not finite", id="nan-affine"),
+        pytest.param(_nifti_bytes(dim=[3, 5, 0, 3, 1, 1, 1, 1]), r"empty volume \(array shape \(5, 0, 3\)\)",
+                     id="empty"),
+        pytest.param(nib.Nifti1Image(np.zeros((2, 3, 4), np.complex64), np.eye(4)).to_bytes(),
+                     r"voxels of type complex64; expected integer or floating-point", id="complex"),
+        pytest.param(_nifti_bytes()[:400], r"not a readable NIfTI file \(OSError: Expected 120 bytes, got 48 bytes",
+                     id="truncated-one-line"),  # nibabel's message has a line break
+        pytest.param(_nifti_bytes(dim=[3, 30_000, 30_000, 30_000, 1, 1, 1, 1]),
+                     r"declares \(30000, 30000, 30000\) voxels of int16 .* truncated or corrupt", id="huge-dims"),
+    ],
+)
+def test_damaged_headers_are_one_line_errors_naming_the_file(tmp_path, raw: bytes, match: str):
+    """Headers the fuzzer (tests/test_fuzz.py) found giving silent garbage (zero or NaN spacing, empty or
+    complex arrays) or multi-line messages; a header declaring more voxels than the file holds is
+    refused before anything is allocated (also for .nii.gz, where deflate bounds the ratio)."""
+    import gzip
+
+    for name, data in (("ct.nii", raw), ("ct.nii.gz", gzip.compress(raw))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DataError, match=rf"{name}: .*{match}") as err:
+            read_nifti(tmp_path / name)
+        assert "\n" not in str(err.value)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lungseg.device import cpu_has_bf16
-from lungseg.errors import LungsegError
+from lungseg.errors import DataError, LungsegError
 from lungseg.inference import lesion_summary, predict
 from lungseg.training import TrainConfig, train
 
@@ -108,7 +108,7 @@ def test_bf16_prediction_agrees_with_fp32(runs: dict[str, Path], tmp_path: Path)
 
 def test_never_writes_into_input_folder(runs: dict[str, Path], study: Path) -> None:
     patient = next(p for p in study.iterdir() if p.is_dir())
-    with pytest.raises(LungsegError, match="input folder"):
+    with pytest.raises(LungsegError, match="inside the input"):
         predict(runs["hu"], patient / "ct", patient / "ct" / "mask.nii.gz", progress=False)
 
 
@@ -126,3 +126,77 @@ def test_lesion_summary_of_a_sphere() -> None:
     assert big["volume_ml"] == pytest.approx(4 / 3 * math.pi * r_mm**3 / 1000, rel=0.1)
     assert big["equivalent_diameter_mm"] == pytest.approx(2 * r_mm, rel=0.05)
     assert big["slice_range"] == [7, 13]
+
+
+# ---------------------------------------------------------------- bad input is refused before anything is written
+@pytest.mark.parametrize(
+    ("threshold", "batch_size", "match"),
+    [
+        pytest.param(2.0, 16, r"threshold must be a finite probability in \(0, 1\), got 2\.0", id="threshold-2"),
+        pytest.param(float("nan"), 16, r"threshold .*got nan", id="threshold-nan"),
+        pytest.param(float("inf"), 16, r"threshold .*got inf", id="threshold-inf"),
+        pytest.param(0.0, 16, r"threshold .*got 0\.0", id="threshold-0"),
+        pytest.param(1.0, 16, r"threshold .*got 1\.0", id="threshold-1"),
+        pytest.param(None, -1, r"batch_size must be a positive integer .*got -1", id="batch-minus-1"),
+        pytest.param(None, 0, r"batch_size must be a positive integer .*got 0", id="batch-0"),
+        pytest.param(None, 2.5, r"batch_size must be a positive integer .*got 2\.5", id="batch-float"),
+    ],
+)
+def test_threshold_and_batch_size_are_checked_by_predict(runs: dict[str, Path], tmp_path: Path, threshold, batch_size,
+                                                         match: str) -> None:
+    """The library refuses them, not only the CLI: `batch_size=-1` used to return masks computed from
+    uninitialised memory, `0` a raw `range()` error, `threshold=2` or NaN an all-empty mask."""
+    out = tmp_path / "p.npz"
+    with pytest.raises(LungsegError, match=match):
+        predict(runs["hu"], runs["hu_data"], out, threshold=threshold, batch_size=batch_size, progress=False)
+    assert not out.exists()
+
+
+def test_non_finite_intensities_are_refused_naming_the_file_and_count(runs: dict[str, Path], tmp_path: Path) -> None:
+    from lungseg.data.nifti import write_nifti
+
+    volume = np.load(runs["hu_data"])["images"][:4].copy()
+    volume[0, 1, 2] = volume[1, 3, 3] = np.nan
+    volume[2, 0, 0] = np.inf
+    write_nifti(volume, tmp_path / "ct.nii.gz", spacing=(2.5, 0.8, 0.8))
+    with pytest.raises(DataError, match=r"ct\.nii\.gz: 3 of 4096 intensity values are NaN or infinite"):
+        predict(runs["hu"], tmp_path / "ct.nii.gz", tmp_path / "out", progress=False)
+    np.savez(tmp_path / "slices.npz", images=volume[:2])
+    with pytest.raises(DataError, match=r"slices\.npz: key 'images' contains 2 NaN or infinite value\(s\) \(of 2048\)"):
+        predict(runs["hu"], tmp_path / "slices.npz", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def _grey_png(path: Path, seed: int = 0, fmt: str | None = None) -> None:
+    from PIL import Image
+
+    Image.fromarray((np.random.default_rng(seed).random((24, 20)) * 255).astype(np.uint8)).save(path, format=fmt)
+
+
+def test_images_whose_masks_would_share_a_name_are_refused(runs: dict[str, Path], tmp_path: Path) -> None:
+    """`scan.png` and `scan.jpg` both map to `scan_mask.png`: refused (naming both) before anything is written."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    _grey_png(folder / "scan.png", 0)
+    _grey_png(folder / "scan.jpg", 1, "JPEG")
+    _grey_png(folder / "other.png", 2)
+    with pytest.raises(DataError, match=r"images: scan\.jpg and scan\.png would both be written as scan_mask\.png"):
+        predict(runs["unit"], folder, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    (folder / "scan.jpg").rename(folder / "scan2.jpg")  # distinct names: one mask per image
+    summary = predict(runs["unit"], folder, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_mask.png")) == [
+        "other_mask.png", "scan2_mask.png", "scan_mask.png"]
+    assert len(summary["lesions"]["images"]) == 3
+
+
+def test_stray_file_in_an_image_folder_is_named(runs: dict[str, Path], tmp_path: Path) -> None:
+    """A `.txt` next to PNGs used to give "no DICOM image files found"; now the message names it."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    _grey_png(folder / "a.png")
+    (folder / "notes.txt").write_text("scanned on Tuesday")
+    with pytest.raises(DataError, match=r"images: holds 1 PNG/JPEG image\(s\) but also 1 other file\(s\)"
+                                        r" \(notes\.txt\); a folder to segment holds only PNG/JPEG images"):
+        predict(runs["unit"], folder, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

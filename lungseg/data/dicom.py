@@ -28,7 +28,7 @@ from lungseg.data.nifti import affine_from_geometry, volume_lps_affine
 from lungseg.data.volume import CTVolume
 from lungseg.errors import DataError
 
-__all__ = ["read_dicom_series", "write_dicom_series", "DataWarning"]
+__all__ = ["read_dicom_series", "write_dicom_series", "is_dicom_file", "DataWarning"]
 
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
 # Relative tolerance on slice gaps: scanners round positions to ~0.01 mm.
@@ -174,11 +174,25 @@ def write_dicom_series(
     return paths
 
 
+def _reason(err: BaseException) -> str:
+    """``"Type: message"`` of a library's exception, on one line and at most 200 characters."""
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def _candidate_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    try:
+        return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    except OSError as err:
+        raise DataError(f"{folder}: cannot list the folder ({_reason(err)})") from None
 
 
-def _looks_like_dicom(path: Path) -> bool:
+def is_dicom_file(path: str | Path) -> bool:
+    """Whether ``path`` claims to be DICOM: a ``.dcm``/``.dicom``/``.ima`` suffix or the ``DICM`` magic at byte 128.
+
+    Such files must parse; other files in a series folder are skipped with a :class:`DataWarning`.
+    """
+    path = Path(path)
     if path.suffix.lower() in _DICOM_SUFFIXES:
         return True
     try:
@@ -189,74 +203,214 @@ def _looks_like_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def _read_file(path: Path) -> Dataset | None:
+# -- header values ---------------------------------------------------------------------------------
+# pydicom decodes element values lazily, on first access, and a damaged element can raise almost any
+# exception then. Every value the reader uses is therefore read through these helpers, which turn
+# that into a DataError naming the file and the element (or, for labels only, into a default).
+def _value(ds: Dataset, keyword: str, path: Path) -> Any:
+    try:
+        return ds[keyword].value
+    except Exception as exc:
+        raise DataError(f"{path}: unreadable {keyword} element ({_reason(exc)})") from None
+
+
+def _numbers(ds: Dataset, keyword: str, path: Path, count: int, what: str) -> np.ndarray | None:
+    """The ``count`` finite numbers of element ``keyword`` (``None`` when absent or empty); :class:`DataError`
+    when it cannot be decoded or does not hold ``count`` finite numbers (``what`` says what was expected)."""
+    if keyword not in ds:
+        return None
+    value = _value(ds, keyword, path)
+    if value is None or value == "":
+        return None
+    values = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+    try:
+        if any(isinstance(v, (bytes, bytearray)) for v in values) or isinstance(value, (bytes, bytearray)):
+            raise ValueError("binary value")
+        numbers = np.array([float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"{path}: {keyword} is {_shown(value)}; expected {what}") from None
+    if numbers.shape != (count,) or not np.isfinite(numbers).all():
+        raise DataError(f"{path}: {keyword} is {_shown(value)}; expected {what}")
+    return numbers
+
+
+def _integer(ds: Dataset, keyword: str, path: Path, default: int | None = None) -> int:
+    """Element ``keyword`` as a non-negative integer; ``default`` when absent (``None``: required)."""
+    if keyword not in ds or (default is not None and _value(ds, keyword, path) in (None, "")):
+        if default is None:
+            raise DataError(f"{path}: missing {keyword}; expected it in a DICOM image file")
+        return default
+    value = _value(ds, keyword, path)
+    try:
+        number = float(value)
+        if not (np.isfinite(number) and number == int(number) and number >= 0):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"{path}: {keyword} is {_shown(value)}; expected a non-negative integer") from None
+    return int(number)
+
+
+def _text(ds: Dataset, keyword: str, default: str = "") -> str:
+    """Element ``keyword`` as text for labels and sorting; ``default`` when absent or unreadable.
+
+    Characters that are not printable (line breaks, NULs) become ``?``, so that a label quoted in an
+    error message keeps it on one line.
+    """
+    try:
+        value = ds.get(keyword, default)
+        text = default if value is None else str(value).strip("\0 ")
+    except Exception:
+        return default
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
+def _shown(value: Any) -> str:
+    if value is None or value == "":
+        return "empty"
+    text = repr(value if not isinstance(value, pydicom.multival.MultiValue) else list(value))
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _Slice:
+    """One image file of a series: its dataset and the header values the reader uses.
+
+    The labels (series UID, modality, number) are read when the file is parsed; the geometry only by
+    :meth:`read_geometry`, for the series that are read (a skipped non-CT series is never checked).
+    """
+
+    def __init__(self, path: Path, ds: Dataset) -> None:
+        self.path, self.ds = path, ds
+        self.series_uid = _text(ds, "SeriesInstanceUID") or "<no SeriesInstanceUID>"
+        self.modality = _text(ds, "Modality", "unknown") or "unknown"
+        try:
+            self.series_number = int(float(_text(ds, "SeriesNumber", "0") or 0))
+        except (ValueError, OverflowError):
+            self.series_number = 0
+        self.rows, self.cols = 0, 0
+        self.position: np.ndarray | None = None
+        self.orientation: np.ndarray | None = None
+        self.spacing: np.ndarray | None = None
+
+    def read_geometry(self) -> None:
+        """Read and check Rows, Columns, ImagePositionPatient, ImageOrientationPatient and PixelSpacing."""
+        ds, path = self.ds, self.path
+        self.rows = _integer(ds, "Rows", path)
+        self.cols = _integer(ds, "Columns", path)
+        self.position = _numbers(ds, "ImagePositionPatient", path, 3, "three finite numbers (x, y, z mm)")
+        self.orientation = _numbers(ds, "ImageOrientationPatient", path, 6, "six finite direction cosines")
+        self.spacing = _numbers(ds, "PixelSpacing", path, 2, "two positive numbers (row, column mm)")
+        if self.spacing is not None and not (self.spacing > 0).all():
+            raise DataError(f"{path}: PixelSpacing is {self.spacing.tolist()}; expected two positive numbers (mm)")
+        if self.orientation is not None:
+            row, col = self.orientation[:3], self.orientation[3:]
+            unit = abs(np.linalg.norm(row) - 1) < 1e-2 and abs(np.linalg.norm(col) - 1) < 1e-2
+            if not (unit and abs(row @ col) < 1e-2):
+                raise DataError(
+                    f"{path}: ImageOrientationPatient is {self.orientation.tolist()}; expected two orthogonal unit"
+                    " vectors (row and column direction cosines)"
+                )
+
+
+def _read_file(path: Path) -> _Slice | None:
     """Parse one file; ``None`` (with a warning) for files that are not DICOM images."""
     try:
         ds = pydicom.dcmread(path)
     except InvalidDicomError:
-        if _looks_like_dicom(path):
+        if is_dicom_file(path):
             raise DataError(f"{path}: corrupt DICOM file (no valid DICOM header)") from None
         warnings.warn(f"{path}: not a DICOM file, skipped", DataWarning, stacklevel=3)
         return None
+    except MemoryError:
+        raise DataError(f"{path}: corrupt DICOM file (an element declares a size too large to read)") from None
     except Exception as exc:  # truncated or damaged element data
-        raise DataError(f"{path}: corrupt or truncated DICOM file ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"{path}: corrupt or truncated DICOM file ({_reason(exc)})") from None
     if "PixelData" not in ds:
         warnings.warn(
-            f"{path}: DICOM file without pixel data (SOP class {ds.get('SOPClassUID', 'unknown')}), skipped",
+            f"{path}: DICOM file without pixel data (SOP class {_text(ds, 'SOPClassUID', 'unknown')}), skipped",
             DataWarning,
             stacklevel=3,
         )
         return None
-    return ds
+    return _Slice(path, ds)
 
 
-def _pixels_hu(ds: Dataset, path: Path) -> np.ndarray:
-    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    bits = int(ds.get("BitsAllocated", 16))
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+def _pixels_hu(item: _Slice) -> np.ndarray:
+    ds, path = item.ds, item.path
+    rows, cols = item.rows, item.cols
+    if rows == 0 or cols == 0:
+        raise DataError(f"{path}: image of {rows}x{cols} pixels; expected a non-empty slice")
+    bits = _integer(ds, "BitsAllocated", path)
+    frames = _integer(ds, "NumberOfFrames", path, default=1)
     if frames != 1:
         raise DataError(f"{path}: multi-frame DICOM ({frames} frames) is not supported; expected one slice per file")
-    if int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise DataError(f"{path}: expected a greyscale CT image, got SamplesPerPixel={ds.SamplesPerPixel}")
-    if not ds.file_meta.TransferSyntaxUID.is_compressed:
+    samples = _integer(ds, "SamplesPerPixel", path, default=1)
+    if samples != 1:
+        raise DataError(f"{path}: expected a greyscale CT image, got SamplesPerPixel={samples}")
+    syntax = None
+    try:
+        syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+        compressed = pydicom.uid.UID(str(syntax)).is_compressed
+    except Exception:
+        raise DataError(
+            f"{path}: unknown transfer syntax {_shown(syntax)}; expected a DICOM transfer syntax UID"
+        ) from None
+    data = _value(ds, "PixelData", path)
+    if not isinstance(data, (bytes, bytearray)):
+        got = _shown(data) if data is None else type(data).__name__
+        raise DataError(f"{path}: PixelData is {got}; expected binary pixel data")
+    if not compressed:
         expected = rows * cols * bits // 8
-        if len(ds.PixelData) < expected:
+        if len(data) < expected:
             raise DataError(
-                f"{path}: truncated pixel data ({len(ds.PixelData)} bytes, expected {expected} for {rows}x{cols}x{bits} bit)"
+                f"{path}: truncated pixel data ({len(data)} bytes, expected {expected} for {rows}x{cols}x{bits} bit)"
             )
     try:
         pixels = ds.pixel_array
     except Exception as exc:
         raise DataError(
-            f"{path}: cannot decode pixel data (transfer syntax {ds.file_meta.TransferSyntaxUID.name}: {exc})"
+            f"{path}: cannot decode pixel data (transfer syntax {_shown(syntax)}: {_reason(exc)})"
         ) from None
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    return (pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+    if pixels.shape != (rows, cols) or pixels.dtype.kind not in "biuf":
+        raise DataError(
+            f"{path}: pixel data decodes to {pixels.dtype} {pixels.shape}; expected {rows}x{cols} grey levels"
+        )
+    slope = _numbers(ds, "RescaleSlope", path, 1, "a finite non-zero number")
+    intercept = _numbers(ds, "RescaleIntercept", path, 1, "a finite number")
+    if slope is not None and slope[0] == 0:
+        raise DataError(f"{path}: RescaleSlope is 0; expected a finite non-zero number")
+    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, refused below
+        hu = (
+            pixels.astype(np.float32) * np.float32(1.0 if slope is None else slope[0])
+            + np.float32(0.0 if intercept is None else intercept[0])
+        ).astype(np.float32)
+    if not np.isfinite(hu).all():
+        raise DataError(f"{path}: RescaleSlope/RescaleIntercept give values beyond float32; expected Hounsfield units")
+    return hu
 
 
-def _series_volume(uid: str, items: list[tuple[Path, Dataset]], folder: Path) -> CTVolume:
+def _series_volume(uid: str, items: list[_Slice], folder: Path) -> CTVolume:
     """Sort one series' slices along the slice normal, check geometry, stack HU."""
-    first_path, first = items[0]
-    for path, ds in items:
-        for key in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
-            if key not in ds:
-                raise DataError(f"{path}: missing {key}; cannot place the slice in series {uid}")
-    iop = np.array([float(v) for v in first.ImageOrientationPatient])
-    shape0 = (int(first.Rows), int(first.Columns))
-    spacing0 = np.array([float(v) for v in first.PixelSpacing])
-    for path, ds in items[1:]:
-        if (int(ds.Rows), int(ds.Columns)) != shape0:
+    first = items[0]
+    for item in items:
+        item.read_geometry()
+        for key, value in (("ImagePositionPatient", item.position), ("ImageOrientationPatient", item.orientation),
+                           ("PixelSpacing", item.spacing)):
+            if value is None:
+                raise DataError(f"{item.path}: missing {key}; cannot place the slice in series {uid}")
+    iop, spacing0, shape0 = first.orientation, first.spacing, (first.rows, first.cols)
+    assert iop is not None and spacing0 is not None  # checked above
+    for item in items[1:]:
+        if (item.rows, item.cols) != shape0:
             raise DataError(
-                f"{path}: slice is {ds.Rows}x{ds.Columns} but {first_path.name} is {shape0[0]}x{shape0[1]}"
+                f"{item.path}: slice is {item.rows}x{item.cols} but {first.path.name} is {shape0[0]}x{shape0[1]}"
                 f" in series {uid}; inconsistent slice shapes"
             )
-        if not np.allclose([float(v) for v in ds.ImageOrientationPatient], iop, atol=1e-4):
-            raise DataError(f"{path}: ImageOrientationPatient differs from {first_path.name} in series {uid}")
-        if not np.allclose([float(v) for v in ds.PixelSpacing], spacing0, rtol=1e-4):
-            raise DataError(f"{path}: PixelSpacing differs from {first_path.name} in series {uid}")
+        if not np.allclose(item.orientation, iop, atol=1e-4):
+            raise DataError(f"{item.path}: ImageOrientationPatient differs from {first.path.name} in series {uid}")
+        if not np.allclose(item.spacing, spacing0, rtol=1e-4):
+            raise DataError(f"{item.path}: PixelSpacing differs from {first.path.name} in series {uid}")
     normal = np.cross(iop[:3], iop[3:])
-    positions = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in items])
+    positions = np.array([item.position for item in items])
     along = positions @ normal
     order = np.argsort(along, kind="stable")
     items = [items[i] for i in order]
@@ -265,7 +419,7 @@ def _series_volume(uid: str, items: list[tuple[Path, Dataset]], folder: Path) ->
     if len(gaps) and np.min(gaps) < _GAP_ATOL:
         i = int(np.argmin(gaps))
         raise DataError(
-            f"{items[i + 1][0]}: same slice position ({along[i]:.3f} mm) as {items[i][0].name} in series {uid};"
+            f"{items[i + 1].path}: same slice position ({along[i]:.3f} mm) as {items[i].path.name} in series {uid};"
             " duplicate slices"
         )
     if len(gaps):
@@ -280,34 +434,43 @@ def _series_volume(uid: str, items: list[tuple[Path, Dataset]], folder: Path) ->
                 else "uneven slice spacing"
             )
             raise DataError(
-                f"{folder}: {kind} in series {uid}: gap of {gaps[i]:.3f} mm between {items[i][0].name}"
-                f" (position {along[i]:.3f} mm) and {items[i + 1][0].name} (position {along[i + 1]:.3f} mm);"
+                f"{folder}: {kind} in series {uid}: gap of {gaps[i]:.3f} mm between {items[i].path.name}"
+                f" (position {along[i]:.3f} mm) and {items[i + 1].path.name} (position {along[i + 1]:.3f} mm);"
                 f" the other slices are {step:.3f} mm apart"
             )
         dz = round(float(np.mean(gaps)), 6)  # positions are stored to ~1e-6 mm; drop float noise
     else:
-        dz = float(first.get("SpacingBetweenSlices", 0) or first.get("SliceThickness", 0) or 1.0)
-    image = np.stack([_pixels_hu(ds, path) for path, ds in items])
+        dz = _positive(first.ds, "SpacingBetweenSlices") or _positive(first.ds, "SliceThickness") or 1.0
+    image = np.stack([_pixels_hu(item) for item in items])
     dy, dx = float(spacing0[0]), float(spacing0[1])
     affine = affine_from_geometry(positions[0], iop, (dz, dy, dx))
-    head = items[0][1]
+    head = items[0].ds
     meta: dict[str, Any] = {
         "format": "dicom",
         "affine_space": "LPS",
         "series_uid": uid,
-        "study_uid": str(head.get("StudyInstanceUID", "")),
-        "series_description": str(head.get("SeriesDescription", "")),
-        "modality": str(head.get("Modality", "")),
-        "slice_thickness": float(head.get("SliceThickness", dz) or dz),
+        "study_uid": _text(head, "StudyInstanceUID"),
+        "series_description": _text(head, "SeriesDescription"),
+        "modality": items[0].modality,
+        "slice_thickness": _positive(head, "SliceThickness") or dz,
         "image_positions": positions.tolist(),
         "image_orientation": iop.tolist(),
-        "files": [str(p) for p, _ in items],
+        "files": [str(item.path) for item in items],
     }
-    patient_id = str(head.get("PatientID", "") or folder.name)
+    patient_id = _text(head, "PatientID") or folder.name
     return CTVolume(
         image=image, mask=None, spacing=(dz, dy, dx), patient_id=patient_id,
         affine=affine, intensity="hu", source=str(folder), meta=meta,
     )
+
+
+def _positive(ds: Dataset, keyword: str) -> float | None:
+    """An optional descriptive number (e.g. SliceThickness): its value if finite and positive, else ``None``."""
+    try:
+        value = float(_text(ds, keyword) or "nan")
+    except (ValueError, OverflowError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
 
 
 def read_dicom_series(folder: str | Path, *, progress: bool = False) -> list[CTVolume]:
@@ -323,11 +486,13 @@ def read_dicom_series(folder: str | Path, *, progress: bool = False) -> list[CTV
         progress: show a tqdm bar while parsing files.
 
     Returns:
-        ``CTVolume`` list (mask ``None``), sorted by SeriesNumber then SeriesInstanceUID.
+        ``CTVolume`` list (mask ``None``), sorted by SeriesNumber then SeriesInstanceUID; images are
+        finite float32 HU, spacings finite and positive.
 
     Raises:
-        DataError: missing/empty folder, corrupt or truncated files, no CT series, missing or
-            duplicate slices, uneven spacing, inconsistent slice shapes or orientation.
+        DataError: missing/empty folder, corrupt or truncated files, unreadable or non-finite header
+            values (geometry, pixel description, rescale), no CT series, missing or duplicate slices,
+            uneven spacing, inconsistent slice shapes or orientation. The message names the file.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -335,30 +500,31 @@ def read_dicom_series(folder: str | Path, *, progress: bool = False) -> list[CTV
     files = _candidate_files(folder)
     if not files:
         raise DataError(f"{folder}: empty folder; expected the .dcm files of a CT series")
-    series: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
+    series: dict[str, list[_Slice]] = defaultdict(list)
     for path in tqdm(files, desc=f"reading {folder.name}", disable=not progress, leave=False):
-        ds = _read_file(path)
-        if ds is None:
-            continue
-        uid = str(ds.get("SeriesInstanceUID", "")) or "<no SeriesInstanceUID>"
-        series[uid].append((path, ds))
+        item = _read_file(path)
+        if item is not None:
+            series[item.series_uid].append(item)
     if not series:
-        raise DataError(f"{folder}: no DICOM image files found among {len(files)} file(s)")
-    ct = {uid: items for uid, items in series.items() if str(items[0][1].get("Modality", "")).upper() == "CT"}
+        shown = ", ".join(str(p.relative_to(folder)) for p in files[:5]) + (", ..." if len(files) > 5 else "")
+        raise DataError(
+            f"{folder}: no DICOM image files found among {len(files)} file(s) ({shown});"
+            " expected the .dcm files of a CT series"
+        )
+    ct = {uid: items for uid, items in series.items() if items[0].modality.upper() == "CT"}
     for uid, items in series.items():
-        if uid not in ct:
-            modality = items[0][1].get("Modality", "unknown")
-            if ct:
-                warnings.warn(
-                    f"{items[0][0]}: series {uid} has modality {modality!r}, not CT; its {len(items)} file(s) skipped",
-                    DataWarning,
-                    stacklevel=2,
-                )
+        if uid not in ct and ct:
+            warnings.warn(
+                f"{items[0].path}: series {uid} has modality {items[0].modality!r}, not CT; its {len(items)} file(s)"
+                " skipped",
+                DataWarning,
+                stacklevel=2,
+            )
     if not ct:
-        found = sorted({str(items[0][1].get("Modality", "unknown")) for items in series.values()})
-        example = next(iter(series.values()))[0][0]
+        found = sorted({items[0].modality for items in series.values()})
+        example = next(iter(series.values()))[0].path
         raise DataError(f"{folder}: no CT series (modalities found: {', '.join(found)}; e.g. {example})")
     volumes = [_series_volume(uid, items, folder) for uid, items in ct.items()]
-    number = {uid: int(items[0][1].get("SeriesNumber", 0) or 0) for uid, items in ct.items()}
+    number = {uid: items[0].series_number for uid, items in ct.items()}
     volumes.sort(key=lambda v: (number[v.meta["series_uid"]], v.meta["series_uid"]))
     return volumes

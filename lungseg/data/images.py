@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from lungseg.errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "is_image_file", "read_image"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "is_image_file", "read_image"]
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 
@@ -27,15 +27,35 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
     return p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
 
 
+def _reason(err: BaseException) -> str:
+    """``"Type: message"`` of a library's exception, on one line and at most 200 characters."""
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+# Largest image read (8192 x 8192 pixels): CT slices are at most a few thousand pixels across, and a
+# damaged or hostile header that declares more is refused before any pixel memory is allocated.
+MAX_PIXELS = 8192 * 8192
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a PNG/JPEG file as a float32 array ``(H, W)`` in [0, 1].
 
+    Only the PNG and JPEG decoders of Pillow are used, whatever the file's suffix; images larger
+    than :data:`MAX_PIXELS` are refused before decoding.
+
     Raises:
-        DataError: the file is missing, truncated, not an image, or of an unsupported pixel mode.
+        DataError: the file is missing, truncated, not a PNG/JPEG image, too large, or of an
+            unsupported pixel mode; the message names the file.
     """
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=["PNG", "JPEG"]) as img:
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise DataError(
+                    f"{path}: image of {width}x{height} pixels; expected at most {MAX_PIXELS} pixels (a CT slice)"
+                )
             img.load()
             mode = img.mode
             if mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -45,8 +65,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
                 scaled = arr / 65535.0
             elif mode == "F":
                 scaled = np.asarray(img, dtype=np.float64)
-                if scaled.min() < 0 or scaled.max() > 1:
-                    raise DataError(f"{path}: floating-point image values must lie in [0, 1]")
+                if not (np.isfinite(scaled).all() and scaled.min() >= 0 and scaled.max() <= 1):
+                    raise DataError(f"{path}: floating-point image values must be finite and lie in [0, 1]")
             else:
                 scaled = np.asarray(img.convert("L"), dtype=np.float64) / 255.0
     except DataError:
@@ -55,8 +75,14 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise DataError(f"{path}: file not found") from None
     except UnidentifiedImageError:
         raise DataError(f"{path}: not a readable PNG/JPEG image") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{path}: corrupt or truncated image ({err})") from None
-    if scaled.ndim != 2:
+    except Image.DecompressionBombError:
+        raise DataError(
+            f"{path}: the image declares more pixels than {MAX_PIXELS}; corrupt or not a CT slice"
+        ) from None
+    except MemoryError:
+        raise DataError(f"{path}: the image declares more pixels than can be loaded; corrupt file") from None
+    except Exception as err:  # Pillow's decoders raise many types for damaged files (OSError, SyntaxError, ...)
+        raise DataError(f"{path}: corrupt or truncated image ({_reason(err)})") from None
+    if scaled.ndim != 2 or scaled.size == 0:
         raise DataError(f"{path}: expected a single-channel image, got array shape {scaled.shape}")
     return scaled.astype(np.float32)

@@ -158,6 +158,17 @@ def write_nifti(
     return path
 
 
+def _reason(err: BaseException) -> str:
+    """``"Type: message"`` of a library's exception, on one line and at most 200 characters."""
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+# Deflate never expands data more than about 1032-fold: a .nii.gz whose header declares more voxel
+# bytes than that is truncated or corrupt, and is refused before anything is allocated for it.
+_MAX_DEFLATE_RATIO = 1032
+
+
 def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
     """Read a 3D NIfTI file into the in-memory ``(Z, H, W)`` layout.
 
@@ -166,24 +177,56 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]
 
     Returns:
         ``(array (Z, H, W), spacing (z, y, x) mm, affine (4, 4) voxel (j, i, k) -> RAS)``; the dtype
-        is the stored one (float when the header sets a scale factor).
+        is the stored one (float when the header sets a scale factor); the array is non-empty and
+        real-valued, the affine finite and non-degenerate, the spacing positive. Voxel values are not
+        checked here (a probability map may hold anything); callers that need finite intensities check.
 
     Raises:
-        DataError: missing, unreadable or non-3D file.
+        DataError: missing, unreadable, truncated or non-3D file, voxels that are not real numbers,
+            a header whose geometry is not finite or degenerate; the message names the file.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: NIfTI file not found")
     try:
         img = nib.load(str(path))
+        header = img.header
+        shape = tuple(int(n) for n in header.get_data_shape())
+        if any(n < 0 for n in shape):
+            raise DataError(f"{path}: the header declares a negative dimension {shape}; corrupt NIfTI file")
+        declared = int(header.get_data_offset()) + int(np.prod(shape, dtype=object)) * header.get_data_dtype().itemsize
+        size, name = path.stat().st_size, path.name.lower()
+        limit = size if name.endswith(".nii") else size * _MAX_DEFLATE_RATIO + 4096 if name.endswith(".gz") else None
+        if limit is not None and declared > limit:
+            raise DataError(
+                f"{path}: the header declares {shape} voxels of {header.get_data_dtype()} ({declared} bytes) but the"
+                f" file holds {size} bytes; truncated or corrupt NIfTI file"
+            )
         data = np.asanyarray(img.dataobj)
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except DataError:
+        raise
+    except MemoryError:
+        raise DataError(f"{path}: the header declares more voxels than can be loaded; corrupt NIfTI file") from None
+    except nib.filebasedimages.ImageFileError:
+        raise DataError(f"{path}: not a NIfTI file, or truncated (no readable NIfTI-1 or NIfTI-2 header)") from None
     except Exception as exc:  # nibabel raises many types for damaged files
-        raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"{path}: not a readable NIfTI file ({_reason(exc)})") from None
+    if data.size == 0:
+        raise DataError(f"{path}: empty volume (array shape {shape}); expected a 3D volume with voxels")
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise DataError(f"{path}: expected a 3D volume, got array shape {data.shape}")
-    affine = np.asarray(img.affine, dtype=np.float64)
+    if data.dtype.kind not in "biuf":
+        raise DataError(f"{path}: voxels of type {data.dtype}; expected integer or floating-point intensities")
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise DataError(f"{path}: the header's geometry (affine) is not finite; expected finite voxel sizes and axes")
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if not (zooms > 0).all() or abs(np.linalg.det(affine[:3, :3])) <= 1e-6 * float(np.prod(zooms)):
+        raise DataError(
+            f"{path}: the header's geometry is degenerate (voxel size {np.round(zooms, 6).tolist()} mm, axes"
+            " not independent); expected positive voxel sizes (pixdim) and a valid qform/sform"
+        )
     spacing = (float(zooms[2]), float(zooms[1]), float(zooms[0]))
     return np.ascontiguousarray(data.transpose(2, 1, 0)), spacing, affine

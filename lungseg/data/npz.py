@@ -35,10 +35,16 @@ from lungseg.data import CTDataset
 from lungseg.data.volume import CTVolume
 from lungseg.errors import DataError
 
-__all__ = ["NpzDataset", "read_npz", "write_npz", "NpzArrays"]
+__all__ = ["NpzDataset", "read_npz", "read_npz_images", "write_npz", "NpzArrays"]
 
 REQUIRED_KEYS: tuple[str, ...] = ("images", "masks")
 OPTIONAL_KEYS: tuple[str, ...] = ("patient_ids", "spacing", "intensity")
+
+
+def _reason(err: BaseException) -> str:
+    """``"Type: message"`` of a library's exception, on one line and at most 200 characters."""
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class NpzArrays:
@@ -52,6 +58,7 @@ class NpzArrays:
         spacing: np.ndarray,
         intensity: str,
         spacing_known: bool,
+        patient_ids_known: bool = True,
     ) -> None:
         self.images = images
         self.masks = masks
@@ -59,6 +66,7 @@ class NpzArrays:
         self.spacing = spacing
         self.intensity = intensity
         self.spacing_known = spacing_known
+        self.patient_ids_known = patient_ids_known
 
 
 def _check_images(images: np.ndarray, where: str) -> np.ndarray:
@@ -68,9 +76,14 @@ def _check_images(images: np.ndarray, where: str) -> np.ndarray:
         raise DataError(f"{where}: key 'images' must have shape (N, H, W), got shape {images.shape}")
     if 0 in images.shape:
         raise DataError(f"{where}: key 'images' is empty, shape {images.shape}")
-    images = images.astype(np.float32, copy=False)
-    if not np.isfinite(images).all():
-        raise DataError(f"{where}: key 'images' contains NaN or infinite values")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
+        images = images.astype(np.float32, copy=False)
+    bad = images.size - int(np.count_nonzero(np.isfinite(images)))
+    if bad:
+        raise DataError(
+            f"{where}: key 'images' contains {bad} NaN or infinite value(s) (of {images.size});"
+            " expected finite intensities"
+        )
     return images
 
 
@@ -99,9 +112,10 @@ def _check_patient_ids(ids: np.ndarray | None, n: int, where: str) -> np.ndarray
         raise DataError(f"{where}: key 'patient_ids' must be an (N,) array of strings, got dtype {ids.dtype}")
     if ids.shape != (n,):
         raise DataError(f"{where}: key 'patient_ids' must have shape ({n},) to match 'images', got {ids.shape}")
-    if ids.dtype.kind == "S":
-        ids = np.char.decode(ids, "utf-8")
-    ids = ids.astype(str)
+    try:
+        ids = np.char.decode(ids, "utf-8") if ids.dtype.kind == "S" else ids.astype(str)
+    except (UnicodeError, ValueError):
+        raise DataError(f"{where}: key 'patient_ids' holds bytes that are not UTF-8 text") from None
     if (np.char.strip(ids) == "").any():
         raise DataError(f"{where}: key 'patient_ids' contains empty strings")
     return ids
@@ -125,8 +139,12 @@ def _check_intensity(value: np.ndarray | None, images: np.ndarray, where: str) -
         intensity = "hu"
     else:
         if value.dtype.kind not in "US" or value.size != 1:
-            raise DataError(f"{where}: key 'intensity' must be the string 'hu' or 'unit', got {value!r}")
-        intensity = str(value.reshape(()).item().decode() if value.dtype.kind == "S" else value.reshape(()).item())
+            raise DataError(
+                f"{where}: key 'intensity' must be the string 'hu' or 'unit',"
+                f" got a {value.dtype} array of shape {value.shape}"
+            )
+        item = value.reshape(()).item()
+        intensity = item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
         if intensity not in ("hu", "unit"):
             raise DataError(f"{where}: key 'intensity' must be 'hu' or 'unit', got {intensity!r}")
     lo, hi = float(images.min()), float(images.max())
@@ -141,43 +159,97 @@ def _check_intensity(value: np.ndarray | None, images: np.ndarray, where: str) -
     return intensity
 
 
+def _load_arrays(path: Path, required: tuple[str, ...], wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The ``wanted`` arrays present in the ``.npz`` file at ``path`` (``required`` ones must be there).
+
+    Never unpickles (``allow_pickle=False``). Every failure of the zip or ``.npy`` layers (numpy and
+    zipfile raise many exception types for damaged files) becomes one :class:`DataError` line.
+    """
+    where = str(path)
+    if not path.exists():
+        raise DataError(f"{where}: file not found")
+    if not path.is_file():
+        raise DataError(f"{where}: not a file; expected an .npz file written by numpy.savez")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{where}: not a readable .npz file (not a zip archive written by numpy.savez)")
+    raw: dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            present = set(data.files)
+            missing = [k for k in required if k not in present]
+            if missing and "masks" in required:
+                raise DataError(
+                    f"{where}: missing key(s) {missing}; an .npz dataset needs 'images' (N, H, W) and "
+                    f"'masks' (N, H, W), optional {list(OPTIONAL_KEYS)}; found {sorted(present)}"
+                )
+            if missing:
+                raise DataError(
+                    f"{where}: missing key(s) {missing}; an .npz to segment needs 'images' (N, H, W), optional"
+                    f" 'intensity' and 'spacing'; found {sorted(present)}"
+                )
+            for key in wanted:
+                if key not in present:
+                    continue
+                try:
+                    value = data[key]
+                except MemoryError:
+                    raise DataError(f"{where}: key {key!r} declares an array too large to load; corrupt file") from None
+                except Exception as err:
+                    if isinstance(err, ValueError) and "pickle" in str(err):  # object arrays: never unpickled
+                        raise DataError(
+                            f"{where}: key {key!r} holds Python objects, which are never loaded (no pickle);"
+                            " save numbers, and string ids with dtype str"
+                        ) from None
+                    raise DataError(f"{where}: key {key!r} is not a readable NumPy array ({_reason(err)})") from None
+                if not isinstance(value, np.ndarray):  # a zip member that is not an .npy file
+                    raise DataError(f"{where}: key {key!r} is not a NumPy array (.npy) inside the .npz file")
+                raw[key] = value
+    except DataError:
+        raise
+    except MemoryError:
+        raise DataError(f"{where}: an array in the file declares a size too large to load; corrupt file") from None
+    except Exception as err:  # zipfile/zlib/numpy raise many types (BadZipFile, zlib.error, EOFError, ...)
+        raise DataError(f"{where}: not a readable .npz file ({_reason(err)})") from None
+    return raw
+
+
 def read_npz(path: str | os.PathLike[str]) -> NpzArrays:
     """Read and validate an ``.npz`` arrays file (see the module docstring for the format).
 
     Raises:
         DataError: unreadable file, missing key, wrong dtype/shape, non-binary mask, mismatched
-            ``N``; the message names the file and the key.
+            ``N``; the message names the file and the key. Nothing is ever unpickled.
     """
     path = Path(path)
     where = str(path)
-    if path.is_file() and not zipfile.is_zipfile(path):
-        raise DataError(f"{where}: not a readable .npz file (not a zip archive written by numpy.savez)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            present = set(data.files)
-            missing = [k for k in REQUIRED_KEYS if k not in present]
-            if missing:
-                raise DataError(
-                    f"{where}: missing key(s) {missing}; an .npz dataset needs 'images' (N, H, W) and "
-                    f"'masks' (N, H, W), optional {list(OPTIONAL_KEYS)}; found {sorted(present)}"
-                )
-            raw = {k: data[k] for k in REQUIRED_KEYS + OPTIONAL_KEYS if k in present}
-    except DataError:
-        raise
-    except FileNotFoundError:
-        raise DataError(f"{where}: file not found") from None
-    except ValueError as err:
-        # np.load raises ValueError for object arrays when pickling is disabled.
-        raise DataError(f"{where}: cannot read without pickle ({err}); save string ids with dtype str") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as err:
-        raise DataError(f"{where}: not a readable .npz file ({err})") from None
+    raw = _load_arrays(path, REQUIRED_KEYS, REQUIRED_KEYS + OPTIONAL_KEYS)
     images = _check_images(raw["images"], where)
     masks = _check_masks(raw["masks"], images.shape, where)
     n = images.shape[0]
     ids = _check_patient_ids(raw.get("patient_ids"), n, where)
     spacing, known = _check_spacing(raw.get("spacing"), n, where)
     intensity = _check_intensity(raw.get("intensity"), images, where)
-    return NpzArrays(images, masks, ids, spacing, intensity, known)
+    return NpzArrays(images, masks, ids, spacing, intensity, known, patient_ids_known=raw.get("patient_ids") is not None)
+
+
+def read_npz_images(path: str | os.PathLike[str]) -> tuple[np.ndarray, str, np.ndarray | None]:
+    """The images of an ``.npz`` file to segment (``masks`` and ``patient_ids`` are not needed).
+
+    Returns:
+        ``(images float32 (N, H, W), intensity "hu" | "unit", spacing (N, 2) mm or None when absent)``,
+        validated exactly as :func:`read_npz` validates them (finite images, positive spacing).
+
+    Raises:
+        DataError: unreadable file, no ``images`` key, wrong dtype/shape, NaN or infinite values
+            (their count is given), bad ``spacing`` or ``intensity``; the message names the file.
+    """
+    path = Path(path)
+    where = str(path)
+    raw = _load_arrays(path, ("images",), ("images", "spacing", "intensity"))
+    images = _check_images(raw["images"], where)
+    spacing = _check_spacing(raw["spacing"], images.shape[0], where)[0] if "spacing" in raw else None
+    intensity = _check_intensity(raw.get("intensity"), images, where)
+    return images, intensity, spacing
 
 
 def write_npz(
@@ -227,6 +299,7 @@ class NpzDataset(CTDataset):
         order = [str(p) for p in ids[np.argsort(first)]]
         super().__init__(path, order, has_masks=True, cache_size=0)
         self.arrays = arrays
+        self.patient_ids_known = arrays.patient_ids_known
         self._rows: dict[str, np.ndarray] = {}
         for pid in order:
             rows = np.flatnonzero(arrays.patient_ids == pid)

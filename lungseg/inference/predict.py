@@ -6,10 +6,17 @@ size for each image, or an ``.npz`` with ``masks`` for an ``.npz`` input — opt
 probability map and the attention coefficients of every gate, and a summary of the lesions found
 (count, volume in mL, equivalent diameter in mm, slice range). Slices are segmented in batches.
 Nothing is ever written into the input's folder.
+
+The input is read and checked in full before anything is written: NaN or infinite intensities are
+refused (with their count), so is a folder of images that also holds other files, and so are two
+images whose masks would share a name (``scan.png`` and ``scan.jpg`` would both give
+``scan_mask.png``; names are never silently changed, rename one of the inputs instead).
+``threshold`` and ``batch_size`` are checked by :func:`predict` itself, not only by the CLI.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 from lungseg.errors import DataError, LungsegError
-from lungseg.files import write_json
+from lungseg.files import check_output, write_json
 from lungseg.inference.run import binarize, load_run, predict_probabilities
 from lungseg.metrics import equivalent_sphere_diameter_mm
 
@@ -92,18 +99,72 @@ def image_lesion_summary(mask2d: np.ndarray, spacing: tuple[float, float] | None
     return {"count": len(found), "connectivity": "8-connected 2D components", "lesions": entries}
 
 
-def _check_output(input_path: Path, out: Path) -> None:
-    inp = input_path.resolve()
-    o = out.resolve()
-    if o == inp:
-        raise LungsegError(f"--out {out} is the input itself; choose another output path")
-    folder = inp if inp.is_dir() else None
-    if folder is not None and (o == folder or folder in o.parents):
-        raise LungsegError(f"--out {out} lies inside the input folder {input_path}; input folders are never written to")
+def _check_arguments(threshold: float | None, batch_size: int) -> None:
+    """Refuse arguments that would give silent garbage or a raw Python error further down."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise LungsegError(f"batch_size must be a positive integer (slices per forward pass), got {batch_size!r}")
+    if threshold is not None:
+        number = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(threshold, bool)
+        if not (number and math.isfinite(threshold) and 0 < threshold < 1):
+            raise LungsegError(f"threshold must be a finite probability in (0, 1), got {threshold!r}")
+
+
+def _require_finite(image: np.ndarray, source: Path | str) -> None:
+    """Refuse NaN or infinite intensities, naming the file and how many there are."""
+    bad = image.size - int(np.count_nonzero(np.isfinite(image)))
+    if bad:
+        raise DataError(
+            f"{source}: {bad} of {image.size} intensity values are NaN or infinite; expected finite intensities"
+            " (replace or mask them before predicting)"
+        )
+
+
+def _check_mask_names(folder: Path, images: list[Path]) -> None:
+    """Refuse two images whose masks would have the same name (``scan.png`` and ``scan.jpg`` -> ``scan_mask.png``).
+
+    Names are compared case-insensitively, as they would collide on macOS and Windows file systems.
+    """
+    seen: dict[str, Path] = {}
+    for path in images:
+        key = _strip_suffix(path.name).casefold()
+        if key in seen:
+            raise DataError(
+                f"{folder}: {seen[key].name} and {path.name} would both be written as"
+                f" {_strip_suffix(seen[key].name)}_mask.png; rename one of them (each image's mask is <name>_mask.png)"
+            )
+        seen[key] = path
+
+
+def _read_folder(path: Path) -> tuple[str, list[Any]]:
+    """A folder of PNG/JPEG images (nothing else) or of one CT DICOM series."""
+    from lungseg.data.dicom import is_dicom_file, read_dicom_series
+    from lungseg.data.images import is_image_file, read_image
+
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if is_image_file(p)]
+    others = [p for p in files if not is_image_file(p)]
+    if images and not any(is_dicom_file(p) for p in others):  # with DICOM files it is a series folder
+        if others:
+            shown = ", ".join(p.name for p in others[:5]) + (", ..." if len(others) > 5 else "")
+            raise DataError(
+                f"{path}: holds {len(images)} PNG/JPEG image(s) but also {len(others)} other file(s) ({shown});"
+                " a folder to segment holds only PNG/JPEG images (.png, .jpg, .jpeg) or the files of one CT DICOM"
+                " series; move the other files out"
+            )
+        _check_mask_names(path, images)
+        return "images", [(p, read_image(p)) for p in images]
+    volumes = read_dicom_series(path)
+    for vol in volumes:
+        _require_finite(vol.image, path)
+    return "volume", volumes
 
 
 def _read_input(path: Path) -> tuple[str, list[Any]]:
-    """``(kind, items)``: kind ``"volume"`` (items: CTVolume), ``"images"`` ((path, array)) or ``"npz"``."""
+    """``(kind, items)``: kind ``"volume"`` (items: CTVolume), ``"images"`` ((path, array)) or ``"npz"``.
+
+    Every kind is checked before anything is written: finite intensities, readable files, and (for
+    a folder of images) one mask name per image.
+    """
     from lungseg.data.images import is_image_file, read_image
     from lungseg.data.volume import CTVolume
 
@@ -111,40 +172,25 @@ def _read_input(path: Path) -> tuple[str, list[Any]]:
         raise FileNotFoundError(f"{path}: input not found")
     name = path.name.lower()
     if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
-        others = [p for p in path.iterdir() if p.is_file() and not is_image_file(p) and not p.name.startswith(".")]
-        if images and not others:
-            return "images", [(p, read_image(p)) for p in images]
-        from lungseg.data.dicom import read_dicom_series
-
-        volumes = read_dicom_series(path)
-        if not volumes:
-            raise DataError(f"{path}: no CT DICOM series (or PNG/JPEG images) found")
-        return "volume", volumes
+        return _read_folder(path)
     if name.endswith(VOLUME_SUFFIXES):
         from lungseg.data.nifti import read_nifti
 
         array, spacing, affine = read_nifti(path)
+        image = np.asarray(array, dtype=np.float32)
+        _require_finite(image, path)
         vol = CTVolume(
-            image=np.asarray(array, dtype=np.float32), mask=None, spacing=spacing, patient_id=_strip_suffix(path.name),
+            image=image, mask=None, spacing=spacing, patient_id=_strip_suffix(path.name),
             affine=affine, intensity="hu", source=str(path), meta={"affine_space": "RAS"},
         )
         return "volume", [vol]
     if is_image_file(path):
         return "images", [(path, read_image(path))]
     if name.endswith(".npz"):
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                if "images" not in z.files:
-                    raise DataError(f"{path}: expected an 'images' array (N, H, W); found keys {sorted(z.files)}")
-                images = np.asarray(z["images"])
-                intensity = str(z["intensity"]) if "intensity" in z.files else "hu"
-                spacing = np.asarray(z["spacing"], dtype=np.float64) if "spacing" in z.files else None
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: not a readable .npz file ({exc})") from None
-        if images.ndim != 3 or not np.issubdtype(images.dtype, np.number):
-            raise DataError(f"{path}: 'images' must be a numeric (N, H, W) array, got {images.dtype} {images.shape}")
-        return "npz", [images.astype(np.float32), intensity, spacing]
+        from lungseg.data.npz import read_npz_images
+
+        images, intensity, spacing = read_npz_images(path)  # finite float32 (N, H, W), never unpickled
+        return "npz", [images, intensity, spacing]
     raise DataError(
         f"{path}: unsupported input; expected a DICOM series folder, a NIfTI volume (.nii/.nii.gz),"
         " PNG/JPEG images (a file or a folder) or an .npz file with 'images'"
@@ -178,8 +224,8 @@ def predict(
         probabilities: also write the tumour probability map.
         attention: also write the attention coefficients of every gate (attention model only).
         crf: refine with the CRF of eq. (10) instead of thresholding.
-        threshold: probability threshold (default: the run's).
-        batch_size: slices per forward pass.
+        threshold: probability threshold, a finite number in (0, 1) (default: the run's).
+        batch_size: slices per forward pass, a positive integer.
         checkpoint: ``"best"`` or ``"last"``.
         device: inference device.
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 elsewhere), ``"fp32"`` or ``"bf16"``
@@ -188,9 +234,18 @@ def predict(
 
     Returns:
         A summary: the files written and the lesions found (also written as ``*lesions.json``).
+
+    Raises:
+        LungsegError: a bad argument (``threshold``, ``batch_size``), an output inside the input, or
+            a model that does not fit the input. :class:`~lungseg.errors.DataError` (a subclass) for bad
+            input: unreadable files, NaN or infinite intensities (counted in the message), a folder of
+            images that also holds other files, or two images whose masks would share a name
+            (``scan.png`` and ``scan.jpg``); all are checked before anything is written.
+        FileNotFoundError: the input does not exist.
     """
     inp, out = Path(input_path), Path(out_path)
-    _check_output(inp, out)
+    _check_arguments(threshold, batch_size)
+    check_output(out, [inp])
     run = load_run(run_dir, checkpoint=checkpoint, device=device, precision=precision)
     if attention and run.config.model != "attention":
         raise LungsegError(f"--attention needs an 'attention' model; {run.run_dir} holds a {run.config.model!r} model")

@@ -1,0 +1,158 @@
+#!/usr/bin/env python
+"""Do lungseg's training defaults learn real CT? A patient-level cross-validation against plain MONAI.
+
+Data: the 130 real 48×48 lung-tumour patches (13 MSD Task06 patients, 2 mm, intensities in [0, 1]) in
+``../shared/realct/msd-task06-2mm-patches/patches_13_patients.h5``. The file stores no patient ids;
+the patches come in 13 runs of 10 whose tumour sizes agree within a run and jump between runs, so
+patient ``k`` is taken to be patches ``10k … 10k+9`` (an inference from the data, stated in the output).
+
+For each fold, three or more patients are held out; both methods train on the others' patches and
+are scored by pooled Dice (threshold 0.5) on the held-out patients' patches, which neither has seen:
+
+* **lungseg defaults** — exactly ``lungseg train --data train.npz --model attention --epochs 40``
+  on an ``.npz`` *without* patient ids, as a user would convert the file (lungseg then warns that its
+  validation split is by image; the score here is on held-out patients, so that affects only the
+  choice of checkpoint);
+* **MONAI script** — the 30-line baseline of issue 11: ``AttentionUnet`` (channels 16–128, strides 2),
+  ``DiceFocalLoss(sigmoid=True)``, Adam 1e-3, random flips, batch 16, 40 epochs, all training patches.
+
+Usage: ``python benchmarks/real_patches.py [--folds N] [--out results/real-patches]``. Needs h5py
+and MONAI (``pip install h5py monai``); a few minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+PATCHES = ROOT.parent / "shared" / "realct" / "msd-task06-2mm-patches" / "patches_13_patients.h5"
+PER_PATIENT = 10
+#: Held-out patients of each fold (13 patients: every patient is held out once).
+FOLDS: tuple[tuple[int, ...], ...] = ((0, 5, 10), (1, 6, 11), (2, 7, 12), (3, 8, 4), (9,))
+
+
+def load_patches(path: Path = PATCHES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(images (N, 48, 48) float32, masks uint8, inferred patient index)``."""
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        images = np.asarray(fh["images"][:, 0], dtype=np.float32)
+        masks = (np.asarray(fh["labels"][:, 0]) > 0.5).astype(np.uint8)
+    return images, masks, np.arange(len(images)) // PER_PATIENT
+
+
+def pooled_dice(pred: np.ndarray, target: np.ndarray) -> float:
+    from lungseg.metrics import confusion
+
+    return confusion(pred.astype(bool), target.astype(bool)).dice
+
+
+def monai_script(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, seed: int, epochs: int = 40,
+                 batch: int = 16) -> np.ndarray:
+    """The plain MONAI baseline; returns binary predictions for ``test_x``."""
+    import torch
+    from monai.losses import DiceFocalLoss
+    from monai.networks.nets import AttentionUnet
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = AttentionUnet(spatial_dims=2, in_channels=1, out_channels=1, channels=(16, 32, 64, 128), strides=(2, 2, 2))
+    loss_fn, opt = DiceFocalLoss(sigmoid=True), torch.optim.Adam(net.parameters(), 1e-3)
+    x_all, y_all = torch.from_numpy(train_x[:, None]), torch.from_numpy(train_y[:, None].astype(np.float32))
+    for _ in range(epochs):
+        net.train()
+        order = rng.permutation(len(x_all))
+        for i in range(0, len(order), batch):
+            x, y = x_all[order[i : i + batch]], y_all[order[i : i + batch]]
+            if rng.random() < 0.5:
+                x, y = x.flip(-1), y.flip(-1)
+            if rng.random() < 0.5:
+                x, y = x.flip(-2), y.flip(-2)
+            opt.zero_grad()
+            loss_fn(net(x), y).backward()
+            opt.step()
+    net.eval()
+    with torch.no_grad():
+        return (torch.sigmoid(net(torch.from_numpy(test_x[:, None]))) > 0.5).numpy()[:, 0]
+
+
+def lungseg_defaults(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, seed: int, work: Path) -> np.ndarray:
+    """``lungseg train --data train.npz --model attention --epochs 40`` then ``lungseg predict``."""
+    np.savez(work / "train.npz", images=train_x, masks=train_y, intensity="unit")
+    np.savez(work / "test.npz", images=test_x, intensity="unit")
+    cli = [sys.executable, "-m", "lungseg"]
+    subprocess.run([*cli, "train", "--data", str(work / "train.npz"), "--model", "attention", "--epochs", "40",
+                    "--seed", str(seed), "--out", str(work / "run"), "--device", "cpu", "--quiet"], check=True,
+                   capture_output=True)
+    subprocess.run([*cli, "predict", str(work / "test.npz"), "--run", str(work / "run"), "--out",
+                    str(work / "pred.npz"), "--device", "cpu", "--quiet"], check=True, capture_output=True)
+    with np.load(work / "pred.npz") as z:
+        return z["masks"]
+
+
+def compare(folds: int = len(FOLDS)) -> dict[str, Any]:
+    images, masks, patient = load_patches()
+    rows = []
+    for k, held_out in enumerate(FOLDS[:folds]):
+        test = np.isin(patient, held_out)
+        train_x, train_y, test_x, test_y = images[~test], masks[~test], images[test], masks[test]
+        row: dict[str, Any] = {"fold": k, "held_out_patients": list(held_out), "test_patches": int(test.sum())}
+        with tempfile.TemporaryDirectory(prefix="lungseg-real-") as tmp:
+            t0 = time.time()
+            row["lungseg_dice"] = pooled_dice(lungseg_defaults(train_x, train_y, test_x, k, Path(tmp)), test_y)
+            row["lungseg_s"] = round(time.time() - t0, 1)
+        t0 = time.time()
+        row["monai_dice"] = pooled_dice(monai_script(train_x, train_y, test_x, k), test_y)
+        row["monai_s"] = round(time.time() - t0, 1)
+        rows.append(row)
+        print(f"fold {k} {held_out}: lungseg {row['lungseg_dice']:.3f} ({row['lungseg_s']} s),"
+              f" MONAI {row['monai_dice']:.3f} ({row['monai_s']} s)", flush=True)
+    lungseg, monai = (np.array([r[key] for r in rows]) for key in ("lungseg_dice", "monai_dice"))
+    return {
+        "folds": rows,
+        "mean": {"lungseg_defaults": float(lungseg.mean()), "monai_script": float(monai.mean()),
+                 "difference": float((lungseg - monai).mean()),
+                 "lungseg_at_least_as_good_in_folds": int((lungseg >= monai).sum())},
+        "data": str(PATCHES.relative_to(ROOT.parent)),
+        "patients": f"inferred: patches 10k..10k+9 are patient k (13 patients); {len(rows)} folds",
+        "metric": "pooled Dice over the held-out patients' patches, threshold 0.5",
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = ["| fold | held-out patients | lungseg defaults | MONAI script |", "|---|---|---:|---:|"]
+    for r in result["folds"]:
+        lines.append(f"| {r['fold']} | {r['held_out_patients']} | {r['lungseg_dice']:.3f} | {r['monai_dice']:.3f} |")
+    m = result["mean"]
+    lines.append(f"| mean | | **{m['lungseg_defaults']:.3f}** | **{m['monai_script']:.3f}** |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--folds", type=int, default=len(FOLDS), help=f"folds to run (default: all {len(FOLDS)})")
+    ap.add_argument("--out", default=str(ROOT / "results" / "real-patches"), help="output folder")
+    args = ap.parse_args(argv)
+    if not PATCHES.is_file():
+        print(f"error: {PATCHES} not found: this comparison needs ../shared/realct", file=sys.stderr)
+        return 2
+    result = compare(args.folds)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / "comparison.md").write_text(markdown(result), encoding="utf-8")
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
