@@ -63,7 +63,8 @@ check-book: book
 sync: venv
 	$(BIN)/jupytext --sync notebooks/*.md
 
-# The comparison grid of a profile (medium: about 45 min of CPU; paper: a GPU), published to results/$(PROFILE)/.
+# The comparison grid of a profile (medium: tuning + grid, about an hour of CPU; paper: a GPU), published to
+# results/$(PROFILE)/.
 # THREADS=1 on a shared CPU (competing thread pools are far slower); empty = torch's default.
 THREADS ?=
 experiment: venv

@@ -7,13 +7,20 @@ One command reproduces the ``medium`` (CPU) or ``paper`` (GPU) experiment of the
 Steps:
     1. generate the profile's synthetic study into ``data/phantom-<profile>`` (git-ignored; reused
        when its manifest matches);
-    2. train and evaluate {UNet, AttentionResUNet} x {Dice, Focal, Hybrid} x seeds, CRF off/on
-       (:func:`lungseg.experiment.run_experiment`) into ``runs/<profile>/experiment`` (git-ignored:
-       checkpoints live there; an interrupted grid resumes where it stopped);
-    3. publish into ``results/<profile>/experiment``: the tables (``results.csv``, ``results.json``,
-       ``differences.csv``), each run's light files, the best attention model when it is small with
-       a ``MODEL_CARD.md``, and ``results/<profile>/provenance.json`` (commit, device, versions, wall
-       time of the grid and of every run, time per epoch and where the time went).
+    2. (every profile but quick) choose each loss's α, λ, learning rate and threshold on the
+       validation patients (:func:`lungseg.experiment.tune.tune`, shortened runs of the attention
+       network) into ``runs/<profile>/tune``, published as ``results/<profile>/tune/``;
+    3. train and evaluate {UNet, AttentionResUNet} x {Dice, Focal, Hybrid} x seeds, CRF off/on, with
+       those choices (:func:`lungseg.experiment.run_experiment`) into ``runs/<profile>/experiment``
+       (git-ignored: full checkpoints live there; an interrupted grid resumes where it stopped);
+    4. publish into ``results/<profile>/experiment``: the tables (``results.csv``, ``results.json``,
+       ``differences.csv``), each run's light files and its best weights in half precision (so that
+       the book re-renders without training), a ``MODEL_CARD.md`` beside the attention run of best
+       validation Dice, and ``results/<profile>/provenance.json`` (commit, device, versions, wall
+       time of tuning, of the grid and of every run, time per epoch and where the time went).
+
+``--whole-slice`` then trains the paper's literal whole-slice recipe once for comparison
+(:func:`whole_slice_run`, published as ``results/<profile>/whole-slice/``).
 """
 
 from __future__ import annotations
@@ -98,6 +105,47 @@ def run_profile(
                                                            "grid_call_s": grid_s, "total_s": time.time() - started})
     print(f"{profile}: data {data_s:.0f} s, tuning {tune_s:.0f} s, grid {grid_s:.0f} s,"
           f" total {time.time() - started:.0f} s ({(time.time() - started) / 60:.1f} min)", flush=True)
+    return published
+
+
+#: Where the whole-slice comparison run goes, in the runs and the published folder.
+WHOLE_SLICE = "whole-slice"
+
+
+def whole_slice_run(profile: str = "medium", *, device: str = "auto", runs_dir: str | os.PathLike[str] | None = None,
+                    results_dir: str | os.PathLike[str] | None = None, progress: bool = True) -> Path:
+    """The paper's literal recipe beside the patch-trained grid: the attention network with the hybrid
+    loss (seed 0, the tuned settings) trained on whole 256² slices for the same arithmetic as a patch
+    run (a slice costs ``(S / P)²`` patches), evaluated on the same test patients; published to
+    ``results/<profile>/whole-slice/``."""
+    import dataclasses
+
+    from lungseg.evaluation import evaluate_run
+    from lungseg.experiment import tuned_settings
+    from lungseg.training import train
+
+    settings = profile_settings(profile, device=device)
+    runs = resolve(runs_dir or f"runs/{profile}")
+    published = resolve(results_dir or settings.output_dir) / WHOLE_SLICE
+    data = prepare_data(settings, progress=progress)
+    config = train_config(settings, data, cache_dir=str(runs / "cache"))
+    patches = config.samples_per_epoch or 0
+    per_slice = (settings.image_size / config.patch_size) ** 2 if config.patch_size else 1.0
+    config = dataclasses.replace(config, model="attention", loss="hybrid", seed=0, patch_size=None,
+                                 samples_per_epoch=max(config.batch_size, int(patches / per_slice)) if patches else None,
+                                 tumour_fraction=config.foreground_fraction,
+                                 **tuned_settings(settings).get("hybrid", {}))
+    run = RunDir(runs / WHOLE_SLICE)
+    if not run.is_finished():
+        train(config, run.path, resume=run.has_checkpoint("last"), progress=progress)
+    if not run.evaluation_is_fresh(False):
+        evaluate_run(run.path, data, crf=False, out=run.evaluation_path(False), split="test", n_boot=0,
+                     robustness=False, device=device, precision=config.precision, progress=progress)
+    target = RunDir(published).create()
+    for path in run.published_files() + [run.checkpoint_path("best")]:
+        if path.is_file():
+            shutil.copy2(path, target.path / path.name)
+    target.compact_checkpoint("best")
     return published
 
 
@@ -383,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch CPU threads (default: torch's choice); 1 on a shared CPU, where"
                              " competing thread pools made training 25x slower in our measurement")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--whole-slice", action="store_true",
+                        help="only the whole-slice comparison run (after the grid), published beside it")
     args = parser.parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:
@@ -392,8 +442,12 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        out = run_profile(args.profile, device=args.device, runs_dir=args.runs_dir,
-                          results_dir=args.results_dir, progress=not args.no_progress)
+        if args.whole_slice:
+            out = whole_slice_run(args.profile, device=args.device, runs_dir=args.runs_dir,
+                                  results_dir=args.results_dir, progress=not args.no_progress)
+        else:
+            out = run_profile(args.profile, device=args.device, runs_dir=args.runs_dir,
+                              results_dir=args.results_dir, progress=not args.no_progress)
     except (LungsegError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -361,6 +361,10 @@ def fetch(
 ) -> Path:
     """Download, verify and unpack a dataset of :data:`MANIFESTS`.
 
+    One function on purpose: the steps (resolve the expected checksums, download or resume, verify,
+    record, check the archive, extract, mark done) share the same checksum state and must run in this
+    order; split up, each part would need all of it passed back and forth.
+
     Args:
         name: manifest key (``"msd-lung"``).
         to: output folder (created); holds the archive, its ``.part`` while downloading, the

@@ -6,10 +6,13 @@ names a synthetic study (:func:`prepare_data`), the :class:`~lungseg.config.Trai
 every run of the grid (:func:`train_config`) and the grid itself (:func:`run_grid`).
 
 Profiles:
-    ``quick``: the default of ``make book`` on a 2-core CPU. A tiny synthetic study (24 phantom
-        patients at 128x128), small networks at 64x64, short training, one seed. It shows the
-        workflow, not the paper's numbers.
-    ``medium``: the largest grid that fits about an hour of CPU (3 seeds).
+    ``quick``: trains everything from scratch in minutes on a 2-core CPU (``make book PROFILE=quick``,
+        and what CI runs): 24 phantom patients at 128x128, tiny networks on whole 64x64 slices, one
+        seed. It shows the workflow, not the paper's numbers.
+    ``medium``: the default of ``make book``, which renders its published results: the paper's
+        256x256 geometry on a CPU (32 patients, width-8 networks trained on 128x128 patches in bf16
+        until the validation Dice plateaus, 3 seeds, the losses' open choices tuned on validation
+        data first); about an hour to re-train.
     ``paper``: the paper-scale run for a GPU (about a hundred patients at 256x256, the full
         comparison grid with 3 seeds, early stopping on validation Dice).
 """
@@ -96,13 +99,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         n_patients=24, phantom_size=128, phantom_slices=24, image_size=64, base_channels=8, depth=3, epochs=20,
         batch_size=8, seeds=(0,), losses=("dice", "focal", "hybrid"), n_boot=200,
     ),
-    # Sized by measurement (scripts/run_profile.py, results/medium/provenance.json): the full grid of
-    # 18 trainings plus CRF evaluation in under an hour of a contended 2-core CPU.
     # The paper's 256x256 geometry on a 2-core CPU: narrow networks (width 8: 0.5 M parameters, so
     # all 18 checkpoints publish in a few MB), trained on 128x128 patches in bf16 until the validation
     # Dice plateaus; sized so that tuning plus the grid of 18 runs with CRF evaluation fits an hour.
-# An epoch is 768 patches: validating 5 patients' whole slices costs as much as ~800 patches of
-# training, so short epochs would spend most of the hour validating.
+    # An epoch is 768 patches: validating 5 patients' whole slices costs as much as ~800 patches of
+    # training, so short epochs would spend most of the hour validating. The time is measured in
+    # results/medium/provenance.json.
     "medium": dict(
         n_patients=32, phantom_size=256, phantom_slices=24, image_size=256, base_channels=8, depth=4, epochs=16,
         batch_size=16, seeds=(0, 1, 2), n_boot=200,
