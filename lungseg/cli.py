@@ -404,9 +404,10 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
 
     from lungseg.experiment.grid import GRID_SPLIT
 
+    if args.test_fraction is None:  # the grid is scored on test patients: its default split has them
+        args.test_fraction = GRID_SPLIT[2]
+        args.val_fraction = GRID_SPLIT[1] if args.val_fraction is None else args.val_fraction
     base = _config_from_args(args)
-    if args.val_fraction is None and args.test_fraction is None:
-        base = dataclasses.replace(base, split_fractions=GRID_SPLIT)  # the grid needs test patients
     crf = {"both": (False, True), "off": (False,), "on": (True,)}[args.crf]
     res = run_experiment(
         args.data, args.out, models=_csv_list(args.models, "--models"), losses=_csv_list(args.losses, "--losses"),

@@ -152,8 +152,11 @@ class RunDir:
         if not (path.is_file() and self.has_checkpoint("best")):
             return False
         try:
-            evaluated = json.loads(path.read_text()).get("checkpoint_epoch")
+            record = json.loads(path.read_text())
+            evaluated = record.get("checkpoint_epoch")
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return False
+        if record.get("crf") != bool(crf) or record.get("checkpoint") != "best" or record.get("split") != "test":
             return False
         return evaluated is not None and int(evaluated) == int(self.load_checkpoint("best").get("epoch", -1))
 
@@ -172,20 +175,41 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         return self
 
+    def _own_files(self) -> list[Path]:
+        return self.published_files() + [self.checkpoint_path(w) for w in CHECKPOINTS]
+
     def remove_partial_files(self) -> list[Path]:
-        """Delete the temporary files a killed process left behind (``.<name>.tmp<pid>``; every write
-        is atomic, so such a file is never a complete one)."""
-        partial = [p for p in self.path.glob(".*.tmp*") if p.is_file()]
+        """Delete the temporary files a killed process left behind for this run's own files
+        (``.<name>.tmp<pid>``; every write is atomic, so such a file is never a complete one)."""
+        names = {p.name for p in self._own_files()}
+        partial = [p for p in self.path.glob(".*.tmp*") if p.is_file()
+                   and p.name[1:].rsplit(".tmp", 1)[0] in names and p.name.rsplit(".tmp", 1)[1].isdigit()]
         for p in partial:
             p.unlink()
         return partial
+
+    def remove_results(self) -> None:
+        """Delete what an earlier attempt left (checkpoints, history, summary, evaluations) before a
+        fresh start, so that none of it can pass for the new run's results."""
+        for path in self._own_files():
+            if path.name not in (self.CONFIG, self.FINGERPRINT, self.SPLIT) and path.is_file():
+                path.unlink()
 
     def write_config(self, config: TrainConfig) -> Path:
         config.to_json(self.config_path)
         return self.config_path
 
     def read_config(self) -> TrainConfig:
-        return TrainConfig.from_json(self.config_path)
+        """The run's configuration. A run saved before patch training existed trained on whole
+        slices: its missing ``patch_size`` reads as ``None``, not as today's default."""
+        config = TrainConfig.from_json(self.config_path)
+        try:
+            saved = json.loads(self.config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            saved = {}
+        if isinstance(saved, dict) and "patch_size" not in saved:
+            config.patch_size = None
+        return config
 
     def write_fingerprint(self, fingerprint: Any) -> Path:
         return fingerprint.to_json(self.fingerprint_path)

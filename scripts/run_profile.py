@@ -122,6 +122,7 @@ def whole_slice_run(profile: str = "medium", *, device: str = "auto", runs_dir: 
 
     from lungseg.evaluation import evaluate_run
     from lungseg.experiment import tuned_settings
+    from lungseg.experiment.grid import run_is_finished
     from lungseg.training import train
 
     settings = profile_settings(profile, device=device)
@@ -136,8 +137,8 @@ def whole_slice_run(profile: str = "medium", *, device: str = "auto", runs_dir: 
                                  tumour_fraction=config.foreground_fraction,
                                  **tuned_settings(settings).get("hybrid", {}))
     run = RunDir(runs / WHOLE_SLICE)
-    if not run.is_finished():
-        train(config, run.path, resume=run.has_checkpoint("last"), progress=progress)
+    if not run_is_finished(run, config):
+        train(config, run.path, resume=run.config_path.is_file(), progress=progress)
     if not run.evaluation_is_fresh(False):
         evaluate_run(run.path, data, crf=False, out=run.evaluation_path(False), split="test", n_boot=0,
                      robustness=False, device=device, precision=config.precision, progress=progress)
@@ -350,10 +351,10 @@ def _publish_best_model(settings: ProfileSettings, exp_dir: Path, target: Path, 
     best = _best_attention_run(results, exp_dir)
     if best is None:
         return {"run": None, "committed": False}
-    weights = best.checkpoint_path("best")
-    size = weights.stat().st_size
+    dst = RunDir(target / "runs" / best.path.name)
+    weights = dst.checkpoint_path("best")  # the published (half-precision) weights
+    size = weights.stat().st_size if weights.is_file() else MAX_MODEL_BYTES
     if size < MAX_MODEL_BYTES:
-        dst = RunDir(target / "runs" / best.path.name)
         (dst.path / "MODEL_CARD.md").write_text(_model_card(settings, best, results, provenance), encoding="utf-8")
     return {"run": best.path.name, "bytes": size, "committed": size < MAX_MODEL_BYTES}
 

@@ -133,3 +133,15 @@ def test_hu_jitter_equals_jitter_before_normalisation() -> None:
         expected = (np.clip(a[k].item() * hu[plan.slices[k]] + b[k].item(), *window) - mean) / std
         np.testing.assert_allclose(x[k, 0].numpy(), expected, atol=1e-4)
     assert plan.gain.std() > 0.01
+
+
+def test_an_unaugmented_crop_is_the_slices_own_pixels() -> None:
+    images, masks = _slices(n=2, seed=9)
+    sampler = PatchSampler(images, masks, patch_size=32, foreground_fraction=1.0, augment=None, value_range=(-1.0, 2.0))
+    plan = sampler.plan(torch.Generator().manual_seed(5), 8)
+    x, y = sampler.render(plan)
+    for k in range(8):
+        top, left = (int(c - 15.5) for c in plan.centre_yx[k].tolist())
+        i = int(plan.slices[k])
+        np.testing.assert_allclose(x[k, 0].numpy(), images[i, top : top + 32, left : left + 32], atol=1e-5)
+        assert np.array_equal(y[k, 0].numpy().astype(np.uint8), masks[i, top : top + 32, left : left + 32])

@@ -91,8 +91,20 @@ def test_half_precision_checkpoints_load_as_float32(tmp_path: Path) -> None:
 def test_evaluation_freshness_follows_the_best_epoch_not_file_times(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run").create()
     run.save_checkpoint("best", {"model": {}, "epoch": 3})
-    run.evaluation_path(False).write_text(json.dumps({"checkpoint_epoch": 3}))
+    run.evaluation_path(False).write_text(json.dumps({"checkpoint_epoch": 3, "crf": False, "checkpoint": "best",
+                                                       "split": "test"}))
     os.utime(run.evaluation_path(False), (0, 0))  # older than the weights: still the same epoch
     assert run.evaluation_is_fresh(False) and not run.evaluation_is_fresh(True)
     run.save_checkpoint("best", {"model": {}, "epoch": 5})
     assert not run.evaluation_is_fresh(False)
+
+
+def test_cleanup_touches_only_the_runs_own_files(tmp_path: Path) -> None:
+    run = RunDir(tmp_path).create()
+    for name in (".last.pt.tmp123", ".metrics.json.tmp9", ".viminfo.tmp", ".notes.tmpx", "metrics.json", "best.pt",
+                 "mine.txt"):
+        (tmp_path / name).write_text("x")
+    run.write_config(TrainConfig())
+    assert sorted(p.name for p in run.remove_partial_files()) == [".last.pt.tmp123", ".metrics.json.tmp9"]
+    run.remove_results()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.tmpx", ".viminfo.tmp", "config.json", "mine.txt"]

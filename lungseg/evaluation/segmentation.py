@@ -41,6 +41,9 @@ def _choose_patients(run: LoadedRun, dataset: Any, split: str) -> tuple[str, lis
             same_source = Path(run.config.data).resolve() == Path(dataset.source).resolve()
         except OSError:
             same_source = False
+    # the same data under another path (a copy, a clone elsewhere): it holds every training patient
+    trained_on = set(run.split.get("train", []))
+    same_source = same_source or (bool(trained_on) and trained_on <= set(ids))
     if split == "auto":
         if same_source and not run.split.get("test"):
             raise LungsegError(
@@ -149,9 +152,9 @@ def evaluate_run(
         own = [run.evaluation_path(c) for c in (False, True)] + [run.per_image_path(c) for c in (False, True)]
         out_csv = per_image_csv_path(out)
         protected = [f for f in run_files if f not in own]
-        check_output(out, [] if hasattr(data, "patient_ids") else [data], protected=protected)
-        check_output(out_csv, [] if hasattr(data, "patient_ids") else [data], flag="the per-image table",
-                     protected=protected)
+        source = [data.source] if hasattr(data, "patient_ids") else [data]
+        check_output(out, source, protected=protected)
+        check_output(out_csv, source, flag="the per-image table", protected=protected)
     loaded = load_run(run_dir, checkpoint=checkpoint, device=device, precision=precision)
     dataset = data if hasattr(data, "patient_ids") else open_dataset(data)
     if not dataset.has_masks:

@@ -87,7 +87,7 @@ def run_name(model: str, loss: str, seed: int) -> str:
     return f"{model}-{loss}-seed{seed}"
 
 
-def _run_is_finished(run: RunDir, config: TrainConfig) -> bool:
+def run_is_finished(run: RunDir, config: TrainConfig) -> bool:
     """True when ``run`` holds a finished training of ``config``; raises when it holds another configuration."""
     if not run.is_finished():
         return False
@@ -101,12 +101,13 @@ def _train_and_evaluate(config: TrainConfig, run: RunDir, crf: Sequence[bool], n
                         progress: bool) -> tuple[str, dict[bool, dict[str, Any]]]:
     """Train ``config`` into ``run`` unless finished (resuming an interrupted one), then evaluate it on
     the test split for each CRF setting (reusing evaluations newer than the weights)."""
-    if _run_is_finished(run, config):
+    if run_is_finished(run, config):
         status = "reused"
     else:
         if progress:
             print(f"training {run.path.name}", flush=True)
-        train(config, run.path, resume=run.has_checkpoint("last"), progress=progress)
+        # resume whatever an interrupted call left (from its saved config, even without a checkpoint)
+        train(config, run.path, resume=run.config_path.is_file(), progress=progress)
         status = "trained"
     evaluations = {}
     for use_crf in crf:

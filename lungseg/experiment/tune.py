@@ -21,6 +21,7 @@ import numpy as np
 
 from lungseg.config import LOSSES, TrainConfig
 from lungseg.errors import LungsegError
+from lungseg.experiment.grid import run_is_finished
 from lungseg.files import check_output, write_csv, write_json
 from lungseg.rundir import RunDir
 
@@ -53,13 +54,14 @@ def validation_dice(run_dir: str | os.PathLike[str], data: Any, thresholds: Sequ
 
     run = load_run(run_dir, device=device, precision=precision)
     dataset = data if hasattr(data, "patient_ids") else open_dataset(data)
-    probs, masks = [], []
+    counts = {float(t): np.zeros(3, dtype=np.int64) for t in thresholds}  # TP, FP, FN pooled over patients
     for pid in run.split["val"]:
         volume = dataset[pid]
-        probs.append(predict_probabilities(run, volume.image, batch_size=batch_size))
-        masks.append(volume.mask)
-    p, m = np.concatenate(probs), np.concatenate(masks)
-    return {float(t): confusion(p >= t, m).dice for t in thresholds}
+        probs = predict_probabilities(run, volume.image, batch_size=batch_size)
+        for t in counts:
+            c = confusion(probs >= t, volume.mask)
+            counts[t] += (c.tp, c.fp, c.fn)
+    return {t: (2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 1.0) for t, (tp, fp, fn) in counts.items()}
 
 
 def tune(
@@ -103,10 +105,10 @@ def tune(
         for overrides in space[loss]:
             config = dataclasses.replace(base, data=str(data), loss=loss, **overrides)
             run = RunDir(out / "runs" / candidate_name(loss, overrides))
-            if not run.is_finished():
+            if not run_is_finished(run, config):
                 if progress:
                     print(f"tuning: training {run.path.name}", flush=True)
-                train(config, run.path, resume=run.has_checkpoint("last"), progress=progress)
+                train(config, run.path, resume=run.config_path.is_file(), progress=progress)
             summary = run.read_metrics()
             by_threshold = validation_dice(run.path, data, thresholds, device=base.device, precision=base.precision)
             best_t = max(by_threshold, key=lambda t: (by_threshold[t], -abs(t - 0.5)))

@@ -269,6 +269,7 @@ def predict(
     summary: dict[str, Any] = {"input": str(inp), "run": str(run.run_dir), "crf": bool(crf), "precision": run.precision}
     writer = {"volume": _write_volume, "images": _write_images, "npz": _write_npz}[kind]
     written, lesion_path = writer(inp, items, out, segment, probabilities, summary)
+    check_output(lesion_path, [inp])
     summary["files"] = written + [str(lesion_path)]
     write_json(summary, lesion_path)
     return summary
@@ -299,6 +300,7 @@ def _write_volume(inp: Path, items: list[Any], out: Path, segment: Any, probabil
         mask_path, prefix = out, f"{out.parent / _strip_suffix(out.name)}_"
     else:
         mask_path, prefix = out / "mask.nii.gz", f"{out}/"
+    check_output(mask_path, [inp])
     written = [str(write_nifti(seg.mask.astype(np.uint8), mask_path, affine=affine))]
     if probabilities:
         written.append(str(write_nifti(seg.probs.astype(np.float32), Path(f"{prefix}probability.nii.gz"), affine=affine)))
@@ -326,6 +328,7 @@ def _write_images(inp: Path, items: list[Any], out: Path, segment: Any, probabil
         else:
             prefix = f"{out / _strip_suffix(path.name)}_"
             mask_path = Path(f"{prefix}mask.png")
+        check_output(mask_path, [inp])
         mask_path.parent.mkdir(parents=True, exist_ok=True)
         written.append(save_png((seg.mask[0] > 0).astype(np.float32), mask_path))
         if probabilities:
@@ -347,6 +350,7 @@ def _write_npz(inp: Path, items: list[Any], out: Path, segment: Any, probabiliti
     images, _, spacing = items
     seg = segment(images)
     npz_path = out if out.suffix.lower() == ".npz" else out / "predictions.npz"
+    check_output(npz_path, [inp])  # e.g. `predict data/predictions.npz --out data`
     arrays: dict[str, np.ndarray] = {"masks": seg.mask.astype(np.uint8)}
     if probabilities:
         arrays["probabilities"] = seg.probs.astype(np.float32)

@@ -110,8 +110,8 @@ class PatchSampler:
             background crops of patch mode); ``None``: slices drawn uniformly.
         augment: the augmentation, or ``None`` for none.
         value_range: the normalised values of the HU window's ends: the lowest is air, which fills
-            what a transform uncovers, and the intensity jitter is clipped to the range, as a
-            jitter in HU before windowing would be (``-inf``/``inf``: no window).
+            what a transform uncovers, and the jittered intensities are clipped to the range, as a
+            jitter of the windowed HU image would be (``-inf``/``inf``: no window).
         intensity_scale: ``(mean, std)`` of the normalisation (to express ``hu_offset`` and the
             gain in normalised units) and whether the data are ``"unit"`` intensities.
         device: where the slices live and batches are made.
@@ -203,7 +203,12 @@ class PatchSampler:
             jitter = (torch.rand(k, 2, generator=g, dtype=torch.float64) - 0.5) * (self.patch_size / 2.0)
             slices[foreground] = self.tumour_slice_ids[pick]
             centre[foreground] = (yx + jitter).clamp(low, high)
-        if not self.is_patch_mode:
+        if self.is_patch_mode:
+            # on the pixel grid, so that an unaugmented crop is the slice's own pixels, not a resampling
+            # (half-integers for an even patch, whose pixel centres sit half a pixel off its centre)
+            centre = torch.floor(centre) + 0.5 if self.patch_size % 2 == 0 else torch.round(centre)
+            centre = centre.clamp(low, high)
+        else:
             centre[:] = (self.size - 1) / 2.0
         u = torch.rand(b, 6, generator=g, dtype=torch.float64)
         a = self.augment

@@ -230,10 +230,15 @@ class Trainer:
         elif not self.resume and run.holds_run():
             raise LungsegError(f"{run}: already holds a run ({run.checkpoint_path('last').name}); pass --resume to continue it or choose another --out")
         check_output(run.path, [config.data])
+        if self.checkpoint_state is None and config.data and Path(config.data).exists():
+            # absolute, so that `evaluate` recognises the training data from any working directory
+            self.config = config = dataclasses.replace(config, data=str(Path(config.data).resolve()))
         if self.is_main:
             run.create()
             run.remove_partial_files()
             if self.checkpoint_state is None:
+                # A fresh start: nothing of an earlier attempt may pass for this run's results.
+                run.remove_results()
                 run.write_config(config)  # before anything slow, so that --resume works from any kill
         if self.world > 1 and config.batch_size % self.world:
             raise LungsegError(f"batch_size {config.batch_size} is not divisible by the {self.world} processes")
@@ -451,8 +456,9 @@ class Trainer:
             self.setup_data()
             self.setup_model()
             config = self.config
-            stopped_early = False
-            for epoch in range(self.start_epoch, config.epochs):
+            # a resumed run that had already stopped on its plateau trains no further epoch
+            stopped_early = config.patience is not None and self.since_best >= config.patience
+            for epoch in range(self.start_epoch, config.epochs if not stopped_early else self.start_epoch):
                 t0 = time.time()
                 bar = _EpochBar(tqdm, f"epoch {epoch + 1}/{config.epochs}", disable=not (self.progress and self.is_main))
                 loss_sum = self.train_epoch(epoch, bar)
