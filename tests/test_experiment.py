@@ -54,3 +54,10 @@ def test_grid_with_reuse_and_paired_differences(make_npz, tmp_path: Path) -> Non
     assert all(r["status"] == "reused" for r in again["runs"])
     assert again["cells"] == res["cells"]
     assert not math.isnan(again["cells"][0]["dice_pooled"]["mean"])
+
+
+def test_seed_intervals_stay_inside_the_metrics_range() -> None:
+    r = mean_ci([0.02, 0.9, 0.01], bounds=(0.0, 1.0))
+    assert r["low"] == 0.0 and r["high"] == 1.0 and r["values"] == [0.02, 0.9, 0.01]
+    d = mean_ci([-0.5, 0.4, 0.0], bounds=(-1.0, 1.0))
+    assert -1.0 <= d["low"] < 0 < d["high"] <= 1.0

@@ -54,24 +54,38 @@ TABLE_METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def mean_ci(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
+#: The range of each table figure (a ratio lies in [0, 1]; the robustness is a standard deviation).
+METRIC_RANGE: dict[str, tuple[float, float]] = {"intensity_robustness_std": (0.0, math.inf)}
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95,
+            bounds: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, Any]:
     """Mean and two-sided Student-t confidence interval of ``values`` (NaN/None dropped).
 
+    Args:
+        values: one value per seed.
+        level: the interval's confidence level.
+        bounds: the metric's range (``(0, 1)`` for Dice and the other ratios): with three seeds the
+            t-interval is wide, and the part outside the range says nothing, so it is cut there.
+
     Returns:
-        ``{"mean", "low", "high", "n", "sd"}``; the interval is ``None`` for fewer than 2 values.
+        ``{"mean", "low", "high", "n", "sd", "values"}``; the interval is ``None`` for fewer than 2
+        values; ``values`` are the seeds' own values, which the book shows beside the interval.
     """
     from scipy import stats
 
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
     n = len(v)
+    kept = [float(x) for x in v]
     if n == 0:
-        return {"mean": None, "low": None, "high": None, "n": 0, "sd": None}
+        return {"mean": None, "low": None, "high": None, "n": 0, "sd": None, "values": kept}
     mean = float(v.mean())
     if n < 2:
-        return {"mean": mean, "low": None, "high": None, "n": 1, "sd": None}
+        return {"mean": mean, "low": None, "high": None, "n": 1, "sd": None, "values": kept}
     sd = float(v.std(ddof=1))
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n, "sd": sd}
+    low, high = max(mean - half, bounds[0]), min(mean + half, bounds[1])
+    return {"mean": mean, "low": low, "high": high, "n": n, "sd": sd, "values": kept}
 
 
 def _get(d: dict[str, Any], path: tuple[str, ...]) -> float | None:
@@ -205,6 +219,7 @@ def run_experiment(
             "seeds": [int(s) for s in seeds], "split": "test split shared by every run (split_seed "
             f"{base.split_seed})", "ci": "mean over seeds with a two-sided 95 % Student-t interval",
             "differences": "b - a per seed (paired: same seed and split), for cells differing in one factor",
+            "interval": "t-interval over seeds, cut to the metric's range; the seeds' own values are listed",
             "base_config": {k: v for k, v in base.to_dict().items() if k not in ("data", "model", "loss", "seed")},
             "loss_settings": loss_settings or {},
         },
@@ -223,7 +238,8 @@ def _cells(evaluations: dict[tuple[str, str, bool, int], dict[str, Any]], models
     for model, loss, use_crf in itertools.product(models, losses, crf):
         row: dict[str, Any] = {"model": model, "loss": loss, "crf": bool(use_crf), "n_seeds": len(seeds)}
         for name, path in TABLE_METRICS:
-            row[name] = mean_ci([_get(evaluations[(model, loss, bool(use_crf), int(s))], path) for s in seeds])
+            row[name] = mean_ci([_get(evaluations[(model, loss, bool(use_crf), int(s))], path) for s in seeds],
+                                bounds=METRIC_RANGE.get(name, (0.0, 1.0)))
         cells.append(row)
     return cells
 
@@ -243,7 +259,9 @@ def _differences(evaluations: dict[tuple[str, str, bool, int], dict[str, Any]], 
         }
         for name, path in TABLE_METRICS:
             pairs = [(_get(evaluations[(*a, int(s))], path), _get(evaluations[(*b, int(s))], path)) for s in seeds]
-            diff[name] = mean_ci([y - x for x, y in pairs if x is not None and y is not None])
+            low, high = METRIC_RANGE.get(name, (0.0, 1.0))
+            diff[name] = mean_ci([y - x for x, y in pairs if x is not None and y is not None],
+                                 bounds=(low - high, high - low))
         differences.append(diff)
     return differences
 
@@ -255,6 +273,7 @@ def _ci_columns(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         cols[f"{prefix}{name}_mean"] = "" if s["mean"] is None else f"{s['mean']:.6f}"
         cols[f"{prefix}{name}_ci_low"] = "" if s["low"] is None else f"{s['low']:.6f}"
         cols[f"{prefix}{name}_ci_high"] = "" if s["high"] is None else f"{s['high']:.6f}"
+        cols[f"{prefix}{name}_seeds"] = " ".join(f"{x:.4f}" for x in s.get("values", []))
     return cols
 
 
