@@ -24,7 +24,7 @@ from lungseg.data import open_dataset
 from lungseg.errors import DataError, LungsegError
 from lungseg.evaluation.detection import evaluate_detection
 from lungseg.files import check_output, json_safe, write_csv, write_json
-from lungseg.inference import LoadedRun, binarize, check_positive_int, load_run, predict_probabilities
+from lungseg.inference import LoadedRun, binarize, check_positive_int, load_run, predict_probabilities, require_finite
 from lungseg.rundir import RunDir, per_image_csv_path
 
 SPLITS: tuple[str, ...] = ("auto", "test", "val", "train", "all")
@@ -78,9 +78,7 @@ def _collect(run: LoadedRun, dataset: Any, pids: Sequence[str], batch_size: int,
                 f"{dataset.source}: slices of different sizes {sorted(shapes)}; pixel metrics need one"
                 " native size per evaluation (evaluate subsets separately)"
             )
-        bad = int((~np.isfinite(vol.image)).sum())
-        if bad:
-            raise DataError(f"{dataset.source}: patient {pid!r} has {bad} NaN or infinite intensities; fix the data")
+        require_finite(vol.image, f"{dataset.source}, patient {pid!r}")
         images.append(vol.image.astype(np.float32, copy=False))
         masks.append(vol.mask if vol.mask is not None else np.zeros(vol.image.shape, np.uint8))
         probs.append(predict_probabilities(run, vol.image, batch_size=batch_size))

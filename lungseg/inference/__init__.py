@@ -6,9 +6,17 @@
 """
 
 from lungseg.inference.predict import format_summary, image_lesion_summary, lesion_summary, predict
-from lungseg.inference.run import LoadedRun, binarize, check_positive_int, crf_window, load_run, predict_probabilities
+from lungseg.inference.run import (
+    LoadedRun,
+    binarize,
+    check_positive_int,
+    crf_window,
+    load_run,
+    predict_probabilities,
+    require_finite,
+)
 
 __all__ = [
     "LoadedRun", "binarize", "check_positive_int", "crf_window", "format_summary", "image_lesion_summary", "lesion_summary",
-    "load_run", "predict", "predict_probabilities",
+    "load_run", "predict", "predict_probabilities", "require_finite",
 ]

@@ -27,7 +27,7 @@ from scipy import ndimage
 
 from lungseg.errors import DataError, LungsegError
 from lungseg.files import check_output, write_json
-from lungseg.inference.run import binarize, load_run, predict_probabilities
+from lungseg.inference.run import binarize, check_positive_int, load_run, predict_probabilities, require_finite
 from lungseg.metrics import equivalent_sphere_diameter_mm
 
 VOLUME_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
@@ -101,22 +101,11 @@ def image_lesion_summary(mask2d: np.ndarray, spacing: tuple[float, float] | None
 
 def _check_arguments(threshold: float | None, batch_size: int) -> None:
     """Refuse arguments that would give silent garbage or a raw Python error further down."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise LungsegError(f"batch_size must be a positive integer (slices per forward pass), got {batch_size!r}")
+    check_positive_int(batch_size, "batch_size")
     if threshold is not None:
         number = isinstance(threshold, (int, float, np.integer, np.floating)) and not isinstance(threshold, bool)
         if not (number and math.isfinite(threshold) and 0 < threshold < 1):
             raise LungsegError(f"threshold must be a finite probability in (0, 1), got {threshold!r}")
-
-
-def _require_finite(image: np.ndarray, source: Path | str) -> None:
-    """Refuse NaN or infinite intensities, naming the file and how many there are."""
-    bad = image.size - int(np.count_nonzero(np.isfinite(image)))
-    if bad:
-        raise DataError(
-            f"{source}: {bad} of {image.size} intensity values are NaN or infinite; expected finite intensities"
-            " (replace or mask them before predicting)"
-        )
 
 
 def _check_mask_names(folder: Path, images: list[Path]) -> None:
@@ -155,7 +144,7 @@ def _read_folder(path: Path) -> tuple[str, list[Any]]:
         return "images", [(p, read_image(p)) for p in images]
     volumes = read_dicom_series(path)
     for vol in volumes:
-        _require_finite(vol.image, path)
+        require_finite(vol.image, path)
     return "volume", volumes
 
 
@@ -178,7 +167,7 @@ def _read_input(path: Path) -> tuple[str, list[Any]]:
 
         array, spacing, affine = read_nifti(path)
         image = np.asarray(array, dtype=np.float32)
-        _require_finite(image, path)
+        require_finite(image, path)
         vol = CTVolume(
             image=image, mask=None, spacing=spacing, patient_id=_strip_suffix(path.name),
             affine=affine, intensity="hu", source=str(path), meta={"affine_space": "RAS"},

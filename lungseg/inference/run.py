@@ -22,14 +22,27 @@ from lungseg.device import autocast, resolve_device, resolve_precision
 from lungseg.errors import LungsegError
 from lungseg.rundir import RunDir
 
-__all__ = ["LoadedRun", "binarize", "check_positive_int", "crf_window", "load_run", "predict_probabilities"]
+__all__ = ["LoadedRun", "binarize", "check_positive_int", "crf_window", "load_run", "predict_probabilities",
+           "require_finite"]
 
 
 def check_positive_int(value: Any, name: str) -> int:
     """``value`` when it is an int >= 1; else :class:`LungsegError` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise LungsegError(f"{name} must be a positive integer, got {value!r}")
+        raise LungsegError(f"{name} must be a positive integer (an int >= 1), got {value!r}")
     return int(value)
+
+
+def require_finite(image: np.ndarray, source: Any) -> None:
+    """Refuse NaN or infinite intensities, naming the file (or patient) and how many there are."""
+    from lungseg.errors import DataError
+
+    bad = image.size - int(np.count_nonzero(np.isfinite(image)))
+    if bad:
+        raise DataError(
+            f"{source}: {bad} of {image.size} intensity values are NaN or infinite; expected finite intensities"
+            " (replace or mask them before segmenting)"
+        )
 
 
 @dataclass
