@@ -42,12 +42,14 @@ from lungseg.errors import LungsegError  # noqa: E402
 from lungseg.experiment import (  # noqa: E402
     TABLE_FILES,
     ProfileSettings,
+    grid_workers,
     prepare_data,
     profile_settings,
     run_experiment,
     run_name,
     train_config,
 )
+from lungseg.experiment.workers import check_workers  # noqa: E402
 from lungseg.paths import resolve  # noqa: E402
 from lungseg.rundir import RunDir  # noqa: E402
 
@@ -67,6 +69,7 @@ def run_profile(
     train_overrides: dict[str, Any] | None = None,
     tune: bool | None = None,
     progress: bool = True,
+    workers: int | None = None,
 ) -> Path:
     """Generate the data, run the grid and publish it; returns the published folder ``results/<profile>``.
 
@@ -80,9 +83,11 @@ def run_profile(
         tune: choose the losses' open settings on validation data first (default: for every profile
             but ``quick``); the grid then trains with the choice.
         progress: progress bars.
+        workers: runs trained side by side (default: the profile's on a CPU, one on a GPU).
     """
     tune = profile != "quick" if tune is None else tune
     settings = profile_settings(profile, device=device, **(overrides or {}))
+    workers = grid_workers(settings) if workers is None else check_workers(workers)
     runs = resolve(runs_dir or f"runs/{profile}")
     published = resolve(results_dir or settings.output_dir)
     started = time.time()
@@ -92,70 +97,72 @@ def run_profile(
     exp_dir = runs / "experiment"
     config = train_config(settings, data, cache_dir=str(runs / "cache"), **(train_overrides or {}))
     t0 = time.time()
-    loss_settings = _tune(settings, config, data, runs / "tune", published, progress) if tune else {}
+    loss_settings = _tune(settings, config, data, runs / "tune", published, progress, workers) if tune else {}
     tune_s = time.time() - t0
     t0 = time.time()
     results = run_experiment(
         data, exp_dir, models=settings.models, losses=settings.losses, crf=(False, True),
         seeds=settings.seeds, base_config=config, loss_settings=loss_settings, n_boot=settings.n_boot,
-        device=device, progress=progress,
+        device=device, progress=progress, workers=workers,
     )
     grid_s = time.time() - t0
     publish(settings, exp_dir, published, results, timing={"generate_data_s": data_s, "tune_s": tune_s,
-                                                           "grid_call_s": grid_s, "total_s": time.time() - started})
+                                                           "grid_call_s": grid_s, "total_s": time.time() - started,
+                                                           "workers": workers})
     print(f"{profile}: data {data_s:.0f} s, tuning {tune_s:.0f} s, grid {grid_s:.0f} s,"
           f" total {time.time() - started:.0f} s ({(time.time() - started) / 60:.1f} min)", flush=True)
     return published
 
 
-#: Where the whole-slice comparison run goes, in the runs and the published folder.
+#: Where the whole-slice comparison runs go, in the runs and the published folder.
 WHOLE_SLICE = "whole-slice"
 
 
 def whole_slice_run(profile: str = "medium", *, device: str = "auto", runs_dir: str | os.PathLike[str] | None = None,
-                    results_dir: str | os.PathLike[str] | None = None, progress: bool = True) -> Path:
+                    results_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+                    workers: int | None = None, overrides: dict[str, Any] | None = None) -> Path:
     """The paper's literal recipe beside the patch-trained grid: the attention network with the hybrid
-    loss (seed 0, the tuned settings) trained on whole 256² slices for the same arithmetic as a patch
-    run (a slice costs ``(S / P)²`` patches), evaluated on the same test patients; published to
-    ``results/<profile>/whole-slice/``."""
-    import dataclasses
-
-    from lungseg.evaluation import evaluate_run
+    loss (every seed, the tuned settings) trained on whole 256² slices for the same arithmetic as a
+    patch run, evaluated on the same test patients (:mod:`lungseg.experiment.whole_slice`); published
+    to ``results/<profile>/whole-slice/`` with the per-seed table ``patch_vs_whole.csv``. Run after
+    the grid."""
     from lungseg.experiment import tuned_settings
-    from lungseg.experiment.grid import run_is_finished
-    from lungseg.training import train
+    from lungseg.experiment.whole_slice import COMPARISON_FILE, patch_vs_whole, run_whole_slice
 
-    settings = profile_settings(profile, device=device)
+    settings = profile_settings(profile, device=device, **(overrides or {}))
+    workers = grid_workers(settings) if workers is None else check_workers(workers)
     runs = resolve(runs_dir or f"runs/{profile}")
-    published = resolve(results_dir or settings.output_dir) / WHOLE_SLICE
+    published = resolve(results_dir or settings.output_dir)
     data = prepare_data(settings, progress=progress)
     config = train_config(settings, data, cache_dir=str(runs / "cache"))
-    patches = config.samples_per_epoch or 0
-    per_slice = (settings.image_size / config.patch_size) ** 2 if config.patch_size else 1.0
-    config = dataclasses.replace(config, model="attention", loss="hybrid", seed=0, patch_size=None,
-                                 samples_per_epoch=max(config.batch_size, int(patches / per_slice)) if patches else None,
-                                 tumour_fraction=config.foreground_fraction,
-                                 **tuned_settings(settings).get("hybrid", {}))
-    run = RunDir(runs / WHOLE_SLICE)
-    if not run_is_finished(run, config):
-        train(config, run.path, resume=run.config_path.is_file(), progress=progress)
-    if not run.evaluation_is_fresh(False):
-        evaluate_run(run.path, data, crf=False, out=run.evaluation_path(False), split="test", n_boot=0,
-                     robustness=False, device=device, precision=config.precision, progress=progress)
-    target = RunDir(published).create()
-    for path in run.published_files() + [run.checkpoint_path("best")]:
-        if path.is_file():
-            shutil.copy2(path, target.path / path.name)
-    target.compact_checkpoint("best")
-    return published
+    started = time.time()
+    rows = run_whole_slice(data, runs / WHOLE_SLICE, config, model="attention", loss="hybrid", seeds=settings.seeds,
+                           loss_settings=tuned_settings(settings).get("hybrid", {}), device=device,
+                           workers=workers, progress=progress)
+    wall_s = time.time() - started
+    target = published / WHOLE_SLICE
+    if target.exists():
+        shutil.rmtree(target)
+    for row in rows:
+        run = RunDir(row["run"])
+        dest = RunDir(target / "runs" / run.path.name).create()
+        for path in run.published_files():
+            shutil.copy2(path, dest.path / path.name)
+    patch_vs_whole(published / "experiment" / "runs", target / "runs", model="attention", loss="hybrid",
+                   seeds=settings.seeds, out=target / COMPARISON_FILE)
+    (target / "provenance.json").write_text(json.dumps({"wall_s": round(wall_s, 1), "workers": workers,
+                                                        "trained": [r["status"] for r in rows]}, indent=2) + "\n",
+                                            encoding="utf-8")
+    print(f"{profile} whole-slice: {wall_s:.0f} s ({workers} worker(s))", flush=True)
+    return target
 
 
 #: How a profile's tuning runs are shortened: one network (the paper's), one seed, fewer epochs.
-TUNE_BUDGET = dict(model="attention", seed=0, epochs=10, patience=3)
+TUNE_BUDGET = dict(model="attention", seed=0, epochs=10, patience=None)
 
 
 def _tune(settings: ProfileSettings, config: Any, data: Path, tune_runs: Path, published: Path,
-          progress: bool) -> dict[str, dict[str, Any]]:
+          progress: bool, workers: int = 1) -> dict[str, dict[str, Any]]:
     """Choose each loss's α, λ, learning rate and threshold on the validation patients
     (:func:`lungseg.experiment.tune.tune`), publish the table, and return the choice per loss."""
     import dataclasses
@@ -163,7 +170,7 @@ def _tune(settings: ProfileSettings, config: Any, data: Path, tune_runs: Path, p
     from lungseg.experiment.tune import TUNE_FILE, TUNE_TABLE, tune
 
     result = tune(data, tune_runs, base_config=dataclasses.replace(config, **TUNE_BUDGET),
-                  losses=settings.losses, progress=progress)
+                  losses=settings.losses, progress=progress, workers=workers)
     target = published / "tune"
     target.mkdir(parents=True, exist_ok=True)
     for name in (TUNE_FILE, TUNE_TABLE):
@@ -379,6 +386,9 @@ def _provenance_summary(settings: ProfileSettings, exp_dir: Path, results: dict[
         "python": provenance.get("python"),
         "platform": provenance.get("platform"),
         "torch_cpu_threads": _torch_threads(),
+        "workers": timing.get("workers", 1),
+        "threads_per_worker": (max(1, (os.cpu_count() or 1) // timing["workers"]) if timing.get("workers", 1) > 1
+                               else _torch_threads()),
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
         "grid_wall_s": round(timing["grid_call_s"], 2),
         "grid_span_from_files_s": _grid_span(exp_dir, results),
@@ -397,7 +407,8 @@ def _provenance_summary(settings: ProfileSettings, exp_dir: Path, results: dict[
         },
         "timing_method": _run_timing.__doc__.split("\n\n")[1].strip() if _run_timing.__doc__ else "",
         "note": ("grid_wall_s is the wall time of this call; runs reused from an earlier call (status"
-                 " 'reused') keep their own times in per_run"),
+                 " 'reused') keep their own times in per_run; with several workers the runs' own times add"
+                 " up to about workers x the wall time"),
         "best_attention_model": model_note,
         "per_run": per_run,
     }
@@ -431,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice); 1 on a shared CPU, where"
                              " competing thread pools made training 25x slower in our measurement")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="runs trained side by side, one process each with cores/workers threads"
+                             " (default: the profile's on a CPU, 1 on a GPU)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--whole-slice", action="store_true",
                         help="only the whole-slice comparison run (after the grid), published beside it")
@@ -442,13 +456,16 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.workers is not None and args.workers < 1:
+        print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
     try:
         if args.whole_slice:
             out = whole_slice_run(args.profile, device=args.device, runs_dir=args.runs_dir,
-                                  results_dir=args.results_dir, progress=not args.no_progress)
+                                  results_dir=args.results_dir, progress=not args.no_progress, workers=args.workers)
         else:
             out = run_profile(args.profile, device=args.device, runs_dir=args.runs_dir,
-                              results_dir=args.results_dir, progress=not args.no_progress)
+                              results_dir=args.results_dir, progress=not args.no_progress, workers=args.workers)
     except (LungsegError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

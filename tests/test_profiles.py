@@ -34,8 +34,19 @@ def test_profiles_quick_is_small_and_overrides_apply():
 
 def test_every_profile_has_train_settings():
     assert set(profiles.PROFILES) <= set(profiles.TRAIN_SETTINGS)
+    # The paper profile stops early on validation Dice; the medium one follows its cosine schedule to
+    # the end (its runs are short, and stopping at full learning rate lost the schedule's tail).
+    assert profiles.TRAIN_SETTINGS["paper"]["patience"] is not None
+    assert profiles.TRAIN_SETTINGS["medium"]["patience"] is None
     for name in ("medium", "paper"):
-        assert profiles.TRAIN_SETTINGS[name]["patience"] is not None  # early stopping on validation Dice
+        assert profiles.TRAIN_SETTINGS[name]["patch_size"] < profiles.PROFILES[name]["image_size"]
+
+
+def test_runs_go_side_by_side_only_on_a_cpu(monkeypatch):
+    medium = profiles.profile_settings("medium", device="cpu")
+    assert medium.workers == 2 and profiles.grid_workers(medium) == 2
+    monkeypatch.setattr("lungseg.device.resolve_device", lambda name="auto": __import__("torch").device("cuda"))
+    assert profiles.grid_workers(medium) == 1
 
 
 def test_resolve_is_relative_to_the_repository_root(fake_repo, monkeypatch):

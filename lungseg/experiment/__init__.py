@@ -20,6 +20,7 @@ from lungseg.experiment.profiles import (
     TRAIN_SETTINGS,
     ProfileSettings,
     experiment_dir,
+    grid_workers,
     phantom_config,
     prepare_data,
     profile_settings,
@@ -31,6 +32,6 @@ from lungseg.experiment.profiles import (
 
 __all__ = [
     "CELLS_FILE", "DIFFERENCES_FILE", "PROFILES", "RESULTS_FILE", "TABLE_FILES", "TABLE_METRICS", "TRAIN_SETTINGS",
-    "ProfileSettings", "experiment_dir", "mean_ci", "phantom_config", "prepare_data", "profile_settings",
+    "ProfileSettings", "experiment_dir", "grid_workers", "mean_ci", "phantom_config", "prepare_data", "profile_settings",
     "run_experiment", "run_grid", "run_name", "train_config", "tune_dir", "tuned_settings",
 ]

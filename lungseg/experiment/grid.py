@@ -24,6 +24,7 @@ import numpy as np
 from lungseg.config import LOSSES, MODEL_NAMES, TrainConfig, config_differences
 from lungseg.errors import LungsegError
 from lungseg.evaluation import evaluate_run
+from lungseg.experiment.workers import check_workers, map_in_workers
 from lungseg.files import check_output, write_csv, write_json
 from lungseg.rundir import RunDir
 from lungseg.training import train
@@ -88,7 +89,8 @@ def mean_ci(values: Sequence[float], level: float = 0.95,
     return {"mean": mean, "low": low, "high": high, "n": n, "sd": sd, "values": kept}
 
 
-def _get(d: dict[str, Any], path: tuple[str, ...]) -> float | None:
+def metric_value(d: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    """The number at ``path`` in an evaluation dict (e.g. ``("pooled", "dice")``); ``None`` where absent."""
     for key in path:
         if not isinstance(d, dict) or key not in d:
             return None
@@ -111,7 +113,7 @@ def run_is_finished(run: RunDir, config: TrainConfig) -> bool:
     return True
 
 
-def _train_and_evaluate(config: TrainConfig, run: RunDir, crf: Sequence[bool], n_boot: int, device: str,
+def train_and_evaluate(config: TrainConfig, run: RunDir, crf: Sequence[bool], n_boot: int, device: str,
                         progress: bool) -> tuple[str, dict[bool, dict[str, Any]]]:
     """Train ``config`` into ``run`` unless finished (resuming an interrupted one), then evaluate it on
     the test split for each CRF setting (reusing evaluations newer than the weights)."""
@@ -150,6 +152,7 @@ def run_experiment(
     n_boot: int = 0,
     device: str = "auto",
     progress: bool = True,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Train and evaluate the grid, reusing finished runs, and write the results table.
 
@@ -170,7 +173,10 @@ def run_experiment(
         n_boot: patient-bootstrap resamples of each run's own CIs (0: none; the table's CIs are
             over seeds).
         device: training/evaluation device.
-        progress: progress bars.
+        progress: progress bars (with ``workers > 1``: one bar over the runs).
+        workers: runs trained side by side, each in its own process with ``cores // workers`` torch
+            threads (:func:`lungseg.experiment.workers.map_in_workers`); the results are the same
+            runs, in the same table.
 
     Returns:
         ``{"cells": [...], "differences": [...], "runs": [...], "settings": {...}}`` (also written as
@@ -195,16 +201,21 @@ def run_experiment(
     (out / "runs").mkdir(parents=True, exist_ok=True)
     started = time.time()
 
-    runs: list[dict[str, Any]] = []
-    evaluations: dict[tuple[str, str, bool, int], dict[str, Any]] = {}
-    for model, loss, seed in itertools.product(models, losses, seeds):
+    check_workers(workers)
+    cells_trained = list(itertools.product(models, losses, seeds))
+    jobs = []
+    for model, loss, seed in cells_trained:
         config = dataclasses.replace(base, data=str(data), model=model, loss=loss, seed=int(seed), device=device,
                                      **(loss_settings or {}).get(loss, {}))
-        run = RunDir(out / "runs" / run_name(model, loss, seed))
-        status, by_crf = _train_and_evaluate(config, run, crf, n_boot, device, progress)
+        jobs.append((config, RunDir(out / "runs" / run_name(model, loss, seed)), tuple(crf), n_boot, device,
+                     progress and workers == 1))
+    outcomes = map_in_workers(train_and_evaluate, jobs, workers, progress=progress, desc="grid runs")
+    runs: list[dict[str, Any]] = []
+    evaluations: dict[tuple[str, str, bool, int], dict[str, Any]] = {}
+    for (model, loss, seed), job, (status, by_crf) in zip(cells_trained, jobs, outcomes):
         for use_crf, result in by_crf.items():
             evaluations[(model, loss, use_crf, int(seed))] = result
-        runs.append({"run": str(run), "model": model, "loss": loss, "seed": int(seed), "status": status})
+        runs.append({"run": str(job[1]), "model": model, "loss": loss, "seed": int(seed), "status": status})
 
     cells = _cells(evaluations, models, losses, crf, seeds)
     differences = _differences(evaluations, models, losses, crf, seeds)
@@ -238,7 +249,7 @@ def _cells(evaluations: dict[tuple[str, str, bool, int], dict[str, Any]], models
     for model, loss, use_crf in itertools.product(models, losses, crf):
         row: dict[str, Any] = {"model": model, "loss": loss, "crf": bool(use_crf), "n_seeds": len(seeds)}
         for name, path in TABLE_METRICS:
-            row[name] = mean_ci([_get(evaluations[(model, loss, bool(use_crf), int(s))], path) for s in seeds],
+            row[name] = mean_ci([metric_value(evaluations[(model, loss, bool(use_crf), int(s))], path) for s in seeds],
                                 bounds=METRIC_RANGE.get(name, (0.0, 1.0)))
         cells.append(row)
     return cells
@@ -258,7 +269,7 @@ def _differences(evaluations: dict[tuple[str, str, bool, int], dict[str, Any]], 
             "b": dict(zip(("model", "loss", "crf"), b)), "n_pairs": len(seeds),
         }
         for name, path in TABLE_METRICS:
-            pairs = [(_get(evaluations[(*a, int(s))], path), _get(evaluations[(*b, int(s))], path)) for s in seeds]
+            pairs = [(metric_value(evaluations[(*a, int(s))], path), metric_value(evaluations[(*b, int(s))], path)) for s in seeds]
             low, high = METRIC_RANGE.get(name, (0.0, 1.0))
             diff[name] = mean_ci([y - x for x, y in pairs if x is not None and y is not None],
                                  bounds=(low - high, high - low))

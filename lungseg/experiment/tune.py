@@ -22,6 +22,7 @@ import numpy as np
 from lungseg.config import LOSSES, TrainConfig
 from lungseg.errors import LungsegError
 from lungseg.experiment.grid import run_is_finished
+from lungseg.experiment.workers import check_workers, map_in_workers
 from lungseg.files import check_output, write_csv, write_json
 from lungseg.rundir import RunDir
 
@@ -64,6 +65,27 @@ def validation_dice(run_dir: str | os.PathLike[str], data: Any, thresholds: Sequ
     return {t: (2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn else 1.0) for t, (tp, fp, fn) in counts.items()}
 
 
+def _score_candidate(config: TrainConfig, run: RunDir, overrides: dict[str, Any], thresholds: Sequence[float],
+                     progress: bool) -> dict[str, Any]:
+    """Train one candidate (unless finished) and score it on the validation patients: one table row."""
+    from lungseg.training import train
+
+    if not run_is_finished(run, config):
+        if progress:
+            print(f"tuning: training {run.path.name}", flush=True)
+        train(config, run.path, resume=run.config_path.is_file(), progress=progress)
+    summary = run.read_metrics()
+    by_threshold = validation_dice(run.path, config.data, thresholds, device=config.device, precision=config.precision)
+    best_t = max(by_threshold, key=lambda t: (by_threshold[t], -abs(t - 0.5)))
+    return {
+        "loss": config.loss, **{k: overrides.get(k) for k in ("alpha", "lam", "lr")}, "run": str(run),
+        "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
+        "val_dice_network": summary["best_val_dice"],
+        **{f"val_dice_t{t:g}": d for t, d in by_threshold.items()},
+        "best_threshold": best_t, "val_dice": by_threshold[best_t],
+    }
+
+
 def tune(
     data: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -73,6 +95,7 @@ def tune(
     search_space: dict[str, list[dict[str, Any]]] | None = None,
     thresholds: Sequence[float] = THRESHOLDS,
     progress: bool = True,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Train every candidate of each loss, score it on the validation patients, and choose per loss.
 
@@ -85,40 +108,28 @@ def tune(
         search_space: candidates per loss (default :data:`SEARCH_SPACE`).
         thresholds: the thresholds scored.
         progress: progress bars.
+        workers: candidates trained side by side (:func:`lungseg.experiment.workers.map_in_workers`).
 
     Returns:
         ``{"candidates": [...], "chosen": {loss: {...}}, "settings": {...}}`` (also ``tune.json``;
         the candidates also as ``tune.csv``).
     """
-    from lungseg.training import train
-
     space = search_space or SEARCH_SPACE
     unknown = [lo for lo in losses if lo not in LOSSES or lo not in space]
     if unknown:
         raise LungsegError(f"no search space for loss(es) {unknown}; tunable: {sorted(space)}")
     base = base_config or TrainConfig()
+    check_workers(workers)
     check_output(out_dir, [data])
     out = Path(out_dir)
     started = time.time()
-    rows = []
+    jobs = []
     for loss in losses:
         for overrides in space[loss]:
             config = dataclasses.replace(base, data=str(data), loss=loss, **overrides)
-            run = RunDir(out / "runs" / candidate_name(loss, overrides))
-            if not run_is_finished(run, config):
-                if progress:
-                    print(f"tuning: training {run.path.name}", flush=True)
-                train(config, run.path, resume=run.config_path.is_file(), progress=progress)
-            summary = run.read_metrics()
-            by_threshold = validation_dice(run.path, data, thresholds, device=base.device, precision=base.precision)
-            best_t = max(by_threshold, key=lambda t: (by_threshold[t], -abs(t - 0.5)))
-            rows.append({
-                "loss": loss, **{k: overrides.get(k) for k in ("alpha", "lam", "lr")}, "run": str(run),
-                "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
-                "val_dice_network": summary["best_val_dice"],
-                **{f"val_dice_t{t:g}": d for t, d in by_threshold.items()},
-                "best_threshold": best_t, "val_dice": by_threshold[best_t],
-            })
+            jobs.append((config, RunDir(out / "runs" / candidate_name(loss, overrides)), overrides, tuple(thresholds),
+                         progress and workers == 1))
+    rows = map_in_workers(_score_candidate, jobs, workers, progress=progress, desc="tuning runs")
     chosen = {}
     for loss in losses:
         best = max((r for r in rows if r["loss"] == loss), key=lambda r: r["val_dice"])
