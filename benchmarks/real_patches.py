@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -85,43 +87,62 @@ def monai_script(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, s
         return (torch.sigmoid(net(torch.from_numpy(test_x[:, None]))) > 0.5).numpy()[:, 0]
 
 
-def lungseg_defaults(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, seed: int, work: Path) -> np.ndarray:
-    """``lungseg train --data train.npz --model attention --epochs 40`` then ``lungseg predict``."""
+def lungseg_defaults(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, seed: int, work: Path,
+                     extra_args: Sequence[str] = ()) -> np.ndarray:
+    """``lungseg train --data train.npz --model attention --epochs 40 [extra_args]`` then ``lungseg predict``."""
     np.savez(work / "train.npz", images=train_x, masks=train_y, intensity="unit")
     np.savez(work / "test.npz", images=test_x, intensity="unit")
     cli = [sys.executable, "-m", "lungseg"]
     subprocess.run([*cli, "train", "--data", str(work / "train.npz"), "--model", "attention", "--epochs", "40",
-                    "--seed", str(seed), "--out", str(work / "run"), "--device", "cpu", "--quiet"], check=True,
-                   capture_output=True)
+                    "--seed", str(seed), "--out", str(work / "run"), "--device", "cpu", "--quiet", *extra_args],
+                   check=True, capture_output=True)
     subprocess.run([*cli, "predict", str(work / "test.npz"), "--run", str(work / "run"), "--out",
                     str(work / "pred.npz"), "--device", "cpu", "--quiet"], check=True, capture_output=True)
     with np.load(work / "pred.npz") as z:
         return z["masks"]
 
 
-def compare(folds: int = len(FOLDS)) -> dict[str, Any]:
+def run_fold(k: int, held_out: tuple[int, ...], extra_args: Sequence[str] = (), monai: bool = True) -> dict[str, Any]:
+    """One fold: both methods trained on the other patients, scored on ``held_out`` (seed ``k``)."""
     images, masks, patient = load_patches()
-    rows = []
-    for k, held_out in enumerate(FOLDS[:folds]):
-        test = np.isin(patient, held_out)
-        train_x, train_y, test_x, test_y = images[~test], masks[~test], images[test], masks[test]
-        row: dict[str, Any] = {"fold": k, "held_out_patients": list(held_out), "test_patches": int(test.sum())}
-        with tempfile.TemporaryDirectory(prefix="lungseg-real-") as tmp:
-            t0 = time.time()
-            row["lungseg_dice"] = pooled_dice(lungseg_defaults(train_x, train_y, test_x, k, Path(tmp)), test_y)
-            row["lungseg_s"] = round(time.time() - t0, 1)
+    test = np.isin(patient, held_out)
+    train_x, train_y, test_x, test_y = images[~test], masks[~test], images[test], masks[test]
+    row: dict[str, Any] = {"fold": k, "held_out_patients": list(held_out), "test_patches": int(test.sum())}
+    with tempfile.TemporaryDirectory(prefix="lungseg-real-") as tmp:
+        t0 = time.time()
+        row["lungseg_dice"] = pooled_dice(lungseg_defaults(train_x, train_y, test_x, k, Path(tmp), extra_args), test_y)
+        row["lungseg_s"] = round(time.time() - t0, 1)
+    if monai:
         t0 = time.time()
         row["monai_dice"] = pooled_dice(monai_script(train_x, train_y, test_x, k), test_y)
         row["monai_s"] = round(time.time() - t0, 1)
-        rows.append(row)
-        print(f"fold {k} {held_out}: lungseg {row['lungseg_dice']:.3f} ({row['lungseg_s']} s),"
-              f" MONAI {row['monai_dice']:.3f} ({row['monai_s']} s)", flush=True)
+    return row
+
+
+def compare(folds: int = len(FOLDS), extra_args: Sequence[str] = (), workers: int = 1,
+            monai_from: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every fold (``workers`` side by side, one thread each); ``monai_from``: reuse the MONAI scores of
+    an earlier comparison (same folds and seeds) instead of training it again."""
+    from lungseg.experiment.workers import map_in_workers
+
+    jobs = [(k, held_out, tuple(extra_args), monai_from is None) for k, held_out in enumerate(FOLDS[:folds])]
+    if workers > 1:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))  # the lungseg subprocesses
+    rows = map_in_workers(run_fold, jobs, workers, progress=False)
+    for row in rows:
+        if monai_from is not None:
+            old = next(r for r in monai_from["folds"] if r["fold"] == row["fold"])
+            row["monai_dice"], row["monai_s"] = old["monai_dice"], old.get("monai_s")
+        print(f"fold {row['fold']} {row['held_out_patients']}: lungseg {row['lungseg_dice']:.3f} ({row['lungseg_s']} s),"
+              f" MONAI {row['monai_dice']:.3f}", flush=True)
     lungseg, monai = (np.array([r[key] for r in rows]) for key in ("lungseg_dice", "monai_dice"))
     return {
         "folds": rows,
         "mean": {"lungseg_defaults": float(lungseg.mean()), "monai_script": float(monai.mean()),
                  "difference": float((lungseg - monai).mean()),
                  "lungseg_at_least_as_good_in_folds": int((lungseg >= monai).sum())},
+        "lungseg_command": "lungseg train --data train.npz --model attention --epochs 40 --seed <fold> "
+                           + " ".join(extra_args),
         "data": str(PATCHES.relative_to(ROOT.parent)),
         "patients": f"inferred: patches 10k..10k+9 are patient k (13 patients); {len(rows)} folds",
         "metric": "pooled Dice over the held-out patients' patches, threshold 0.5",
@@ -141,11 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--folds", type=int, default=len(FOLDS), help=f"folds to run (default: all {len(FOLDS)})")
     ap.add_argument("--out", default=str(ROOT / "results" / "real-patches"), help="output folder")
+    ap.add_argument("--train-args", default="", help="extra `lungseg train` arguments (a candidate default), e.g. '--depth 3'")
+    ap.add_argument("--workers", type=int, default=1, help="folds side by side, one process each (default 1)")
+    ap.add_argument("--monai-from", default=None, help="comparison.json whose MONAI scores to reuse (same folds)")
     args = ap.parse_args(argv)
     if not PATCHES.is_file():
         print(f"error: {PATCHES} not found: this comparison needs ../shared/realct", file=sys.stderr)
         return 2
-    result = compare(args.folds)
+    monai_from = json.loads(Path(args.monai_from).read_text()) if args.monai_from else None
+    result = compare(args.folds, shlex.split(args.train_args), args.workers, monai_from)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -147,7 +147,8 @@ def whole_slice_run(profile: str = "medium", *, device: str = "auto", runs_dir: 
         run = RunDir(row["run"])
         dest = RunDir(target / "runs" / run.path.name).create()
         for path in run.published_files():
-            shutil.copy2(path, dest.path / path.name)
+            if path.is_file():  # evaluated with the CRF off only
+                shutil.copy2(path, dest.path / path.name)
     patch_vs_whole(published / "experiment" / "runs", target / "runs", model="attention", loss="hybrid",
                    seeds=settings.seeds, out=target / COMPARISON_FILE)
     (target / "provenance.json").write_text(json.dumps({"wall_s": round(wall_s, 1), "workers": workers,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import numpy as np
@@ -106,3 +108,60 @@ def test_example_slices_picks_by_rule():
     assert found["juxta-pleural tumour"] == ("p", 2, 9) and found["tumour-free"] == ("p", 0, 0)
     assert "juxta-pleural tumour" not in analysis.example_slices({"p": vol}, ["p"])
     assert "juxta-pleural tumour" not in analysis.example_slices({"p": vol}, [], manifest)
+
+
+def test_plateau_needs_a_flat_end_near_the_best():
+    from lungseg.analysis import plateau
+
+    flat = plateau([0.1, 0.5, 0.8, 0.82, 0.81, 0.83, 0.82])
+    assert flat["plateaued"] and flat["best"] == 0.83 and flat["best_epoch"] == 6
+    assert flat["last_spread"] == pytest.approx(0.02) and flat["last_best_shortfall"] == pytest.approx(0.0)
+    # still climbing at the end: the last four span 0.3
+    assert not plateau([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])["plateaued"]
+    # flat at the end but far below an earlier peak: the result was lost, not settled
+    lost = plateau([0.2, 0.9, 0.5, 0.5, 0.5, 0.5])
+    assert not lost["plateaued"] and lost["last_best_shortfall"] == pytest.approx(0.4)
+    # too short to show a plateau; empty history
+    assert not plateau([0.8, 0.8])["plateaued"]
+    assert plateau([])["best"] is None
+    with pytest.raises(ValueError, match="at least 2"):
+        plateau([0.5] * 5, epochs=1)
+    with pytest.raises(ValueError, match="tolerance"):
+        plateau([0.5] * 5, tolerance=-0.1)
+
+
+def test_tumour_table_lists_every_test_tumour_with_each_runs_recall(tiny, make_npz, tmp_path):
+    from scipy import ndimage
+
+    from lungseg.analysis import tumour_components, tumour_diameters_mm, tumour_table
+    from lungseg.data import open_dataset
+    from lungseg.training import TrainConfig, train
+
+    data = make_npz(tmp_path / "d.npz", n_patients=8, per_patient=3, size=32, seed=4)
+    cfg = TrainConfig(data=str(data), model="unet", epochs=1, split_fractions=(0.5, 0.25, 0.25), **tiny)
+    train(cfg, tmp_path / "a", progress=False)
+    train(dataclasses.replace(cfg, seed=1), tmp_path / "b", progress=False)
+    rows = tumour_table([tmp_path / "a", tmp_path / "b"], data, split="test")
+    test_patients = json.loads((tmp_path / "a" / "split.json").read_text())["test"]
+    dataset = open_dataset(data)
+    expected = sum(ndimage.label(dataset[p].mask, structure=np.ones((3, 3, 3)))[1] for p in test_patients)
+    assert len(rows) == expected > 0 and {r["patient"] for r in rows} <= set(test_patients)
+    assert sum(r["share_of_voxels"] for r in rows) == pytest.approx(1.0)
+    assert [r["voxels"] for r in rows] == sorted((r["voxels"] for r in rows), reverse=True)
+    assert all(0.0 <= r[f"recall:{n}"] <= 1.0 for r in rows for n in ("a", "b"))
+    # recall counts the tumour's own voxels: everything predicted finds all of it, nothing finds none
+    assert {r["recall:a"] for r in tumour_table([tmp_path / "a"], data, threshold=0.0)} == {1.0}
+    assert {r["recall:a"] for r in tumour_table([tmp_path / "a"], data, threshold=1.01)} == {0.0}
+    with pytest.raises(ValueError, match="at least one run"):
+        tumour_table([], data)
+    with pytest.raises(ValueError, match="split must be one of"):
+        tumour_table([tmp_path / "a"], data, split="holdout")
+    other = dataclasses.replace(cfg, split_seed=5)
+    train(other, tmp_path / "c", progress=False)
+    with pytest.raises(ValueError, match="different patient splits"):
+        tumour_table([tmp_path / "a", tmp_path / "c"], data)
+    with pytest.raises(ValueError, match="3D"):
+        tumour_components(np.zeros((4, 4)))
+    # the diameters are the table's, for any patients
+    diameters = tumour_diameters_mm(data, test_patients)
+    assert diameters == pytest.approx(sorted((r["diameter_mm"] for r in rows), reverse=True))

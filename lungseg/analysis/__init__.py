@@ -6,7 +6,9 @@
 * :mod:`lungseg.analysis.examples` — which test slices a figure shows, chosen by rule (chapter 6);
 * :mod:`lungseg.analysis.regions` — where the attention gates look, by body region (chapter 7);
 * :mod:`lungseg.analysis.sizes` — the tumour-size bins (chapters 7 and 8);
-* :mod:`lungseg.analysis.crf_effect` — what the CRF changes, image by image (chapter 8).
+* :mod:`lungseg.analysis.crf_effect` — what the CRF changes, image by image (chapter 8);
+* :mod:`lungseg.analysis.tumours` — tumour by tumour, what a run finds and what decides its pooled
+  Dice (chapter 5).
 
 They read run directories, datasets and arrays; none trains, evaluates or knows the book.
 """
@@ -14,20 +16,35 @@ They read run directories, datasets and arrays; none trains, evaluates or knows 
 from lungseg.analysis.crf_effect import crf_change
 from lungseg.analysis.examples import example_slices
 from lungseg.analysis.regions import BODY_HU, LUNG_HU, attention_by_region, body_regions
-from lungseg.analysis.runs import held_out_patients, run_dir, run_histories, run_summaries
+from lungseg.analysis.runs import (
+    PLATEAU_EPOCHS,
+    PLATEAU_TOLERANCE,
+    held_out_patients,
+    plateau,
+    run_dir,
+    run_histories,
+    run_summaries,
+)
 from lungseg.analysis.sizes import SIZE_BINS, size_bin
+from lungseg.analysis.tumours import tumour_components, tumour_diameters_mm, tumour_table
 
 __all__ = [
     "BODY_HU",
     "LUNG_HU",
+    "PLATEAU_EPOCHS",
+    "PLATEAU_TOLERANCE",
     "SIZE_BINS",
     "attention_by_region",
     "body_regions",
     "crf_change",
     "example_slices",
     "held_out_patients",
+    "plateau",
     "run_dir",
     "run_histories",
     "run_summaries",
     "size_bin",
+    "tumour_components",
+    "tumour_diameters_mm",
+    "tumour_table",
 ]

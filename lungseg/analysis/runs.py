@@ -12,7 +12,8 @@ from typing import Any
 
 from lungseg.rundir import RunDir
 
-__all__ = ["held_out_patients", "run_dir", "run_histories", "run_summaries"]
+__all__ = ["PLATEAU_EPOCHS", "PLATEAU_TOLERANCE", "held_out_patients", "plateau", "run_dir", "run_histories",
+           "run_summaries"]
 
 
 def run_dir(results: dict[str, Any], model: str, loss: str, seed: int | None = None) -> Path:
@@ -66,3 +67,42 @@ def run_histories(results: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
         rows = folder.read_history()
         histories[folder.path.name] = {k: [r[k] for r in rows] for k in (rows[0] if rows else {})}
     return histories
+
+
+#: The plateau test of :func:`plateau`: the last ``PLATEAU_EPOCHS`` validation Dice values span at
+#: most ``PLATEAU_TOLERANCE`` and the best of them is within ``PLATEAU_TOLERANCE`` of the run's best.
+PLATEAU_EPOCHS = 4
+PLATEAU_TOLERANCE = 0.05
+
+
+def plateau(val_dice: list[float], epochs: int = PLATEAU_EPOCHS, tolerance: float = PLATEAU_TOLERANCE) -> dict[str, Any]:
+    """Whether a run's validation Dice had settled by its end.
+
+    A run *plateaued* when its last ``epochs`` validation Dice values lie within ``tolerance`` of each
+    other and their best is within ``tolerance`` of the run's best value: further epochs at that
+    learning rate were not changing the result, and the checkpoint kept (the best epoch's) is not an
+    early spike the run then lost. Too short a history cannot show a plateau.
+
+    Args:
+        val_dice: validation Dice per epoch.
+        epochs: the window at the end of the run.
+        tolerance: the largest spread (and shortfall from the best) counted as flat.
+
+    Returns:
+        ``{"plateaued", "best", "best_epoch" (1-based), "last_spread", "last_best_shortfall"}``.
+
+    Raises:
+        ValueError: ``epochs < 2`` or a negative ``tolerance``.
+    """
+    if epochs < 2:
+        raise ValueError(f"epochs must be at least 2 to show a plateau, got {epochs}")
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    values = [float(v) for v in val_dice]
+    if not values:
+        return {"plateaued": False, "best": None, "best_epoch": None, "last_spread": None, "last_best_shortfall": None}
+    best = max(values)
+    last = values[-epochs:]
+    spread, shortfall = max(last) - min(last), best - max(last)
+    return {"plateaued": len(values) >= epochs and spread <= tolerance and shortfall <= tolerance, "best": best,
+            "best_epoch": values.index(best) + 1, "last_spread": spread, "last_best_shortfall": shortfall}
