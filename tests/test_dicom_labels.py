@@ -225,8 +225,9 @@ def test_label_without_its_ct_series_is_an_error(tmp_path, make_rtstruct):
 @pytest.mark.parametrize("syntax", ["RLELossless", "JPEGLSLossless", "JPEG2000Lossless"])
 def test_compressed_transfer_syntaxes_decode_to_the_same_pixels(tmp_path, syntax):
     plain, packed = tmp_path / "plain", tmp_path / "packed"
-    volume = _volume()
-    volume.image[:] += np.random.default_rng(1).integers(-200, 200, SHAPE).astype(np.float32)  # not just two values
+    # 32+ pixels a side: OpenJPEG's default five wavelet levels need them
+    image = np.random.default_rng(1).integers(-1024, 1500, (3, 32, 40)).astype(np.float32)
+    volume = CTVolume(image, None, SPACING, "PAT-A")
     write_dicom_series(volume, plain)
     packed.mkdir()
     uid = getattr(pydicom.uid, syntax)

@@ -10,8 +10,8 @@ that series' voxels, in the layout of :class:`~lungseg.data.volume.CTVolume`.
   patient (LPS) millimetres, one or more per slice. Every polygon is mapped onto the slice whose
   position along the slice normal it lies on, and filled with :class:`matplotlib.path.Path`
   (pixel centres inside, plus those on the outline). The polygons of one ROI on one slice are
-  combined by exclusive or (the even-odd rule), so a contour drawn inside another is a hole, the
-  convention of the standard's "inner contour" and of pyradiomics, plastimatch and dcmrtstruct2nii.
+  combined by exclusive or (the even-odd rule), so a contour drawn inside another is a hole (the
+  usual reading of nested contours; DICOM itself leaves holes to the "keyhole" drawing convention).
   matplotlib is already a dependency and its point-in-polygon test is exact and vectorised; scikit-image
   or OpenCV would do the same fill with one more dependency (rt-utils brings OpenCV and an old
   ``dataclasses`` backport, which is why it is not used).
