@@ -558,7 +558,10 @@ def read_dicom_series(folder: str | Path, *, progress: bool = False) -> list[CTV
     Slices are sorted by ImagePositionPatient projected on the slice normal; intensities become HU
     with RescaleSlope/RescaleIntercept; spacing is ``(slice gap from positions, PixelSpacing)``.
     Standard repairs, each with a :class:`DataWarning`: files that are not DICOM, DICOM files
-    without pixel data, and non-CT series when a CT series exists, are skipped. Nothing is written.
+    without pixel data, and non-CT series when a CT series exists, are skipped; slice gaps that differ
+    from their median by up to 10 % (scanner jitter) are accepted and the mean gap is used.
+    Compressed transfer syntaxes are decoded by pydicom's plugins (pylibjpeg, pyjpegls). Nothing is
+    written. To pick one series of several, see :func:`scan_dicom_folder` and :func:`choose_series`.
 
     Args:
         folder: a folder holding the ``.dcm`` files of one or more series.
@@ -571,7 +574,9 @@ def read_dicom_series(folder: str | Path, *, progress: bool = False) -> list[CTV
     Raises:
         DataError: missing/empty folder, corrupt or truncated files, unreadable or non-finite header
             values (geometry, pixel description, rescale), no CT series, missing or duplicate slices,
-            uneven spacing, inconsistent slice shapes or orientation. The message names the file.
+            uneven spacing beyond jitter, inconsistent slice shapes or orientation, gantry tilt (a slice
+            plane more than 1 degree from axial, or slices shifted in-plane along the stack). The
+            message names the file.
     """
     folder = Path(folder)
     if not folder.is_dir():

@@ -67,6 +67,15 @@ def _reason(err: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def _clean(value: Any) -> str:
+    """A header value as one line of text for names and messages: non-printable characters become ``?``."""
+    try:
+        text = "" if value is None else str(value).strip("\0 ")
+    except Exception:
+        return ""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
+
+
 def choose_roi(names: list[str], roi: str | None, where: str | Path) -> int:
     """Index into ``names`` of the ROI to use as the tumour.
 
@@ -287,7 +296,7 @@ def _rtstruct_mask(ds: Dataset, path: Path, volume: CTVolume, number: int, name:
         raise DataError(f"{path}: ROI {name!r} has no contours (ROIContourSequence for ROI number {number})")
     skipped: dict[str, int] = defaultdict(int)
     for c, contour in enumerate(contours):
-        kind = str(contour.get("ContourGeometricType", "CLOSED_PLANAR")).strip()
+        kind = _clean(contour.get("ContourGeometricType", "CLOSED_PLANAR"))
         if kind != "CLOSED_PLANAR":
             skipped[kind] += 1
             continue
@@ -331,7 +340,7 @@ def _seg_mask(path: Path, volume: CTVolume, roi: str | None) -> tuple[np.ndarray
     except Exception as exc:
         raise DataError(f"{path}: not a readable DICOM SEG ({_reason(exc)})") from None
     segments = list(seg.SegmentSequence)
-    names = [str(s.get("SegmentLabel", "")).strip() for s in segments]
+    names = [_clean(s.get("SegmentLabel", "")) for s in segments]
     index = choose_roi(names, roi, path)
     number = int(segments[index].SegmentNumber)
     uids = volume.meta.get("sop_instance_uids") or []
@@ -385,22 +394,22 @@ def _label_mask(path: Path, volume: CTVolume, roi: str | None) -> tuple[np.ndarr
         ds = pydicom.dcmread(path)
     except Exception as exc:
         raise DataError(f"{path}: not a readable DICOM file ({_reason(exc)})") from None
-    sop = str(ds.get("SOPClassUID", ""))
-    modality = str(ds.get("Modality", "")).upper()
-    ct_frame = str(volume.meta.get("frame_of_reference_uid", ""))
+    sop = _clean(ds.get("SOPClassUID", ""))
+    modality = _clean(ds.get("Modality", "")).upper()
+    ct_frame = _clean(volume.meta.get("frame_of_reference_uid", ""))
     if modality == "SEG" or sop == "1.2.840.10008.5.1.4.1.1.66.4":
-        frame = str(ds.get("FrameOfReferenceUID", ""))
+        frame = _clean(ds.get("FrameOfReferenceUID", ""))
         if frame and ct_frame and frame != ct_frame:
             raise DataError(f"{path}: FrameOfReferenceUID {frame} differs from the CT series' {ct_frame}")
         return _seg_mask(path, volume, roi)
     rois: list[Any] = list(ds.get("StructureSetROISequence") or [])
-    names = [str(r.get("ROIName", "")).strip() for r in rois]
+    names = [_clean(r.get("ROIName", "")) for r in rois]
     index = choose_roi(names, roi, path)
     try:
         number = int(rois[index].ROINumber)
     except Exception as exc:
         raise DataError(f"{path}: ROI {names[index]!r} has no readable ROINumber ({_reason(exc)})") from None
-    frame = str(rois[index].get("ReferencedFrameOfReferenceUID", ""))
+    frame = _clean(rois[index].get("ReferencedFrameOfReferenceUID", ""))
     if frame and ct_frame and frame != ct_frame:
         raise DataError(
             f"{path}: ROI {names[index]!r} is drawn in frame of reference {frame}, not the CT series' {ct_frame}"
