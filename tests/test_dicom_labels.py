@@ -382,3 +382,10 @@ def test_real_nsclc_rtstruct_matches_the_reference_mask_in_the_right_voxels():
     dice = 2 * (mask & ref).sum() / (mask.sum() + ref.sum())
     assert dice >= 0.97, dice
     np.testing.assert_array_equal(np.flatnonzero(mask.any(axis=(1, 2))), np.flatnonzero(ref.any(axis=(1, 2))))
+
+
+def test_another_roi_gives_another_cache_token(tmp_path, make_rtstruct):
+    study = _study(tmp_path, make_rtstruct)
+    tokens = {roi: open_dataset(study, roi=roi).source_token("PAT-A") for roi in (None, "GTV-1", "Lung-Left")}
+    assert len(set(tokens.values())) == 3
+    assert open_dataset(study, roi="Lung-Left").source_token("PAT-A") == tokens["Lung-Left"]

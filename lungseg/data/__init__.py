@@ -250,6 +250,12 @@ class DicomFolderDataset(CTDataset):
             return False
         return super()._tumour(patient_id)
 
+    def source_token(self, patient_id: str) -> str:
+        """As :meth:`CTDataset.source_token`, plus the series read and the ROI asked for: another ``roi``
+        gives another mask from the same files, so a cache keyed by the token must not be reused."""
+        plan = self._plans[self._resolve(patient_id)]
+        return f"{super().source_token(patient_id)}\nseries={plan.series.uid}\nroi={self.roi!r}"
+
     def _files(self, patient_id: str) -> list[Path]:
         plan = self._plans[patient_id]
         return list(plan.series.files) + ([plan.label.path] if plan.label is not None else [])
