@@ -389,3 +389,21 @@ def test_another_roi_gives_another_cache_token(tmp_path, make_rtstruct):
     tokens = {roi: open_dataset(study, roi=roi).source_token("PAT-A") for roi in (None, "GTV-1", "Lung-Left")}
     assert len(set(tokens.values())) == 3
     assert open_dataset(study, roi="Lung-Left").source_token("PAT-A") == tokens["Lung-Left"]
+
+
+@pytest.mark.slow
+def test_training_reads_rtstruct_studies_with_the_roi_of_the_config(tmp_path, make_rtstruct, tiny):
+    from lungseg.config import TrainConfig
+    from lungseg.rundir import RunDir
+    from lungseg.training import train
+
+    root = tmp_path / "cohort"
+    for pid in ("P1", "P2", "P3", "P4"):
+        _study(root, make_rtstruct, pid)
+    config = TrainConfig(data=str(root), roi="gtv-1", epochs=1, patch_size=None, **tiny)
+    train(config, tmp_path / "run", progress=False)
+    saved = RunDir(tmp_path / "run")
+    assert saved.read_config().roi == "gtv-1"
+    assert sorted(saved.read_split()["train"] + saved.read_split()["val"]) == ["P1", "P2", "P3", "P4"]
+    with pytest.raises(DataError, match="no ROI named 'Heart'"):
+        train(TrainConfig(data=str(root), roi="Heart", epochs=1, **tiny), tmp_path / "run2", progress=False)

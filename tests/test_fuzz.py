@@ -263,7 +263,11 @@ def rtstruct_seed(make_rtstruct: Callable[..., Path], tmp_path_factory: pytest.T
     corner = lambda j, i: ipp + j * 0.7 * np.array([1.0, 0, 0]) + i * 0.8 * np.array([0, 1.0, 0])  # noqa: E731
     outer = np.array([corner(1, 1), corner(8, 1), corner(8, 6), corner(1, 6)])
     hole = np.array([corner(3, 3), corner(5, 3), corner(5, 4), corner(3, 4)])
-    return make_rtstruct(folder / "rt.dcm", folder, {"GTV-1": [outer, hole], "Body": [outer]}).read_bytes()
+    seed = make_rtstruct(folder / "rt.dcm", folder, {"GTV-1": [outer, hole], "Body": [outer]})
+    # the unmutated seed reads to a mask with a hole (this also does the imports outside the deadline)
+    (volume,) = open_dataset(folder)
+    assert volume.mask is not None and volume.mask.sum() == 8 * 6 - 3 * 2
+    return seed.read_bytes()
 
 
 @fuzz(100)
