@@ -8,6 +8,7 @@ same voxels, whatever the file order, slice order or row/column convention.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
@@ -407,3 +408,14 @@ def test_training_reads_rtstruct_studies_with_the_roi_of_the_config(tmp_path, ma
     assert sorted(saved.read_split()["train"] + saved.read_split()["val"]) == ["P1", "P2", "P3", "P4"]
     with pytest.raises(DataError, match="no ROI named 'Heart'"):
         train(TrainConfig(data=str(root), roi="Heart", epochs=1, **tiny), tmp_path / "run2", progress=False)
+    # evaluate --roi: the masks of another ROI are what the run is scored against
+    from lungseg.cli import main
+
+    scores = {}
+    for roi in ("GTV-1", "Lung-Left"):
+        out = tmp_path / f"metrics-{roi}.json"
+        assert main(["evaluate", "--run", str(tmp_path / "run"), "--data", str(root), "--roi", roi, "--split", "all",
+                     "--out", str(out), "--n-boot", "0", "--no-robustness", "--device", "cpu", "--quiet"]) == 0
+        scores[roi] = json.loads(out.read_text())
+    assert scores["GTV-1"]["n_patients"] == 4
+    assert scores["GTV-1"]["pooled"] != scores["Lung-Left"]["pooled"]
