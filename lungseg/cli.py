@@ -216,12 +216,23 @@ def _fetch_parser(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
 
 
+def _add_dicom_options(p: argparse.ArgumentParser) -> None:
+    """``--roi`` and ``--series-uid``: which mask and which series of a DICOM --data folder."""
+    p.add_argument("--roi", default=None, metavar="NAME",
+                   help="DICOM --data: the RTSTRUCT ROI or SEG segment that is the tumour, by name, case-insensitive"
+                        " (default: the first name matching GTV, tumour, tumor, nodule or lesion)")
+    p.add_argument("--series-uid", dest="series_uid", default=None, metavar="UID",
+                   help="DICOM --data: read only the CT series with this SeriesInstanceUID (default: per study, the"
+                        " series the RTSTRUCT/SEG references, else the axial CT series with the most slices)")
+
+
 def _train_parser(sub: Any) -> None:
     """The ``train`` verb's flags."""
     p = sub.add_parser("train", formatter_class=_Formatter, help="train a model into a run directory",
                        description="Train a segmentation model. With --resume, continue the run in --out from its last checkpoint"
                                    " (flags not given are taken from the run's saved configuration).")
     p.add_argument("--data", default=None, help="dataset: phantom study, DICOM folder, MSD folder or .npz (required unless --resume)")
+    _add_dicom_options(p)
     p.add_argument("--out", required=True, help="run directory (required)")
     p.add_argument("--seed", type=int, default=None, help=f"training seed (default: {_defaults().seed})")
     p.add_argument("--device", default=None, help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
@@ -237,6 +248,7 @@ def _evaluate_parser(sub: Any) -> None:
                        description="Evaluate a trained run; writes METRICS.json and METRICS_per_image.csv next to it.")
     p.add_argument("--run", required=True, help="run directory (required)")
     p.add_argument("--data", required=True, help="dataset to evaluate on (required)")
+    _add_dicom_options(p)
     p.add_argument("--out", required=True, help="metrics JSON file to write (required)")
     p.add_argument("--crf", action="store_true", help="refine with the CRF of eq. (10) (default: off)")
     p.add_argument("--split", default="auto", choices=("auto", "test", "val", "train", "all"),
@@ -378,8 +390,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
     if args.n_boot < 0:
         raise LungsegError(f"--n-boot must be >= 0, got {args.n_boot}")
+    data: Any = args.data
+    if args.roi is not None or args.series_uid is not None:
+        from lungseg.data import open_dataset
+
+        data = open_dataset(args.data, roi=args.roi, series_uid=args.series_uid)
     m = evaluate_run(
-        args.run, args.data, crf=args.crf, out=args.out, split=args.split, checkpoint=args.checkpoint,
+        args.run, data, crf=args.crf, out=args.out, split=args.split, checkpoint=args.checkpoint,
         n_boot=args.n_boot, robustness=not args.no_robustness, batch_size=args.batch_size, device=args.device,
         precision=args.precision, progress=not args.quiet,
     )

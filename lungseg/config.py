@@ -42,6 +42,10 @@ class TrainConfig:
     Attributes:
         data: dataset path (phantom study, DICOM folder, MSD folder, ``.npz``), see
             :func:`lungseg.data.open_dataset`.
+        roi: DICOM data only: the RTSTRUCT ROI or SEG segment used as the tumour mask (name,
+            case-insensitive); ``None``: a name matching GTV/tumour/tumor/nodule/lesion.
+        series_uid: DICOM data only: the SeriesInstanceUID of the CT series to read; ``None``: per
+            study, the one the RTSTRUCT/SEG references, else the axial CT series with most slices.
         model: ``"attention"`` (AttentionResUNet, the paper's model) or ``"unet"`` (baseline).
         base_channels: feature maps of the first level (doubled at every level). 16 by default:
             a quarter of the FLOPs of 32, so a CPU budget of minutes gives four times the epochs,
@@ -93,6 +97,8 @@ class TrainConfig:
     """
 
     data: str = ""
+    roi: str | None = None
+    series_uid: str | None = None
     model: str = "attention"
     base_channels: int = 16
     depth: int = 4

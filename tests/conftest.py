@@ -37,3 +37,65 @@ def make_npz() -> Callable[..., Path]:
 def tiny() -> dict[str, Any]:
     """TrainConfig fields of a network small enough to train in seconds on a CPU."""
     return dict(base_channels=4, depth=2, batch_size=8, device="cpu")
+
+
+def write_rtstruct(path: Path, ct_folder: Path, rois: dict[str, list[np.ndarray]]) -> Path:
+    """A minimal RT Structure Set (PS3.3 A.19) on the CT series in ``ct_folder``, written with pydicom.
+
+    Args:
+        path: the file to write.
+        ct_folder: a folder of one CT series (its first file's UIDs are referenced).
+        rois: ROI name -> closed planar contours, each ``(N, 3)`` LPS millimetres.
+    """
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ct = pydicom.dcmread(sorted(ct_folder.glob("*.dcm"))[0], stop_before_pixels=True)
+    rtstruct = "1.2.840.10008.5.1.4.1.1.481.3"
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = rtstruct
+    ds.file_meta.MediaStorageSOPInstanceUID = sop = generate_uid(entropy_srcs=[str(path)])
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = rtstruct, sop, "RTSTRUCT"
+    ds.PatientID, ds.PatientName = ct.PatientID, ct.PatientName
+    ds.StudyInstanceUID = ct.StudyInstanceUID
+    ds.SeriesInstanceUID = generate_uid(entropy_srcs=[str(path), "series"])
+    ds.StructureSetLabel = "test"
+    series = Dataset()
+    series.SeriesInstanceUID = ct.SeriesInstanceUID
+    study = Dataset()
+    study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    study.ReferencedSOPInstanceUID = ct.StudyInstanceUID
+    study.RTReferencedSeriesSequence = [series]
+    frame = Dataset()
+    frame.FrameOfReferenceUID = ct.FrameOfReferenceUID
+    frame.RTReferencedStudySequence = [study]
+    ds.ReferencedFrameOfReferenceSequence = [frame]
+    ds.StructureSetROISequence, ds.ROIContourSequence = [], []
+    for number, (name, contours) in enumerate(rois.items(), start=1):
+        roi = Dataset()
+        roi.ROINumber, roi.ROIName = number, name
+        roi.ReferencedFrameOfReferenceUID = ct.FrameOfReferenceUID
+        roi.ROIGenerationAlgorithm = "MANUAL"
+        ds.StructureSetROISequence.append(roi)
+        item = Dataset()
+        item.ReferencedROINumber = number
+        item.ContourSequence = []
+        for points in contours:
+            contour = Dataset()
+            contour.ContourGeometricType = "CLOSED_PLANAR"
+            contour.NumberOfContourPoints = len(points)
+            contour.ContourData = [f"{v:.6g}" for v in np.asarray(points, float).ravel()]
+            item.ContourSequence.append(contour)
+        ds.ROIContourSequence.append(item)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_rtstruct() -> Callable[..., Path]:
+    """:func:`write_rtstruct`: a minimal RT Structure Set on a CT series folder."""
+    return write_rtstruct

@@ -1,7 +1,7 @@
 """Fuzzing the readers of user files: bad bytes give a lungseg error naming the file, never anything else.
 
 Every reader a user's file reaches — DICOM series (:func:`read_dicom_series` and the DICOM dataset of
-:func:`open_dataset`), NIfTI (:func:`read_nifti`), ``.npz`` (:func:`read_npz`, :func:`open_dataset`,
+:func:`open_dataset`, with an RT Structure Set), NIfTI (:func:`read_nifti`), ``.npz`` (:func:`read_npz`, :func:`open_dataset`,
 :func:`read_npz_images`, which ``predict`` uses) and PNG/JPEG (:func:`read_image`) — is given random
 bytes and mutated valid files: truncated, bytes flipped, overwritten, inserted or deleted, header fields
 set to odd values (dtype, shape, dims, sizes, UIDs, NaN, ...), elements and keys deleted or renamed.
@@ -250,6 +250,40 @@ def test_dicom_series_with_mutated_header_fields(root: Path, data: st.DataObject
     for i in data.draw(st.sets(st.integers(0, len(files) - 1), min_size=1, max_size=2)):
         files[i] = data.draw(mutated_header(files[i]), label=f"slice {i}")
     check_dicom_folder(write_series(root, files))
+
+
+@pytest.fixture(scope="module")
+def rtstruct_seed(make_rtstruct: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """An RT Structure Set drawing a square tumour with a hole on the middle slice of ``SERIES``."""
+    import pydicom
+
+    folder = write_series(tmp_path_factory.mktemp("rtstruct-seed"), SERIES)
+    ds = pydicom.dcmread(sorted(folder.glob("*.dcm"))[1], stop_before_pixels=True)
+    ipp = np.array(ds.ImagePositionPatient, float)
+    corner = lambda j, i: ipp + j * 0.7 * np.array([1.0, 0, 0]) + i * 0.8 * np.array([0, 1.0, 0])  # noqa: E731
+    outer = np.array([corner(1, 1), corner(8, 1), corner(8, 6), corner(1, 6)])
+    hole = np.array([corner(3, 3), corner(5, 3), corner(5, 4), corner(3, 4)])
+    seed = make_rtstruct(folder / "rt.dcm", folder, {"GTV-1": [outer, hole], "Body": [outer]})
+    # the unmutated seed reads to a mask with a hole (this also does the imports outside the deadline)
+    (volume,) = open_dataset(folder)
+    assert volume.mask is not None and volume.mask.sum() == 8 * 6 - 3 * 2
+    return seed.read_bytes()
+
+
+@fuzz(100)
+@given(data=st.data())
+def test_dicom_study_with_mutated_rtstruct(root: Path, rtstruct_seed: bytes, data: st.DataObject) -> None:
+    folder = write_series(root, [*SERIES, data.draw(mutated(rtstruct_seed, hot=600), label="rtstruct")],
+                          ["a.dcm", "b.dcm", "c.dcm", "rt.dcm"])
+
+    def read() -> list[CTVolume]:
+        dataset = open_dataset(folder)
+        return [dataset[pid] for pid in dataset.patient_ids]
+
+    for vol in expect_clean(read, str(folder)) or []:
+        assert vol.image.shape == (3, 8, 10) and np.isfinite(vol.image).all()
+        if vol.mask is not None:
+            assert vol.mask.shape == vol.image.shape and set(np.unique(vol.mask)) <= {0, 1}
 
 
 @fuzz(60)

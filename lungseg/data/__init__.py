@@ -8,7 +8,10 @@ Supported sources (autodetected, or forced with ``kind=``):
 ``msd``      Medical Segmentation Decathlon Task06_Lung (``dataset.json``, ``imagesTr/``,
              ``labelsTr/`` NIfTI); see :mod:`lungseg.data.msd`.
 ``npz``      an arrays file (``images``, ``masks``, ...); see :mod:`lungseg.data.npz`.
-``dicom``    any folder holding CT DICOM series (one volume per SeriesInstanceUID, no masks).
+``dicom``    a folder of DICOM studies (one patient per study): CT series, with tumour masks from the
+             RT Structure Set or DICOM SEG that references them (ROI chosen by name); without
+             those, the axial CT series with the most slices, no masks. See
+             :class:`DicomFolderDataset` and :mod:`lungseg.data.dicom_study`.
 ``kaggle``   the paper's Kaggle "CT Scan Images for Lung Cancer" class-folder layout
              (image-level labels only, no masks); see :mod:`lungseg.data.kaggle`.
 ========== ===========================================================================
@@ -159,7 +162,8 @@ class CTDataset:
         if not self.has_masks:
             raise DataError(
                 f"{self.source}: the {self.kind!r} dataset has no pixel-level tumour masks, but {purpose} "
-                "needs them; use a dataset with masks (phantom study, MSD Task06_Lung, .npz with 'masks')"
+                "needs them; use a dataset with masks (phantom study, MSD Task06_Lung, .npz with 'masks',"
+                " DICOM with an RTSTRUCT or SEG)"
             )
 
     # -- cache keys ----------------------------------------------------------------------------
@@ -202,36 +206,59 @@ class CTDataset:
 
 
 class DicomFolderDataset(CTDataset):
-    """Every CT DICOM series found in a folder, one volume per SeriesInstanceUID (no masks).
+    """A folder of DICOM studies: CT series, with tumour masks where an RTSTRUCT or SEG references them.
 
-    Patient ids come from the DICOM PatientID; when one patient has several series, the ids get
-    a ``-<k>`` suffix in the order returned by :func:`lungseg.data.dicom.read_dicom_series`.
-    The series are read once, when the dataset is opened.
+    The folder is indexed by headers when the dataset is opened (no pixels are decoded then) and
+    each patient's series is read on access. One patient per study, its id the DICOM PatientID
+    (``-1``, ``-2`` appended when one patient has several studies):
+
+    * with RT Structure Sets or DICOM SEG files in the folder, each study that has one is a patient
+      with a mask: the ROI ``roi`` (default: a name matching GTV/tumour/tumor/nodule/lesion) rasterised
+      on the CT series the label references (:mod:`lungseg.data.dicom_study`); studies without
+      labels are skipped with a warning;
+    * without them, each study is a patient without mask, on its axial CT series with the most slices
+      (the choice is reported by a :class:`~lungseg.data.dicom.DataWarning`).
+
+    Args:
+        folder: the folder (searched recursively).
+        roi: ROI or segment name to use as the tumour (case-insensitive); ``None``: the default pattern.
+        series_uid: read only the CT series with this SeriesInstanceUID.
     """
 
     kind = "dicom"
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
-        from lungseg.data.dicom import read_dicom_series
+    def __init__(
+        self, folder: str | os.PathLike[str], *, roi: str | None = None, series_uid: str | None = None
+    ) -> None:
+        from lungseg.data.dicom import scan_dicom_folder
+        from lungseg.data.dicom_study import plan_studies
 
-        volumes = read_dicom_series(Path(folder))
-        if not volumes:
-            raise DataError(f"{folder}: no CT DICOM series found")
-        ids = [v.patient_id or "patient" for v in volumes]
-        unique: list[str] = []
-        for i, pid in enumerate(ids):
-            unique.append(f"{pid}-{ids[:i].count(pid) + 1}" if ids.count(pid) > 1 else pid)
-        super().__init__(folder, unique, has_masks=False, cache_size=0)
-        self._volumes = {}
-        for pid, volume in zip(unique, volumes):
-            volume.patient_id = pid
-            self._volumes[pid] = volume
+        index = scan_dicom_folder(Path(folder))
+        plans = plan_studies(index, roi=roi, series_uid=series_uid)
+        has_masks = any(plan.label is not None for plan in plans)
+        super().__init__(folder, [plan.patient_id for plan in plans], has_masks=has_masks)
+        self.roi, self.series_uid = roi, series_uid
+        self._plans = {plan.patient_id: plan for plan in plans}
 
     def _load(self, patient_id: str) -> CTVolume:
-        return self._volumes[patient_id]
+        from lungseg.data.dicom_study import read_study
+
+        return read_study(self._plans[patient_id], self.source, self.roi)
 
     def _tumour(self, patient_id: str) -> bool:
-        return False
+        if self._plans[patient_id].label is None:
+            return False
+        return super()._tumour(patient_id)
+
+    def source_token(self, patient_id: str) -> str:
+        """As :meth:`CTDataset.source_token`, plus the series read and the ROI asked for: another ``roi``
+        gives another mask from the same files, so a cache keyed by the token must not be reused."""
+        plan = self._plans[self._resolve(patient_id)]
+        return f"{super().source_token(patient_id)}\nseries={plan.series.uid}\nroi={self.roi!r}"
+
+    def _files(self, patient_id: str) -> list[Path]:
+        plan = self._plans[patient_id]
+        return list(plan.series.files) + ([plan.label.path] if plan.label is not None else [])
 
 
 class PhantomDataset(CTDataset):
@@ -324,12 +351,22 @@ def _detect(path: Path) -> str:
     )
 
 
-def open_dataset(path: str | os.PathLike[str] | CTDataset, kind: str | None = None) -> CTDataset:
+def open_dataset(
+    path: str | os.PathLike[str] | CTDataset,
+    kind: str | None = None,
+    *,
+    roi: str | None = None,
+    series_uid: str | None = None,
+) -> CTDataset:
     """Open a dataset, detecting its format from the files.
 
     Args:
         path: file or folder (an already open :class:`CTDataset` is returned unchanged).
         kind: force one of :data:`KINDS` instead of autodetecting.
+        roi: DICOM only: the RTSTRUCT ROI or SEG segment to use as the tumour mask (case-insensitive
+            name); ``None``: a name matching GTV/tumour/tumor/nodule/lesion. See :class:`DicomFolderDataset`.
+        series_uid: DICOM only: read the CT series with this SeriesInstanceUID (default: per study, the
+            series an RTSTRUCT/SEG references, else the axial CT series with the most slices).
 
     Returns:
         A lazy :class:`CTDataset`.
@@ -348,6 +385,9 @@ def open_dataset(path: str | os.PathLike[str] | CTDataset, kind: str | None = No
         kind = _detect(path)
     elif kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind != "dicom" and (roi is not None or series_uid is not None):
+        given = "an ROI name (--roi)" if roi is not None else "a SeriesInstanceUID (--series-uid)"
+        raise DataError(f"{path}: {given} applies to DICOM folders only; this is a {kind!r} dataset")
     if kind == "phantom":
         return PhantomDataset(path)
     if kind == "msd":
@@ -362,4 +402,4 @@ def open_dataset(path: str | os.PathLike[str] | CTDataset, kind: str | None = No
         from lungseg.data.kaggle import KaggleDataset
 
         return KaggleDataset(path)
-    return DicomFolderDataset(path)
+    return DicomFolderDataset(path, roi=roi, series_uid=series_uid)

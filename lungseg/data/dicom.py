@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,35 @@ from lungseg.data.nifti import affine_from_geometry, volume_lps_affine
 from lungseg.data.volume import CTVolume
 from lungseg.errors import DataError
 
-__all__ = ["read_dicom_series", "write_dicom_series", "is_dicom_file", "DataWarning"]
+__all__ = [
+    "read_dicom_series",
+    "write_dicom_series",
+    "is_dicom_file",
+    "DataWarning",
+    "SeriesInfo",
+    "LabelFile",
+    "DicomIndex",
+    "scan_dicom_folder",
+    "read_series",
+    "choose_series",
+    "RTSTRUCT_SOP_CLASS",
+    "SEG_SOP_CLASS",
+    "tilt_degrees",
+]
 
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
 # Relative tolerance on slice gaps: scanners round positions to ~0.01 mm.
 _GAP_RTOL = 0.01
 _GAP_ATOL = 0.01
+# Gaps that differ from the median by more than _GAP_RTOL but at most _JITTER_RTOL of it are scanner
+# jitter: tolerated with a DataWarning (the mean gap is used). Larger differences are errors.
+_JITTER_RTOL = 0.1
+# A slice plane more than this many degrees away from axial (slice normal vs. the patient's z axis) is
+# refused: lungseg segments axial slices, and a gantry-tilted series needs resampling first.
+_TILT_TOL_DEG = 1.0
+# Slices whose positions move in-plane by more than this fraction of a pixel along the stack are a
+# sheared (gantry-tilt) acquisition: the voxel grid is not a box, refused.
+_SHEAR_TOL_PX = 0.25
 
 
 class DataWarning(UserWarning):
@@ -311,10 +335,11 @@ class _Slice:
                 )
 
 
-def _read_file(path: Path) -> _Slice | None:
-    """Parse one file; ``None`` (with a warning) for files that are not DICOM images."""
+def _parse(path: Path, *, defer: bool = False) -> Dataset | None:
+    """Parse one file (``defer``: leave long values in the file until used); ``None`` (with a warning)
+    for a file that is not DICOM, :class:`DataError` for a file that claims to be DICOM but is corrupt."""
     try:
-        ds = pydicom.dcmread(path)
+        return pydicom.dcmread(path, defer_size=_DEFER if defer else None)
     except InvalidDicomError:
         if is_dicom_file(path):
             raise DataError(f"{path}: corrupt DICOM file (no valid DICOM header)") from None
@@ -324,6 +349,13 @@ def _read_file(path: Path) -> _Slice | None:
         raise DataError(f"{path}: corrupt DICOM file (an element declares a size too large to read)") from None
     except Exception as exc:  # truncated or damaged element data
         raise DataError(f"{path}: corrupt or truncated DICOM file ({_reason(exc)})") from None
+
+
+def _read_file(path: Path) -> _Slice | None:
+    """Parse one file; ``None`` (with a warning) for files that are not DICOM images."""
+    ds = _parse(path)
+    if ds is None:
+        return None
     if "PixelData" not in ds:
         warnings.warn(
             f"{path}: DICOM file without pixel data (SOP class {_text(ds, 'SOPClassUID', 'unknown')}), skipped",
@@ -410,11 +442,30 @@ def _series_volume(uid: str, items: list[_Slice], folder: Path) -> CTVolume:
         if not np.allclose(item.spacing, spacing0, rtol=1e-4):
             raise DataError(f"{item.path}: PixelSpacing differs from {first.path.name} in series {uid}")
     normal = np.cross(iop[:3], iop[3:])
+    tilt = tilt_degrees(iop)
+    if tilt > _TILT_TOL_DEG:
+        raise DataError(
+            f"{first.path}: ImageOrientationPatient {np.round(iop, 4).tolist()} puts the slice plane {tilt:.1f} degrees"
+            f" away from axial in series {uid} (gantry tilt or a non-axial reconstruction); lungseg reads axial"
+            " series only: choose the axial series of the study, or resample this one to axial slices first"
+            " (e.g. dcm2niix corrects gantry tilt)"
+        )
     positions = np.array([item.position for item in items])
     along = positions @ normal
     order = np.argsort(along, kind="stable")
     items = [items[i] for i in order]
     positions, along = positions[order], along[order]
+    offsets = positions - positions[0]
+    in_plane = offsets - np.outer(offsets @ normal, normal)
+    shift = float(np.max(np.linalg.norm(in_plane, axis=1))) if len(items) > 1 else 0.0
+    if shift > _SHEAR_TOL_PX * float(min(spacing0)):
+        i = int(np.argmax(np.linalg.norm(in_plane, axis=1)))
+        raise DataError(
+            f"{items[i].path}: slice position moves {shift:.2f} mm in the image plane relative to"
+            f" {items[0].path.name} in series {uid}: the slices are stacked at a tilt to their own plane (gantry tilt);"
+            " the voxels are not a box, so lungseg refuses the series; resample it first (e.g. dcm2niix corrects"
+            " gantry tilt)"
+        )
     gaps = np.diff(along)
     if len(gaps) and np.min(gaps) < _GAP_ATOL:
         i = int(np.argmin(gaps))
@@ -424,7 +475,18 @@ def _series_volume(uid: str, items: list[_Slice], folder: Path) -> CTVolume:
         )
     if len(gaps):
         step = float(np.median(gaps))
-        bad = np.flatnonzero(np.abs(gaps - step) > max(_GAP_ATOL, _GAP_RTOL * step))
+        deviation = np.abs(gaps - step)
+        bad = np.flatnonzero(deviation > max(_GAP_ATOL, _JITTER_RTOL * step))
+        if not len(bad) and float(deviation.max()) > max(_GAP_ATOL, _GAP_RTOL * step):
+            i = int(np.argmax(deviation))
+            warnings.warn(
+                f"{folder}: slice spacing of series {uid} varies by up to {deviation.max():.3f} mm"
+                f" ({100 * deviation.max() / step:.1f} % of the median {step:.3f} mm, e.g. {gaps[i]:.3f} mm between"
+                f" {items[i].path.name} and {items[i + 1].path.name}); scanner jitter of up to"
+                f" {100 * _JITTER_RTOL:.0f} % is tolerated and the mean spacing {float(np.mean(gaps)):.3f} mm is used",
+                DataWarning,
+                stacklevel=3,
+            )
         if len(bad):
             i = int(bad[0])
             n_missing = gaps[i] / step - 1.0
@@ -455,6 +517,9 @@ def _series_volume(uid: str, items: list[_Slice], folder: Path) -> CTVolume:
         "slice_thickness": _positive(head, "SliceThickness") or dz,
         "image_positions": positions.tolist(),
         "image_orientation": iop.tolist(),
+        "frame_of_reference_uid": _text(head, "FrameOfReferenceUID"),
+        "sop_instance_uids": [_text(item.ds, "SOPInstanceUID") for item in items],
+        "transfer_syntax": _text(getattr(head, "file_meta", Dataset()), "TransferSyntaxUID"),
         "files": [str(item.path) for item in items],
     }
     patient_id = _text(head, "PatientID") or folder.name
@@ -462,6 +527,20 @@ def _series_volume(uid: str, items: list[_Slice], folder: Path) -> CTVolume:
         image=image, mask=None, spacing=(dz, dy, dx), patient_id=patient_id,
         affine=affine, intensity="hu", source=str(folder), meta=meta,
     )
+
+
+def tilt_degrees(orientation: np.ndarray | list[float]) -> float:
+    """Angle in degrees between the slice normal of ImageOrientationPatient and the patient's z axis.
+
+    0 for an axial series (whatever its in-plane rotation), 90 for sagittal or coronal ones; a gantry
+    tilt of t degrees gives t.
+    """
+    iop = np.asarray(orientation, dtype=np.float64)
+    normal = np.cross(iop[:3], iop[3:])
+    norm = float(np.linalg.norm(normal))
+    if not np.isfinite(norm) or norm == 0:
+        return 90.0
+    return float(np.degrees(np.arccos(min(1.0, abs(normal[2]) / norm))))
 
 
 def _positive(ds: Dataset, keyword: str) -> float | None:
@@ -479,7 +558,10 @@ def read_dicom_series(folder: str | Path, *, progress: bool = False) -> list[CTV
     Slices are sorted by ImagePositionPatient projected on the slice normal; intensities become HU
     with RescaleSlope/RescaleIntercept; spacing is ``(slice gap from positions, PixelSpacing)``.
     Standard repairs, each with a :class:`DataWarning`: files that are not DICOM, DICOM files
-    without pixel data, and non-CT series when a CT series exists, are skipped. Nothing is written.
+    without pixel data, and non-CT series when a CT series exists, are skipped; slice gaps that differ
+    from their median by up to 10 % (scanner jitter) are accepted and the mean gap is used.
+    Compressed transfer syntaxes are decoded by pydicom's plugins (pylibjpeg, pyjpegls). Nothing is
+    written. To pick one series of several, see :func:`scan_dicom_folder` and :func:`choose_series`.
 
     Args:
         folder: a folder holding the ``.dcm`` files of one or more series.
@@ -492,7 +574,9 @@ def read_dicom_series(folder: str | Path, *, progress: bool = False) -> list[CTV
     Raises:
         DataError: missing/empty folder, corrupt or truncated files, unreadable or non-finite header
             values (geometry, pixel description, rescale), no CT series, missing or duplicate slices,
-            uneven spacing, inconsistent slice shapes or orientation. The message names the file.
+            uneven spacing beyond jitter, inconsistent slice shapes or orientation, gantry tilt (a slice
+            plane more than 1 degree from axial, or slices shifted in-plane along the stack). The
+            message names the file.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -528,3 +612,226 @@ def read_dicom_series(folder: str | Path, *, progress: bool = False) -> list[CTV
     number = {uid: items[0].series_number for uid, items in ct.items()}
     volumes.sort(key=lambda v: (number[v.meta["series_uid"]], v.meta["series_uid"]))
     return volumes
+
+
+# -- folders of studies: an index of series and label objects, read lazily ----------------------------
+RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+_LABEL_KINDS = {RTSTRUCT_SOP_CLASS: "RTSTRUCT", SEG_SOP_CLASS: "SEG"}
+# Values longer than this are not read while a folder is indexed (pixel data, contour points); pydicom
+# reads them from the file when they are used.
+_DEFER = "1 KB"
+
+
+@dataclass
+class SeriesInfo:
+    """One image series found by :func:`scan_dicom_folder`: its labels and files, no pixels.
+
+    Attributes:
+        uid: SeriesInstanceUID.
+        study_uid: StudyInstanceUID (``""`` when absent).
+        patient_id: PatientID (the folder name when absent).
+        modality: Modality (``"CT"``, ...).
+        number: SeriesNumber (0 when absent).
+        description: SeriesDescription.
+        frame_uid: FrameOfReferenceUID.
+        files: the series' files, sorted by path.
+        tilt: angle in degrees of the slice plane from axial (:func:`tilt_degrees`) of the first file;
+            ``None`` when its ImageOrientationPatient is missing or unreadable (reading it will say why).
+    """
+
+    uid: str
+    study_uid: str
+    patient_id: str
+    modality: str
+    number: int
+    description: str
+    frame_uid: str
+    files: list[Path] = field(default_factory=list)
+    tilt: float | None = None
+
+    @property
+    def n_slices(self) -> int:
+        return len(self.files)
+
+    def label(self) -> str:
+        """``uid (N slices, "description")`` for messages."""
+        text = f", {self.description!r}" if self.description else ""
+        return f"{self.uid} ({self.n_slices} slices{text})"
+
+
+@dataclass
+class LabelFile:
+    """An RT Structure Set or DICOM SEG found by :func:`scan_dicom_folder` (its header only).
+
+    Attributes:
+        path: the file.
+        kind: ``"RTSTRUCT"`` or ``"SEG"``.
+        study_uid: StudyInstanceUID.
+        patient_id: PatientID.
+        frame_uid: FrameOfReferenceUID (of the SEG, or the first referenced frame of an RTSTRUCT).
+        series_uids: the image series it references (empty when it names none).
+        names: ROI names (RTSTRUCT ``ROIName``) or segment labels (SEG ``SegmentLabel``), in file order.
+    """
+
+    path: Path
+    kind: str
+    study_uid: str
+    patient_id: str
+    frame_uid: str
+    series_uids: list[str]
+    names: list[str]
+
+
+@dataclass
+class DicomIndex:
+    """What :func:`scan_dicom_folder` found: image series by SeriesInstanceUID and label objects."""
+
+    folder: Path
+    series: dict[str, SeriesInfo]
+    labels: list[LabelFile]
+
+
+def _items(ds: Dataset, keyword: str) -> list[Dataset]:
+    """The items of sequence ``keyword`` (empty when absent or unreadable)."""
+    try:
+        value = ds.get(keyword)
+        return [item for item in (value or []) if isinstance(item, Dataset)]
+    except Exception:
+        return []
+
+
+def _label_file(path: Path, ds: Dataset, kind: str, folder: Path) -> LabelFile:
+    if kind == "RTSTRUCT":
+        frames = _items(ds, "ReferencedFrameOfReferenceSequence")
+        series_uids = [
+            _text(series, "SeriesInstanceUID")
+            for frame in frames
+            for study in _items(frame, "RTReferencedStudySequence")
+            for series in _items(study, "RTReferencedSeriesSequence")
+        ]
+        frame_uid = _text(frames[0], "FrameOfReferenceUID") if frames else ""
+        names = [_text(roi, "ROIName") for roi in _items(ds, "StructureSetROISequence")]
+    else:
+        series_uids = [_text(series, "SeriesInstanceUID") for series in _items(ds, "ReferencedSeriesSequence")]
+        frame_uid = _text(ds, "FrameOfReferenceUID")
+        names = [_text(segment, "SegmentLabel") for segment in _items(ds, "SegmentSequence")]
+    return LabelFile(
+        path=path, kind=kind, study_uid=_text(ds, "StudyInstanceUID"),
+        patient_id=_text(ds, "PatientID") or folder.name, frame_uid=frame_uid,
+        series_uids=[uid for uid in series_uids if uid], names=names,
+    )
+
+
+def scan_dicom_folder(folder: str | Path, *, progress: bool = False) -> DicomIndex:
+    """Index the DICOM files under ``folder`` (recursively) by their headers, without decoding pixels.
+
+    Image files are grouped into series by SeriesInstanceUID; RT Structure Sets and DICOM SEG files
+    (by SOPClassUID or Modality) are listed as label objects. Files that are not DICOM, and DICOM
+    files that are neither images nor labels, are skipped with a :class:`DataWarning`. Nothing is
+    written. Pixel data and contour points are not read here (see :func:`read_series`).
+
+    Raises:
+        DataError: missing or empty folder, a corrupt file claiming to be DICOM, or no DICOM image
+            or label file at all.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: DICOM folder not found (expected a folder of .dcm files)")
+    files = _candidate_files(folder)
+    if not files:
+        raise DataError(f"{folder}: empty folder; expected the .dcm files of a CT series")
+    series: dict[str, SeriesInfo] = {}
+    labels: list[LabelFile] = []
+    for path in tqdm(files, desc=f"indexing {folder.name}", disable=not progress, leave=False):
+        ds = _parse(path, defer=True)
+        if ds is None:
+            continue
+        kind = _LABEL_KINDS.get(_text(ds, "SOPClassUID")) or (
+            _text(ds, "Modality").upper() if _text(ds, "Modality").upper() in ("RTSTRUCT", "SEG") else None
+        )
+        if kind is not None:
+            labels.append(_label_file(path, ds, kind, folder))
+            continue
+        if "PixelData" not in ds:
+            warnings.warn(
+                f"{path}: DICOM file without pixel data (SOP class {_text(ds, 'SOPClassUID', 'unknown')}), skipped",
+                DataWarning,
+                stacklevel=2,
+            )
+            continue
+        item = _Slice(path, ds)
+        info = series.get(item.series_uid)
+        if info is None:
+            try:
+                iop = _numbers(ds, "ImageOrientationPatient", path, 6, "six direction cosines")
+                tilt = None if iop is None else tilt_degrees(iop)
+            except DataError:
+                tilt = None
+            info = series[item.series_uid] = SeriesInfo(
+                uid=item.series_uid, study_uid=_text(ds, "StudyInstanceUID"),
+                patient_id=_text(ds, "PatientID") or folder.name, modality=item.modality,
+                number=item.series_number, description=_text(ds, "SeriesDescription"),
+                frame_uid=_text(ds, "FrameOfReferenceUID"), tilt=tilt,
+            )
+        info.files.append(path)
+    if not series and not labels:
+        shown = ", ".join(str(p.relative_to(folder)) for p in files[:5]) + (", ..." if len(files) > 5 else "")
+        raise DataError(
+            f"{folder}: no DICOM image files found among {len(files)} file(s) ({shown});"
+            " expected the .dcm files of a CT series"
+        )
+    return DicomIndex(folder=folder, series=series, labels=labels)
+
+
+def read_series(info: SeriesInfo, folder: str | Path) -> CTVolume:
+    """Read one series indexed by :func:`scan_dicom_folder` into a HU volume (see :func:`read_dicom_series`).
+
+    Raises:
+        DataError: as :func:`read_dicom_series`; also when the files changed since the folder was indexed.
+    """
+    items = []
+    for path in info.files:
+        item = _read_file(path)
+        if item is None or item.series_uid != info.uid:
+            raise DataError(f"{path}: no longer an image of series {info.uid}; the folder changed while it was read")
+        items.append(item)
+    return _series_volume(info.uid, items, Path(folder))
+
+
+def choose_series(candidates: list[SeriesInfo], *, series_uid: str | None = None, where: str = "") -> SeriesInfo:
+    """The series to read among ``candidates`` (the CT series of one study, say).
+
+    With ``series_uid``, that series; otherwise the axial series (slice plane within
+    ``_TILT_TOL_DEG`` of axial) with the most slices, ties broken by the lower SeriesNumber, then the
+    UID. When there was a choice, a :class:`DataWarning` says which series was taken and which not.
+
+    Args:
+        candidates: at least one series.
+        series_uid: a SeriesInstanceUID to take.
+        where: the study or folder, for messages.
+
+    Raises:
+        DataError: ``series_uid`` is not among the candidates (the message lists them).
+    """
+    if series_uid is not None:
+        for info in candidates:
+            if info.uid == series_uid:
+                return info
+        shown = "; ".join(info.label() for info in candidates)
+        raise DataError(f"{where}: no series with SeriesInstanceUID {series_uid!r}; found: {shown}")
+    ordered = sorted(candidates, key=lambda s: (-s.n_slices, s.number, s.uid))
+    axial = [s for s in ordered if s.tilt is not None and s.tilt <= _TILT_TOL_DEG]
+    chosen = (axial or ordered)[0]
+    if len(candidates) > 1:
+        others = "; ".join(
+            s.label() + ("" if s in axial else f" [not axial: {s.tilt:.1f} degrees]" if s.tilt is not None else "")
+            for s in ordered if s is not chosen
+        )
+        warnings.warn(
+            f"{where}: {len(candidates)} CT series; read {chosen.label()}, the axial one with the most slices;"
+            f" not read: {others} (choose another with its SeriesInstanceUID: --series-uid)",
+            DataWarning,
+            stacklevel=2,
+        )
+    return chosen

@@ -266,7 +266,7 @@ class Trainer:
         from lungseg.preprocess import HU_WINDOW, Fingerprint
 
         config, run = self.config, self.run_dir
-        dataset = open_dataset(config.data)
+        dataset = open_dataset(config.data, roi=config.roi, series_uid=config.series_uid)
         if not dataset.has_masks:
             raise DataError(
                 f"{config.data}: this {dataset.kind} dataset has no tumour masks;"
