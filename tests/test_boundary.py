@@ -18,7 +18,6 @@ from lungseg.metrics import (
     boundary_summary,
 )
 
-pytest.importorskip("monai")
 
 
 def ball(shape: tuple[int, ...], spacing: tuple[float, ...], radius_mm: float, centre_mm: tuple[float, ...] | None = None) -> np.ndarray:
