@@ -11,7 +11,13 @@
 They read run directories, datasets and arrays; none trains, evaluates or knows the book.
 """
 
-from lungseg.analysis.crf_effect import crf_change
+from lungseg.analysis.crf_effect import (
+    BOUNDARY_COLUMNS,
+    crf_boundary,
+    crf_boundary_differences,
+    crf_change,
+    describe_crf_boundary,
+)
 from lungseg.analysis.examples import example_slices
 from lungseg.analysis.regions import BODY_HU, LUNG_HU, attention_by_region, body_regions
 from lungseg.analysis.runs import held_out_patients, run_dir, run_histories, run_summaries
@@ -19,11 +25,15 @@ from lungseg.analysis.sizes import SIZE_BINS, size_bin
 
 __all__ = [
     "BODY_HU",
+    "BOUNDARY_COLUMNS",
     "LUNG_HU",
     "SIZE_BINS",
     "attention_by_region",
     "body_regions",
+    "crf_boundary",
+    "crf_boundary_differences",
     "crf_change",
+    "describe_crf_boundary",
     "example_slices",
     "held_out_patients",
     "run_dir",
