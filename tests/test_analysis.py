@@ -159,3 +159,13 @@ def test_describe_crf_boundary_reads_the_interval_the_right_way_round():
     assert lines["surface_dice_per_image"].endswith("worsens")
     assert "unclear" in lines["hd95_mm_per_patient"] and "one seed" in lines["surface_dice_per_patient"]
     assert "not measured" in analysis.describe_crf_boundary({})
+
+
+def test_best_validation_run_is_looked_up_by_name_under_the_given_folder(tmp_path):
+    for name, val in (("attention-hybrid-seed0", 0.6), ("attention-hybrid-seed1", 0.8), ("unet-hybrid-seed0", 0.9)):
+        RunDir(tmp_path / name).create().write_metrics({"best_val_dice": val})
+    results = {"runs": [{"run": f"/elsewhere/runs/{n}", "model": n.split("-")[0]} for n in
+                        ("attention-hybrid-seed0", "attention-hybrid-seed1", "unet-hybrid-seed0", "attention-dice-seed0")]}
+    assert analysis.best_validation_run(results, tmp_path) == tmp_path / "attention-hybrid-seed1"
+    assert analysis.best_validation_run(results, tmp_path, "unet") == tmp_path / "unet-hybrid-seed0"
+    assert analysis.best_validation_run({"runs": []}, tmp_path) is None

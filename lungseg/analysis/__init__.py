@@ -6,7 +6,10 @@
 * :mod:`lungseg.analysis.examples` — which test slices a figure shows, chosen by rule (chapter 6);
 * :mod:`lungseg.analysis.regions` — where the attention gates look, by body region (chapter 7);
 * :mod:`lungseg.analysis.sizes` — the tumour-size bins (chapters 7 and 8);
-* :mod:`lungseg.analysis.crf_effect` — what the CRF changes, image by image (chapter 8).
+* :mod:`lungseg.analysis.crf_effect` — what the CRF changes, image by image, and to the boundary
+  figures (chapter 8);
+* :mod:`lungseg.analysis.real_ct` — a phantom-trained run on a real nodule against its readers,
+  and the phantom's intensities beside the real scan's (chapter 10).
 
 They read run directories, datasets and arrays; none trains, evaluates or knows the book.
 """
@@ -20,7 +23,7 @@ from lungseg.analysis.crf_effect import (
 )
 from lungseg.analysis.examples import example_slices
 from lungseg.analysis.regions import BODY_HU, LUNG_HU, attention_by_region, body_regions
-from lungseg.analysis.runs import held_out_patients, run_dir, run_histories, run_summaries
+from lungseg.analysis.runs import best_validation_run, held_out_patients, run_dir, run_histories, run_summaries
 from lungseg.analysis.sizes import SIZE_BINS, size_bin
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "LUNG_HU",
     "SIZE_BINS",
     "attention_by_region",
+    "best_validation_run",
     "body_regions",
     "crf_boundary",
     "crf_boundary_differences",
