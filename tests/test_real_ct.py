@@ -143,3 +143,23 @@ def test_the_committed_lidc_crop() -> None:
     box = tuple(slice(o, o + n) for o, n in zip(crop.origin, crop.readers.shape))
     np.testing.assert_array_equal(crop.readers, counts[box])
     assert crop.readers.sum() == counts.sum()  # the whole nodule is inside the crop
+
+
+def test_a_reference_mask_must_lie_on_the_series_grid(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from lungseg.data.nifti import lps_to_ras
+    from lungseg.data.volume import CTVolume
+
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    affine[:3, 3] = (-100.0, -90.0, -300.0)
+    volume = CTVolume(image=np.zeros((5, 6, 7), np.float32), mask=None, spacing=(2.5, 0.8, 0.8), patient_id="p",
+                      affine=affine)
+    mask = np.zeros((7, 6, 5), np.uint8)  # NIfTI (i, j, k) = (column, row, slice)
+    mask[3, 2, 1] = 1
+    nib.save(nib.Nifti1Image(mask, lps_to_ras(affine)), tmp_path / "ref.nii.gz")
+    ref = real_ct.reference_on_series(volume, tmp_path / "ref.nii.gz")
+    assert ref.shape == (5, 6, 7) and ref[1, 2, 3] and ref.sum() == 1
+    nib.save(nib.Nifti1Image(mask, affine), tmp_path / "lps.nii.gz")  # an LPS affine written as if RAS
+    with pytest.raises(ValueError, match="grid"):
+        real_ct.reference_on_series(volume, tmp_path / "lps.nii.gz")

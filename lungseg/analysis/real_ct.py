@@ -49,7 +49,9 @@ __all__ = [
     "reader_pairwise_dice",
     "real_groups",
     "realct_dir",
+    "reference_on_series",
     "save_crop",
+    "score_series",
 ]
 
 #: The committed crop of LIDC-IDRI-0314 (CC BY 3.0; attribution in the README.md beside it),
@@ -372,3 +374,64 @@ def predict_whole_slices(run: Any, crop: RealCrop, series: str | os.PathLike[str
     inside = probs[:, box[1], box[2]]
     outside = int((probs >= run.config.threshold).sum() - (inside >= run.config.threshold).sum())
     return inside, outside
+
+
+def reference_on_series(volume: Any, reference: str | os.PathLike[str]) -> np.ndarray:
+    """A NIfTI reference mask on the grid of a DICOM series read by :func:`lungseg.data.dicom.read_dicom_series`.
+
+    The NIfTI affine (RAS) must be the series' own (its LPS affine converted): same voxels, same
+    order; the mask is then the NIfTI array with its axes reversed to ``(Z, H, W)``.
+
+    Raises:
+        ValueError: the reference lies on another grid.
+    """
+    import nibabel as nib
+
+    from lungseg.data.nifti import lps_to_ras
+
+    image = nib.load(str(reference))
+    data = np.asarray(image.dataobj)
+    if volume.affine is None or data.shape[::-1] != volume.image.shape or not np.allclose(
+            lps_to_ras(volume.affine), image.affine, atol=1e-2):
+        raise ValueError(f"{reference}: not on the grid of the series ({data.shape[::-1]} vs {volume.image.shape}, "
+                         "or another affine)")
+    return data.transpose(2, 1, 0) > 0
+
+
+def score_series(run: Any, series: str | os.PathLike[str], reference: str | os.PathLike[str],
+                 tolerance_mm: float = BOUNDARY_TOLERANCE_MM, batch_size: int = 8) -> dict[str, Any]:
+    """A run on a whole real series against a reference outline, in numbers only (for cases whose
+    licence lets numbers, not images, into the book).
+
+    Args:
+        run: a loaded run.
+        series: folder of one DICOM series.
+        reference: NIfTI mask on the series' grid (:func:`reference_on_series`).
+        tolerance_mm: surface-Dice tolerance.
+        batch_size: slices per forward pass.
+
+    Returns:
+        ``slices``, ``pixel_mm`` (the scale at which the run sees the slices), ``reference_ml``,
+        ``predicted_ml``, ``dice``, ``precision``, ``recall``, ``hd95_mm``, ``surface_dice`` (3D),
+        and ``predicted_ml_off_reference_slices`` (predicted on slices without reference).
+    """
+    from lungseg.data.dicom import read_dicom_series
+    from lungseg.inference import predict_probabilities
+
+    volumes = read_dicom_series(series)
+    if len(volumes) != 1:
+        raise ValueError(f"{series}: expected one series, found {len(volumes)}")
+    volume = volumes[0]
+    ref = reference_on_series(volume, reference)
+    pred = predict_probabilities(run, volume.image, batch_size=batch_size) >= run.config.threshold
+    c = confusion(pred, ref)
+    hd95, nsd = boundary_scores(pred, ref, volume.spacing, tolerance_mm)
+    ml = float(np.prod(volume.spacing)) / 1000.0
+    on = ref.reshape(len(ref), -1).any(axis=1)
+    return {
+        "slices": int(len(ref)),
+        "pixel_mm": volume.image.shape[1] * volume.spacing[1] / run.fingerprint.image_size,
+        "reference_ml": float(ref.sum() * ml), "predicted_ml": float(pred.sum() * ml),
+        "dice": c.dice, "precision": c.precision, "recall": c.recall, "hd95_mm": hd95, "surface_dice": nsd,
+        "predicted_ml_off_reference_slices": float(pred[~on].sum() * ml),
+    }
