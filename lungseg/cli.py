@@ -256,6 +256,8 @@ def _evaluate_parser(sub: Any) -> None:
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="weights to use (default: best)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of patients for the 95%% CIs, 0 = none (default: 1000)")
     p.add_argument("--no-robustness", action="store_true", help="skip the intensity-robustness measurement (default: off)")
+    p.add_argument("--tolerance-mm", type=float, default=2.0,
+                   help="surface-Dice tolerance in mm of the boundary figures (default: 2.0)")
     p.add_argument("--batch-size", type=int, default=16, help="slices per forward pass (default: 16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     _add_precision(p)
@@ -398,7 +400,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     m = evaluate_run(
         args.run, data, crf=args.crf, out=args.out, split=args.split, checkpoint=args.checkpoint,
         n_boot=args.n_boot, robustness=not args.no_robustness, batch_size=args.batch_size, device=args.device,
-        precision=args.precision, progress=not args.quiet,
+        precision=args.precision, progress=not args.quiet, tolerance_mm=args.tolerance_mm,
     )
     if m.get("task") == "slice-level detection":
         t = m["test"]
@@ -413,6 +415,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"small-tumour recall {_fmt(m.get('small_tumor_recall'))}; intensity robustness std"
               f" {_fmt(m.get('intensity_robustness_std'))}; {m['n_images']} images, {m['n_patients']} patients"
               f" ({m['split']} split{', CRF' if args.crf else ''})")
+        b = m.get("boundary") or {}
+        for agg in ("per_image", "per_patient"):
+            if agg in b:
+                print(f"HD95 ({agg}): {_fmt(b[agg]['hd95_mm'])} mm; surface Dice at {b['tolerance_mm']:g} mm:"
+                      f" {_fmt(b[agg]['surface_dice'])}")
     print(f"wrote {args.out}")
 
 

@@ -165,3 +165,66 @@ def test_tumour_table_lists_every_test_tumour_with_each_runs_recall(tiny, make_n
     # the diameters are the table's, for any patients
     diameters = tumour_diameters_mm(data, test_patients)
     assert diameters == pytest.approx(sorted((r["diameter_mm"] for r in rows), reverse=True))
+
+
+def test_crf_boundary_reads_both_evaluations_and_says_when_they_predate_it(tmp_path):
+    import json
+
+    run = RunDir(tmp_path)
+    header = "image_id,patient_id,slice,tumour_pixels,predicted_pixels,dice,tp,fp,fn,tn,hd95_mm,surface_dice\n"
+    run.per_image_path(False).write_text(header + "p:0,p,0,50,40,0.5,20,20,30,30,4.5,0.4\np:1,p,1,0,3,,0,3,0,97,,0\n")
+    run.per_image_path(True).write_text(header + "p:0,p,0,50,50,0.8,40,10,10,40,2.0,0.7\np:1,p,1,0,0,,0,0,0,100,,\n")
+    rows = analysis.crf_change(tmp_path)
+    assert rows[0]["hd95_mm_change"] == pytest.approx(-2.5) and rows[0]["surface_dice_change"] == pytest.approx(0.3)
+    assert rows[1]["hd95_mm_change"] is None and rows[1]["surface_dice_on"] is None
+
+    def evaluation(hd: float, nsd: float, boundary: bool = True) -> str:
+        e = {"crf": False, "pooled": {"dice": 0.5}}
+        if boundary:
+            e["boundary"] = {"tolerance_mm": 2.0, "per_image": {"hd95_mm": hd, "surface_dice": nsd},
+                             "per_patient": {"hd95_mm": 2 * hd, "surface_dice": None}}
+        return json.dumps(e)
+
+    run.evaluation_path(False).write_text(evaluation(6.0, 0.5))
+    run.evaluation_path(True).write_text(evaluation(4.0, 0.6, boundary=False))
+    assert analysis.crf_boundary(tmp_path) is None  # an older evaluation: no boundary figures
+    run.evaluation_path(True).write_text(evaluation(4.0, 0.6))
+    b = analysis.crf_boundary(tmp_path)
+    assert b["per image hd95_mm"] == {"off": 6.0, "on": 4.0, "change": -2.0}
+    assert b["per patient surface_dice at 2 mm"]["change"] is None and len(b) == 4
+
+    def stat(mean):
+        return {"mean": mean, "low": None if mean is None else mean - 1, "high": None if mean is None else mean + 1}
+
+    cell = {"model": "unet", "loss": "dice"}
+    diffs = [{"factor": "crf", "a": {**cell, "crf": False}, "b": {**cell, "crf": True}, "n_pairs": 3,
+              **{c: stat(-1.5) for c in analysis.BOUNDARY_COLUMNS}},
+             {"factor": "model", "a": {**cell, "crf": False}, "b": {**cell, "model": "attention", "crf": False},
+              "n_pairs": 3, **{c: stat(0.2) for c in analysis.BOUNDARY_COLUMNS}}]
+    (row,) = analysis.crf_boundary_differences({"differences": diffs})
+    assert row["model"] == "unet" and row["hd95_mm_per_image"] == -1.5 and row["hd95_mm_per_image_high"] == -0.5
+    old = [{**d, **{c: stat(None) for c in analysis.BOUNDARY_COLUMNS}} for d in diffs]
+    assert analysis.crf_boundary_differences({"differences": old}) == []
+    assert len(analysis.BOUNDARY_COLUMNS) == 4
+
+
+def test_describe_crf_boundary_reads_the_interval_the_right_way_round():
+    row = {"hd95_mm_per_image": -1.0, "hd95_mm_per_image_low": -1.5, "hd95_mm_per_image_high": -0.5,
+           "surface_dice_per_image": -0.1, "surface_dice_per_image_low": -0.2, "surface_dice_per_image_high": -0.05,
+           "hd95_mm_per_patient": 0.5, "hd95_mm_per_patient_low": -1.0, "hd95_mm_per_patient_high": 2.0,
+           "surface_dice_per_patient": 0.02, "surface_dice_per_patient_low": None, "surface_dice_per_patient_high": None}
+    lines = dict(line.split(": ", 1) for line in analysis.describe_crf_boundary(row).splitlines())
+    assert lines["hd95_mm_per_image"].endswith("improves")  # a lower distance is better
+    assert lines["surface_dice_per_image"].endswith("worsens")
+    assert "unclear" in lines["hd95_mm_per_patient"] and "one seed" in lines["surface_dice_per_patient"]
+    assert "not measured" in analysis.describe_crf_boundary({})
+
+
+def test_best_validation_run_is_looked_up_by_name_under_the_given_folder(tmp_path):
+    for name, val in (("attention-hybrid-seed0", 0.6), ("attention-hybrid-seed1", 0.8), ("unet-hybrid-seed0", 0.9)):
+        RunDir(tmp_path / name).create().write_metrics({"best_val_dice": val})
+    results = {"runs": [{"run": f"/elsewhere/runs/{n}", "model": n.split("-")[0]} for n in
+                        ("attention-hybrid-seed0", "attention-hybrid-seed1", "unet-hybrid-seed0", "attention-dice-seed0")]}
+    assert analysis.best_validation_run(results, tmp_path) == tmp_path / "attention-hybrid-seed1"
+    assert analysis.best_validation_run(results, tmp_path, "unet") == tmp_path / "unet-hybrid-seed0"
+    assert analysis.best_validation_run({"runs": []}, tmp_path) is None

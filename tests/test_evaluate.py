@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lungseg.errors import DataError
+from lungseg.errors import DataError, LungsegError
 from lungseg.evaluation import choose_area_threshold, detection_scores, evaluate_run
 from lungseg.inference import load_run, predict_probabilities
+from lungseg.metrics import BOUNDARY_EMPTY_RULE, boundary_scores
 from lungseg.training import TrainConfig, train
 
 STATS = ("dice", "iou", "accuracy", "precision", "recall", "f1")
@@ -66,11 +67,28 @@ def test_metrics_json_matches_independent_computation(trained: tuple[Path, Path]
     assert sum(int(r["tp"]) for r in rows) == tp and sum(int(r["fn"]) for r in rows) == fn
     assert {"image_id", "patient_id", "tumour_pixels", "dice", "tp", "fp", "fn"} <= set(rows[0])
 
+    # Boundary figures: per image from the same masks at the data's in-plane spacing,
+    # blank where undefined, the mean over the defined ones; no slice spacing in an npz, so no 3D figures.
+    b = saved["boundary"]
+    assert b["tolerance_mm"] == 2.0 and b["empty_mask_rule"] == BOUNDARY_EMPTY_RULE
+    spacing = z["spacing"][sel]
+    expected = np.array([boundary_scores(pred[i], masks[i], spacing[i], 2.0) for i in range(len(pred))])
+    got = np.array([[float(r[k]) if r[k] != "" else np.nan for k in ("hd95_mm", "surface_dice")] for r in rows])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    for col, name in enumerate(("hd95_mm", "surface_dice")):
+        defined = expected[:, col][np.isfinite(expected[:, col])]
+        assert b["per_image"][name] == (pytest.approx(defined.mean()) if defined.size else None)
+    assert b["n_images_surface_dice"] == int((pred.any(axis=(1, 2)) | masks.any(axis=(1, 2))).sum())
+    assert b["per_patient"]["hd95_mm"] is None and b["n_patients_no_slice_spacing"] == saved["n_patients"]
+
 
 def test_crf_and_other_splits(trained: tuple[Path, Path], tmp_path: Path) -> None:
     data, run = trained
     m = evaluate_run(run, data, crf=True, out=tmp_path / "crf.json", n_boot=0, robustness=False, progress=False)
     assert m["crf"] is True and 0.0 <= m["pooled"]["dice"] <= 1.0 and "ci" not in m
+    assert "boundary" in m
+    with pytest.raises(LungsegError, match="tolerance_mm"):
+        evaluate_run(run, data, n_boot=0, robustness=False, progress=False, tolerance_mm=0)
     everything = evaluate_run(run, data, split="all", n_boot=0, robustness=False, progress=False)
     assert everything["n_images"] == 40 and everything["split"] == "all"
 

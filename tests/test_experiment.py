@@ -49,9 +49,19 @@ def test_grid_with_reuse_and_paired_differences(make_npz, tmp_path: Path) -> Non
     # All runs share one patient split.
     splits = {(p / "split.json").read_text() for p in (tmp_path / "exp" / "runs").iterdir()}
     assert len(splits) == 1
+    # The boundary figures are columns of the table, means over the seeds' evaluations.
+    hd = [json.loads((tmp_path / "exp" / "runs" / f"unet-dice-seed{s}" / "eval_crf_off.json").read_text())
+          ["boundary"]["per_image"]["surface_dice"] for s in (0, 1)]
+    assert cell["surface_dice_per_image"]["values"] == pytest.approx([h for h in hd if h is not None])
+    assert "hd95_mm_per_patient_mean" in (tmp_path / "exp" / "results.csv").read_text().splitlines()[0]
+    # An evaluation from before the boundary figures is made again; the others are reused.
+    stale = tmp_path / "exp" / "runs" / "unet-dice-seed0" / "eval_crf_on.json"
+    record = json.loads(stale.read_text())
+    stale.write_text(json.dumps({k: v for k, v in record.items() if k != "boundary"}))
     # A second call reuses every finished run and gives the same table.
     again = run_experiment(data, tmp_path / "exp", **kw)
     assert all(r["status"] == "reused" for r in again["runs"])
+    assert "boundary" in json.loads(stale.read_text())
     assert again["cells"] == res["cells"]
     assert not math.isnan(again["cells"][0]["dice_pooled"]["mean"])
 

@@ -6,19 +6,29 @@
 * :mod:`lungseg.analysis.examples` — which test slices a figure shows, chosen by rule (chapter 6);
 * :mod:`lungseg.analysis.regions` — where the attention gates look, by body region (chapter 7);
 * :mod:`lungseg.analysis.sizes` — the tumour-size bins (chapters 7 and 8);
-* :mod:`lungseg.analysis.crf_effect` — what the CRF changes, image by image (chapter 8);
+* :mod:`lungseg.analysis.crf_effect` — what the CRF changes, image by image, and to the boundary
+  figures (chapter 8);
 * :mod:`lungseg.analysis.tumours` — tumour by tumour, what a run finds and what decides its pooled
-  Dice (chapter 5).
+  Dice (chapter 5);
+* :mod:`lungseg.analysis.real_ct` — a phantom-trained run on a real nodule against its readers,
+  and the phantom's intensities beside the real scan's (chapter 10).
 
 They read run directories, datasets and arrays; none trains, evaluates or knows the book.
 """
 
-from lungseg.analysis.crf_effect import crf_change
+from lungseg.analysis.crf_effect import (
+    BOUNDARY_COLUMNS,
+    crf_boundary,
+    crf_boundary_differences,
+    crf_change,
+    describe_crf_boundary,
+)
 from lungseg.analysis.examples import example_slices
 from lungseg.analysis.regions import BODY_HU, LUNG_HU, attention_by_region, body_regions
 from lungseg.analysis.runs import (
     PLATEAU_EPOCHS,
     PLATEAU_TOLERANCE,
+    best_validation_run,
     held_out_patients,
     plateau,
     run_dir,
@@ -30,13 +40,18 @@ from lungseg.analysis.tumours import tumour_components, tumour_diameters_mm, tum
 
 __all__ = [
     "BODY_HU",
+    "BOUNDARY_COLUMNS",
     "LUNG_HU",
     "PLATEAU_EPOCHS",
     "PLATEAU_TOLERANCE",
     "SIZE_BINS",
     "attention_by_region",
+    "best_validation_run",
     "body_regions",
+    "crf_boundary",
+    "crf_boundary_differences",
     "crf_change",
+    "describe_crf_boundary",
     "example_slices",
     "held_out_patients",
     "plateau",

@@ -7,13 +7,14 @@ alone knows the run directory's file names.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from lungseg.rundir import RunDir
 
-__all__ = ["PLATEAU_EPOCHS", "PLATEAU_TOLERANCE", "held_out_patients", "plateau", "run_dir", "run_histories",
-           "run_summaries"]
+__all__ = ["PLATEAU_EPOCHS", "PLATEAU_TOLERANCE", "best_validation_run", "held_out_patients", "plateau", "run_dir",
+           "run_histories", "run_summaries"]
 
 
 def run_dir(results: dict[str, Any], model: str, loss: str, seed: int | None = None) -> Path:
@@ -26,6 +27,31 @@ def run_dir(results: dict[str, Any], model: str, loss: str, seed: int | None = N
         if run["model"] == model and run["loss"] == loss and (seed is None or run["seed"] == seed):
             return Path(run["run"])
     raise KeyError(f"the experiment has no run with model={model!r}, loss={loss!r}, seed={seed!r}")
+
+
+def best_validation_run(results: dict[str, Any], runs_folder: str | Path, model: str = "attention") -> Path | None:
+    """The run of ``model`` with the highest best validation Dice: the one a profile publishes with a
+    model card, chosen on validation patients so that its test figures stay unbiased.
+
+    Args:
+        results: the experiment's results table (which runs it holds).
+        runs_folder: the folder holding the runs (the results table may name them by another
+            absolute path, e.g. the machine that ran the grid); each run is looked up here by name.
+        model: ``"attention"`` or ``"unet"``.
+
+    Returns:
+        The run's folder under ``runs_folder``, or ``None`` when no run of ``model`` has a
+        training summary with a validation Dice.
+    """
+    best, best_dice = None, -math.inf
+    for run in results["runs"]:
+        if run["model"] != model:
+            continue
+        folder = RunDir(Path(runs_folder) / Path(run["run"]).name)
+        dice = folder.read_metrics().get("best_val_dice") if folder.metrics_path.is_file() else None
+        if dice is not None and float(dice) > best_dice:
+            best, best_dice = folder.path, float(dice)
+    return best
 
 
 def held_out_patients(results: dict[str, Any]) -> list[str]:

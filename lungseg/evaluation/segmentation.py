@@ -15,6 +15,7 @@ images at that threshold.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,6 +26,7 @@ from lungseg.errors import DataError, LungsegError
 from lungseg.evaluation.detection import evaluate_detection
 from lungseg.files import check_output, json_safe, write_csv, write_json
 from lungseg.inference import LoadedRun, binarize, check_positive_int, load_run, predict_probabilities, require_finite
+from lungseg.metrics import BOUNDARY_METRICS, BOUNDARY_TOLERANCE_MM
 from lungseg.rundir import RunDir, per_image_csv_path
 
 SPLITS: tuple[str, ...] = ("auto", "test", "val", "train", "all")
@@ -69,6 +71,7 @@ def _collect(run: LoadedRun, dataset: Any, pids: Sequence[str], batch_size: int,
     from tqdm.auto import tqdm
 
     images, masks, probs, slice_pid, slice_idx, spacing = [], [], [], [], [], []
+    slice_spacing: dict[str, float | None] = {}
     shapes = set()
     for pid in tqdm(pids, desc="evaluating", unit="patient", disable=not progress):
         vol = dataset[pid]
@@ -85,12 +88,14 @@ def _collect(run: LoadedRun, dataset: Any, pids: Sequence[str], batch_size: int,
         slice_pid += [pid] * vol.n_slices
         slice_idx += list(range(vol.n_slices))
         spacing += [(float(vol.spacing[1]), float(vol.spacing[2]))] * vol.n_slices
+        # a stack of unrelated 2D slices (npz) has no slice spacing: no 3D boundary figures for it
+        slice_spacing[pid] = float(vol.spacing[0]) if vol.meta.get("z_spacing_known", True) else None
     if not images:
         raise DataError(f"{dataset.source}: no patients to evaluate")
     return {
         "images": np.concatenate(images), "masks": np.concatenate(masks).astype(np.uint8),
         "probs": np.concatenate(probs), "patient_ids": slice_pid, "slice_index": slice_idx,
-        "spacing": np.asarray(spacing, dtype=np.float64),
+        "spacing": np.asarray(spacing, dtype=np.float64), "slice_spacing": slice_spacing,
     }
 
 
@@ -109,6 +114,7 @@ def evaluate_run(
     precision: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    tolerance_mm: float = BOUNDARY_TOLERANCE_MM,
 ) -> dict[str, Any]:
     """Evaluate a trained run on a dataset.
 
@@ -128,19 +134,23 @@ def evaluate_run(
         precision: ``"auto"``, ``"fp32"`` or ``"bf16"``, see :func:`load_run`.
         seed: bootstrap and perturbation-noise seed.
         progress: show progress bars.
+        tolerance_mm: tolerance of the surface Dice in mm (:func:`lungseg.metrics.boundary_summary`).
 
     Returns:
         The metrics dict written to ``out``: ``pooled``, ``per_image``, ``per_patient`` (each with
         ``dice, iou, accuracy, precision, recall, f1``), ``ci`` (same structure, ``[low, high]``),
         ``small_tumor_recall``, ``intensity_robustness_std``, ``n_images``, ``n_patients``,
-        ``empty_mask_rule`` and the evaluation settings. For a dataset without masks:
+        ``empty_mask_rule``, ``boundary`` (HD95 and surface Dice per image and per patient,
+        :func:`lungseg.metrics.boundary_summary`, with ``seconds``) and the evaluation settings. For a dataset without masks:
         ``{"task": "slice-level detection", ...}`` (see :func:`evaluate_detection`).
     """
-    from lungseg.metrics import summarize
+    from lungseg.metrics import boundary_per_image, boundary_summary, summarize
 
     if split not in SPLITS:
         raise LungsegError(f"split must be one of {SPLITS}, got {split!r}")
     check_positive_int(batch_size, "batch_size")
+    if isinstance(tolerance_mm, bool) or not isinstance(tolerance_mm, (int, float)) or not tolerance_mm > 0:
+        raise LungsegError(f"tolerance_mm must be a number > 0 (mm), got {tolerance_mm!r}")
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
         raise LungsegError(f"n_boot must be an int >= 0, got {n_boot!r}")
     if out is not None:
@@ -166,6 +176,12 @@ def evaluate_run(
     result: dict[str, Any] = summarize(
         pred, arrays["masks"], arrays["patient_ids"], arrays["spacing"], n_boot=n_boot, seed=seed
     )
+    started = time.perf_counter()
+    boundary = boundary_per_image(pred, arrays["masks"], arrays["spacing"], tolerance_mm)
+    result["boundary"] = boundary_summary(pred, arrays["masks"], arrays["patient_ids"], arrays["spacing"],
+                                          arrays["slice_spacing"], tolerance_mm=tolerance_mm, per_image=boundary)
+    result["boundary"]["seconds"] = round(time.perf_counter() - started, 3)
+    arrays["boundary"] = boundary
     result["intensity_robustness_std"] = None
     if robustness and loaded.fingerprint.intensity == "hu":
         rob = _robustness(loaded, arrays, crf, batch_size, seed, progress)
@@ -222,13 +238,17 @@ def _robustness(loaded: LoadedRun, arrays: dict[str, Any], crf: bool, batch_size
 
 
 def per_image_rows(pred: np.ndarray, arrays: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per evaluated slice: ids, tumour and predicted pixels, Dice, counts.
+    """One row per evaluated slice: ids, tumour and predicted pixels, Dice, counts, and the boundary
+    figures ``hd95_mm`` and ``surface_dice`` when ``arrays`` holds them (key ``"boundary"``, the
+    :func:`lungseg.metrics.boundary_per_image` array).
 
     The Dice of a slice where target and prediction are both empty is left blank: the per-image
     table reports it as undefined rather than applying :data:`lungseg.metrics.EMPTY_MASK_RULE`, so
-    a reader can tell "nothing to find, nothing found" from a perfect segmentation."""
+    a reader can tell "nothing to find, nothing found" from a perfect segmentation. Undefined
+    boundary figures (:data:`lungseg.metrics.BOUNDARY_EMPTY_RULE`) are blank too."""
     from lungseg.metrics import confusion_per_image
 
+    boundary = arrays.get("boundary")
     rows = []
     for i, c in enumerate(confusion_per_image(pred, arrays["masks"])):
         rows.append({
@@ -238,4 +258,7 @@ def per_image_rows(pred: np.ndarray, arrays: dict[str, Any]) -> list[dict[str, A
             "dice": "" if c.both_empty else f"{c.dice:.6f}",
             "tp": c.tp, "fp": c.fp, "fn": c.fn, "tn": c.tn,
         })
+        if boundary is not None:
+            rows[-1].update({name: "" if np.isnan(v) else f"{v:.6f}"
+                             for name, v in zip(BOUNDARY_METRICS, boundary[i])})
     return rows

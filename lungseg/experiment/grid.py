@@ -52,11 +52,21 @@ TABLE_METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("small_tumor_recall", ("small_tumor_recall",)),
     ("lesion_recall", ("lesion_recall",)),
     ("intensity_robustness_std", ("intensity_robustness_std",)),
+    # boundary figures (lungseg.metrics.boundary_summary): HD95 in mm, surface Dice at the evaluation's tolerance
+    ("hd95_mm_per_image", ("boundary", "per_image", "hd95_mm")),
+    ("surface_dice_per_image", ("boundary", "per_image", "surface_dice")),
+    ("hd95_mm_per_patient", ("boundary", "per_patient", "hd95_mm")),
+    ("surface_dice_per_patient", ("boundary", "per_patient", "surface_dice")),
 )
 
 
-#: The range of each table figure (a ratio lies in [0, 1]; the robustness is a standard deviation).
-METRIC_RANGE: dict[str, tuple[float, float]] = {"intensity_robustness_std": (0.0, math.inf)}
+#: The range of each table figure (a ratio lies in [0, 1]; the robustness is a standard deviation,
+#: HD95 a distance in mm).
+METRIC_RANGE: dict[str, tuple[float, float]] = {
+    "intensity_robustness_std": (0.0, math.inf),
+    "hd95_mm_per_image": (0.0, math.inf),
+    "hd95_mm_per_patient": (0.0, math.inf),
+}
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95,
@@ -116,7 +126,8 @@ def run_is_finished(run: RunDir, config: TrainConfig) -> bool:
 def train_and_evaluate(config: TrainConfig, run: RunDir, crf: Sequence[bool], n_boot: int, device: str,
                         progress: bool) -> tuple[str, dict[bool, dict[str, Any]]]:
     """Train ``config`` into ``run`` unless finished (resuming an interrupted one), then evaluate it on
-    the test split for each CRF setting (reusing evaluations newer than the weights)."""
+    the test split for each CRF setting (reusing evaluations of the current best weights that hold the
+    boundary figures; older ones are made again)."""
     if run_is_finished(run, config):
         status = "reused"
     else:
@@ -127,7 +138,8 @@ def train_and_evaluate(config: TrainConfig, run: RunDir, crf: Sequence[bool], n_
         status = "trained"
     evaluations = {}
     for use_crf in crf:
-        if run.evaluation_is_fresh(use_crf):
+        # an evaluation made before the boundary figures existed is re-made (same weights, more figures)
+        if run.evaluation_is_fresh(use_crf) and "boundary" in run.read_evaluation(use_crf):
             evaluations[bool(use_crf)] = run.read_evaluation(use_crf)
         else:
             # Robustness to intensity variation re-segments the tumour slices once per perturbation;
