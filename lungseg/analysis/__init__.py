@@ -6,12 +6,15 @@
 * :mod:`lungseg.analysis.examples` — which test slices a figure shows, chosen by rule (chapter 6);
 * :mod:`lungseg.analysis.regions` — where the attention gates look, by body region (chapter 7);
 * :mod:`lungseg.analysis.sizes` — the tumour-size bins (chapters 7 and 8);
-* :mod:`lungseg.analysis.crf_effect` — what the CRF changes, image by image (chapter 8).
+* :mod:`lungseg.analysis.crf_effect` — what the CRF changes, image by image (chapter 8);
+* :mod:`lungseg.analysis.distributions` — per-patient Dice and the paired differences, for the
+  seaborn figures of :mod:`lungseg.plots` (chapter 6).
 
 They read run directories, datasets and arrays; none trains, evaluates or knows the book.
 """
 
 from lungseg.analysis.crf_effect import crf_change
+from lungseg.analysis.distributions import paired_difference_rows, per_patient_dice
 from lungseg.analysis.examples import example_slices
 from lungseg.analysis.regions import BODY_HU, LUNG_HU, attention_by_region, body_regions
 from lungseg.analysis.runs import held_out_patients, run_dir, run_histories, run_summaries
@@ -26,6 +29,8 @@ __all__ = [
     "crf_change",
     "example_slices",
     "held_out_patients",
+    "paired_difference_rows",
+    "per_patient_dice",
     "run_dir",
     "run_histories",
     "run_summaries",
