@@ -123,11 +123,13 @@ def learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = ("tra
     models = list(dict.fromkeys(data["model"]))
     losses = list(dict.fromkeys(data["loss"]))
     palette = _palette(models)
+    n_seeds = data.groupby(["model", "loss"])["seed"].nunique()
+    errorbar = SPREADS[spread] if n_seeds.max() > 1 else None
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.8 * len(metrics), 3.2), squeeze=False)
     for i, (ax, metric) in enumerate(zip(axes[0], metrics)):
         sns.lineplot(data=data[data["metric"] == metric], x=x, y="value", hue="model", hue_order=models,
                      style="loss" if len(losses) > 1 else None, style_order=losses if len(losses) > 1 else None,
-                     palette=palette, errorbar=SPREADS[spread], estimator="mean", ax=ax, legend=i == 0,
+                     palette=palette, errorbar=errorbar, estimator="mean", ax=ax, legend=i == 0,
                      linewidth=1.3)
         if best and metric == best_metric:
             for run, (epoch, value) in best.items():
@@ -140,7 +142,6 @@ def learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = ("tra
             ax.set_title(metric.replace("_", " "), fontsize=9)
         ax.set_ylabel("")
         ax.grid(alpha=0.3)
-    n_seeds = data.groupby(["model", "loss"])["seed"].nunique()
     band = "mean ± SD" if spread == "sd" else "mean, min-max"
     fig.suptitle(f"{band} over {n_seeds.min()}-{n_seeds.max()} seeds" if n_seeds.max() > n_seeds.min()
                  else f"{band} over {n_seeds.max()} seed(s)" if n_seeds.max() > 1 else "one seed per model × loss: no band",
