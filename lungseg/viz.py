@@ -221,7 +221,8 @@ def overlay_masks(image: np.ndarray, masks: Mapping[str, np.ndarray] | np.ndarra
 
 def montage(images: Sequence[np.ndarray], masks: Sequence[Mapping[str, np.ndarray] | np.ndarray | None] | None = None,
             titles: Sequence[str] | None = None, window: str | tuple[float, float] | None = "lung",
-            ncols: int = 4, opacity: float = 0.45, tile_inches: float = 2.4) -> Figure:
+            ncols: int = 4, opacity: float = 0.45, tile_inches: float = 2.4,
+            windows: Sequence[str | tuple[float, float] | None] | None = None) -> Figure:
     """Slices tiled in one picture (:func:`torchvision.utils.make_grid`), each with its masks filled
     in colour (:func:`overlay_masks`) and an optional title over its tile.
 
@@ -231,6 +232,7 @@ def montage(images: Sequence[np.ndarray], masks: Sequence[Mapping[str, np.ndarra
         titles: one per slice.
         window: the display window of every slice.
         ncols: tiles per row.
+        windows: one display window per slice, in place of ``window``.
         opacity: the fill's opacity.
         tile_inches: the size of one tile in the figure.
 
@@ -244,13 +246,16 @@ def montage(images: Sequence[np.ndarray], masks: Sequence[Mapping[str, np.ndarra
         raise ValueError(f"need one masks entry per image, got {len(masks)} for {n} images")
     if titles is not None and len(titles) != n:
         raise ValueError(f"need one title per image, got {len(titles)} for {n} images")
+    if windows is not None and len(windows) != n:
+        raise ValueError(f"need one window per image, got {len(windows)} for {n} images")
     if int(ncols) != ncols or ncols < 1:
         raise ValueError(f"ncols must be a positive integer, got {ncols}")
     shape = _check_2d("images[0]", images[0]).shape
     tiles = []
     for i, img in enumerate(images):
         _same_shape(f"images[{i}]", _check_2d(f"images[{i}]", img), np.empty(shape))
-        rgb = overlay_masks(np.asarray(img), None if masks is None else masks[i], window=window, opacity=opacity)
+        rgb = overlay_masks(np.asarray(img), None if masks is None else masks[i],
+                            window=window if windows is None else windows[i], opacity=opacity)
         tiles.append(torch.from_numpy(rgb).permute(2, 0, 1))
     # a white band above each tile holds its title (make_grid pads every side alike)
     band = max(12, shape[0] // 6) if titles is not None else 0
