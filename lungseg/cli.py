@@ -108,7 +108,8 @@ def _train_options() -> list[tuple[str, str, Any, str, Sequence[str] | None]]:
         ("--cache-dir", "cache_dir", str, "cache of preprocessed slices ('none' = no cache)", None),
         ("--compile", "compile", _bool_flag, "torch.compile the model (CUDA only; on/off)", None),
         ("--precision", "precision", str,
-         "forward-pass numerics: auto = bf16 autocast on CUDA, fp32 elsewhere; bf16 (CPU: AVX-512 BF16/AMX only)",
+         "forward-pass numerics: auto = bf16 autocast on CUDA >= 8.0, fp16 + loss scaling on older GPUs, fp32"
+         " elsewhere; bf16 (CPU: AVX-512 BF16/AMX only); fp16 (CUDA only)",
          PRECISIONS),
     ]
 
@@ -151,8 +152,8 @@ def _add_precision(p: argparse.ArgumentParser) -> None:
     from lungseg.device import PRECISIONS
 
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="inference numerics: auto = bf16 autocast on CUDA, fp32 elsewhere; bf16 on a CPU with"
-                        " AVX-512 BF16/AMX is about 2x faster (default: auto)")
+                   help="inference numerics: auto = bf16 autocast on CUDA >= 8.0, fp16 on older GPUs, fp32"
+                        " elsewhere; bf16 on a CPU with AVX-512 BF16/AMX is about 2x faster (default: auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
