@@ -64,9 +64,11 @@ check-book: book
 	$(BIN)/python -c "import selenium" 2>/dev/null || $(BIN)/python -m pip install --quiet selenium
 	$(BIN)/python scripts/check_book.py _build/html
 
-# Bring the paired notebooks (.md sources and .ipynb) in step after editing either.
+# Bring the paired notebooks (.md sources and .ipynb) in step after editing either, and write every
+# chapter's Colab install cell from _config.yml's repository.url (scripts/colab_cells.py).
 sync: venv
 	$(BIN)/jupytext --sync notebooks/*.md
+	$(BIN)/python scripts/colab_cells.py --write
 
 # The comparison grid of a profile (medium: tuning + grid, about an hour of CPU; paper: a GPU), published to
 # results/$(PROFILE)/.
