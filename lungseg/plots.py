@@ -151,7 +151,7 @@ def learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = ("tra
         handles, labels = axes[0][0].get_legend_handles_labels()
         legend.remove()
         labels = [MODEL_LABELS.get(label, label) for label in labels]
-        fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(len(labels), 6),
+        fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(len(labels), 8),
                    bbox_to_anchor=(0.5, -0.02), frameon=False)
         fig.tight_layout(rect=(0, 0.1, 1, 1))
     else:
