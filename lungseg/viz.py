@@ -392,7 +392,8 @@ def image_row(images: Sequence[np.ndarray], titles: Sequence[str], windows: Sequ
 def metric_bars(values: Mapping[str, Mapping[str, Sequence[float] | float]], ax: Axes | None = None,
                 paper: Mapping[str, Mapping[str, float]] | None = None, ylabel: str = "score",
                 title: str | None = None, ylim: tuple[float, float] | None = (0.0, 1.0)) -> Figure:
-    """Grouped bars (Figure 3): one group per metric, one bar per model, 95 % CI error bars.
+    """Grouped bars: one group per metric, one bar per model, 95 % CI error bars (chapter 6 draws
+    Figure 3 with the seaborn :func:`lungseg.plots.figure3`, which also shows every seed's value).
 
     Args:
         values: ``{model: {metric: (mean, low, high)}}`` or ``{model: {metric: mean}}`` (no bar).
@@ -443,7 +444,8 @@ def metric_bars(values: Mapping[str, Mapping[str, Sequence[float] | float]], ax:
 
 def learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = ("train_loss", "val_dice"),
                     x: str = "epoch") -> Figure:
-    """One panel per metric, one line per run.
+    """One panel per metric, one line per run (:func:`lungseg.plots.learning_curves` draws the mean
+    over seeds per model and loss with a band for their spread).
 
     Args:
         histories: ``{run label: table}`` where a table is a pandas DataFrame or a
