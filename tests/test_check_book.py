@@ -4,6 +4,7 @@ host, is an error (the browser part needs Chromium, which `make check-book` inst
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -50,5 +51,7 @@ def test_a_page_with_raw_tex_fails_in_the_browser(cb, tmp_path: Path) -> None:
     (html / "bad.html").write_text(r"<html><head><title>bad</title></head><body><p>left: \(x^2\)</p>"
                                    "<pre>code may hold $$ and \\(</pre></body></html>")
     assert cb.main([str(html), "--out", str(tmp_path / "shots")]) == 1
-    report = (tmp_path / "shots" / "check_book.json").read_text()
-    assert "bad.html" in report and "raw TeX" in report
+    report = json.loads((tmp_path / "shots" / "check_book.json").read_text())
+    errors = {p["page"]: p["errors"] for p in report["pages"]}
+    assert errors["index.html"] == []
+    assert len(errors["bad.html"]) == 1 and "raw TeX" in errors["bad.html"][0] and "x^2" in errors["bad.html"][0]
