@@ -113,7 +113,7 @@ def browser(user_data_dir: str, width: int = 1280, height: int = 1000):
 
 #: Raw TeX left in a rendered page: display or inline delimiters and environments that MathJax
 #: would have replaced (``$...$`` alone is not checked: a lone dollar is ordinary text).
-RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin\{|\\end\{")
+RAW_TEX = re.compile(r"\$\$.*?\$\$|\$\$|\\\(|\\\[|\\begin\{", re.DOTALL)  # one match per opening delimiter
 
 
 def raw_tex(text: str, context: int = 30) -> list[str]:
