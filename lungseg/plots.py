@@ -103,7 +103,8 @@ def learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = ("tra
                     x: str = "epoch", spread: str = "sd",
                     best: Mapping[str, tuple[float, float]] | None = None, best_metric: str = "val_dice") -> Figure:
     """Learning curves over seeds: one panel per metric, one line per model × loss (the mean over
-    its seeds) with a band for the spread over seeds (none with one seed).
+    its seeds) with a band for the spread over seeds (none with one seed). At an epoch that some
+    seeds' runs did not reach (early stopping), the mean and band are over the seeds that did.
 
     Args:
         histories: ``{run name: table}`` (see :func:`history_frame`).
