@@ -1,9 +1,14 @@
 # Two commands do all the set-up on a fresh machine: `make book` and `make test`.
-# Both create .venv (CPU torch 2.13.0 first, so nothing pulls a CUDA build), then install lungseg.
+# Both create .venv (the pinned torch/torchvision pair first, so nothing pulls another build), then install lungseg.
+# The CPU build comes from the PyTorch CPU index (scripts/install_torch.py; where that index cannot be
+# reached, the same pins come from PyPI or the machine's local wheels). `make venv GPU=1` installs the
+# CUDA build from PyPI instead. The pair is also pinned in environment.yml (tests/test_install.py).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+GPU ?=
 PROFILE ?= medium
 DEVICE ?= auto
 export MPLBACKEND := Agg
@@ -13,11 +18,11 @@ export PYTHONHASHSEED := 0
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[test,book,bench]"
+	$(BIN)/python scripts/install_torch.py $(if $(GPU),--gpu) $(TORCH_PINS)
+	$(BIN)/python -m pip install --quiet -e ".[test,book,bench,crf]"
 	touch $(STAMP)
 
 # Unit tests, then the notebooks as their users run them: papermill executes every chapter with the quick
@@ -59,9 +64,11 @@ check-book: book
 	$(BIN)/python -c "import selenium" 2>/dev/null || $(BIN)/python -m pip install --quiet selenium
 	$(BIN)/python scripts/check_book.py _build/html
 
-# Bring the paired notebooks (.md sources and .ipynb) in step after editing either.
+# Bring the paired notebooks (.md sources and .ipynb) in step after editing either, and write every
+# chapter's Colab install cell from _config.yml's repository.url (scripts/colab_cells.py).
 sync: venv
 	$(BIN)/jupytext --sync notebooks/*.md
+	$(BIN)/python scripts/colab_cells.py --write
 
 # The comparison grid of a profile (medium: tuning + grid, about an hour of CPU; paper: a GPU), published to
 # results/$(PROFILE)/.

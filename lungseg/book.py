@@ -60,6 +60,13 @@ def load_results(settings: ProfileSettings) -> dict[str, Any]:
     if results is None:
         raise FileNotFoundError(f"{path} is missing: run chapter 4 (notebooks/04_training) with profile "
                                 f"{settings.profile!r} first")
+    # A results table records its runs' absolute folders; in another clone (Colab, a fresh checkout)
+    # the published runs lie beside the table instead.
+    for run in results.get("runs", []):
+        recorded = Path(run["run"])
+        beside = resolve(path).parent / "runs" / recorded.name
+        if not recorded.is_dir() and beside.is_dir():
+            run["run"] = str(beside)
     return results
 
 

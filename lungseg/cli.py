@@ -108,7 +108,8 @@ def _train_options() -> list[tuple[str, str, Any, str, Sequence[str] | None]]:
         ("--cache-dir", "cache_dir", str, "cache of preprocessed slices ('none' = no cache)", None),
         ("--compile", "compile", _bool_flag, "torch.compile the model (CUDA only; on/off)", None),
         ("--precision", "precision", str,
-         "forward-pass numerics: auto = bf16 autocast on CUDA, fp32 elsewhere; bf16 (CPU: AVX-512 BF16/AMX only)",
+         "forward-pass numerics: auto = bf16 autocast on CUDA >= 8.0, fp16 + loss scaling on older GPUs, fp32"
+         " elsewhere; bf16 (CPU: AVX-512 BF16/AMX only); fp16 (CUDA only)",
          PRECISIONS),
     ]
 
@@ -151,8 +152,8 @@ def _add_precision(p: argparse.ArgumentParser) -> None:
     from lungseg.device import PRECISIONS
 
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="inference numerics: auto = bf16 autocast on CUDA, fp32 elsewhere; bf16 on a CPU with"
-                        " AVX-512 BF16/AMX is about 2x faster (default: auto)")
+                   help="inference numerics: auto = bf16 autocast on CUDA >= 8.0, fp16 on older GPUs, fp32"
+                        " elsewhere; bf16 on a CPU with AVX-512 BF16/AMX is about 2x faster (default: auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lungseg {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for add_verb in (_phantom_parser, _fetch_parser, _train_parser, _evaluate_parser, _experiment_parser, _tune_parser,
-                      _predict_parser, _bench_parser):
+                      _predict_parser, _export_parser, _bench_parser):
         add_verb(sub)
     return parser
 
@@ -301,7 +302,8 @@ def _predict_parser(sub: Any) -> None:
                        description="Segment tumours with a trained run; writes the mask in the input's geometry and a"
                                    " lesion summary (count, volume in mL, equivalent diameter, slice range).")
     p.add_argument("input", help="DICOM series folder, .nii/.nii.gz, PNG/JPEG file or folder, or .npz with 'images'")
-    p.add_argument("--run", required=True, help="run directory (required)")
+    p.add_argument("--run", "--model", dest="run", required=True,
+                   help="run directory, or a model .zip of `lungseg export` (required)")
     p.add_argument("--out", required=True, help="output .nii.gz / .png / .npz file or folder (required)")
     p.add_argument("--prob", action="store_true", help="also write the probability map (default: off)")
     p.add_argument("--attention", action="store_true", help="also write the attention maps of every gate (default: off)")
@@ -312,6 +314,17 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     _add_precision(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
+
+
+def _export_parser(sub: Any) -> None:
+    """The ``export`` verb's flags."""
+    p = sub.add_parser("export", formatter_class=_Formatter, help="write a trained run as one shareable model .zip",
+                       description="Write a run's weights, configuration, fingerprint, a model card and a MONAI-style"
+                                   " metadata.json into one .zip, for `lungseg predict --model model.zip`.")
+    p.add_argument("run", help="run directory")
+    p.add_argument("out", help="the .zip to write")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="weights to export (default: best)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing .zip (default: off)")
 
 
 def _bench_parser(sub: Any) -> None:
@@ -467,6 +480,14 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     print(format_summary(summary))
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from lungseg.inference.bundle import export_model, read_metadata
+
+    path = export_model(args.run, args.out, checkpoint=args.checkpoint, force=args.force)
+    meta = read_metadata(path)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {meta['name']}, epoch {meta['epoch']}")
+
+
 def _cmd_bench(args: argparse.Namespace) -> Any:
     import importlib
 
@@ -481,7 +502,8 @@ def _cmd_bench(args: argparse.Namespace) -> Any:
 
 _COMMANDS = {
     "phantom": _cmd_phantom, "fetch": _cmd_fetch, "train": _cmd_train, "evaluate": _cmd_evaluate,
-    "experiment": _cmd_experiment, "tune": _cmd_tune, "predict": _cmd_predict, "bench": _cmd_bench,
+    "experiment": _cmd_experiment, "tune": _cmd_tune, "predict": _cmd_predict, "export": _cmd_export,
+    "bench": _cmd_bench,
 }
 
 

@@ -36,13 +36,18 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
-import pydensecrf.densecrf as dcrf
-from pydensecrf.utils import create_pairwise_bilateral
 from tqdm.auto import tqdm
+
+try:  # the `crf` extra: a compiled extension, installed only where the CRF is used
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import create_pairwise_bilateral
+except ImportError:  # pragma: no cover - exercised only without the extra
+    dcrf = None
+    create_pairwise_bilateral = None
 
 from lungseg.preprocess import HU_WINDOW
 
-__all__ = ["CRFParams", "refine", "refine_batch", "window_to_uint8"]
+__all__ = ["CRFParams", "refine", "refine_batch", "require_pydensecrf", "window_to_uint8"]
 
 
 @dataclass(frozen=True)
@@ -158,8 +163,16 @@ def window_to_uint8(image: np.ndarray, window: tuple[float, float] | None = HU_W
     return np.ascontiguousarray(np.rint(scaled), dtype=np.uint8)
 
 
+def require_pydensecrf() -> None:
+    """Raise a clear error when pydensecrf2 (the ``crf`` extra) is not installed."""
+    if dcrf is None:
+        raise ImportError("the dense CRF (lungseg.crf, --crf) needs pydensecrf2: pip install 'lungseg[crf]' "
+                          "(or pip install pydensecrf2)")
+
+
 def _refine_one(image: np.ndarray, prob: np.ndarray, params: CRFParams) -> np.ndarray:
     """Refined foreground probability ``(H, W)`` float32 of one validated slice."""
+    require_pydensecrf()
     h, w = prob.shape
     fg = np.clip(prob.astype(np.float32), params.clip, 1.0 - params.clip).reshape(-1)
     unary = np.ascontiguousarray(-np.log(np.stack([1.0 - fg, fg])), dtype=np.float32)  # (2, H*W)
@@ -239,6 +252,7 @@ def refine_batch(
     Returns:
         uint8 masks ``(N, H, W)`` (and float32 refined probabilities ``(N, H, W)`` if ``return_prob``).
     """
+    require_pydensecrf()
     cfg = _params(params, overrides)
     imgs, ps = _check_pair(images, probs, ndim=3)
     n = imgs.shape[0]

@@ -40,7 +40,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+
+#: The first CUDA compute capability with native bf16 tensor cores (Ampere, sm_80). Older GPUs (a
+#: Colab T4 is 7.5, a V100 7.0) emulate bf16 slowly but have fast fp16 tensor cores.
+BF16_MIN_CAPABILITY: tuple[int, int] = (8, 0)
 
 
 def cpu_has_bf16() -> bool:
@@ -55,27 +59,43 @@ def cpu_has_bf16() -> bool:
         return False
 
 
+def cuda_capability(device: torch.device) -> tuple[int, int]:
+    """The compute capability ``(major, minor)`` of a CUDA ``device`` (the current GPU when it has no index)."""
+    return tuple(torch.cuda.get_device_capability(device))  # type: ignore[return-value]
+
+
+def cuda_has_bf16(device: torch.device) -> bool:
+    """Whether the CUDA ``device`` has native bf16 (compute capability >= :data:`BF16_MIN_CAPABILITY`)."""
+    return cuda_capability(device) >= BF16_MIN_CAPABILITY
+
+
 def has_fast_bf16(device: torch.device) -> bool:
     """Whether bf16 autocast is faster than fp32 on ``device``: CUDA, or a CPU with :func:`cpu_has_bf16`."""
     return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """Turn a precision name into ``"fp32"`` or ``"bf16"`` for ``device``.
+    """Turn a precision name into ``"fp32"``, ``"bf16"`` or ``"fp16"`` for ``device``.
 
     Args:
-        name: ``"auto"`` (bf16 autocast on CUDA, fp32 elsewhere: on a CPU bf16 changes the numbers
-            for a speed gain the user should choose), ``"fp32"`` or ``"bf16"`` (autocast; on a CPU it
-            needs native bf16 support, see :func:`cpu_has_bf16`).
+        name: ``"auto"`` (on CUDA: bf16 autocast on GPUs with native bf16, compute capability
+            >= 8.0, and fp16 autocast with a :func:`grad_scaler` on older ones such as a T4; fp32
+            elsewhere: on a CPU bf16 changes the numbers for a speed gain the user should choose),
+            ``"fp32"``, ``"bf16"`` (autocast; on a CPU it needs native bf16 support, see
+            :func:`cpu_has_bf16`) or ``"fp16"`` (autocast with loss scaling; CUDA only).
         device: the device the computation runs on.
 
     Raises:
-        LungsegError: unknown name, or bf16 requested on a device without fast bf16.
+        LungsegError: unknown name, bf16 requested on a device without fast bf16, or fp16 off CUDA.
     """
     if name not in PRECISIONS:
         raise LungsegError(f"--precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
     if name == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if cuda_has_bf16(device) else "fp16"
+    if name == "fp16" and device.type != "cuda":
+        raise LungsegError(f"--precision fp16 needs a CUDA GPU (got {device.type}); use --precision fp32")
     if name == "bf16" and not has_fast_bf16(device):
         if device.type == "cpu":
             raise LungsegError(
@@ -87,7 +107,15 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:
-    """bf16 :func:`torch.autocast` on ``device`` when ``precision == "bf16"``, else a no-op context."""
+    """:func:`torch.autocast` on ``device`` in bf16 or fp16 for those precisions, else a no-op context."""
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp16":
+        return torch.autocast(device.type, dtype=torch.float16)
     return contextlib.nullcontext()
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """The loss scaler of a training loop: enabled for fp16 (whose gradients underflow without it),
+    a pass-through for fp32 and bf16 (``scale(loss)`` is ``loss``, ``step`` is ``optimizer.step()``)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")

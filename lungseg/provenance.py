@@ -20,6 +20,7 @@ from typing import Any
 PACKAGES: tuple[str, ...] = (
     "lungseg",
     "torch",
+    "torchvision",
     "numpy",
     "scipy",
     "pydicom",
@@ -28,6 +29,8 @@ PACKAGES: tuple[str, ...] = (
     "pydensecrf2",
     "tqdm",
     "pandas",
+    "seaborn",
+    "matplotlib",
     "monai",
 )
 

@@ -1,5 +1,7 @@
 """Matplotlib figures for the book: CT slices in a HU window, mask contours, attention overlays,
-HU histograms, metric bars with confidence intervals, learning curves and the Figure-2 grid.
+montages of slices with filled mask overlays (``torchvision.utils.make_grid`` and
+``draw_segmentation_masks``), HU histograms, metric bars with confidence intervals, learning curves
+and the Figure-2 grid. The seaborn figures of the statistics are in :mod:`lungseg.plots`.
 
 Every function takes plain arrays (slices ``(H, W)``, HU or unit intensities) and returns the
 :class:`matplotlib.figure.Figure` it drew on (or draws into a given ``ax``), so the notebooks stay
@@ -13,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from torchvision.utils import draw_segmentation_masks, make_grid
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
@@ -22,11 +26,14 @@ from matplotlib.lines import Line2D
 __all__ = [
     "DISPLAY_WINDOWS",
     "COLORS",
+    "MODEL_LABELS",
     "window_limits",
     "show_ct",
     "add_contours",
     "show_slice",
     "overlay_attention",
+    "overlay_masks",
+    "montage",
     "attention_panel",
     "hu_histograms",
     "image_row",
@@ -54,7 +61,8 @@ COLORS: dict[str, str] = {
     "paper": "#000000",  # the paper's printed numbers: black
 }
 
-_MODEL_LABELS = {"unet": "U-Net", "attention": "Attention Res-U-Net"}
+#: How the models are named in legends and titles.
+MODEL_LABELS: dict[str, str] = {"unet": "U-Net", "attention": "Attention Res-U-Net"}
 
 
 def _check_2d(name: str, a: Any) -> np.ndarray:
@@ -161,7 +169,7 @@ def show_slice(image: np.ndarray, gt: np.ndarray | None = None, pred: Mapping[st
         for name, m in preds.items():
             _same_shape(f"pred[{name!r}]", m, img)
             color = COLORS.get(name) or next(fallback)
-            add_contours(ax, np.asarray(m) > 0, color, label=_MODEL_LABELS.get(name, name), linestyle="--")
+            add_contours(ax, np.asarray(m) > 0, color, label=MODEL_LABELS.get(name, name), linestyle="--")
     if legend:
         _legend(ax)
     return fig
@@ -170,6 +178,117 @@ def show_slice(image: np.ndarray, gt: np.ndarray | None = None, pred: Mapping[st
 def _same_shape(name: str, a: Any, ref: np.ndarray) -> None:
     if np.shape(a) != ref.shape:
         raise ValueError(f"{name} must have the image's shape {ref.shape}, got {np.shape(a)}")
+
+
+def _as_uint8(image: np.ndarray, window: str | tuple[float, float] | None) -> np.ndarray:
+    """A slice mapped through its display window to grey levels 0..255 (what ``show_ct`` displays)."""
+    lo, hi = window_limits(window, image)
+    scaled = (np.clip(np.nan_to_num(image.astype(np.float64), nan=lo), lo, hi) - lo) * (255.0 / (hi - lo))
+    return np.rint(scaled).astype(np.uint8)
+
+
+def overlay_masks(image: np.ndarray, masks: Mapping[str, np.ndarray] | np.ndarray | None = None,
+                  window: str | tuple[float, float] | None = "lung", opacity: float = 0.45) -> np.ndarray:
+    """An RGB picture ``(H, W, 3)`` uint8 of a slice in its display window with binary masks filled
+    in colour (:func:`torchvision.utils.draw_segmentation_masks`).
+
+    Args:
+        image: ``(H, W)`` slice (HU, or unit intensities with ``window=None``).
+        masks: a binary ``(H, W)`` mask (drawn as the ground truth) or ``{name: mask}``; names of
+            :data:`COLORS` (``"gt"``, ``"unet"``, ``"attention"``, ``"crf"``) get their colour.
+        window: the display window (:func:`window_limits`).
+        opacity: the fill's opacity in [0, 1].
+
+    Raises:
+        ValueError: a mask of another shape than the image, or ``opacity`` outside [0, 1].
+    """
+    img = _check_2d("image", image)
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    grey = torch.from_numpy(_as_uint8(img, window)).expand(3, *img.shape).contiguous()
+    named = {} if masks is None else {"gt": masks} if not isinstance(masks, Mapping) else dict(masks)
+    if not named:
+        return grey.permute(1, 2, 0).numpy().copy()
+    fallback = iter(["#D55E00", "#0072B2", "#F0E442", "#999999"] * 4)
+    stack = []
+    for name, m in named.items():
+        _same_shape(f"masks[{name!r}]", m, img)
+        stack.append(torch.from_numpy(np.asarray(m) > 0))
+    colors = [COLORS.get(name) or next(fallback) for name in named]
+    drawn = draw_segmentation_masks(grey, torch.stack(stack), alpha=opacity, colors=colors)
+    return drawn.permute(1, 2, 0).numpy().copy()
+
+
+def montage(images: Sequence[np.ndarray], masks: Sequence[Mapping[str, np.ndarray] | np.ndarray | None] | None = None,
+            titles: Sequence[str] | None = None, window: str | tuple[float, float] | None = "lung",
+            ncols: int = 4, opacity: float = 0.45, tile_inches: float = 2.4,
+            windows: Sequence[str | tuple[float, float] | None] | None = None) -> Figure:
+    """Slices tiled in one picture (:func:`torchvision.utils.make_grid`), each with its masks filled
+    in colour (:func:`overlay_masks`) and an optional title over its tile.
+
+    Args:
+        images: ``(H, W)`` slices of one shape.
+        masks: per slice, a binary mask, ``{name: mask}`` or ``None``; ``None`` for no overlay.
+        titles: one per slice.
+        window: the display window of every slice.
+        ncols: tiles per row.
+        windows: one display window per slice, in place of ``window``.
+        opacity: the fill's opacity.
+        tile_inches: the size of one tile in the figure.
+
+    Raises:
+        ValueError: no images, slices of different shapes, or ``masks``/``titles`` of another length.
+    """
+    n = len(images)
+    if n == 0:
+        raise ValueError("images is empty")
+    if masks is not None and len(masks) != n:
+        raise ValueError(f"need one masks entry per image, got {len(masks)} for {n} images")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"need one title per image, got {len(titles)} for {n} images")
+    if windows is not None and len(windows) != n:
+        raise ValueError(f"need one window per image, got {len(windows)} for {n} images")
+    if int(ncols) != ncols or ncols < 1:
+        raise ValueError(f"ncols must be a positive integer, got {ncols}")
+    shape = _check_2d("images[0]", images[0]).shape
+    tiles = []
+    for i, img in enumerate(images):
+        _same_shape(f"images[{i}]", _check_2d(f"images[{i}]", img), np.empty(shape))
+        rgb = overlay_masks(np.asarray(img), None if masks is None else masks[i],
+                            window=window if windows is None else windows[i], opacity=opacity)
+        tiles.append(torch.from_numpy(rgb).permute(2, 0, 1))
+    # a white band above each tile holds its title (make_grid pads every side alike)
+    band = max(12, shape[0] // 6) if titles is not None else 0
+    if band:
+        tiles = [torch.cat([torch.full((3, band, shape[1]), 255, dtype=torch.uint8), t], dim=1) for t in tiles]
+    ncols = min(int(ncols), n)
+    padding = max(2, shape[1] // 64)
+    grid = make_grid(torch.stack(tiles), nrow=ncols, padding=padding, pad_value=255)
+    nrows = -(-n // ncols)
+    h, w = shape[0] + band, shape[1]
+    fig, ax = plt.subplots(figsize=(tile_inches * ncols, tile_inches * nrows * h / w))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_axis_off()
+    if titles is not None:
+        for i, t in enumerate(titles):
+            r, c = divmod(i, ncols)
+            ax.text(padding + c * (w + padding) + w / 2, padding + r * (h + padding) + band * 0.9, t,
+                    ha="center", va="bottom", fontsize=7)
+    names: list[str] = []
+    for entry in masks or []:
+        if entry is not None:
+            names += [k for k in (entry if isinstance(entry, Mapping) else {"gt": entry}) if k not in names]
+    if names:
+        from matplotlib.patches import Patch
+
+        fallback = iter(["#D55E00", "#0072B2", "#F0E442", "#999999"] * 4)
+        handles = [Patch(color=COLORS.get(k) or next(fallback), alpha=opacity,
+                         label={"gt": "ground truth"}.get(k, MODEL_LABELS.get(k, k))) for k in names]
+        fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+    else:
+        fig.tight_layout()
+    return fig
 
 
 def overlay_attention(image: np.ndarray, alpha: np.ndarray, ax: Axes | None = None,
@@ -273,7 +392,8 @@ def image_row(images: Sequence[np.ndarray], titles: Sequence[str], windows: Sequ
 def metric_bars(values: Mapping[str, Mapping[str, Sequence[float] | float]], ax: Axes | None = None,
                 paper: Mapping[str, Mapping[str, float]] | None = None, ylabel: str = "score",
                 title: str | None = None, ylim: tuple[float, float] | None = (0.0, 1.0)) -> Figure:
-    """Grouped bars (Figure 3): one group per metric, one bar per model, 95 % CI error bars.
+    """Grouped bars: one group per metric, one bar per model, 95 % CI error bars (chapter 6 draws
+    Figure 3 with the seaborn :func:`lungseg.plots.figure3`, which also shows every seed's value).
 
     Args:
         values: ``{model: {metric: (mean, low, high)}}`` or ``{model: {metric: mean}}`` (no bar).
@@ -304,7 +424,7 @@ def metric_bars(values: Mapping[str, Mapping[str, Sequence[float] | float]], ax:
             err_lo.append(mean - lo)
             err_hi.append(hi - mean)
         pos = x - 0.4 + width * (i + 0.5)
-        ax.bar(pos, means, width * 0.92, yerr=[err_lo, err_hi], capsize=3, label=_MODEL_LABELS.get(model, model),
+        ax.bar(pos, means, width * 0.92, yerr=[err_lo, err_hi], capsize=3, label=MODEL_LABELS.get(model, model),
                color=COLORS.get(model), edgecolor="black", linewidth=0.5)
         if paper and model in paper:
             pv = [paper[model].get(metric, np.nan) for metric in metrics]
@@ -324,7 +444,8 @@ def metric_bars(values: Mapping[str, Mapping[str, Sequence[float] | float]], ax:
 
 def learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = ("train_loss", "val_dice"),
                     x: str = "epoch") -> Figure:
-    """One panel per metric, one line per run.
+    """One panel per metric, one line per run (:func:`lungseg.plots.learning_curves` draws the mean
+    over seeds per model and loss with a band for their spread).
 
     Args:
         histories: ``{run label: table}`` where a table is a pandas DataFrame or a
@@ -393,12 +514,12 @@ def figure2_grid(images: Sequence[np.ndarray], gts: Sequence[np.ndarray], preds:
             m = np.asarray(masks[r]) > 0
             _same_shape(f"preds[{name!r}][{r}]", m, img)
             show_slice(img[sl], gt=gt[sl], pred={name: m[sl]}, ax=axes[r][c], window=window,
-                       title=_MODEL_LABELS.get(name, name) if r == 0 else None, legend=False)
+                       title=MODEL_LABELS.get(name, name) if r == 0 else None, legend=False)
         if row_titles is not None:
             axes[r][0].text(-0.08, 0.5, row_titles[r], transform=axes[r][0].transAxes, rotation=90,
                             va="center", ha="right", fontsize=8)
     handles = [Line2D([0], [0], color=COLORS["gt"], lw=1.2, label="ground truth")] + [
-        Line2D([0], [0], color=COLORS.get(k, "#D55E00"), lw=1.2, ls="--", label=_MODEL_LABELS.get(k, k)) for k in preds]
+        Line2D([0], [0], color=COLORS.get(k, "#D55E00"), lw=1.2, ls="--", label=MODEL_LABELS.get(k, k)) for k in preds]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, bbox_to_anchor=(0.5, 0.0))
     fig.tight_layout(rect=(0.02, 0.04, 1, 1))
     return fig

@@ -8,7 +8,10 @@ Checks, for every HTML page of ``_build/html``:
   and are reported as warnings;
 * every internal link points to an existing file, and its ``#fragment`` (if any) to an existing
   ``id``/``name`` in that file;
-* no executed notebook shows a Python traceback (a chapter whose cell failed).
+* no executed notebook shows a Python traceback (a chapter whose cell failed);
+* every equation was typeset: after MathJax has finished, no raw TeX delimiter (``$$``, ``\\(``,
+  ``\\[``, ``\\begin{``) is left in the page's visible text outside code, and MathJax itself was
+  loaded from the book (``_static/mathjax``), not from another host.
 
 Writes full-page screenshots of the index and the Tables chapter (plus any ``--screenshot`` page)
 to ``_build/screenshots/`` and a JSON report beside them. Exit status 1 if any check fails.
@@ -27,6 +30,7 @@ import argparse
 import functools
 import http.server
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -107,6 +111,56 @@ def browser(user_data_dir: str, width: int = 1280, height: int = 1000):
     return driver
 
 
+#: Raw TeX left in a rendered page: display or inline delimiters and environments that MathJax
+#: would have replaced (``$...$`` alone is not checked: a lone dollar is ordinary text).
+RAW_TEX = re.compile(r"\$\$.*?\$\$|\$\$|\\\(|\\\[|\\begin\{", re.DOTALL)  # one match per opening delimiter
+
+
+def raw_tex(text: str, context: int = 30) -> list[str]:
+    """The places in ``text`` (a page's visible text outside code) where raw TeX is left, with context."""
+    found = []
+    for m in RAW_TEX.finditer(text):
+        lo, hi = max(0, m.start() - context), min(len(text), m.end() + context)
+        found.append(" ".join(text[lo:hi].split()))
+    return found
+
+
+# Waits (up to 20 s) for MathJax 3 to finish typesetting, then returns the visible text outside code,
+# MathJax's own output and scripts, and the script URLs that load MathJax.
+_JS_MATH = """
+const done = arguments[arguments.length - 1];
+const collect = () => {
+  const skip = 'pre, code, script, style, textarea, mjx-container, .MathJax, .highlight, .cell_input';
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const parts = [];
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    if (node.parentElement && !node.parentElement.closest(skip)) parts.push(node.textContent);
+  }
+  const scripts = Array.from(document.scripts).map(s => s.src).filter(src => /mathjax/i.test(src));
+  return {text: parts.join(' '), scripts: scripts, typeset: !!(window.MathJax && window.MathJax.startup)};
+};
+const wait = window.MathJax && window.MathJax.startup && window.MathJax.startup.promise;
+if (wait) {
+  Promise.race([wait, new Promise(r => setTimeout(r, 20000))]).then(() => done(collect()), () => done(collect()));
+} else {
+  done(collect());
+}
+"""
+
+
+def math_problems(state: dict, origin: str, has_math: bool) -> list[str]:
+    """Errors of a page's maths from the :data:`_JS_MATH` state: raw TeX left in the text, MathJax
+    loaded from another host, or a page with maths where MathJax never started."""
+    errors = [f"raw TeX left in the rendered page: ...{snippet}..." for snippet in raw_tex(state["text"])]
+    for src in state["scripts"]:
+        if urlparse(src).netloc not in ("", origin):
+            errors.append(f"MathJax loaded from another host (not offline): {src}")
+    if has_math and not state["typeset"]:
+        errors.append("the page has maths but MathJax did not start (is _static/mathjax in the build?)")
+    return errors
+
+
 _JS_STATE = """
 window.scrollTo(0, document.body.scrollHeight);
 return {
@@ -115,6 +169,7 @@ return {
   links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),  // resolved by the browser
   url: window.location.href,
   tracebacks: document.querySelectorAll('.output.traceback, .output.error, div.cell_output .traceback').length,
+  has_math: document.querySelectorAll('.math, mjx-container').length > 0,
 };
 """
 
@@ -141,6 +196,8 @@ def check_page(driver, base: str, html_dir: Path, rel: str, report: dict) -> Non
     if state["tracebacks"]:
         page["errors"].append(f"{state['tracebacks']} cell output(s) with a Python traceback")
     origin = urlparse(base).netloc
+    driver.set_script_timeout(30)
+    page["errors"] += math_problems(driver.execute_async_script(_JS_MATH), origin, bool(state.get("has_math")))
     for src, _, width in state["images"]:
         if width > 0:
             continue

@@ -43,6 +43,16 @@ def test_load_results_names_the_chapter_to_run_first(fake_repo):
     assert book.load_results(settings) == results
 
 
+def test_load_results_finds_published_runs_recorded_in_another_clone(fake_repo):
+    settings = profile_settings("quick")
+    results = _write_results(settings)
+    local = results["runs"][0]["run"]
+    results["runs"][0]["run"] = "/elsewhere/clone/results/quick/experiment/runs/attention-hybrid-seed3"
+    (experiment_dir(settings) / "results.json").write_text(json.dumps(results))
+    assert book.load_results(settings)["runs"][0]["run"] == str(local)
+    assert (experiment_dir(settings) / "results.json").read_text().count("/elsewhere/clone") == 1  # not rewritten
+
+
 def test_published_results_of_the_other_profiles(fake_repo):
     results = _write_results(profile_settings("medium"))
     assert book.published_results(exclude="quick") == {"medium": results}

@@ -14,7 +14,7 @@ import pytest
 from lungseg.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
-VERBS = ("phantom", "fetch", "train", "evaluate", "experiment", "tune", "predict", "bench")
+VERBS = ("phantom", "fetch", "train", "evaluate", "experiment", "tune", "predict", "export", "bench")
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

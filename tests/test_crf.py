@@ -116,3 +116,16 @@ def test_refine_batch_bad_input() -> None:
         crf.refine_batch(np.zeros((8, 8)), np.zeros((8, 8)))
     with pytest.raises(ValueError, match="workers"):
         crf.refine_batch(np.zeros((2, 8, 8)), np.zeros((2, 8, 8)), workers=-1)
+
+
+def test_without_pydensecrf2_the_crf_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pydensecrf2 is the `crf` extra: without it lungseg imports, and the CRF says what to install
+    import lungseg.crf as crf_module
+
+    monkeypatch.setattr(crf_module, "dcrf", None)
+    image = np.full((2, 8, 8), -800.0)
+    prob = np.full((2, 8, 8), 0.2)
+    with pytest.raises(ImportError, match=r"lungseg\[crf\]"):
+        crf_module.refine_batch(image, prob, workers=0)
+    with pytest.raises(ImportError, match="pydensecrf2"):
+        crf_module.refine(image[0], prob[0])

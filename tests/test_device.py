@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lungseg import device as device_mod
-from lungseg.device import autocast, cpu_has_bf16, resolve_device, resolve_precision
+from lungseg.device import autocast, cpu_has_bf16, grad_scaler, resolve_device, resolve_precision
 from lungseg.errors import LungsegError
 
 
@@ -20,12 +20,58 @@ def test_resolve_device_names() -> None:
             resolve_device("cuda")
 
 
-def test_auto_precision_is_fp32_on_cpu_and_bf16_on_cuda() -> None:
+@pytest.mark.parametrize(("capability", "expected"), [((7, 5), "fp16"), ((7, 0), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_auto_precision_is_fp32_on_cpu_and_bf16_or_fp16_on_cuda(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], expected: str
+) -> None:
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"
-    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    # a T4 (7.5) or V100 (7.0) has no native bf16: fp16 with loss scaling; Ampere (8.0) and later: bf16
+    monkeypatch.setattr(device_mod, "cuda_capability", lambda device: capability)
+    assert resolve_precision("auto", torch.device("cuda")) == expected
     with pytest.raises(LungsegError, match="--precision must be one of"):
+        resolve_precision("fp8", torch.device("cpu"))
+
+
+def test_fp16_is_refused_off_cuda() -> None:
+    with pytest.raises(LungsegError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_grad_scaler_is_a_pass_through_on_the_cpu_path() -> None:
+    # fp32 (the CPU path) keeps the plain backward/step: the scaled loss is the loss and the step is Adam's.
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(3, 1), torch.nn.Linear(3, 1)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(4, 3)
+    opt_a, opt_b = torch.optim.Adam(a.parameters(), lr=0.1), torch.optim.Adam(b.parameters(), lr=0.1)
+    scaler = grad_scaler(torch.device("cpu"), "fp32")
+    assert not scaler.is_enabled()
+    loss_a = a(x).square().mean()
+    assert scaler.scale(loss_a) is loss_a
+    scaler.scale(loss_a).backward()
+    scaler.step(opt_a)
+    scaler.update()
+    b(x).square().mean().backward()
+    opt_b.step()
+    torch.testing.assert_close(a.weight, b.weight, rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fp16_training_step_on_cuda_scales_the_loss() -> None:
+    device = torch.device("cuda")
+    scaler = grad_scaler(device, "fp16")
+    assert scaler.is_enabled()
+    net = torch.nn.Conv2d(1, 1, 3).to(device)
+    opt = torch.optim.Adam(net.parameters())
+    with autocast(device, "fp16"):
+        out = net(torch.randn(2, 1, 8, 8, device=device))
+    assert out.dtype == torch.float16
+    before = net.weight.detach().clone()
+    scaler.scale(out.float().square().mean()).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert not torch.equal(before, net.weight.detach())
 
 
 def test_bf16_on_a_cpu_without_native_bf16_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,4 @@
-"""Tests for lungseg.losses: eqs. (7)-(9), cross-checked against MONAI."""
+"""Tests for lungseg.losses: eqs. (7)-(9), cross-checked against MONAI and torchvision."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 monai_losses = pytest.importorskip("monai.losses")
+from torchvision.ops import sigmoid_focal_loss  # noqa: E402  (a core dependency: never skipped)
 
 from lungseg.losses import (  # noqa: E402
     BCELoss,
@@ -99,6 +100,29 @@ def test_focal_equals_monai(seed: int, alpha: float | None, gamma: float) -> Non
     expected = monai_losses.FocalLoss(alpha=alpha, gamma=gamma, use_softmax=False)(logits, target)
     torch.testing.assert_close(focal_loss(logits, target, alpha=alpha, gamma=gamma), expected)
     torch.testing.assert_close(FocalLoss(alpha=alpha, gamma=gamma)(logits, target), expected)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize(("alpha", "gamma"), [(0.25, 2.0), (0.75, 0.5), (None, 2.0), (0.25, 0.0), (0.0, 1.5)])
+def test_focal_equals_torchvision(seed: int, alpha: float | None, gamma: float) -> None:
+    # torchvision.ops.sigmoid_focal_loss is the reference implementation of Lin et al. (RetinaNet):
+    # alpha_t = alpha for positives and 1 - alpha for negatives, no weighting when alpha < 0.
+    logits, target = _batch(seed)
+    tv_alpha = -1.0 if alpha is None else alpha
+    expected = sigmoid_focal_loss(logits, target, alpha=tv_alpha, gamma=gamma, reduction="mean")
+    torch.testing.assert_close(focal_loss(logits, target, alpha=alpha, gamma=gamma), expected)
+    torch.testing.assert_close(FocalLoss(alpha=alpha, gamma=gamma)(logits, target), expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), side=st.integers(1, 9), scale=st.floats(0.1, 20.0),
+       alpha=st.floats(0.0, 1.0), gamma=st.floats(0.0, 4.0))
+def test_property_focal_matches_torchvision(seed: int, side: int, scale: float, alpha: float, gamma: float) -> None:
+    logits, target = _batch(seed, (2, 1, side, side), scale)
+    torch.testing.assert_close(
+        focal_loss(logits, target, alpha, gamma),
+        sigmoid_focal_loss(logits, target, alpha=alpha, gamma=gamma, reduction="mean"),
+    )
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.3, 0.5, 1.0])

@@ -148,3 +148,47 @@ def test_image_row_needs_matching_titles():
     assert fig.axes[0].images[0].get_clim() == viz.DISPLAY_WINDOWS["paper"]
     with pytest.raises(ValueError, match="titles"):
         viz.image_row([image], ["a", "b"])
+
+
+def _hex_rgb(color: str) -> np.ndarray:
+    return np.array([int(color[i:i + 2], 16) for i in (1, 3, 5)], dtype=np.float64)
+
+
+def test_overlay_masks_fills_only_the_mask_in_its_colour():
+    image, gt = _slice()
+    rgb = viz.overlay_masks(image, {"gt": gt}, window="lung", opacity=0.5)
+    assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
+    plain = viz.overlay_masks(image, None, window="lung")
+    assert np.array_equal(rgb[gt == 0], plain[gt == 0])  # outside the mask: the windowed grey slice
+    lo, hi = viz.DISPLAY_WINDOWS["lung"]
+    grey = np.rint((np.clip(image, lo, hi) - lo) * 255 / (hi - lo))
+    assert np.array_equal(plain[..., 0], grey.astype(np.uint8))
+    inside = rgb[gt > 0].astype(np.float64)
+    expected = 0.5 * _hex_rgb(viz.COLORS["gt"]) + 0.5 * plain[gt > 0].astype(np.float64)
+    assert np.abs(inside - expected).max() <= 1.0  # alpha blend of the ground-truth green
+    original = image.copy()
+    viz.overlay_masks(image, gt)
+    assert np.array_equal(image, original)  # never writes into its input
+    with pytest.raises(ValueError, match="shape"):
+        viz.overlay_masks(image, {"gt": gt[:10]})
+    with pytest.raises(ValueError, match="opacity"):
+        viz.overlay_masks(image, gt, opacity=2.0)
+
+
+def test_montage_tiles_slices_with_make_grid():
+    image, gt = _slice()
+    fig = viz.montage([image] * 5, masks=[{"gt": gt, "unet": gt}, gt, None, gt, gt], titles=list("abcde"), ncols=3)
+    grid = fig.axes[0].images[0].get_array()
+    padding = max(2, 64 // 64)
+    band = max(12, 64 // 6)
+    assert grid.shape[:2] == (2 * (64 + band) + 3 * padding, 3 * 64 + 4 * padding)
+    assert [t.get_text() for t in fig.axes[0].texts] == list("abcde")
+    assert len(fig.legends) == 1
+    plain = viz.montage([image, image], ncols=4)
+    assert plain.axes[0].images[0].get_array().shape[:2] == (64 + 2 * padding, 2 * 64 + 3 * padding)
+    with pytest.raises(ValueError, match="images is empty"):
+        viz.montage([])
+    with pytest.raises(ValueError, match="one title per image"):
+        viz.montage([image], titles=["a", "b"])
+    with pytest.raises(ValueError, match="shape"):
+        viz.montage([image, image[:32]])

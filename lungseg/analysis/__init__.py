@@ -11,7 +11,9 @@
 * :mod:`lungseg.analysis.tumours` — tumour by tumour, what a run finds and what decides its pooled
   Dice (chapter 5);
 * :mod:`lungseg.analysis.real_ct` — a phantom-trained run on a real nodule against its readers,
-  and the phantom's intensities beside the real scan's (chapter 10).
+  and the phantom's intensities beside the real scan's (chapter 10);
+* :mod:`lungseg.analysis.distributions` — per-patient Dice and the paired differences, for the
+  seaborn figures of :mod:`lungseg.plots` (chapter 6).
 
 They read run directories, datasets and arrays; none trains, evaluates or knows the book.
 """
@@ -23,6 +25,7 @@ from lungseg.analysis.crf_effect import (
     crf_change,
     describe_crf_boundary,
 )
+from lungseg.analysis.distributions import paired_difference_rows, per_patient_dice
 from lungseg.analysis.examples import example_slices
 from lungseg.analysis.regions import BODY_HU, LUNG_HU, attention_by_region, body_regions
 from lungseg.analysis.runs import (
@@ -54,6 +57,8 @@ __all__ = [
     "describe_crf_boundary",
     "example_slices",
     "held_out_patients",
+    "paired_difference_rows",
+    "per_patient_dice",
     "plateau",
     "run_dir",
     "run_histories",

@@ -56,15 +56,16 @@ class LoadedRun:
     model: nn.Module
     device: torch.device
     epoch: int
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast), see lungseg.device.resolve_precision
+    precision: str = "fp32"  # "fp32", "bf16" or "fp16" (autocast), see lungseg.device.resolve_precision
 
 
 def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best", device: str = "auto",
              precision: str = "auto") -> LoadedRun:
-    """Load a run directory written by :func:`lungseg.training.train`.
+    """Load a run directory written by :func:`lungseg.training.train`, or a model exported from one.
 
     Args:
-        run_dir: the run directory.
+        run_dir: the run directory, or a ``.zip`` of ``lungseg export`` (read by
+            :func:`lungseg.inference.bundle.load_bundle`, which holds the best checkpoint only).
         checkpoint: ``"best"`` (highest validation Dice) or ``"last"``.
         device: inference device (``"auto"``: CUDA, then MPS, then CPU).
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 elsewhere), ``"fp32"`` or ``"bf16"``
@@ -78,8 +79,13 @@ def load_run(run_dir: str | os.PathLike[str], checkpoint: str = "best", device: 
         FileNotFoundError: the directory or one of its files is missing.
         LungsegError: the checkpoint name is unknown or the files are inconsistent.
     """
+    from lungseg.inference.bundle import is_bundle, load_bundle
     from lungseg.models import build_model
 
+    if is_bundle(run_dir):
+        if checkpoint != "best":
+            raise LungsegError(f"{run_dir}: an exported model holds one checkpoint; --checkpoint {checkpoint} does not apply")
+        return load_bundle(run_dir, device=device, precision=precision)
     run = RunDir(run_dir)
     ckpt_path = run.checkpoint_path(checkpoint)
     run.require(run.config_path, run.fingerprint_path, ckpt_path)

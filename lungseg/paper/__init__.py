@@ -32,7 +32,7 @@ from lungseg.paper.consistency import (
     precision_from_f1_recall,
     table3_consistency,
 )
-from lungseg.paper.figure3 import FIGURE3_METRICS, figure3_values
+from lungseg.paper.figure3 import FIGURE3_METRICS, figure3_seed_values, figure3_values
 from lungseg.paper.published import (
     MISMATCHED_REFERENCES,
     PAPER_ABSTRACT,
@@ -56,6 +56,7 @@ __all__ = [
     "dice_f1_consistency",
     "dice_iou_consistency",
     "f_score",
+    "figure3_seed_values",
     "figure3_values",
     "format_estimate",
     "implied_prevalence",

@@ -1,6 +1,6 @@
 """The paper's Figure 3 remade from an experiment: its bar chart of metrics per model, our
 measurements as bars and the paper's printed values (:mod:`lungseg.paper.published`) as markers
-(chapter 6 draws it with :func:`lungseg.viz.metric_bars`).
+(chapter 6 draws it with :func:`lungseg.plots.figure3`, every seed's value as a dot).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from lungseg.paper.claims import primary_loss
 from lungseg.paper.published import PAPER_TABLE2, PAPER_TABLE3
 
-__all__ = ["FIGURE3_METRICS", "figure3_values"]
+__all__ = ["FIGURE3_METRICS", "figure3_seed_values", "figure3_values"]
 
 #: Figure 3's metrics: (label, results-table column, the paper's table key).
 FIGURE3_METRICS: tuple[tuple[str, str, str], ...] = (
@@ -23,7 +23,7 @@ FIGURE3_METRICS: tuple[tuple[str, str, str], ...] = (
 
 def figure3_values(results: dict[str, Any], loss: str | None = None, crf: bool = True
                    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
-    """Bars and the paper's markers for :func:`lungseg.viz.metric_bars` (Figure 3).
+    """Bars and the paper's markers for :func:`lungseg.plots.figure3` (Figure 3).
 
     Args:
         results: ``results.json`` of :func:`lungseg.experiment.run_experiment`.
@@ -50,3 +50,16 @@ def figure3_values(results: dict[str, Any], loss: str | None = None, crf: bool =
             if key in published.get(model, {}):
                 paper[model][label] = published[model][key]
     return values, paper
+
+
+def figure3_seed_values(results: dict[str, Any], loss: str | None = None, crf: bool = True) -> dict[str, dict[str, list[float]]]:
+    """Every seed's value behind each bar of :func:`figure3_values`: ``{model: {label: [value per seed]}}``
+    (the seeds' own values listed in the results; unmeasured ones left out)."""
+    loss = loss or primary_loss(results)
+    seeds: dict[str, dict[str, list[float]]] = {}
+    for cell in results["cells"]:
+        if cell["loss"] != loss or bool(cell["crf"]) != crf:
+            continue
+        seeds[cell["model"]] = {label: [float(v) for v in cell[column].get("values") or [] if v is not None]
+                                for label, column, _ in FIGURE3_METRICS}
+    return seeds

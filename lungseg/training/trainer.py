@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from lungseg.config import TrainConfig, config_differences
-from lungseg.device import autocast, resolve_device, resolve_precision
+from lungseg.device import autocast, grad_scaler, resolve_device, resolve_precision
 from lungseg.errors import DataError, LungsegError
 from lungseg.files import check_output
 from lungseg.metrics import Confusion
@@ -253,6 +253,7 @@ class Trainer:
         self.device = device
         self.on_cuda = device.type == "cuda"
         self.precision = resolve_precision(config.precision, device)
+        self.scaler = grad_scaler(device, self.precision)  # loss scaling for fp16 (GPUs without bf16), else a no-op
         if device.type == "cpu":
             torch.use_deterministic_algorithms(True)
         elif self.on_cuda:
@@ -382,8 +383,9 @@ class Trainer:
             if not torch.isfinite(loss):
                 raise LungsegError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             if config.schedule != "plateau":
                 self.scheduler.step()
             loss_sum += torch.tensor([loss.item() * len(images), len(images)], dtype=torch.float64)
