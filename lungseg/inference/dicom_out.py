@@ -117,6 +117,8 @@ def write_dicom_seg(mask: np.ndarray, headers: Sequence[Any], path: str | os.Pat
     sources = list(headers) if mask.any() else [headers[0]]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*omit_empty_frames.*")  # the empty case, handled above
+        # the patient's name is copied from the series as it is, one component or not
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name.*")
         seg = hd.seg.Segmentation(
             source_images=sources, pixel_array=mask[: len(sources)].astype(np.uint8),
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[segment],

@@ -576,10 +576,10 @@ def format_study_table(summary: dict[str, Any]) -> str:
     for r in summary["studies"]:
         name = Path(r["input"]).name
         if r.get("error"):
-            rows.append((name, "-", "-", "-", f"{r['seconds']:.1f}", f"failed: {r['error']}"))
+            rows.append((name, "-", "-", "-", f"{r['seconds']:.2f}", f"failed: {r['error']}"))
             continue
         volume = "-" if r["volume_ml"] is None else f"{r['volume_ml']:.3f}"
-        rows.append((name, str(r["slices"]), str(r["tumour_voxels"]), volume, f"{r['seconds']:.1f}", r["output"]))
+        rows.append((name, str(r["slices"]), str(r["tumour_voxels"]), volume, f"{r['seconds']:.2f}", r["output"]))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     right = (False, True, True, True, True)
 
