@@ -214,7 +214,7 @@ def write_rtstruct(mask: np.ndarray, headers: Sequence[Any], path: str | os.Path
     ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.SpecificCharacterSet = str(head.get("SpecificCharacterSet", "ISO_IR 100") or "ISO_IR 100")
+    ds.SpecificCharacterSet = head.get("SpecificCharacterSet") or "ISO_IR 100"  # the copied names are in it
     ds.SOPClassUID = _RT_STRUCTURE_SET_STORAGE
     ds.SOPInstanceUID = sop_uid
     for keyword in _PATIENT_STUDY_KEYWORDS:
