@@ -300,11 +300,19 @@ def _predict_parser(sub: Any) -> None:
     """The ``predict`` verb's flags."""
     p = sub.add_parser("predict", formatter_class=_Formatter, help="segment a DICOM series, NIfTI, PNG/JPEG or .npz",
                        description="Segment tumours with a trained run; writes the mask in the input's geometry and a"
-                                   " lesion summary (count, volume in mL, equivalent diameter, slice range).")
-    p.add_argument("input", help="DICOM series folder, .nii/.nii.gz, PNG/JPEG file or folder, or .npz with 'images'")
+                                   " lesion summary (count, volume in mL, equivalent diameter, slice range). A DICOM"
+                                   " series' mask can be written as a DICOM SEG or RT Structure Set that loads on top"
+                                   " of the series in a viewer. A folder of studies (subfolders holding one DICOM series"
+                                   " each, and/or .nii/.nii.gz files) gives one output folder per study and a"
+                                   " summary.csv.")
+    p.add_argument("input", help="DICOM series folder, .nii/.nii.gz, PNG/JPEG file or folder, .npz with 'images', or a"
+                                 " folder of studies")
     p.add_argument("--run", "--model", dest="run", required=True,
                    help="run directory, or a model .zip of `lungseg export` (required)")
-    p.add_argument("--out", required=True, help="output .nii.gz / .png / .npz file or folder (required)")
+    p.add_argument("--out", required=True, help="output .nii.gz / .dcm / .png / .npz file or folder (required)")
+    p.add_argument("--format", dest="output_format", default="nifti", choices=("nifti", "dicom-seg", "rtstruct"),
+                   help="a volume's mask as NIfTI, DICOM SEG or RT Structure Set; the DICOM ones need a DICOM series"
+                        " input (default: nifti)")
     p.add_argument("--prob", action="store_true", help="also write the probability map (default: off)")
     p.add_argument("--attention", action="store_true", help="also write the attention maps of every gate (default: off)")
     p.add_argument("--crf", action="store_true", help="refine with the CRF of eq. (10) (default: off)")
@@ -469,15 +477,20 @@ def _cmd_tune(args: argparse.Namespace) -> None:
     print(f"wrote {Path(args.out) / TUNE_TABLE}")
 
 
-def _cmd_predict(args: argparse.Namespace) -> None:
+def _cmd_predict(args: argparse.Namespace) -> int:
     from lungseg.inference import format_summary, predict
 
     summary = predict(
-        args.run, args.input, args.out, probabilities=args.prob, attention=args.attention, crf=args.crf,
-        threshold=args.threshold, batch_size=args.batch_size, checkpoint=args.checkpoint, device=args.device,
-        precision=args.precision, progress=not args.quiet,
+        args.run, args.input, args.out, output_format=args.output_format, probabilities=args.prob,
+        attention=args.attention, crf=args.crf, threshold=args.threshold, batch_size=args.batch_size,
+        checkpoint=args.checkpoint, device=args.device, precision=args.precision, progress=not args.quiet,
     )
     print(format_summary(summary))
+    if summary.get("failed"):  # a folder of studies: the others were segmented, the table says which failed
+        print(f"error: {summary['failed']} of {len(summary['studies'])} studies failed (see {summary['files'][0]})",
+              file=sys.stderr)
+        return 2
+    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> None:

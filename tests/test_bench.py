@@ -222,3 +222,23 @@ def test_python_dash_m_help() -> None:
     out = subprocess.run([sys.executable, "-m", "lungseg.bench", "--help"], capture_output=True, text=True,
                          cwd=ROOT, check=True).stdout
     assert out.startswith("usage: lungseg bench") and "speed, cost and memory" in out and "--sections" in out
+
+
+def test_real_series_prediction_times_predict_with_and_without_crf(tmp_path) -> None:
+    """Skipped (with the reason) in a quick run or where the series is absent; else two timed predict calls.
+    A 4-slice phantom series stands in for the real one (which `lungseg bench` finds in the shared folder)."""
+    from lungseg.bench.harness import QUICK
+    from lungseg.bench.prediction import real_series_prediction
+    from lungseg.data.dicom import write_dicom_series
+    from lungseg.data.phantom import PhantomConfig, generate_patient
+
+    cpu = torch.device("cpu")
+    assert "quick run" in real_series_prediction(QUICK, tmp_path, cpu, quick=True)["skipped"]
+    missing = real_series_prediction(QUICK, tmp_path, cpu, series=tmp_path / "absent")
+    assert "absent not found" in missing["skipped"] and "LUNGSEG_REALCT" in missing["skipped"]
+    vol, _ = generate_patient(1, PhantomConfig(image_size=QUICK.image_size, n_slices=4))
+    write_dicom_series(vol, tmp_path / "series")
+    got = real_series_prediction(QUICK, tmp_path, cpu, series=tmp_path / "series")
+    assert got["slices"] == 4 and got["shape"] == [4, QUICK.image_size, QUICK.image_size]
+    assert _positive(got["read_seconds"]) and _positive(got["seconds"]) and _positive(got["seconds_with_crf"])
+    assert got["within_goal"] is (got["seconds_with_crf"] <= got["goal_seconds_with_crf"])

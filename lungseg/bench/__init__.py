@@ -17,7 +17,10 @@ What one run measures (all in the same process, on the same device, with the sam
 * data pipeline rates (DICOM series read, slice dataset built from DICOM, loaded from the cache, and
   training batches drawn and rendered by the patch sampler: patches/s and whole slices/s) against the
   rate at which training consumes them;
-* phantom generation slices/s, and the wall time of ``lungseg predict --crf`` on a 100-slice series.
+* phantom generation slices/s, and the wall time of ``lungseg predict --crf`` on a 100-slice series;
+* the wall time of ``lungseg predict`` with and without ``--crf`` on the real 275-slice 512² LIDC-IDRI-0314
+  series (CPU goal ≤ 30 s with the CRF), where the shared real-CT folder is present (``$LUNGSEG_REALCT``
+  or ``shared/realct`` next to the repository; skipped with a note otherwise, and in a quick run).
 
 Timing protocol: ``warmup`` untimed iterations per model, then ``repeats`` timed iterations
 *interleaved* across the three models (model A, B, C, A, B, C, ...) so that a change in machine load

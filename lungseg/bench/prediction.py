@@ -1,7 +1,10 @@
-"""End to end: the wall time of ``lungseg predict --crf`` on a phantom DICOM series, per precision."""
+"""End to end: the wall time of ``lungseg predict --crf`` on a phantom DICOM series, per precision, and of
+``lungseg predict`` with and without the CRF on a real 275-slice 512² CT series (LIDC-IDRI-0314), where
+the shared real-CT folder is present."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,12 @@ import torch
 from lungseg.bench.harness import BenchConfig, nominal_fingerprint
 from lungseg.bench.networks import PAPER_MODEL, build_bench_model
 
-__all__ = ["series_prediction"]
+__all__ = ["REAL_SERIES", "REAL_SERIES_GOAL_S", "real_series_prediction", "realct_series", "series_prediction"]
+
+#: The real series timed, relative to the shared real-CT folder (see its README.md).
+REAL_SERIES = Path("lidc-idri-0314") / "ct"
+#: The CPU goal for ``lungseg predict --crf`` on that series, in seconds.
+REAL_SERIES_GOAL_S = 30.0
 
 
 def _untrained_run(cfg: BenchConfig, path: Path) -> Any:
@@ -84,3 +92,50 @@ def series_prediction(cfg: BenchConfig, root: Path, device: torch.device) -> dic
     if "bf16" in masks:
         result["bf16_vs_fp32"] = _agreement(masks["fp32"], masks["bf16"])
     return result
+
+
+def realct_series() -> Path:
+    """Where the real series is expected: ``$LUNGSEG_REALCT/lidc-idri-0314/ct``, by default under the
+    ``shared/realct`` folder next to the repository (it may be absent)."""
+    default = Path(__file__).resolve().parents[2].parent / "shared" / "realct"
+    return Path(os.environ.get("LUNGSEG_REALCT") or default) / REAL_SERIES
+
+
+def real_series_prediction(cfg: BenchConfig, root: Path, device: torch.device, quick: bool = False,
+                           series: Path | None = None) -> dict[str, Any]:
+    """Wall time of :func:`lungseg.inference.predict` on the real 275-slice 512² LIDC-IDRI-0314 series.
+
+    The same untrained paper network as :func:`series_prediction` (``cfg``'s width, depth and input
+    size) at the default precision; times one call without the CRF and one with it (each covers reading
+    the DICOM files, preprocessing, the forward passes, restoring to 512², the CRF, and writing the
+    NIfTI mask), and reading the series alone. Skipped, with the reason as ``"skipped"``, where the
+    folder is absent or in a quick run.
+    """
+    from lungseg.data.dicom import read_dicom_series
+    from lungseg.device import resolve_precision
+    from lungseg.inference import predict
+
+    series = realct_series() if series is None else series
+    if quick:
+        return {"skipped": "quick run: the real series is timed by the full bench only"}
+    if not series.is_dir():
+        return {"skipped": f"{series} not found (the shared real-CT folder; set LUNGSEG_REALCT to its location)"}
+    start = time.perf_counter()
+    (volume,) = read_dicom_series(series)
+    read_s = time.perf_counter() - start
+    run = _untrained_run(cfg, root / "real-run")
+    seconds = {}
+    for crf in (False, True):
+        start = time.perf_counter()
+        predict(run.path, series, root / f"real-{'crf' if crf else 'plain'}.nii.gz", crf=crf, device=str(device),
+                progress=False)
+        seconds[crf] = time.perf_counter() - start
+    slices, height, width = volume.image.shape
+    return {
+        "series": str(series), "slices": slices, "shape": [slices, height, width], "image_size": cfg.image_size,
+        "precision": resolve_precision("auto", device), "read_seconds": read_s, "seconds": seconds[False],
+        "seconds_with_crf": seconds[True], "goal_seconds_with_crf": REAL_SERIES_GOAL_S,
+        "within_goal": seconds[True] <= REAL_SERIES_GOAL_S,
+        "what": "lungseg.inference.predict(run, LIDC-IDRI-0314 series, out.nii.gz, crf=False/True): read, segment"
+                " (untrained paper network), CRF, write",
+    }

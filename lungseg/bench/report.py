@@ -184,6 +184,12 @@ def _pipeline(result: dict[str, Any]) -> list[str]:
             rows.append(f"| bf16 vs fp32 masks of that series ({agree['weights']}) | "
                         f"{100 * agree['voxels_differing_fraction']:.4f} % of voxels differ, mask Dice "
                         f"{agree['mask_dice']:.4f} |")
+    real = result.get("real_series_prediction", {})
+    if "seconds_with_crf" in real:
+        rows.append(f"| `lungseg predict`, real {real['slices']}-slice {real['shape'][1]}×{real['shape'][2]} DICOM series"
+                    f" (LIDC-IDRI-0314; reading it alone {real['read_seconds']:.1f} s) | {real['seconds']:.1f} s |")
+        rows.append(f"| `lungseg predict --crf`, the same series (target ≤ {real['goal_seconds_with_crf']:.0f} s on CPU)"
+                    f" | {real['seconds_with_crf']:.1f} s |")
     return ["## Pipeline", "", "| stage | rate |", "|---|---:|", *rows, ""] if rows else []
 
 

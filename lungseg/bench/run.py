@@ -20,7 +20,7 @@ from lungseg.bench.harness import (BenchConfig, Variant, default_config, matmul_
 from lungseg.bench.memory import cpu_peak_memory, cuda_peak_memory
 from lungseg.bench.networks import MONAI_REFERENCE, NETWORKS, PAPER_MODEL, build_bench_model, label, monai_available
 from lungseg.bench.pipeline import data_pipeline, phantom_study
-from lungseg.bench.prediction import series_prediction
+from lungseg.bench.prediction import real_series_prediction, series_prediction
 from lungseg.bench.report import write_outputs
 from lungseg.bench.throughput import add_mfu, model_throughput, ratios
 from lungseg.bench.training_step import training_step
@@ -140,6 +140,10 @@ def _measure(result: dict[str, Any], chosen: Sequence[str], names: Sequence[str]
     if "predict" in chosen:
         with _section("predict", sec, bar):
             result["series_prediction"] = series_prediction(cfg, root, dev)
+            real = real_series_prediction(cfg, root, dev, quick=bool(result.get("quick")))
+            result["real_series_prediction"] = real
+            if "skipped" in real:
+                result["notes"].append(f"real-series prediction not measured: {real['skipped']}")
 
 
 def run_bench(

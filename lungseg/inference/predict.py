@@ -7,6 +7,14 @@ probability map and the attention coefficients of every gate, and a summary of t
 (count, volume in mL, equivalent diameter in mm, slice range). Slices are segmented in batches.
 Nothing is ever written into the input's folder.
 
+A DICOM series' mask can also be written as DICOM (``output_format``): a DICOM Segmentation
+(``"dicom-seg"``) or an RT Structure Set (``"rtstruct"``) that references the series and loads on
+top of it in a viewer (:mod:`lungseg.inference.dicom_out`); the mask is the one the NIfTI output holds.
+A *folder of studies* (a folder whose top level holds subfolders, one DICOM series each, and/or
+NIfTI volumes, but no DICOM or image files of its own) is segmented study by study into one
+output folder per study (:func:`study_output`), with one progress bar and a summary table
+(``summary.csv``: input, slices, tumour voxels, volume, output, seconds).
+
 The input is read and checked in full before anything is written: NaN or infinite intensities are
 refused (with their count), so is a folder of images that also holds other files, and so are two
 images whose masks would share a name (``scan.png`` and ``scan.jpg`` would both give
@@ -18,6 +26,8 @@ from __future__ import annotations
 
 import math
 import os
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +36,16 @@ import numpy as np
 from scipy import ndimage
 
 from lungseg.errors import DataError, LungsegError
-from lungseg.files import check_output, write_json
+from lungseg.files import check_output, write_csv, write_json
+from lungseg.inference.dicom_out import FORMATS
 from lungseg.inference.run import binarize, check_positive_int, load_run, predict_probabilities, require_finite
 from lungseg.metrics import equivalent_sphere_diameter_mm
 
 VOLUME_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
+# the result file of a volume written to a folder, per output format
+_RESULT_NAMES = {"nifti": "mask.nii.gz", "dicom-seg": "seg.dcm", "rtstruct": "rtstruct.dcm"}
+SUMMARY_TABLE = "summary.csv"
+SUMMARY_COLUMNS: tuple[str, ...] = ("input", "slices", "tumour_voxels", "volume_ml", "output", "seconds", "error")
 
 
 def _strip_suffix(name: str) -> str:
@@ -186,11 +201,76 @@ def _read_input(path: Path) -> tuple[str, list[Any]]:
     )
 
 
+def _check_format(output_format: str) -> None:
+    if output_format not in FORMATS:
+        raise LungsegError(f"output format must be one of {', '.join(FORMATS)}; got {output_format!r}")
+
+
+def _needs_dicom(inp: Path, output_format: str, what: str) -> LungsegError:
+    return LungsegError(
+        f"{inp}: --format {output_format} needs a DICOM series input (the result references the series' slices"
+        f" and frame of reference), but this is {what}; use --format nifti"
+    )
+
+
+def list_studies(path: str | os.PathLike[str]) -> list[Path] | None:
+    """The studies of a *folder of studies*, or ``None`` when ``path`` is not one.
+
+    A folder of studies holds no DICOM or PNG/JPEG files at its top level, and at least one
+    subfolder (a DICOM series, searched recursively) or NIfTI volume (``.nii``/``.nii.gz``); these
+    are its studies, sorted by name. Other top-level files are skipped with a warning; hidden
+    entries (``.name``) are ignored.
+    """
+    from lungseg.data.dicom import is_dicom_file
+    from lungseg.data.images import is_image_file
+
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    files = [p for p in entries if p.is_file()]
+    if any(is_image_file(p) or is_dicom_file(p) for p in files):
+        return None
+    studies = [p for p in entries if p.is_dir() or (p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES))]
+    if not studies:
+        return None
+    for p in files:
+        if p not in studies:
+            warnings.warn(f"{p}: neither a study folder nor a NIfTI volume; skipped", stacklevel=2)
+    return studies
+
+
+def study_output(out: str | os.PathLike[str], study: str | os.PathLike[str]) -> Path:
+    """The output folder of one study of a folder of studies: ``out/<study name without .nii/.nii.gz>``."""
+    return Path(out) / _strip_suffix(Path(study).name)
+
+
+def volume_outputs(out: str | os.PathLike[str], output_format: str = "nifti") -> tuple[Path, str]:
+    """Where a volume's result goes: ``(result file, prefix of the extras and the lesion summary)``.
+
+    ``out`` is the result file itself when it has the format's suffix (``.nii``/``.nii.gz`` for
+    ``"nifti"``, ``.dcm`` for ``"dicom-seg"`` and ``"rtstruct"``), the extras then being
+    ``<out without suffix>_probability.nii.gz`` etc.; otherwise it is a folder receiving
+    ``mask.nii.gz``, ``seg.dcm`` or ``rtstruct.dcm`` and ``probability.nii.gz`` etc.
+    """
+    out = Path(out)
+    _check_format(output_format)
+    name = out.name.lower()
+    is_file = name.endswith(VOLUME_SUFFIXES) if output_format == "nifti" else name.endswith(".dcm")
+    if is_file:
+        stem = out.name[: -len(".dcm")] if name.endswith(".dcm") else _strip_suffix(out.name)
+        return out, f"{out.parent / stem}_"
+    if output_format != "nifti" and name.endswith(VOLUME_SUFFIXES):
+        raise LungsegError(f"--out {out}: a {output_format} result is a .dcm file (or a folder), not NIfTI")
+    return out / _RESULT_NAMES[output_format], f"{out}/"
+
+
 def predict(
     run_dir: str | os.PathLike[str],
     input_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
     *,
+    output_format: str = "nifti",
     probabilities: bool = False,
     attention: bool = False,
     crf: bool = False,
@@ -205,11 +285,18 @@ def predict(
 
     Args:
         run_dir: run directory of :func:`lungseg.training.train`.
-        input_path: DICOM series folder, NIfTI file, PNG/JPEG file or folder, or ``.npz`` with
-            ``images`` ``(N, H, W)`` (optional ``intensity``, ``spacing``).
-        out_path: a ``.nii``/``.nii.gz`` file (volumes), ``.png`` file (one image), ``.npz`` file
-            (``.npz`` input), or a folder that receives ``mask.nii.gz`` / ``<name>_mask.png`` /
-            ``predictions.npz`` and the extras.
+        input_path: DICOM series folder, NIfTI file, PNG/JPEG file or folder, ``.npz`` with
+            ``images`` ``(N, H, W)`` (optional ``intensity``, ``spacing``), or a folder of studies
+            (:func:`list_studies`: subfolders holding one DICOM series each, and/or NIfTI files).
+        out_path: a ``.nii``/``.nii.gz`` file (volumes), ``.dcm`` file (a DICOM series with
+            ``output_format`` ``"dicom-seg"`` or ``"rtstruct"``), ``.png`` file (one image), ``.npz``
+            file (``.npz`` input), or a folder that receives ``mask.nii.gz`` / ``seg.dcm`` /
+            ``rtstruct.dcm`` / ``<name>_mask.png`` / ``predictions.npz`` and the extras (see
+            :func:`volume_outputs`). For a folder of studies, a folder receiving one folder per
+            study (:func:`study_output`) and ``summary.csv``.
+        output_format: a volume's mask as ``"nifti"`` (default), ``"dicom-seg"`` (a DICOM
+            Segmentation) or ``"rtstruct"`` (an RT Structure Set); the DICOM formats need a DICOM
+            series input, whose slices they reference.
         probabilities: also write the tumour probability map.
         attention: also write the attention coefficients of every gate (attention model only).
         crf: refine with the CRF of eq. (10) instead of thresholding.
@@ -219,26 +306,111 @@ def predict(
         device: inference device.
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 elsewhere), ``"fp32"`` or ``"bf16"``
             (on a CPU with native bf16 about 2x faster; see :func:`lungseg.inference.load_run`).
-        progress: show progress bars.
+        progress: show progress bars (one over all studies for a folder of studies).
 
     Returns:
         A summary: the files written and the lesions found (also written as ``*lesions.json``).
+        For a folder of studies: ``{"studies": [one row per study, the columns of summary.csv],
+        "failed": count, "files": [...]}``; a study that cannot be read or segmented is recorded
+        with its error and the others are still segmented.
 
     Raises:
-        LungsegError: a bad argument (``threshold``, ``batch_size``), an output inside the input, or
-            a model that does not fit the input. :class:`~lungseg.errors.DataError` (a subclass) for bad
-            input: unreadable files, NaN or infinite intensities (counted in the message), a folder of
-            images that also holds other files, or two images whose masks would share a name
-            (``scan.png`` and ``scan.jpg``); all are checked before anything is written.
+        LungsegError: a bad argument (``threshold``, ``batch_size``, ``output_format``), a DICOM
+            output format for an input that is not a DICOM series, an output inside the input, two
+            studies whose outputs would share a name, or a model that does not fit the input.
+            :class:`~lungseg.errors.DataError` (a subclass) for bad input: unreadable files, NaN or
+            infinite intensities (counted in the message), a folder of images that also holds other
+            files, or two images whose masks would share a name (``scan.png`` and ``scan.jpg``); all
+            are checked before anything is written.
         FileNotFoundError: the input does not exist.
     """
     inp, out = Path(input_path), Path(out_path)
     _check_arguments(threshold, batch_size)
+    _check_format(output_format)
     check_output(out, [inp])
+    studies = list_studies(inp)
+    if output_format != "nifti" and inp.is_file():
+        raise _needs_dicom(inp, output_format, "a single file")
+    if studies is not None:
+        _check_studies(inp, out, studies, output_format)
     run = load_run(run_dir, checkpoint=checkpoint, device=device, precision=precision)
     if attention and run.config.model != "attention":
         raise LungsegError(f"--attention needs an 'attention' model; {run.run_dir} holds a {run.config.model!r} model")
+    options = dict(output_format=output_format, probabilities=probabilities, attention=attention, crf=crf,
+                   threshold=threshold, batch_size=batch_size)
+    if studies is not None:
+        return _predict_studies(run, inp, out, studies, options, progress)
+    return _predict_loaded(run, inp, out, progress=progress, **options)
+
+
+def _check_studies(inp: Path, out: Path, studies: list[Path], output_format: str) -> None:
+    """Refuse, before anything is written, a folder of studies whose outputs would collide or that
+    holds NIfTI volumes while a DICOM format is asked for."""
+    if output_format != "nifti":
+        volumes = [p.name for p in studies if p.is_file()]
+        if volumes:
+            raise _needs_dicom(inp, output_format, f"a folder of studies holding NIfTI volume(s) ({', '.join(volumes[:5])})")
+    if out.name.lower().endswith((*VOLUME_SUFFIXES, ".dcm", ".png", ".npz")):
+        raise LungsegError(f"--out {out}: a folder of studies is written to a folder (one subfolder per study), not a file")
+    seen: dict[str, Path] = {SUMMARY_TABLE.casefold(): out / SUMMARY_TABLE}
+    for study in studies:
+        target = study_output(out, study)
+        key = target.name.casefold()
+        if key in seen:
+            raise LungsegError(
+                f"{inp}: {study.name} and {seen[key].name} would both be written to {target}; rename one of them"
+            )
+        seen[key] = study
+
+
+def _predict_studies(run: Any, inp: Path, out: Path, studies: list[Path], options: dict[str, Any],
+                     progress: bool) -> dict[str, Any]:
+    """Each study of a folder of studies into its own output folder; one progress bar; ``summary.csv``."""
+    from tqdm.auto import tqdm
+
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(studies, desc="predict", unit="series", disable=not progress)
+    for study in bar:
+        bar.set_postfix_str(study.name, refresh=False)
+        target = study_output(out, study)
+        start = time.perf_counter()
+        row: dict[str, Any] = {"input": str(study)}
+        try:
+            summary = _predict_loaded(run, study, target, progress=False, volumes_only=True, **options)
+        except (LungsegError, OSError, ValueError) as exc:  # DataError is a LungsegError
+            row.update(error=" ".join(str(exc).split()) or type(exc).__name__, seconds=round(time.perf_counter() - start, 2))
+            rows.append(row)
+            continue
+        row.update(
+            slices=summary["shape"][0], tumour_voxels=summary["tumour_voxels"],
+            volume_ml=summary["lesions"]["total_volume_ml"], output=summary["files"][0],
+            seconds=round(time.perf_counter() - start, 2), error="",
+        )
+        rows.append(row)
+    table = out / SUMMARY_TABLE
+    check_output(table, [inp])
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(table, rows, SUMMARY_COLUMNS)
+    return {
+        "input": str(inp), "run": str(run.run_dir), "crf": bool(options["crf"]), "precision": run.precision,
+        "output_format": options["output_format"], "studies": rows,
+        "failed": sum(1 for r in rows if r.get("error")), "files": [str(table)],
+    }
+
+
+def _predict_loaded(run: Any, inp: Path, out: Path, *, output_format: str, probabilities: bool, attention: bool,
+                    crf: bool, threshold: float | None, batch_size: int, progress: bool,
+                    volumes_only: bool = False) -> dict[str, Any]:
+    """:func:`predict` of one input with a loaded run: read and check it, segment, write."""
+    check_output(out, [inp])
     kind, items = _read_input(inp)
+    if volumes_only and kind != "volume":
+        raise DataError(f"{inp}: holds {kind}, not a CT volume; a folder of studies holds DICOM series and NIfTI volumes")
+    if output_format != "nifti":
+        if kind != "volume":
+            raise _needs_dicom(inp, output_format, "PNG/JPEG images" if kind == "images" else "an .npz file")
+        if items[0].meta.get("format") != "dicom":
+            raise _needs_dicom(inp, output_format, "a NIfTI volume")
     model_intensity = run.fingerprint.intensity
     data_intensity = "unit" if kind == "images" else (items[1] if kind == "npz" else "hu")
     if data_intensity != model_intensity:
@@ -256,12 +428,26 @@ def predict(
         return Segmentation(binarize(run, images, probs, crf, threshold), probs, alphas)
 
     summary: dict[str, Any] = {"input": str(inp), "run": str(run.run_dir), "crf": bool(crf), "precision": run.precision}
+    if kind == "volume":
+        summary["output_format"] = output_format
+        summary["algorithm"] = _algorithm(run, crf, threshold)
     writer = {"volume": _write_volume, "images": _write_images, "npz": _write_npz}[kind]
     written, lesion_path = writer(inp, items, out, segment, probabilities, summary)
     check_output(lesion_path, [inp])
     summary["files"] = written + [str(lesion_path)]
     write_json(summary, lesion_path)
     return summary
+
+
+def _algorithm(run: Any, crf: bool, threshold: float | None) -> dict[str, Any]:
+    """What makes the mask, for the DICOM results' algorithm identification and the summary."""
+    from lungseg import __version__
+
+    return {
+        "name": "lungseg", "version": __version__, "run": run.run_dir.name, "model": run.config.model,
+        "loss": run.config.loss, "epoch": run.epoch, "crf": "on" if crf else "off",
+        "threshold": run.config.threshold if threshold is None else threshold,
+    }
 
 
 @dataclass
@@ -275,27 +461,39 @@ class Segmentation:
 
 def _write_volume(inp: Path, items: list[Any], out: Path, segment: Any, probabilities: bool,
                   summary: dict[str, Any]) -> tuple[list[str], Path]:
-    """A volume's mask (and extras) as NIfTI in the input's geometry; 3D lesion summary."""
+    """A volume's mask in the input's geometry — NIfTI, or for a DICOM series a DICOM SEG or RT
+    Structure Set referencing it (``summary["output_format"]``) — the extras as NIfTI; 3D lesion summary."""
     from lungseg.data.nifti import dicom_affine, write_nifti
 
     if len(items) > 1:
         uids = [v.meta.get("series_uid", v.patient_id) for v in items]
         raise LungsegError(f"{inp}: holds {len(items)} CT series ({', '.join(map(str, uids))}); point to one series folder")
     vol = items[0]
+    output_format = summary.get("output_format", "nifti")
+    result_path, prefix = volume_outputs(out, output_format)
+    check_output(result_path, [inp])
+    headers = None
+    if output_format != "nifti":  # re-read the series' headers before the (long) segmentation
+        from lungseg.inference.dicom_out import read_source_headers
+
+        headers = read_source_headers(vol.meta["files"])
     seg = segment(vol.image)
     ras = str(vol.meta.get("affine_space", "LPS")).upper() == "RAS" and vol.affine is not None
     affine = vol.affine if ras else dicom_affine(vol)
-    if out.name.endswith(VOLUME_SUFFIXES):
-        mask_path, prefix = out, f"{out.parent / _strip_suffix(out.name)}_"
+    mask = seg.mask.astype(np.uint8)
+    if headers is None:
+        written = [str(write_nifti(mask, result_path, affine=affine))]
     else:
-        mask_path, prefix = out / "mask.nii.gz", f"{out}/"
-    check_output(mask_path, [inp])
-    written = [str(write_nifti(seg.mask.astype(np.uint8), mask_path, affine=affine))]
+        from lungseg.inference.dicom_out import write_dicom_seg, write_rtstruct
+
+        writer = write_dicom_seg if output_format == "dicom-seg" else write_rtstruct
+        written = [str(writer(mask, headers, result_path, summary["algorithm"]))]
     if probabilities:
         written.append(str(write_nifti(seg.probs.astype(np.float32), Path(f"{prefix}probability.nii.gz"), affine=affine)))
     for level, a in enumerate(seg.alphas):
         written.append(str(write_nifti(a.astype(np.float32), Path(f"{prefix}attention_level{level}.nii.gz"), affine=affine)))
-    summary.update(shape=list(vol.image.shape), spacing_mm=list(vol.spacing), lesions=lesion_summary(seg.mask, vol.spacing))
+    summary.update(shape=list(vol.image.shape), spacing_mm=list(vol.spacing), tumour_voxels=int(mask.sum()),
+                   lesions=lesion_summary(mask, vol.spacing))
     return written, Path(f"{prefix}lesions.json")
 
 
@@ -356,7 +554,9 @@ def _write_npz(inp: Path, items: list[Any], out: Path, segment: Any, probabiliti
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """A short human-readable account of :func:`predict`'s summary."""
+    """A short human-readable account of :func:`predict`'s summary (a table for a folder of studies)."""
+    if "studies" in summary:
+        return format_study_table(summary)
     les = summary["lesions"]
     lines = [f"{les['count']} lesion(s) found in {summary['input']}"]
     for e in les.get("lesions", [])[:20]:
@@ -366,4 +566,29 @@ def format_summary(summary: dict[str, Any]) -> str:
                 f" slices {e['slice_range'][0]}-{e['slice_range'][1]}"
             )
     lines.append("wrote: " + ", ".join(summary["files"]))
+    return "\n".join(lines)
+
+
+def format_study_table(summary: dict[str, Any]) -> str:
+    """The summary table of a folder of studies (the rows of ``summary.csv``) as aligned text."""
+    header = ("input", "slices", "tumour voxels", "volume mL", "seconds", "output")
+    rows = []
+    for r in summary["studies"]:
+        name = Path(r["input"]).name
+        if r.get("error"):
+            rows.append((name, "-", "-", "-", f"{r['seconds']:.2f}", f"failed: {r['error']}"))
+            continue
+        volume = "-" if r["volume_ml"] is None else f"{r['volume_ml']:.3f}"
+        rows.append((name, str(r["slices"]), str(r["tumour_voxels"]), volume, f"{r['seconds']:.2f}", r["output"]))
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    right = (False, True, True, True, True)
+
+    def line(cells: tuple[str, ...]) -> str:
+        parts = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)]
+        return "  ".join([*parts, cells[-1]])
+
+    lines = [line(header), *(line(row) for row in rows)]
+    n, failed = len(summary["studies"]), summary["failed"]
+    lines.append(f"{n - failed} of {n} studies segmented" + (f", {failed} failed" if failed else "")
+                 + f"; wrote {', '.join(summary['files'])}")
     return "\n".join(lines)
