@@ -118,9 +118,11 @@ def test_plateau_needs_a_flat_end_near_the_best():
     assert flat["last_spread"] == pytest.approx(0.02) and flat["last_best_shortfall"] == pytest.approx(0.0)
     # still climbing at the end: the last four span 0.3
     assert not plateau([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])["plateaued"]
-    # flat at the end but far below an earlier peak: the result was lost, not settled
-    lost = plateau([0.2, 0.9, 0.5, 0.5, 0.5, 0.5])
-    assert not lost["plateaued"] and lost["last_best_shortfall"] == pytest.approx(0.4)
+    assert not flat["peaked_earlier"]
+    # flat at the end, below an earlier peak: settled, and the kept checkpoint is the earlier spike
+    spike = plateau([0.2, 0.9, 0.5, 0.5, 0.5, 0.5])
+    assert spike["plateaued"] and spike["peaked_earlier"] and spike["best_epoch"] == 2
+    assert spike["last_best_shortfall"] == pytest.approx(0.4)
     # too short to show a plateau; empty history
     assert not plateau([0.8, 0.8])["plateaued"]
     assert plateau([])["best"] is None

@@ -96,26 +96,28 @@ def run_histories(results: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
 
 
 #: The plateau test of :func:`plateau`: the last ``PLATEAU_EPOCHS`` validation Dice values span at
-#: most ``PLATEAU_TOLERANCE`` and the best of them is within ``PLATEAU_TOLERANCE`` of the run's best.
+#: most ``PLATEAU_TOLERANCE``.
 PLATEAU_EPOCHS = 4
 PLATEAU_TOLERANCE = 0.05
 
 
 def plateau(val_dice: list[float], epochs: int = PLATEAU_EPOCHS, tolerance: float = PLATEAU_TOLERANCE) -> dict[str, Any]:
-    """Whether a run's validation Dice had settled by its end.
+    """Whether a run's validation Dice had settled by its end, and whether it had peaked before.
 
     A run *plateaued* when its last ``epochs`` validation Dice values lie within ``tolerance`` of each
-    other and their best is within ``tolerance`` of the run's best value: further epochs at that
-    learning rate were not changing the result, and the checkpoint kept (the best epoch's) is not an
-    early spike the run then lost. Too short a history cannot show a plateau.
+    other: further epochs at the end of its schedule were no longer changing the result. It *peaked
+    earlier* when its best value (the checkpoint every later chapter uses) lies more than ``tolerance``
+    above the best of those last epochs: the run settled below an earlier spike. Too short a history
+    cannot show a plateau.
 
     Args:
         val_dice: validation Dice per epoch.
         epochs: the window at the end of the run.
-        tolerance: the largest spread (and shortfall from the best) counted as flat.
+        tolerance: the largest spread counted as flat, and the margin of an earlier peak.
 
     Returns:
-        ``{"plateaued", "best", "best_epoch" (1-based), "last_spread", "last_best_shortfall"}``.
+        ``{"plateaued", "peaked_earlier", "best", "best_epoch" (1-based), "last_spread",
+        "last_best_shortfall"}``.
 
     Raises:
         ValueError: ``epochs < 2`` or a negative ``tolerance``.
@@ -126,9 +128,10 @@ def plateau(val_dice: list[float], epochs: int = PLATEAU_EPOCHS, tolerance: floa
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     values = [float(v) for v in val_dice]
     if not values:
-        return {"plateaued": False, "best": None, "best_epoch": None, "last_spread": None, "last_best_shortfall": None}
+        return {"plateaued": False, "peaked_earlier": False, "best": None, "best_epoch": None, "last_spread": None,
+                "last_best_shortfall": None}
     best = max(values)
     last = values[-epochs:]
     spread, shortfall = max(last) - min(last), best - max(last)
-    return {"plateaued": len(values) >= epochs and spread <= tolerance and shortfall <= tolerance, "best": best,
-            "best_epoch": values.index(best) + 1, "last_spread": spread, "last_best_shortfall": shortfall}
+    return {"plateaued": len(values) >= epochs and spread <= tolerance, "peaked_earlier": shortfall > tolerance,
+            "best": best, "best_epoch": values.index(best) + 1, "last_spread": spread, "last_best_shortfall": shortfall}

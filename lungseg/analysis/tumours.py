@@ -64,7 +64,7 @@ def tumour_table(runs: Sequence[str | os.PathLike[str]], data: Any, *, split: st
     """Every tumour of a split's patients, with each run's voxel recall of it.
 
     Args:
-        runs: run directories (trained on the same patient split: their ``split.json`` agree).
+        runs: run directories trained on the same patient split.
         data: the dataset (path or open dataset) the runs were trained on.
         split: which patients of the first run's split (``"test"``, ``"val"``, ``"train"``), unless
             ``patients`` is given.
