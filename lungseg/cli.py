@@ -75,7 +75,7 @@ def _optional_float(value: str) -> float | None:
 # (flag, TrainConfig field, type, help) of every training option.
 def _train_options() -> list[tuple[str, str, Any, str, Sequence[str] | None]]:
     from lungseg.device import PRECISIONS
-    from lungseg.config import LOSSES, MODEL_NAMES, SCHEDULES
+    from lungseg.config import DICE_REDUCTIONS, LOSSES, MODEL_NAMES, SCHEDULES
 
     return [
         ("--model", "model", str, "network: attention (AttentionResUNet) or unet", MODEL_NAMES),
@@ -95,6 +95,8 @@ def _train_options() -> list[tuple[str, str, Any, str, Sequence[str] | None]]:
         ("--lam", "lam", float, "λ of the hybrid loss (eq. 9)", None),
         ("--alpha", "alpha", float, "α of the focal loss (eq. 8)", None),
         ("--gamma", "gamma", float, "γ of the focal loss (eq. 8)", None),
+        ("--dice-reduction", "dice_reduction", str,
+         "how the Dice term pools a batch: the mean of per-image Dice, or one ratio over the batch", DICE_REDUCTIONS),
         ("--patch-size", "patch_size", _optional_int,
          "side of the random training crops; validation and prediction use whole slices ('none' = whole-slice"
          " training, the paper's recipe; a size >= the slice size also trains on whole slices)", None),

@@ -221,18 +221,18 @@ class BCELoss(nn.Module):
 
 
 def build_loss(name: str, lam: float = 0.5, alpha: float | None = 0.25, gamma: float = 2.0,
-               eps: float = 1e-6) -> nn.Module:
+               eps: float = 1e-6, reduction: str = "batch") -> nn.Module:
     """Instantiate a loss by name: ``"hybrid"`` (eq. 9), ``"dice"`` (eq. 7), ``"focal"`` (eq. 8) or ``"bce"``.
 
-    Arguments that do not apply to the chosen loss are ignored.
+    Arguments that do not apply to the chosen loss are ignored (``reduction`` is the Dice term's).
 
     Raises:
         ValueError: unknown name or out-of-range parameters.
     """
     if name == "hybrid":
-        return HybridLoss(lam=lam, alpha=alpha, gamma=gamma, eps=eps)
+        return HybridLoss(lam=lam, alpha=alpha, gamma=gamma, eps=eps, reduction=reduction)
     if name == "dice":
-        return DiceLoss(eps=eps)
+        return DiceLoss(eps=eps, reduction=reduction)
     if name == "focal":
         return FocalLoss(alpha=alpha, gamma=gamma)
     if name == "bce":

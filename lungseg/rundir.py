@@ -200,8 +200,9 @@ class RunDir:
         return self.config_path
 
     def read_config(self) -> TrainConfig:
-        """The run's configuration. A run saved before patch training existed trained on whole
-        slices: its missing ``patch_size`` reads as ``None``, not as today's default."""
+        """The run's configuration. A field a run saved before it existed reads as what that run did,
+        not as today's default: a missing ``patch_size`` as ``None`` (whole slices), a missing
+        ``dice_reduction`` as ``"batch"``."""
         config = TrainConfig.from_json(self.config_path)
         try:
             saved = json.loads(self.config_path.read_text())
@@ -209,6 +210,8 @@ class RunDir:
             saved = {}
         if isinstance(saved, dict) and "patch_size" not in saved:
             config.patch_size = None
+        if isinstance(saved, dict) and "dice_reduction" not in saved:
+            config.dice_reduction = "batch"
         return config
 
     def write_fingerprint(self, fingerprint: Any) -> Path:

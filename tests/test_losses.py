@@ -249,3 +249,26 @@ def test_build_loss() -> None:
     assert isinstance(build_loss("bce"), BCELoss)
     torch.testing.assert_close(build_loss("focal", alpha=0.6, gamma=1.0)(logits, target),
                                focal_loss(logits, target, 0.6, 1.0))
+
+
+def test_build_loss_passes_the_dice_reduction_on() -> None:
+    from lungseg.losses import build_loss, dice_loss
+
+    torch.manual_seed(3)
+    logits, target = torch.randn(3, 1, 8, 8), (torch.rand(3, 1, 8, 8) > 0.7).float()
+    for reduction in ("image", "batch"):
+        assert build_loss("dice", reduction=reduction)(logits, target) == pytest.approx(
+            dice_loss(logits, target, reduction=reduction).item())
+    hybrid = build_loss("hybrid", lam=1.0, reduction="image")
+    assert hybrid(logits, target).item() == pytest.approx(dice_loss(logits, target, reduction="image").item())
+    # the two poolings differ on a batch whose images differ
+    assert dice_loss(logits, target, reduction="image").item() != pytest.approx(
+        dice_loss(logits, target, reduction="batch").item())
+
+
+def test_train_config_rejects_an_unknown_dice_reduction() -> None:
+    from lungseg.config import TrainConfig
+    from lungseg.errors import LungsegError
+
+    with pytest.raises(LungsegError, match="dice_reduction must be one of"):
+        TrainConfig(dice_reduction="pixel").validate()

@@ -108,3 +108,17 @@ def test_cleanup_touches_only_the_runs_own_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in run.remove_partial_files()) == [".last.pt.tmp123", ".metrics.json.tmp9"]
     run.remove_results()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.tmpx", ".viminfo.tmp", "config.json", "mine.txt"]
+
+
+def test_fields_added_later_read_as_what_an_older_run_did(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run").create()
+    run.write_config(TrainConfig(model="unet", patch_size=96, dice_reduction="image"))
+    assert run.read_config().dice_reduction == "image" and run.read_config().patch_size == 96
+    saved = json.loads(run.config_path.read_text())
+    for field in ("dice_reduction", "patch_size"):
+        del saved[field]
+    run.config_path.write_text(json.dumps(saved))
+    old = run.read_config()
+    # before per-image Dice pooling and patch training existed, runs pooled over the batch and saw whole slices
+    assert old.dice_reduction == "batch" and old.patch_size is None
+    assert TrainConfig().dice_reduction == "batch"

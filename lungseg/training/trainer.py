@@ -333,7 +333,8 @@ class Trainer:
             config.model, in_channels=1, out_channels=1, base_channels=config.base_channels,
             depth=config.depth, batch_norm=config.batch_norm,
         )
-        self.loss_fn = build_loss(config.loss, lam=config.lam, alpha=config.alpha, gamma=config.gamma)
+        self.loss_fn = build_loss(config.loss, lam=config.lam, alpha=config.alpha, gamma=config.gamma,
+                                  reduction=config.dice_reduction)
         model.to(self.device)
         if self.on_cuda:
             model.to(memory_format=torch.channels_last)
