@@ -59,16 +59,23 @@ def pooled_dice(pred: np.ndarray, target: np.ndarray) -> float:
 
 
 def monai_script(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, seed: int, epochs: int = 40,
-                 batch: int = 16) -> np.ndarray:
-    """The plain MONAI baseline; returns binary predictions for ``test_x``."""
+                 batch: int = 16, make_net: Any = None, loss_fn: Any = None) -> np.ndarray:
+    """The plain MONAI baseline; returns binary predictions for ``test_x``. ``make_net`` (a
+    function, called after seeding) and ``loss_fn`` replace its network and loss
+    (``benchmarks/real_patches_parts.py``)."""
     import torch
     from monai.losses import DiceFocalLoss
     from monai.networks.nets import AttentionUnet
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = AttentionUnet(spatial_dims=2, in_channels=1, out_channels=1, channels=(16, 32, 64, 128), strides=(2, 2, 2))
-    loss_fn, opt = DiceFocalLoss(sigmoid=True), torch.optim.Adam(net.parameters(), 1e-3)
+    if make_net is None:
+        net = AttentionUnet(spatial_dims=2, in_channels=1, out_channels=1, channels=(16, 32, 64, 128), strides=(2, 2, 2))
+    else:
+        net = make_net()
+    if loss_fn is None:
+        loss_fn = DiceFocalLoss(sigmoid=True)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
     x_all, y_all = torch.from_numpy(train_x[:, None]), torch.from_numpy(train_y[:, None].astype(np.float32))
     for _ in range(epochs):
         net.train()

@@ -23,7 +23,7 @@ import seaborn as sns
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from lungseg.viz import COLORS, MODEL_LABELS
+from lungseg.viz import COLORS, MODEL_LABELS, metric_order
 
 __all__ = [
     "RUN_NAME",
@@ -181,9 +181,7 @@ def figure3(values: Mapping[str, Mapping[str, Any]], seed_values: Mapping[str, M
     if not values:
         raise ValueError("values is empty")
     models = list(values)
-    metrics: list[str] = []
-    for m in models:
-        metrics += [k for k in values[m] if k not in metrics]
+    metrics = metric_order(values)
     rows = []
     for model in models:
         for metric in metrics:

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 __all__ = [
+    "metric_order",
     "DISPLAY_WINDOWS",
     "COLORS",
     "MODEL_LABELS",
@@ -389,6 +390,15 @@ def image_row(images: Sequence[np.ndarray], titles: Sequence[str], windows: Sequ
     return fig
 
 
+def metric_order(values: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The metrics of ``{model: {metric: value}}`` in first-seen order over the models (the x axis of
+    :func:`metric_bars` and :func:`lungseg.plots.figure3`)."""
+    metrics: list[str] = []
+    for per_model in values.values():
+        metrics += [k for k in per_model if k not in metrics]
+    return metrics
+
+
 def metric_bars(values: Mapping[str, Mapping[str, Sequence[float] | float]], ax: Axes | None = None,
                 paper: Mapping[str, Mapping[str, float]] | None = None, ylabel: str = "score",
                 title: str | None = None, ylim: tuple[float, float] | None = (0.0, 1.0)) -> Figure:
@@ -402,9 +412,7 @@ def metric_bars(values: Mapping[str, Mapping[str, Sequence[float] | float]], ax:
     if not values:
         raise ValueError("values is empty")
     models = list(values)
-    metrics: list[str] = []
-    for m in models:
-        metrics += [k for k in values[m] if k not in metrics]
+    metrics = metric_order(values)
     fig, ax = _axes(ax, figsize=(1.5 + 1.4 * len(metrics), 3.6))
     width = 0.8 / len(models)
     x = np.arange(len(metrics))

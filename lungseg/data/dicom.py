@@ -204,6 +204,16 @@ def _reason(err: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def _folder_files(folder: Path) -> list[Path]:
+    """The candidate DICOM files of ``folder``; raises :class:`DataError` when it is missing or empty."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: DICOM folder not found (expected a folder of .dcm files)")
+    files = _candidate_files(folder)
+    if not files:
+        raise DataError(f"{folder}: empty folder; expected the .dcm files of a CT series")
+    return files
+
+
 def _candidate_files(folder: Path) -> list[Path]:
     try:
         return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -579,11 +589,7 @@ def read_dicom_series(folder: str | Path, *, progress: bool = False) -> list[CTV
             message names the file.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder}: DICOM folder not found (expected a folder of .dcm files)")
-    files = _candidate_files(folder)
-    if not files:
-        raise DataError(f"{folder}: empty folder; expected the .dcm files of a CT series")
+    files = _folder_files(folder)
     series: dict[str, list[_Slice]] = defaultdict(list)
     for path in tqdm(files, desc=f"reading {folder.name}", disable=not progress, leave=False):
         item = _read_file(path)
@@ -736,11 +742,7 @@ def scan_dicom_folder(folder: str | Path, *, progress: bool = False) -> DicomInd
             or label file at all.
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{folder}: DICOM folder not found (expected a folder of .dcm files)")
-    files = _candidate_files(folder)
-    if not files:
-        raise DataError(f"{folder}: empty folder; expected the .dcm files of a CT series")
+    files = _folder_files(folder)
     series: dict[str, SeriesInfo] = {}
     labels: list[LabelFile] = []
     for path in tqdm(files, desc=f"indexing {folder.name}", disable=not progress, leave=False):
