@@ -16,7 +16,7 @@ are scored by pooled Dice (threshold 0.5) on the held-out patients' patches, whi
 * **MONAI script** — the 30-line baseline of issue 11: ``AttentionUnet`` (channels 16–128, strides 2),
   ``DiceFocalLoss(sigmoid=True)``, Adam 1e-3, random flips, batch 16, 40 epochs, all training patches.
 
-Usage: ``python benchmarks/real_patches.py [--folds N] [--out results/real-patches]``. Needs h5py
+Usage: ``python benchmarks/real_patches.py [--folds N] [--seeds 0 1 2] [--workers 2] [--out results/real-patches]``. Needs h5py
 and MONAI (``pip install h5py monai``); a few minutes on a 2-core CPU.
 """
 
@@ -109,59 +109,70 @@ def lungseg_defaults(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarra
         return z["masks"]
 
 
-def run_fold(k: int, held_out: tuple[int, ...], extra_args: Sequence[str] = (), monai: bool = True) -> dict[str, Any]:
-    """One fold: both methods trained on the other patients, scored on ``held_out`` (seed ``k``)."""
+def run_fold(k: int, held_out: tuple[int, ...], extra_args: Sequence[str] = (), monai: bool = True,
+             seed: int | None = None) -> dict[str, Any]:
+    """One fold: both methods trained on the other patients with ``seed`` (default ``k``), scored on ``held_out``."""
+    seed = k if seed is None else seed
     images, masks, patient = load_patches()
     test = np.isin(patient, held_out)
     train_x, train_y, test_x, test_y = images[~test], masks[~test], images[test], masks[test]
-    row: dict[str, Any] = {"fold": k, "held_out_patients": list(held_out), "test_patches": int(test.sum())}
+    row: dict[str, Any] = {"fold": k, "seed": seed, "held_out_patients": list(held_out), "test_patches": int(test.sum())}
     with tempfile.TemporaryDirectory(prefix="lungseg-real-") as tmp:
         t0 = time.time()
-        row["lungseg_dice"] = pooled_dice(lungseg_defaults(train_x, train_y, test_x, k, Path(tmp), extra_args), test_y)
+        row["lungseg_dice"] = pooled_dice(lungseg_defaults(train_x, train_y, test_x, seed, Path(tmp), extra_args), test_y)
         row["lungseg_s"] = round(time.time() - t0, 1)
     if monai:
         t0 = time.time()
-        row["monai_dice"] = pooled_dice(monai_script(train_x, train_y, test_x, k), test_y)
+        row["monai_dice"] = pooled_dice(monai_script(train_x, train_y, test_x, seed), test_y)
         row["monai_s"] = round(time.time() - t0, 1)
     return row
 
 
 def compare(folds: int = len(FOLDS), extra_args: Sequence[str] = (), workers: int = 1,
-            monai_from: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every fold (``workers`` side by side, one thread each); ``monai_from``: reuse the MONAI scores of
-    an earlier comparison (same folds and seeds) instead of training it again."""
+            monai_from: dict[str, Any] | None = None, seeds: Sequence[int] | None = None) -> dict[str, Any]:
+    """Every fold and seed (``workers`` side by side, one thread each); ``seeds`` ``None``: seed ``k``
+    for fold ``k``; ``monai_from``: reuse the MONAI scores of an earlier comparison (same folds and
+    seeds) instead of training it again."""
     from lungseg.experiment.workers import map_in_workers
 
-    jobs = [(k, held_out, tuple(extra_args), monai_from is None) for k, held_out in enumerate(FOLDS[:folds])]
+    per_fold = [None] if seeds is None else list(seeds)
+    jobs = [(k, held_out, tuple(extra_args), monai_from is None, seed)
+            for seed in per_fold for k, held_out in enumerate(FOLDS[:folds])]
     if workers > 1:
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))  # the lungseg subprocesses
     rows = map_in_workers(run_fold, jobs, workers, progress=False)
     for row in rows:
         if monai_from is not None:
-            old = next(r for r in monai_from["folds"] if r["fold"] == row["fold"])
+            old = next(r for r in monai_from["folds"] if r["fold"] == row["fold"] and r.get("seed", r["fold"]) == row["seed"])
             row["monai_dice"], row["monai_s"] = old["monai_dice"], old.get("monai_s")
-        print(f"fold {row['fold']} {row['held_out_patients']}: lungseg {row['lungseg_dice']:.3f} ({row['lungseg_s']} s),"
-              f" MONAI {row['monai_dice']:.3f}", flush=True)
+        print(f"fold {row['fold']} seed {row['seed']} {row['held_out_patients']}: lungseg {row['lungseg_dice']:.3f}"
+              f" ({row['lungseg_s']} s), MONAI {row['monai_dice']:.3f}", flush=True)
     lungseg, monai = (np.array([r[key] for r in rows]) for key in ("lungseg_dice", "monai_dice"))
+    fold_means = {key: [float(np.mean([r[key] for r in rows if r["fold"] == k])) for k in range(folds)]
+                  for key in ("lungseg_dice", "monai_dice")}
     return {
         "folds": rows,
         "mean": {"lungseg_defaults": float(lungseg.mean()), "monai_script": float(monai.mean()),
                  "difference": float((lungseg - monai).mean()),
-                 "lungseg_at_least_as_good_in_folds": int((lungseg >= monai).sum())},
-        "lungseg_command": "lungseg train --data train.npz --model attention --epochs 40 --seed <fold> "
+                 "lungseg_at_least_as_good_in_runs": int((lungseg >= monai).sum()), "runs": len(rows),
+                 "lungseg_at_least_as_good_in_folds": int(sum(a >= b for a, b in zip(*fold_means.values())))},
+        "fold_means": fold_means,
+        "seeds": "seed k for fold k" if seeds is None else list(seeds),
+        "lungseg_command": "lungseg train --data train.npz --model attention --epochs 40 --seed <seed> "
                            + " ".join(extra_args),
         "data": str(PATCHES.relative_to(ROOT.parent)),
-        "patients": f"inferred: patches 10k..10k+9 are patient k (13 patients); {len(rows)} folds",
+        "patients": f"inferred: patches 10k..10k+9 are patient k (13 patients); {folds} folds",
         "metric": "pooled Dice over the held-out patients' patches, threshold 0.5",
     }
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["| fold | held-out patients | lungseg defaults | MONAI script |", "|---|---|---:|---:|"]
+    lines = ["| fold | seed | held-out patients | lungseg defaults | MONAI script |", "|---|---|---|---:|---:|"]
     for r in result["folds"]:
-        lines.append(f"| {r['fold']} | {r['held_out_patients']} | {r['lungseg_dice']:.3f} | {r['monai_dice']:.3f} |")
+        lines.append(f"| {r['fold']} | {r.get('seed', r['fold'])} | {r['held_out_patients']} | {r['lungseg_dice']:.3f}"
+                     f" | {r['monai_dice']:.3f} |")
     m = result["mean"]
-    lines.append(f"| mean | | **{m['lungseg_defaults']:.3f}** | **{m['monai_script']:.3f}** |")
+    lines.append(f"| mean | | | **{m['lungseg_defaults']:.3f}** | **{m['monai_script']:.3f}** |")
     return "\n".join(lines) + "\n"
 
 
@@ -171,13 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "results" / "real-patches"), help="output folder")
     ap.add_argument("--train-args", default="", help="extra `lungseg train` arguments (a candidate default), e.g. '--depth 3'")
     ap.add_argument("--workers", type=int, default=1, help="folds side by side, one process each (default 1)")
-    ap.add_argument("--monai-from", default=None, help="comparison.json whose MONAI scores to reuse (same folds)")
+    ap.add_argument("--monai-from", default=None, help="comparison.json whose MONAI scores to reuse (same folds and seeds)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="training seeds, every fold each (default: seed k for fold k, one run per fold)")
     args = ap.parse_args(argv)
     if not PATCHES.is_file():
         print(f"error: {PATCHES} not found: this comparison needs ../shared/realct", file=sys.stderr)
         return 2
     monai_from = json.loads(Path(args.monai_from).read_text()) if args.monai_from else None
-    result = compare(args.folds, shlex.split(args.train_args), args.workers, monai_from)
+    result = compare(args.folds, shlex.split(args.train_args), args.workers, monai_from, args.seeds)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "comparison.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

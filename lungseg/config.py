@@ -22,7 +22,7 @@ from lungseg.files import atomic_write_text
 from lungseg.losses import LOSSES
 from lungseg.models import MODELS
 
-__all__ = ["DICE_REDUCTIONS", "LOSSES", "MODEL_NAMES", "SCHEDULES", "TrainConfig", "config_differences"]
+__all__ = ["AUGMENT_FIELDS", "DICE_REDUCTIONS", "LEGACY_VALUES", "LOSSES", "MODEL_NAMES", "SCHEDULES", "TrainConfig", "config_differences"]
 
 #: Model names accepted by :class:`TrainConfig` (keys of :data:`lungseg.models.MODELS`).
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
@@ -34,6 +34,17 @@ RESUME_FREE_FIELDS = frozenset({"device", "compile", "data", "cache_dir"})
 # Fields of older configs that no longer mean anything (data loader workers: batches are now drawn
 # on the training device); they are dropped when such a config is read.
 LEGACY_FIELDS = frozenset({"num_workers"})
+#: What a run did about a field it saved before the field existed (or before its default changed):
+#: such a config reads these values, not today's defaults (:meth:`lungseg.rundir.RunDir.read_config`).
+LEGACY_VALUES: dict[str, Any] = {
+    "patch_size": None,  # whole slices, before patch training
+    "dice_reduction": "batch",
+    "min_samples_per_epoch": 1,
+    "flip_ud": 0.0,  # the augmentation's settings were fixed before they became fields
+    "flip_lr": 0.5, "max_rotation_deg": 15.0, "zoom": 1.15, "hu_scale": 0.1, "hu_offset": 25.0,
+}
+#: The augmentation fields of :class:`TrainConfig`, named as in :class:`lungseg.training.patches.AugmentConfig`.
+AUGMENT_FIELDS: tuple[str, ...] = ("flip_lr", "flip_ud", "max_rotation_deg", "zoom", "hu_scale", "hu_offset")
 
 
 @dataclass
@@ -58,11 +69,11 @@ class TrainConfig:
         lam: λ of the hybrid loss (eq. 9).
         alpha: α of the focal loss (eq. 8).
         gamma: γ of the focal loss (eq. 8).
-        dice_reduction: how the Dice term (eqs. 7, 9) pools a batch: ``"batch"`` (default: one
-            ratio over the batch's pixels) or ``"image"`` (the mean of each image's soft Dice, as
-            MONAI's ``DiceLoss``). In the MONAI baseline's training loop on the real MSD patches, per
-            image scored pooled Dice 0.84 against 0.60 on a held-out patient; through ``lungseg train``
-            it did not help (5-fold mean 0.475 against 0.477), so the default stays (``benchmarks/NOTES.md``).
+        dice_reduction: how the Dice term (eqs. 7, 9) pools a batch: ``"image"`` (default: the
+            mean of each image's soft Dice, as MONAI's ``DiceLoss``) or ``"batch"`` (one ratio over
+            the batch's pixels). On the real MSD patches (5-fold, 2 seeds, a MONAI-like loop inside
+            ``lungseg train``) per image scored pooled Dice 0.56 against 0.52 (``benchmarks/NOTES.md``).
+            Runs saved before this field existed read ``"batch"``.
         image_size: network input size S (slices are resized to S×S). ``None``: the data's native
             size when it is at most 256 (rounded up to a multiple of ``2**depth``), else 256 as in
             the paper.
@@ -90,9 +101,26 @@ class TrainConfig:
         tumour_fraction: share of samples drawn from tumour slices (whole slices, and the crops
             that are not foreground-centred); ``None``: slices drawn uniformly.
         samples_per_epoch: samples (crops or slices) per epoch (``None``: the number of training
-            slices).
+            slices, at least ``min_samples_per_epoch``).
+        min_samples_per_epoch: the least samples of an epoch when ``samples_per_epoch`` is ``None``.
+            512 by default, so that an epoch of a small dataset is still a few dozen optimiser steps
+            (nnU-Net fixes 250 per epoch whatever the data): the 130 real MSD patches give about 13
+            steps an epoch of 104 patches, and 40 such epochs left the network under-trained (5-fold
+            pooled Dice 0.60 against 0.69 with 512, ``benchmarks/NOTES.md``). Runs saved before this
+            field existed read 1 (no minimum).
         augment: flips, small rotations, zoom and HU jitter during training, as batched tensor
-            operations on the training device.
+            operations on the training device (:class:`lungseg.training.patches.AugmentConfig`;
+            the six fields below set it).
+        flip_lr: probability of a left-right flip.
+        flip_ud: probability of an up-down (anterior-posterior) flip. 0.5, as nnU-Net mirrors
+            every axis: on the real MSD patches, training without it scored a 5-fold pooled Dice
+            of 0.45 against 0.56 with it (``benchmarks/NOTES.md``). Runs saved before this field
+            existed read 0 (what they did).
+        max_rotation_deg: rotation drawn uniformly in ``[-max, max]`` degrees.
+        zoom: zoom drawn log-uniformly in ``[1 / zoom, zoom]`` (1: none).
+        hu_scale: intensity gain drawn in ``[1 - hu_scale, 1 + hu_scale]``.
+        hu_offset: intensity offset drawn in ``[-hu_offset, hu_offset]`` HU (``"unit"`` data: the
+            same share of the 1400 HU window width).
         threshold: probability threshold of the binary prediction (validation Dice, evaluation).
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
         compile: wrap the model in :func:`torch.compile` (CUDA only).
@@ -114,7 +142,7 @@ class TrainConfig:
     lam: float = 0.5
     alpha: float | None = 0.75
     gamma: float = 2.0
-    dice_reduction: str = "batch"
+    dice_reduction: str = "image"
     image_size: int | None = None
     batch_size: int = 8
     epochs: int = 30
@@ -131,7 +159,14 @@ class TrainConfig:
     foreground_fraction: float = 0.33
     tumour_fraction: float | None = None
     samples_per_epoch: int | None = None
+    min_samples_per_epoch: int = 512
     augment: bool = True
+    flip_lr: float = 0.5
+    flip_ud: float = 0.5
+    max_rotation_deg: float = 15.0
+    zoom: float = 1.15
+    hu_scale: float = 0.1
+    hu_offset: float = 25.0
     threshold: float = 0.5
     device: str = "auto"
     compile: bool = False
@@ -152,7 +187,7 @@ class TrainConfig:
             raise LungsegError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
             raise LungsegError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        for name in ("base_channels", "depth", "batch_size", "epochs"):
+        for name in ("base_channels", "depth", "batch_size", "epochs", "min_samples_per_epoch"):
             if getattr(self, name) < 1:
                 raise LungsegError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("patience", "samples_per_epoch"):
@@ -180,11 +215,21 @@ class TrainConfig:
             raise LungsegError(f"threshold must be in (0, 1), got {self.threshold!r}")
         if self.tumour_fraction is not None and not 0.0 < self.tumour_fraction <= 1.0:
             raise LungsegError(f"tumour_fraction must be in (0, 1], got {self.tumour_fraction!r}")
+        try:
+            self.augment_config()
+        except ValueError as exc:
+            raise LungsegError(str(exc).replace("AugmentConfig.", "")) from None
         fr = self.split_fractions
         if len(fr) != 3 or any(not 0.0 <= x <= 1.0 for x in fr) or abs(sum(fr) - 1.0) > 1e-6 or fr[0] <= 0 or fr[1] <= 0:
             raise LungsegError(
                 f"split_fractions must be 3 numbers in [0, 1] summing to 1 with train and validation > 0, got {fr!r}"
             )
+
+    def augment_config(self) -> Any:
+        """The training augmentation (:class:`lungseg.training.patches.AugmentConfig`), ``None`` when off."""
+        from lungseg.training.patches import AugmentConfig
+
+        return AugmentConfig(**{name: getattr(self, name) for name in AUGMENT_FIELDS}) if self.augment else None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -255,6 +300,9 @@ def config_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
         a, b = getattr(saved, f.name), getattr(given, f.name)
         if f.name in RESUME_FREE_FIELDS or (f.name == "image_size" and b is None):
             continue
+        if f.name == "min_samples_per_epoch" and saved.samples_per_epoch is not None \
+                and saved.samples_per_epoch == given.samples_per_epoch:
+            continue  # a minimum that a set epoch length never consults
         if f.name == "split_fractions":
             a, b = tuple(a), tuple(b)
         if a != b:

@@ -35,8 +35,9 @@ def make_npz() -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def tiny() -> dict[str, Any]:
-    """TrainConfig fields of a network small enough to train in seconds on a CPU."""
-    return dict(base_channels=4, depth=2, batch_size=8, device="cpu")
+    """TrainConfig fields of a network small enough to train in seconds on a CPU, an epoch being one
+    pass over the (few) training slices rather than the default's at least 512 samples."""
+    return dict(base_channels=4, depth=2, batch_size=8, device="cpu", min_samples_per_epoch=1)
 
 
 def write_rtstruct(path: Path, ct_folder: Path, rois: dict[str, list[np.ndarray]]) -> Path:

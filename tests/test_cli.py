@@ -125,3 +125,13 @@ def test_npz_train_and_resume_through_the_cli(make_npz, tmp_path: Path) -> None:
     assert main([*common, "--epochs", "1"]) == 2  # exists: needs --resume
     assert main([*common, "--resume", "--epochs", "1"]) == 0  # already finished: nothing to do
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["epochs_run"] == 1
+
+
+def test_augmentation_flags_reach_the_training_config() -> None:
+    from lungseg.cli import _config_from_args, build_parser
+
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--flip-ud", "0", "--zoom", "1.2",
+                                      "--max-rotation-deg", "10", "--hu-scale", "0.05", "--hu-offset", "0"])
+    config = _config_from_args(args)
+    assert (config.flip_ud, config.zoom, config.max_rotation_deg, config.hu_scale, config.hu_offset) == (0.0, 1.2, 10.0, 0.05, 0.0)
+    assert config.flip_lr == 0.5

@@ -89,6 +89,8 @@ def test_evaluate_refuses_non_finite_intensities(trained: tuple[Path, Path], tmp
 @pytest.mark.parametrize("field, value, message", [
     ("lr", float("inf"), "lr"), ("lr", float("nan"), "lr"), ("warmup_epochs", -5, "warmup_epochs"),
     ("epochs", 1.5, "epochs"), ("batch_norm", "yes", "batch_norm"), ("split_fractions", [0.5, 0.5], "split_fractions"),
+    ("flip_ud", 1.5, "flip_ud must be a probability"), ("zoom", 0.8, "zoom must be finite and >= 1"),
+    ("max_rotation_deg", -3.0, "max_rotation_deg"), ("hu_offset", float("inf"), "hu_offset"),
 ])
 def test_config_fields_are_typed_and_checked(field: str, value: object, message: str) -> None:
     with pytest.raises(LungsegError, match=message):
@@ -128,3 +130,10 @@ def test_evaluate_auto_refuses_a_run_without_test_patients(make_npz, tiny, tmp_p
           progress=False)
     with pytest.raises(LungsegError, match="no test patients"):
         evaluate_run(tmp_path / "run", str(data), n_boot=0, progress=False, device="cpu")
+
+
+def test_the_augmentation_fields_make_the_samplers_augmentation() -> None:
+    config = TrainConfig(flip_ud=0.0, max_rotation_deg=5.0, zoom=1.0, hu_scale=0.2, hu_offset=0.0)
+    aug = config.augment_config()
+    assert (aug.flip_lr, aug.flip_ud, aug.max_rotation_deg, aug.zoom, aug.hu_scale, aug.hu_offset) == (0.5, 0.0, 5.0, 1.0, 0.2, 0.0)
+    assert TrainConfig(augment=False).augment_config() is None

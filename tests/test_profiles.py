@@ -111,3 +111,23 @@ def test_run_grid_runs_the_profiles_grid_in_its_experiment_folder(fake_repo, mon
     assert seen["out_dir"] == profiles.experiment_dir(s) and seen["data"] == "data/x"
     assert (seen["seeds"], seen["losses"], seen["models"]) == ((1, 2), ("dice",), s.models)
     assert seen["crf"] == (False, True) and seen["base_config"] == profiles.train_config(s)
+
+
+def test_the_published_profiles_keep_the_settings_their_runs_were_trained_with():
+    import dataclasses
+    from pathlib import Path
+
+    from lungseg.config import config_differences
+    from lungseg.rundir import RunDir
+
+    for profile in ("quick", "medium"):
+        cfg = profiles.train_config(profiles.profile_settings(profile))
+        assert (cfg.dice_reduction, cfg.flip_ud) == ("batch", 0.0)
+    # every published medium run reads as a finished run of today's medium profile, so that
+    # `make experiment` reuses the runs instead of refusing them as another configuration
+    runs = Path(__file__).resolve().parents[1] / "results" / "medium" / "experiment" / "runs"
+    medium = profiles.train_config(profiles.profile_settings("medium"))
+    per_run = ("data", "model", "loss", "seed", "lam", "alpha", "lr", "threshold", "cache_dir", "device")
+    for run_dir in sorted(runs.iterdir()):
+        saved = RunDir(run_dir).read_config()
+        assert config_differences(saved, dataclasses.replace(medium, **{k: getattr(saved, k) for k in per_run})) == [], run_dir.name

@@ -112,13 +112,15 @@ def test_cleanup_touches_only_the_runs_own_files(tmp_path: Path) -> None:
 
 def test_fields_added_later_read_as_what_an_older_run_did(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run").create()
-    run.write_config(TrainConfig(model="unet", patch_size=96, dice_reduction="image"))
-    assert run.read_config().dice_reduction == "image" and run.read_config().patch_size == 96
+    run.write_config(TrainConfig(model="unet", patch_size=96, dice_reduction="image", flip_ud=0.5, zoom=1.3))
+    new = run.read_config()
+    assert (new.dice_reduction, new.patch_size, new.flip_ud, new.zoom) == ("image", 96, 0.5, 1.3)
     saved = json.loads(run.config_path.read_text())
-    for field in ("dice_reduction", "patch_size"):
+    for field in ("dice_reduction", "patch_size", "flip_ud", "zoom"):
         del saved[field]
     run.config_path.write_text(json.dumps(saved))
     old = run.read_config()
-    # before per-image Dice pooling and patch training existed, runs pooled over the batch and saw whole slices
-    assert old.dice_reduction == "batch" and old.patch_size is None
-    assert TrainConfig().dice_reduction == "batch"
+    # before per-image Dice pooling, patch training and the augmentation fields existed, runs pooled
+    # over the batch, saw whole slices, were never flipped up-down and zoomed by up to 1.15
+    assert (old.dice_reduction, old.patch_size, old.flip_ud, old.zoom) == ("batch", None, 0.0, 1.15)
+    assert old.model == "unet"

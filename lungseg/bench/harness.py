@@ -106,12 +106,12 @@ def bench_sampler(slices: Any, device: torch.device, patch_size: int | None) -> 
         patch_size: side of the crops; ``None``: whole slices (the paper's recipe).
     """
     from lungseg.config import TrainConfig
-    from lungseg.training.patches import AugmentConfig, PatchSampler
+    from lungseg.training.patches import PatchSampler
 
     train, fp = TrainConfig(), slices.fingerprint
     return PatchSampler(slices.images, slices.masks, patch_size=patch_size,
                         foreground_fraction=train.foreground_fraction, tumour_fraction=train.tumour_fraction,
-                        augment=AugmentConfig(), value_range=slices.normalised_range(),
+                        augment=train.augment_config(), value_range=slices.normalised_range(),
                         intensity_scale=(fp.mean, fp.std, fp.intensity == "unit"), device=device)
 
 

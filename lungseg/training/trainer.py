@@ -42,7 +42,7 @@ from lungseg.errors import DataError, LungsegError
 from lungseg.files import check_output
 from lungseg.metrics import Confusion
 from lungseg.rundir import RunDir
-from lungseg.training.patches import AugmentConfig, PatchSampler
+from lungseg.training.patches import PatchSampler
 
 __all__ = [
     "MAX_DEFAULT_IMAGE_SIZE", "RunResult", "SplitByImageWarning", "Trainer", "build_lr_lambda", "make_split", "resolve_image_size",
@@ -310,17 +310,18 @@ class Trainer:
         self.sampler = PatchSampler(
             self.train_ds.images, self.train_ds.masks, patch_size=config.patch_size,
             foreground_fraction=config.foreground_fraction, tumour_fraction=config.tumour_fraction,
-            augment=AugmentConfig() if config.augment else None, value_range=self.train_ds.normalised_range(),
+            augment=config.augment_config(), value_range=self.train_ds.normalised_range(),
             intensity_scale=(fingerprint.mean, fingerprint.std, fingerprint.intensity == "unit"), device=self.device,
         )
         self.val_indices = list(range(len(self.val_ds)))[self.rank :: self.world]
 
     @property
     def steps_per_epoch(self) -> int:
-        """Optimisation steps per epoch: ``samples_per_epoch`` (default: the training slices) over the
-        global batch, at least one."""
-        samples = self.config.samples_per_epoch or len(self.train_ds)
-        return max(1, samples // self.config.batch_size)
+        """Optimisation steps per epoch: ``samples_per_epoch`` (default: the training slices, at least
+        ``min_samples_per_epoch``) over the global batch, at least one."""
+        config = self.config
+        samples = config.samples_per_epoch or max(len(self.train_ds), config.min_samples_per_epoch)
+        return max(1, samples // config.batch_size)
 
     def setup_model(self) -> None:
         """Seed, build the network, loss, optimiser and schedule; restore them on resume; wrap for DDP/compile."""
