@@ -121,7 +121,7 @@ def test_hu_jitter_equals_jitter_before_normalisation() -> None:
     hu = rng.uniform(-1000, 400, (4, S, S)).astype(np.float32)
     z = (hu - mean) / std
     low, high = ((w - mean) / std for w in window)
-    cfg = AugmentConfig(flip_lr=0.0, max_rotation_deg=0.0, zoom=1.0, hu_scale=0.1, hu_offset=50.0)
+    cfg = AugmentConfig(flip_lr=0.0, flip_ud=0.0, max_rotation_deg=0.0, zoom=1.0, hu_scale=0.1, hu_offset=50.0)
     sampler = PatchSampler(z, np.zeros_like(z, np.uint8), patch_size=None, augment=cfg, value_range=(low, high),
                            intensity_scale=(mean, std, False))
     plan = sampler.plan(torch.Generator().manual_seed(3), 8)

@@ -29,42 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lungseg.config import AugmentConfig
+
 __all__ = ["AugmentConfig", "BatchPlan", "PatchSampler", "epoch_generator"]
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Random augmentation of a training batch.
-
-    Attributes:
-        flip_lr: probability of a left-right flip.
-        flip_ud: probability of an up-down (anterior-posterior) flip. Not how a whole chest slice
-            looks, but a tumour's neighbourhood has no fixed up and down, and nnU-Net mirrors every
-            axis: on the real MSD patches, leaving it out cost a third of the Dice
-            (:attr:`lungseg.config.TrainConfig.flip_ud`).
-        max_rotation_deg: rotation angle drawn uniformly in ``[-max, max]`` degrees.
-        zoom: zoom factor drawn log-uniformly in ``[1 / zoom, zoom]`` (1: none).
-        hu_scale: intensity gain drawn in ``[1 - hu_scale, 1 + hu_scale]``.
-        hu_offset: intensity offset drawn in ``[-hu_offset, hu_offset]`` HU (for ``"unit"`` data
-            the same fraction of the 1400 HU default window width is used).
-    """
-
-    flip_lr: float = 0.5
-    flip_ud: float = 0.5
-    max_rotation_deg: float = 15.0
-    zoom: float = 1.15
-    hu_scale: float = 0.1
-    hu_offset: float = 25.0
-
-    def __post_init__(self) -> None:
-        for name in ("flip_lr", "flip_ud"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"AugmentConfig.{name} must be a probability in [0, 1], got {getattr(self, name)!r}")
-        for name in ("max_rotation_deg", "hu_scale", "hu_offset"):
-            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
-                raise ValueError(f"AugmentConfig.{name} must be finite and >= 0, got {getattr(self, name)!r}")
-        if not (math.isfinite(self.zoom) and self.zoom >= 1.0):
-            raise ValueError(f"AugmentConfig.zoom must be finite and >= 1, got {self.zoom!r}")
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
