@@ -58,20 +58,24 @@ def test_whole_slice_runs_line_up_with_the_grid_per_seed(make_npz, tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_a_tiny_patch_trained_model_beats_a_whole_slice_one_at_the_same_budget(make_npz, tmp_path: Path) -> None:
+def test_a_tiny_patch_trained_model_beats_a_whole_slice_one_on_the_phantom(tmp_path: Path) -> None:
     """Patches with foreground oversampling against whole slices, same network, epochs and arithmetic.
 
-    On toy discs (96² slices, 32² crops), where a few seconds of training tell the two apart; the
-    phantom at the paper's 256² geometry is compared in the published medium grid (chapter 4).
+    On the synthetic chest CT at 128² (12 patients × 12 slices, tumours of 15–45 mm so that a
+    test-sized budget of 4 epochs of 512 48² crops can find them; about 25 s): measured 0.35 and 0.73
+    test Dice for the patches against 0.02 and 0.04 for whole slices (seeds 0 and 1). The paper's
+    256² geometry is compared in the published medium grid (chapter 4).
     """
+    from lungseg.data.phantom import PhantomConfig, generate_study
     from lungseg.evaluation import evaluate_run
     from lungseg.training import train
 
-    data = make_npz(tmp_path / "d.npz", n_patients=12, per_patient=6, size=96, seed=5)
+    data = generate_study(tmp_path / "study", n_patients=12, seed=3, progress=False,
+                          config=PhantomConfig(image_size=128, n_slices=12, diameter_range_mm=(15.0, 45.0)))
     scores: dict[str, list[float]] = {"patch": [], "whole": []}
     for seed in (0, 1):
-        patch = TrainConfig(data=str(data), model="unet", base_channels=8, depth=3, image_size=96, patch_size=32,
-                            samples_per_epoch=192, batch_size=16, epochs=6, lr=3e-3, foreground_fraction=0.5,
+        patch = TrainConfig(data=str(data), model="unet", base_channels=8, depth=3, image_size=128, patch_size=48,
+                            samples_per_epoch=512, batch_size=16, epochs=4, lr=3e-3, foreground_fraction=0.5,
                             split_fractions=(0.5, 0.25, 0.25), device="cpu", seed=seed)
         for name, config in (("patch", patch), ("whole", whole_slice_config(patch))):
             train(config, tmp_path / f"{name}{seed}", progress=False)
