@@ -197,12 +197,13 @@ class TrainConfig:
     samples_per_epoch: int | None = None
     min_samples_per_epoch: int = 512
     augment: bool = True
-    flip_lr: float = 0.5
-    flip_ud: float = 0.5
-    max_rotation_deg: float = 15.0
-    zoom: float = 1.15
-    hu_scale: float = 0.1
-    hu_offset: float = 25.0
+    # the augmentation's defaults are AugmentConfig's, written once there
+    flip_lr: float = AugmentConfig.flip_lr
+    flip_ud: float = AugmentConfig.flip_ud
+    max_rotation_deg: float = AugmentConfig.max_rotation_deg
+    zoom: float = AugmentConfig.zoom
+    hu_scale: float = AugmentConfig.hu_scale
+    hu_offset: float = AugmentConfig.hu_offset
     threshold: float = 0.5
     device: str = "auto"
     compile: bool = False
