@@ -75,14 +75,41 @@ def fake_results(seeds=(0,), dice=(0.5, 0.9)) -> dict:
             "settings": {"losses": ["hybrid"], "seeds": list(seeds), "models": ["unet", "attention"]}}
 
 
-def test_verdict_uses_the_interval_or_a_tolerance():
-    assert paper.verdict(0.89, 0.88, 0.85, 0.91)[0] == "reproduced"
+def test_verdict_needs_the_whole_interval_inside_the_margin():
+    m = paper.VERDICT_MARGIN
+    assert paper.verdict(0.89, 0.88, 0.86, 0.91)[0] == "consistent"
     v, why = paper.verdict(0.89, 0.5, 0.45, 0.55)
-    assert v == "not reproduced" and "above" in why
-    assert paper.verdict(0.89, 0.88)[0] == "reproduced" and "no CI" in paper.verdict(0.89, 0.88)[1]
-    assert paper.verdict(0.89, 0.80)[0] == "not reproduced"
+    assert v == "contradicted" and "below" in why
+    assert paper.verdict(0.30, 0.5, 0.45, 0.55)[0] == "contradicted"
+    # the paper's value inside the interval is not enough: the interval must fit in the band
+    assert paper.verdict(0.89, 0.88, 0.80, 0.95)[0] == "undecided"
+    assert paper.verdict(0.89, 0.89, 0.89 - m, 0.89 + m)[0] == "consistent"  # the band's edges count
+    assert paper.verdict(0.89, 0.88)[0] == "undecided" and "without an interval" in paper.verdict(0.89, 0.88)[1]
     assert paper.verdict(0.89, None)[0] == "not comparable"
     assert paper.verdict(0.89, 0.89, not_comparable="other data") == ("not comparable", "other data")
+    with pytest.raises(ValueError, match="low > high"):
+        paper.verdict(0.89, 0.88, 0.9, 0.8)
+    with pytest.raises(ValueError, match="margin"):
+        paper.verdict(0.89, 0.88, 0.85, 0.9, margin=0)
+
+
+@pytest.mark.parametrize("value", [0.06, 0.1, 0.5, 0.82, 0.89, 1.0])
+def test_an_interval_that_says_nothing_is_never_consistent(value):
+    # chapter 5 once called U-Net Dice 0.82 "reproduced" on the interval [0.064, 1.000]
+    assert paper.verdict(value, 0.5, 0.06, 1.0)[0] == "undecided"
+    assert paper.verdict(0.82, 0.53, 0.064, 1.0)[0] == "undecided"
+
+
+def test_direction_verdict_reads_the_sign_of_the_whole_interval():
+    assert paper.direction_verdict(0.01, 0.2)[0] == "consistent"
+    assert paper.direction_verdict(-0.2, -0.01)[0] == "contradicted"
+    assert paper.direction_verdict(-0.2, 0.3)[0] == "undecided"
+    assert paper.direction_verdict(None, None)[0] == "undecided"
+    # smaller is better (HD95): a negative difference is an improvement
+    assert paper.direction_verdict(-5.0, -1.0, better="lower")[0] == "consistent"
+    assert paper.direction_verdict(1.0, 5.0, better="lower")[0] == "contradicted"
+    with pytest.raises(ValueError):
+        paper.direction_verdict(0.1, 0.2, better="up")
 
 
 def test_primary_loss_is_the_papers_when_the_grid_has_it():
@@ -101,11 +128,15 @@ def test_claims_cover_both_tables_crf_states_and_the_gain():
     acc = [r for r in rows if r["metric"] in paper.PREVALENCE_DEPENDENT]
     assert acc and all(r["verdict"] == "not comparable" for r in acc)
     att_dice = [r for r in per_model if r["column"] == "dice_pooled" and r["metric"] == "dice"]
-    assert all(r["verdict"] == "reproduced" and "synthetic" in r["reason"] for r in att_dice)  # 0.90 vs 0.89
-    unet_dice = [r for r in rows if r["model"] == "unet" and r["metric"] == "dice"]
-    assert unet_dice and all(r["verdict"] == "not reproduced" for r in unet_dice)  # 0.50 vs 0.82
+    # one seed: no interval, so nothing is decided
+    assert all(r["verdict"] == "undecided" and "synthetic" in r["reason"] for r in att_dice)  # 0.90 vs 0.89
+    decided = paper.claims(fake_results(seeds=(0, 1)))
+    att = [r for r in decided if r["model"] == "attention" and r["metric"] == "dice"]
+    assert att and all(r["verdict"] == "consistent" for r in att)  # [0.89, 0.91] in 0.89 +/- 0.05
+    unet_dice = [r for r in decided if r["model"] == "unet" and r["metric"] == "dice"]
+    assert unet_dice and all(r["verdict"] == "contradicted" for r in unet_dice)  # [0.49, 0.51] vs 0.82
     gain = [r for r in rows if r["metric"] == "dice gain"]
-    assert len(gain) == 2 and gain[0]["measured"] == pytest.approx(0.4)
+    assert len(gain) == 2 and gain[0]["measured"] == pytest.approx(0.4) and gain[0]["table"] == "relative"
     wide = paper.side_by_side(rows, table="Table 2")
     assert all("ours (CRF off)" in w and "verdict (CRF on)" in w and "reason" in w for w in wide)
     assert not any("reason" in w for w in paper.side_by_side(rows, reasons=False))
@@ -120,6 +151,26 @@ def test_the_gain_is_attention_minus_unet_whichever_way_the_grid_paired_them():
     gain = [r for r in paper.claims(results) if r["metric"] == "dice gain"]
     assert gain[0]["measured"] == pytest.approx(0.4)
     assert (gain[0]["ci_low"], gain[0]["ci_high"]) == pytest.approx((0.35, 0.45))
+
+
+def test_relative_claims_cover_loss_and_crf_with_a_direction():
+    results = fake_results(seeds=(0, 1))
+    base = {"model": "attention", "crf": False}
+    results["differences"] += [
+        {"factor": "loss", "a": {**base, "loss": "dice"}, "b": {**base, "loss": "hybrid"}, "n_pairs": 2,
+         "dice_pooled": _stat(0.05, 0.02, 0.08, n=2)},
+        {"factor": "loss", "a": {**base, "loss": "hybrid"}, "b": {**base, "loss": "focal"}, "n_pairs": 2,
+         "dice_pooled": _stat(0.05, 0.02, 0.08, n=2)},  # focal better than hybrid: contradicts
+        {"factor": "crf", "a": {"model": "unet", "loss": "hybrid", "crf": False},
+         "b": {"model": "unet", "loss": "hybrid", "crf": True}, "n_pairs": 2,
+         "hd95_mm_per_patient": _stat(-2.0, -3.0, -1.0, n=2)},
+    ]
+    rows = paper.relative_claims(results)
+    by_other = {r["compared_with"]: r for r in rows if r["metric"] == "hybrid beats the other loss"}
+    assert by_other["dice"]["verdict"] == "consistent" and by_other["focal"]["verdict"] == "contradicted"
+    assert by_other["focal"]["ci_low"] == pytest.approx(-0.08)
+    crf = [r for r in rows if r["metric"] == "CRF sharpens boundaries"]
+    assert len(crf) == 1 and crf[0]["verdict"] == "consistent" and crf[0]["model"] == "unet"
 
 
 def test_format_estimate():
