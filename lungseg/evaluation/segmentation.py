@@ -24,6 +24,7 @@ import numpy as np
 from lungseg.data import open_dataset
 from lungseg.errors import DataError, LungsegError
 from lungseg.evaluation.detection import evaluate_detection
+from lungseg.evaluation.robustness import intensity_robustness
 from lungseg.files import check_output, json_safe, write_csv, write_json
 from lungseg.inference import LoadedRun, binarize, check_positive_int, load_run, predict_probabilities, require_finite
 from lungseg.metrics import BOUNDARY_METRICS, BOUNDARY_TOLERANCE_MM
@@ -219,8 +220,6 @@ def _robustness(loaded: LoadedRun, arrays: dict[str, Any], crf: bool, batch_size
                 progress: bool) -> dict[str, Any] | None:
     """Intensity robustness (Table 2) on at most :data:`MAX_ROBUSTNESS_SLICES` tumour slices, evenly
     spaced; ``None`` when no slice holds tumour."""
-    from lungseg.metrics import intensity_robustness
-
     masks = arrays["masks"]
     tumour = np.flatnonzero(masks.reshape(len(masks), -1).any(axis=1))
     if not len(tumour):
