@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from lungseg.data.nifti import affine_from_geometry, volume_lps_affine
 from lungseg.data.volume import CTVolume
-from lungseg.errors import DataError
+from lungseg.errors import DataError, describe
 
 __all__ = [
     "read_dicom_series",
@@ -198,12 +198,6 @@ def write_dicom_series(
     return paths
 
 
-def _reason(err: BaseException) -> str:
-    """``"Type: message"`` of a library's exception, on one line and at most 200 characters."""
-    text = " ".join(f"{type(err).__name__}: {err}".split())
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 def _folder_files(folder: Path) -> list[Path]:
     """The candidate DICOM files of ``folder``; raises :class:`DataError` when it is missing or empty."""
     if not folder.is_dir():
@@ -218,7 +212,7 @@ def _candidate_files(folder: Path) -> list[Path]:
     try:
         return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     except OSError as err:
-        raise DataError(f"{folder}: cannot list the folder ({_reason(err)})") from None
+        raise DataError(f"{folder}: cannot list the folder ({describe(err)})") from None
 
 
 def is_dicom_file(path: str | Path) -> bool:
@@ -245,7 +239,7 @@ def _value(ds: Dataset, keyword: str, path: Path) -> Any:
     try:
         return ds[keyword].value
     except Exception as exc:
-        raise DataError(f"{path}: unreadable {keyword} element ({_reason(exc)})") from None
+        raise DataError(f"{path}: unreadable {keyword} element ({describe(exc)})") from None
 
 
 def _numbers(ds: Dataset, keyword: str, path: Path, count: int, what: str) -> np.ndarray | None:
@@ -358,7 +352,7 @@ def _parse(path: Path, *, defer: bool = False) -> Dataset | None:
     except MemoryError:
         raise DataError(f"{path}: corrupt DICOM file (an element declares a size too large to read)") from None
     except Exception as exc:  # truncated or damaged element data
-        raise DataError(f"{path}: corrupt or truncated DICOM file ({_reason(exc)})") from None
+        raise DataError(f"{path}: corrupt or truncated DICOM file ({describe(exc)})") from None
 
 
 def _read_file(path: Path) -> _Slice | None:
@@ -410,7 +404,7 @@ def _pixels_hu(item: _Slice) -> np.ndarray:
         pixels = ds.pixel_array
     except Exception as exc:
         raise DataError(
-            f"{path}: cannot decode pixel data (transfer syntax {_shown(syntax)}: {_reason(exc)})"
+            f"{path}: cannot decode pixel data (transfer syntax {_shown(syntax)}: {describe(exc)})"
         ) from None
     if pixels.shape != (rows, cols) or pixels.dtype.kind not in "biuf":
         raise DataError(

@@ -50,7 +50,7 @@ from lungseg.data.dicom import (
     read_series,
 )
 from lungseg.data.volume import CTVolume
-from lungseg.errors import DataError
+from lungseg.errors import DataError, describe
 
 __all__ = ["TUMOUR_PATTERN", "StudyPlan", "choose_roi", "plan_studies", "label_mask", "polygon_mask"]
 
@@ -60,11 +60,6 @@ TUMOUR_PATTERN = re.compile(r"gtv|tumou?r|nodule|lesion", re.IGNORECASE)
 _PLANE_TOL = 0.25
 # Pixel centres within this many pixels of a polygon's outline count as inside (boundary included).
 _EDGE_TOL = 1e-3
-
-
-def _reason(err: BaseException) -> str:
-    text = " ".join(f"{type(err).__name__}: {err}".split())
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _clean(value: Any) -> str:
@@ -303,7 +298,7 @@ def _rtstruct_mask(ds: Dataset, path: Path, volume: CTVolume, number: int, name:
         try:
             points = np.asarray([float(v) for v in contour.ContourData], dtype=np.float64)
         except Exception as exc:
-            raise DataError(f"{path}: ROI {name!r} contour {c + 1}: unreadable ContourData ({_reason(exc)})") from None
+            raise DataError(f"{path}: ROI {name!r} contour {c + 1}: unreadable ContourData ({describe(exc)})") from None
         if points.size % 3 or points.size < 9 or not np.isfinite(points).all():
             raise DataError(
                 f"{path}: ROI {name!r} contour {c + 1}: ContourData holds {points.size} numbers; expected finite"
@@ -338,7 +333,7 @@ def _seg_mask(path: Path, volume: CTVolume, roi: str | None) -> tuple[np.ndarray
     try:
         seg = highdicom.seg.segread(path)
     except Exception as exc:
-        raise DataError(f"{path}: not a readable DICOM SEG ({_reason(exc)})") from None
+        raise DataError(f"{path}: not a readable DICOM SEG ({describe(exc)})") from None
     segments = list(seg.SegmentSequence)
     names = [_clean(s.get("SegmentLabel", "")) for s in segments]
     index = choose_roi(names, roi, path)
@@ -354,7 +349,7 @@ def _seg_mask(path: Path, volume: CTVolume, roi: str | None) -> tuple[np.ndarray
     except Exception as exc:
         raise DataError(
             f"{path}: the SEG frames cannot be matched to the slices of CT series"
-            f" {volume.meta.get('series_uid', '?')} ({_reason(exc)})"
+            f" {volume.meta.get('series_uid', '?')} ({describe(exc)})"
         ) from None
     pixels = np.asarray(pixels)
     if pixels.shape != volume.image.shape:
@@ -386,14 +381,14 @@ def label_mask(path: str | Path, volume: CTVolume, roi: str | None = None) -> tu
     except (DataError, MemoryError):
         raise
     except Exception as exc:  # a damaged element, decoded lazily by pydicom
-        raise DataError(f"{path}: damaged RTSTRUCT/SEG file ({_reason(exc)})") from None
+        raise DataError(f"{path}: damaged RTSTRUCT/SEG file ({describe(exc)})") from None
 
 
 def _label_mask(path: Path, volume: CTVolume, roi: str | None) -> tuple[np.ndarray, str]:
     try:
         ds = pydicom.dcmread(path)
     except Exception as exc:
-        raise DataError(f"{path}: not a readable DICOM file ({_reason(exc)})") from None
+        raise DataError(f"{path}: not a readable DICOM file ({describe(exc)})") from None
     sop = _clean(ds.get("SOPClassUID", ""))
     modality = _clean(ds.get("Modality", "")).upper()
     ct_frame = _clean(volume.meta.get("frame_of_reference_uid", ""))
@@ -408,7 +403,7 @@ def _label_mask(path: Path, volume: CTVolume, roi: str | None) -> tuple[np.ndarr
     try:
         number = int(rois[index].ROINumber)
     except Exception as exc:
-        raise DataError(f"{path}: ROI {names[index]!r} has no readable ROINumber ({_reason(exc)})") from None
+        raise DataError(f"{path}: ROI {names[index]!r} has no readable ROINumber ({describe(exc)})") from None
     frame = _clean(rois[index].get("ReferencedFrameOfReferenceUID", ""))
     if frame and ct_frame and frame != ct_frame:
         raise DataError(
