@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DataError", "LungsegError", "describe"]
+__all__ = ["DataError", "DataWarning", "LungsegError", "describe"]
 
 
 class LungsegError(ValueError):
@@ -11,6 +11,10 @@ class LungsegError(ValueError):
 
 class DataError(LungsegError):
     """Bad input data; the message names the file and what was expected."""
+
+
+class DataWarning(UserWarning):
+    """A standard repair was applied to input data (e.g. a non-image file was skipped)."""
 
 
 def describe(err: BaseException, limit: int = 200) -> str:

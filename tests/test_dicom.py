@@ -13,10 +13,11 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from lungseg.data.dicom import DataWarning, read_dicom_series, write_dicom_series
+from lungseg.data.dicom import read_dicom_series
+from lungseg.data.dicom_write import write_dicom_series
 from lungseg.data.nifti import affine_from_geometry
 from lungseg.data.volume import CTVolume
-from lungseg.errors import DataError
+from lungseg.errors import DataError, DataWarning
 
 SHAPE = (6, 12, 16)  # non-square in-plane so a row/column swap cannot pass
 SPACING = (2.5, 0.9, 0.7)

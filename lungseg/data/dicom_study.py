@@ -23,7 +23,7 @@ that series' voxels, in the layout of :class:`~lungseg.data.volume.CTVolume`.
 
 The ROI is chosen by name: ``roi=None`` takes the names matching :data:`TUMOUR_PATTERN` (GTV,
 tumour/tumor, nodule, lesion; case-insensitive), the first in the file's order when several do (with a
-:class:`~lungseg.data.dicom.DataWarning` naming the others); ``roi="NAME"`` takes the ROI of that
+:class:`~lungseg.errors.DataWarning` naming the others); ``roi="NAME"`` takes the ROI of that
 name (case-insensitive). No match is a :class:`~lungseg.errors.DataError` listing the names found.
 """
 
@@ -42,7 +42,6 @@ from matplotlib.path import Path as Polygon
 from pydicom.dataset import Dataset
 
 from lungseg.data.dicom import (
-    DataWarning,
     DicomIndex,
     LabelFile,
     SeriesInfo,
@@ -50,7 +49,7 @@ from lungseg.data.dicom import (
     read_series,
 )
 from lungseg.data.volume import CTVolume
-from lungseg.errors import DataError, describe
+from lungseg.errors import DataError, DataWarning, describe
 
 __all__ = ["TUMOUR_PATTERN", "StudyPlan", "choose_roi", "plan_studies", "label_mask", "polygon_mask"]
 

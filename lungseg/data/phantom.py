@@ -32,7 +32,8 @@ import numpy as np
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from lungseg.data.dicom import read_dicom_series, write_dicom_series
+from lungseg.data.dicom import read_dicom_series
+from lungseg.data.dicom_write import write_dicom_series
 from lungseg.data.nifti import affine_from_geometry, dicom_affine, read_nifti, write_nifti
 from lungseg.data.volume import CTVolume
 from lungseg.errors import DataError, LungsegError

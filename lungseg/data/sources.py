@@ -31,7 +31,7 @@ class DicomFolderDataset(CTDataset):
       on the CT series the label references (:mod:`lungseg.data.dicom_study`); studies without
       labels are skipped with a warning;
     * without them, each study is a patient without mask, on its axial CT series with the most slices
-      (the choice is reported by a :class:`~lungseg.data.dicom.DataWarning`).
+      (the choice is reported by a :class:`~lungseg.errors.DataWarning`).
 
     Args:
         folder: the folder (searched recursively).
