@@ -368,10 +368,31 @@ class _Patient:
         """Paint body wall (fat, muscle, ribs, sternum), spine, mediastinum, heart, great vessels, abdomen
         and lungs into the HU volume and its tissue labels.
 
-        One long method on purpose: every random number of the anatomy is drawn from ``self.rng``
-        in this fixed order, and the phantoms (hence every committed result) depend on that order;
-        splitting the method would spread it over several places that must not be reordered.
+        Each step draws its random numbers from ``self.rng`` in turn, and the phantoms (hence every
+        committed result) depend on that order: the steps below must not be reordered.
         """
+        cy, depth, fat, muscle, rib_zone, wall = self._paint_body_wall()
+        self._paint_ribs(cy, depth, fat, muscle, rib_zone)
+        # Thoracic cavity: mediastinal fat by default, lungs carved out below.
+        cavity2 = depth > wall + 1.0
+        a_c, b_c = self.body_axes[0] - wall, self.body_axes[1] - wall
+        self.cav = (a_c, b_c, cy)
+        self.paint(cavity2[None], -90.0, "mediastinum")
+        r_v, yb, spine_block = self._paint_spine(cy, b_c, depth, fat)
+        band, heart_r, d_aorta, great = self._paint_mediastinum(cavity2, r_v, yb)
+        below = self._paint_abdomen(cavity2, spine_block, d_aorta)
+        exclude = (band | spine_block | d_aorta)[None] | (heart_r < 1.2) | great | below
+        self._paint_lungs(cavity2 & ~exclude)
+        self.hilum_u, self.carina_u = self.rng.uniform(0.4, 0.5), self.rng.uniform(0.6, 0.7)
+        self.y_trachea = yb - r_v - self.rng.uniform(12, 18)
+        self.cavity2 = cavity2
+        self.depth = depth
+        self.wall = wall
+
+    def _paint_body_wall(self) -> tuple[float, np.ndarray, float, float, float, float]:
+        """Body outline (a superellipse), subcutaneous fat and muscle; returns ``(cy, depth, fat, muscle,
+        rib_zone, wall)``: the body's centre offset, each pixel's depth inside the skin (mm) and the layer
+        thicknesses (mm). Sets :attr:`body_axes`."""
         rng, g, fov = self.rng, self.grid, self.cfg.image_size * self.spacing[1]
         x2, y2 = g.x[0], g.y[0]  # (1, W), (H, 1)
         a = fov / 2 * rng.uniform(0.80, 0.92)
@@ -384,12 +405,17 @@ class _Patient:
         fat, muscle, rib_zone = rng.uniform(8, 25), rng.uniform(7, 13), rng.uniform(8, 11)
         wall = fat + muscle + rib_zone
         self.params.update(body_semi_axes_mm=[round(a, 1), round(b, 1)], fat_mm=round(fat, 1))
+        self.body_axes = (a, b)
         body = depth > 0
         fat_tex = 8 * _lowres_noise(rng, (1,) + body.shape, 4, 1.5)[0]
         self.paint(body[None], (-100 + fat_tex)[None], "fat")
         self.paint(((depth > fat) & (depth <= wall))[None], 40.0, "muscle")
+        return cy, depth, fat, muscle, rib_zone, wall
 
-        # Ribs: oblique bands crossing each slice at several angular positions; sternum anteriorly.
+    def _paint_ribs(self, cy: float, depth: np.ndarray, fat: float, muscle: float, rib_zone: float) -> None:
+        """Ribs: oblique bands crossing each slice at several angular positions; sternum anteriorly."""
+        rng, g = self.rng, self.grid
+        x2, y2 = g.x[0], g.y[0]
         theta = np.arctan2(y2 - cy, np.abs(x2))  # -pi/2 anterior midline .. +pi/2 posterior
         t = (depth - fat - muscle) / rib_zone
         in_zone = (t > 0) & (t < 1)
@@ -405,13 +431,12 @@ class _Patient:
         self.paint(rib, bone_hu, "bone")
         self.paint(sternum[None], np.where(np.minimum(t, 1 - t) < 0.2, 600.0, 250.0)[None], "bone")
 
-        # Thoracic cavity: mediastinal fat by default, lungs carved out below.
-        cavity2 = depth > wall + 1.0
-        a_c, b_c = a - wall, b - wall
-        self.cav = (a_c, b_c, cy)
-        self.paint(cavity2[None], -90.0, "mediastinum")
-
-        # Spine (constant along z): vertebral body, canal, posterior elements, paraspinal muscles.
+    def _paint_spine(self, cy: float, b_c: float, depth: np.ndarray, fat: float) -> tuple[float, float, np.ndarray]:
+        """Spine (constant along z): vertebral body, canal, posterior elements, paraspinal muscles; returns
+        ``(vertebral radius, its centre's y, the in-plane region the spine and its muscles take)``."""
+        rng, g = self.rng, self.grid
+        x2, y2 = g.x[0], g.y[0]
+        body = depth > 0
         r_v = rng.uniform(13, 17)
         yb = cy + b_c - r_v * 0.9
         vb = ((x2 / (1.1 * r_v)) ** 2 + ((y2 - yb) / r_v) ** 2)
@@ -425,9 +450,17 @@ class _Patient:
         self.paint((vb < 1)[None], np.where(cortical, rng.uniform(700, 1000), rng.uniform(220, 300))[None], "bone")
         self.paint((arch | spinous)[None], 500.0, "bone")
         self.paint(canal[None], 15.0, "muscle")
-        spine_block = (vb < 1.8) | paraspinal | arch | canal
+        return r_v, yb, (vb < 1.8) | paraspinal | arch | canal
 
-        # Mediastinum: a central band, the heart (3D ellipsoid on the diaphragm), great vessels.
+    def _paint_mediastinum(
+        self, cavity2: np.ndarray, r_v: float, yb: float,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Mediastinum: a central band, the heart (3D ellipsoid on the diaphragm), great vessels; returns
+        ``(band, heart's ellipsoid radius, descending aorta, ascending great vessels)``. Sets
+        :attr:`x_mid` and :attr:`blood_hu`."""
+        rng, g = self.rng, self.grid
+        x2, y2 = g.x[0], g.y[0]
+        a_c, b_c, cy = self.cav
         u3 = self.u(g.z)
         yn = (y2 - cy) / b_c
         x_mid = a_c * rng.uniform(0.0, 0.06)
@@ -448,18 +481,29 @@ class _Patient:
         great = (asc | svc)[None] & upper | trunk[None] & upper & (u3 < 0.6)
         self.paint(cavity2[None] & great, blood, "mediastinum")
         self.blood_hu = blood
+        self.x_mid = x_mid
+        return band, heart_r, d_aorta, great
 
-        # Diaphragm domes: liver under the right dome, spleen/stomach under the left, in the lowest slices.
+    def _paint_abdomen(self, cavity2: np.ndarray, spine_block: np.ndarray, d_aorta: np.ndarray) -> np.ndarray:
+        """Diaphragm domes: liver under the right dome, spleen/stomach under the left, in the lowest slices;
+        returns the region below the domes ``(Z, H, W)``."""
+        rng, g = self.rng, self.grid
+        x2, y2 = g.x[0], g.y[0]
+        a_c, b_c, cy = self.cav
         dome_r = rng.uniform(0.02, 0.12) - 0.6 * (((x2 + 0.45 * a_c) / (0.6 * a_c)) ** 2 + ((y2 - cy) / b_c) ** 2)
         dome_l = rng.uniform(-0.02, 0.08) - 0.6 * (((x2 - 0.45 * a_c) / (0.6 * a_c)) ** 2 + ((y2 - cy) / b_c) ** 2)
-        below = u3 < np.maximum(dome_r, dome_l)[None]
+        below = self.u(g.z) < np.maximum(dome_r, dome_l)[None]
         abdomen = cavity2[None] & below & ~(spine_block | d_aorta)[None]
         organ_hu = np.where(dome_r >= dome_l, rng.uniform(50, 65), rng.uniform(30, 45)).astype(np.float32)
         self.paint(abdomen, organ_hu[None] + 6 * _lowres_noise(rng, self.hu.shape, 4, 1.0), "abdomen")
+        return below
 
-        # Lungs: the cavity minus mediastinum, heart, great vessels, spine and abdomen.
-        exclude = (band | spine_block | d_aorta)[None] | (heart_r < 1.2) | great | below
-        lung = cavity2[None] & ~exclude
+    def _paint_lungs(self, lung: np.ndarray) -> None:
+        """Lungs (the cavity minus mediastinum, heart, great vessels, spine and abdomen), opened to drop
+        slivers, at about -850 HU with texture and a dependent (posterior) density gradient."""
+        rng = self.rng
+        a_c, b_c, cy = self.cav
+        yn = (self.grid.y[0] - cy) / b_c
         lung = ndimage.binary_opening(lung, structure=np.ones((1, 3, 3), bool))
         gradient = rng.uniform(40, 100) * np.clip((yn + 1) / 2, 0, 1)[None]
         base = rng.uniform(-880, -840)
@@ -467,11 +511,6 @@ class _Patient:
         self.paint(lung, base + gradient + texture, "lung")
         self.lung = lung
         self.params["lung_base_hu"] = round(float(base), 1)
-        self.hilum_u, self.carina_u = rng.uniform(0.4, 0.5), rng.uniform(0.6, 0.7)
-        self.x_mid, self.y_trachea = x_mid, yb - r_v - rng.uniform(12, 18)
-        self.cavity2 = cavity2
-        self.depth = depth
-        self.wall = wall
 
     def build_trees(self) -> None:
         """Vessel and airway trees from the hila, rasterised together with one distance transform."""
