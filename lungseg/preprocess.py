@@ -3,7 +3,7 @@
 The pipeline the paper describes, in the order it describes it:
 
 1. stored pixel values -> Hounsfield units with the DICOM ``RescaleSlope`` / ``RescaleIntercept``
-   (:func:`to_hu`);
+   (done where the files are read: :func:`lungseg.data.dicom_header.pixels_hu`; NIfTI's scaling by nibabel);
 2. clipping to a HU window, by default ``[-1000, 400]`` (:func:`clip_window`);
 3. z-score normalisation ``x' = (x - mu) / sigma`` (eq. 1) with ``mu``/``sigma`` either per scan
    (:func:`zscore`) or from dataset statistics stored in a :class:`Fingerprint` that travels with a
@@ -45,7 +45,6 @@ __all__ = [
     "resize_image",
     "resize_mask",
     "restore_prediction",
-    "to_hu",
     "zscore",
 ]
 
@@ -58,27 +57,6 @@ _FINGERPRINT_FORMAT = "lungseg-fingerprint"
 _MIN_STD = 1e-6
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
-
-
-def to_hu(pixels: np.ndarray, slope: float = 1.0, intercept: float = 0.0) -> np.ndarray:
-    """Convert stored DICOM pixel values to Hounsfield units: ``HU = pixels * slope + intercept``.
-
-    Args:
-        pixels: stored values, any shape (typically int16/uint16 ``(H, W)`` or ``(Z, H, W)``).
-        slope: DICOM ``RescaleSlope`` (0028,1053); finite and non-zero.
-        intercept: DICOM ``RescaleIntercept`` (0028,1052); finite.
-
-    Returns:
-        float32 array of the same shape, in HU.
-
-    Raises:
-        ValueError: if ``slope``/``intercept`` are not finite or ``slope == 0``.
-    """
-    if not (math.isfinite(slope) and math.isfinite(intercept)) or slope == 0:
-        raise ValueError(f"to_hu: slope must be finite and non-zero and intercept finite, got slope={slope!r}, "
-                         f"intercept={intercept!r}")
-    # float64 for the affine step: int32 pixel data times a fractional slope loses precision in float32.
-    return (np.asarray(pixels, dtype=np.float64) * float(slope) + float(intercept)).astype(np.float32)
 
 
 def _check_window(window: tuple[float, float]) -> tuple[float, float]:

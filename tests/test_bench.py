@@ -229,7 +229,7 @@ def test_real_series_prediction_times_predict_with_and_without_crf(tmp_path) -> 
     A 4-slice phantom series stands in for the real one (which `lungseg bench` finds in the shared folder)."""
     from lungseg.bench.harness import QUICK
     from lungseg.bench.prediction import real_series_prediction
-    from lungseg.data.dicom import write_dicom_series
+    from lungseg.data.dicom_write import write_dicom_series
     from lungseg.data.phantom import PhantomConfig, generate_patient
 
     cpu = torch.device("cpu")

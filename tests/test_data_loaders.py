@@ -424,7 +424,7 @@ def test_read_image_refuses_huge_and_non_png_jpeg_files(tmp_path: Path) -> None:
 # DICOM folders and phantom studies (data-A's readers/writers)
 # ---------------------------------------------------------------------------------------------
 def test_dicom_folder_dataset(tmp_path: Path) -> None:
-    from lungseg.data.dicom import write_dicom_series
+    from lungseg.data.dicom_write import write_dicom_series
     from lungseg.data.volume import CTVolume
 
     rng = np.random.default_rng(4)

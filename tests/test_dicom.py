@@ -13,10 +13,11 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from lungseg.data.dicom import DataWarning, read_dicom_series, write_dicom_series
+from lungseg.data.dicom import read_dicom_series
+from lungseg.data.dicom_write import write_dicom_series
 from lungseg.data.nifti import affine_from_geometry
 from lungseg.data.volume import CTVolume
-from lungseg.errors import DataError
+from lungseg.errors import DataError, DataWarning
 
 SHAPE = (6, 12, 16)  # non-square in-plane so a row/column swap cannot pass
 SPACING = (2.5, 0.9, 0.7)
@@ -291,6 +292,10 @@ def _set_transfer_syntax(uid: str) -> Callable[[Dataset], None]:
                      r"ImagePositionPatient is .*nan.*; expected three finite numbers", id="nan-position"),
         pytest.param(lambda ds: setattr(ds, "RescaleSlope", "nan"), r"RescaleSlope is 'nan'; expected a finite",
                      id="nan-rescale-slope"),  # was a volume of NaN
+        pytest.param(lambda ds: setattr(ds, "RescaleSlope", "0"), r"RescaleSlope is 0; expected a finite non-zero",
+                     id="zero-rescale-slope"),
+        pytest.param(lambda ds: setattr(ds, "RescaleIntercept", "nan"), r"RescaleIntercept is 'nan'; expected a finite",
+                     id="nan-rescale-intercept"),
         pytest.param(lambda ds: delattr(ds, "Rows"), r"missing Rows", id="missing-rows"),  # was AttributeError
         pytest.param(_set_transfer_syntax("1.2.3.4"), r"unknown transfer syntax '1\.2\.3\.4'",
                      id="unknown-transfer-syntax"),  # was ValueError: UID is not a transfer syntax
@@ -303,6 +308,18 @@ def test_damaged_header_values_are_errors_naming_the_file(series, change: Callab
     _edit_header(folder / "CT00003.dcm", change)
     with pytest.raises(DataError, match=r"CT00003\.dcm: " + match):
         read_dicom_series(folder)
+
+
+def test_stored_values_become_hu_with_the_slice_own_rescale(series):
+    """HU = stored * RescaleSlope + RescaleIntercept, per slice, in float32 (the stored values are int16)."""
+    volume, folder = series
+    stored = pydicom.dcmread(folder / "CT00002.dcm").pixel_array.astype(np.float64)
+    _edit_header(folder / "CT00002.dcm", lambda ds: (setattr(ds, "RescaleSlope", "0.5"),
+                                                     setattr(ds, "RescaleIntercept", "-1000")))
+    (got,) = read_dicom_series(folder)
+    assert got.image.dtype == np.float32
+    np.testing.assert_allclose(got.image[1], stored * 0.5 - 1000.0)
+    np.testing.assert_array_equal(got.image[0], volume.image[0])  # the other slices keep their own rescale
 
 
 def test_undecodable_element_is_an_error_naming_the_file(series):

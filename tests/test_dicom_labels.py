@@ -19,10 +19,11 @@ import pydicom
 import pytest
 
 from lungseg.data import open_dataset
-from lungseg.data.dicom import DataWarning, read_dicom_series, write_dicom_series
+from lungseg.data.dicom import read_dicom_series
+from lungseg.data.dicom_write import write_dicom_series
 from lungseg.data.dicom_study import choose_roi, polygon_mask
 from lungseg.data.volume import CTVolume
-from lungseg.errors import DataError
+from lungseg.errors import DataError, DataWarning
 
 SHAPE = (6, 20, 24)
 SPACING = (2.5, 0.9, 0.7)  # dy != dx: a row/column swap cannot pass

@@ -37,7 +37,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from lungseg.data import open_dataset
-from lungseg.data.dicom import read_dicom_series, write_dicom_series
+from lungseg.data.dicom import read_dicom_series
+from lungseg.data.dicom_write import write_dicom_series
 from lungseg.data.images import read_image
 from lungseg.data.nifti import read_nifti
 from lungseg.data.npz import read_npz, read_npz_images

@@ -1,4 +1,4 @@
-"""Tests of lungseg.metrics: eqs. (11)-(14), Dice/IoU, aggregations, lesions, robustness, bootstrap."""
+"""Tests of lungseg.metrics: eqs. (11)-(14), Dice/IoU, aggregations, lesions, bootstrap."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_score_by_name_matches_the_confusion_properties() -> None:
     c = M.confusion(pred, target)
     assert M.METRIC_NAMES == ("dice", "iou", "accuracy", "precision", "recall", "f1")
     for name in M.METRIC_NAMES:
-        assert M.score(name, pred, target) == M.score(name, c) == getattr(c, name) == c.as_dict()[name]
+        assert M.score(name, pred, target) == M.score(name, c) == getattr(c, name)
     assert M.dice(pred, target) == M.score("dice", c)
     with pytest.raises(ValueError, match="must be one of"):
         M.score("sensitivity", c)
@@ -107,8 +107,8 @@ def test_properties(pm: tuple[np.ndarray, np.ndarray]) -> None:
     if c.precision + c.recall > 0:  # ... and the harmonic mean of eqs. (12)-(13)
         assert c.f1 == pytest.approx(2 * c.precision * c.recall / (c.precision + c.recall))
     assert c.iou == pytest.approx(c.dice / (2 - c.dice))
-    for value in c.as_dict().values():
-        assert 0.0 <= value <= 1.0
+    for name in M.METRIC_NAMES:
+        assert 0.0 <= c.score(name) <= 1.0
     s = M.summarize(pred, target, patient_ids=[i % 2 for i in range(len(pred))])
     for agg in M.AGGREGATIONS:
         assert s[agg]["dice"] == s[agg]["f1"] or (math.isnan(s[agg]["dice"]) and math.isnan(s[agg]["f1"]))
@@ -146,7 +146,7 @@ def test_edge_cases_single_image() -> None:
     miss = M.confusion(empty, blob)  # empty prediction
     assert miss.dice == 0.0 and miss.recall == 0.0 and miss.precision == 0.0
     all_pos = M.confusion(full, full)
-    assert all_pos.as_dict() == {k: 1.0 for k in M.METRIC_NAMES}
+    assert {k: all_pos.score(k) for k in M.METRIC_NAMES} == {k: 1.0 for k in M.METRIC_NAMES}
     half = M.confusion(full, blob)
     assert half.recall == 1.0 and half.precision == pytest.approx(4 / 16)
 
@@ -253,55 +253,6 @@ def test_small_tumor_recall_per_image_spacing() -> None:
     assert M.small_tumor_recall(pred, target, spacing) == (1.0, 1, 1)
 
 
-# ---------------------------------------------------------------------------- robustness
-def _phantom_slices(n: int = 4, size: int = 48) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(3)
-    images = np.full((n, size, size), -850.0, dtype=np.float32)
-    targets = np.zeros((n, size, size), bool)
-    for i in range(n):
-        d = _disc((size, size), (size / 2, size / 2 + i), 4 + 2 * i)
-        targets[i] = d
-        # soft tissue with a gradual intensity profile so a threshold is sensitive to HU shifts
-        yy, xx = np.mgrid[:size, :size]
-        r = np.sqrt((yy - size / 2) ** 2 + (xx - size / 2 - i) ** 2)
-        images[i] = np.where(d, 40.0, -850.0) + np.clip(1 - np.abs(r - (4 + 2 * i)) / 3, 0, 1) * 300
-    images += rng.normal(0, 5, images.shape).astype(np.float32)
-    return images, targets
-
-
-def test_intensity_robustness_invariant_vs_sensitive() -> None:
-    images, targets = _phantom_slices()
-
-    def oracle(x: np.ndarray) -> np.ndarray:  # ignores intensities entirely
-        return targets.copy()
-
-    def threshold(x: np.ndarray) -> np.ndarray:  # a fixed HU threshold moves with offset/scale/noise
-        return x > 0.0
-
-    inv = M.intensity_robustness(oracle, images, targets, seed=0)
-    assert inv["std"] == 0.0 and inv["mean"] == 1.0
-    assert set(inv["dice"]) == {p.name for p in M.DEFAULT_PERTURBATIONS}
-    sens = M.intensity_robustness(threshold, images, targets, seed=0)
-    assert sens["std"] > 0.0
-    assert sens["std"] == M.intensity_robustness(threshold, images, targets, seed=0)["std"]  # seeded
-    custom = M.intensity_robustness(threshold, images, targets, perturbations=[M.Perturbation("identity")])
-    assert custom["std"] == 0.0 and custom["dice"]["identity"] == sens["dice"]["identity"]
-
-
-def test_intensity_robustness_bad_input() -> None:
-    images, targets = _phantom_slices(n=2, size=16)
-    with pytest.raises(ValueError, match="predict_fn returned shape"):
-        M.intensity_robustness(lambda x: x[:1] > 0, images, targets)
-    with pytest.raises(ValueError, match="binary"):
-        M.intensity_robustness(lambda x: x, images, targets)
-    with pytest.raises(ValueError, match=r"targets must match images_hu"):
-        M.intensity_robustness(lambda x: x > 0, images, targets[:1])
-    bad = images.copy()
-    bad[0, 0, 0] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        M.intensity_robustness(lambda x: x > 0, bad, targets)
-
-
 # ---------------------------------------------------------------------------- bootstrap
 def _cohort(n_patients: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
     rng = np.random.default_rng(seed)
@@ -325,25 +276,28 @@ def test_bootstrap_contains_point_estimate_and_narrows() -> None:
         for stat in M.METRIC_NAMES:
             low, high = s["ci"][agg][stat]
             assert low <= s[agg][stat] <= high, (agg, stat)
-    low, high = M.bootstrap_ci(pred, target, ids, "dice", "per_patient", n_boot=500, seed=1)
-    assert (low, high) == s["ci"]["per_patient"]["dice"]  # same resamples for the same seed
-    few = M.bootstrap_ci(pred[:15], target[:15], ids[:15], "dice", "per_patient", n_boot=500, seed=1)
+    again = M.summarize(pred, target, ids, n_boot=500, seed=1)["ci"]
+    assert again["per_patient"]["dice"] == s["ci"]["per_patient"]["dice"]  # same resamples for the same seed
+    low, high = s["ci"]["per_patient"]["dice"]
+    few = M.summarize(pred[:15], target[:15], ids[:15], n_boot=500, seed=1)["ci"]["per_patient"]["dice"]
     assert (few[1] - few[0]) > (high - low)
 
 
-def test_bootstrap_all_keys_and_lesion_cis() -> None:
+def test_bootstrap_keys_and_lesion_cis() -> None:
     pred, target, ids = _cohort(10)
-    ci = M.bootstrap_all(pred, target, ids, spacing=(1.0, 1.0), n_boot=200)
+    s = M.summarize(pred, target, ids, spacing=(1.0, 1.0), n_boot=200)
+    ci = s["ci"]
     assert set(ci) >= set(M.AGGREGATIONS) | {"small_tumor_recall", "lesion_recall", "n_boot", "level"}
-    recall = M.summarize(pred, target, ids, spacing=(1.0, 1.0))["small_tumor_recall"]
-    assert ci["small_tumor_recall"][0] <= recall <= ci["small_tumor_recall"][1]
-    no_spacing = M.bootstrap_all(pred, target, ids, n_boot=50)["small_tumor_recall"]
+    assert ci["small_tumor_recall"][0] <= s["small_tumor_recall"] <= ci["small_tumor_recall"][1]
+    assert ci["lesion_recall"][0] <= s["lesion_recall"] <= ci["lesion_recall"][1]
+    no_spacing = M.summarize(pred, target, ids, n_boot=50)["ci"]["small_tumor_recall"]
     assert all(math.isnan(v) for v in no_spacing)
+    assert "ci" not in M.summarize(pred, target, ids)  # n_boot=0: no intervals
 
 
 def test_bootstrap_single_patient_is_degenerate() -> None:
     pred, target, ids = _cohort(1)
-    low, high = M.bootstrap_ci(pred, target, ids, n_boot=100)
+    low, high = M.summarize(pred, target, ids, n_boot=100)["ci"]["pooled"]["dice"]
     assert low == high == pytest.approx(M.dice(pred, target))
 
 
@@ -372,16 +326,10 @@ def test_bad_arguments_raise() -> None:
         M.summarize(pred, target, ids, spacing=np.ones((2, 2)))
     with pytest.raises(ValueError, match="spacing"):
         M.small_tumor_recall(pred, target, (0.0, 1.0))
-    with pytest.raises(ValueError, match="aggregation"):
-        M.bootstrap_ci(pred, target, ids, aggregation="mean")
-    with pytest.raises(ValueError, match="statistic"):
-        M.bootstrap_ci(pred, target, ids, statistic="hausdorff")
-    with pytest.raises(ValueError, match="needs spacing"):
-        M.bootstrap_ci(pred, target, ids, statistic="small_tumor_recall")
     with pytest.raises(ValueError, match="level"):
-        M.bootstrap_all(pred, target, ids, level=95)
+        M.summarize(pred, target, ids, n_boot=10, level=95)
     with pytest.raises(ValueError, match="n_boot"):
-        M.bootstrap_ci(pred, target, ids, n_boot=0)
+        M.summarize(pred, target, ids, n_boot=2.5)
     with pytest.raises(ValueError, match="min_overlap"):
         M.small_tumor_recall(pred, target, (1.0, 1.0), min_overlap=0.0)
     with pytest.raises(ValueError, match="Confusion.tp"):

@@ -1,4 +1,4 @@
-"""Tests for lungseg.preprocess: HU conversion, window, eq. (1), fingerprint, resizing."""
+"""Tests for lungseg.preprocess: window, eq. (1), fingerprint, resizing (HU conversion: tests/test_dicom.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from lungseg.preprocess import (
     resize_image,
     resize_mask,
     restore_prediction,
-    to_hu,
     zscore,
 )
 
@@ -36,22 +35,7 @@ def _volume(seed: int, shape: tuple[int, int, int] = (3, 16, 16), intensity: str
     return CTVolume(image=image, mask=None, spacing=(1.0, 1.0, 1.0), patient_id=pid, intensity=intensity)
 
 
-# --- HU conversion and window ----------------------------------------------------------------------
-
-def test_to_hu_applies_slope_and_intercept() -> None:
-    stored = np.array([[0, 1024], [2048, 4095]], dtype=np.uint16)
-    np.testing.assert_array_equal(to_hu(stored, 1.0, -1024.0), [[-1024, 0], [1024, 3071]])
-    hu = to_hu(stored.astype(np.int16), slope=0.5, intercept=-1000.0)
-    assert hu.dtype == np.float32
-    np.testing.assert_allclose(hu, [[-1000, -488], [24, 1047.5]])
-
-
-def test_to_hu_rejects_bad_slope() -> None:
-    with pytest.raises(ValueError, match="slope=0"):
-        to_hu(np.zeros(3), slope=0)
-    with pytest.raises(ValueError, match="nan"):
-        to_hu(np.zeros(3), intercept=float("nan"))
-
+# --- HU window ----------------------------------------------------------------------------------
 
 def test_clip_window_numpy_and_torch() -> None:
     x = np.array([-3000.0, -1000.0, 0.0, 400.0, 3000.0])

@@ -206,7 +206,7 @@ def test_phantom_study_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert image.shape == mask.shape == (1, S, S)
     assert abs(float(train.images.mean())) < 1.0  # z-scored with the training statistics
     monkeypatch.setattr("lungseg.data.dicom.read_dicom_series", lambda *a, **k: pytest.fail("DICOM re-parsed"))
-    monkeypatch.setattr("lungseg.data.phantom.read_dicom_series", lambda *a, **k: pytest.fail("DICOM re-parsed"))
+    monkeypatch.setattr("lungseg.data.phantom.study.read_dicom_series", lambda *a, **k: pytest.fail("DICOM re-parsed"))
     again = SliceDataset(open_dataset(study), split["train"], fp, S, cache_dir=tmp_path / "cache")
     assert again.cache_hit and np.array_equal(again.masks, train.masks)
     assert sorted((p, p.stat().st_mtime_ns) for p in Path(study).rglob("*")) == before

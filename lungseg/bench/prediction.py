@@ -62,7 +62,7 @@ def series_prediction(cfg: BenchConfig, root: Path, device: torch.device) -> dic
     """
     import nibabel as nib
 
-    from lungseg.data.dicom import write_dicom_series
+    from lungseg.data.dicom_write import write_dicom_series
     from lungseg.data.phantom import PhantomConfig, generate_patient
     from lungseg.device import has_fast_bf16, resolve_precision
     from lungseg.inference import predict

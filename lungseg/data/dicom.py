@@ -1,12 +1,14 @@
-"""Reading and writing CT DICOM series (pydicom).
+"""Reading CT DICOM series (pydicom): one series into a HU volume, and folders of studies indexed by
+their headers (series and RT Structure Set / SEG label objects) without decoding pixels.
 
 Geometry follows the convention in :mod:`lungseg.data.nifti`: volumes are ``(Z, H, W)`` in memory,
-their affines map ``(j, i, k)`` to LPS millimetres (``meta["affine_space"] == "LPS"``).
+their affines map ``(j, i, k)`` to LPS millimetres (``meta["affine_space"] == "LPS"``). Single files
+(parsing, header values, pixels in HU) are :mod:`lungseg.data.dicom_header`'s; writing a series is
+:mod:`lungseg.data.dicom_write`'s.
 """
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -14,26 +16,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
-    CTImageStorage,
-    ExplicitVRLittleEndian,
-    generate_uid,
-)
+from pydicom.dataset import Dataset
 from tqdm.auto import tqdm
 
-from lungseg.data.nifti import affine_from_geometry, volume_lps_affine
+from lungseg.data.dicom_header import (
+    DicomSlice,
+    folder_files,
+    header_numbers,
+    header_text,
+    is_dicom_file,
+    parse_dicom,
+    pixels_hu,
+    positive_number,
+    read_slice,
+    tilt_degrees,
+)
+from lungseg.data.nifti import affine_from_geometry
 from lungseg.data.volume import CTVolume
-from lungseg.errors import DataError
+from lungseg.errors import DataError, DataWarning
 
+# is_dicom_file and tilt_degrees belong to the reading API callers use (a folder's files, a series' tilt).
 __all__ = [
     "read_dicom_series",
-    "write_dicom_series",
     "is_dicom_file",
-    "DataWarning",
     "SeriesInfo",
     "LabelFile",
     "DicomIndex",
@@ -45,7 +50,6 @@ __all__ = [
     "tilt_degrees",
 ]
 
-_DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
 # Relative tolerance on slice gaps: scanners round positions to ~0.01 mm.
 _GAP_RTOL = 0.01
 _GAP_ATOL = 0.01
@@ -60,378 +64,26 @@ _TILT_TOL_DEG = 1.0
 _SHEAR_TOL_PX = 0.25
 
 
-class DataWarning(UserWarning):
-    """A standard repair was applied to input data (e.g. a non-image file was skipped)."""
-
-
-def _ds(value: float) -> str:
-    """A DICOM decimal string (at most 16 characters) that parses back to ``value`` as closely as fits."""
-    for digits in range(12, 4, -1):
-        text = f"{value:.{digits}g}"
-        if len(text) <= 16:
-            return text
-    return f"{value:.4g}"
-
-
-def _rescale_for(image: np.ndarray) -> tuple[float, float]:
-    """``(slope, intercept)`` so that int16 stored values hold ``image`` (exactly when integral)."""
-    lo, hi = float(image.min()), float(image.max())
-    integral = bool(np.all(np.round(image) == image))
-    if integral and lo - (-1024.0) >= -32768 and hi - (-1024.0) <= 32767:
-        return 1.0, -1024.0
-    intercept = (lo + hi) / 2.0
-    slope = (hi - lo) / 65000.0 if hi > lo else 1.0
-    return slope, intercept
-
-
-def write_dicom_series(
-    volume: CTVolume,
-    folder: str | Path,
-    *,
-    uid_seed: str | None = None,
-    patient_name: str | None = None,
-    series_description: str = "lungseg CT",
-    series_number: int = 1,
-    slice_thickness: float | None = None,
-    progress: bool = False,
-) -> list[Path]:
-    """Write ``volume`` as one CT Image Storage series, one file per slice.
-
-    Stored values are int16 with RescaleSlope/RescaleIntercept chosen so that integral HU images
-    round-trip exactly (slope 1, intercept -1024); other images are quantised to 65 000 levels.
-    Geometry comes from the volume's affine (see :func:`lungseg.data.nifti.volume_lps_affine`).
-    The body is long because half of it is the series header, one assignment per DICOM attribute,
-    kept together so that the header reads as the list it is.
-
-    Args:
-        volume: ``(Z, H, W)`` HU volume (``intensity == "hu"``).
-        folder: output folder, created if needed; it must not already hold ``.dcm`` files.
-        uid_seed: entropy for the Study/Series/SOP/FrameOfReference UIDs; default a hash of the
-            image and patient id, so the same volume always gets the same UIDs.
-        patient_name: PatientName; default the patient id.
-        series_description: SeriesDescription.
-        series_number: SeriesNumber.
-        slice_thickness: SliceThickness in mm; default ``meta["slice_thickness"]`` or the slice
-            spacing.
-        progress: show a tqdm bar.
-
-    Returns:
-        The files written, in slice order.
-    """
-    if volume.intensity != "hu":
-        raise ValueError(f"write_dicom_series needs a HU volume, got intensity {volume.intensity!r}")
-    folder = Path(folder)
-    if folder.exists() and any(folder.glob("*.dcm")):
-        raise ValueError(f"folder {str(folder)!r} already holds .dcm files; write each series to an empty folder")
-    folder.mkdir(parents=True, exist_ok=True)
-    image = np.asarray(volume.image)
-    n_z, rows, cols = image.shape
-    lps = volume_lps_affine(volume)
-    dz, dy, dx = (float(s) for s in volume.spacing)
-    row_dir = lps[:3, 0] / np.linalg.norm(lps[:3, 0])
-    col_dir = lps[:3, 1] / np.linalg.norm(lps[:3, 1])
-    normal = lps[:3, 2] / np.linalg.norm(lps[:3, 2])
-    if uid_seed is None:
-        uid_seed = hashlib.sha256(image.tobytes() + volume.patient_id.encode()).hexdigest()
-    uid = lambda *parts: generate_uid(entropy_srcs=["lungseg", uid_seed, *map(str, parts)])  # noqa: E731
-    study_uid, series_uid, frame_uid = uid("study"), uid("series", series_number), uid("frame")
-    slope, intercept = _rescale_for(image)
-    stored = np.round((image.astype(np.float64) - intercept) / slope)
-    stored = np.clip(stored, -32768, 32767).astype("<i2")
-    thickness = slice_thickness if slice_thickness is not None else volume.meta.get("slice_thickness", dz)
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-    ds.SOPClassUID = CTImageStorage
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20000101"
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
-    ds.AccessionNumber = ""
-    ds.Modality = "CT"
-    ds.Manufacturer = "lungseg"
-    ds.ReferringPhysicianName = ""
-    ds.SeriesDescription = series_description
-    ds.PatientName = patient_name or volume.patient_id
-    ds.PatientID = volume.patient_id
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "O"
-    ds.SliceThickness = _ds(float(thickness))
-    ds.SpacingBetweenSlices = _ds(dz)
-    ds.KVP = "120"
-    ds.PatientPosition = "HFS"
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.StudyID = "1"
-    ds.SeriesNumber = int(series_number)
-    ds.AcquisitionNumber = 1
-    ds.ImageOrientationPatient = [_ds(v) for v in (*row_dir, *col_dir)]
-    ds.FrameOfReferenceUID = frame_uid
-    ds.PositionReferenceIndicator = ""
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = rows, cols
-    ds.PixelSpacing = [_ds(dy), _ds(dx)]
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-    ds.PixelRepresentation = 1
-    ds.WindowCenter, ds.WindowWidth = "-600", "1500"
-    ds.RescaleIntercept = _ds(intercept)
-    ds.RescaleSlope = _ds(slope)
-    ds.RescaleType = "HU"
-
-    paths = []
-    for k in tqdm(range(n_z), desc=f"DICOM {volume.patient_id}", disable=not progress, leave=False):
-        position = lps[:3, :3] @ np.array([0.0, 0.0, k]) + lps[:3, 3]
-        sop_uid = uid("sop", series_number, k)
-        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-        ds.SOPInstanceUID = sop_uid
-        ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [_ds(v) for v in position]
-        ds.SliceLocation = _ds(float(position @ normal))
-        ds.PixelData = stored[k].tobytes()
-        path = folder / f"CT{k + 1:05d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
-
-
-def _reason(err: BaseException) -> str:
-    """``"Type: message"`` of a library's exception, on one line and at most 200 characters."""
-    text = " ".join(f"{type(err).__name__}: {err}".split())
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def _folder_files(folder: Path) -> list[Path]:
-    """The candidate DICOM files of ``folder``; raises :class:`DataError` when it is missing or empty."""
-    if not folder.is_dir():
-        raise DataError(f"{folder}: DICOM folder not found (expected a folder of .dcm files)")
-    files = _candidate_files(folder)
-    if not files:
-        raise DataError(f"{folder}: empty folder; expected the .dcm files of a CT series")
-    return files
-
-
-def _candidate_files(folder: Path) -> list[Path]:
-    try:
-        return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    except OSError as err:
-        raise DataError(f"{folder}: cannot list the folder ({_reason(err)})") from None
-
-
-def is_dicom_file(path: str | Path) -> bool:
-    """Whether ``path`` claims to be DICOM: a ``.dcm``/``.dicom``/``.ima`` suffix or the ``DICM`` magic at byte 128.
-
-    Such files must parse; other files in a series folder are skipped with a :class:`DataWarning`.
-    """
-    path = Path(path)
-    if path.suffix.lower() in _DICOM_SUFFIXES:
-        return True
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:] == b"DICM"
-
-
-# -- header values ---------------------------------------------------------------------------------
-# pydicom decodes element values lazily, on first access, and a damaged element can raise almost any
-# exception then. Every value the reader uses is therefore read through these helpers, which turn
-# that into a DataError naming the file and the element (or, for labels only, into a default).
-def _value(ds: Dataset, keyword: str, path: Path) -> Any:
-    try:
-        return ds[keyword].value
-    except Exception as exc:
-        raise DataError(f"{path}: unreadable {keyword} element ({_reason(exc)})") from None
-
-
-def _numbers(ds: Dataset, keyword: str, path: Path, count: int, what: str) -> np.ndarray | None:
-    """The ``count`` finite numbers of element ``keyword`` (``None`` when absent or empty); :class:`DataError`
-    when it cannot be decoded or does not hold ``count`` finite numbers (``what`` says what was expected)."""
-    if keyword not in ds:
-        return None
-    value = _value(ds, keyword, path)
-    if value is None or value == "":
-        return None
-    values = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
-    try:
-        if any(isinstance(v, (bytes, bytearray)) for v in values) or isinstance(value, (bytes, bytearray)):
-            raise ValueError("binary value")
-        numbers = np.array([float(v) for v in values], dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
-        raise DataError(f"{path}: {keyword} is {_shown(value)}; expected {what}") from None
-    if numbers.shape != (count,) or not np.isfinite(numbers).all():
-        raise DataError(f"{path}: {keyword} is {_shown(value)}; expected {what}")
-    return numbers
-
-
-def _integer(ds: Dataset, keyword: str, path: Path, default: int | None = None) -> int:
-    """Element ``keyword`` as a non-negative integer; ``default`` when absent (``None``: required)."""
-    if keyword not in ds or (default is not None and _value(ds, keyword, path) in (None, "")):
-        if default is None:
-            raise DataError(f"{path}: missing {keyword}; expected it in a DICOM image file")
-        return default
-    value = _value(ds, keyword, path)
-    try:
-        number = float(value)
-        if not (np.isfinite(number) and number == int(number) and number >= 0):
-            raise ValueError
-    except (TypeError, ValueError, OverflowError):
-        raise DataError(f"{path}: {keyword} is {_shown(value)}; expected a non-negative integer") from None
-    return int(number)
-
-
-def _text(ds: Dataset, keyword: str, default: str = "") -> str:
-    """Element ``keyword`` as text for labels and sorting; ``default`` when absent or unreadable.
-
-    Characters that are not printable (line breaks, NULs) become ``?``, so that a label quoted in an
-    error message keeps it on one line.
-    """
-    try:
-        value = ds.get(keyword, default)
-        text = default if value is None else str(value).strip("\0 ")
-    except Exception:
-        return default
-    return "".join(ch if ch.isprintable() else "?" for ch in text)
-
-
-def _shown(value: Any) -> str:
-    if value is None or value == "":
-        return "empty"
-    text = repr(value if not isinstance(value, pydicom.multival.MultiValue) else list(value))
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-class _Slice:
-    """One image file of a series: its dataset and the header values the reader uses.
-
-    The labels (series UID, modality, number) are read when the file is parsed; the geometry only by
-    :meth:`read_geometry`, for the series that are read (a skipped non-CT series is never checked).
-    """
-
-    def __init__(self, path: Path, ds: Dataset) -> None:
-        self.path, self.ds = path, ds
-        self.series_uid = _text(ds, "SeriesInstanceUID") or "<no SeriesInstanceUID>"
-        self.modality = _text(ds, "Modality", "unknown") or "unknown"
-        try:
-            self.series_number = int(float(_text(ds, "SeriesNumber", "0") or 0))
-        except (ValueError, OverflowError):
-            self.series_number = 0
-        self.rows, self.cols = 0, 0
-        self.position: np.ndarray | None = None
-        self.orientation: np.ndarray | None = None
-        self.spacing: np.ndarray | None = None
-
-    def read_geometry(self) -> None:
-        """Read and check Rows, Columns, ImagePositionPatient, ImageOrientationPatient and PixelSpacing."""
-        ds, path = self.ds, self.path
-        self.rows = _integer(ds, "Rows", path)
-        self.cols = _integer(ds, "Columns", path)
-        self.position = _numbers(ds, "ImagePositionPatient", path, 3, "three finite numbers (x, y, z mm)")
-        self.orientation = _numbers(ds, "ImageOrientationPatient", path, 6, "six finite direction cosines")
-        self.spacing = _numbers(ds, "PixelSpacing", path, 2, "two positive numbers (row, column mm)")
-        if self.spacing is not None and not (self.spacing > 0).all():
-            raise DataError(f"{path}: PixelSpacing is {self.spacing.tolist()}; expected two positive numbers (mm)")
-        if self.orientation is not None:
-            row, col = self.orientation[:3], self.orientation[3:]
-            unit = abs(np.linalg.norm(row) - 1) < 1e-2 and abs(np.linalg.norm(col) - 1) < 1e-2
-            if not (unit and abs(row @ col) < 1e-2):
-                raise DataError(
-                    f"{path}: ImageOrientationPatient is {self.orientation.tolist()}; expected two orthogonal unit"
-                    " vectors (row and column direction cosines)"
-                )
-
-
-def _parse(path: Path, *, defer: bool = False) -> Dataset | None:
-    """Parse one file (``defer``: leave long values in the file until used); ``None`` (with a warning)
-    for a file that is not DICOM, :class:`DataError` for a file that claims to be DICOM but is corrupt."""
-    try:
-        return pydicom.dcmread(path, defer_size=_DEFER if defer else None)
-    except InvalidDicomError:
-        if is_dicom_file(path):
-            raise DataError(f"{path}: corrupt DICOM file (no valid DICOM header)") from None
-        warnings.warn(f"{path}: not a DICOM file, skipped", DataWarning, stacklevel=3)
-        return None
-    except MemoryError:
-        raise DataError(f"{path}: corrupt DICOM file (an element declares a size too large to read)") from None
-    except Exception as exc:  # truncated or damaged element data
-        raise DataError(f"{path}: corrupt or truncated DICOM file ({_reason(exc)})") from None
-
-
-def _read_file(path: Path) -> _Slice | None:
-    """Parse one file; ``None`` (with a warning) for files that are not DICOM images."""
-    ds = _parse(path)
-    if ds is None:
-        return None
-    if "PixelData" not in ds:
-        warnings.warn(
-            f"{path}: DICOM file without pixel data (SOP class {_text(ds, 'SOPClassUID', 'unknown')}), skipped",
-            DataWarning,
-            stacklevel=3,
-        )
-        return None
-    return _Slice(path, ds)
-
-
-def _pixels_hu(item: _Slice) -> np.ndarray:
-    ds, path = item.ds, item.path
-    rows, cols = item.rows, item.cols
-    if rows == 0 or cols == 0:
-        raise DataError(f"{path}: image of {rows}x{cols} pixels; expected a non-empty slice")
-    bits = _integer(ds, "BitsAllocated", path)
-    frames = _integer(ds, "NumberOfFrames", path, default=1)
-    if frames != 1:
-        raise DataError(f"{path}: multi-frame DICOM ({frames} frames) is not supported; expected one slice per file")
-    samples = _integer(ds, "SamplesPerPixel", path, default=1)
-    if samples != 1:
-        raise DataError(f"{path}: expected a greyscale CT image, got SamplesPerPixel={samples}")
-    syntax = None
-    try:
-        syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
-        compressed = pydicom.uid.UID(str(syntax)).is_compressed
-    except Exception:
-        raise DataError(
-            f"{path}: unknown transfer syntax {_shown(syntax)}; expected a DICOM transfer syntax UID"
-        ) from None
-    data = _value(ds, "PixelData", path)
-    if not isinstance(data, (bytes, bytearray)):
-        got = _shown(data) if data is None else type(data).__name__
-        raise DataError(f"{path}: PixelData is {got}; expected binary pixel data")
-    if not compressed:
-        expected = rows * cols * bits // 8
-        if len(data) < expected:
-            raise DataError(
-                f"{path}: truncated pixel data ({len(data)} bytes, expected {expected} for {rows}x{cols}x{bits} bit)"
-            )
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:
-        raise DataError(
-            f"{path}: cannot decode pixel data (transfer syntax {_shown(syntax)}: {_reason(exc)})"
-        ) from None
-    if pixels.shape != (rows, cols) or pixels.dtype.kind not in "biuf":
-        raise DataError(
-            f"{path}: pixel data decodes to {pixels.dtype} {pixels.shape}; expected {rows}x{cols} grey levels"
-        )
-    slope = _numbers(ds, "RescaleSlope", path, 1, "a finite non-zero number")
-    intercept = _numbers(ds, "RescaleIntercept", path, 1, "a finite number")
-    if slope is not None and slope[0] == 0:
-        raise DataError(f"{path}: RescaleSlope is 0; expected a finite non-zero number")
-    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, refused below
-        hu = (
-            pixels.astype(np.float32) * np.float32(1.0 if slope is None else slope[0])
-            + np.float32(0.0 if intercept is None else intercept[0])
-        ).astype(np.float32)
-    if not np.isfinite(hu).all():
-        raise DataError(f"{path}: RescaleSlope/RescaleIntercept give values beyond float32; expected Hounsfield units")
-    return hu
-
-
-def _series_volume(uid: str, items: list[_Slice], folder: Path) -> CTVolume:
+def _series_volume(uid: str, items: list[DicomSlice], folder: Path) -> CTVolume:
     """Sort one series' slices along the slice normal, check geometry, stack HU."""
+    iop, spacing0 = _common_geometry(uid, items)
+    _check_axial(uid, items[0], iop)
+    items, positions, along = _stack_along_normal(uid, items, iop, spacing0)
+    dz = _slice_gap(uid, items, along, folder)
+    image = np.stack([pixels_hu(item) for item in items])
+    dy, dx = float(spacing0[0]), float(spacing0[1])
+    affine = affine_from_geometry(positions[0], iop, (dz, dy, dx))
+    head = items[0].ds
+    patient_id = header_text(head, "PatientID") or folder.name
+    return CTVolume(
+        image=image, mask=None, spacing=(dz, dy, dx), patient_id=patient_id,
+        affine=affine, intensity="hu", source=str(folder), meta=_series_meta(uid, items, positions, iop, dz),
+    )
+
+
+def _common_geometry(uid: str, items: list[DicomSlice]) -> tuple[np.ndarray, np.ndarray]:
+    """Read every slice's geometry and check that all share the first one's shape, orientation and pixel
+    spacing; returns ``(ImageOrientationPatient, PixelSpacing)`` of the series."""
     first = items[0]
     for item in items:
         item.read_geometry()
@@ -451,7 +103,11 @@ def _series_volume(uid: str, items: list[_Slice], folder: Path) -> CTVolume:
             raise DataError(f"{item.path}: ImageOrientationPatient differs from {first.path.name} in series {uid}")
         if not np.allclose(item.spacing, spacing0, rtol=1e-4):
             raise DataError(f"{item.path}: PixelSpacing differs from {first.path.name} in series {uid}")
-    normal = np.cross(iop[:3], iop[3:])
+    return iop, spacing0
+
+
+def _check_axial(uid: str, first: DicomSlice, iop: np.ndarray) -> None:
+    """Refuse a slice plane more than ``_TILT_TOL_DEG`` from axial."""
     tilt = tilt_degrees(iop)
     if tilt > _TILT_TOL_DEG:
         raise DataError(
@@ -460,6 +116,14 @@ def _series_volume(uid: str, items: list[_Slice], folder: Path) -> CTVolume:
             " series only: choose the axial series of the study, or resample this one to axial slices first"
             " (e.g. dcm2niix corrects gantry tilt)"
         )
+
+
+def _stack_along_normal(
+    uid: str, items: list[DicomSlice], iop: np.ndarray, spacing0: np.ndarray,
+) -> tuple[list[DicomSlice], np.ndarray, np.ndarray]:
+    """The slices sorted along the slice normal, with their positions ``(Z, 3)`` and distances along the
+    normal ``(Z,)``; refuses a stack sheared in-plane (gantry tilt)."""
+    normal = np.cross(iop[:3], iop[3:])
     positions = np.array([item.position for item in items])
     along = positions @ normal
     order = np.argsort(along, kind="stable")
@@ -476,90 +140,69 @@ def _series_volume(uid: str, items: list[_Slice], folder: Path) -> CTVolume:
             " the voxels are not a box, so lungseg refuses the series; resample it first (e.g. dcm2niix corrects"
             " gantry tilt)"
         )
+    return items, positions, along
+
+
+def _slice_gap(uid: str, items: list[DicomSlice], along: np.ndarray, folder: Path) -> float:
+    """The slice spacing in mm from the sorted positions ``along`` the normal: refuses duplicate or missing
+    slices and uneven gaps, tolerates scanner jitter with a :class:`DataWarning` (then the mean gap)."""
     gaps = np.diff(along)
-    if len(gaps) and np.min(gaps) < _GAP_ATOL:
+    if not len(gaps):  # a single slice: the header's own spacing, if any
+        head = items[0].ds
+        return positive_number(head, "SpacingBetweenSlices") or positive_number(head, "SliceThickness") or 1.0
+    if np.min(gaps) < _GAP_ATOL:
         i = int(np.argmin(gaps))
         raise DataError(
             f"{items[i + 1].path}: same slice position ({along[i]:.3f} mm) as {items[i].path.name} in series {uid};"
             " duplicate slices"
         )
-    if len(gaps):
-        step = float(np.median(gaps))
-        deviation = np.abs(gaps - step)
-        bad = np.flatnonzero(deviation > max(_GAP_ATOL, _JITTER_RTOL * step))
-        if not len(bad) and float(deviation.max()) > max(_GAP_ATOL, _GAP_RTOL * step):
-            i = int(np.argmax(deviation))
-            warnings.warn(
-                f"{folder}: slice spacing of series {uid} varies by up to {deviation.max():.3f} mm"
-                f" ({100 * deviation.max() / step:.1f} % of the median {step:.3f} mm, e.g. {gaps[i]:.3f} mm between"
-                f" {items[i].path.name} and {items[i + 1].path.name}); scanner jitter of up to"
-                f" {100 * _JITTER_RTOL:.0f} % is tolerated and the mean spacing {float(np.mean(gaps)):.3f} mm is used",
-                DataWarning,
-                stacklevel=3,
-            )
-        if len(bad):
-            i = int(bad[0])
-            n_missing = gaps[i] / step - 1.0
-            kind = (
-                f"about {round(n_missing)} missing slice(s)"
-                if n_missing > 0.5 and abs(n_missing - round(n_missing)) < 0.1
-                else "uneven slice spacing"
-            )
-            raise DataError(
-                f"{folder}: {kind} in series {uid}: gap of {gaps[i]:.3f} mm between {items[i].path.name}"
-                f" (position {along[i]:.3f} mm) and {items[i + 1].path.name} (position {along[i + 1]:.3f} mm);"
-                f" the other slices are {step:.3f} mm apart"
-            )
-        dz = round(float(np.mean(gaps)), 6)  # positions are stored to ~1e-6 mm; drop float noise
-    else:
-        dz = _positive(first.ds, "SpacingBetweenSlices") or _positive(first.ds, "SliceThickness") or 1.0
-    image = np.stack([_pixels_hu(item) for item in items])
-    dy, dx = float(spacing0[0]), float(spacing0[1])
-    affine = affine_from_geometry(positions[0], iop, (dz, dy, dx))
+    step = float(np.median(gaps))
+    deviation = np.abs(gaps - step)
+    bad = np.flatnonzero(deviation > max(_GAP_ATOL, _JITTER_RTOL * step))
+    if not len(bad) and float(deviation.max()) > max(_GAP_ATOL, _GAP_RTOL * step):
+        i = int(np.argmax(deviation))
+        warnings.warn(
+            f"{folder}: slice spacing of series {uid} varies by up to {deviation.max():.3f} mm"
+            f" ({100 * deviation.max() / step:.1f} % of the median {step:.3f} mm, e.g. {gaps[i]:.3f} mm between"
+            f" {items[i].path.name} and {items[i + 1].path.name}); scanner jitter of up to"
+            f" {100 * _JITTER_RTOL:.0f} % is tolerated and the mean spacing {float(np.mean(gaps)):.3f} mm is used",
+            DataWarning,
+            stacklevel=4,
+        )
+    if len(bad):
+        i = int(bad[0])
+        n_missing = gaps[i] / step - 1.0
+        kind = (
+            f"about {round(n_missing)} missing slice(s)"
+            if n_missing > 0.5 and abs(n_missing - round(n_missing)) < 0.1
+            else "uneven slice spacing"
+        )
+        raise DataError(
+            f"{folder}: {kind} in series {uid}: gap of {gaps[i]:.3f} mm between {items[i].path.name}"
+            f" (position {along[i]:.3f} mm) and {items[i + 1].path.name} (position {along[i + 1]:.3f} mm);"
+            f" the other slices are {step:.3f} mm apart"
+        )
+    return round(float(np.mean(gaps)), 6)  # positions are stored to ~1e-6 mm; drop float noise
+
+
+def _series_meta(uid: str, items: list[DicomSlice], positions: np.ndarray, iop: np.ndarray, dz: float) -> dict[str, Any]:
+    """The volume's ``meta`` of a DICOM series: UIDs, description, geometry and the files, in slice order."""
     head = items[0].ds
-    meta: dict[str, Any] = {
+    return {
         "format": "dicom",
         "affine_space": "LPS",
         "series_uid": uid,
-        "study_uid": _text(head, "StudyInstanceUID"),
-        "series_description": _text(head, "SeriesDescription"),
+        "study_uid": header_text(head, "StudyInstanceUID"),
+        "series_description": header_text(head, "SeriesDescription"),
         "modality": items[0].modality,
-        "slice_thickness": _positive(head, "SliceThickness") or dz,
+        "slice_thickness": positive_number(head, "SliceThickness") or dz,
         "image_positions": positions.tolist(),
         "image_orientation": iop.tolist(),
-        "frame_of_reference_uid": _text(head, "FrameOfReferenceUID"),
-        "sop_instance_uids": [_text(item.ds, "SOPInstanceUID") for item in items],
-        "transfer_syntax": _text(getattr(head, "file_meta", Dataset()), "TransferSyntaxUID"),
+        "frame_of_reference_uid": header_text(head, "FrameOfReferenceUID"),
+        "sop_instance_uids": [header_text(item.ds, "SOPInstanceUID") for item in items],
+        "transfer_syntax": header_text(getattr(head, "file_meta", Dataset()), "TransferSyntaxUID"),
         "files": [str(item.path) for item in items],
     }
-    patient_id = _text(head, "PatientID") or folder.name
-    return CTVolume(
-        image=image, mask=None, spacing=(dz, dy, dx), patient_id=patient_id,
-        affine=affine, intensity="hu", source=str(folder), meta=meta,
-    )
-
-
-def tilt_degrees(orientation: np.ndarray | list[float]) -> float:
-    """Angle in degrees between the slice normal of ImageOrientationPatient and the patient's z axis.
-
-    0 for an axial series (whatever its in-plane rotation), 90 for sagittal or coronal ones; a gantry
-    tilt of t degrees gives t.
-    """
-    iop = np.asarray(orientation, dtype=np.float64)
-    normal = np.cross(iop[:3], iop[3:])
-    norm = float(np.linalg.norm(normal))
-    if not np.isfinite(norm) or norm == 0:
-        return 90.0
-    return float(np.degrees(np.arccos(min(1.0, abs(normal[2]) / norm))))
-
-
-def _positive(ds: Dataset, keyword: str) -> float | None:
-    """An optional descriptive number (e.g. SliceThickness): its value if finite and positive, else ``None``."""
-    try:
-        value = float(_text(ds, keyword) or "nan")
-    except (ValueError, OverflowError):
-        return None
-    return value if np.isfinite(value) and value > 0 else None
 
 
 def read_dicom_series(folder: str | Path, *, progress: bool = False) -> list[CTVolume]:
@@ -589,10 +232,10 @@ def read_dicom_series(folder: str | Path, *, progress: bool = False) -> list[CTV
             message names the file.
     """
     folder = Path(folder)
-    files = _folder_files(folder)
-    series: dict[str, list[_Slice]] = defaultdict(list)
+    files = folder_files(folder)
+    series: dict[str, list[DicomSlice]] = defaultdict(list)
     for path in tqdm(files, desc=f"reading {folder.name}", disable=not progress, leave=False):
-        item = _read_file(path)
+        item = read_slice(path)
         if item is not None:
             series[item.series_uid].append(item)
     if not series:
@@ -624,9 +267,6 @@ def read_dicom_series(folder: str | Path, *, progress: bool = False) -> list[CTV
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 _LABEL_KINDS = {RTSTRUCT_SOP_CLASS: "RTSTRUCT", SEG_SOP_CLASS: "SEG"}
-# Values longer than this are not read while a folder is indexed (pixel data, contour points); pydicom
-# reads them from the file when they are used.
-_DEFER = "1 KB"
 
 
 @dataclass
@@ -711,20 +351,20 @@ def _label_file(path: Path, ds: Dataset, kind: str, folder: Path) -> LabelFile:
     if kind == "RTSTRUCT":
         frames = _items(ds, "ReferencedFrameOfReferenceSequence")
         series_uids = [
-            _text(series, "SeriesInstanceUID")
+            header_text(series, "SeriesInstanceUID")
             for frame in frames
             for study in _items(frame, "RTReferencedStudySequence")
             for series in _items(study, "RTReferencedSeriesSequence")
         ]
-        frame_uid = _text(frames[0], "FrameOfReferenceUID") if frames else ""
-        names = [_text(roi, "ROIName") for roi in _items(ds, "StructureSetROISequence")]
+        frame_uid = header_text(frames[0], "FrameOfReferenceUID") if frames else ""
+        names = [header_text(roi, "ROIName") for roi in _items(ds, "StructureSetROISequence")]
     else:
-        series_uids = [_text(series, "SeriesInstanceUID") for series in _items(ds, "ReferencedSeriesSequence")]
-        frame_uid = _text(ds, "FrameOfReferenceUID")
-        names = [_text(segment, "SegmentLabel") for segment in _items(ds, "SegmentSequence")]
+        series_uids = [header_text(series, "SeriesInstanceUID") for series in _items(ds, "ReferencedSeriesSequence")]
+        frame_uid = header_text(ds, "FrameOfReferenceUID")
+        names = [header_text(segment, "SegmentLabel") for segment in _items(ds, "SegmentSequence")]
     return LabelFile(
-        path=path, kind=kind, study_uid=_text(ds, "StudyInstanceUID"),
-        patient_id=_text(ds, "PatientID") or folder.name, frame_uid=frame_uid,
+        path=path, kind=kind, study_uid=header_text(ds, "StudyInstanceUID"),
+        patient_id=header_text(ds, "PatientID") or folder.name, frame_uid=frame_uid,
         series_uids=[uid for uid in series_uids if uid], names=names,
     )
 
@@ -742,39 +382,39 @@ def scan_dicom_folder(folder: str | Path, *, progress: bool = False) -> DicomInd
             or label file at all.
     """
     folder = Path(folder)
-    files = _folder_files(folder)
+    files = folder_files(folder)
     series: dict[str, SeriesInfo] = {}
     labels: list[LabelFile] = []
     for path in tqdm(files, desc=f"indexing {folder.name}", disable=not progress, leave=False):
-        ds = _parse(path, defer=True)
+        ds = parse_dicom(path, defer=True)
         if ds is None:
             continue
-        kind = _LABEL_KINDS.get(_text(ds, "SOPClassUID")) or (
-            _text(ds, "Modality").upper() if _text(ds, "Modality").upper() in ("RTSTRUCT", "SEG") else None
+        kind = _LABEL_KINDS.get(header_text(ds, "SOPClassUID")) or (
+            header_text(ds, "Modality").upper() if header_text(ds, "Modality").upper() in ("RTSTRUCT", "SEG") else None
         )
         if kind is not None:
             labels.append(_label_file(path, ds, kind, folder))
             continue
         if "PixelData" not in ds:
             warnings.warn(
-                f"{path}: DICOM file without pixel data (SOP class {_text(ds, 'SOPClassUID', 'unknown')}), skipped",
+                f"{path}: DICOM file without pixel data (SOP class {header_text(ds, 'SOPClassUID', 'unknown')}), skipped",
                 DataWarning,
                 stacklevel=2,
             )
             continue
-        item = _Slice(path, ds)
+        item = DicomSlice(path, ds)
         info = series.get(item.series_uid)
         if info is None:
             try:
-                iop = _numbers(ds, "ImageOrientationPatient", path, 6, "six direction cosines")
+                iop = header_numbers(ds, "ImageOrientationPatient", path, 6, "six direction cosines")
                 tilt = None if iop is None else tilt_degrees(iop)
             except DataError:
                 tilt = None
             info = series[item.series_uid] = SeriesInfo(
-                uid=item.series_uid, study_uid=_text(ds, "StudyInstanceUID"),
-                patient_id=_text(ds, "PatientID") or folder.name, modality=item.modality,
-                number=item.series_number, description=_text(ds, "SeriesDescription"),
-                frame_uid=_text(ds, "FrameOfReferenceUID"), tilt=tilt,
+                uid=item.series_uid, study_uid=header_text(ds, "StudyInstanceUID"),
+                patient_id=header_text(ds, "PatientID") or folder.name, modality=item.modality,
+                number=item.series_number, description=header_text(ds, "SeriesDescription"),
+                frame_uid=header_text(ds, "FrameOfReferenceUID"), tilt=tilt,
             )
         info.files.append(path)
     if not series and not labels:
@@ -794,7 +434,7 @@ def read_series(info: SeriesInfo, folder: str | Path) -> CTVolume:
     """
     items = []
     for path in info.files:
-        item = _read_file(path)
+        item = read_slice(path)
         if item is None or item.series_uid != info.uid:
             raise DataError(f"{path}: no longer an image of series {info.uid}; the folder changed while it was read")
         items.append(item)

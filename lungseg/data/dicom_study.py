@@ -23,7 +23,7 @@ that series' voxels, in the layout of :class:`~lungseg.data.volume.CTVolume`.
 
 The ROI is chosen by name: ``roi=None`` takes the names matching :data:`TUMOUR_PATTERN` (GTV,
 tumour/tumor, nodule, lesion; case-insensitive), the first in the file's order when several do (with a
-:class:`~lungseg.data.dicom.DataWarning` naming the others); ``roi="NAME"`` takes the ROI of that
+:class:`~lungseg.errors.DataWarning` naming the others); ``roi="NAME"`` takes the ROI of that
 name (case-insensitive). No match is a :class:`~lungseg.errors.DataError` listing the names found.
 """
 
@@ -42,7 +42,6 @@ from matplotlib.path import Path as Polygon
 from pydicom.dataset import Dataset
 
 from lungseg.data.dicom import (
-    DataWarning,
     DicomIndex,
     LabelFile,
     SeriesInfo,
@@ -50,7 +49,7 @@ from lungseg.data.dicom import (
     read_series,
 )
 from lungseg.data.volume import CTVolume
-from lungseg.errors import DataError
+from lungseg.errors import DataError, DataWarning, describe
 
 __all__ = ["TUMOUR_PATTERN", "StudyPlan", "choose_roi", "plan_studies", "label_mask", "polygon_mask"]
 
@@ -60,11 +59,6 @@ TUMOUR_PATTERN = re.compile(r"gtv|tumou?r|nodule|lesion", re.IGNORECASE)
 _PLANE_TOL = 0.25
 # Pixel centres within this many pixels of a polygon's outline count as inside (boundary included).
 _EDGE_TOL = 1e-3
-
-
-def _reason(err: BaseException) -> str:
-    text = " ".join(f"{type(err).__name__}: {err}".split())
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _clean(value: Any) -> str:
@@ -139,6 +133,29 @@ def plan_studies(index: DicomIndex, *, roi: str | None = None, series_uid: str |
         DataError: no CT series, an unknown ``series_uid``, a label whose CT series is not in the
             folder, a label without a matching ROI.
     """
+    ct = _ct_series(index, series_uid)
+    by_study: dict[str, list[SeriesInfo]] = defaultdict(list)
+    for info in ct.values():
+        by_study[info.study_uid].append(info)
+    if index.labels:
+        pairs = _labelled_pairs(index, ct, by_study, roi=roi, series_uid=series_uid)
+    else:
+        pairs = []
+        for study_uid, infos in by_study.items():
+            where = f"{index.folder}: study {study_uid or '(no StudyInstanceUID)'} of patient {infos[0].patient_id!r}"
+            pairs.append((choose_series(infos, where=where) if len(infos) > 1 else infos[0], None))
+    pairs.sort(key=lambda p: (p[0].patient_id, p[0].study_uid, p[0].uid))
+    ids = [p[0].patient_id for p in pairs]
+    plans = []
+    for i, (info, label) in enumerate(pairs):
+        pid = f"{ids[i]}-{ids[:i].count(ids[i]) + 1}" if ids.count(ids[i]) > 1 else ids[i]
+        plans.append(StudyPlan(patient_id=pid, series=info, label=label))
+    return plans
+
+
+def _ct_series(index: DicomIndex, series_uid: str | None) -> dict[str, SeriesInfo]:
+    """The CT series of ``index`` by SeriesInstanceUID (only ``series_uid`` when given); other modalities
+    are skipped with a warning."""
     folder = index.folder
     ct = {uid: s for uid, s in index.series.items() if s.modality.upper() == "CT"}
     for info in index.series.values():
@@ -147,7 +164,7 @@ def plan_studies(index: DicomIndex, *, roi: str | None = None, series_uid: str |
                 f"{info.files[0]}: series {info.uid} has modality {info.modality!r}, not CT; its {info.n_slices}"
                 " file(s) skipped",
                 DataWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
     if not ct:
         found = sorted({s.modality for s in index.series.values()}) or ["none"]
@@ -156,64 +173,65 @@ def plan_studies(index: DicomIndex, *, roi: str | None = None, series_uid: str |
     if series_uid is not None:
         chosen = choose_series(list(ct.values()), series_uid=series_uid, where=str(folder))
         ct = {chosen.uid: chosen}
+    return ct
 
-    by_study: dict[str, list[SeriesInfo]] = defaultdict(list)
-    for info in ct.values():
-        by_study[info.study_uid].append(info)
+
+def _label_target(label: LabelFile, ct: dict[str, SeriesInfo], by_frame: dict[str, list[SeriesInfo]],
+                  folder: Path, series_uid: str | None) -> SeriesInfo | None:
+    """The CT series ``label`` is drawn on (by SeriesInstanceUID, else by FrameOfReferenceUID); ``None`` for a
+    label of another series than ``series_uid``."""
+    targets = [ct[uid] for uid in label.series_uids if uid in ct]
+    if not targets and not label.series_uids and label.frame_uid:
+        targets = by_frame.get(label.frame_uid, [])
+    if not targets:
+        if series_uid is not None:
+            return None  # a label of another series
+        refs = ", ".join(label.series_uids) or f"frame of reference {label.frame_uid or '(none)'}"
+        raise DataError(
+            f"{label.path}: this {label.kind} is drawn on CT series {refs}, which is not in {folder};"
+            " put the referenced CT series next to it"
+        )
+    return choose_series(targets, where=str(label.path)) if len(targets) > 1 else targets[0]
+
+
+def _labelled_pairs(
+    index: DicomIndex, ct: dict[str, SeriesInfo], by_study: dict[str, list[SeriesInfo]], *,
+    roi: str | None, series_uid: str | None,
+) -> list[tuple[SeriesInfo, LabelFile | None]]:
+    """One ``(CT series, label)`` per study that has a label object (the first, by path, when it has
+    several); studies without one are skipped with a warning, and every label's ROI is checked."""
+    folder = index.folder
     by_frame: dict[str, list[SeriesInfo]] = defaultdict(list)
     for info in ct.values():
         by_frame[info.frame_uid].append(info)
-
-    pairs: list[tuple[SeriesInfo, LabelFile | None]] = []
-    if index.labels:
-        used: dict[str, list[tuple[SeriesInfo, LabelFile]]] = defaultdict(list)
-        for label in sorted(index.labels, key=lambda lab: str(lab.path)):
-            targets = [ct[uid] for uid in label.series_uids if uid in ct]
-            if not targets and not label.series_uids and label.frame_uid:
-                targets = by_frame.get(label.frame_uid, [])
-            if not targets:
-                if series_uid is not None:
-                    continue  # a label of another series
-                refs = ", ".join(label.series_uids) or f"frame of reference {label.frame_uid or '(none)'}"
-                raise DataError(
-                    f"{label.path}: this {label.kind} is drawn on CT series {refs}, which is not in {folder};"
-                    " put the referenced CT series next to it"
-                )
-            target = choose_series(targets, where=str(label.path)) if len(targets) > 1 else targets[0]
+    used: dict[str, list[tuple[SeriesInfo, LabelFile]]] = defaultdict(list)
+    for label in sorted(index.labels, key=lambda lab: str(lab.path)):
+        target = _label_target(label, ct, by_frame, folder, series_uid)
+        if target is not None:
             used[target.study_uid].append((target, label))
-        for study_uid, infos in by_study.items():
-            if study_uid not in used:
-                warnings.warn(
-                    f"{folder}: study {study_uid or '(no StudyInstanceUID)'} of patient {infos[0].patient_id!r}"
-                    f" has no RTSTRUCT or SEG; its {len(infos)} CT series skipped",
-                    DataWarning,
-                    stacklevel=3,
-                )
-        if not used:
-            raise DataError(f"{folder}: no RTSTRUCT or SEG references the CT series {series_uid!r}")
-        for study_uid, found in used.items():
-            if len(found) > 1:
-                warnings.warn(
-                    f"{folder}: study {study_uid} has {len(found)} label files"
-                    f" ({', '.join(str(lab.path.name) for _, lab in found)}); using {found[0][1].path.name}",
-                    DataWarning,
-                    stacklevel=3,
-                )
-            target, label = found[0]
-            choose_roi(label.names, roi, label.path)
-            pairs.append((target, label))
-    else:
-        for study_uid, infos in by_study.items():
-            where = f"{folder}: study {study_uid or '(no StudyInstanceUID)'} of patient {infos[0].patient_id!r}"
-            pairs.append((choose_series(infos, where=where) if len(infos) > 1 else infos[0], None))
-
-    pairs.sort(key=lambda p: (p[0].patient_id, p[0].study_uid, p[0].uid))
-    ids = [p[0].patient_id for p in pairs]
-    plans = []
-    for i, (info, label) in enumerate(pairs):
-        pid = f"{ids[i]}-{ids[:i].count(ids[i]) + 1}" if ids.count(ids[i]) > 1 else ids[i]
-        plans.append(StudyPlan(patient_id=pid, series=info, label=label))
-    return plans
+    for study_uid, infos in by_study.items():
+        if study_uid not in used:
+            warnings.warn(
+                f"{folder}: study {study_uid or '(no StudyInstanceUID)'} of patient {infos[0].patient_id!r}"
+                f" has no RTSTRUCT or SEG; its {len(infos)} CT series skipped",
+                DataWarning,
+                stacklevel=4,
+            )
+    if not used:
+        raise DataError(f"{folder}: no RTSTRUCT or SEG references the CT series {series_uid!r}")
+    pairs: list[tuple[SeriesInfo, LabelFile | None]] = []
+    for study_uid, found in used.items():
+        if len(found) > 1:
+            warnings.warn(
+                f"{folder}: study {study_uid} has {len(found)} label files"
+                f" ({', '.join(str(lab.path.name) for _, lab in found)}); using {found[0][1].path.name}",
+                DataWarning,
+                stacklevel=4,
+            )
+        target, label = found[0]
+        choose_roi(label.names, roi, label.path)
+        pairs.append((target, label))
+    return pairs
 
 
 def read_study(plan: StudyPlan, folder: str | Path, roi: str | None = None) -> CTVolume:
@@ -303,7 +321,7 @@ def _rtstruct_mask(ds: Dataset, path: Path, volume: CTVolume, number: int, name:
         try:
             points = np.asarray([float(v) for v in contour.ContourData], dtype=np.float64)
         except Exception as exc:
-            raise DataError(f"{path}: ROI {name!r} contour {c + 1}: unreadable ContourData ({_reason(exc)})") from None
+            raise DataError(f"{path}: ROI {name!r} contour {c + 1}: unreadable ContourData ({describe(exc)})") from None
         if points.size % 3 or points.size < 9 or not np.isfinite(points).all():
             raise DataError(
                 f"{path}: ROI {name!r} contour {c + 1}: ContourData holds {points.size} numbers; expected finite"
@@ -338,7 +356,7 @@ def _seg_mask(path: Path, volume: CTVolume, roi: str | None) -> tuple[np.ndarray
     try:
         seg = highdicom.seg.segread(path)
     except Exception as exc:
-        raise DataError(f"{path}: not a readable DICOM SEG ({_reason(exc)})") from None
+        raise DataError(f"{path}: not a readable DICOM SEG ({describe(exc)})") from None
     segments = list(seg.SegmentSequence)
     names = [_clean(s.get("SegmentLabel", "")) for s in segments]
     index = choose_roi(names, roi, path)
@@ -354,7 +372,7 @@ def _seg_mask(path: Path, volume: CTVolume, roi: str | None) -> tuple[np.ndarray
     except Exception as exc:
         raise DataError(
             f"{path}: the SEG frames cannot be matched to the slices of CT series"
-            f" {volume.meta.get('series_uid', '?')} ({_reason(exc)})"
+            f" {volume.meta.get('series_uid', '?')} ({describe(exc)})"
         ) from None
     pixels = np.asarray(pixels)
     if pixels.shape != volume.image.shape:
@@ -386,14 +404,14 @@ def label_mask(path: str | Path, volume: CTVolume, roi: str | None = None) -> tu
     except (DataError, MemoryError):
         raise
     except Exception as exc:  # a damaged element, decoded lazily by pydicom
-        raise DataError(f"{path}: damaged RTSTRUCT/SEG file ({_reason(exc)})") from None
+        raise DataError(f"{path}: damaged RTSTRUCT/SEG file ({describe(exc)})") from None
 
 
 def _label_mask(path: Path, volume: CTVolume, roi: str | None) -> tuple[np.ndarray, str]:
     try:
         ds = pydicom.dcmread(path)
     except Exception as exc:
-        raise DataError(f"{path}: not a readable DICOM file ({_reason(exc)})") from None
+        raise DataError(f"{path}: not a readable DICOM file ({describe(exc)})") from None
     sop = _clean(ds.get("SOPClassUID", ""))
     modality = _clean(ds.get("Modality", "")).upper()
     ct_frame = _clean(volume.meta.get("frame_of_reference_uid", ""))
@@ -408,7 +426,7 @@ def _label_mask(path: Path, volume: CTVolume, roi: str | None) -> tuple[np.ndarr
     try:
         number = int(rois[index].ROINumber)
     except Exception as exc:
-        raise DataError(f"{path}: ROI {names[index]!r} has no readable ROINumber ({_reason(exc)})") from None
+        raise DataError(f"{path}: ROI {names[index]!r} has no readable ROINumber ({describe(exc)})") from None
     frame = _clean(rois[index].get("ReferencedFrameOfReferenceUID", ""))
     if frame and ct_frame and frame != ct_frame:
         raise DataError(

@@ -55,7 +55,6 @@ __all__ = [
     "check_hex",
     "fetch",
     "download",
-    "file_digest",
     "partial_path",
     "safe_extract",
 ]
@@ -111,11 +110,6 @@ def _digests(path: Path, algorithms: list[str], progress: bool) -> dict[str, str
                 h.update(chunk)
             bar.update(len(chunk))
     return {a: h.hexdigest() for a, h in hashes.items()}
-
-
-def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256", progress: bool = False) -> str:
-    """Hex digest of a file, read in 1 MiB chunks."""
-    return _digests(Path(path), [algorithm], progress)[algorithm]
 
 
 def partial_path(url: str, dest: str | os.PathLike[str]) -> Path:
@@ -361,9 +355,9 @@ def fetch(
 ) -> Path:
     """Download, verify and unpack a dataset of :data:`MANIFESTS`.
 
-    One function on purpose: the steps (resolve the expected checksums, download or resume, verify,
-    record, check the archive, extract, mark done) share the same checksum state and must run in this
-    order; split up, each part would need all of it passed back and forth.
+    The steps run in this order: resolve the expected checksums (given, the manifest's, the record's),
+    stop early if the archive was already extracted, download or resume, verify and record, check the
+    archive, extract, mark done.
 
     Args:
         name: manifest key (``"msd-lung"``).
@@ -400,58 +394,14 @@ def fetch(
     record_path = to / RECORD
     recorded = _read_record(record_path).get(name, {})
     source = url or manifest["url"]
-
-    expected: list[tuple[str, str, str]] = []  # (algorithm, hex digest, where it comes from)
-    if sha256 is not None or md5 is not None:
-        expected += [(a, h, f"--{a}") for a, h in (("sha256", sha256), ("md5", md5)) if h is not None]
-    elif verify:
-        expected += [(a, manifest[a].lower(), f"the {name!r} manifest") for a in ("sha256", "md5") if manifest.get(a)]
-    if recorded:
-        for algorithm, digest, where in expected:
-            if recorded.get(algorithm) not in (None, digest):
-                raise DataError(
-                    f"{record_path}: records {_LABEL[algorithm]} {recorded[algorithm]} for {name!r} from an earlier "
-                    f"verified download, but {where} expects {digest}; delete {record_path} (or use another --to) "
-                    "to fetch a different archive"
-                )
-        expected.append(("sha256", recorded["sha256"], f"the record {record_path}"))
-
+    expected = _expected_digests(name, sha256, md5, verify, recorded, record_path)
     if marker.is_file() and folder.is_dir():
-        done = marker.read_text().strip()
-        for algorithm, digest, where in expected:
-            if algorithm == "sha256" and digest != done:
-                raise DataError(
-                    f"{folder}: already extracted from an archive with SHA-256 {done}, not {digest} ({where}); "
-                    f"delete {folder} and {marker} to fetch it again"
-                )
-        print(f"{folder} already extracted (sha256 {done})", file=sys.stderr)
+        _check_extracted(folder, marker, expected)
         return folder
-
-    if not expected:
-        if verify:
-            raise DataError(
-                f"{source}: no checksum is known for {name!r}; give the archive's --sha256 HEX or --md5 HEX, "
-                "or --no-verify to unpack it unverified"
-            )
-        print(
-            f"WARNING: --no-verify: {archive} is NOT verified against any checksum; nothing guarantees that it is "
-            f"the {name!r} archive or that it is complete. Check the SHA-256 printed below yourself.",
-            file=sys.stderr,
-        )
-    elif not verify and sha256 is None and md5 is None:
-        print(f"WARNING: --no-verify: the {name!r} manifest's checksums are not checked", file=sys.stderr)
-
+    _announce_verification(name, source, archive, expected, verify=verify, given=sha256 is not None or md5 is not None)
     if not archive.is_file():
         download(source, archive, progress=progress)
-    digests = _digests(archive, sorted({"sha256"} | {a for a, _, _ in expected}), progress)
-    print(f"sha256 {digests['sha256']}  {archive}", file=sys.stderr)
-    for algorithm, digest, where in expected:
-        if digests[algorithm] != digest:
-            archive.unlink()
-            raise DataError(
-                f"{archive}: {_LABEL[algorithm]} mismatch (expected {digest}, from {where}; got {digests[algorithm]}); "
-                "the file was deleted, run again to download it anew"
-            )
+    digests = _verified_digests(archive, expected, progress)
     verified_by = [where for _, _, where in expected if not where.startswith("the record ")]
     if verified_by and not recorded:
         entry = {"filename": manifest["filename"], "url": source, "verified_by": verified_by, **digests}
@@ -465,3 +415,72 @@ def fetch(
     if not keep_archive:
         archive.unlink()
     return folder
+
+
+def _expected_digests(
+    name: str, sha256: str | None, md5: str | None, verify: bool, recorded: dict[str, Any], record_path: Path,
+) -> list[tuple[str, str, str]]:
+    """The checksums the archive must have, as ``(algorithm, hex digest, where it comes from)``: the given
+    ones, else the manifest's (when ``verify``), plus the SHA-256 recorded by an earlier verified download,
+    which no given or manifest checksum may contradict."""
+    manifest = MANIFESTS[name]
+    expected: list[tuple[str, str, str]] = []
+    if sha256 is not None or md5 is not None:
+        expected += [(a, h, f"--{a}") for a, h in (("sha256", sha256), ("md5", md5)) if h is not None]
+    elif verify:
+        expected += [(a, manifest[a].lower(), f"the {name!r} manifest") for a in ("sha256", "md5") if manifest.get(a)]
+    if recorded:
+        for algorithm, digest, where in expected:
+            if recorded.get(algorithm) not in (None, digest):
+                raise DataError(
+                    f"{record_path}: records {_LABEL[algorithm]} {recorded[algorithm]} for {name!r} from an earlier "
+                    f"verified download, but {where} expects {digest}; delete {record_path} (or use another --to) "
+                    "to fetch a different archive"
+                )
+        expected.append(("sha256", recorded["sha256"], f"the record {record_path}"))
+    return expected
+
+
+def _check_extracted(folder: Path, marker: Path, expected: list[tuple[str, str, str]]) -> None:
+    """Accept an already extracted ``folder`` when its ``marker`` names the expected SHA-256 (and say so)."""
+    done = marker.read_text().strip()
+    for algorithm, digest, where in expected:
+        if algorithm == "sha256" and digest != done:
+            raise DataError(
+                f"{folder}: already extracted from an archive with SHA-256 {done}, not {digest} ({where}); "
+                f"delete {folder} and {marker} to fetch it again"
+            )
+    print(f"{folder} already extracted (sha256 {done})", file=sys.stderr)
+
+
+def _announce_verification(
+    name: str, source: str, archive: Path, expected: list[tuple[str, str, str]], *, verify: bool, given: bool,
+) -> None:
+    """Refuse an archive no checksum is known for (unless ``verify`` is off), and warn when it goes unverified."""
+    if not expected:
+        if verify:
+            raise DataError(
+                f"{source}: no checksum is known for {name!r}; give the archive's --sha256 HEX or --md5 HEX, "
+                "or --no-verify to unpack it unverified"
+            )
+        print(
+            f"WARNING: --no-verify: {archive} is NOT verified against any checksum; nothing guarantees that it is "
+            f"the {name!r} archive or that it is complete. Check the SHA-256 printed below yourself.",
+            file=sys.stderr,
+        )
+    elif not verify and not given:
+        print(f"WARNING: --no-verify: the {name!r} manifest's checksums are not checked", file=sys.stderr)
+
+
+def _verified_digests(archive: Path, expected: list[tuple[str, str, str]], progress: bool) -> dict[str, str]:
+    """The archive's SHA-256 (printed) and the other expected digests; a mismatch deletes the archive."""
+    digests = _digests(archive, sorted({"sha256"} | {a for a, _, _ in expected}), progress)
+    print(f"sha256 {digests['sha256']}  {archive}", file=sys.stderr)
+    for algorithm, digest, where in expected:
+        if digests[algorithm] != digest:
+            archive.unlink()
+            raise DataError(
+                f"{archive}: {_LABEL[algorithm]} mismatch (expected {digest}, from {where}; got {digests[algorithm]}); "
+                "the file was deleted, run again to download it anew"
+            )
+    return digests

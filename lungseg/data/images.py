@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from lungseg.errors import DataError
+from lungseg.errors import DataError, describe
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "is_image_file", "read_image"]
 
@@ -25,12 +25,6 @@ def is_image_file(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` has a PNG/JPEG suffix (case-insensitive) and is not a hidden file."""
     p = Path(path)
     return p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-
-
-def _reason(err: BaseException) -> str:
-    """``"Type: message"`` of a library's exception, on one line and at most 200 characters."""
-    text = " ".join(f"{type(err).__name__}: {err}".split())
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # Largest image read (8192 x 8192 pixels): CT slices are at most a few thousand pixels across, and a
@@ -82,7 +76,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     except MemoryError:
         raise DataError(f"{path}: the image declares more pixels than can be loaded; corrupt file") from None
     except Exception as err:  # Pillow's decoders raise many types for damaged files (OSError, SyntaxError, ...)
-        raise DataError(f"{path}: corrupt or truncated image ({_reason(err)})") from None
+        raise DataError(f"{path}: corrupt or truncated image ({describe(err)})") from None
     if scaled.ndim != 2 or scaled.size == 0:
         raise DataError(f"{path}: expected a single-channel image, got array shape {scaled.shape}")
     return scaled.astype(np.float32)

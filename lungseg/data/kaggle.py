@@ -29,7 +29,7 @@ import os
 import re
 from pathlib import Path
 
-from lungseg.data import CTDataset
+from lungseg.data.base import CTDataset
 from lungseg.data.images import is_image_file, read_image
 from lungseg.data.volume import CTVolume
 from lungseg.errors import DataError

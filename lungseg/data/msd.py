@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungseg.data import CTDataset, read_json_object
+from lungseg.data.base import CTDataset, read_json_object
 from lungseg.data.nifti import read_nifti
 from lungseg.data.volume import CTVolume
 from lungseg.errors import DataError

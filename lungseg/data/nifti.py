@@ -23,7 +23,7 @@ import nibabel as nib
 import numpy as np
 
 from lungseg.data.volume import CTVolume
-from lungseg.errors import DataError
+from lungseg.errors import DataError, describe
 
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -158,12 +158,6 @@ def write_nifti(
     return path
 
 
-def _reason(err: BaseException) -> str:
-    """``"Type: message"`` of a library's exception, on one line and at most 200 characters."""
-    text = " ".join(f"{type(err).__name__}: {err}".split())
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 # Deflate never expands data more than about 1032-fold: a .nii.gz whose header declares more voxel
 # bytes than that is truncated or corrupt, and is refused before anything is allocated for it.
 _MAX_DEFLATE_RATIO = 1032
@@ -211,7 +205,7 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]
     except nib.filebasedimages.ImageFileError:
         raise DataError(f"{path}: not a NIfTI file, or truncated (no readable NIfTI-1 or NIfTI-2 header)") from None
     except Exception as exc:  # nibabel raises many types for damaged files
-        raise DataError(f"{path}: not a readable NIfTI file ({_reason(exc)})") from None
+        raise DataError(f"{path}: not a readable NIfTI file ({describe(exc)})") from None
     if data.size == 0:
         raise DataError(f"{path}: empty volume (array shape {shape}); expected a 3D volume with voxels")
     if data.ndim == 4 and data.shape[3] == 1:

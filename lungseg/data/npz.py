@@ -31,20 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lungseg.data import CTDataset
+from lungseg.data.base import CTDataset
 from lungseg.data.volume import CTVolume
-from lungseg.errors import DataError
+from lungseg.errors import DataError, describe
 
 __all__ = ["NpzDataset", "read_npz", "read_npz_images", "write_npz", "NpzArrays"]
 
 REQUIRED_KEYS: tuple[str, ...] = ("images", "masks")
 OPTIONAL_KEYS: tuple[str, ...] = ("patient_ids", "spacing", "intensity")
-
-
-def _reason(err: BaseException) -> str:
-    """``"Type: message"`` of a library's exception, on one line and at most 200 characters."""
-    text = " ".join(f"{type(err).__name__}: {err}".split())
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class NpzArrays:
@@ -200,7 +194,7 @@ def _load_arrays(path: Path, required: tuple[str, ...], wanted: tuple[str, ...])
                             f"{where}: key {key!r} holds Python objects, which are never loaded (no pickle);"
                             " save numbers, and string ids with dtype str"
                         ) from None
-                    raise DataError(f"{where}: key {key!r} is not a readable NumPy array ({_reason(err)})") from None
+                    raise DataError(f"{where}: key {key!r} is not a readable NumPy array ({describe(err)})") from None
                 if not isinstance(value, np.ndarray):  # a zip member that is not an .npy file
                     raise DataError(f"{where}: key {key!r} is not a NumPy array (.npy) inside the .npz file")
                 raw[key] = value
@@ -209,7 +203,7 @@ def _load_arrays(path: Path, required: tuple[str, ...], wanted: tuple[str, ...])
     except MemoryError:
         raise DataError(f"{where}: an array in the file declares a size too large to load; corrupt file") from None
     except Exception as err:  # zipfile/zlib/numpy raise many types (BadZipFile, zlib.error, EOFError, ...)
-        raise DataError(f"{where}: not a readable .npz file ({_reason(err)})") from None
+        raise DataError(f"{where}: not a readable .npz file ({describe(err)})") from None
     return raw
 
 

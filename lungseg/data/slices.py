@@ -26,7 +26,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from lungseg.data import CTDataset, open_dataset
+from lungseg.data.base import CTDataset
+from lungseg.data.sources import open_dataset
 from lungseg.errors import DataError
 from lungseg.preprocess import Fingerprint, preprocess_slices, resize_mask
 

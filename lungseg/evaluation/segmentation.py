@@ -24,9 +24,17 @@ import numpy as np
 from lungseg.data import open_dataset
 from lungseg.errors import DataError, LungsegError
 from lungseg.evaluation.detection import evaluate_detection
+from lungseg.evaluation.robustness import intensity_robustness
 from lungseg.files import check_output, json_safe, write_csv, write_json
 from lungseg.inference import LoadedRun, binarize, check_positive_int, load_run, predict_probabilities, require_finite
-from lungseg.metrics import BOUNDARY_METRICS, BOUNDARY_TOLERANCE_MM
+from lungseg.metrics import (
+    BOUNDARY_METRICS,
+    BOUNDARY_TOLERANCE_MM,
+    boundary_per_image,
+    boundary_summary,
+    confusion_per_image,
+    summarize,
+)
 from lungseg.rundir import RunDir, per_image_csv_path
 
 SPLITS: tuple[str, ...] = ("auto", "test", "val", "train", "all")
@@ -144,25 +152,9 @@ def evaluate_run(
         :func:`lungseg.metrics.boundary_summary`, with ``seconds``) and the evaluation settings. For a dataset without masks:
         ``{"task": "slice-level detection", ...}`` (see :func:`evaluate_detection`).
     """
-    from lungseg.metrics import boundary_per_image, boundary_summary, summarize
-
-    if split not in SPLITS:
-        raise LungsegError(f"split must be one of {SPLITS}, got {split!r}")
-    check_positive_int(batch_size, "batch_size")
-    if isinstance(tolerance_mm, bool) or not isinstance(tolerance_mm, (int, float)) or not tolerance_mm > 0:
-        raise LungsegError(f"tolerance_mm must be a number > 0 (mm), got {tolerance_mm!r}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
-        raise LungsegError(f"n_boot must be an int >= 0, got {n_boot!r}")
+    _check_arguments(split, batch_size, tolerance_mm, n_boot)
     if out is not None:
-        run = RunDir(run_dir)
-        run_files = run.published_files() + [run.checkpoint_path(w) for w in ("best", "last")]
-        # the grid's own evaluations are the run's files by design; anything else there is protected
-        own = [run.evaluation_path(c) for c in (False, True)] + [run.per_image_path(c) for c in (False, True)]
-        out_csv = per_image_csv_path(out)
-        protected = [f for f in run_files if f not in own]
-        source = [data.source] if hasattr(data, "patient_ids") else [data]
-        check_output(out, source, protected=protected)
-        check_output(out_csv, source, flag="the per-image table", protected=protected)
+        _check_outputs(run_dir, data, out)
     loaded = load_run(run_dir, checkpoint=checkpoint, device=device, precision=precision)
     dataset = data if hasattr(data, "patient_ids") else open_dataset(data)
     if not dataset.has_masks:
@@ -176,12 +168,7 @@ def evaluate_run(
     result: dict[str, Any] = summarize(
         pred, arrays["masks"], arrays["patient_ids"], arrays["spacing"], n_boot=n_boot, seed=seed
     )
-    started = time.perf_counter()
-    boundary = boundary_per_image(pred, arrays["masks"], arrays["spacing"], tolerance_mm)
-    result["boundary"] = boundary_summary(pred, arrays["masks"], arrays["patient_ids"], arrays["spacing"],
-                                          arrays["slice_spacing"], tolerance_mm=tolerance_mm, per_image=boundary)
-    result["boundary"]["seconds"] = round(time.perf_counter() - started, 3)
-    arrays["boundary"] = boundary
+    result["boundary"] = _boundary(pred, arrays, tolerance_mm)
     result["intensity_robustness_std"] = None
     if robustness and loaded.fingerprint.intensity == "hu":
         rob = _robustness(loaded, arrays, crf, batch_size, seed, progress)
@@ -190,23 +177,7 @@ def evaluate_run(
             result["intensity_robustness"] = rob
     elif robustness:
         result["intensity_robustness_note"] = "not measured: the data are not in HU (intensity 'unit')"
-
-    result.update({
-        "task": "segmentation",
-        "crf": bool(crf),
-        "threshold": None if crf else loaded.config.threshold,
-        "run": str(loaded.run_dir),
-        "checkpoint": checkpoint,
-        "checkpoint_epoch": loaded.epoch,
-        "precision": loaded.precision,
-        "data": str(dataset.source),
-        "split": split_name,
-        "model": loaded.config.model,
-        "loss": loaded.config.loss,
-        "seed": loaded.config.seed,
-        "image_size": loaded.fingerprint.image_size,
-        "resolution": "native (probabilities restored bilinearly to each slice's own grid)",
-    })
+    result.update(_settings(loaded, dataset, crf=crf, checkpoint=checkpoint, split=split_name))
     if out is not None:
         csv_path = per_image_csv_path(out)
         result["per_image_csv"] = str(csv_path)
@@ -215,12 +186,65 @@ def evaluate_run(
     return json_safe(result)
 
 
+def _check_arguments(split: str, batch_size: int, tolerance_mm: float, n_boot: int) -> None:
+    if split not in SPLITS:
+        raise LungsegError(f"split must be one of {SPLITS}, got {split!r}")
+    check_positive_int(batch_size, "batch_size")
+    if isinstance(tolerance_mm, bool) or not isinstance(tolerance_mm, (int, float)) or not tolerance_mm > 0:
+        raise LungsegError(f"tolerance_mm must be a number > 0 (mm), got {tolerance_mm!r}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
+        raise LungsegError(f"n_boot must be an int >= 0, got {n_boot!r}")
+
+
+def _check_outputs(run_dir: str | os.PathLike[str], data: Any, out: str | os.PathLike[str]) -> None:
+    """Refuse an output (or its per-image table) that would overwrite the data or a file of the run."""
+    run = RunDir(run_dir)
+    run_files = run.published_files() + [run.checkpoint_path(w) for w in ("best", "last")]
+    # the grid's own evaluations are the run's files by design; anything else there is protected
+    own = [run.evaluation_path(c) for c in (False, True)] + [run.per_image_path(c) for c in (False, True)]
+    out_csv = per_image_csv_path(out)
+    protected = [f for f in run_files if f not in own]
+    source = [data.source] if hasattr(data, "patient_ids") else [data]
+    check_output(out, source, protected=protected)
+    check_output(out_csv, source, flag="the per-image table", protected=protected)
+
+
+def _boundary(pred: np.ndarray, arrays: dict[str, Any], tolerance_mm: float) -> dict[str, Any]:
+    """HD95 and surface Dice per image and per patient (:func:`lungseg.metrics.boundary_summary`) with the
+    seconds they took; the per-image array is kept in ``arrays["boundary"]`` for the per-image table."""
+    started = time.perf_counter()
+    per_image = boundary_per_image(pred, arrays["masks"], arrays["spacing"], tolerance_mm)
+    boundary = boundary_summary(pred, arrays["masks"], arrays["patient_ids"], arrays["spacing"],
+                                arrays["slice_spacing"], tolerance_mm=tolerance_mm, per_image=per_image)
+    boundary["seconds"] = round(time.perf_counter() - started, 3)
+    arrays["boundary"] = per_image
+    return boundary
+
+
+def _settings(loaded: LoadedRun, dataset: Any, *, crf: bool, checkpoint: str, split: str) -> dict[str, Any]:
+    """What was evaluated, how: the run, checkpoint, data, split and the model's settings."""
+    return {
+        "task": "segmentation",
+        "crf": bool(crf),
+        "threshold": None if crf else loaded.config.threshold,
+        "run": str(loaded.run_dir),
+        "checkpoint": checkpoint,
+        "checkpoint_epoch": loaded.epoch,
+        "precision": loaded.precision,
+        "data": str(dataset.source),
+        "split": split,
+        "model": loaded.config.model,
+        "loss": loaded.config.loss,
+        "seed": loaded.config.seed,
+        "image_size": loaded.fingerprint.image_size,
+        "resolution": "native (probabilities restored bilinearly to each slice's own grid)",
+    }
+
+
 def _robustness(loaded: LoadedRun, arrays: dict[str, Any], crf: bool, batch_size: int, seed: int,
                 progress: bool) -> dict[str, Any] | None:
     """Intensity robustness (Table 2) on at most :data:`MAX_ROBUSTNESS_SLICES` tumour slices, evenly
     spaced; ``None`` when no slice holds tumour."""
-    from lungseg.metrics import intensity_robustness
-
     masks = arrays["masks"]
     tumour = np.flatnonzero(masks.reshape(len(masks), -1).any(axis=1))
     if not len(tumour):
@@ -246,8 +270,6 @@ def per_image_rows(pred: np.ndarray, arrays: dict[str, Any]) -> list[dict[str, A
     table reports it as undefined rather than applying :data:`lungseg.metrics.EMPTY_MASK_RULE`, so
     a reader can tell "nothing to find, nothing found" from a perfect segmentation. Undefined
     boundary figures (:data:`lungseg.metrics.BOUNDARY_EMPTY_RULE`) are blank too."""
-    from lungseg.metrics import confusion_per_image
-
     boundary = arrays.get("boundary")
     rows = []
     for i, c in enumerate(confusion_per_image(pred, arrays["masks"])):

@@ -1,0 +1,81 @@
+"""Segmentation metrics of the paper: Table 1, eqs. (11)-(14), Dice, IoU, small-tumour recall,
+patient-bootstrap CIs and boundary figures, split by job:
+
+* :mod:`lungseg.metrics.overlap` — confusion counts (Table 1), the ratios of eqs. (11)-(14), Dice,
+  IoU, and the one empty-mask rule (:data:`EMPTY_MASK_RULE`);
+* :mod:`lungseg.metrics.lesion` — lesions (8-connected components), equivalent diameters and
+  small-tumour recall;
+* :mod:`lungseg.metrics.summary` — the three labelled aggregations (pooled, per image, per patient)
+  and their patient-bootstrap intervals, together in :func:`summarize`;
+* :mod:`lungseg.metrics.boundary` — HD95 and surface Dice in mm (MONAI's), with their empty-mask rule
+  :data:`BOUNDARY_EMPTY_RULE`;
+* :mod:`lungseg.metrics.arrays` — the checked numpy views of masks and spacings they all take.
+
+(The modules are not named after the functions they hold, ``confusion`` and ``lesions``, so that
+``lungseg.metrics.confusion`` always means the function.)
+
+Images whose prediction and target are both empty follow one rule, :data:`EMPTY_MASK_RULE`, in every
+function here. For binary masks eq. (14) F-score and Dice are the same number,
+``2TP / (2TP + FP + FN)``, for every aggregation; a table quoting different Dice and F1 values cannot
+have computed both from the same confusion counts.
+
+The robustness to intensity variation (Table 2, "std" column) runs a model, so it lives in the
+evaluation stage: :mod:`lungseg.evaluation.robustness`.
+"""
+
+from lungseg.metrics.boundary import (
+    BOUNDARY_DEFINITION,
+    BOUNDARY_EMPTY_RULE,
+    BOUNDARY_METRICS,
+    BOUNDARY_TOLERANCE_MM,
+    HD_PERCENTILE,
+    boundary_per_image,
+    boundary_scores,
+    boundary_summary,
+)
+from lungseg.metrics.lesion import (
+    LESION_RULE,
+    Lesion,
+    equivalent_diameter_mm,
+    equivalent_sphere_diameter_mm,
+    lesions,
+    small_tumor_recall,
+)
+from lungseg.metrics.overlap import (
+    EMPTY_MASK_RULE,
+    METRIC_NAMES,
+    Confusion,
+    confusion,
+    confusion_per_image,
+    dice,
+    ratio_or_default,
+    score,
+)
+from lungseg.metrics.summary import AGGREGATIONS, summarize
+
+__all__ = [
+    "AGGREGATIONS",
+    "BOUNDARY_DEFINITION",
+    "BOUNDARY_EMPTY_RULE",
+    "BOUNDARY_METRICS",
+    "BOUNDARY_TOLERANCE_MM",
+    "EMPTY_MASK_RULE",
+    "HD_PERCENTILE",
+    "LESION_RULE",
+    "METRIC_NAMES",
+    "Confusion",
+    "Lesion",
+    "boundary_per_image",
+    "boundary_scores",
+    "boundary_summary",
+    "confusion",
+    "confusion_per_image",
+    "dice",
+    "equivalent_diameter_mm",
+    "equivalent_sphere_diameter_mm",
+    "lesions",
+    "ratio_or_default",
+    "score",
+    "small_tumor_recall",
+    "summarize",
+]

@@ -1,0 +1,244 @@
+"""Aggregation of the confusion counts and lesions of a prediction set, with patient-bootstrap intervals.
+
+Three aggregations are reported, always under their own label, because they answer different
+questions and can differ by tenths on tumour segmentation data:
+
+``pooled``
+    Counts summed over every pixel of the set, then one ratio (dominated by large tumours).
+``per_image``
+    Ratio per 2D image, then the mean over images.
+``per_patient``
+    Counts pooled over all images of a patient, ratio per patient, then the mean over patients
+    (each patient weighs the same whatever their number of slices).
+
+Confidence intervals resample patients (not images: slices of one patient are correlated) with
+replacement and are computed from the same precomputed counts, so :func:`summarize` gives every
+figure and its interval in one pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from lungseg.metrics.arrays import binary_pair, spacing_rows, to_numpy
+from lungseg.metrics.lesion import LESION_RULE, check_lesion_args, lesion_table
+from lungseg.metrics.overlap import EMPTY_MASK_RULE, METRIC_NAMES, count_rows, is_both_empty, stat_from_counts
+
+__all__ = ["AGGREGATIONS", "summarize"]
+
+AGGREGATIONS: dict[str, str] = {
+    "pooled": "confusion counts summed over all pixels of all images, then one ratio",
+    "per_image": "ratio per 2D image, then mean over images (empty-mask rule applies)",
+    "per_patient": "confusion counts pooled over each patient's images, ratio per patient, then mean "
+    "over patients (empty-mask rule applies per patient)",
+}
+
+
+class _Table:
+    """Counts of a prediction set, precomputed once for summaries and bootstrap resampling."""
+
+    def __init__(
+        self,
+        pred: Any,
+        target: Any,
+        patient_ids: Sequence[Any],
+        spacing: Any | None,
+        max_diameter_mm: float,
+        min_overlap: float,
+    ) -> None:
+        check_lesion_args(max_diameter_mm, min_overlap)
+        p, t = binary_pair(pred, target, ndim=3)
+        n = p.shape[0]
+        if n == 0:
+            raise ValueError(f"pred and target must contain at least one image, got shape {p.shape}")
+        ids = to_numpy(patient_ids, "patient_ids")
+        if ids.shape != (n,):
+            raise ValueError(
+                f"patient_ids must have one entry per image: got shape {ids.shape} for {n} images "
+                f"(pred {p.shape})"
+            )
+        self.spacing = None if spacing is None else spacing_rows(spacing, n)
+        self.max_diameter_mm, self.min_overlap = float(max_diameter_mm), float(min_overlap)
+        self.image_counts = count_rows(p, t)  # (N, 4)
+        self.patients, self.image_patient = np.unique(ids.astype(str), return_inverse=True)
+        n_p = len(self.patients)
+        self.patient_counts = np.zeros((n_p, 4), dtype=np.int64)
+        np.add.at(self.patient_counts, self.image_patient, self.image_counts)
+        lesion_rows = lesion_table(p, t, self.spacing, self.min_overlap)
+        lesion_patient = self.image_patient[lesion_rows[:, 0].astype(np.int64)]
+        small = lesion_rows[:, 1] < self.max_diameter_mm  # NaN diameters (no spacing) are never small
+        hit = lesion_rows[:, 2]
+        # per patient: (all lesions, all hit, small lesions, small hit)
+        self.patient_lesions = np.stack(
+            [
+                np.bincount(lesion_patient, weights=w, minlength=n_p)
+                for w in (np.ones_like(hit), hit, small * 1.0, small * hit)
+            ],
+            axis=1,
+        )
+
+    @staticmethod
+    def stats(counts: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: stat_from_counts(name, *counts.T) for name in METRIC_NAMES}
+
+    def aggregate(self, aggregation: str, weights: np.ndarray | None = None) -> dict[str, Any]:
+        """Statistics of one aggregation; ``weights`` ``(B, n_patients)`` = bootstrap multiplicities."""
+        w = np.ones((1, len(self.patients))) if weights is None else weights
+        if aggregation == "pooled":
+            counts = w @ self.patient_counts  # (B, 4)
+            out = self.stats(counts)
+        elif aggregation in ("per_image", "per_patient"):
+            counts = self.image_counts if aggregation == "per_image" else self.patient_counts
+            keep = (~is_both_empty(*counts[:, :3].T)).astype(np.float64)  # EMPTY_MASK_RULE
+            n_p = len(self.patients)
+            # sums over each patient's kept items, so a resampled patient brings all its images
+            owner = self.image_patient if aggregation == "per_image" else np.arange(n_p)
+            n_kept = w @ np.bincount(owner, weights=keep, minlength=n_p)
+            out = {}
+            for name, values in self.stats(counts).items():
+                total = w @ np.bincount(owner, weights=values * keep, minlength=n_p)
+                mean = total / np.where(n_kept > 0, n_kept, 1)
+                out[name] = np.where(n_kept > 0, mean, np.nan)
+        else:
+            raise ValueError(f"aggregation must be one of {tuple(AGGREGATIONS)}, got {aggregation!r}")
+        return out if weights is not None else {k: float(v[0]) for k, v in out.items()}
+
+    def lesion_recall(self, small: bool, weights: np.ndarray | None = None) -> Any:
+        w = np.ones((1, len(self.patients))) if weights is None else weights
+        cols = self.patient_lesions[:, 2:4] if small else self.patient_lesions[:, 0:2]
+        n_les, n_hit = (w @ cols).T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.where(n_les > 0, n_hit / np.where(n_les > 0, n_les, 1), np.nan)
+        return r if weights is not None else float(r[0])
+
+
+def summarize(
+    pred: Any,
+    target: Any,
+    patient_ids: Sequence[Any],
+    spacing: Any | None = None,
+    *,
+    max_diameter_mm: float = 10.0,
+    min_overlap: float = 0.1,
+    n_boot: int = 0,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """All figures of Tables 2-3 for one prediction set, each aggregation under its own label.
+
+    Args:
+        pred: binary predictions ``(N, H, W)`` (or ``(N, 1, H, W)``), numpy or torch.
+        target: binary targets, same shape.
+        patient_ids: ``N`` patient identifiers (one per image).
+        spacing: in-plane spacing ``(N, 2)`` or ``(2,)`` (dy, dx) mm; None leaves small-tumour recall
+            NaN (sizes in mm are unknown) but still reports ``lesion_recall``.
+        max_diameter_mm: small-lesion threshold of :func:`small_tumor_recall`.
+        min_overlap: lesion hit rule of :func:`small_tumor_recall`.
+        n_boot: when > 0, add ``"ci"``: percentile-bootstrap intervals of every figure from this many
+            patient resamples (one shared set for all figures).
+        seed: bootstrap seed.
+        level: bootstrap confidence level.
+
+    Returns:
+        A dict with ``pooled``, ``per_image``, ``per_patient`` (each ``{dice, iou, accuracy,
+        precision, recall, f1}``; eqs. 11-14), ``aggregations`` (what each label means),
+        ``n_images``, ``n_patients``, ``n_empty_agreed`` (images with empty target and empty
+        prediction), ``n_empty_agreed_patients``, ``n_false_positive_images`` (empty target,
+        non-empty prediction), ``empty_mask_rule``, ``small_tumor_recall``, ``n_small_lesions``,
+        ``n_small_hit``, ``lesion_recall``, ``n_lesions``, ``n_lesions_hit``, ``lesion_rule``,
+        and ``ci`` when ``n_boot > 0`` (``{"pooled": {stat: (low, high)}, "per_image": {...},
+        "per_patient": {...}, "small_tumor_recall": (low, high), "lesion_recall": (low, high),
+        "n_boot", "level", "seed", "method"}``; NaN bounds where a figure is undefined in every
+        resample). Per-image/per-patient values are NaN when every image/patient
+        is excluded by the empty-mask rule.
+    """
+    table = _Table(pred, target, patient_ids, spacing, max_diameter_mm, min_overlap)
+    return _summary_from_table(table, n_boot=n_boot, seed=seed, level=level)
+
+
+def _summary_from_table(table: _Table, *, n_boot: int, seed: int, level: float) -> dict[str, Any]:
+    ic, pc = table.image_counts, table.patient_counts
+    lesion_totals = table.patient_lesions.sum(axis=0)
+    out: dict[str, Any] = {agg: table.aggregate(agg) for agg in AGGREGATIONS}
+    out.update(
+        aggregations=dict(AGGREGATIONS),
+        confusion=dict(zip(("tp", "fp", "fn", "tn"), (int(v) for v in ic.sum(axis=0)), strict=True)),
+        n_images=int(ic.shape[0]),
+        n_patients=int(pc.shape[0]),
+        n_empty_agreed=int(is_both_empty(*ic[:, :3].T).sum()),
+        n_empty_agreed_patients=int(is_both_empty(*pc[:, :3].T).sum()),
+        n_false_positive_images=int(((ic[:, 0] + ic[:, 2] == 0) & (ic[:, 1] > 0)).sum()),
+        empty_mask_rule=EMPTY_MASK_RULE,
+        small_tumor_recall=table.lesion_recall(small=True) if table.spacing is not None else math.nan,
+        n_small_lesions=int(lesion_totals[2]),
+        n_small_hit=int(lesion_totals[3]),
+        lesion_recall=table.lesion_recall(small=False),
+        n_lesions=int(lesion_totals[0]),
+        n_lesions_hit=int(lesion_totals[1]),
+        lesion_rule=LESION_RULE.format(max_diameter_mm=table.max_diameter_mm, min_overlap=table.min_overlap)
+        + ("" if table.spacing is not None else " Spacing unknown: small-tumour recall not computed."),
+    )
+    if n_boot > 0:
+        out["ci"] = _bootstrap_from_table(table, n_boot=n_boot, seed=seed, level=level)
+    return out
+
+
+
+def _resample_weights(n_patients: int, n_boot: int, seed: int) -> np.ndarray:
+    """Multiplicity of each patient in each resample, ``(n_boot, n_patients)`` float64.
+
+    Drawing ``n_patients`` patients with replacement is a multinomial draw of their multiplicities,
+    which lets every aggregation be one matrix product instead of a Python loop.
+    """
+    if int(n_boot) != n_boot or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=int(n_boot))
+    return draws.astype(np.float64)
+
+
+def _percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
+    finite = samples[np.isfinite(samples)]
+    if finite.size == 0:
+        return (math.nan, math.nan)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def _check_level(level: float) -> None:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+
+
+
+def _bootstrap_from_table(table: _Table, *, n_boot: int, seed: int, level: float) -> dict[str, Any]:
+    """Percentile-bootstrap intervals of every figure of :func:`summarize`, resampling patients.
+
+    Per-patient counts are computed once (``table``); each resample is a multinomial vector of patient
+    multiplicities, so 1000 resamples cost a few matrix products. The intensity-robustness std is not
+    bootstrapped (it needs the predictor).
+    """
+    _check_level(level)
+    weights = _resample_weights(len(table.patients), n_boot, seed)
+    out: dict[str, Any] = {}
+    for agg in AGGREGATIONS:
+        samples = table.aggregate(agg, weights)
+        out[agg] = {name: _percentile_ci(samples[name], level) for name in METRIC_NAMES}
+    out["small_tumor_recall"] = (
+        _percentile_ci(table.lesion_recall(True, weights), level)
+        if table.spacing is not None
+        else (math.nan, math.nan)
+    )
+    out["lesion_recall"] = _percentile_ci(table.lesion_recall(False, weights), level)
+    out.update(
+        n_boot=int(n_boot),
+        level=float(level),
+        seed=int(seed),
+        method="percentile bootstrap, patients resampled with replacement",
+    )
+    return out
