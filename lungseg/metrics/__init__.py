@@ -6,7 +6,8 @@ patient-bootstrap CIs and boundary figures, split by job:
 * :mod:`lungseg.metrics.lesion` — lesions (8-connected components), equivalent diameters and
   small-tumour recall;
 * :mod:`lungseg.metrics.summary` — the three labelled aggregations (pooled, per image, per patient)
-  and their patient-bootstrap intervals, together in :func:`summarize`;
+  and their patient-bootstrap intervals, together in :func:`summarize`; a grid cell's interval over
+  training seeds and test patients together (:func:`crossed_interval`);
 * :mod:`lungseg.metrics.boundary` — HD95 and surface Dice in mm (MONAI's), with their empty-mask rule
   :data:`BOUNDARY_EMPTY_RULE`;
 * :mod:`lungseg.metrics.arrays` — the checked numpy views of masks and spacings they all take.
@@ -51,7 +52,13 @@ from lungseg.metrics.overlap import (
     ratio_or_default,
     score,
 )
-from lungseg.metrics.summary import AGGREGATIONS, summarize
+from lungseg.metrics.summary import (
+    AGGREGATIONS,
+    CROSSED_INTERVAL,
+    crossed_interval,
+    paired_crossed_interval,
+    summarize,
+)
 
 __all__ = [
     "AGGREGATIONS",
@@ -59,6 +66,7 @@ __all__ = [
     "BOUNDARY_EMPTY_RULE",
     "BOUNDARY_METRICS",
     "BOUNDARY_TOLERANCE_MM",
+    "CROSSED_INTERVAL",
     "EMPTY_MASK_RULE",
     "HD_PERCENTILE",
     "LESION_RULE",
@@ -70,10 +78,12 @@ __all__ = [
     "boundary_summary",
     "confusion",
     "confusion_per_image",
+    "crossed_interval",
     "dice",
     "equivalent_diameter_mm",
     "equivalent_sphere_diameter_mm",
     "lesions",
+    "paired_crossed_interval",
     "ratio_or_default",
     "score",
     "small_tumor_recall",

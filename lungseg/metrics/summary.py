@@ -14,6 +14,12 @@ questions and can differ by tenths on tumour segmentation data:
 Confidence intervals resample patients (not images: slices of one patient are correlated) with
 replacement and are computed from the same precomputed counts, so :func:`summarize` gives every
 figure and its interval in one pass.
+
+A cell of the comparison grid varies with its training seed as well as its test patients:
+:func:`crossed_interval` resamples both together (a two-level bootstrap: each replicate draws the seeds
+with replacement and, once for all of them since every seed saw the same patients, the patients), and
+:func:`paired_crossed_interval` applies the same draws to two cells, pairing seed with seed and patient
+with patient.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from lungseg.metrics.arrays import binary_pair, spacing_rows, to_numpy
 from lungseg.metrics.lesion import LESION_RULE, check_lesion_args, lesion_table
 from lungseg.metrics.overlap import EMPTY_MASK_RULE, METRIC_NAMES, count_rows, is_both_empty, stat_from_counts
 
-__all__ = ["AGGREGATIONS", "summarize"]
+__all__ = ["AGGREGATIONS", "CROSSED_INTERVAL", "crossed_interval", "paired_crossed_interval", "summarize"]
 
 AGGREGATIONS: dict[str, str] = {
     "pooled": "confusion counts summed over all pixels of all images, then one ratio",
@@ -242,3 +248,88 @@ def _bootstrap_from_table(table: _Table, *, n_boot: int, seed: int, level: float
         method="percentile bootstrap, patients resampled with replacement",
     )
     return out
+
+
+#: How :func:`crossed_interval` reaches its interval, in one sentence for a results table.
+CROSSED_INTERVAL = ("95 % percentile interval of a two-level bootstrap that resamples training seeds and "
+                    "test patients together (2000 replicates); differences resample both cells alike")
+
+
+def _check(num: Any, den: Any) -> tuple[np.ndarray, np.ndarray]:
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    if num.ndim != 2 or num.shape != den.shape or 0 in num.shape:
+        raise ValueError(f"num and den must be equal, non-empty (n_seeds, n_patients) arrays, "
+                         f"got {num.shape} and {den.shape}")
+    return num, den
+
+
+def _draws(n_seeds: int, n_patients: int, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Multiplicity weights ``(n_boot + 1, n_seeds)`` and ``(n_boot + 1, n_patients)``; row 0 is the data."""
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    w_seed = np.ones((n_boot + 1, n_seeds))
+    w_patient = np.ones((n_boot + 1, n_patients))
+    for b in range(1, n_boot + 1):
+        w_seed[b] = np.bincount(rng.integers(0, n_seeds, n_seeds), minlength=n_seeds)
+        w_patient[b] = np.bincount(rng.integers(0, n_patients, n_patients), minlength=n_patients)
+    return w_seed, w_patient
+
+
+def _figure(num: np.ndarray, den: np.ndarray, w_seed: np.ndarray, w_patient: np.ndarray) -> np.ndarray:
+    """Per replicate: the ``w_seed``-weighted mean over seeds of ``sum(w_patient * num) / sum(w_patient *
+    den)``; seeds whose ratio is undefined (0/0 on the drawn patients) are left out; NaN when all are."""
+    top, bottom = w_patient @ num.T, w_patient @ den.T  # (replicates, seeds)
+    defined = bottom > 0
+    ratio = np.divide(top, bottom, out=np.zeros_like(top), where=defined)
+    weight = w_seed * defined
+    total = weight.sum(axis=1)
+    return np.divide((ratio * weight).sum(axis=1), total, out=np.full(len(total), np.nan), where=total > 0)
+
+
+def _summary(values: np.ndarray, level: float, n_seeds: int, n_patients: int) -> dict[str, Any]:
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    point, replicates = values[0], values[1:]
+    replicates = replicates[np.isfinite(replicates)]
+    if not np.isfinite(point) or replicates.size == 0:
+        return {"mean": None, "low": None, "high": None, "n_seeds": n_seeds, "n_patients": n_patients}
+    tail = (1 - level) / 2
+    low, high = np.quantile(replicates, [tail, 1 - tail])
+    return {"mean": float(point), "low": float(low), "high": float(high), "n_seeds": n_seeds,
+            "n_patients": n_patients}
+
+
+def crossed_interval(num: Any, den: Any, *, n_boot: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, Any]:
+    """A figure of several training seeds on one test sample, with a seed-and-patient interval.
+
+    Args:
+        num, den: ``(n_seeds, n_patients)`` numerator and denominator of the figure per seed and patient;
+            the figure of one seed is ``sum(num) / sum(den)`` over patients (pooled Dice: ``2TP`` and
+            ``2TP + FP + FN``; a mean over patients: the patient's value and 1, or 0 and 0 where it is
+            undefined).
+        n_boot: bootstrap replicates.
+        seed: seed of the resampling (the same seed gives the same interval).
+        level: coverage of the interval.
+
+    Returns:
+        ``{"mean", "low", "high", "n_seeds", "n_patients"}``: the figure (mean over seeds) and its
+        percentile interval; ``None`` values when the figure is undefined.
+    """
+    num, den = _check(num, den)
+    w_seed, w_patient = _draws(*num.shape, n_boot, seed)
+    return _summary(_figure(num, den, w_seed, w_patient), level, *num.shape)
+
+
+def paired_crossed_interval(num_a: Any, den_a: Any, num_b: Any, den_b: Any, *, n_boot: int = 2000,
+                            seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """The difference ``b - a`` of two cells trained with the same seeds and tested on the same patients,
+    with both resampled by the same draws (seed ``s`` of ``a`` paired with seed ``s`` of ``b``)."""
+    num_a, den_a = _check(num_a, den_a)
+    num_b, den_b = _check(num_b, den_b)
+    if num_a.shape != num_b.shape:
+        raise ValueError(f"paired cells need the same (n_seeds, n_patients), got {num_a.shape} and {num_b.shape}")
+    w_seed, w_patient = _draws(*num_a.shape, n_boot, seed)
+    diff = _figure(num_b, den_b, w_seed, w_patient) - _figure(num_a, den_a, w_seed, w_patient)
+    return _summary(diff, level, *num_a.shape)

@@ -1,0 +1,74 @@
+"""The crossed (seeds x patients) bootstrap of lungseg.metrics.summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lungseg.metrics import crossed_interval, paired_crossed_interval
+
+
+def _pooled_dice_tables(rng, n_seeds, n_patients, seed_sd=0.0):
+    tp = rng.integers(50, 500, (1, n_patients)) * np.ones((n_seeds, 1))
+    skill = np.clip(0.8 + rng.normal(0, seed_sd, (n_seeds, 1)), 0.05, 1.0)
+    fn = np.round(tp * (1 - skill) / skill)
+    fp = rng.integers(0, 100, (n_seeds, n_patients))
+    return 2 * tp, 2 * tp + fp + fn
+
+
+def test_the_figure_is_the_mean_over_seeds_of_the_pooled_ratio():
+    num = np.array([[2.0, 4.0], [1.0, 1.0]])
+    den = np.array([[4.0, 4.0], [2.0, 8.0]])
+    out = crossed_interval(num, den, n_boot=50)
+    assert out["mean"] == pytest.approx(np.mean([6 / 8, 2 / 10]))
+    assert out["low"] <= out["mean"] <= out["high"]
+    assert (out["n_seeds"], out["n_patients"]) == (2, 2)
+
+
+def test_the_interval_widens_with_seed_spread_and_narrows_with_patients():
+    rng = np.random.default_rng(0)
+    calm = crossed_interval(*_pooled_dice_tables(rng, 3, 40), n_boot=400)
+    shaky = crossed_interval(*_pooled_dice_tables(rng, 3, 40, seed_sd=0.1), n_boot=400)
+    many = crossed_interval(*_pooled_dice_tables(rng, 3, 400), n_boot=400)
+    width = {k: v["high"] - v["low"] for k, v in {"calm": calm, "shaky": shaky, "many": many}.items()}
+    assert width["shaky"] > 2 * width["calm"]
+    assert width["many"] < width["calm"]
+
+
+def test_undefined_patients_and_figures():
+    num = np.array([[0.0, 1.0]])
+    den = np.array([[0.0, 1.0]])  # patient 0 undefined (0/0): left out of a mean over patients
+    assert crossed_interval(num, den, n_boot=20)["mean"] == pytest.approx(1.0)
+    empty = crossed_interval(np.zeros((2, 3)), np.zeros((2, 3)), n_boot=20)
+    assert empty["mean"] is None and empty["low"] is None
+
+
+def test_a_paired_difference_cancels_what_both_cells_share():
+    rng = np.random.default_rng(1)
+    num, den = _pooled_dice_tables(rng, 3, 30, seed_sd=0.1)
+    same = paired_crossed_interval(num, den, num, den, n_boot=200)
+    assert same["mean"] == 0 and same["low"] == 0 and same["high"] == 0
+    better = paired_crossed_interval(num, den, num + 0.05 * den, den, n_boot=200)
+    assert better["mean"] == pytest.approx(0.05) and better["low"] > 0
+
+
+def test_patient_level_coverage_is_near_nominal():
+    # one seed, known population: pooled Dice over 60 of a large population of patients
+    rng = np.random.default_rng(2)
+    pop_tp = rng.integers(10, 800, 20000).astype(float)
+    pop_err = rng.gamma(2.0, 0.3, 20000) * pop_tp
+    truth = (2 * pop_tp).sum() / (2 * pop_tp + pop_err).sum()
+    hits = 0
+    for k in range(100):
+        idx = rng.integers(0, 20000, 60)
+        out = crossed_interval((2 * pop_tp[idx])[None], (2 * pop_tp[idx] + pop_err[idx])[None], n_boot=300, seed=k)
+        hits += out["low"] <= truth <= out["high"]
+    assert 85 <= hits <= 100
+
+
+@pytest.mark.parametrize("bad", [np.zeros(3), np.zeros((2, 0))])
+def test_bad_shapes_are_refused_with_the_shapes(bad):
+    with pytest.raises(ValueError, match="n_seeds, n_patients"):
+        crossed_interval(bad, bad)
+    with pytest.raises(ValueError, match="same"):
+        paired_crossed_interval(np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 4)), np.ones((2, 4)))
