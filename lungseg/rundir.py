@@ -15,7 +15,8 @@ A run directory holds everything needed to reproduce, resume, evaluate and deplo
 
 Every other module asks :class:`RunDir` for these paths and contents; no other module spells a
 file name. Every write is atomic (:mod:`lungseg.files`), so a killed process never leaves a
-half-written file, and checkpoints are read by the one function :meth:`RunDir.load_checkpoint`.
+half-written file, and checkpoints are read by the one function :func:`read_checkpoint` (behind
+:meth:`RunDir.load_checkpoint`).
 """
 
 from __future__ import annotations
