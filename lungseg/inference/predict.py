@@ -16,7 +16,7 @@ A DICOM series' mask can also be written as DICOM (``output_format``): a DICOM S
 top of it in a viewer (:mod:`lungseg.inference.dicom_out`); the mask is the one the NIfTI output holds.
 A *folder of studies* (a folder whose top level holds subfolders, one DICOM series each, and/or
 NIfTI volumes, but no DICOM or image files of its own) is segmented study by study into one
-output folder per study (:func:`study_output`), with one progress bar and a summary table
+output folder per study (:func:`lungseg.inference.writers.study_output`), with one progress bar and a summary table
 (``summary.csv``: input, slices, tumour voxels, volume, output, seconds).
 
 The input is read and checked in full before anything is written: NaN or infinite intensities are
