@@ -35,6 +35,7 @@ import torch
 from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
 from lungseg.files import check_output
+from lungseg.preprocess import Fingerprint
 from lungseg.rundir import RunDir, parse_config, read_checkpoint
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "Bundle", "export_model", "is_bundle", "read_bundle",
@@ -320,8 +321,6 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
         LungsegError: not a lungseg export, unsafe or unexpected members, a missing member, or a
             member whose SHA-256 differs from the metadata.
     """
-    from lungseg.preprocess import Fingerprint
-
     p = Path(path)
     metadata = read_metadata(p)
     data: dict[str, bytes] = {}
