@@ -15,7 +15,8 @@ A run directory holds everything needed to reproduce, resume, evaluate and deplo
 
 Every other module asks :class:`RunDir` for these paths and contents; no other module spells a
 file name. Every write is atomic (:mod:`lungseg.files`), so a killed process never leaves a
-half-written file, and checkpoints are read by the one function :meth:`RunDir.load_checkpoint`.
+half-written file, and checkpoints are read by the one function :func:`read_checkpoint` (behind
+:meth:`RunDir.load_checkpoint`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
 from lungseg.files import atomic_write_bytes, atomic_write_text, write_csv, write_json
 
-__all__ = ["CHECKPOINTS", "HISTORY_COLUMNS", "RunDir", "per_image_csv_path"]
+__all__ = ["CHECKPOINTS", "HISTORY_COLUMNS", "RunDir", "parse_config", "per_image_csv_path", "read_checkpoint"]
 
 #: Checkpoint names: ``"best"`` (highest validation Dice) and ``"last"`` (end of the latest epoch).
 CHECKPOINTS: tuple[str, ...] = ("best", "last")
@@ -48,6 +49,54 @@ def per_image_csv_path(evaluation_json: str | os.PathLike[str]) -> Path:
     p = Path(evaluation_json)
     stem = p.name[: -len(".json")] if p.name.endswith(".json") else p.name
     return p.with_name(f"{stem}_per_image.csv")
+
+
+def parse_config(data: str | bytes, source: str | os.PathLike[str]) -> TrainConfig:
+    """A run's configuration from the text of its config file (``source`` names it in errors).
+
+    A field a run saved before it existed reads as what that run did, not as today's default
+    (:data:`lungseg.config.LEGACY_VALUES`: e.g. a missing ``patch_size`` as ``None``, whole slices;
+    a missing ``flip_ud`` as 0).
+
+    Raises:
+        LungsegError: not valid JSON, an unknown field or a value of the wrong type.
+    """
+    from lungseg.config import LEGACY_VALUES
+
+    try:
+        saved = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LungsegError(f"{source}: not valid JSON ({exc})") from None
+    config = TrainConfig.from_dict(saved)
+    for name, value in LEGACY_VALUES.items():
+        if name not in saved:
+            setattr(config, name, value)
+    return config
+
+
+def read_checkpoint(file: str | os.PathLike[str] | io.BytesIO, source: str | os.PathLike[str]) -> dict[str, Any]:
+    """The one reader of checkpoints: a file (or the bytes of a model ``.zip``'s member), tensors on the CPU.
+
+    It reads with ``torch.load(..., weights_only=True)``: tensors and plain Python types only, so a
+    checkpoint someone shares cannot run code when it is loaded (a pickle that names any other
+    object is refused). Weights published in half precision come back as float32.
+
+    Raises:
+        LungsegError: the data cannot be read as a checkpoint (the message names ``source``).
+    """
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt or unsafe file can raise many types; report it as one line
+        first = " ".join(str(exc).split())[:300]
+        raise LungsegError(
+            f"{source}: cannot read checkpoint safely ({type(exc).__name__}: {first}); lungseg loads checkpoints"
+            " with weights_only=True, which refuses files that could run code"
+        ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise LungsegError(f"{source}: not a lungseg checkpoint (no 'model' weights)")
+    state["model"] = {k: v.float() if torch.is_tensor(v) and v.dtype == torch.float16 else v
+                      for k, v in state["model"].items()}
+    return state
 
 
 @dataclass(frozen=True)
@@ -200,21 +249,10 @@ class RunDir:
         return self.config_path
 
     def read_config(self) -> TrainConfig:
-        """The run's configuration. A field a run saved before it existed reads as what that run did,
-        not as today's default (:data:`lungseg.config.LEGACY_VALUES`: e.g. a missing ``patch_size``
-        as ``None``, whole slices; a missing ``flip_ud`` as 0)."""
-        from lungseg.config import LEGACY_VALUES
-
-        config = TrainConfig.from_json(self.config_path)
-        try:
-            saved = json.loads(self.config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            saved = {}
-        if isinstance(saved, dict):
-            for name, value in LEGACY_VALUES.items():
-                if name not in saved:
-                    setattr(config, name, value)
-        return config
+        """The run's configuration (:func:`parse_config` of its file)."""
+        if not self.config_path.is_file():
+            raise FileNotFoundError(f"{self.config_path}: training config not found")
+        return parse_config(self.config_path.read_bytes(), self.config_path)
 
     def write_fingerprint(self, fingerprint: Any) -> Path:
         return fingerprint.to_json(self.fingerprint_path)
@@ -287,19 +325,7 @@ class RunDir:
         """
         path = self.checkpoint_path(which)
         self.require(path)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a corrupt or unsafe file can raise many types; report it as one line
-            first = " ".join(str(exc).split())[:300]
-            raise LungsegError(
-                f"{path}: cannot read checkpoint safely ({type(exc).__name__}: {first}); lungseg loads checkpoints"
-                " with weights_only=True, which refuses files that could run code"
-            ) from None
-        if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-            raise LungsegError(f"{path}: not a lungseg checkpoint (no 'model' weights)")
-        state["model"] = {k: v.float() if torch.is_tensor(v) and v.dtype == torch.float16 else v
-                          for k, v in state["model"].items()}
-        return state
+        return read_checkpoint(path, path)
 
     def compact_checkpoint(self, which: str = "best") -> Path:
         """Rewrite a checkpoint with its floating-point weights in half precision and nothing else

@@ -327,7 +327,7 @@ def _model_card(settings: ProfileSettings, run: RunDir, results: dict[str, Any],
         "## Provenance",
         f"- git commit `{provenance.get('git', {}).get('commit')}`, device `{provenance.get('device')}`,"
         f" torch {provenance.get('packages', {}).get('torch')}.",
-        "- Load with `lungseg.inference.load_run(<this folder>)` or `lungseg predict --run <this folder> ...`.",
+        "- Load with `lungseg.inference.Predictor.from_run_dir(<this folder>)` or `lungseg predict --run <this folder> ...`.",
         "",
     ]
     return "\n".join(lines)

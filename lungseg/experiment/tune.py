@@ -50,15 +50,15 @@ def validation_dice(run_dir: str | os.PathLike[str], data: Any, thresholds: Sequ
                     batch_size: int = 16, device: str = "auto", precision: str = "auto") -> dict[float, float]:
     """Pooled Dice of a run on its **validation** patients at the native resolution, per threshold."""
     from lungseg.data import open_dataset
-    from lungseg.inference import load_run, predict_probabilities
+    from lungseg.inference import Predictor
     from lungseg.metrics import confusion
 
-    run = load_run(run_dir, device=device, precision=precision)
+    run = Predictor.load(run_dir, device=device, precision=precision)
     dataset = data if hasattr(data, "patient_ids") else open_dataset(data)
     counts = {float(t): np.zeros(3, dtype=np.int64) for t in thresholds}  # TP, FP, FN pooled over patients
     for pid in run.split["val"]:
         volume = dataset[pid]
-        probs = predict_probabilities(run, volume.image, batch_size=batch_size)
+        probs = run.probabilities(volume.image, batch_size=batch_size)
         for t in counts:
             c = confusion(probs >= t, volume.mask)
             counts[t] += (c.tp, c.fp, c.fn)
