@@ -27,7 +27,7 @@ __all__ = ["AUGMENT_FIELDS", "AugmentConfig", "DICE_REDUCTIONS", "LEGACY_VALUES"
 #: Model names accepted by :class:`TrainConfig` (keys of :data:`lungseg.models.MODELS`).
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 SCHEDULES: tuple[str, ...] = ("cosine", "constant", "plateau")
-#: How the Dice term pools a batch (:func:`lungseg.losses.dice_loss`).
+#: How the Dice term pools a batch (:class:`lungseg.losses.DiceLoss`).
 DICE_REDUCTIONS: tuple[str, ...] = ("image", "batch")
 # Fields that may change between a run and its resumption without changing its result.
 RESUME_FREE_FIELDS = frozenset({"device", "compile", "data", "cache_dir"})

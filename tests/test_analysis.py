@@ -137,7 +137,8 @@ def test_tumour_table_lists_every_test_tumour_with_each_runs_recall(tiny, make_n
 
     from lungseg.analysis import tumour_components, tumour_diameters_mm, tumour_table
     from lungseg.data import open_dataset
-    from lungseg.training import TrainConfig, train
+    from lungseg.config import TrainConfig
+    from lungseg.training import train
 
     data = make_npz(tmp_path / "d.npz", n_patients=8, per_patient=3, size=32, seed=4)
     cfg = TrainConfig(data=str(data), model="unet", epochs=1, split_fractions=(0.5, 0.25, 0.25), **tiny)

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from lungseg.cli import main
+from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
 from lungseg.inference import load_run, predict_probabilities
 from lungseg.inference.bundle import BUNDLE_FORMAT, export_model, load_bundle, read_metadata
-from lungseg.training import TrainConfig, train
+from lungseg.training import train
 
 
 @pytest.fixture(scope="module")

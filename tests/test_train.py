@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+from lungseg.config import TrainConfig
 from lungseg.device import cpu_has_bf16
 from lungseg.errors import LungsegError
-from lungseg.training import TrainConfig, resolve_image_size, train
+from lungseg.training import resolve_image_size, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

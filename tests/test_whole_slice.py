@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
 from lungseg.experiment import run_experiment
 from lungseg.experiment.whole_slice import COMPARED_METRICS, patch_vs_whole, run_whole_slice, whole_slice_config
-from lungseg.training import TrainConfig
 
 
 def test_whole_slice_epochs_cost_what_the_crops_cost() -> None:
