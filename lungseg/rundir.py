@@ -201,20 +201,8 @@ class RunDir:
 
     def read_config(self) -> TrainConfig:
         """The run's configuration. A field a run saved before it existed reads as what that run did,
-        not as today's default (:data:`lungseg.config.LEGACY_VALUES`: e.g. a missing ``patch_size``
-        as ``None``, whole slices; a missing ``flip_ud`` as 0)."""
-        from lungseg.config import LEGACY_VALUES
-
-        config = TrainConfig.from_json(self.config_path)
-        try:
-            saved = json.loads(self.config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            saved = {}
-        if isinstance(saved, dict):
-            for name, value in LEGACY_VALUES.items():
-                if name not in saved:
-                    setattr(config, name, value)
-        return config
+        not as today's default (:func:`lungseg.config.upgrade_config`)."""
+        return TrainConfig.from_json(self.config_path, saved_run=True)
 
     def write_fingerprint(self, fingerprint: Any) -> Path:
         return fingerprint.to_json(self.fingerprint_path)
