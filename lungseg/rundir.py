@@ -12,6 +12,8 @@ A run directory holds everything needed to reproduce, resume, evaluate and deplo
     provenance.json             git commit, package versions, device
     eval_crf_{off,on}.json      evaluations of the experiment grid (CRF off / on), each with
     eval_crf_{off,on}_per_image.csv   its per-image table
+    MODEL_CARD.md               what a published model is for and how it scored (the best attention
+                                run of a published profile, written by scripts/run_profile.py)
 
 Every other module asks :class:`RunDir` for these paths and contents; no other module spells a
 file name. Every write is atomic (:mod:`lungseg.files`), so a killed process never leaves a
@@ -66,6 +68,7 @@ class RunDir:
     HISTORY = "history.csv"
     METRICS = "metrics.json"
     PROVENANCE = "provenance.json"
+    MODEL_CARD = "MODEL_CARD.md"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         object.__setattr__(self, "path", Path(path))
@@ -100,6 +103,10 @@ class RunDir:
     @property
     def provenance_path(self) -> Path:
         return self.path / self.PROVENANCE
+
+    @property
+    def model_card_path(self) -> Path:
+        return self.path / self.MODEL_CARD
 
     def checkpoint_path(self, which: str = "best") -> Path:
         """``best.pt`` or ``last.pt``.
