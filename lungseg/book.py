@@ -18,8 +18,8 @@ from typing import Any
 
 from lungseg.analysis.runs import held_out_patients, run_dir
 from lungseg.data import open_dataset
-from lungseg.experiment.grid import RESULTS_FILE
-from lungseg.experiment.profiles import PROFILES, ProfileSettings, experiment_dir, prepare_data, profile_settings
+from lungseg.experiment.profiles import PROFILES, ProfileSettings, prepare_data, profile_dir, profile_settings
+from lungseg.experimentdir import ProfileDir
 from lungseg.files import write_json
 from lungseg.paper.claims import primary_loss
 from lungseg.paths import resolve
@@ -35,8 +35,9 @@ __all__ = [
 ]
 
 #: Where chapter 5 writes its measured-vs-claimed rows (relative to a profile's output folder) and
-#: chapter 9 reads them: a JSON list of the rows of :func:`lungseg.paper.claims`.
-CLAIMS_FILE = "05_tables/claims.json"
+#: chapter 9 reads them: a JSON list of the rows of :func:`lungseg.paper.claims`
+#: (:attr:`lungseg.experimentdir.ProfileDir.claims_path`).
+CLAIMS_FILE = ProfileDir.CLAIMS
 
 
 def load_json(path: str | os.PathLike[str]) -> Any | None:
@@ -55,37 +56,37 @@ def load_results(settings: ProfileSettings) -> dict[str, Any]:
     Raises:
         FileNotFoundError: chapter 4 has not run with this profile.
     """
-    path = experiment_dir(settings) / RESULTS_FILE
-    results = load_json(path)
+    grid = profile_dir(settings).grid
+    results = load_json(grid.results_path)
     if results is None:
-        raise FileNotFoundError(f"{path} is missing: run chapter 4 (notebooks/04_training) with profile "
+        raise FileNotFoundError(f"{grid.results_path} is missing: run chapter 4 (notebooks/04_training) with profile "
                                 f"{settings.profile!r} first")
     # A results table records its runs' absolute folders; in another clone (Colab, a fresh checkout)
     # the published runs lie beside the table instead.
     for run in results.get("runs", []):
         recorded = Path(run["run"])
-        beside = resolve(path).parent / "runs" / recorded.name
+        beside = grid.run(recorded.name).path
         if not recorded.is_dir() and beside.is_dir():
             run["run"] = str(beside)
     return results
 
 
 def published_results(exclude: str | None = None) -> dict[str, dict[str, Any]]:
-    """``{profile: results table}`` of the experiments committed under ``results/<profile>/experiment/``
-    (e.g. a medium or paper run published with the repository), except the profile ``exclude``."""
+    """``{profile: results table}`` of the experiments committed in the profiles' folders (e.g. a
+    medium or paper run published with the repository), except the profile ``exclude``."""
     found = {}
     for name in PROFILES:
         if name != exclude:
-            data = load_json(experiment_dir(profile_settings(name)) / RESULTS_FILE)
+            data = load_json(profile_dir(profile_settings(name)).grid.results_path)
             if data is not None:
                 found[name] = data
     return found
 
 
 def write_claims(rows: list[dict[str, Any]], settings: ProfileSettings) -> Path:
-    """Write the rows of :func:`lungseg.paper.claims` to ``<output_dir>/`` :data:`CLAIMS_FILE` (read by
+    """Write the rows of :func:`lungseg.paper.claims` to the profile's :data:`CLAIMS_FILE` (read by
     chapter 9)."""
-    return write_json(rows, resolve(settings.output_dir) / CLAIMS_FILE)
+    return write_json(rows, profile_dir(settings).claims_path)
 
 
 @dataclass(frozen=True)

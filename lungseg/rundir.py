@@ -12,6 +12,8 @@ A run directory holds everything needed to reproduce, resume, evaluate and deplo
     provenance.json             git commit, package versions, device
     eval_crf_{off,on}.json      evaluations of the experiment grid (CRF off / on), each with
     eval_crf_{off,on}_per_image.csv   its per-image table
+    MODEL_CARD.md               what a published model is for and how it scored (the best attention
+                                run of a published profile, written by scripts/run_profile.py)
 
 Every other module asks :class:`RunDir` for these paths and contents; no other module spells a
 file name. Every write is atomic (:mod:`lungseg.files`), so a killed process never leaves a
@@ -55,23 +57,17 @@ def parse_config(data: str | bytes, source: str | os.PathLike[str]) -> TrainConf
     """A run's configuration from the text of its config file (``source`` names it in errors).
 
     A field a run saved before it existed reads as what that run did, not as today's default
-    (:data:`lungseg.config.LEGACY_VALUES`: e.g. a missing ``patch_size`` as ``None``, whole slices;
+    (:func:`lungseg.config.upgrade_config`: e.g. a missing ``patch_size`` as ``None``, whole slices;
     a missing ``flip_ud`` as 0).
 
     Raises:
         LungsegError: not valid JSON, an unknown field or a value of the wrong type.
     """
-    from lungseg.config import LEGACY_VALUES
-
     try:
         saved = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LungsegError(f"{source}: not valid JSON ({exc})") from None
-    config = TrainConfig.from_dict(saved)
-    for name, value in LEGACY_VALUES.items():
-        if name not in saved:
-            setattr(config, name, value)
-    return config
+    return TrainConfig.from_dict(saved, saved_run=True)
 
 
 def read_checkpoint(file: str | os.PathLike[str] | io.BytesIO, source: str | os.PathLike[str]) -> dict[str, Any]:
@@ -115,6 +111,7 @@ class RunDir:
     HISTORY = "history.csv"
     METRICS = "metrics.json"
     PROVENANCE = "provenance.json"
+    MODEL_CARD = "MODEL_CARD.md"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         object.__setattr__(self, "path", Path(path))
@@ -149,6 +146,10 @@ class RunDir:
     @property
     def provenance_path(self) -> Path:
         return self.path / self.PROVENANCE
+
+    @property
+    def model_card_path(self) -> Path:
+        return self.path / self.MODEL_CARD
 
     def checkpoint_path(self, which: str = "best") -> Path:
         """``best.pt`` or ``last.pt``.

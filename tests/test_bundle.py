@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from lungseg.cli import main
+from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
 from lungseg.inference import Predictor
 from lungseg.inference.bundle import BUNDLE_FORMAT, export_model, read_bundle, read_metadata
-from lungseg.training import TrainConfig, train
+from lungseg.training import train
 
 
 @pytest.fixture(scope="module")

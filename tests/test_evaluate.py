@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lungseg.config import TrainConfig
 from lungseg.errors import DataError, LungsegError
 from lungseg.evaluation import choose_area_threshold, detection_scores, evaluate_run
 from lungseg.inference import Predictor
 from lungseg.metrics import BOUNDARY_EMPTY_RULE, boundary_scores
-from lungseg.training import TrainConfig, train
+from lungseg.training import train
 
 STATS = ("dice", "iou", "accuracy", "precision", "recall", "f1")
 

@@ -87,7 +87,8 @@ def setup(tiny, make_npz, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     """A tiny attention run, its exported ``.zip``, and a 4-slice phantom DICOM series."""
     from lungseg.data.phantom import PhantomConfig, generate_study
     from lungseg.inference.bundle import export_model
-    from lungseg.training import TrainConfig, train
+    from lungseg.config import TrainConfig
+    from lungseg.training import train
 
     root = tmp_path_factory.mktemp("callgraph")
     data = make_npz(root / "hu.npz", n_patients=4, per_patient=2, size=32, seed=2)

@@ -11,7 +11,8 @@ import pytest
 from lungseg.errors import LungsegError
 from lungseg.inference import Predictor, Segmentation
 from lungseg.inference.bundle import export_model
-from lungseg.training import TrainConfig, train
+from lungseg.config import TrainConfig
+from lungseg.training import train
 
 
 @pytest.fixture(scope="module")

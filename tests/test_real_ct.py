@@ -108,8 +108,9 @@ def test_hu_table_summarises_each_tissue() -> None:
 
 def test_a_crop_spanning_the_whole_slice_is_predicted_as_predict_does(tiny, make_npz, tmp_path: Path) -> None:
     """When the crop is the whole slice, the crop route is the whole-slice route of Predictor.probabilities."""
+    from lungseg.config import TrainConfig
     from lungseg.inference import Predictor
-    from lungseg.training import TrainConfig, train
+    from lungseg.training import train
 
     data = make_npz(tmp_path / "d.npz", n_patients=4, per_patient=2, size=32, seed=3)
     train(TrainConfig(data=str(data), epochs=1, image_size=32, **tiny), tmp_path / "run", progress=False)
