@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ import torch
 from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
 from lungseg.files import atomic_write_bytes, atomic_write_text, write_csv, write_json
+from lungseg.paths import localize, portable
 
 __all__ = ["CHECKPOINTS", "HISTORY_COLUMNS", "RunDir", "per_image_csv_path"]
 
@@ -41,6 +43,8 @@ CHECKPOINTS: tuple[str, ...] = ("best", "last")
 #: Columns of the history file, one row per epoch.
 HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "val_dice", "lr", "time_s")
 SPLIT_PARTS: tuple[str, ...] = ("train", "val", "test")
+#: TrainConfig fields that name a folder: written by :func:`lungseg.paths.portable`, read by ``localize``.
+_PATH_FIELDS: tuple[str, ...] = ("data", "cache_dir")
 
 
 def per_image_csv_path(evaluation_json: str | os.PathLike[str]) -> Path:
@@ -196,7 +200,9 @@ class RunDir:
                 path.unlink()
 
     def write_config(self, config: TrainConfig) -> Path:
-        config.to_json(self.config_path)
+        # the data and cache folders relative to the repository: a published config names no machine's folders
+        dataclasses.replace(config, **{name: portable(value) for name in _PATH_FIELDS
+                                       if (value := getattr(config, name))}).to_json(self.config_path)
         return self.config_path
 
     def read_config(self) -> TrainConfig:
@@ -214,6 +220,9 @@ class RunDir:
             for name, value in LEGACY_VALUES.items():
                 if name not in saved:
                     setattr(config, name, value)
+        for name in _PATH_FIELDS:  # recorded relative to the repository (or absolute, by older runs)
+            if value := getattr(config, name):
+                setattr(config, name, str(localize(value, self.path)))
         return config
 
     def write_fingerprint(self, fingerprint: Any) -> Path:
@@ -227,7 +236,7 @@ class RunDir:
     def write_split(self, split: dict[str, Sequence[str]], *, seed: int, fractions: Sequence[float], data: str) -> Path:
         """The patient-level split, with the seed, fractions and dataset it was drawn from."""
         record = {**{k: list(split[k]) for k in SPLIT_PARTS}, "seed": int(seed),
-                  "fractions": [float(f) for f in fractions], "data": str(data)}
+                  "fractions": [float(f) for f in fractions], "data": portable(data) if data else str(data)}
         return atomic_write_text(self.split_path, json.dumps(record, indent=2) + "\n")
 
     def read_split(self, missing_ok: bool = False) -> dict[str, list[str]]:

@@ -27,6 +27,7 @@ from lungseg.evaluation.detection import evaluate_detection
 from lungseg.files import check_output, json_safe, write_csv, write_json
 from lungseg.inference import LoadedRun, binarize, check_positive_int, load_run, predict_probabilities, require_finite
 from lungseg.metrics import BOUNDARY_METRICS, BOUNDARY_TOLERANCE_MM
+from lungseg.paths import portable
 from lungseg.rundir import RunDir, per_image_csv_path
 
 SPLITS: tuple[str, ...] = ("auto", "test", "val", "train", "all")
@@ -195,11 +196,11 @@ def evaluate_run(
         "task": "segmentation",
         "crf": bool(crf),
         "threshold": None if crf else loaded.config.threshold,
-        "run": str(loaded.run_dir),
+        "run": portable(loaded.run_dir),
         "checkpoint": checkpoint,
         "checkpoint_epoch": loaded.epoch,
         "precision": loaded.precision,
-        "data": str(dataset.source),
+        "data": portable(dataset.source),
         "split": split_name,
         "model": loaded.config.model,
         "loss": loaded.config.loss,
@@ -209,7 +210,7 @@ def evaluate_run(
     })
     if out is not None:
         csv_path = per_image_csv_path(out)
-        result["per_image_csv"] = str(csv_path)
+        result["per_image_csv"] = portable(csv_path)
         write_json(result, out)
         write_csv(csv_path, per_image_rows(pred, arrays))
     return json_safe(result)

@@ -26,6 +26,7 @@ from lungseg.errors import LungsegError
 from lungseg.evaluation import evaluate_run
 from lungseg.experiment.workers import check_workers, map_in_workers
 from lungseg.files import check_output, write_csv, write_json
+from lungseg.paths import localize, portable
 from lungseg.rundir import RunDir
 from lungseg.training import train
 
@@ -227,7 +228,7 @@ def run_experiment(
     for (model, loss, seed), job, (status, by_crf) in zip(cells_trained, jobs, outcomes):
         for use_crf, result in by_crf.items():
             evaluations[(model, loss, use_crf, int(seed))] = result
-        runs.append({"run": str(job[1]), "model": model, "loss": loss, "seed": int(seed), "status": status})
+        runs.append({"run": portable(job[1]), "model": model, "loss": loss, "seed": int(seed), "status": status})
 
     cells = _cells(evaluations, models, losses, crf, seeds)
     differences = _differences(evaluations, models, losses, crf, seeds)
@@ -238,12 +239,13 @@ def run_experiment(
         "differences": differences,
         "runs": runs,
         "settings": {
-            "data": str(data), "models": list(models), "losses": list(losses), "crf": [bool(c) for c in crf],
+            "data": portable(data), "models": list(models), "losses": list(losses), "crf": [bool(c) for c in crf],
             "seeds": [int(s) for s in seeds], "split": "test split shared by every run (split_seed "
             f"{base.split_seed})", "ci": "mean over seeds with a two-sided 95 % Student-t interval",
             "differences": "b - a per seed (paired: same seed and split), for cells differing in one factor",
             "interval": "t-interval over seeds, cut to the metric's range; the seeds' own values are listed",
-            "base_config": {k: v for k, v in base.to_dict().items() if k not in ("data", "model", "loss", "seed")},
+            "base_config": {k: portable(v) if k == "cache_dir" and v else v for k, v in base.to_dict().items()
+                            if k not in ("data", "model", "loss", "seed")},
             "loss_settings": loss_settings or {},
         },
         "provenance": collect(device, started=started),
@@ -251,7 +253,10 @@ def run_experiment(
     write_json(results, out / RESULTS_FILE)
     _write_cells_csv(out / CELLS_FILE, cells)
     _write_differences_csv(out / DIFFERENCES_FILE, differences)
-    return json.loads((out / RESULTS_FILE).read_text())
+    recorded = json.loads((out / RESULTS_FILE).read_text())
+    for run in recorded["runs"]:  # recorded relative to the repository; the caller gets this machine's folders
+        run["run"] = str(localize(run["run"], out))
+    return recorded
 
 
 def _cells(evaluations: dict[tuple[str, str, bool, int], dict[str, Any]], models: Sequence[str],
