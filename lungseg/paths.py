@@ -1,8 +1,8 @@
 """Where the repository is, and how a path is written into a file that may be published.
 
 Paths that the profiles, the scripts and the book's chapters write from the repository root resolve
-here (:func:`resolve`). A path recorded in a run's or an experiment's files (``config.json``'s
-``data``, an evaluation's ``run``, ``results.json``) is written by :func:`portable`: relative to the
+here (:func:`resolve`). A path recorded in a run's or an experiment's files (a run configuration's
+``data``, an evaluation's ``run``, a grid's results table) is written by :func:`portable`: relative to the
 repository, so that a published file names no folder of the machine that made it, and read back by
 :func:`localize`, which accepts both that form and the absolute paths older files hold.
 
