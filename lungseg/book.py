@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lungseg.analysis.runs import held_out_patients, run_dir
+from lungseg.crf import MISSING_CRF, crf_available
 from lungseg.data import open_dataset
 from lungseg.experiment.grid import RESULTS_FILE
 from lungseg.experiment.profiles import PROFILES, ProfileSettings, experiment_dir, prepare_data, profile_settings
@@ -84,6 +85,7 @@ def chapter_setup(
     seeds: Any = None,
     image_size: int | None = None,
     output_dir: str | os.PathLike[str] | None = None,
+    uses_crf: bool = False,
     show: bool = True,
 ) -> Chapter:
     """What every chapter does before its first result, in one call: the profile's settings with the
@@ -93,6 +95,8 @@ def chapter_setup(
         name: the chapter's notebook name (its output folder under ``output_dir``).
         profile, device, epochs, seeds, image_size, output_dir: the chapter's parameters (``None``:
             the profile's value; :func:`lungseg.experiment.profiles.profile_settings`).
+        uses_crf: the chapter runs the dense CRF of eq. (10): where pydensecrf2 is missing, say so
+            first (and why) rather than only in the failing cell.
         show: print :meth:`Chapter.describe`.
 
     Returns:
@@ -112,6 +116,8 @@ def chapter_setup(
     chapter = Chapter(name=name, settings=settings, out=out, started=started)
     if show:
         print(chapter.describe())
+    if uses_crf and not crf_available():
+        print(f"CRF skipped: {MISSING_CRF}. The cells that run it stop here; the rest of the book works.")
     return chapter
 
 
