@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +107,6 @@ def chapter_setup(
     if not name or Path(name).name != name:
         raise ValueError(f"name must be a chapter's notebook name such as '04_training', got {name!r}")
     started = time.time()
-    warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a notebook without widgets
     settings = profile_settings(profile, epochs=epochs, seeds=seeds, image_size=image_size, device=device,
                                 output_dir=output_dir)
     out = resolve(settings.output_dir) / name
