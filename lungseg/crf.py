@@ -47,7 +47,9 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 from lungseg.preprocess import HU_WINDOW
 
-__all__ = ["CRFParams", "MISSING_CRF", "crf_available", "refine", "refine_batch", "require_pydensecrf", "window_to_uint8"]
+__all__ = [
+    "CRFParams", "MISSING_CRF", "crf_available", "refine", "refine_batch", "require_pydensecrf", "window_to_uint8",
+]
 
 #: Why the CRF cannot run where pydensecrf2 is missing, and what to do: the message of
 #: :func:`require_pydensecrf`, and what the book's runner prints for a chapter it skips.

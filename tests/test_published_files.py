@@ -59,6 +59,8 @@ def test_no_published_file_names_a_folder_of_the_building_machine() -> None:
     for path in _tracked_text_files():
         for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             if match := MACHINE_PATH.search(line):
-                found.append(f"{path.relative_to(ROOT)}:{number}: ...{line[max(0, match.start() - 30):match.end() + 40]}...")
+                excerpt = line[max(0, match.start() - 30):match.end() + 40]
+                found.append(f"{path.relative_to(ROOT)}:{number}: ...{excerpt}...")
     assert not found, (f"{len(found)} line(s) of published files name an absolute path of the machine that made "
-                       "them (record paths with lungseg.paths.portable; re-execute the chapters):\n" + "\n".join(found[:40]))
+                       "them (record paths with lungseg.paths.portable; re-execute the chapters):\n"
+                       + "\n".join(found[:40]))
