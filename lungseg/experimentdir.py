@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lungseg.paths import localize
+
 if TYPE_CHECKING:
     from lungseg.rundir import RunDir
 
@@ -103,8 +105,12 @@ class ExperimentDir:
         return self.cells_path, self.results_path, self.differences_path
 
     def read_results(self) -> dict[str, Any]:
-        """The grid's full results (:attr:`results_path`)."""
-        return json.loads(self.results_path.read_text(encoding="utf-8"))
+        """The grid's full results (:attr:`results_path`), each run's folder as a folder of this machine (the
+        table records them relative to the repository; older tables, absolute)."""
+        results = json.loads(self.results_path.read_text(encoding="utf-8"))
+        for run in results.get("runs", []):
+            run["run"] = str(localize(run["run"], self.results_path))
+        return results
 
     # ---------------------------------------------------------------- tuning and the whole-slice comparison
     @property

@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ import torch
 from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
 from lungseg.files import atomic_write_bytes, atomic_write_text, write_csv, write_json
+from lungseg.paths import localize, portable
 
 __all__ = ["CHECKPOINTS", "HISTORY_COLUMNS", "RunDir", "parse_config", "per_image_csv_path", "read_checkpoint"]
 
@@ -44,6 +46,8 @@ CHECKPOINTS: tuple[str, ...] = ("best", "last")
 #: Columns of the history file, one row per epoch.
 HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "val_dice", "lr", "time_s")
 SPLIT_PARTS: tuple[str, ...] = ("train", "val", "test")
+#: TrainConfig fields that name a folder: written by :func:`lungseg.paths.portable`, read by ``localize``.
+_PATH_FIELDS: tuple[str, ...] = ("data", "cache_dir")
 
 
 def per_image_csv_path(evaluation_json: str | os.PathLike[str]) -> Path:
@@ -246,14 +250,21 @@ class RunDir:
                 path.unlink()
 
     def write_config(self, config: TrainConfig) -> Path:
-        config.to_json(self.config_path)
+        # the data and cache folders relative to the repository: a published config names no machine's folders
+        dataclasses.replace(config, **{name: portable(value) for name in _PATH_FIELDS
+                                       if (value := getattr(config, name))}).to_json(self.config_path)
         return self.config_path
 
     def read_config(self) -> TrainConfig:
-        """The run's configuration (:func:`parse_config` of its file)."""
+        """The run's configuration (:func:`parse_config` of its file), its data and cache folders as
+        folders of this machine (recorded relative to the repository, or absolute by older runs)."""
         if not self.config_path.is_file():
             raise FileNotFoundError(f"{self.config_path}: training config not found")
-        return parse_config(self.config_path.read_bytes(), self.config_path)
+        config = parse_config(self.config_path.read_bytes(), self.config_path)
+        for name in _PATH_FIELDS:
+            if value := getattr(config, name):
+                setattr(config, name, str(localize(value, self.path)))
+        return config
 
     def write_fingerprint(self, fingerprint: Any) -> Path:
         return fingerprint.to_json(self.fingerprint_path)
@@ -266,7 +277,7 @@ class RunDir:
     def write_split(self, split: dict[str, Sequence[str]], *, seed: int, fractions: Sequence[float], data: str) -> Path:
         """The patient-level split, with the seed, fractions and dataset it was drawn from."""
         record = {**{k: list(split[k]) for k in SPLIT_PARTS}, "seed": int(seed),
-                  "fractions": [float(f) for f in fractions], "data": str(data)}
+                  "fractions": [float(f) for f in fractions], "data": portable(data) if data else str(data)}
         return atomic_write_text(self.split_path, json.dumps(record, indent=2) + "\n")
 
     def read_split(self, missing_ok: bool = False) -> dict[str, list[str]]:

@@ -35,6 +35,7 @@ from lungseg.metrics import (
     confusion_per_image,
     summarize,
 )
+from lungseg.paths import portable
 from lungseg.rundir import RunDir, per_image_csv_path
 
 SPLITS: tuple[str, ...] = ("auto", "test", "val", "train", "all")
@@ -180,7 +181,7 @@ def evaluate_run(
     result.update(_settings(loaded, dataset, crf=crf, checkpoint=checkpoint, split=split_name))
     if out is not None:
         csv_path = per_image_csv_path(out)
-        result["per_image_csv"] = str(csv_path)
+        result["per_image_csv"] = portable(csv_path)
         write_json(result, out)
         write_csv(csv_path, per_image_rows(pred, arrays))
     return json_safe(result)
@@ -227,11 +228,11 @@ def _settings(loaded: Predictor, dataset: Any, *, crf: bool, checkpoint: str, sp
         "task": "segmentation",
         "crf": bool(crf),
         "threshold": None if crf else loaded.config.threshold,
-        "run": str(loaded.run_dir),
+        "run": portable(loaded.run_dir),
         "checkpoint": checkpoint,
         "checkpoint_epoch": loaded.epoch,
         "precision": loaded.precision,
-        "data": str(dataset.source),
+        "data": portable(dataset.source),
         "split": split,
         "model": loaded.config.model,
         "loss": loaded.config.loss,

@@ -26,6 +26,7 @@ from lungseg.evaluation import evaluate_run
 from lungseg.experiment.workers import check_workers, map_in_workers
 from lungseg.experimentdir import ExperimentDir
 from lungseg.files import check_output, write_csv, write_json
+from lungseg.paths import portable
 from lungseg.provenance import collect
 from lungseg.rundir import RunDir
 from lungseg.training import train
@@ -246,7 +247,7 @@ def _collect(cells_trained: Sequence[tuple[str, str, int]], run_dirs: Sequence[R
     for (model, loss, seed), run, (status, by_crf) in zip(cells_trained, run_dirs, outcomes):
         for use_crf, result in by_crf.items():
             evaluations[(model, loss, use_crf, int(seed))] = result
-        runs.append({"run": str(run), "model": model, "loss": loss, "seed": int(seed), "status": status})
+        runs.append({"run": portable(run.path), "model": model, "loss": loss, "seed": int(seed), "status": status})
     return runs, evaluations
 
 
@@ -255,12 +256,13 @@ def _grid_settings(data: str | os.PathLike[str], models: Sequence[str], losses: 
                    loss_settings: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
     """The results table's ``settings``: the grid, how its figures are formed, and the shared configuration."""
     return {
-        "data": str(data), "models": list(models), "losses": list(losses), "crf": [bool(c) for c in crf],
+        "data": portable(data), "models": list(models), "losses": list(losses), "crf": [bool(c) for c in crf],
         "seeds": [int(s) for s in seeds], "split": "test split shared by every run (split_seed "
         f"{base.split_seed})", "ci": "mean over seeds with a two-sided 95 % Student-t interval",
         "differences": "b - a per seed (paired: same seed and split), for cells differing in one factor",
         "interval": "t-interval over seeds, cut to the metric's range; the seeds' own values are listed",
-        "base_config": {k: v for k, v in base.to_dict().items() if k not in ("data", "model", "loss", "seed")},
+        "base_config": {k: portable(v) if k == "cache_dir" and v else v for k, v in base.to_dict().items()
+                        if k not in ("data", "model", "loss", "seed")},
         "loss_settings": loss_settings or {},
     }
 

@@ -25,6 +25,7 @@ from lungseg.experiment.grid import run_is_finished
 from lungseg.experiment.workers import check_workers, map_in_workers
 from lungseg.experimentdir import ExperimentDir
 from lungseg.files import check_output, write_csv, write_json
+from lungseg.paths import portable
 from lungseg.rundir import RunDir
 
 __all__ = ["SEARCH_SPACE", "THRESHOLDS", "candidate_name", "chosen_settings", "tune", "validation_dice"]
@@ -77,7 +78,7 @@ def _score_candidate(config: TrainConfig, run: RunDir, overrides: dict[str, Any]
     by_threshold = validation_dice(run.path, config.data, thresholds, device=config.device, precision=config.precision)
     best_t = max(by_threshold, key=lambda t: (by_threshold[t], -abs(t - 0.5)))
     return {
-        "loss": config.loss, **{k: overrides.get(k) for k in ("alpha", "lam", "lr")}, "run": str(run),
+        "loss": config.loss, **{k: overrides.get(k) for k in ("alpha", "lam", "lr")}, "run": portable(run),
         "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
         "val_dice_network": summary["best_val_dice"],
         **{f"val_dice_t{t:g}": d for t, d in by_threshold.items()},
@@ -138,9 +139,10 @@ def tune(
         chosen[loss].update(threshold=best["best_threshold"], val_dice=best["val_dice"])
     result = {
         "candidates": rows, "chosen": chosen,
-        "settings": {"data": str(data), "rule": "highest pooled validation Dice at the native resolution over"
+        "settings": {"data": portable(data), "rule": "highest pooled validation Dice at the native resolution over"
                      f" thresholds {list(thresholds)}; test patients are never used", "wall_time_s": time.time() - started,
-                     "base_config": {k: v for k, v in base.to_dict().items() if k != "data"}},
+                     "base_config": {k: portable(v) if k == "cache_dir" and v else v
+                                     for k, v in base.to_dict().items() if k != "data"}},
     }
     write_json(result, out.tune_choice_path)
     write_csv(out.tune_table_path, rows)
