@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine: `make book` and `make test`.
-# Both create .venv (the pinned torch/torchvision pair first, so nothing pulls another build), then install lungseg.
+# Both create .venv (the pinned torch/torchvision pair first, so nothing pulls another build), then install lungseg,
+# then try the CRF extra (`make crf`), which needs a C++ compiler and may fail without stopping the build.
 # The CPU build comes from the PyTorch CPU index (scripts/install_torch.py; where that index cannot be
 # reached, the same pins come from PyPI or the machine's local wheels). `make venv GPU=1` installs the
 # CUDA build from PyPI instead. The pair is also pinned in environment.yml (tests/test_install.py).
@@ -14,7 +15,7 @@ DEVICE ?= auto
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: venv test test-unit test-notebooks book notebooks check-book sync bench experiment clean
+.PHONY: venv crf test test-unit test-notebooks book notebooks check-book sync bench experiment clean
 
 venv: $(STAMP)
 
@@ -22,8 +23,17 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python scripts/install_torch.py $(if $(GPU),--gpu) $(TORCH_PINS)
-	$(BIN)/python -m pip install --quiet -e ".[test,book,bench,crf]"
+	$(BIN)/python -m pip install --quiet -e ".[test,book,bench]"
+	$(MAKE) --no-print-directory crf
 	touch $(STAMP)
+
+# The dense CRF of eq. (10), pydensecrf2, is published as source only: it builds with a C++ compiler and
+# the Python headers. Without them lungseg works, and the book and the tests say the CRF was skipped.
+crf:
+	@$(BIN)/python -m pip install --quiet -e ".[crf]" || { \
+		echo "make: pydensecrf2 (the dense CRF of eq. 10) was NOT installed: it is published as source only and"; \
+		echo "      needs a C++ compiler and the Python headers (e.g. apt-get install g++ python3-dev; then make crf)."; \
+		echo "      Everything else works; the chapters and tests that need the CRF are skipped and say why."; }
 
 # Unit tests, then the notebooks as their users run them: papermill executes every chapter with the quick
 # profile (training from scratch) into _build/ci-notebooks, and nbval re-executes those and checks the

@@ -61,7 +61,7 @@ MONAI_EQUAL_SAMPLES_EPOCHS = 185
 def run_variant(name: str, fold: int, seed: int) -> dict[str, Any]:
     """Train ``name`` on the fold's training patients, score its checkpoint on the held-out ones."""
     from lungseg.config import TrainConfig
-    from lungseg.inference.run import load_run, predict_probabilities
+    from lungseg.inference import Predictor
     from lungseg.training import train
 
     images, masks, patient = rp.load_patches()
@@ -79,8 +79,8 @@ def run_variant(name: str, fold: int, seed: int) -> dict[str, Any]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the split-by-image warning: scored on held-out patients here
             train(config, f"{tmp}/run", progress=False)
-        run = load_run(f"{tmp}/run", checkpoint=checkpoint, device="cpu")
-        pred = predict_probabilities(run, images[test]) > config.threshold
+        run = Predictor.from_run_dir(f"{tmp}/run", checkpoint=checkpoint, device="cpu")
+        pred = run.probabilities(images[test]) > config.threshold
     return {"variant": name, "fold": fold, "seed": seed, "dice": rp.pooled_dice(pred, masks[test]),
             "predicted_px": int(pred.sum()), "true_px": int(masks[test].sum()), "s": round(time.time() - started, 1)}
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lungseg.errors import LungsegError
+from lungseg.experimentdir import ExperimentDir
 
 _D = None  # TrainConfig defaults, filled lazily (keeps `lungseg --help` free of torch imports)
 
@@ -279,7 +280,8 @@ def _experiment_parser(sub: Any) -> None:
     """The ``experiment`` verb's flags."""
     p = sub.add_parser("experiment", formatter_class=_Formatter, help="the paper's model × loss × CRF × seed grid",
                        description="Train and evaluate {unet, attention} × {dice, focal, hybrid} × CRF {off, on} × seeds,"
-                                   " reusing finished runs; writes results.csv, results.json and differences.csv.")
+                                   f" reusing finished runs; writes {ExperimentDir.CELLS}, {ExperimentDir.RESULTS} and"
+                                   f" {ExperimentDir.DIFFERENCES}.")
     p.add_argument("--data", required=True, help="dataset with masks (required)")
     p.add_argument("--out", required=True, help="experiment folder (required)")
     p.add_argument("--models", default="unet,attention", help="comma-separated models (default: unet,attention)")
@@ -297,7 +299,8 @@ def _tune_parser(sub: Any) -> None:
     p = sub.add_parser("tune", formatter_class=_Formatter, help="choose α, λ, lr and the threshold on validation data",
                        description="Train the candidate settings of each loss (lungseg.experiment.tune.SEARCH_SPACE),"
                                    " score each on the validation patients over thresholds, and choose per loss;"
-                                   " writes tune.csv and tune.json. Test patients are never used.")
+                                   f" writes {ExperimentDir.TUNE_TABLE} and {ExperimentDir.TUNE_CHOICE}. Test patients are"
+                                   " never used.")
     p.add_argument("--data", required=True, help="dataset with masks (required)")
     p.add_argument("--out", required=True, help="tuning folder (required)")
     p.add_argument("--losses", default="dice,focal,hybrid", help="comma-separated losses (default: dice,focal,hybrid)")
@@ -473,18 +476,18 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
         d = c["dice_pooled"]
         band = f" [{_fmt(d['low'])}, {_fmt(d['high'])}]" if d["low"] is not None else ""
         print(f"{c['model']:>9} {c['loss']:>6} CRF {'on ' if c['crf'] else 'off'}: pooled Dice {_fmt(d['mean'])}{band}")
-    print(f"wrote {Path(args.out) / 'results.csv'} and results.json")
+    print(f"wrote {ExperimentDir(args.out).cells_path} and {ExperimentDir.RESULTS}")
 
 
 def _cmd_tune(args: argparse.Namespace) -> None:
-    from lungseg.experiment.tune import TUNE_TABLE, tune
+    from lungseg.experiment.tune import tune
 
     res = tune(args.data, args.out, base_config=_config_from_args(args), losses=_csv_list(args.losses, "--losses"),
                progress=not args.quiet)
     for loss, choice in res["chosen"].items():
         settings = ", ".join(f"{k} {v}" for k, v in choice.items() if k != "val_dice")
         print(f"{loss:>6}: {settings} (validation Dice {_fmt(choice['val_dice'])})")
-    print(f"wrote {Path(args.out) / TUNE_TABLE}")
+    print(f"wrote {ExperimentDir(args.out).tune_table_path}")
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

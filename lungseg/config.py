@@ -22,20 +22,21 @@ from lungseg.files import atomic_write_text
 from lungseg.losses import LOSSES
 from lungseg.models import MODELS
 
-__all__ = ["AUGMENT_FIELDS", "AugmentConfig", "DICE_REDUCTIONS", "LEGACY_VALUES", "LOSSES", "MODEL_NAMES", "SCHEDULES", "TrainConfig", "config_differences"]
+__all__ = ["AUGMENT_FIELDS", "AugmentConfig", "DICE_REDUCTIONS", "LEGACY_FIELDS", "LEGACY_VALUES", "LOSSES", "MODEL_NAMES",
+           "SCHEDULES", "TrainConfig", "config_differences", "upgrade_config"]
 
 #: Model names accepted by :class:`TrainConfig` (keys of :data:`lungseg.models.MODELS`).
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 SCHEDULES: tuple[str, ...] = ("cosine", "constant", "plateau")
-#: How the Dice term pools a batch (:func:`lungseg.losses.dice_loss`).
+#: How the Dice term pools a batch (:class:`lungseg.losses.DiceLoss`).
 DICE_REDUCTIONS: tuple[str, ...] = ("image", "batch")
 # Fields that may change between a run and its resumption without changing its result.
 RESUME_FREE_FIELDS = frozenset({"device", "compile", "data", "cache_dir"})
-# Fields of older configs that no longer mean anything (data loader workers: batches are now drawn
-# on the training device); they are dropped when such a config is read.
+#: Fields of older configs that no longer mean anything (data loader workers: batches are now drawn
+#: on the training device); :func:`upgrade_config` drops them.
 LEGACY_FIELDS = frozenset({"num_workers"})
 #: What a run did about a field it saved before the field existed (or before its default changed):
-#: such a config reads these values, not today's defaults (:meth:`lungseg.rundir.RunDir.read_config`).
+#: its saved config reads these values, not today's defaults (:func:`upgrade_config`).
 LEGACY_VALUES: dict[str, Any] = {
     "patch_size": None,  # whole slices, before patch training
     "dice_reduction": "batch",
@@ -45,6 +46,26 @@ LEGACY_VALUES: dict[str, Any] = {
 }
 #: The augmentation fields of :class:`TrainConfig`, named as in :class:`AugmentConfig`.
 AUGMENT_FIELDS: tuple[str, ...] = ("flip_lr", "flip_ud", "max_rotation_deg", "zoom", "hu_scale", "hu_offset")
+
+
+def upgrade_config(config: dict[str, Any], *, saved_run: bool = True) -> dict[str, Any]:
+    """A config dict written by an older lungseg, in today's fields: every config migration is here.
+
+    Args:
+        config: the fields as read from JSON.
+        saved_run: ``config`` is what a run saved (its config file), so a field it lacks is one the run
+            predates and reads as what that run did (:data:`LEGACY_VALUES`: e.g. a missing
+            ``patch_size`` as ``None``, whole slices; a missing ``flip_ud`` as 0). ``False`` for a
+            config someone writes (``lungseg train --config``), whose missing fields take today's
+            defaults.
+
+    Returns:
+        A new dict without the :data:`LEGACY_FIELDS`, and with the legacy values filled in for a saved run.
+    """
+    upgraded = {k: v for k, v in config.items() if k not in LEGACY_FIELDS}
+    if saved_run:
+        upgraded = {**{k: v for k, v in LEGACY_VALUES.items() if k not in upgraded}, **upgraded}
+    return upgraded
 
 
 @dataclass(frozen=True)
@@ -275,8 +296,13 @@ class TrainConfig:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """A config from a dict (e.g. ``--config`` JSON); every field's type is checked and named.
+    def from_dict(cls, d: dict[str, Any], *, saved_run: bool = False) -> "TrainConfig":
+        """A config from a dict (e.g. ``--config`` JSON), upgraded from older versions
+        (:func:`upgrade_config`); every field's type is checked and named.
+
+        Args:
+            d: the fields.
+            saved_run: ``d`` is a run's saved config (missing fields read as what that run did).
 
         Raises:
             LungsegError: an unknown field, or a value of the wrong type.
@@ -284,7 +310,7 @@ class TrainConfig:
         if not isinstance(d, dict):
             raise LungsegError(f"a training config must be a JSON object of TrainConfig fields, got {type(d).__name__}")
         fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-        d = {k: v for k, v in d.items() if k not in LEGACY_FIELDS}
+        d = upgrade_config(d, saved_run=saved_run)
         unknown = sorted(set(d) - set(fields))
         if unknown:
             raise LungsegError(f"unknown TrainConfig fields {unknown}; known: {sorted(fields)}")
@@ -295,12 +321,18 @@ class TrainConfig:
         return cls(**d)
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike[str]) -> "TrainConfig":
+    def from_json(cls, path: str | os.PathLike[str], *, saved_run: bool = False) -> "TrainConfig":
+        """A config from a JSON file (:meth:`from_dict`; ``saved_run`` for a run's own config file).
+
+        Raises:
+            FileNotFoundError: no such file.
+            LungsegError: not valid JSON, or a field :meth:`from_dict` refuses.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: training config not found")
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            return cls.from_dict(json.loads(path.read_text()), saved_run=saved_run)
         except json.JSONDecodeError as exc:
             raise LungsegError(f"{path}: not valid JSON ({exc})") from None
 

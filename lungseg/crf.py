@@ -47,7 +47,15 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 from lungseg.preprocess import HU_WINDOW
 
-__all__ = ["CRFParams", "refine", "refine_batch", "require_pydensecrf", "window_to_uint8"]
+__all__ = [
+    "CRFParams", "MISSING_CRF", "crf_available", "refine", "refine_batch", "require_pydensecrf", "window_to_uint8",
+]
+
+#: Why the CRF cannot run where pydensecrf2 is missing, and what to do: the message of
+#: :func:`require_pydensecrf`, and what the book's runner prints for a chapter it skips.
+MISSING_CRF = ("the dense CRF of eq. (10) (lungseg.crf, --crf) needs pydensecrf2, which is not installed: it is "
+               "published as source only and builds with a C++ compiler and the Python headers "
+               "(e.g. apt-get install g++ python3-dev), then pip install 'lungseg[crf]' (or pip install pydensecrf2)")
 
 
 @dataclass(frozen=True)
@@ -163,11 +171,15 @@ def window_to_uint8(image: np.ndarray, window: tuple[float, float] | None = HU_W
     return np.ascontiguousarray(np.rint(scaled), dtype=np.uint8)
 
 
+def crf_available() -> bool:
+    """Whether pydensecrf2 (the ``crf`` extra) is installed, so that the CRF can run."""
+    return dcrf is not None
+
+
 def require_pydensecrf() -> None:
-    """Raise a clear error when pydensecrf2 (the ``crf`` extra) is not installed."""
+    """Raise a clear error (:data:`MISSING_CRF`) when pydensecrf2 (the ``crf`` extra) is not installed."""
     if dcrf is None:
-        raise ImportError("the dense CRF (lungseg.crf, --crf) needs pydensecrf2: pip install 'lungseg[crf]' "
-                          "(or pip install pydensecrf2)")
+        raise ImportError(MISSING_CRF)
 
 
 def _refine_one(image: np.ndarray, prob: np.ndarray, params: CRFParams) -> np.ndarray:

@@ -33,8 +33,6 @@ __all__ = [
     "HybridLoss",
     "LOSSES",
     "build_loss",
-    "dice_loss",
-    "focal_loss",
 ]
 
 LOSSES = ("hybrid", "dice", "focal", "bce")
@@ -77,78 +75,17 @@ def _check_focal_params(alpha: float | None, gamma: float) -> None:
         raise ValueError(f"focal gamma must be >= 0, got {gamma!r}")
 
 
-def _dice(logits: torch.Tensor, target: torch.Tensor, eps: float, reduction: str) -> torch.Tensor:
-    prob = torch.sigmoid(logits)
-    dims = (0, 2, 3) if reduction == "batch" else (2, 3)
-    intersection = (prob * target).sum(dims)
-    area = prob.sum(dims) + target.sum(dims)
-    return (1.0 - (2.0 * intersection + eps) / (area + eps)).mean()
-
-
-def _focal(logits: torch.Tensor, target: torch.Tensor, alpha: float | None, gamma: float) -> torch.Tensor:
-    # z = logit of the true class; log p_t and log(1 - p_t) through logsigmoid never form log(0).
-    z = logits * (2.0 * target - 1.0)
-    loss = -F.logsigmoid(z)
-    if gamma != 0:
-        loss = torch.exp(gamma * F.logsigmoid(-z)) * loss
-    if alpha is not None:
-        loss = (alpha * target + (1.0 - alpha) * (1.0 - target)) * loss
-    return loss.mean()
-
-
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-6, reduction: str = "batch") -> torch.Tensor:
+class DiceLoss(nn.Module):
     """Soft Dice loss, eq. (7): ``1 - (2 sum p g + eps) / (sum p + sum g + eps)`` with ``p = sigmoid(logits)``.
 
     Args:
-        logits: ``(B, 1, H, W)`` raw network outputs.
-        target: ``(B, 1, H, W)`` binary ground truth (any real/int/bool dtype with values 0/1).
         eps: smoothing constant in numerator and denominator.
-        reduction: ``"batch"`` (sums over the whole batch, default) or ``"image"`` (mean of per-image losses);
-            see the module docstring for why batch-level is the default.
-
-    Returns:
-        Scalar loss in [0, 1].
+        reduction: ``"batch"`` (sums over the whole batch, default) or ``"image"`` (mean of per-image
+            losses); see the module docstring for why batch-level is the default.
 
     Raises:
-        ValueError: wrong shapes, non-finite logits, non-binary target or unknown ``reduction``.
-    """
-    _check_reduction(reduction)
-    logits, target = _check(logits, target, "dice_loss")
-    return _dice(logits, target, eps, reduction)
-
-
-def focal_loss(
-    logits: torch.Tensor, target: torch.Tensor, alpha: float | None = 0.25, gamma: float = 2.0
-) -> torch.Tensor:
-    """Alpha-balanced binary focal loss, eq. (8) (Lin et al. 2017), mean over pixels.
-
-    ``FL = mean_i -alpha_t (1 - p_t)^gamma log(p_t)`` where ``p_t = p`` and ``alpha_t = alpha`` on tumour
-    pixels, ``p_t = 1 - p`` and ``alpha_t = 1 - alpha`` on background. Computed from logits with
-    ``logsigmoid`` so it stays finite for any finite logit. ``alpha=None, gamma=0`` is binary cross-entropy.
-
-    Args:
-        logits: ``(B, 1, H, W)`` raw network outputs.
-        target: ``(B, 1, H, W)`` binary ground truth.
-        alpha: weight of the positive (tumour) class in [0, 1], or ``None`` for no class balancing.
-        gamma: focusing exponent ``>= 0``.
-
-    Returns:
-        Scalar loss.
-
-    Raises:
-        ValueError: wrong shapes, non-finite logits, non-binary target, or ``alpha``/``gamma`` out of range.
-    """
-    _check_focal_params(alpha, gamma)
-    logits, target = _check(logits, target, "focal_loss")
-    return _focal(logits, target, alpha, gamma)
-
-
-class DiceLoss(nn.Module):
-    """Soft Dice loss module, eq. (7); see :func:`dice_loss`.
-
-    Args:
-        eps: smoothing constant.
-        reduction: ``"batch"`` (default) or ``"image"``.
+        ValueError: unknown ``reduction``; when called, wrong shapes, non-finite logits or a non-binary
+            target (any real/int/bool dtype with values 0/1 is accepted).
     """
 
     def __init__(self, eps: float = 1e-6, reduction: str = "batch") -> None:
@@ -159,15 +96,31 @@ class DiceLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` logits and binary target -> scalar loss."""
         logits, target = _check(logits, target, "DiceLoss")
-        return _dice(logits, target, self.eps, self.reduction)
+        return self.compute(logits, target)
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Eq. (7) on inputs already checked and cast to float32 (what :class:`HybridLoss` calls)."""
+        prob = torch.sigmoid(logits)
+        dims = (0, 2, 3) if self.reduction == "batch" else (2, 3)
+        intersection = (prob * target).sum(dims)
+        area = prob.sum(dims) + target.sum(dims)
+        return (1.0 - (2.0 * intersection + self.eps) / (area + self.eps)).mean()
 
 
 class FocalLoss(nn.Module):
-    """Alpha-balanced binary focal loss module, eq. (8); see :func:`focal_loss`.
+    """Alpha-balanced binary focal loss, eq. (8) (Lin et al. 2017), mean over pixels.
+
+    ``FL = mean_i -alpha_t (1 - p_t)^gamma log(p_t)`` where ``p_t = p`` and ``alpha_t = alpha`` on tumour
+    pixels, ``p_t = 1 - p`` and ``alpha_t = 1 - alpha`` on background. Computed from logits with
+    ``logsigmoid`` so it stays finite for any finite logit. ``alpha=None, gamma=0`` is binary cross-entropy.
 
     Args:
-        alpha: positive-class weight in [0, 1] (or ``None``).
+        alpha: weight of the positive (tumour) class in [0, 1], or ``None`` for no class balancing.
         gamma: focusing exponent ``>= 0``.
+
+    Raises:
+        ValueError: ``alpha`` or ``gamma`` out of range; when called, wrong shapes, non-finite logits or
+            a non-binary target.
     """
 
     def __init__(self, alpha: float | None = 0.25, gamma: float = 2.0) -> None:
@@ -178,11 +131,25 @@ class FocalLoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` logits and binary target -> scalar loss."""
         logits, target = _check(logits, target, "FocalLoss")
-        return _focal(logits, target, self.alpha, self.gamma)
+        return self.compute(logits, target)
+
+    def compute(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Eq. (8) on inputs already checked and cast to float32 (what :class:`HybridLoss` calls)."""
+        # z = logit of the true class; log p_t and log(1 - p_t) through logsigmoid never form log(0).
+        z = logits * (2.0 * target - 1.0)
+        loss = -F.logsigmoid(z)
+        if self.gamma != 0:
+            loss = torch.exp(self.gamma * F.logsigmoid(-z)) * loss
+        if self.alpha is not None:
+            loss = (self.alpha * target + (1.0 - self.alpha) * (1.0 - target)) * loss
+        return loss.mean()
 
 
 class HybridLoss(nn.Module):
     """The paper's hybrid loss, eq. (9): ``lam * Dice + (1 - lam) * Focal``.
+
+    It holds its two terms as submodules (:attr:`dice`, eq. 7, and :attr:`focal`, eq. 8), as MONAI's
+    ``DiceFocalLoss`` does, so each equation is written once.
 
     Args:
         lam: weight ``lambda`` of the Dice term, in [0, 1].
@@ -190,6 +157,9 @@ class HybridLoss(nn.Module):
         gamma: focal focusing exponent.
         eps: Dice smoothing constant.
         reduction: Dice reduction, ``"batch"`` (default) or ``"image"``.
+
+    Raises:
+        ValueError: ``lam`` outside [0, 1], or a parameter its terms refuse.
     """
 
     def __init__(self, lam: float = 0.5, alpha: float | None = 0.25, gamma: float = 2.0, eps: float = 1e-6,
@@ -197,15 +167,15 @@ class HybridLoss(nn.Module):
         super().__init__()
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"HybridLoss: lam must be in [0, 1], got {lam!r}")
-        _check_focal_params(alpha, gamma)
-        _check_reduction(reduction)
-        self.lam, self.alpha, self.gamma, self.eps, self.reduction = lam, alpha, gamma, eps, reduction
+        self.lam = lam
+        self.dice = DiceLoss(eps=eps, reduction=reduction)
+        self.focal = FocalLoss(alpha=alpha, gamma=gamma)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``(B, 1, H, W)`` logits and binary target -> scalar loss."""
+        # Checked once here (errors name HybridLoss); the terms then compute on the checked float32 tensors.
         logits, target = _check(logits, target, "HybridLoss")
-        return (self.lam * _dice(logits, target, self.eps, self.reduction)
-                + (1.0 - self.lam) * _focal(logits, target, self.alpha, self.gamma))
+        return self.lam * self.dice.compute(logits, target) + (1.0 - self.lam) * self.focal.compute(logits, target)
 
 
 class BCELoss(nn.Module):

@@ -28,7 +28,6 @@ from lungseg.viz import COLORS, MODEL_LABELS, metric_order
 __all__ = [
     "RUN_NAME",
     "SPREADS",
-    "crf_effect_by_size",
     "dice_distributions",
     "figure3",
     "history_frame",
@@ -324,53 +323,6 @@ def paired_differences(rows: Any, metric: str = "Dice", title: str | None = None
 
         ax.legend(handles=[Line2D([0], [0], marker="o", ls="none", color=palette[f], label=f) for f in factors],
                   fontsize=7, title="factor", title_fontsize=7, loc="best")
-    if title:
-        ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def crf_effect_by_size(rows: Any, order: Sequence[str] | None = None, hue: str | None = None,
-                       value: str = "dice_change", title: str | None = None) -> Figure:
-    """The CRF's per-image effect (Dice with the CRF minus without) by tumour-size bin: a box and
-    every image as a dot, zero as a line, and the number of images under each bin.
-
-    Args:
-        rows: a DataFrame or the rows of :func:`lungseg.analysis.crf_change` (columns ``size`` and
-            ``value``; images whose change is undefined are left out).
-        order: the bins in order (e.g. the labels of :data:`lungseg.analysis.SIZE_BINS`); bins
-            without images are dropped. Default: the order of appearance.
-        hue: an optional column to split each bin by (e.g. ``model``).
-
-    Raises:
-        ValueError: no rows, a missing column, or no defined change.
-    """
-    table = _frame(rows, ("size", value) + ((hue,) if hue else ()), "crf_effect_by_size")
-    table = table[table[value].notna()].copy()
-    if table.empty:
-        raise ValueError(f"crf_effect_by_size: every {value!r} is undefined (no image with a tumour or a prediction)")
-    table[value] = table[value].astype(np.float64)
-    present = set(table["size"])
-    bins = [b for b in (order or list(dict.fromkeys(table["size"]))) if b in present]
-    hues = list(dict.fromkeys(table[hue])) if hue else None
-    palette = _palette(hues) if hues else None
-    fig, ax = plt.subplots(figsize=(1.8 + 1.5 * len(bins), 3.6))
-    common = {"data": table, "x": "size", "y": value, "order": bins, "ax": ax}
-    if hue:
-        sns.boxplot(**common, hue=hue, hue_order=hues, palette=palette, fliersize=0, boxprops={"alpha": 0.45}, linewidth=0.8)
-        sns.stripplot(**common, hue=hue, hue_order=hues, palette=palette, dodge=True, size=3, jitter=0.2,
-                      edgecolor="black", linewidth=0.3, legend=False)
-        handles, labels = ax.get_legend_handles_labels()
-        ax.legend(handles, [MODEL_LABELS.get(label, label) for label in labels], fontsize=7)
-    else:
-        sns.boxplot(**common, color=COLORS["crf"], fliersize=0, boxprops={"alpha": 0.45}, linewidth=0.8)
-        sns.stripplot(**common, color=COLORS["crf"], size=3, jitter=0.2, edgecolor="black", linewidth=0.3)
-    counts = table.groupby("size")[value].size()
-    ax.set_xticks(range(len(bins)), [f"{b}\n(n={counts[b]})" for b in bins], fontsize=8)
-    ax.axhline(0.0, color="0.3", lw=0.8, ls="--")
-    ax.set_xlabel("tumour size (equivalent diameter)")
-    ax.set_ylabel("Dice with CRF - without")
-    ax.grid(axis="y", alpha=0.3)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

@@ -184,23 +184,37 @@ class Fingerprint:
         """
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            text = path.read_text()
         except FileNotFoundError:
             raise DataError(f"{path}: fingerprint file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: not a readable JSON fingerprint ({exc})") from None
+        return cls.from_json_text(text, path)
+
+    @classmethod
+    def from_json_text(cls, text: str | bytes, source: str | Path) -> Fingerprint:
+        """A fingerprint from the text of a file written by :meth:`to_json` (e.g. a member of a
+        model ``.zip``); ``source`` names it in errors.
+
+        Raises:
+            DataError: not JSON, or lacking/holding invalid fields.
+        """
+        try:
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"{source}: not a readable JSON fingerprint ({exc})") from None
         if not isinstance(data, dict) or data.get("format") != _FINGERPRINT_FORMAT:
-            raise DataError(f"{path}: expected a JSON object with \"format\": \"{_FINGERPRINT_FORMAT}\"")
+            raise DataError(f"{source}: expected a JSON object with \"format\": \"{_FINGERPRINT_FORMAT}\"")
         missing = [k for k in ("mean", "std") if k not in data]
         if missing:
-            raise DataError(f"{path}: fingerprint lacks required field(s) {missing}")
+            raise DataError(f"{source}: fingerprint lacks required field(s) {missing}")
         fields = {k: data[k] for k in ("mean", "std", "window", "image_size", "intensity", "n_voxels") if k in data}
         if fields.get("window") is not None:
             fields["window"] = tuple(fields["window"])
         try:
             return cls(**fields)
         except (TypeError, ValueError) as exc:
-            raise DataError(f"{path}: invalid fingerprint: {exc}") from None
+            raise DataError(f"{source}: invalid fingerprint: {exc}") from None
 
     @classmethod
     def from_volumes(

@@ -12,10 +12,13 @@ A run directory holds everything needed to reproduce, resume, evaluate and deplo
     provenance.json             git commit, package versions, device
     eval_crf_{off,on}.json      evaluations of the experiment grid (CRF off / on), each with
     eval_crf_{off,on}_per_image.csv   its per-image table
+    MODEL_CARD.md               what a published model is for and how it scored (the best attention
+                                run of a published profile, written by scripts/run_profile.py)
 
 Every other module asks :class:`RunDir` for these paths and contents; no other module spells a
 file name. Every write is atomic (:mod:`lungseg.files`), so a killed process never leaves a
-half-written file, and checkpoints are read by the one function :meth:`RunDir.load_checkpoint`.
+half-written file, and checkpoints are read by the one function :func:`read_checkpoint` (behind
+:meth:`RunDir.load_checkpoint`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,14 +37,17 @@ import torch
 from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
 from lungseg.files import atomic_write_bytes, atomic_write_text, write_csv, write_json
+from lungseg.paths import localize, portable
 
-__all__ = ["CHECKPOINTS", "HISTORY_COLUMNS", "RunDir", "per_image_csv_path"]
+__all__ = ["CHECKPOINTS", "HISTORY_COLUMNS", "RunDir", "parse_config", "per_image_csv_path", "read_checkpoint"]
 
 #: Checkpoint names: ``"best"`` (highest validation Dice) and ``"last"`` (end of the latest epoch).
 CHECKPOINTS: tuple[str, ...] = ("best", "last")
 #: Columns of the history file, one row per epoch.
 HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "val_dice", "lr", "time_s")
 SPLIT_PARTS: tuple[str, ...] = ("train", "val", "test")
+#: TrainConfig fields that name a folder: written by :func:`lungseg.paths.portable`, read by ``localize``.
+_PATH_FIELDS: tuple[str, ...] = ("data", "cache_dir")
 
 
 def per_image_csv_path(evaluation_json: str | os.PathLike[str]) -> Path:
@@ -48,6 +55,48 @@ def per_image_csv_path(evaluation_json: str | os.PathLike[str]) -> Path:
     p = Path(evaluation_json)
     stem = p.name[: -len(".json")] if p.name.endswith(".json") else p.name
     return p.with_name(f"{stem}_per_image.csv")
+
+
+def parse_config(data: str | bytes, source: str | os.PathLike[str]) -> TrainConfig:
+    """A run's configuration from the text of its config file (``source`` names it in errors).
+
+    A field a run saved before it existed reads as what that run did, not as today's default
+    (:func:`lungseg.config.upgrade_config`: e.g. a missing ``patch_size`` as ``None``, whole slices;
+    a missing ``flip_ud`` as 0).
+
+    Raises:
+        LungsegError: not valid JSON, an unknown field or a value of the wrong type.
+    """
+    try:
+        saved = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LungsegError(f"{source}: not valid JSON ({exc})") from None
+    return TrainConfig.from_dict(saved, saved_run=True)
+
+
+def read_checkpoint(file: str | os.PathLike[str] | io.BytesIO, source: str | os.PathLike[str]) -> dict[str, Any]:
+    """The one reader of checkpoints: a file (or the bytes of a model ``.zip``'s member), tensors on the CPU.
+
+    It reads with ``torch.load(..., weights_only=True)``: tensors and plain Python types only, so a
+    checkpoint someone shares cannot run code when it is loaded (a pickle that names any other
+    object is refused). Weights published in half precision come back as float32.
+
+    Raises:
+        LungsegError: the data cannot be read as a checkpoint (the message names ``source``).
+    """
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt or unsafe file can raise many types; report it as one line
+        first = " ".join(str(exc).split())[:300]
+        raise LungsegError(
+            f"{source}: cannot read checkpoint safely ({type(exc).__name__}: {first}); lungseg loads checkpoints"
+            " with weights_only=True, which refuses files that could run code"
+        ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise LungsegError(f"{source}: not a lungseg checkpoint (no 'model' weights)")
+    state["model"] = {k: v.float() if torch.is_tensor(v) and v.dtype == torch.float16 else v
+                      for k, v in state["model"].items()}
+    return state
 
 
 @dataclass(frozen=True)
@@ -66,6 +115,7 @@ class RunDir:
     HISTORY = "history.csv"
     METRICS = "metrics.json"
     PROVENANCE = "provenance.json"
+    MODEL_CARD = "MODEL_CARD.md"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         object.__setattr__(self, "path", Path(path))
@@ -100,6 +150,10 @@ class RunDir:
     @property
     def provenance_path(self) -> Path:
         return self.path / self.PROVENANCE
+
+    @property
+    def model_card_path(self) -> Path:
+        return self.path / self.MODEL_CARD
 
     def checkpoint_path(self, which: str = "best") -> Path:
         """``best.pt`` or ``last.pt``.
@@ -196,24 +250,20 @@ class RunDir:
                 path.unlink()
 
     def write_config(self, config: TrainConfig) -> Path:
-        config.to_json(self.config_path)
+        # the data and cache folders relative to the repository: a published config names no machine's folders
+        dataclasses.replace(config, **{name: portable(value) for name in _PATH_FIELDS
+                                       if (value := getattr(config, name))}).to_json(self.config_path)
         return self.config_path
 
     def read_config(self) -> TrainConfig:
-        """The run's configuration. A field a run saved before it existed reads as what that run did,
-        not as today's default (:data:`lungseg.config.LEGACY_VALUES`: e.g. a missing ``patch_size``
-        as ``None``, whole slices; a missing ``flip_ud`` as 0)."""
-        from lungseg.config import LEGACY_VALUES
-
-        config = TrainConfig.from_json(self.config_path)
-        try:
-            saved = json.loads(self.config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            saved = {}
-        if isinstance(saved, dict):
-            for name, value in LEGACY_VALUES.items():
-                if name not in saved:
-                    setattr(config, name, value)
+        """The run's configuration (:func:`parse_config` of its file), its data and cache folders as
+        folders of this machine (recorded relative to the repository, or absolute by older runs)."""
+        if not self.config_path.is_file():
+            raise FileNotFoundError(f"{self.config_path}: training config not found")
+        config = parse_config(self.config_path.read_bytes(), self.config_path)
+        for name in _PATH_FIELDS:
+            if value := getattr(config, name):
+                setattr(config, name, str(localize(value, self.path)))
         return config
 
     def write_fingerprint(self, fingerprint: Any) -> Path:
@@ -227,7 +277,7 @@ class RunDir:
     def write_split(self, split: dict[str, Sequence[str]], *, seed: int, fractions: Sequence[float], data: str) -> Path:
         """The patient-level split, with the seed, fractions and dataset it was drawn from."""
         record = {**{k: list(split[k]) for k in SPLIT_PARTS}, "seed": int(seed),
-                  "fractions": [float(f) for f in fractions], "data": str(data)}
+                  "fractions": [float(f) for f in fractions], "data": portable(data) if data else str(data)}
         return atomic_write_text(self.split_path, json.dumps(record, indent=2) + "\n")
 
     def read_split(self, missing_ok: bool = False) -> dict[str, list[str]]:
@@ -287,19 +337,7 @@ class RunDir:
         """
         path = self.checkpoint_path(which)
         self.require(path)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a corrupt or unsafe file can raise many types; report it as one line
-            first = " ".join(str(exc).split())[:300]
-            raise LungsegError(
-                f"{path}: cannot read checkpoint safely ({type(exc).__name__}: {first}); lungseg loads checkpoints"
-                " with weights_only=True, which refuses files that could run code"
-            ) from None
-        if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-            raise LungsegError(f"{path}: not a lungseg checkpoint (no 'model' weights)")
-        state["model"] = {k: v.float() if torch.is_tensor(v) and v.dtype == torch.float16 else v
-                          for k, v in state["model"].items()}
-        return state
+        return read_checkpoint(path, path)
 
     def compact_checkpoint(self, which: str = "best") -> Path:
         """Rewrite a checkpoint with its floating-point weights in half precision and nothing else

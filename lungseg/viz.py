@@ -38,8 +38,6 @@ __all__ = [
     "attention_panel",
     "hu_histograms",
     "image_row",
-    "metric_bars",
-    "learning_curves",
     "figure2_grid",
 ]
 
@@ -392,103 +390,11 @@ def image_row(images: Sequence[np.ndarray], titles: Sequence[str], windows: Sequ
 
 def metric_order(values: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """The metrics of ``{model: {metric: value}}`` in first-seen order over the models (the x axis of
-    :func:`metric_bars` and :func:`lungseg.plots.figure3`)."""
+    :func:`lungseg.plots.figure3`)."""
     metrics: list[str] = []
     for per_model in values.values():
         metrics += [k for k in per_model if k not in metrics]
     return metrics
-
-
-def metric_bars(values: Mapping[str, Mapping[str, Sequence[float] | float]], ax: Axes | None = None,
-                paper: Mapping[str, Mapping[str, float]] | None = None, ylabel: str = "score",
-                title: str | None = None, ylim: tuple[float, float] | None = (0.0, 1.0)) -> Figure:
-    """Grouped bars: one group per metric, one bar per model, 95 % CI error bars (chapter 6 draws
-    Figure 3 with the seaborn :func:`lungseg.plots.figure3`, which also shows every seed's value).
-
-    Args:
-        values: ``{model: {metric: (mean, low, high)}}`` or ``{model: {metric: mean}}`` (no bar).
-        paper: optional ``{model: {metric: value}}`` drawn as black diamonds (the paper's claims).
-    """
-    if not values:
-        raise ValueError("values is empty")
-    models = list(values)
-    metrics = metric_order(values)
-    fig, ax = _axes(ax, figsize=(1.5 + 1.4 * len(metrics), 3.6))
-    width = 0.8 / len(models)
-    x = np.arange(len(metrics))
-    for i, model in enumerate(models):
-        means, err_lo, err_hi = [], [], []
-        for metric in metrics:
-            v = values[model].get(metric, np.nan)
-            if isinstance(v, (int, float, np.floating)):
-                mean, lo, hi = float(v), float(v), float(v)
-            else:
-                if len(v) != 3:
-                    raise ValueError(f"values[{model!r}][{metric!r}] must be a number or (mean, low, high), got {v!r}")
-                mean, lo, hi = (float(t) for t in v)
-            if not (np.isnan(mean) or (lo <= mean + 1e-12 and mean <= hi + 1e-12)):
-                raise ValueError(f"values[{model!r}][{metric!r}]: CI ({lo}, {hi}) does not contain the mean {mean}")
-            means.append(mean)
-            err_lo.append(mean - lo)
-            err_hi.append(hi - mean)
-        pos = x - 0.4 + width * (i + 0.5)
-        ax.bar(pos, means, width * 0.92, yerr=[err_lo, err_hi], capsize=3, label=MODEL_LABELS.get(model, model),
-               color=COLORS.get(model), edgecolor="black", linewidth=0.5)
-        if paper and model in paper:
-            pv = [paper[model].get(metric, np.nan) for metric in metrics]
-            ax.scatter(pos, pv, marker="D", s=22, color=COLORS["paper"], zorder=3,
-                       label="paper's claim" if i == 0 else None)
-    ax.set_xticks(x, [m.replace("_", " ") for m in metrics], fontsize=8)
-    ax.set_ylabel(ylabel)
-    if ylim is not None:
-        ax.set_ylim(*ylim)
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def learning_curves(histories: Mapping[str, Any], metrics: Sequence[str] = ("train_loss", "val_dice"),
-                    x: str = "epoch") -> Figure:
-    """One panel per metric, one line per run (:func:`lungseg.plots.learning_curves` draws the mean
-    over seeds per model and loss with a band for their spread).
-
-    Args:
-        histories: ``{run label: table}`` where a table is a pandas DataFrame or a
-            ``{column: list}`` mapping (e.g. a run's training history, columns
-            :data:`lungseg.rundir.HISTORY_COLUMNS`).
-        metrics: the columns to draw (every table must have them).
-        x: the column on the horizontal axis (the row number when absent).
-
-    Raises:
-        ValueError: ``histories`` is empty, or a table lacks one of ``metrics``.
-    """
-    if not histories:
-        raise ValueError("histories is empty")
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.0), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        for label, table in histories.items():
-            cols = table if isinstance(table, Mapping) else {c: table[c] for c in table.columns}
-            if metric not in cols:
-                raise ValueError(f"history {label!r} has no column {metric!r}; it has {sorted(cols)}")
-            y = np.asarray(cols[metric], dtype=np.float64)
-            xs = np.asarray(cols[x], dtype=np.float64) if x in cols else np.arange(1, y.size + 1)
-            model = next((m for m in ("attention", "unet") if m in label), None)
-            ax.plot(xs, y, marker="o", ms=2.5, lw=1.2, label=label, color=COLORS.get(model) if model else None,
-                    alpha=0.9)
-        ax.set_xlabel(x)
-        ax.set_title(metric.replace("_", " "), fontsize=9)
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(4, len(labels)),
-                   bbox_to_anchor=(0.5, -0.02))
-        fig.tight_layout(rect=(0, 0.1, 1, 1))
-    else:
-        fig.tight_layout()
-    return fig
 
 
 def figure2_grid(images: Sequence[np.ndarray], gts: Sequence[np.ndarray], preds: Mapping[str, Sequence[np.ndarray]],

@@ -9,18 +9,19 @@ Steps:
        when its manifest matches);
     2. (every profile but quick) choose each loss's α, λ, learning rate and threshold on the
        validation patients (:func:`lungseg.experiment.tune.tune`, shortened runs of the attention
-       network) into ``runs/<profile>/tune``, published as ``results/<profile>/tune/``;
+       network) into the tuning folder of ``runs/<profile>``, its tables published in ``results/<profile>``;
     3. train and evaluate {UNet, AttentionResUNet} x {Dice, Focal, Hybrid} x seeds, CRF off/on, with
-       those choices (:func:`lungseg.experiment.run_experiment`) into ``runs/<profile>/experiment``
+       those choices (:func:`lungseg.experiment.run_experiment`) into the grid folder of ``runs/<profile>``
        (git-ignored: full checkpoints live there; an interrupted grid resumes where it stopped);
-    4. publish into ``results/<profile>/experiment``: the tables (``results.csv``, ``results.json``,
-       ``differences.csv``), each run's light files and its best weights in half precision (so that
-       the book re-renders without training), a ``MODEL_CARD.md`` beside the attention run of best
-       validation Dice, and ``results/<profile>/provenance.json`` (commit, device, versions, wall
-       time of tuning, of the grid and of every run, time per epoch and where the time went).
+    4. publish into the grid folder of ``results/<profile>``: the tables, each run's light files and its
+       best weights in half precision (so that the book re-renders without training), a model card
+       beside the attention run of best validation Dice, and the profile's provenance (commit,
+       device, versions, wall time of tuning, of the grid and of every run, time per epoch and where
+       the time went).
 
-``--whole-slice`` then trains the paper's literal whole-slice recipe once for comparison
-(:func:`whole_slice_run`, published as ``results/<profile>/whole-slice/``).
+The folders and files are those of :class:`lungseg.experimentdir.ProfileDir`. ``--whole-slice`` then
+trains the paper's literal whole-slice recipe once for comparison (:func:`whole_slice_run`, published
+in the profile's whole-slice folder).
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lungseg.analysis import best_validation_run, grid_span, run_timing  # noqa: E402
 from lungseg.errors import LungsegError  # noqa: E402
 from lungseg.experiment import (  # noqa: E402
-    TABLE_FILES,
     ProfileSettings,
     grid_workers,
     prepare_data,
@@ -49,7 +50,9 @@ from lungseg.experiment import (  # noqa: E402
     run_name,
     train_config,
 )
+from lungseg.experiment.grid import metric_value  # noqa: E402
 from lungseg.experiment.workers import check_workers  # noqa: E402
+from lungseg.experimentdir import ExperimentDir, ProfileDir  # noqa: E402
 from lungseg.paths import resolve  # noqa: E402
 from lungseg.rundir import RunDir  # noqa: E402
 
@@ -88,16 +91,16 @@ def run_profile(
     tune = profile != "quick" if tune is None else tune
     settings = profile_settings(profile, device=device, **(overrides or {}))
     workers = grid_workers(settings) if workers is None else check_workers(workers)
-    runs = resolve(runs_dir or f"runs/{profile}")
-    published = resolve(results_dir or settings.output_dir)
+    runs = ProfileDir(resolve(runs_dir or f"runs/{profile}"))
+    published = ProfileDir(resolve(results_dir or settings.output_dir))
     started = time.time()
     t0 = time.time()
     data = prepare_data(settings, progress=progress)
     data_s = time.time() - t0
-    exp_dir = runs / "experiment"
-    config = train_config(settings, data, cache_dir=str(runs / "cache"), **(train_overrides or {}))
+    exp_dir = runs.grid
+    config = train_config(settings, data, cache_dir=str(runs.cache_path), **(train_overrides or {}))
     t0 = time.time()
-    loss_settings = _tune(settings, config, data, runs / "tune", published, progress, workers) if tune else {}
+    loss_settings = _tune(settings, config, data, runs.tune, published.tune, progress, workers) if tune else {}
     tune_s = time.time() - t0
     t0 = time.time()
     results = run_experiment(
@@ -111,11 +114,7 @@ def run_profile(
                                                            "workers": workers})
     print(f"{profile}: data {data_s:.0f} s, tuning {tune_s:.0f} s, grid {grid_s:.0f} s,"
           f" total {time.time() - started:.0f} s ({(time.time() - started) / 60:.1f} min)", flush=True)
-    return published
-
-
-#: Where the whole-slice comparison runs go, in the runs and the published folder.
-WHOLE_SLICE = "whole-slice"
+    return published.path
 
 
 def whole_slice_run(profile: str = "medium", *, device: str = "auto", runs_dir: str | os.PathLike[str] | None = None,
@@ -124,59 +123,56 @@ def whole_slice_run(profile: str = "medium", *, device: str = "auto", runs_dir: 
     """The paper's literal recipe beside the patch-trained grid: the attention network with the hybrid
     loss (every seed, the tuned settings) trained on whole 256² slices for the same arithmetic as a
     patch run, evaluated on the same test patients (:mod:`lungseg.experiment.whole_slice`); published
-    to ``results/<profile>/whole-slice/`` with the per-seed table ``patch_vs_whole.csv``. Run after
-    the grid."""
+    to the profile's whole-slice folder with the per-seed comparison table. Run after the grid."""
     from lungseg.experiment import tuned_settings
-    from lungseg.experiment.whole_slice import COMPARISON_FILE, patch_vs_whole, run_whole_slice
+    from lungseg.experiment.whole_slice import patch_vs_whole, run_whole_slice
 
     settings = profile_settings(profile, device=device, **(overrides or {}))
     workers = grid_workers(settings) if workers is None else check_workers(workers)
-    runs = resolve(runs_dir or f"runs/{profile}")
-    published = resolve(results_dir or settings.output_dir)
+    runs = ProfileDir(resolve(runs_dir or f"runs/{profile}"))
+    published = ProfileDir(resolve(results_dir or settings.output_dir))
     data = prepare_data(settings, progress=progress)
-    config = train_config(settings, data, cache_dir=str(runs / "cache"))
+    config = train_config(settings, data, cache_dir=str(runs.cache_path))
     started = time.time()
-    rows = run_whole_slice(data, runs / WHOLE_SLICE, config, model="attention", loss="hybrid", seeds=settings.seeds,
+    rows = run_whole_slice(data, runs.whole_slice, config, model="attention", loss="hybrid", seeds=settings.seeds,
                            loss_settings=tuned_settings(settings).get("hybrid", {}), device=device,
                            workers=workers, progress=progress)
     wall_s = time.time() - started
-    target = published / WHOLE_SLICE
-    if target.exists():
-        shutil.rmtree(target)
+    target = published.whole_slice
+    if target.path.exists():
+        shutil.rmtree(target.path)
     for row in rows:
         run = RunDir(row["run"])
-        dest = RunDir(target / "runs" / run.path.name).create()
+        dest = target.run(run.path.name).create()
         for path in run.published_files():
             if path.is_file():  # evaluated with the CRF off only
                 shutil.copy2(path, dest.path / path.name)
-    patch_vs_whole(published / "experiment" / "runs", target / "runs", model="attention", loss="hybrid",
-                   seeds=settings.seeds, out=target / COMPARISON_FILE)
-    (target / "provenance.json").write_text(json.dumps({"wall_s": round(wall_s, 1), "workers": workers,
-                                                        "trained": [r["status"] for r in rows]}, indent=2) + "\n",
-                                            encoding="utf-8")
+    patch_vs_whole(published.grid, target, model="attention", loss="hybrid", seeds=settings.seeds, write=True)
+    target.provenance_path.write_text(json.dumps({"wall_s": round(wall_s, 1), "workers": workers,
+                                                  "trained": [r["status"] for r in rows]}, indent=2) + "\n",
+                                      encoding="utf-8")
     print(f"{profile} whole-slice: {wall_s:.0f} s ({workers} worker(s))", flush=True)
-    return target
+    return target.path
 
 
 #: How a profile's tuning runs are shortened: one network (the paper's), one seed, fewer epochs.
 TUNE_BUDGET = dict(model="attention", seed=0, epochs=10, patience=None)
 
 
-def _tune(settings: ProfileSettings, config: Any, data: Path, tune_runs: Path, published: Path,
+def _tune(settings: ProfileSettings, config: Any, data: Path, tune_runs: ExperimentDir, published: ExperimentDir,
           progress: bool, workers: int = 1) -> dict[str, dict[str, Any]]:
     """Choose each loss's α, λ, learning rate and threshold on the validation patients
     (:func:`lungseg.experiment.tune.tune`), publish the table, and return the choice per loss."""
     import dataclasses
 
-    from lungseg.experiment.tune import TUNE_FILE, TUNE_TABLE, tune
+    from lungseg.experiment.tune import chosen_settings, tune
 
     result = tune(data, tune_runs, base_config=dataclasses.replace(config, **TUNE_BUDGET),
                   losses=settings.losses, progress=progress, workers=workers)
-    target = published / "tune"
-    target.mkdir(parents=True, exist_ok=True)
-    for name in (TUNE_FILE, TUNE_TABLE):
-        shutil.copy2(tune_runs / name, target / name)
-    return {loss: {k: v for k, v in c.items() if k != "val_dice"} for loss, c in result["chosen"].items()}
+    published.path.mkdir(parents=True, exist_ok=True)
+    for source, target in zip(tune_runs.tune_paths, published.tune_paths):
+        shutil.copy2(source, target)
+    return chosen_settings(result)
 
 
 def _torch_threads() -> int:
@@ -185,73 +181,16 @@ def _torch_threads() -> int:
     return int(torch.get_num_threads())
 
 
-def _mtime(path: Path) -> float | None:
-    return path.stat().st_mtime if path.is_file() else None
-
-
-def _grid_run(exp_dir: Path, run: dict[str, Any]) -> RunDir:
+def _grid_run(exp_dir: ExperimentDir, run: dict[str, Any]) -> RunDir:
     """The run directory of one row of the results table's ``runs``."""
-    return RunDir(exp_dir / "runs" / run_name(run["model"], run["loss"], run["seed"]))
+    return exp_dir.run(run_name(run["model"], run["loss"], run["seed"]))
 
 
-def _evaluations(run: RunDir) -> tuple[Path, Path]:
-    """The run's test evaluations with the CRF off and on, in the order the experiment writes them."""
-    return run.evaluation_path(False), run.evaluation_path(True)
-
-
-def _run_timing(run: RunDir) -> dict[str, Any]:
-    """Where one run's time went, from its history and the files it wrote.
-
-    ``train_and_validate_s`` sums the epoch times of the run's history (optimisation plus the
-    validation pass of every epoch); ``setup_s`` is the rest of the training wall time (reading and
-    preprocessing the slices, the fingerprint, model construction); the two evaluation times are
-    the gaps between the modification times of the training summary and of the evaluations with
-    the CRF off and on (written one after the other by the experiment).
-    """
-    metrics = run.read_metrics()
-    history = run.read_history()
-    epoch_s = [float(r["time_s"]) for r in history]
-    wall = float(metrics["wall_time_s"])
-    t_metrics, t_off, t_on = (_mtime(p) for p in (run.metrics_path, *_evaluations(run)))
-    eval_off = None if t_metrics is None or t_off is None or t_off < t_metrics else t_off - t_metrics
-    eval_on = None if t_off is None or t_on is None or t_on < t_off else t_on - t_off
-    return {
-        "train_wall_s": round(wall, 2),
-        "epochs_run": len(history),
-        "stopped_early": bool(metrics.get("stopped_early", False)),
-        "time_per_epoch_s": round(sum(epoch_s) / len(epoch_s), 3) if epoch_s else None,
-        "train_and_validate_s": round(sum(epoch_s), 2),
-        "setup_s": round(max(wall - sum(epoch_s), 0.0), 2),
-        "evaluate_crf_off_s": None if eval_off is None else round(eval_off, 2),
-        "evaluate_crf_on_s": None if eval_on is None else round(eval_on, 2),
-    }
-
-
-def _grid_span(exp_dir: Path, results: dict[str, Any]) -> float | None:
-    """Seconds from the first run's configuration file to the last evaluation written: the grid's
-    wall time even when this call only reused finished runs."""
-    first, last = None, None
-    for row in results["runs"]:
-        run = _grid_run(exp_dir, row)
-        times = [t for t in (_mtime(p) for p in (run.config_path, *_evaluations(run))) if t is not None]
-        if times:
-            first = min(times) if first is None else min(first, *times)
-            last = max(times) if last is None else max(last, *times)
-    return None if first is None or last is None else round(last - first, 2)
-
-
-def _best_attention_run(results: dict[str, Any], exp_dir: Path) -> RunDir | None:
+def _best_attention_run(results: dict[str, Any], exp_dir: ExperimentDir) -> RunDir | None:
     """The attention run with the highest best validation Dice (the model the book's attention-map
-    and CRF chapters use). Chosen on validation, not test, so that its test figures stay unbiased."""
-    best, best_dice = None, -1.0
-    for row in results["runs"]:
-        if row["model"] != "attention":
-            continue
-        run = _grid_run(exp_dir, row)
-        dice = run.read_metrics().get("best_val_dice")
-        if dice is not None and float(dice) > best_dice:
-            best, best_dice = run, float(dice)
-    return best
+    and CRF chapters use; :func:`lungseg.analysis.best_validation_run`)."""
+    best = best_validation_run(results, exp_dir.runs_path, model="attention")
+    return None if best is None else RunDir(best)
 
 
 def _fmt(stat: dict[str, Any] | None) -> str:
@@ -270,10 +209,8 @@ def _card_metrics(run: RunDir, loss: str, results: dict[str, Any]) -> list[str]:
                 None)
 
     def row(name: str, ev: dict[str, Any], *path: str) -> str:
-        v: Any = ev
-        for k in path:
-            v = v.get(k) if isinstance(v, dict) else None
-        return f"| {name} | {'n/a' if v is None else f'{float(v):.3f}'} |"
+        v = metric_value(ev, path)
+        return f"| {name} | {'n/a' if v is None else f'{v:.3f}'} |"
 
     return [
         "## Test metrics of this checkpoint",
@@ -327,18 +264,18 @@ def _model_card(settings: ProfileSettings, run: RunDir, results: dict[str, Any],
         "## Provenance",
         f"- git commit `{provenance.get('git', {}).get('commit')}`, device `{provenance.get('device')}`,"
         f" torch {provenance.get('packages', {}).get('torch')}.",
-        "- Load with `lungseg.inference.load_run(<this folder>)` or `lungseg predict --run <this folder> ...`.",
+        "- Load with `lungseg.inference.Predictor.from_run_dir(<this folder>)` or `lungseg predict --run <this folder> ...`.",
         "",
     ]
     return "\n".join(lines)
 
 
-def _copy_runs(exp_dir: Path, target: Path, results: dict[str, Any]) -> dict[str, Any]:
-    """Copy every run's :meth:`RunDir.published_files` into ``target/runs``; returns each run's status and timing."""
+def _copy_runs(exp_dir: ExperimentDir, target: ExperimentDir, results: dict[str, Any]) -> dict[str, Any]:
+    """Copy every run's :meth:`RunDir.published_files` into ``target``; returns each run's status and timing."""
     per_run: dict[str, Any] = {}
     for row in results["runs"]:
         src = _grid_run(exp_dir, row)
-        dst = RunDir(target / "runs" / src.path.name).create()
+        dst = target.run(src.path.name).create()
         for path in src.published_files():
             if path.is_file():
                 shutil.copy2(path, dst.path / path.name)
@@ -349,28 +286,28 @@ def _copy_runs(exp_dir: Path, target: Path, results: dict[str, Any]) -> dict[str
             dst.compact_checkpoint("best")
             if dst.checkpoint_path("best").stat().st_size > MAX_MODEL_BYTES:
                 dst.checkpoint_path("best").unlink()
-        per_run[src.path.name] = {"status": row["status"], **_run_timing(src)}
+        per_run[src.path.name] = {"status": row["status"], **run_timing(src)}
     return per_run
 
 
-def _publish_best_model(settings: ProfileSettings, exp_dir: Path, target: Path, results: dict[str, Any],
-                        provenance: dict[str, Any]) -> dict[str, Any]:
+def _publish_best_model(settings: ProfileSettings, exp_dir: ExperimentDir, target: ExperimentDir,
+                        results: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
     """Publish the best attention run's weights with a model card when they are small; returns what was done."""
     best = _best_attention_run(results, exp_dir)
     if best is None:
         return {"run": None, "committed": False}
-    dst = RunDir(target / "runs" / best.path.name)
+    dst = target.run(best.path.name)
     weights = dst.checkpoint_path("best")  # the published (half-precision) weights
     size = weights.stat().st_size if weights.is_file() else MAX_MODEL_BYTES
     if size < MAX_MODEL_BYTES:
-        (dst.path / "MODEL_CARD.md").write_text(_model_card(settings, best, results, provenance), encoding="utf-8")
+        dst.model_card_path.write_text(_model_card(settings, best, results, provenance), encoding="utf-8")
     return {"run": best.path.name, "bytes": size, "committed": size < MAX_MODEL_BYTES}
 
 
-def _provenance_summary(settings: ProfileSettings, exp_dir: Path, results: dict[str, Any],
+def _provenance_summary(settings: ProfileSettings, exp_dir: ExperimentDir, results: dict[str, Any],
                         provenance: dict[str, Any], per_run: dict[str, Any], model_note: dict[str, Any],
                         timing: dict[str, float]) -> dict[str, Any]:
-    """The profile's ``provenance.json``: settings, machine, wall times, and where the time went."""
+    """The profile's provenance: settings, machine, wall times, and where the time went."""
 
     def total(key: str) -> float:
         return round(sum(r[key] or 0.0 for r in per_run.values()), 2)
@@ -392,7 +329,7 @@ def _provenance_summary(settings: ProfileSettings, exp_dir: Path, results: dict[
                                else _torch_threads()),
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
         "grid_wall_s": round(timing["grid_call_s"], 2),
-        "grid_span_from_files_s": _grid_span(exp_dir, results),
+        "grid_span_from_files_s": grid_span(results, exp_dir),
         "generate_data_s": round(timing["generate_data_s"], 2),
         "tune_s": round(timing.get("tune_s", 0.0), 2),
         "total_wall_s": round(timing["total_s"], 2),
@@ -406,7 +343,7 @@ def _provenance_summary(settings: ProfileSettings, exp_dir: Path, results: dict[
             "test evaluation without CRF": total("evaluate_crf_off_s"),
             "test evaluation with CRF (CPU)": total("evaluate_crf_on_s"),
         },
-        "timing_method": _run_timing.__doc__.split("\n\n")[1].strip() if _run_timing.__doc__ else "",
+        "timing_method": run_timing.__doc__.split("\n\n")[1].strip() if run_timing.__doc__ else "",
         "note": ("grid_wall_s is the wall time of this call; runs reused from an earlier call (status"
                  " 'reused') keep their own times in per_run; with several workers the runs' own times add"
                  " up to about workers x the wall time"),
@@ -415,23 +352,23 @@ def _provenance_summary(settings: ProfileSettings, exp_dir: Path, results: dict[
     }
 
 
-def publish(settings: ProfileSettings, exp_dir: Path, published: Path, results: dict[str, Any],
+def publish(settings: ProfileSettings, exp_dir: ExperimentDir, published: ProfileDir, results: dict[str, Any],
             timing: dict[str, float]) -> None:
     """Copy the light files of a finished grid into ``published`` and write its provenance."""
     from lungseg.provenance import collect
 
-    target = published / "experiment"
-    if target.exists():
-        shutil.rmtree(target)  # a stale grid must not leave runs behind
-    (target / "runs").mkdir(parents=True)
-    for name in TABLE_FILES:
-        shutil.copy2(exp_dir / name, target / name)
+    target = published.grid
+    if target.path.exists():
+        shutil.rmtree(target.path)  # a stale grid must not leave runs behind
+    target.runs_path.mkdir(parents=True)
+    for source, copy in zip(exp_dir.table_paths, target.table_paths):
+        shutil.copy2(source, copy)
     per_run = _copy_runs(exp_dir, target, results)
     provenance = collect(settings.device, started=None)
     model_note = _publish_best_model(settings, exp_dir, target, results, provenance)
     summary = _provenance_summary(settings, exp_dir, results, provenance, per_run, model_note, timing)
-    published.mkdir(parents=True, exist_ok=True)
-    (published / "provenance.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    published.path.mkdir(parents=True, exist_ok=True)
+    published.provenance_path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

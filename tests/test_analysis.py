@@ -137,7 +137,8 @@ def test_tumour_table_lists_every_test_tumour_with_each_runs_recall(tiny, make_n
 
     from lungseg.analysis import tumour_components, tumour_diameters_mm, tumour_table
     from lungseg.data import open_dataset
-    from lungseg.training import TrainConfig, train
+    from lungseg.config import TrainConfig
+    from lungseg.training import train
 
     data = make_npz(tmp_path / "d.npz", n_patients=8, per_patient=3, size=32, seed=4)
     cfg = TrainConfig(data=str(data), model="unet", epochs=1, split_fractions=(0.5, 0.25, 0.25), **tiny)
@@ -230,3 +231,44 @@ def test_best_validation_run_is_looked_up_by_name_under_the_given_folder(tmp_pat
     assert analysis.best_validation_run(results, tmp_path) == tmp_path / "attention-hybrid-seed1"
     assert analysis.best_validation_run(results, tmp_path, "unet") == tmp_path / "unet-hybrid-seed0"
     assert analysis.best_validation_run({"runs": []}, tmp_path) is None
+
+
+def test_the_training_tables_of_the_published_medium_profile():
+    """Chapter 4's tables, read from the published medium profile: the tuning's candidates with one choice
+    per loss, every run's convergence test, the patch-vs-whole means and the time per model."""
+    import pandas as pd
+
+    from lungseg import book
+    from lungseg.experiment import profile_dir, profile_settings
+
+    settings = profile_settings("medium")
+    tuning, candidates = analysis.read_tuning(profile_dir(settings).tune)
+    table = analysis.tuning_table(candidates, tuning)
+    assert len(table) == len(candidates) and (table["chosen"] == "✓").sum() == len(tuning["chosen"])
+    assert list(table.index.names) == ["loss", "candidate"] and "Dice, t = 0.5" in table.columns
+    results = book.load_results(settings)
+    convergence = analysis.convergence_table(results)
+    assert len(convergence) == len(results["runs"]) and set(convergence["ended"]) <= {
+        "end of schedule", "stopped early (patience)"}
+    assert set(analysis.CONVERGENCE_LABELS) <= set(convergence.columns)
+    comparison = pd.read_csv(profile_dir(settings).whole_slice.comparison_path)
+    means = analysis.patch_vs_whole_means(comparison)
+    assert means["dice_pooled"][0] == pytest.approx(comparison["dice_pooled_patch"].mean())
+    runs = pd.DataFrame(analysis.run_summaries(results))
+    assert set(analysis.time_by_model(runs).index) == {"unet", "attention"}
+
+
+def test_run_timing_and_grid_span_read_the_runs_files(tmp_path):
+    from lungseg.experimentdir import ExperimentDir
+
+    results = fake_experiment(tmp_path)  # its runs lie in tmp_path's runs folder
+    grid = ExperimentDir(tmp_path)
+    assert analysis.grid_span(results, grid) is None  # no configuration or evaluation written yet
+    for row in results["runs"]:
+        for crf in (False, True):
+            RunDir(row["run"]).evaluation_path(crf).write_text("{}")
+    timing = analysis.run_timing(RunDir(results["runs"][0]["run"]))
+    # two epochs of 4 s in a 10 s training: 2 s of setup; the evaluations follow the summary
+    assert (timing["epochs_run"], timing["train_and_validate_s"], timing["setup_s"]) == (2, 8.0, 2.0)
+    assert timing["evaluate_crf_off_s"] is not None and timing["time_per_epoch_s"] == 4.0
+    assert analysis.grid_span(results, grid) >= 0

@@ -88,21 +88,63 @@ def test_no_module_imports_another_modules_private_names() -> None:
     assert not wrong, "\n".join(wrong)
 
 
+def _spelled(names: list[str], owner: str, pattern: re.Pattern[str] | None = None, root: Path = ROOT) -> list[str]:
+    """``"path: name"`` for every name of ``names`` (and every match of ``pattern``) in a module of
+    ``root``'s package or scripts other than ``owner`` (relative to ``root``)."""
+    wrong = []
+    for path in list((root / "lungseg").rglob("*.py")) + list((root / "scripts").glob("*.py")):
+        if path == root / owner:
+            continue
+        text = path.read_text(encoding="utf-8")
+        wrong += [f"{path.relative_to(root)}: {name}" for name in names if name in text]
+        if pattern is not None:
+            wrong += [f"{path.relative_to(root)}: {m.group(0)}" for m in pattern.finditer(text)]
+    return wrong
+
+
 def test_only_the_run_directory_module_spells_its_file_names() -> None:
     from lungseg.rundir import RunDir
 
     # RunDir.PROVENANCE is left out: a published profile folder has a provenance file of the same
-    # name (scripts/run_profile.py), which is not a run's.
-    names = [RunDir.CONFIG, RunDir.FINGERPRINT, RunDir.SPLIT, RunDir.HISTORY, RunDir.METRICS,
+    # name (lungseg.experimentdir), which is not a run's.
+    names = [RunDir.CONFIG, RunDir.FINGERPRINT, RunDir.SPLIT, RunDir.HISTORY, RunDir.METRICS, RunDir.MODEL_CARD,
              "best.pt", "last.pt", "eval_crf_"]
-    owner = PACKAGE / "rundir.py"
-    wrong = []
-    for path in list(PACKAGE.rglob("*.py")) + list((ROOT / "scripts").glob("*.py")):
-        if path == owner:
-            continue
-        text = path.read_text(encoding="utf-8")
-        wrong += [f"{path.relative_to(ROOT)}: {name}" for name in names if name in text]
+    wrong = _spelled(names, "lungseg/rundir.py")
     assert not wrong, "run-directory file names spelled outside lungseg/rundir.py:\n" + "\n".join(wrong)
+
+
+#: An experiment folder's sub-folders joined onto a path (``folder / "runs"``) or the whole-slice folder's
+#: name as a string: spelled only by their owner.
+EXPERIMENT_FOLDER_JOIN = re.compile(
+    r"""/\s*["'](experiment|tune|whole-slice|runs|cache|05_tables)["']|["']whole-slice["']""")
+
+
+def _experiment_names() -> list[str]:
+    from lungseg.experimentdir import ExperimentDir, ProfileDir
+
+    # The provenance files are left out (a run has one of the same name, lungseg.rundir); the folder
+    # names are common words ("runs", "a whole-slice run"), so only their use in a path is looked for
+    # (EXPERIMENT_FOLDER_JOIN).
+    return [ExperimentDir.RESULTS, ExperimentDir.CELLS, ExperimentDir.DIFFERENCES, ExperimentDir.TUNE_CHOICE,
+            ExperimentDir.TUNE_TABLE, ExperimentDir.COMPARISON, ProfileDir.CLAIMS.rsplit("/", 1)[-1]]
+
+
+def test_only_the_experiment_directory_module_spells_its_file_names() -> None:
+    wrong = _spelled(_experiment_names(), "lungseg/experimentdir.py", EXPERIMENT_FOLDER_JOIN)
+    assert not wrong, "experiment file names spelled outside lungseg/experimentdir.py:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("spelling", ['out / "results.json"', "f'{out}/tune.csv'", 'grid / "runs" / name',
+                                      "Path(out, 'whole-slice')"])
+def test_the_experiment_file_check_catches_a_name_spelled_elsewhere(spelling: str, tmp_path: Path) -> None:
+    """The check above fails on a module that spells an experiment file or folder itself, and not on the owner."""
+    package = tmp_path / "lungseg"
+    package.mkdir()
+    (package / "experimentdir.py").write_text(f'RESULTS = "results.json"\npath = {spelling}\n', encoding="utf-8")
+    assert not _spelled(_experiment_names(), "lungseg/experimentdir.py", EXPERIMENT_FOLDER_JOIN, root=tmp_path)
+    (package / "elsewhere.py").write_text(f"path = {spelling}\n", encoding="utf-8")
+    wrong = _spelled(_experiment_names(), "lungseg/experimentdir.py", EXPERIMENT_FOLDER_JOIN, root=tmp_path)
+    assert wrong and all(w.startswith("lungseg/elsewhere.py: ") for w in wrong), wrong
 
 
 @pytest.mark.parametrize("equation", range(1, 15))

@@ -79,3 +79,30 @@ def test_figure_inputs_gather_what_chapters_6_to_8_draw(tmp_path, make_npz):
     assert inputs.dataset["p01"].n_slices == 2
     assert inputs.run_dir("attention").name == "attention-hybrid-seed3"
     assert "p01" in inputs.describe() and "'hybrid'" in inputs.describe()
+
+
+def test_chapter_setup_gives_the_settings_output_folder_and_provenance(fake_repo, capsys, monkeypatch):
+    (fake_repo / "lungseg").mkdir()
+    (fake_repo / "pyproject.toml").write_text("")
+    monkeypatch.chdir(fake_repo)
+    chapter = book.chapter_setup("04_training", "quick", epochs=2, seeds=[3], device="cpu")
+    assert (chapter.settings.profile, chapter.settings.epochs, chapter.settings.seeds) == ("quick", 2, (3,))
+    assert chapter.out == fake_repo / "results" / "quick" / "04_training" and chapter.out.is_dir()
+    printed = capsys.readouterr().out
+    assert "profile quick" in printed and "2 epochs, seeds [3]" in printed
+    assert str(fake_repo) not in printed  # the output folder is printed relative, never as this machine's path
+    assert "wall time" in chapter.provenance().lower() or "commit" in chapter.provenance().lower()
+
+
+def test_chapter_setup_refuses_a_path_for_a_name(fake_repo):
+    with pytest.raises(ValueError, match="notebook name"):
+        book.chapter_setup("../04_training", "quick")
+
+
+def test_a_crf_chapter_says_first_when_the_crf_cannot_run(fake_repo, capsys, monkeypatch):
+    monkeypatch.setattr(book, "crf_available", lambda: False)
+    book.chapter_setup("08_crf", "quick", uses_crf=True, show=False)
+    assert "CRF skipped" in capsys.readouterr().out and "C++ compiler" in book.MISSING_CRF
+    monkeypatch.setattr(book, "crf_available", lambda: True)
+    book.chapter_setup("08_crf", "quick", uses_crf=True, show=False)
+    assert capsys.readouterr().out == ""

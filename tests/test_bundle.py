@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from lungseg.cli import main
+from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
-from lungseg.inference import load_run, predict_probabilities
-from lungseg.inference.bundle import BUNDLE_FORMAT, export_model, load_bundle, read_metadata
-from lungseg.training import TrainConfig, train
+from lungseg.inference import Predictor
+from lungseg.inference.bundle import BUNDLE_FORMAT, export_model, read_bundle, read_metadata
+from lungseg.training import train
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +47,33 @@ def _rewrite(src: Path, dst: Path, change: dict[str, bytes | None]) -> Path:
 
 def test_round_trip_gives_the_same_predictions(run: dict[str, Path], exported: Path) -> None:
     images = np.load(run["data"])["images"][:5].astype(np.float32)
-    direct = load_run(run["run"], device="cpu", precision="fp32")
-    loaded = load_bundle(exported, device="cpu", precision="fp32")
+    direct = Predictor.from_run_dir(run["run"], device="cpu", precision="fp32")
+    loaded = Predictor.from_bundle(exported, device="cpu", precision="fp32")
     assert loaded.config == direct.config and loaded.epoch == direct.epoch
     assert loaded.run_dir == exported.resolve()
     for (name, a), (_, b) in zip(direct.model.state_dict().items(), loaded.model.state_dict().items()):
         assert torch.equal(a, b), name
-    np.testing.assert_array_equal(predict_probabilities(loaded, images), predict_probabilities(direct, images))
-    # load_run (hence predict) takes the zip in place of a run directory
-    via_load_run = load_run(exported, device="cpu", precision="fp32")
-    np.testing.assert_array_equal(predict_probabilities(via_load_run, images), predict_probabilities(direct, images))
+    np.testing.assert_array_equal(loaded.probabilities(images), direct.probabilities(images))
+    # Predictor.load (hence predict) takes the zip in place of a run directory
+    via_load = Predictor.load(exported, device="cpu", precision="fp32")
+    np.testing.assert_array_equal(via_load.probabilities(images), direct.probabilities(images))
+
+
+def test_bundle_unpacks_in_memory_and_never_imports_the_predictor(exported: Path, tmp_path: Path) -> None:
+    """bundle.py only unpacks and verifies: no temporary run directory, no call back into the loader."""
+    import ast
+    import tempfile
+
+    import lungseg.inference.bundle as bundle
+
+    before = set(Path(tempfile.gettempdir()).iterdir())
+    unpacked = read_bundle(exported)
+    assert set(Path(tempfile.gettempdir()).iterdir()) == before
+    assert unpacked.config.model == "attention" and "model" in unpacked.state and unpacked.path == exported
+    tree = ast.parse(Path(bundle.__file__).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m.startswith("lungseg.inference")}, imported
 
 
 def test_metadata_and_model_card(exported: Path) -> None:
@@ -102,11 +120,11 @@ def test_a_zip_that_is_not_an_export_is_refused(tmp_path: Path) -> None:
     with zipfile.ZipFile(plain, "w") as zf:
         zf.writestr("configs/metadata.json", json.dumps({"format": "monai-bundle"}))
     with pytest.raises(LungsegError, match="not a lungseg export"):
-        load_bundle(plain)
+        Predictor.from_bundle(plain)
     empty = tmp_path / "empty.zip"
     zipfile.ZipFile(empty, "w").close()
     with pytest.raises(LungsegError, match="not a lungseg export"):
-        load_run(empty)
+        Predictor.load(empty)
     text = tmp_path / "model.zip.txt"
     text.write_text("hello")
     with pytest.raises(LungsegError, match="not a zip"):
@@ -117,7 +135,7 @@ def test_a_zip_that_is_not_an_export_is_refused(tmp_path: Path) -> None:
 def test_unsafe_or_unexpected_member_names_are_refused(exported: Path, tmp_path: Path, name: str) -> None:
     bad = _rewrite(exported, tmp_path / "bad.zip", {name: b"x"})
     with pytest.raises(LungsegError, match="unsafe member name|unexpected member"):
-        load_bundle(bad)
+        Predictor.from_bundle(bad)
 
 
 def test_altered_or_missing_weights_are_refused(exported: Path, tmp_path: Path) -> None:
@@ -125,10 +143,10 @@ def test_altered_or_missing_weights_are_refused(exported: Path, tmp_path: Path) 
         weights = next(n for n in zf.namelist() if n.startswith("models/"))
     altered = _rewrite(exported, tmp_path / "altered.zip", {weights: b"not the weights"})
     with pytest.raises(LungsegError, match="SHA-256"):
-        load_bundle(altered)
+        Predictor.from_bundle(altered)
     missing = _rewrite(exported, tmp_path / "missing.zip", {weights: None})
     with pytest.raises(LungsegError, match="not a complete lungseg export"):
-        load_bundle(missing)
+        Predictor.from_bundle(missing)
 
 
 def test_weights_that_would_run_code_are_refused(exported: Path, tmp_path: Path) -> None:
@@ -148,4 +166,4 @@ def test_weights_that_would_run_code_are_refused(exported: Path, tmp_path: Path)
     meta["files"][weights] = hashlib.sha256(buf.getvalue()).hexdigest()
     evil = _rewrite(exported, tmp_path / "evil.zip", {weights: buf.getvalue(), "configs/metadata.json": json.dumps(meta).encode()})
     with pytest.raises(LungsegError, match="weights_only"):
-        load_bundle(evil)
+        Predictor.from_bundle(evil)

@@ -4,6 +4,7 @@ the one scripts/colab_cells.py writes from it, and no other file spells the addr
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 from pathlib import Path
 
@@ -19,6 +20,11 @@ def _script():
     return module
 
 
+#: Files read where the book's substitutions do not run, which spell the address out: they must spell
+#: ``_config.yml``'s, and this test names them when it changes.
+SPELLED_OUT = frozenset({"README.md", "CITATION.cff"})
+
+
 def _tracked_text_files() -> list[Path]:
     try:
         names = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
@@ -27,7 +33,7 @@ def _tracked_text_files() -> list[Path]:
     out = []
     for name in names:
         path = ROOT / name
-        if path.suffix in {".md", ".ipynb", ".yml", ".yaml", ".py", ".toml", ".txt", ".cfg", ".html", ".rst", ""} \
+        if path.suffix in {".md", ".ipynb", ".yml", ".yaml", ".py", ".toml", ".txt", ".cfg", ".html", ".rst", ".cff", ""} \
                 and path.is_file():
             out.append(path)
     return out
@@ -76,6 +82,11 @@ def test_the_address_is_spelled_only_in_the_config_and_the_generated_cells() -> 
             if url in rest or "github.com/lungseg/lungseg" in rest:
                 stray.append(str(path.relative_to(ROOT)))
             continue
+        if path.relative_to(ROOT).as_posix() in SPELLED_OUT:
+            # read where no substitution runs (GitHub's front page, citation tools): the config's address, exactly
+            addresses = set(re.findall(r"https?://github\.com/[\w.-]+/[\w.-]+", text))
+            if addresses <= {url}:
+                continue
         stray.append(str(path.relative_to(ROOT)))
     assert stray == [], f"the repository address is spelled outside _config.yml: {stray}; use {{{{ repository_url }}}}"
 

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lungseg.config import TrainConfig
 from lungseg.errors import DataError, LungsegError
 from lungseg.evaluation import choose_area_threshold, detection_scores, evaluate_run
-from lungseg.inference import load_run, predict_probabilities
+from lungseg.inference import Predictor
 from lungseg.metrics import BOUNDARY_EMPTY_RULE, boundary_scores
-from lungseg.training import TrainConfig, train
+from lungseg.training import train
 
 STATS = ("dice", "iou", "accuracy", "precision", "recall", "f1")
 
@@ -48,8 +49,8 @@ def test_metrics_json_matches_independent_computation(trained: tuple[Path, Path]
     z = np.load(data)
     sel = np.isin(z["patient_ids"], split)
     images, masks, pids = z["images"][sel], z["masks"][sel].astype(bool), z["patient_ids"][sel]
-    loaded = load_run(run, device="cpu")
-    pred = predict_probabilities(loaded, images) >= 0.5
+    loaded = Predictor.from_run_dir(run, device="cpu")
+    pred = loaded.probabilities(images) >= 0.5
     tp, fp, fn = (pred & masks).sum(), (pred & ~masks).sum(), (~pred & masks).sum()
     assert saved["pooled"]["dice"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
     assert saved["pooled"]["iou"] == pytest.approx(tp / (tp + fp + fn))

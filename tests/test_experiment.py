@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from lungseg.config import TrainConfig
 from lungseg.experiment import mean_ci, run_experiment
-from lungseg.training import TrainConfig
 
 
 def test_mean_ci_is_a_student_t_interval() -> None:

@@ -19,8 +19,6 @@ from lungseg.losses import (  # noqa: E402
     FocalLoss,
     HybridLoss,
     build_loss,
-    dice_loss,
-    focal_loss,
 )
 
 
@@ -45,7 +43,7 @@ def test_perfect_prediction_gives_zero_loss(loss: torch.nn.Module) -> None:
 
 def test_completely_wrong_prediction_gives_dice_one() -> None:
     _, target = _batch(1)
-    assert dice_loss(_perfect_logits(1 - target), target).item() == pytest.approx(1.0, abs=1e-6)
+    assert DiceLoss()(_perfect_logits(1 - target), target).item() == pytest.approx(1.0, abs=1e-6)
 
 
 def test_dice_of_half_overlap_matches_hand_computation() -> None:
@@ -53,7 +51,7 @@ def test_dice_of_half_overlap_matches_hand_computation() -> None:
     target[..., :2] = 1  # 8 tumour pixels
     logits = torch.full_like(target, -50.0)
     logits[..., 1:3] = 50.0  # 8 predicted, 4 of them correct
-    assert dice_loss(logits, target, eps=0.0).item() == pytest.approx(1 - 2 * 4 / (8 + 8), abs=1e-6)
+    assert DiceLoss(eps=0.0)(logits, target).item() == pytest.approx(1 - 2 * 4 / (8 + 8), abs=1e-6)
 
 
 # --- batch vs per-image Dice ----------------------------------------------------------------------
@@ -63,8 +61,8 @@ def test_dice_batch_and_image_reductions_differ_on_tumour_free_slice() -> None:
     target[0, 0, 2:6, 2:6] = 1  # slice 0 has a tumour, slice 1 is tumour-free
     logits = _perfect_logits(target)
     logits[1] = -3.0  # small but non-negligible probabilities (~0.047) on the empty slice
-    batch = dice_loss(logits, target, reduction="batch").item()
-    image = dice_loss(logits, target, reduction="image").item()
+    batch = DiceLoss(reduction="batch")(logits, target).item()
+    image = DiceLoss(reduction="image")(logits, target).item()
     # Batch Dice only counts the few false-positive probability mass; per-image Dice calls the
     # tumour-free slice a total failure (loss ~1), which is why batch is the default.
     assert batch < 0.2
@@ -74,8 +72,8 @@ def test_dice_batch_and_image_reductions_differ_on_tumour_free_slice() -> None:
 
 def test_dice_image_reduction_is_mean_of_single_image_losses() -> None:
     logits, target = _batch(2)
-    per_image = [dice_loss(logits[i : i + 1], target[i : i + 1]).item() for i in range(3)]
-    assert dice_loss(logits, target, reduction="image").item() == pytest.approx(sum(per_image) / 3, rel=1e-6)
+    per_image = [DiceLoss()(logits[i : i + 1], target[i : i + 1]).item() for i in range(3)]
+    assert DiceLoss(reduction="image")(logits, target).item() == pytest.approx(sum(per_image) / 3, rel=1e-6)
 
 
 # --- MONAI cross-checks -----------------------------------------------------------------------------
@@ -87,7 +85,6 @@ def test_dice_equals_monai(seed: int, reduction: str, eps: float) -> None:
     logits, target = _batch(seed)
     ref = monai_losses.DiceLoss(sigmoid=True, batch=reduction == "batch", smooth_nr=eps, smooth_dr=eps)
     expected = ref(logits, target)
-    torch.testing.assert_close(dice_loss(logits, target, eps=eps, reduction=reduction), expected)
     torch.testing.assert_close(DiceLoss(eps=eps, reduction=reduction)(logits, target), expected)
 
 
@@ -98,7 +95,6 @@ def test_focal_equals_monai(seed: int, alpha: float | None, gamma: float) -> Non
     # and its "mean" reduction averages over every element: the same definition as ours.
     logits, target = _batch(seed)
     expected = monai_losses.FocalLoss(alpha=alpha, gamma=gamma, use_softmax=False)(logits, target)
-    torch.testing.assert_close(focal_loss(logits, target, alpha=alpha, gamma=gamma), expected)
     torch.testing.assert_close(FocalLoss(alpha=alpha, gamma=gamma)(logits, target), expected)
 
 
@@ -110,7 +106,6 @@ def test_focal_equals_torchvision(seed: int, alpha: float | None, gamma: float) 
     logits, target = _batch(seed)
     tv_alpha = -1.0 if alpha is None else alpha
     expected = sigmoid_focal_loss(logits, target, alpha=tv_alpha, gamma=gamma, reduction="mean")
-    torch.testing.assert_close(focal_loss(logits, target, alpha=alpha, gamma=gamma), expected)
     torch.testing.assert_close(FocalLoss(alpha=alpha, gamma=gamma)(logits, target), expected)
 
 
@@ -120,7 +115,7 @@ def test_focal_equals_torchvision(seed: int, alpha: float | None, gamma: float) 
 def test_property_focal_matches_torchvision(seed: int, side: int, scale: float, alpha: float, gamma: float) -> None:
     logits, target = _batch(seed, (2, 1, side, side), scale)
     torch.testing.assert_close(
-        focal_loss(logits, target, alpha, gamma),
+        FocalLoss(alpha=alpha, gamma=gamma)(logits, target),
         sigmoid_focal_loss(logits, target, alpha=alpha, gamma=gamma, reduction="mean"),
     )
 
@@ -136,8 +131,42 @@ def test_hybrid_equals_monai_dice_focal(lam: float) -> None:
     ours = HybridLoss(lam=lam, alpha=alpha, gamma=gamma, eps=eps)(logits, target)
     torch.testing.assert_close(ours, ref(logits, target))
     # ...and it is literally lam * Dice + (1 - lam) * Focal (eq. 9).
-    composed = lam * dice_loss(logits, target, eps) + (1 - lam) * focal_loss(logits, target, alpha, gamma)
+    composed = lam * DiceLoss(eps=eps)(logits, target) + (1 - lam) * FocalLoss(alpha=alpha, gamma=gamma)(logits, target)
     torch.testing.assert_close(ours, composed)
+
+
+def _hybrid_as_first_written(logits: torch.Tensor, target: torch.Tensor, lam: float, alpha: float | None, gamma: float,
+                             eps: float, reduction: str) -> torch.Tensor:
+    """Eq. (9) as HybridLoss computed it before it held DiceLoss and FocalLoss as parts (eqs. 7-8 inline)."""
+    logits, target = logits.float(), target.float()
+    prob = torch.sigmoid(logits)
+    dims = (0, 2, 3) if reduction == "batch" else (2, 3)
+    dice = (1.0 - (2.0 * (prob * target).sum(dims) + eps) / (prob.sum(dims) + target.sum(dims) + eps)).mean()
+    z = logits * (2.0 * target - 1.0)
+    focal = -F.logsigmoid(z)
+    if gamma != 0:
+        focal = torch.exp(gamma * F.logsigmoid(-z)) * focal
+    if alpha is not None:
+        focal = (alpha * target + (1.0 - alpha) * (1.0 - target)) * focal
+    return lam * dice + (1.0 - lam) * focal.mean()
+
+
+@pytest.mark.parametrize("reduction", ["batch", "image"])
+@pytest.mark.parametrize(("lam", "alpha", "gamma"), [(0.5, 0.25, 2.0), (0.25, 0.75, 2.0), (1.0, None, 0.0), (0.3, 0.6, 1.5)])
+def test_hybrid_of_its_parts_equals_the_formula_it_replaced_bit_for_bit(reduction: str, lam: float, alpha: float | None,
+                                                                       gamma: float) -> None:
+    # HybridLoss composes DiceLoss and FocalLoss; the value and the gradient are those of the inline
+    # eqs. (7)-(9) it had before, to the last bit (the same operations in the same order).
+    loss = HybridLoss(lam=lam, alpha=alpha, gamma=gamma, reduction=reduction)
+    assert isinstance(loss.dice, DiceLoss) and isinstance(loss.focal, FocalLoss)
+    logits, target = _batch(11, (3, 1, 12, 12))
+    ours_in, ref_in = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    ours = loss(ours_in, target)
+    ref = _hybrid_as_first_written(ref_in, target, lam, alpha, gamma, 1e-6, reduction)
+    ours.backward()
+    ref.backward()
+    assert torch.equal(ours, ref)
+    assert torch.equal(ours_in.grad, ref_in.grad)
 
 
 @settings(max_examples=25, deadline=None)
@@ -152,11 +181,11 @@ def test_hybrid_equals_monai_dice_focal(lam: float) -> None:
 def test_property_matches_monai(seed: int, batch: int, side: int, scale: float, alpha: float, gamma: float) -> None:
     logits, target = _batch(seed, (batch, 1, side, side), scale)
     torch.testing.assert_close(
-        focal_loss(logits, target, alpha, gamma),
+        FocalLoss(alpha=alpha, gamma=gamma)(logits, target),
         monai_losses.FocalLoss(alpha=alpha, gamma=gamma, use_softmax=False)(logits, target),
     )
     torch.testing.assert_close(
-        dice_loss(logits, target, 1e-6),
+        DiceLoss(eps=1e-6)(logits, target),
         monai_losses.DiceLoss(sigmoid=True, batch=True, smooth_nr=1e-6, smooth_dr=1e-6)(logits, target),
     )
 
@@ -169,12 +198,12 @@ def test_focal_matches_naive_formula_at_moderate_logits() -> None:
     p_t = torch.where(target == 1, p, 1 - p)
     alpha_t = torch.where(target == 1, 0.25, 0.75)
     naive = (-alpha_t * (1 - p_t) ** 2 * torch.log(p_t)).mean()
-    torch.testing.assert_close(focal_loss(logits, target), naive)
+    torch.testing.assert_close(FocalLoss()(logits, target), naive)
 
 
 def test_focal_without_alpha_and_gamma_is_bce() -> None:
     logits, target = _batch(4)
-    torch.testing.assert_close(focal_loss(logits, target, alpha=None, gamma=0.0),
+    torch.testing.assert_close(FocalLoss(alpha=None, gamma=0.0)(logits, target),
                                F.binary_cross_entropy_with_logits(logits, target))
     torch.testing.assert_close(BCELoss()(logits, target), F.binary_cross_entropy_with_logits(logits, target))
 
@@ -182,7 +211,7 @@ def test_focal_without_alpha_and_gamma_is_bce() -> None:
 def test_focal_down_weights_easy_pixels() -> None:
     target = torch.ones(1, 1, 2, 2)
     easy, hard = torch.full_like(target, 3.0), torch.full_like(target, -3.0)
-    ratio_focal = (focal_loss(hard, target) / focal_loss(easy, target)).item()
+    ratio_focal = (FocalLoss()(hard, target) / FocalLoss()(easy, target)).item()
     bce = F.binary_cross_entropy_with_logits
     ratio_bce = (bce(hard, target) / bce(easy, target)).item()
     assert ratio_focal > ratio_bce  # the (1 - p_t)^gamma factor focuses on the misclassified pixel
@@ -208,7 +237,7 @@ def test_losses_accept_half_precision_logits_and_compute_in_float32() -> None:
 
 # --- input validation --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fn", [dice_loss, focal_loss, DiceLoss(), FocalLoss(), HybridLoss(), BCELoss()])
+@pytest.mark.parametrize("fn", [DiceLoss(), FocalLoss(), HybridLoss(), BCELoss()])
 def test_bad_inputs_raise_value_error_naming_shapes(fn) -> None:
     logits, target = _batch(0, (2, 1, 4, 4))
     with pytest.raises(ValueError, match=r"\(2, 1, 4, 4\).*\(2, 1, 4, 5\)|\(2, 1, 4, 5\).*\(2, 1, 4, 4\)"):
@@ -233,7 +262,7 @@ def test_bad_parameters_raise() -> None:
     with pytest.raises(ValueError, match="alpha"):
         FocalLoss(alpha=-0.1)
     with pytest.raises(ValueError, match="gamma"):
-        focal_loss(*_batch(0), gamma=-1.0)
+        FocalLoss(gamma=-1.0)
     with pytest.raises(ValueError, match="reduction"):
         DiceLoss(reduction="sum")
     with pytest.raises(ValueError, match="unknown loss 'tversky'"):
@@ -243,27 +272,25 @@ def test_bad_parameters_raise() -> None:
 def test_build_loss() -> None:
     logits, target = _batch(8)
     hybrid = build_loss("hybrid", lam=0.3, alpha=0.6, gamma=1.0)
-    assert isinstance(hybrid, HybridLoss) and (hybrid.lam, hybrid.alpha, hybrid.gamma) == (0.3, 0.6, 1.0)
+    assert isinstance(hybrid, HybridLoss) and (hybrid.lam, hybrid.focal.alpha, hybrid.focal.gamma) == (0.3, 0.6, 1.0)
     assert isinstance(build_loss("dice"), DiceLoss)
     assert isinstance(build_loss("focal"), FocalLoss)
     assert isinstance(build_loss("bce"), BCELoss)
     torch.testing.assert_close(build_loss("focal", alpha=0.6, gamma=1.0)(logits, target),
-                               focal_loss(logits, target, 0.6, 1.0))
+                               FocalLoss(alpha=0.6, gamma=1.0)(logits, target))
 
 
 def test_build_loss_passes_the_dice_reduction_on() -> None:
-    from lungseg.losses import build_loss, dice_loss
-
     torch.manual_seed(3)
     logits, target = torch.randn(3, 1, 8, 8), (torch.rand(3, 1, 8, 8) > 0.7).float()
     for reduction in ("image", "batch"):
         assert build_loss("dice", reduction=reduction)(logits, target) == pytest.approx(
-            dice_loss(logits, target, reduction=reduction).item())
+            DiceLoss(reduction=reduction)(logits, target).item())
     hybrid = build_loss("hybrid", lam=1.0, reduction="image")
-    assert hybrid(logits, target).item() == pytest.approx(dice_loss(logits, target, reduction="image").item())
+    assert hybrid(logits, target).item() == pytest.approx(DiceLoss(reduction="image")(logits, target).item())
     # the two poolings differ on a batch whose images differ
-    assert dice_loss(logits, target, reduction="image").item() != pytest.approx(
-        dice_loss(logits, target, reduction="batch").item())
+    assert DiceLoss(reduction="image")(logits, target).item() != pytest.approx(
+        DiceLoss(reduction="batch")(logits, target).item())
 
 
 def test_train_config_rejects_an_unknown_dice_reduction() -> None:

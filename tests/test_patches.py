@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lungseg.training.patches import AugmentConfig, PatchSampler, epoch_generator
+from lungseg.config import AugmentConfig
+from lungseg.training.patches import PatchSampler, epoch_generator
 
 S = 96
 

@@ -20,7 +20,7 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.container import BarContainer  # noqa: E402
 
 from lungseg import plots  # noqa: E402
-from lungseg.analysis import SIZE_BINS, paired_difference_rows, per_patient_dice  # noqa: E402
+from lungseg.analysis import paired_difference_rows, per_patient_dice  # noqa: E402
 from lungseg.metrics import Confusion  # noqa: E402
 from lungseg.paper import figure3_seed_values, figure3_values  # noqa: E402
 from lungseg.rundir import RunDir  # noqa: E402
@@ -186,13 +186,3 @@ def test_paired_differences_from_the_published_results() -> None:
         paired_difference_rows(_medium_results(), "nope")
     with pytest.raises(ValueError, match="no paired differences"):
         paired_difference_rows({"differences": []})
-
-
-def test_crf_effect_by_size_orders_bins_and_counts_images() -> None:
-    rows = [{"size": "< 10 mm", "dice_change": 0.1}, {"size": ">= 20 mm", "dice_change": -0.05},
-            {"size": "< 10 mm", "dice_change": -0.2}, {"size": "no tumour", "dice_change": None}]
-    fig = plots.crf_effect_by_size(rows, order=[b[0] for b in SIZE_BINS])
-    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
-    assert labels == ["< 10 mm\n(n=2)", ">= 20 mm\n(n=1)"]
-    with pytest.raises(ValueError, match="every 'dice_change' is undefined"):
-        plots.crf_effect_by_size([{"size": "no tumour", "dice_change": None}])

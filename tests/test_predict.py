@@ -10,10 +10,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from lungseg.config import TrainConfig
 from lungseg.device import cpu_has_bf16
 from lungseg.errors import DataError, LungsegError
 from lungseg.inference import lesion_summary, predict
-from lungseg.training import TrainConfig, train
+from lungseg.training import train
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,17 @@ def test_resolve_is_relative_to_the_repository_root(fake_repo, monkeypatch):
     assert repo_root() == fake_repo
     assert resolve("results/quick") == fake_repo / "results" / "quick"
     assert resolve(fake_repo / "x") == fake_repo / "x"
-    assert profiles.experiment_dir(profiles.profile_settings("quick")) == fake_repo / "results" / "quick" / "experiment"
+    quick = profiles.profile_settings("quick")
+    assert profiles.experiment_dir(quick) == fake_repo / "results" / "quick" / "experiment"
+    assert profiles.profile_dir(quick).path == fake_repo / "results" / "quick"
+    assert profiles.tune_dir(quick) == profiles.profile_dir(quick).tune.path
+    assert profiles.tuned_settings(quick) == {}  # not tuned: no choice published
+
+
+def test_tuned_settings_are_the_published_choice_without_its_score():
+    chosen = profiles.tuned_settings(profiles.profile_settings("medium"))
+    assert set(chosen) == {"dice", "focal", "hybrid"} and all("val_dice" not in c and "threshold" in c
+                                                              for c in chosen.values())
 
 
 def test_prepare_data_reuses_a_matching_study_and_rebuilds_a_stale_one(fake_repo, monkeypatch):

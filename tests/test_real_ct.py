@@ -107,18 +107,19 @@ def test_hu_table_summarises_each_tissue() -> None:
 
 
 def test_a_crop_spanning_the_whole_slice_is_predicted_as_predict_does(tiny, make_npz, tmp_path: Path) -> None:
-    """When the crop is the whole slice, the crop route is the whole-slice route of predict_probabilities."""
-    from lungseg.inference import load_run, predict_probabilities
-    from lungseg.training import TrainConfig, train
+    """When the crop is the whole slice, the crop route is the whole-slice route of Predictor.probabilities."""
+    from lungseg.config import TrainConfig
+    from lungseg.inference import Predictor
+    from lungseg.training import train
 
     data = make_npz(tmp_path / "d.npz", n_patients=4, per_patient=2, size=32, seed=3)
     train(TrainConfig(data=str(data), epochs=1, image_size=32, **tiny), tmp_path / "run", progress=False)
-    run = load_run(tmp_path / "run", device="cpu")
+    run = Predictor.from_run_dir(tmp_path / "run", device="cpu")
     z = np.load(data)
     image = z["images"][:3]
     crop = real_ct.RealCrop(image=image, readers=z["masks"][:3], spacing=(2.0, 0.8, 0.8),
                             full_fov_mm=(32 * 0.8, 32 * 0.8))
-    np.testing.assert_allclose(real_ct.predict_crop(run, crop), predict_probabilities(run, image), atol=1e-5)
+    np.testing.assert_allclose(real_ct.predict_crop(run, crop), run.probabilities(image), atol=1e-5)
     # half the field of view in the crop: the network sees it at the same scale, on a 16-pixel input
     half = real_ct.RealCrop(image=image[:, 8:24, 8:24], readers=z["masks"][:3, 8:24, 8:24], spacing=(2.0, 0.8, 0.8),
                             full_fov_mm=(32 * 0.8, 32 * 0.8))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lungseg.experimentdir import ExperimentDir
 from lungseg.rundir import RunDir
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "run_profile.py"
@@ -44,8 +45,8 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_published_layout(published: tuple[Path, Path]) -> None:
     out, tmp = published
     exp = out / "experiment"
-    for name in rp.TABLE_FILES:
-        assert (exp / name).is_file(), name
+    for path in ExperimentDir(exp).table_paths:
+        assert path.is_file(), path.name
     with open(exp / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 2 * 1 * 2  # models x losses x CRF off/on

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
+from lungseg.config import LEGACY_VALUES, TrainConfig, upgrade_config
 from lungseg.device import cpu_has_bf16
 from lungseg.errors import LungsegError
-from lungseg.training import TrainConfig, resolve_image_size, train
+from lungseg.training import resolve_image_size, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +44,21 @@ def test_config_json_round_trip_and_validation(tmp_path: Path) -> None:
     d = cfg.to_dict()
     del d["precision"]
     assert TrainConfig.from_dict(d).precision == "auto"
+
+
+def test_upgrade_config_is_every_migration_of_an_old_config() -> None:
+    old = {"model": "unet", "num_workers": 4, "patch_size": 96}
+    saved = upgrade_config(old)
+    # an obsolete field is dropped; a field the run predates reads as what the run did; what it saved stays
+    assert "num_workers" not in saved and saved["patch_size"] == 96 and saved["model"] == "unet"
+    assert {k: saved[k] for k in LEGACY_VALUES if k != "patch_size"} == {k: v for k, v in LEGACY_VALUES.items()
+                                                                      if k != "patch_size"}
+    assert upgrade_config({"model": "unet"})["patch_size"] is None
+    # a config someone writes keeps today's defaults for what it leaves out
+    assert upgrade_config(old, saved_run=False) == {"model": "unet", "patch_size": 96}
+    assert old == {"model": "unet", "num_workers": 4, "patch_size": 96}  # not modified
+    assert TrainConfig.from_dict({"num_workers": 2}) == TrainConfig()
+    assert TrainConfig.from_dict({}, saved_run=True).patch_size is None
 
 
 def test_defaults_suit_small_ct_patches() -> None:

@@ -103,35 +103,6 @@ def test_hu_histograms_are_normalised_per_tissue():
         viz.hu_histograms({})
 
 
-def test_metric_bars_heights_and_error_bars():
-    values = {"unet": {"dice": (0.6, 0.5, 0.7), "iou": (0.45, 0.4, 0.5)},
-              "attention": {"dice": (0.7, 0.65, 0.8), "iou": 0.55}}
-    fig = viz.metric_bars(values, paper={"unet": {"dice": 0.82}, "attention": {"dice": 0.89}})
-    ax = fig.axes[0]
-    heights = sorted(round(p.get_height(), 6) for p in ax.patches)
-    assert heights == [0.45, 0.55, 0.6, 0.7]
-    errorbars = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
-    assert len(errorbars) == 2
-    assert len(ax.collections) >= 2  # the paper's diamonds besides the error-bar lines
-    with pytest.raises(ValueError, match="does not contain the mean"):
-        viz.metric_bars({"unet": {"dice": (0.9, 0.1, 0.2)}})
-    with pytest.raises(ValueError, match=r"\(mean, low, high\)"):
-        viz.metric_bars({"unet": {"dice": (0.9, 0.1)}})
-
-
-def test_learning_curves_accepts_dict_and_dataframe():
-    pd = pytest.importorskip("pandas")
-    h1 = {"epoch": [1, 2, 3], "train_loss": [1.0, 0.8, 0.6], "val_dice": [0.1, 0.3, 0.4]}
-    h2 = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.9, 0.7], "val_dice": [0.2, 0.5]})
-    fig = viz.learning_curves({"unet seed 0": h1, "attention seed 0": h2}, metrics=("train_loss", "val_dice"))
-    lines = fig.axes[1].get_lines()
-    assert [list(l.get_ydata()) for l in lines] == [[0.1, 0.3, 0.4], [0.2, 0.5]]
-    assert lines[1].get_color() == viz.COLORS["attention"]
-    assert len(viz.learning_curves({"unet": h1}).axes) == 2  # train_loss and val_dice by default
-    with pytest.raises(ValueError, match="'unet' has no column 'val_loss'"):
-        viz.learning_curves({"unet": h1}, metrics=("val_loss",))
-
-
 def test_figure2_grid_shape_and_crop():
     image, gt = _slice()
     preds = {"unet": [gt, gt], "attention": [gt, np.zeros_like(gt)]}

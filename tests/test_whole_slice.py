@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
 from lungseg.experiment import run_experiment
 from lungseg.experiment.whole_slice import COMPARED_METRICS, patch_vs_whole, run_whole_slice, whole_slice_config
-from lungseg.training import TrainConfig
+from lungseg.experimentdir import ExperimentDir
 
 
 def test_whole_slice_epochs_cost_what_the_crops_cost() -> None:
@@ -45,16 +46,15 @@ def test_whole_slice_runs_line_up_with_the_grid_per_seed(make_npz, tmp_path: Pat
                    base_config=base, device="cpu", progress=False)
     rows = run_whole_slice(data, tmp_path / "whole", base, seeds=(0, 1), device="cpu", progress=False)
     assert [r["seed"] for r in rows] == [0, 1] and {r["status"] for r in rows} == {"trained"}
-    table = patch_vs_whole(tmp_path / "exp" / "runs", tmp_path / "whole" / "runs", seeds=(0, 1),
-                           out=tmp_path / "cmp.csv")
-    assert (tmp_path / "cmp.csv").is_file() and [r["seed"] for r in table] == [0, 1]
+    table = patch_vs_whole(tmp_path / "exp", tmp_path / "whole", seeds=(0, 1), write=True)
+    assert ExperimentDir(tmp_path / "whole").comparison_path.is_file() and [r["seed"] for r in table] == [0, 1]
     for row, whole in zip(table, rows):
         assert row["dice_pooled_whole"] == pytest.approx(whole["evaluation"]["pooled"]["dice"])
         for name, _ in COMPARED_METRICS:
             if row[f"{name}_patch"] is not None and row[f"{name}_whole"] is not None:
                 assert row[f"{name}_difference"] == pytest.approx(row[f"{name}_patch"] - row[f"{name}_whole"])
     with pytest.raises(LungsegError, match="no test evaluation"):
-        patch_vs_whole(tmp_path / "exp" / "runs", tmp_path / "whole" / "runs", seeds=(5,))
+        patch_vs_whole(tmp_path / "exp", tmp_path / "whole", seeds=(5,))
 
 
 @pytest.mark.slow

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from lungseg.config import TrainConfig
 from lungseg.experiment import run_experiment
 from lungseg.experiment.workers import check_workers, map_in_workers
-from lungseg.training import TrainConfig
 
 
 def test_results_come_back_in_the_order_of_the_jobs() -> None:

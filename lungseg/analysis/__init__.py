@@ -13,7 +13,9 @@
 * :mod:`lungseg.analysis.real_ct` — a phantom-trained run on a real nodule against its readers,
   and the phantom's intensities beside the real scan's (chapter 10);
 * :mod:`lungseg.analysis.distributions` — per-patient Dice and the paired differences, for the
-  seaborn figures of :mod:`lungseg.plots` (chapter 6).
+  seaborn figures of :mod:`lungseg.plots` (chapter 6);
+* :mod:`lungseg.analysis.training` — how the runs trained: the tuning's candidates and choice,
+  convergence, patches against whole slices, where the time went (chapter 4, ``scripts/run_profile.py``).
 
 They read run directories, datasets and arrays; none trains, evaluates or knows the book.
 """
@@ -39,32 +41,54 @@ from lungseg.analysis.runs import (
     run_summaries,
 )
 from lungseg.analysis.sizes import SIZE_BINS, size_bin
+from lungseg.analysis.training import (
+    CONVERGENCE_LABELS,
+    SEARCHED,
+    chosen_candidates,
+    convergence_table,
+    grid_span,
+    patch_vs_whole_means,
+    read_tuning,
+    run_timing,
+    time_by_model,
+    tuning_table,
+)
 from lungseg.analysis.tumours import tumour_components, tumour_diameters_mm, tumour_table
 
 __all__ = [
     "BODY_HU",
     "BOUNDARY_COLUMNS",
+    "CONVERGENCE_LABELS",
     "LUNG_HU",
     "PLATEAU_EPOCHS",
     "PLATEAU_TOLERANCE",
+    "SEARCHED",
     "SIZE_BINS",
     "attention_by_region",
     "best_validation_run",
     "body_regions",
+    "chosen_candidates",
+    "convergence_table",
     "crf_boundary",
     "crf_boundary_differences",
     "crf_change",
     "describe_crf_boundary",
     "example_slices",
+    "grid_span",
     "held_out_patients",
     "paired_difference_rows",
+    "patch_vs_whole_means",
     "per_patient_dice",
     "plateau",
+    "read_tuning",
     "run_dir",
     "run_histories",
     "run_summaries",
+    "run_timing",
     "size_bin",
+    "time_by_model",
     "tumour_components",
     "tumour_diameters_mm",
     "tumour_table",
+    "tuning_table",
 ]

@@ -19,7 +19,7 @@ def per_patient_dice(results: dict[str, Any], crf: bool) -> list[dict[str, Any]]
     the slices of the run's per-image evaluation, with the CRF off or on).
 
     Args:
-        results: ``results.json`` of :func:`lungseg.experiment.run_experiment`.
+        results: the results table of :func:`lungseg.experiment.run_experiment` (what it returns and writes).
         crf: the CRF-on or CRF-off evaluations.
 
     Returns:
@@ -60,7 +60,7 @@ def paired_difference_rows(results: dict[str, Any], metric: str = "dice_pooled")
     per comparison, for :func:`lungseg.plots.paired_differences`.
 
     Args:
-        results: ``results.json`` with its ``differences``.
+        results: the results table of :func:`lungseg.experiment.run_experiment`, with its ``differences``.
         metric: a metric of the differences (e.g. ``"dice_pooled"``, ``"dice_per_patient"``).
 
     Returns:

@@ -250,42 +250,26 @@ def predict_crop(run: Any, crop: RealCrop, batch_size: int = 8) -> np.ndarray:
     ``lungseg predict`` resizes every whole slice to the network's input size ``S``, so a structure
     of the real scan reaches the network at ``FOV / S`` mm per pixel (1.56 mm for a 400 mm field of
     view and S = 256, inside the phantom's 1.2–1.6 mm). Here the crop is resized to that pixel size
-    (bilinear, after the same windowing and z-score of eq. 1 with the run's fingerprint, as in
-    :func:`lungseg.preprocess.preprocess_slices`), passed through the fully convolutional network
-    (reflect-padded to a multiple of its downsampling), and the probabilities are resized back.
-    What differs from the whole slice is only the context outside the crop; the medium runs were
-    trained on 128-pixel patches, a context of the same order.
+    (bilinear, after the same windowing and z-score of eq. 1 with the run's fingerprint), passed
+    through the fully convolutional network (reflect-padded to a multiple of its downsampling), and
+    the probabilities are resized back: :meth:`lungseg.inference.Predictor.probabilities` with a
+    ``network_size``. What differs from the whole slice is only the context outside the crop; the
+    medium runs were trained on 128-pixel patches, a context of the same order.
 
     Args:
-        run: a :class:`lungseg.inference.LoadedRun` on HU data.
+        run: a :class:`lungseg.inference.Predictor` on HU data.
         crop: the crop.
         batch_size: slices per forward pass.
 
     Returns:
         float32 probabilities ``(Z, H, W)`` on the crop's grid.
     """
-    import torch
-
-    from lungseg.device import autocast
-    from lungseg.preprocess import normalize, resize_image, restore_prediction
-
     if run.fingerprint.intensity != "hu":
         raise ValueError(f"{run.run_dir}: the run was trained on '{run.fingerprint.intensity}' images, not HU")
-    z, h, w = crop.image.shape
+    _, h, w = crop.image.shape
     sy, sx = _model_scale(run, crop)
-    out_h, out_w = max(1, round(h * crop.spacing[1] / sy)), max(1, round(w * crop.spacing[2] / sx))
-    multiple = 2 ** int(run.config.depth)
-    pad_h, pad_w = (-out_h) % multiple, (-out_w) % multiple
-    x = resize_image(normalize(crop.image, run.fingerprint), (out_h, out_w))
-    x = np.pad(x, ((0, 0), (0, pad_h), (0, pad_w)), mode="reflect")
-    probs = np.empty((z, h, w), dtype=np.float32)
-    for start in range(0, z, batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])).unsqueeze(1).to(run.device)
-        with torch.no_grad(), autocast(run.device, run.precision):
-            logits = run.model(batch)
-        p = torch.sigmoid(logits.float()).cpu()[:, :, :out_h, :out_w]
-        probs[start:start + len(p)] = restore_prediction(p, (h, w))[:, 0].numpy()
-    return probs
+    size = (max(1, round(h * crop.spacing[1] / sy)), max(1, round(w * crop.spacing[2] / sx)))
+    return run.probabilities(crop.image, batch_size=batch_size, network_size=size)
 
 
 def hu_groups(image: np.ndarray, labels: np.ndarray, names: dict[str, int]) -> dict[str, np.ndarray]:
@@ -343,11 +327,11 @@ def realct_dir() -> Path | None:
 def predict_whole_slices(run: Any, crop: RealCrop, series: str | os.PathLike[str],
                          batch_size: int = 8) -> tuple[np.ndarray, int]:
     """The whole-slice route, for comparison with :func:`predict_crop`: the crop's slices of the full
-    series, segmented whole by :func:`lungseg.inference.predict_probabilities` (what ``lungseg
+    series, segmented whole by :meth:`lungseg.inference.Predictor.probabilities` (what ``lungseg
     predict`` does).
 
     Args:
-        run: a loaded run.
+        run: a :class:`lungseg.inference.Predictor`.
         crop: the crop (its ``origin`` locates it in the series).
         series: the folder of the full DICOM series.
         batch_size: slices per forward pass.
@@ -360,7 +344,6 @@ def predict_whole_slices(run: Any, crop: RealCrop, series: str | os.PathLike[str
         ValueError: the series does not hold the crop (another grid or case).
     """
     from lungseg.data.dicom import read_dicom_series
-    from lungseg.inference import predict_probabilities
 
     volumes = read_dicom_series(series)
     if len(volumes) != 1:
@@ -370,9 +353,9 @@ def predict_whole_slices(run: Any, crop: RealCrop, series: str | os.PathLike[str
     if any(b.stop > n for b, n in zip(box, volume.image.shape)) or not np.array_equal(
             np.round(volume.image[box]), np.round(crop.image)):
         raise ValueError(f"{series}: its voxels at {crop.origin} are not the crop's (another case or grid)")
-    probs = predict_probabilities(run, volume.image[box[0]], batch_size=batch_size)
+    probs = run.probabilities(volume.image[box[0]], batch_size=batch_size)
     inside = probs[:, box[1], box[2]]
-    outside = int((probs >= run.config.threshold).sum() - (inside >= run.config.threshold).sum())
+    outside = int((probs >= run.threshold).sum() - (inside >= run.threshold).sum())
     return inside, outside
 
 
@@ -404,7 +387,7 @@ def score_series(run: Any, series: str | os.PathLike[str], reference: str | os.P
     licence lets numbers, not images, into the book).
 
     Args:
-        run: a loaded run.
+        run: a :class:`lungseg.inference.Predictor`.
         series: folder of one DICOM series.
         reference: NIfTI mask on the series' grid (:func:`reference_on_series`).
         tolerance_mm: surface-Dice tolerance.
@@ -416,14 +399,13 @@ def score_series(run: Any, series: str | os.PathLike[str], reference: str | os.P
         and ``predicted_ml_off_reference_slices`` (predicted on slices without reference).
     """
     from lungseg.data.dicom import read_dicom_series
-    from lungseg.inference import predict_probabilities
 
     volumes = read_dicom_series(series)
     if len(volumes) != 1:
         raise ValueError(f"{series}: expected one series, found {len(volumes)}")
     volume = volumes[0]
     ref = reference_on_series(volume, reference)
-    pred = predict_probabilities(run, volume.image, batch_size=batch_size) >= run.config.threshold
+    pred = run.probabilities(volume.image, batch_size=batch_size) >= run.threshold
     c = confusion(pred, ref)
     hd95, nsd = boundary_scores(pred, ref, volume.spacing, tolerance_mm)
     ml = float(np.prod(volume.spacing)) / 1000.0

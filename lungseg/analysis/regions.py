@@ -49,7 +49,7 @@ def attention_by_region(images_hu: Any, masks: Any, alphas: list[Any]) -> list[d
         images_hu: slices ``(N, H, W)`` in HU.
         masks: ground truth ``(N, H, W)``.
         alphas: one array ``(N, H, W)`` per gate, deepest first (as returned by
-            :func:`lungseg.inference.predict_probabilities` with ``return_attention=True``).
+            :meth:`lungseg.inference.Predictor.attention_maps`).
 
     Returns:
         One row per gate: ``gate``, the mean coefficient over the pixels of each region (pooled

@@ -1,6 +1,6 @@
 """The runs of a finished experiment, read back from their run directories (chapters 4 and 6–8).
 
-An experiment's results table (``results.json`` of :func:`lungseg.experiment.run_experiment`)
+An experiment's results table (what :func:`lungseg.experiment.run_experiment` returns and writes)
 lists its runs; everything read from a run goes through :class:`lungseg.rundir.RunDir`, which
 alone knows the run directory's file names.
 """

@@ -82,11 +82,11 @@ def tumour_table(runs: Sequence[str | os.PathLike[str]], data: Any, *, split: st
         ValueError: no runs, or runs trained on different splits.
     """
     from lungseg.data import open_dataset
-    from lungseg.inference import load_run, predict_probabilities
+    from lungseg.inference import Predictor
 
     if not runs:
         raise ValueError("runs must name at least one run directory")
-    loaded = [load_run(r, device=device) for r in runs]
+    loaded = [Predictor.load(r, device=device) for r in runs]
     if any(r.split != loaded[0].split for r in loaded[1:]):
         raise ValueError("the runs were trained on different patient splits; compare runs of one experiment")
     if patients is None:
@@ -102,7 +102,7 @@ def tumour_table(runs: Sequence[str | os.PathLike[str]], data: Any, *, split: st
         labels, count = tumour_components(volume.mask)
         if not count:
             continue
-        predicted = {r.run_dir.name: predict_probabilities(r, volume.image, batch_size=batch_size)
+        predicted = {r.run_dir.name: r.probabilities(volume.image, batch_size=batch_size)
                      >= (r.config.threshold if threshold is None else threshold) for r in loaded}
         sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
         means = ndimage.mean(volume.image, labels, index=np.arange(1, count + 1))

@@ -56,8 +56,8 @@ from __future__ import annotations
 from lungseg.bench.cli import add_arguments, main, run_from_args
 from lungseg.bench.harness import CUDA_BATCHES, FULL, QUICK, BenchConfig, Variant, matmul_ceiling
 from lungseg.bench.networks import MONAI_REFERENCE, NETWORKS, build_bench_model
-from lungseg.bench.report import plot_bench, read_result, write_markdown
+from lungseg.bench.report import plot_bench, write_markdown
 from lungseg.bench.run import SECTIONS, run_bench
 
-__all__ = ["BenchConfig", "add_arguments", "main", "plot_bench", "read_result", "run_bench", "run_from_args",
+__all__ = ["BenchConfig", "add_arguments", "main", "plot_bench", "run_bench", "run_from_args",
            "write_markdown"]

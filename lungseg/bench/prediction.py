@@ -14,6 +14,7 @@ import torch
 
 from lungseg.bench.harness import BenchConfig, nominal_fingerprint
 from lungseg.bench.networks import PAPER_MODEL, build_bench_model
+from lungseg.paths import portable
 
 __all__ = ["REAL_SERIES", "REAL_SERIES_GOAL_S", "real_series_prediction", "realct_series", "series_prediction"]
 
@@ -132,7 +133,7 @@ def real_series_prediction(cfg: BenchConfig, root: Path, device: torch.device, q
         seconds[crf] = time.perf_counter() - start
     slices, height, width = volume.image.shape
     return {
-        "series": str(series), "slices": slices, "shape": [slices, height, width], "image_size": cfg.image_size,
+        "series": portable(series), "slices": slices, "shape": [slices, height, width], "image_size": cfg.image_size,
         "precision": resolve_precision("auto", device), "read_seconds": read_s, "seconds": seconds[False],
         "seconds_with_crf": seconds[True], "goal_seconds_with_crf": REAL_SERIES_GOAL_S,
         "within_goal": seconds[True] <= REAL_SERIES_GOAL_S,

@@ -1,7 +1,6 @@
 """A bench result as markdown tables (``bench.md``) and as a chart (``bench.png``), and writing all three files.
 
-The renderers read only the result dictionary, so they also draw results of earlier runs, for which
-:func:`read_result` (and every renderer) maps the model keys of older files to today's names.
+The renderers read only the result dictionary, so they also draw the results of earlier runs.
 """
 
 from __future__ import annotations
@@ -17,25 +16,7 @@ import numpy as np
 
 from lungseg.files import atomic_write_bytes, atomic_write_text, json_safe
 
-__all__ = ["LEGACY_MODEL_KEYS", "plot_bench", "read_result", "upgrade_result", "write_markdown", "write_outputs"]
-
-#: Model keys of ``bench.json`` files written before the bench named lungseg's networks by the keys of
-#: :data:`lungseg.models.MODELS` (the committed ``results/bench/bench.json`` is one): old key -> key now.
-LEGACY_MODEL_KEYS: dict[str, str] = {"attention_resunet": "attention"}
-
-
-def upgrade_result(result: dict[str, Any]) -> dict[str, Any]:
-    """``result`` with its model keys renamed by :data:`LEGACY_MODEL_KEYS` (order kept; a copy if any changed)."""
-    models = result.get("models", {})
-    if not any(k in LEGACY_MODEL_KEYS for k in models):
-        return result
-    return {**result, "models": {LEGACY_MODEL_KEYS.get(k, k): m for k, m in models.items()}}
-
-
-def read_result(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A ``bench.json`` file, with the model keys of older files mapped to today's (:func:`upgrade_result`)."""
-    return upgrade_result(json.loads(Path(path).read_text()))
-
+__all__ = ["plot_bench", "write_markdown", "write_outputs"]
 
 # ---------------------------------------------------------------------------------------------------------------
 # markdown
@@ -195,7 +176,6 @@ def _pipeline(result: dict[str, Any]) -> list[str]:
 
 def write_markdown(result: dict[str, Any]) -> str:
     """The benchmark as markdown tables (the book's performance appendix includes this text)."""
-    result = upgrade_result(result)
     lines = [*_header(result), *_networks(result), *_throughput(result), *_ratios(result), *_training_step(result),
              *_pipeline(result)]
     lines += [f"Note: {note}" for note in result.get("notes", [])]
@@ -214,7 +194,6 @@ def plot_bench(result: dict[str, Any]) -> Any:
     """
     from matplotlib.figure import Figure
 
-    result = upgrade_result(result)
     models = {k: m for k, m in result["models"].items() if m.get("variants")}
     if not models:
         return None

@@ -13,7 +13,7 @@ import numpy as np
 
 from lungseg.errors import DataError
 from lungseg.files import json_safe
-from lungseg.inference import LoadedRun, binarize, predict_probabilities
+from lungseg.inference import Predictor
 
 __all__ = ["choose_area_threshold", "detection_scores", "evaluate_detection"]
 
@@ -78,7 +78,7 @@ def choose_area_threshold(predicted_area: np.ndarray, labels: np.ndarray) -> flo
 
 
 def evaluate_detection(
-    run: LoadedRun, dataset: Any, crf: bool = False, batch_size: int = 16, progress: bool = True
+    run: Predictor, dataset: Any, crf: bool = False, batch_size: int = 16, progress: bool = True
 ) -> dict[str, Any]:
     """Slice-level cancer detection on a dataset with image-level labels only (Kaggle layout).
 
@@ -95,8 +95,8 @@ def evaluate_detection(
         if _label_of(vol) is None:
             skipped += 1
             continue
-        probs = predict_probabilities(run, vol.image, batch_size=batch_size)
-        pred = binarize(run, vol.image, probs, crf)
+        probs = run.probabilities(vol.image, batch_size=batch_size)
+        pred = run.binarize(vol.image, probs, crf)
         areas += list(pred.reshape(len(pred), -1).mean(axis=1))
         labels += [_label_of(vol)] * vol.n_slices
         parts += [_part_of(vol)] * vol.n_slices

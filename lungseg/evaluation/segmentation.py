@@ -26,7 +26,7 @@ from lungseg.errors import DataError, LungsegError
 from lungseg.evaluation.detection import evaluate_detection
 from lungseg.evaluation.robustness import intensity_robustness
 from lungseg.files import check_output, json_safe, write_csv, write_json
-from lungseg.inference import LoadedRun, binarize, check_positive_int, load_run, predict_probabilities, require_finite
+from lungseg.inference import Predictor, check_positive_int, require_finite
 from lungseg.metrics import (
     BOUNDARY_METRICS,
     BOUNDARY_TOLERANCE_MM,
@@ -35,6 +35,7 @@ from lungseg.metrics import (
     confusion_per_image,
     summarize,
 )
+from lungseg.paths import portable
 from lungseg.rundir import RunDir, per_image_csv_path
 
 SPLITS: tuple[str, ...] = ("auto", "test", "val", "train", "all")
@@ -43,7 +44,7 @@ SPLITS: tuple[str, ...] = ("auto", "test", "val", "train", "all")
 MAX_ROBUSTNESS_SLICES = 128
 
 
-def _choose_patients(run: LoadedRun, dataset: Any, split: str) -> tuple[str, list[str]]:
+def _choose_patients(run: Predictor, dataset: Any, split: str) -> tuple[str, list[str]]:
     ids = list(dataset.patient_ids)
     same_source = False
     if run.config.data:
@@ -75,7 +76,7 @@ def _choose_patients(run: LoadedRun, dataset: Any, split: str) -> tuple[str, lis
     return split, list(wanted)
 
 
-def _collect(run: LoadedRun, dataset: Any, pids: Sequence[str], batch_size: int, progress: bool) -> dict[str, Any]:
+def _collect(run: Predictor, dataset: Any, pids: Sequence[str], batch_size: int, progress: bool) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     images, masks, probs, slice_pid, slice_idx, spacing = [], [], [], [], [], []
@@ -92,7 +93,7 @@ def _collect(run: LoadedRun, dataset: Any, pids: Sequence[str], batch_size: int,
         require_finite(vol.image, f"{dataset.source}, patient {pid!r}")
         images.append(vol.image.astype(np.float32, copy=False))
         masks.append(vol.mask if vol.mask is not None else np.zeros(vol.image.shape, np.uint8))
-        probs.append(predict_probabilities(run, vol.image, batch_size=batch_size))
+        probs.append(run.probabilities(vol.image, batch_size=batch_size))
         slice_pid += [pid] * vol.n_slices
         slice_idx += list(range(vol.n_slices))
         spacing += [(float(vol.spacing[1]), float(vol.spacing[2]))] * vol.n_slices
@@ -139,7 +140,7 @@ def evaluate_run(
         robustness: measure the robustness to intensity variation (HU data only).
         batch_size: slices per forward pass.
         device: inference device.
-        precision: ``"auto"``, ``"fp32"`` or ``"bf16"``, see :func:`load_run`.
+        precision: ``"auto"``, ``"fp32"`` or ``"bf16"``, see :class:`lungseg.inference.Predictor`.
         seed: bootstrap and perturbation-noise seed.
         progress: show progress bars.
         tolerance_mm: tolerance of the surface Dice in mm (:func:`lungseg.metrics.boundary_summary`).
@@ -155,7 +156,7 @@ def evaluate_run(
     _check_arguments(split, batch_size, tolerance_mm, n_boot)
     if out is not None:
         _check_outputs(run_dir, data, out)
-    loaded = load_run(run_dir, checkpoint=checkpoint, device=device, precision=precision)
+    loaded = Predictor.load(run_dir, checkpoint=checkpoint, device=device, precision=precision)
     dataset = data if hasattr(data, "patient_ids") else open_dataset(data)
     if not dataset.has_masks:
         result = evaluate_detection(loaded, dataset, crf=crf, batch_size=batch_size, progress=progress)
@@ -164,7 +165,7 @@ def evaluate_run(
         return result
     split_name, pids = _choose_patients(loaded, dataset, split)
     arrays = _collect(loaded, dataset, pids, batch_size, progress)
-    pred = binarize(loaded, arrays["images"], arrays["probs"], crf)
+    pred = loaded.binarize(arrays["images"], arrays["probs"], crf)
     result: dict[str, Any] = summarize(
         pred, arrays["masks"], arrays["patient_ids"], arrays["spacing"], n_boot=n_boot, seed=seed
     )
@@ -180,7 +181,7 @@ def evaluate_run(
     result.update(_settings(loaded, dataset, crf=crf, checkpoint=checkpoint, split=split_name))
     if out is not None:
         csv_path = per_image_csv_path(out)
-        result["per_image_csv"] = str(csv_path)
+        result["per_image_csv"] = portable(csv_path)
         write_json(result, out)
         write_csv(csv_path, per_image_rows(pred, arrays))
     return json_safe(result)
@@ -221,17 +222,17 @@ def _boundary(pred: np.ndarray, arrays: dict[str, Any], tolerance_mm: float) -> 
     return boundary
 
 
-def _settings(loaded: LoadedRun, dataset: Any, *, crf: bool, checkpoint: str, split: str) -> dict[str, Any]:
+def _settings(loaded: Predictor, dataset: Any, *, crf: bool, checkpoint: str, split: str) -> dict[str, Any]:
     """What was evaluated, how: the run, checkpoint, data, split and the model's settings."""
     return {
         "task": "segmentation",
         "crf": bool(crf),
         "threshold": None if crf else loaded.config.threshold,
-        "run": str(loaded.run_dir),
+        "run": portable(loaded.run_dir),
         "checkpoint": checkpoint,
         "checkpoint_epoch": loaded.epoch,
         "precision": loaded.precision,
-        "data": str(dataset.source),
+        "data": portable(dataset.source),
         "split": split,
         "model": loaded.config.model,
         "loss": loaded.config.loss,
@@ -241,7 +242,7 @@ def _settings(loaded: LoadedRun, dataset: Any, *, crf: bool, checkpoint: str, sp
     }
 
 
-def _robustness(loaded: LoadedRun, arrays: dict[str, Any], crf: bool, batch_size: int, seed: int,
+def _robustness(loaded: Predictor, arrays: dict[str, Any], crf: bool, batch_size: int, seed: int,
                 progress: bool) -> dict[str, Any] | None:
     """Intensity robustness (Table 2) on at most :data:`MAX_ROBUSTNESS_SLICES` tumour slices, evenly
     spaced; ``None`` when no slice holds tumour."""
@@ -252,8 +253,8 @@ def _robustness(loaded: LoadedRun, arrays: dict[str, Any], crf: bool, batch_size
     pick = np.unique(tumour[np.linspace(0, len(tumour) - 1, min(len(tumour), MAX_ROBUSTNESS_SLICES)).round().astype(int)])
 
     def predict_fn(images_hu: np.ndarray) -> np.ndarray:
-        probs = predict_probabilities(loaded, images_hu, batch_size=batch_size)
-        return binarize(loaded, images_hu, probs, crf)
+        probs = loaded.probabilities(images_hu, batch_size=batch_size)
+        return loaded.binarize(images_hu, probs, crf)
 
     rob = intensity_robustness(predict_fn, arrays["images"][pick], masks[pick], seed=seed, progress=progress)
     rob["n_images"] = int(len(pick))

@@ -2,19 +2,15 @@
 
 * :mod:`lungseg.experiment.grid` — :func:`run_experiment` (train, evaluate, seed-paired table);
 * :mod:`lungseg.experiment.profiles` — the run profiles (quick, medium, paper) and their grid;
-* :mod:`lungseg.experiment.tune` — the open choices (α, λ, learning rate, threshold) made on validation data.
+* :mod:`lungseg.experiment.tune` — the open choices (α, λ, learning rate, threshold) made on validation data;
+* :mod:`lungseg.experiment.whole_slice` — the paper's whole-slice recipe beside patch training;
+* :mod:`lungseg.experiment.workers` — runs side by side.
+
+Their folders and files are :class:`lungseg.experimentdir.ExperimentDir`'s and
+:class:`~lungseg.experimentdir.ProfileDir`'s.
 """
 
-from lungseg.experiment.grid import (
-    CELLS_FILE,
-    DIFFERENCES_FILE,
-    RESULTS_FILE,
-    TABLE_FILES,
-    TABLE_METRICS,
-    mean_ci,
-    run_experiment,
-    run_name,
-)
+from lungseg.experiment.grid import TABLE_METRICS, mean_ci, run_experiment, run_name
 from lungseg.experiment.profiles import (
     PROFILES,
     TRAIN_SETTINGS,
@@ -23,6 +19,7 @@ from lungseg.experiment.profiles import (
     grid_workers,
     phantom_config,
     prepare_data,
+    profile_dir,
     profile_settings,
     run_grid,
     train_config,
@@ -31,7 +28,7 @@ from lungseg.experiment.profiles import (
 )
 
 __all__ = [
-    "CELLS_FILE", "DIFFERENCES_FILE", "PROFILES", "RESULTS_FILE", "TABLE_FILES", "TABLE_METRICS", "TRAIN_SETTINGS",
-    "ProfileSettings", "experiment_dir", "grid_workers", "mean_ci", "phantom_config", "prepare_data", "profile_settings",
-    "run_experiment", "run_grid", "run_name", "train_config", "tune_dir", "tuned_settings",
+    "PROFILES", "TABLE_METRICS", "TRAIN_SETTINGS", "ProfileSettings", "experiment_dir", "grid_workers", "mean_ci",
+    "phantom_config", "prepare_data", "profile_dir", "profile_settings", "run_experiment", "run_grid", "run_name",
+    "train_config", "tune_dir", "tuned_settings",
 ]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import os
 import time
@@ -25,16 +24,12 @@ from lungseg.config import LOSSES, MODEL_NAMES, TrainConfig, config_differences
 from lungseg.errors import LungsegError
 from lungseg.evaluation import evaluate_run
 from lungseg.experiment.workers import check_workers, map_in_workers
+from lungseg.experimentdir import ExperimentDir
 from lungseg.files import check_output, write_csv, write_json
+from lungseg.paths import portable
+from lungseg.provenance import collect
 from lungseg.rundir import RunDir
 from lungseg.training import train
-
-#: The files of an experiment folder beside its ``runs/``: the full results (JSON), the cells and the
-#: paired differences (CSV). Readers ask for them here.
-RESULTS_FILE = "results.json"
-CELLS_FILE = "results.csv"
-DIFFERENCES_FILE = "differences.csv"
-TABLE_FILES: tuple[str, ...] = (CELLS_FILE, RESULTS_FILE, DIFFERENCES_FILE)
 
 #: The patient split of the grid when none is given: train / validation / test.
 GRID_SPLIT: tuple[float, float, float] = (0.7, 0.15, 0.15)
@@ -151,6 +146,10 @@ def train_and_evaluate(config: TrainConfig, run: RunDir, crf: Sequence[bool], n_
     return status, evaluations
 
 
+#: One evaluation of the grid: ``(model, loss, CRF on, seed)``.
+GridKey = tuple[str, str, bool, int]
+
+
 def run_experiment(
     data: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -170,10 +169,9 @@ def run_experiment(
 
     Args:
         data: dataset path (with masks).
-        out_dir: experiment folder: ``runs/<model>-<loss>-seed<k>/`` (each a run directory holding its
-            test evaluations with the CRF off and on, :meth:`lungseg.rundir.RunDir.evaluation_path`),
-            ``results.csv``, ``results.json``,
-            ``differences.csv``.
+        out_dir: experiment folder (:class:`lungseg.experimentdir.ExperimentDir`): a run directory per
+            model, loss and seed (each holding its test evaluations with the CRF off and on,
+            :meth:`lungseg.rundir.RunDir.evaluation_path`) and the grid's three tables.
         models: subset of ``("unet", "attention")``.
         losses: subset of ``("hybrid", "dice", "focal", "bce")``.
         crf: which CRF settings to evaluate.
@@ -192,8 +190,36 @@ def run_experiment(
 
     Returns:
         ``{"cells": [...], "differences": [...], "runs": [...], "settings": {...}}`` (also written as
-        ``results.json``).
+        :attr:`~lungseg.experimentdir.ExperimentDir.results_path`).
     """
+    base = _grid_base_config(models, losses, crf, seeds, base_config)
+    check_output(out_dir, [data])
+    exp = ExperimentDir(out_dir)
+    exp.runs_path.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    check_workers(workers)
+    cells_trained = list(itertools.product(models, losses, seeds))
+    jobs = [(dataclasses.replace(base, data=str(data), model=model, loss=loss, seed=int(seed), device=device,
+                                 **(loss_settings or {}).get(loss, {})),
+             exp.run(run_name(model, loss, seed)), tuple(crf), n_boot, device, progress and workers == 1)
+            for model, loss, seed in cells_trained]
+    outcomes = map_in_workers(train_and_evaluate, jobs, workers, progress=progress, desc="grid runs")
+    runs, evaluations = _collect(cells_trained, [job[1] for job in jobs], outcomes)
+    results = {
+        "cells": _cells(evaluations, models, losses, crf, seeds),
+        "differences": _differences(evaluations, models, losses, crf, seeds),
+        "runs": runs,
+        "settings": _grid_settings(data, models, losses, crf, seeds, base, loss_settings),
+        "provenance": collect(device, started=started),
+    }
+    write_results(exp, results)
+    return exp.read_results()
+
+
+def _grid_base_config(models: Sequence[str], losses: Sequence[str], crf: Sequence[bool], seeds: Sequence[int],
+                      base_config: TrainConfig | None) -> TrainConfig:
+    """The grid's shared configuration (default: :class:`TrainConfig` with :data:`GRID_SPLIT`), after
+    checking the grid's factors and that it has test patients to score on."""
     for m in models:
         if m not in MODEL_NAMES:
             raise LungsegError(f"--models: unknown model {m!r}; choose from {MODEL_NAMES}")
@@ -208,53 +234,48 @@ def run_experiment(
             f"the grid is scored on held-out test patients, but split_fractions {list(base.split_fractions)} has"
             f" no test share; use e.g. {list(GRID_SPLIT)} (--test-fraction 0.15)"
         )
-    check_output(out_dir, [data])
-    out = Path(out_dir)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    started = time.time()
+    return base
 
-    check_workers(workers)
-    cells_trained = list(itertools.product(models, losses, seeds))
-    jobs = []
-    for model, loss, seed in cells_trained:
-        config = dataclasses.replace(base, data=str(data), model=model, loss=loss, seed=int(seed), device=device,
-                                     **(loss_settings or {}).get(loss, {}))
-        jobs.append((config, RunDir(out / "runs" / run_name(model, loss, seed)), tuple(crf), n_boot, device,
-                     progress and workers == 1))
-    outcomes = map_in_workers(train_and_evaluate, jobs, workers, progress=progress, desc="grid runs")
+
+def _collect(cells_trained: Sequence[tuple[str, str, int]], run_dirs: Sequence[RunDir],
+             outcomes: Sequence[tuple[str, dict[bool, dict[str, Any]]]],
+             ) -> tuple[list[dict[str, Any]], dict[GridKey, dict[str, Any]]]:
+    """The results table's ``runs`` rows and every evaluation by :data:`GridKey`, from the runs' outcomes
+    (:func:`train_and_evaluate`'s, in the order of ``cells_trained``)."""
     runs: list[dict[str, Any]] = []
-    evaluations: dict[tuple[str, str, bool, int], dict[str, Any]] = {}
-    for (model, loss, seed), job, (status, by_crf) in zip(cells_trained, jobs, outcomes):
+    evaluations: dict[GridKey, dict[str, Any]] = {}
+    for (model, loss, seed), run, (status, by_crf) in zip(cells_trained, run_dirs, outcomes):
         for use_crf, result in by_crf.items():
             evaluations[(model, loss, use_crf, int(seed))] = result
-        runs.append({"run": str(job[1]), "model": model, "loss": loss, "seed": int(seed), "status": status})
+        runs.append({"run": portable(run.path), "model": model, "loss": loss, "seed": int(seed), "status": status})
+    return runs, evaluations
 
-    cells = _cells(evaluations, models, losses, crf, seeds)
-    differences = _differences(evaluations, models, losses, crf, seeds)
-    from lungseg.provenance import collect
 
-    results = {
-        "cells": cells,
-        "differences": differences,
-        "runs": runs,
-        "settings": {
-            "data": str(data), "models": list(models), "losses": list(losses), "crf": [bool(c) for c in crf],
-            "seeds": [int(s) for s in seeds], "split": "test split shared by every run (split_seed "
-            f"{base.split_seed})", "ci": "mean over seeds with a two-sided 95 % Student-t interval",
-            "differences": "b - a per seed (paired: same seed and split), for cells differing in one factor",
-            "interval": "t-interval over seeds, cut to the metric's range; the seeds' own values are listed",
-            "base_config": {k: v for k, v in base.to_dict().items() if k not in ("data", "model", "loss", "seed")},
-            "loss_settings": loss_settings or {},
-        },
-        "provenance": collect(device, started=started),
+def _grid_settings(data: str | os.PathLike[str], models: Sequence[str], losses: Sequence[str], crf: Sequence[bool],
+                   seeds: Sequence[int], base: TrainConfig,
+                   loss_settings: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """The results table's ``settings``: the grid, how its figures are formed, and the shared configuration."""
+    return {
+        "data": portable(data), "models": list(models), "losses": list(losses), "crf": [bool(c) for c in crf],
+        "seeds": [int(s) for s in seeds], "split": "test split shared by every run (split_seed "
+        f"{base.split_seed})", "ci": "mean over seeds with a two-sided 95 % Student-t interval",
+        "differences": "b - a per seed (paired: same seed and split), for cells differing in one factor",
+        "interval": "t-interval over seeds, cut to the metric's range; the seeds' own values are listed",
+        "base_config": {k: portable(v) if k == "cache_dir" and v else v for k, v in base.to_dict().items()
+                        if k not in ("data", "model", "loss", "seed")},
+        "loss_settings": loss_settings or {},
     }
-    write_json(results, out / RESULTS_FILE)
-    _write_cells_csv(out / CELLS_FILE, cells)
-    _write_differences_csv(out / DIFFERENCES_FILE, differences)
-    return json.loads((out / RESULTS_FILE).read_text())
 
 
-def _cells(evaluations: dict[tuple[str, str, bool, int], dict[str, Any]], models: Sequence[str],
+def write_results(exp: ExperimentDir, results: dict[str, Any]) -> None:
+    """Write a grid's results as its three tables: the full record (JSON), the cells and the paired
+    differences (CSV, one column per figure's mean, interval and seeds)."""
+    write_json(results, exp.results_path)
+    _write_cells_csv(exp.cells_path, results["cells"])
+    _write_differences_csv(exp.differences_path, results["differences"])
+
+
+def _cells(evaluations: dict[GridKey, dict[str, Any]], models: Sequence[str],
            losses: Sequence[str], crf: Sequence[bool], seeds: Sequence[int]) -> list[dict[str, Any]]:
     """One row per (model, loss, CRF): every :data:`TABLE_METRICS` figure as mean and t-interval over seeds."""
     cells = []
@@ -267,7 +288,7 @@ def _cells(evaluations: dict[tuple[str, str, bool, int], dict[str, Any]], models
     return cells
 
 
-def _differences(evaluations: dict[tuple[str, str, bool, int], dict[str, Any]], models: Sequence[str],
+def _differences(evaluations: dict[GridKey, dict[str, Any]], models: Sequence[str],
                  losses: Sequence[str], crf: Sequence[bool], seeds: Sequence[int]) -> list[dict[str, Any]]:
     """Seed-paired differences ``b - a`` between every two cells that differ in exactly one factor."""
     differences = []

@@ -27,6 +27,8 @@ from typing import Any
 
 from lungseg.config import TrainConfig
 from lungseg.experiment.grid import run_experiment
+from lungseg.experiment.tune import chosen_settings
+from lungseg.experimentdir import ProfileDir
 from lungseg.paths import resolve
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "grid_workers",
     "phantom_config",
     "prepare_data",
+    "profile_dir",
     "profile_settings",
     "run_grid",
     "train_config",
@@ -229,26 +232,29 @@ def grid_workers(settings: ProfileSettings) -> int:
     return settings.workers if resolve_device(settings.device).type == "cpu" else 1
 
 
+def profile_dir(settings: ProfileSettings) -> ProfileDir:
+    """The folder a profile's chapters write to and read from (``settings.output_dir``, from the
+    repository root): its grid, tuning, whole-slice comparison and claims."""
+    return ProfileDir(resolve(settings.output_dir))
+
+
 def tune_dir(settings: ProfileSettings) -> Path:
-    """The tuning folder of a profile: ``<output_dir>/tune`` (its table of candidates and the choice)."""
-    return resolve(settings.output_dir) / "tune"
+    """The tuning folder of a profile (its table of candidates and the choice)."""
+    return profile_dir(settings).tune.path
 
 
 def tuned_settings(settings: ProfileSettings) -> dict[str, dict[str, Any]]:
     """The per-loss settings chosen on validation data for this profile (``{}`` when it was not tuned):
     α, λ, learning rate and threshold, from :func:`lungseg.experiment.tune.tune`'s published choice."""
-    from lungseg.experiment.tune import TUNE_FILE
-
-    path = tune_dir(settings) / TUNE_FILE
-    if not path.is_file():
+    tuning = profile_dir(settings).tune
+    if not tuning.tune_choice_path.is_file():
         return {}
-    chosen = json.loads(path.read_text(encoding="utf-8"))["chosen"]
-    return {loss: {k: v for k, v in c.items() if k != "val_dice"} for loss, c in chosen.items()}
+    return chosen_settings(tuning.read_tune_choice())
 
 
 def experiment_dir(settings: ProfileSettings) -> Path:
-    """The experiment folder of a profile: ``<output_dir>/experiment`` (its runs and results table)."""
-    return resolve(settings.output_dir) / "experiment"
+    """The experiment folder of a profile (its runs and results table)."""
+    return profile_dir(settings).grid.path
 
 
 def run_grid(settings: ProfileSettings, data: str | os.PathLike[str], progress: bool = True) -> dict[str, Any]:

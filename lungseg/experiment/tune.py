@@ -6,7 +6,8 @@ would, and never on test data: for each loss it trains a small set of candidate 
 (:data:`SEARCH_SPACE`) on the training split, scores each on the **validation** patients at the native
 resolution over a range of thresholds, and keeps the best. The number of epochs is not searched:
 every run keeps its checkpoint of best validation Dice, and the profile's patience stops it once
-that has plateaued. The table of every candidate is written as ``tune.csv`` / ``tune.json``.
+that has plateaued. Every candidate, the choice and the rule are written to the tuning folder
+(:attr:`lungseg.experimentdir.ExperimentDir.tune_paths`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,10 +23,12 @@ from lungseg.config import LOSSES, TrainConfig
 from lungseg.errors import LungsegError
 from lungseg.experiment.grid import run_is_finished
 from lungseg.experiment.workers import check_workers, map_in_workers
+from lungseg.experimentdir import ExperimentDir
 from lungseg.files import check_output, write_csv, write_json
+from lungseg.paths import portable
 from lungseg.rundir import RunDir
 
-__all__ = ["SEARCH_SPACE", "THRESHOLDS", "TUNE_FILE", "TUNE_TABLE", "candidate_name", "tune", "validation_dice"]
+__all__ = ["SEARCH_SPACE", "THRESHOLDS", "candidate_name", "chosen_settings", "tune", "validation_dice"]
 
 #: Candidate settings per loss (each a set of TrainConfig overrides): α of the focal term (eq. 8) with
 #: γ = 2 as in Lin et al.; λ of the hybrid loss (eq. 9); the Adam learning rate (eq. 5).
@@ -37,8 +39,6 @@ SEARCH_SPACE: dict[str, list[dict[str, Any]]] = {
 }
 #: Probability thresholds scored on the validation patients.
 THRESHOLDS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7)
-TUNE_FILE = "tune.json"
-TUNE_TABLE = "tune.csv"
 
 
 def candidate_name(loss: str, overrides: dict[str, Any]) -> str:
@@ -50,15 +50,15 @@ def validation_dice(run_dir: str | os.PathLike[str], data: Any, thresholds: Sequ
                     batch_size: int = 16, device: str = "auto", precision: str = "auto") -> dict[float, float]:
     """Pooled Dice of a run on its **validation** patients at the native resolution, per threshold."""
     from lungseg.data import open_dataset
-    from lungseg.inference import load_run, predict_probabilities
+    from lungseg.inference import Predictor
     from lungseg.metrics import confusion
 
-    run = load_run(run_dir, device=device, precision=precision)
+    run = Predictor.load(run_dir, device=device, precision=precision)
     dataset = data if hasattr(data, "patient_ids") else open_dataset(data)
     counts = {float(t): np.zeros(3, dtype=np.int64) for t in thresholds}  # TP, FP, FN pooled over patients
     for pid in run.split["val"]:
         volume = dataset[pid]
-        probs = predict_probabilities(run, volume.image, batch_size=batch_size)
+        probs = run.probabilities(volume.image, batch_size=batch_size)
         for t in counts:
             c = confusion(probs >= t, volume.mask)
             counts[t] += (c.tp, c.fp, c.fn)
@@ -78,7 +78,7 @@ def _score_candidate(config: TrainConfig, run: RunDir, overrides: dict[str, Any]
     by_threshold = validation_dice(run.path, config.data, thresholds, device=config.device, precision=config.precision)
     best_t = max(by_threshold, key=lambda t: (by_threshold[t], -abs(t - 0.5)))
     return {
-        "loss": config.loss, **{k: overrides.get(k) for k in ("alpha", "lam", "lr")}, "run": str(run),
+        "loss": config.loss, **{k: overrides.get(k) for k in ("alpha", "lam", "lr")}, "run": portable(run),
         "best_epoch": summary["best_epoch"], "epochs_run": summary["epochs_run"],
         "val_dice_network": summary["best_val_dice"],
         **{f"val_dice_t{t:g}": d for t, d in by_threshold.items()},
@@ -101,7 +101,8 @@ def tune(
 
     Args:
         data: the dataset (its validation split is the only data the choice looks at).
-        out_dir: the tuning folder: ``runs/<candidate>/`` run directories and the table.
+        out_dir: the tuning folder (:class:`lungseg.experimentdir.ExperimentDir`): a run directory per
+            candidate and the tables.
         base_config: everything else (model, sizes, epochs, patience, split); ``data`` and the
             searched fields are set per candidate.
         losses: the losses to tune.
@@ -111,8 +112,9 @@ def tune(
         workers: candidates trained side by side (:func:`lungseg.experiment.workers.map_in_workers`).
 
     Returns:
-        ``{"candidates": [...], "chosen": {loss: {...}}, "settings": {...}}`` (also ``tune.json``;
-        the candidates also as ``tune.csv``).
+        ``{"candidates": [...], "chosen": {loss: {...}}, "settings": {...}}`` (also written as
+        :attr:`~lungseg.experimentdir.ExperimentDir.tune_choice_path`; the candidates also as
+        :attr:`~lungseg.experimentdir.ExperimentDir.tune_table_path`).
     """
     space = search_space or SEARCH_SPACE
     unknown = [lo for lo in losses if lo not in LOSSES or lo not in space]
@@ -121,13 +123,13 @@ def tune(
     base = base_config or TrainConfig()
     check_workers(workers)
     check_output(out_dir, [data])
-    out = Path(out_dir)
+    out = ExperimentDir(out_dir)
     started = time.time()
     jobs = []
     for loss in losses:
         for overrides in space[loss]:
             config = dataclasses.replace(base, data=str(data), loss=loss, **overrides)
-            jobs.append((config, RunDir(out / "runs" / candidate_name(loss, overrides)), overrides, tuple(thresholds),
+            jobs.append((config, out.run(candidate_name(loss, overrides)), overrides, tuple(thresholds),
                          progress and workers == 1))
     rows = map_in_workers(_score_candidate, jobs, workers, progress=progress, desc="tuning runs")
     chosen = {}
@@ -137,10 +139,17 @@ def tune(
         chosen[loss].update(threshold=best["best_threshold"], val_dice=best["val_dice"])
     result = {
         "candidates": rows, "chosen": chosen,
-        "settings": {"data": str(data), "rule": "highest pooled validation Dice at the native resolution over"
+        "settings": {"data": portable(data), "rule": "highest pooled validation Dice at the native resolution over"
                      f" thresholds {list(thresholds)}; test patients are never used", "wall_time_s": time.time() - started,
-                     "base_config": {k: v for k, v in base.to_dict().items() if k != "data"}},
+                     "base_config": {k: portable(v) if k == "cache_dir" and v else v
+                                     for k, v in base.to_dict().items() if k != "data"}},
     }
-    write_json(result, out / TUNE_FILE)
-    write_csv(out / TUNE_TABLE, rows)
+    write_json(result, out.tune_choice_path)
+    write_csv(out.tune_table_path, rows)
     return result
+
+
+def chosen_settings(tuning: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The per-loss training settings of a tuning's record (:func:`tune`'s ``chosen``, without the
+    validation Dice each scored): the ``loss_settings`` of :func:`lungseg.experiment.run_experiment`."""
+    return {loss: {k: v for k, v in c.items() if k != "val_dice"} for loss, c in tuning["chosen"].items()}

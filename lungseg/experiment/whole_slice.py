@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
 from lungseg.experiment.grid import metric_value, run_name, train_and_evaluate
 from lungseg.experiment.workers import check_workers, map_in_workers
+from lungseg.experimentdir import ExperimentDir
 from lungseg.files import check_output, write_csv
-from lungseg.rundir import RunDir
 
-__all__ = ["COMPARISON_FILE", "COMPARED_METRICS", "patch_vs_whole", "run_whole_slice", "whole_slice_config"]
+__all__ = ["COMPARED_METRICS", "patch_vs_whole", "run_whole_slice", "whole_slice_config"]
 
-#: The per-seed comparison table beside the whole-slice runs.
-COMPARISON_FILE = "patch_vs_whole.csv"
 #: Test figures compared: (column, path into the evaluation dict).
 COMPARED_METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("dice_pooled", ("pooled", "dice")),
@@ -70,8 +67,9 @@ def run_whole_slice(
 
     Args:
         data: the grid's dataset.
-        out_dir: the folder of the whole-slice runs (``runs/<model>-<loss>-seed<k>``); finished runs are
-            reused, interrupted ones resumed, as in the grid.
+        out_dir: the folder of the whole-slice runs (:class:`lungseg.experimentdir.ExperimentDir`, a run
+            directory per seed named as the grid's); finished runs are reused, interrupted ones resumed,
+            as in the grid.
         base_config: the grid's patch-training configuration (see :func:`whole_slice_config`).
         model, loss, seeds: the grid runs to mirror.
         loss_settings: the tuned settings of ``loss`` the grid used.
@@ -86,23 +84,24 @@ def run_whole_slice(
     check_output(out_dir, [data])
     whole = whole_slice_config(dataclasses.replace(base_config, data=str(data), model=model, loss=loss, device=device,
                                                    **(loss_settings or {})))
-    jobs = [(dataclasses.replace(whole, seed=int(s)), RunDir(Path(out_dir) / "runs" / run_name(model, loss, s)),
-             (False,), 0, device, progress and workers == 1) for s in seeds]
+    out = ExperimentDir(out_dir)
+    jobs = [(dataclasses.replace(whole, seed=int(s)), out.run(run_name(model, loss, s)), (False,), 0, device,
+             progress and workers == 1) for s in seeds]
     outcomes = map_in_workers(train_and_evaluate, jobs, workers, progress=progress, desc="whole-slice runs")
     return [{"run": str(job[1]), "seed": int(s), "status": status, "evaluation": by_crf[False]}
             for s, job, (status, by_crf) in zip(seeds, jobs, outcomes)]
 
 
-def patch_vs_whole(grid_runs: str | os.PathLike[str], whole_runs: str | os.PathLike[str], *, model: str = "attention",
-                   loss: str = "hybrid", seeds: Sequence[int] = (0, 1, 2),
-                   out: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+def patch_vs_whole(grid: str | os.PathLike[str], whole: str | os.PathLike[str], *, model: str = "attention",
+                   loss: str = "hybrid", seeds: Sequence[int] = (0, 1, 2), write: bool = False) -> list[dict[str, Any]]:
     """Per seed, the test figures (CRF off) of the patch-trained grid run and its whole-slice counterpart.
 
     Args:
-        grid_runs: the grid's ``runs/`` folder.
-        whole_runs: the whole-slice ``runs/`` folder.
+        grid: the grid's experiment folder (:class:`lungseg.experimentdir.ExperimentDir`).
+        whole: the whole-slice runs' experiment folder.
         model, loss, seeds: which runs.
-        out: optional CSV path for the table.
+        write: also write the table to ``whole``'s
+            :attr:`~lungseg.experimentdir.ExperimentDir.comparison_path`.
 
     Returns:
         Rows ``{"seed", "<metric>_patch", "<metric>_whole", "<metric>_difference", "epochs_patch", ...}``
@@ -114,8 +113,8 @@ def patch_vs_whole(grid_runs: str | os.PathLike[str], whole_runs: str | os.PathL
     rows = []
     for seed in seeds:
         row: dict[str, Any] = {"seed": int(seed)}
-        for side, folder in (("patch", grid_runs), ("whole", whole_runs)):
-            run = RunDir(Path(folder) / run_name(model, loss, seed))
+        for side, folder in (("patch", grid), ("whole", whole)):
+            run = ExperimentDir(folder).run(run_name(model, loss, seed))
             if not run.evaluation_path(False).is_file():
                 raise LungsegError(f"{run}: no test evaluation (CRF off); train and evaluate it first")
             evaluation = run.read_evaluation(False)
@@ -128,6 +127,6 @@ def patch_vs_whole(grid_runs: str | os.PathLike[str], whole_runs: str | os.PathL
             a, b = row[f"{name}_patch"], row[f"{name}_whole"]
             row[f"{name}_difference"] = None if a is None or b is None else a - b
         rows.append(row)
-    if out is not None:
-        write_csv(out, rows)
+    if write:
+        write_csv(ExperimentDir(whole).comparison_path, rows)
     return rows

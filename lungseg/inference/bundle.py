@@ -11,7 +11,9 @@ The zip is laid out like a MONAI bundle (``configs/metadata.json``, ``models/``,
 Loading never runs code from the file: member names are checked before anything is read (no
 absolute paths, no ``..``, no links, nothing but the members above), each member's size is capped
 and its SHA-256 compared with the metadata, and the weights are read by
-:meth:`lungseg.rundir.RunDir.load_checkpoint` (``torch.load(weights_only=True)``).
+:func:`lungseg.rundir.read_checkpoint` (``torch.load(weights_only=True)``). :func:`read_bundle`
+unpacks an archive in memory into what :meth:`lungseg.inference.Predictor.from_bundle` builds the
+network from; this module never builds one itself.
 """
 
 from __future__ import annotations
@@ -21,9 +23,8 @@ import io
 import json
 import os
 import stat
-import tempfile
 import zipfile
-from dataclasses import replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -31,11 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
 from lungseg.files import check_output
-from lungseg.rundir import RunDir
+from lungseg.preprocess import Fingerprint
+from lungseg.rundir import RunDir, parse_config, read_checkpoint
 
-__all__ = ["BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "export_model", "is_bundle", "load_bundle", "read_metadata"]
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "Bundle", "export_model", "is_bundle", "read_bundle",
+           "read_metadata"]
 
 #: ``metadata.json``'s ``format``: what marks a zip as a lungseg export.
 BUNDLE_FORMAT = "lungseg-model"
@@ -137,8 +141,6 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], c
         FileNotFoundError: the run lacks its configuration, fingerprint or checkpoint.
         LungsegError: ``out`` is not a ``.zip``, exists without ``force``, or the checkpoint is unreadable.
     """
-    from lungseg import __version__
-
     run = RunDir(run_dir)
     out_path = Path(out)
     if out_path.suffix.lower() != ".zip":
@@ -160,8 +162,21 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], c
     summary = run.read_metrics() if run.metrics_path.is_file() else {}
     evaluation = run.read_evaluation(True) if run.evaluation_path(True).is_file() else (
         run.read_evaluation(False) if run.evaluation_path(False).is_file() else None)
+    metadata = _export_metadata(run, checkpoint, int(state.get("epoch", 0)), config, summary, evaluation)
+    metadata["files"] = {name: _sha256(data) for name, data in sorted(payload.items())}
+    card = _model_card(config, metadata, summary, evaluation).encode("utf-8")
+    metadata["files"][_CARD] = _sha256(card)
+    _write_zip(out_path, metadata, payload, card)
+    return out_path
+
+
+def _export_metadata(run: RunDir, checkpoint: str, epoch: int, config: dict[str, Any], summary: dict[str, Any],
+                     evaluation: dict[str, Any] | None) -> dict[str, Any]:
+    """``configs/metadata.json`` of an export (MONAI bundle fields), without its ``files`` checksums."""
+    from lungseg import __version__
+
     size = int(config.get("image_size") or 0)
-    metadata: dict[str, Any] = {
+    return {
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_FORMAT_VERSION,
         "name": f"lungseg {config.get('model')} ({config.get('loss')} loss, seed {config.get('seed')})",
@@ -169,7 +184,7 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], c
         "exported": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "source_run": run.path.name,
         "checkpoint": checkpoint,
-        "epoch": int(state.get("epoch", 0)),
+        "epoch": epoch,
         "pytorch_version": torch.__version__.split("+")[0],
         "numpy_version": np.__version__,
         "required_packages_version": {"lungseg": __version__, "torch": torch.__version__.split("+")[0]},
@@ -192,10 +207,11 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], c
         "threshold": config.get("threshold"),
         "best_val_dice": summary.get("best_val_dice"),
         "test_metrics": _json_value((evaluation or {}).get("pooled")),
-        "files": {name: _sha256(data) for name, data in sorted(payload.items())},
     }
-    card = _model_card(config, metadata, summary, evaluation).encode("utf-8")
-    metadata["files"][_CARD] = _sha256(card)
+
+
+def _write_zip(out_path: Path, metadata: dict[str, Any], payload: dict[str, bytes], card: bytes) -> None:
+    """The zip, written beside ``out_path`` and moved into place (a killed export leaves no half file)."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     try:
@@ -207,7 +223,6 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], c
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
-    return out_path
 
 
 def is_bundle(path: str | os.PathLike[str]) -> bool:
@@ -269,39 +284,58 @@ def _metadata(path: Path, zf: zipfile.ZipFile) -> dict[str, Any]:
     return metadata
 
 
-def load_bundle(path: str | os.PathLike[str], device: str = "auto", precision: str = "auto") -> Any:
-    """Load a model exported by :func:`export_model` for inference.
+@dataclass(frozen=True)
+class Bundle:
+    """A model ``.zip`` unpacked and verified by :func:`read_bundle`.
 
-    The members are checked (:func:`read_metadata`), compared with their SHA-256 in the metadata,
-    written into a temporary run directory and read by :func:`lungseg.inference.load_run`, whose
-    checkpoint reader refuses anything but tensors and plain types.
+    Attributes:
+        path: the ``.zip``.
+        metadata: its ``configs/metadata.json``.
+        config: the run's :class:`lungseg.config.TrainConfig`.
+        fingerprint: the intensity fingerprint of eq. (1).
+        state: the checkpoint (``{"model": state dict, "epoch": int}``), tensors on the CPU.
+    """
+
+    path: Path
+    metadata: dict[str, Any]
+    config: TrainConfig
+    fingerprint: Any
+    state: dict[str, Any]
+
+
+def read_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Unpack and verify a model exported by :func:`export_model`, in memory.
+
+    The member names are checked (:func:`read_metadata`), each member is compared with its SHA-256
+    in the metadata, and the weights are read by :func:`lungseg.rundir.read_checkpoint`, which
+    refuses anything but tensors and plain types. Build the network with
+    :meth:`lungseg.inference.Predictor.from_bundle`.
 
     Args:
         path: the ``.zip``.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
-        precision: as for :func:`lungseg.inference.load_run`.
 
     Returns:
-        A :class:`lungseg.inference.LoadedRun` whose ``run_dir`` is ``path``.
+        The :class:`Bundle`.
 
     Raises:
         LungsegError: not a lungseg export, unsafe or unexpected members, a missing member, or a
             member whose SHA-256 differs from the metadata.
     """
-    from lungseg.inference.run import load_run
-
     p = Path(path)
     metadata = read_metadata(p)
-    members = _members()
-    with zipfile.ZipFile(p) as zf, tempfile.TemporaryDirectory(prefix="lungseg-model-") as tmp:
+    data: dict[str, bytes] = {}
+    with zipfile.ZipFile(p) as zf:
         names = set(zf.namelist())
-        for member, file_name in members.items():
+        for member, file_name in _members().items():
             if member not in names:
                 raise LungsegError(f"{p}: not a complete lungseg export (no {member})")
-            data = zf.read(member)
-            expected = metadata["files"].get(member)
-            if expected != _sha256(data):
+            data[file_name] = zf.read(member)
+            if metadata["files"].get(member) != _sha256(data[file_name]):
                 raise LungsegError(f"{p}: {member} does not match its SHA-256 in {_METADATA}; the file is damaged or was altered")
-            (Path(tmp) / file_name).write_bytes(data)
-        loaded = load_run(tmp, checkpoint="best", device=device, precision=precision)
-    return replace(loaded, run_dir=p.resolve())
+    ckpt = RunDir(".").checkpoint_path("best").name
+    return Bundle(
+        path=p, metadata=metadata,
+        config=parse_config(data[RunDir.CONFIG], f"{p}:{RunDir.CONFIG}"),
+        fingerprint=Fingerprint.from_json_text(data[RunDir.FINGERPRINT], f"{p}:{RunDir.FINGERPRINT}"),
+        state=read_checkpoint(io.BytesIO(data[ckpt]), f"{p}:{ckpt}"),
+    )

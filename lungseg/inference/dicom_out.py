@@ -198,16 +198,38 @@ def write_rtstruct(mask: np.ndarray, headers: Sequence[Any], path: str | os.Path
         every slice of the series is listed in the referenced series. An empty mask gives the ROI
         without contours.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence as DicomSequence
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     mask = _check_mask(mask, headers)
+    ds = _rtstruct_dataset(headers, algorithm)
+    ds.ReferencedFrameOfReferenceSequence = DicomSequence([_referenced_frame(headers)])
+    roi = Dataset()
+    roi.ROINumber = 1
+    roi.ReferencedFrameOfReferenceUID = str(headers[0].FrameOfReferenceUID)
+    roi.ROIName = SEGMENT_LABEL
+    roi.ROIDescription = ", ".join(f"{k} {v}" for k, v in algorithm.items())[:64]
+    roi.ROIGenerationAlgorithm = "AUTOMATIC"
+    roi.ROIGenerationDescription = f"{algorithm['name']} {algorithm['version']} run {algorithm['run']}"[:64]
+    ds.StructureSetROISequence = DicomSequence([roi])
+    ds.ROIContourSequence = DicomSequence([_roi_contours(mask, headers)])
+    observation = Dataset()
+    observation.ObservationNumber = 1
+    observation.ReferencedROINumber = 1
+    observation.RTROIInterpretedType = "GTV"
+    observation.ROIInterpreter = ""
+    ds.RTROIObservationsSequence = DicomSequence([observation])
+    return _save(ds, Path(path))
+
+
+def _rtstruct_dataset(headers: Sequence[Any], algorithm: dict[str, Any]) -> Any:
+    """An RT Structure Set's file meta, identity and the patient and study of the source series."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+
     head = headers[0]
-    frame_uid = str(head.FrameOfReferenceUID)
     now = datetime.now()
     sop_uid = generate_uid()
-
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = _RT_STRUCTURE_SET_STORAGE
@@ -227,46 +249,55 @@ def write_rtstruct(mask: np.ndarray, headers: Sequence[Any], path: str | os.Path
     ds.Manufacturer = "lungseg"
     ds.ManufacturerModelName = str(algorithm["run"])[:64] or "lungseg"
     ds.SoftwareVersions = str(algorithm["version"])
-    ds.FrameOfReferenceUID = frame_uid
+    ds.FrameOfReferenceUID = str(head.FrameOfReferenceUID)
     ds.PositionReferenceIndicator = ""
     ds.StructureSetLabel = "lungseg"
     ds.StructureSetName = "Tumour"
     ds.StructureSetDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
     ds.StructureSetTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
+    return ds
 
-    def image_ref(header: Any) -> Dataset:
-        ref = Dataset()
-        ref.ReferencedSOPClassUID = header.SOPClassUID
-        ref.ReferencedSOPInstanceUID = header.SOPInstanceUID
-        return ref
 
+def _image_ref(header: Any) -> Any:
+    """A reference to one source slice (its SOP class and instance)."""
+    from pydicom.dataset import Dataset
+
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = header.SOPClassUID
+    ref.ReferencedSOPInstanceUID = header.SOPInstanceUID
+    return ref
+
+
+def _referenced_frame(headers: Sequence[Any]) -> Any:
+    """The frame of reference → study → series → every slice chain an RT Structure Set references."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    head = headers[0]
     series_ref = Dataset()
     series_ref.SeriesInstanceUID = head.SeriesInstanceUID
-    series_ref.ContourImageSequence = DicomSequence([image_ref(h) for h in headers])
+    series_ref.ContourImageSequence = DicomSequence([_image_ref(h) for h in headers])
     study_ref = Dataset()
     study_ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management (retired; customary)
     study_ref.ReferencedSOPInstanceUID = head.StudyInstanceUID
     study_ref.RTReferencedSeriesSequence = DicomSequence([series_ref])
     frame_ref = Dataset()
-    frame_ref.FrameOfReferenceUID = frame_uid
+    frame_ref.FrameOfReferenceUID = str(head.FrameOfReferenceUID)
     frame_ref.RTReferencedStudySequence = DicomSequence([study_ref])
-    ds.ReferencedFrameOfReferenceSequence = DicomSequence([frame_ref])
+    return frame_ref
 
-    roi = Dataset()
-    roi.ROINumber = 1
-    roi.ReferencedFrameOfReferenceUID = frame_uid
-    roi.ROIName = SEGMENT_LABEL
-    roi.ROIDescription = ", ".join(f"{k} {v}" for k, v in algorithm.items())[:64]
-    roi.ROIGenerationAlgorithm = "AUTOMATIC"
-    roi.ROIGenerationDescription = f"{algorithm['name']} {algorithm['version']} run {algorithm['run']}"[:64]
-    ds.StructureSetROISequence = DicomSequence([roi])
+
+def _roi_contours(mask: np.ndarray, headers: Sequence[Any]) -> Any:
+    """The ROI's CLOSED_PLANAR contours in patient millimetres, each referencing the slice it lies on."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
 
     contours = []
     for k in np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1)):
         for polygon in mask_contours(mask[k]):
             points = _patient_points(polygon, headers[k])
             item = Dataset()
-            item.ContourImageSequence = DicomSequence([image_ref(headers[k])])
+            item.ContourImageSequence = DicomSequence([_image_ref(headers[k])])
             item.ContourGeometricType = "CLOSED_PLANAR"
             item.NumberOfContourPoints = len(points)
             item.ContourData = [_ds_text(float(v)) for v in points.ravel()]
@@ -276,12 +307,4 @@ def write_rtstruct(mask: np.ndarray, headers: Sequence[Any], path: str | os.Path
     roi_contour.ReferencedROINumber = 1
     if contours:
         roi_contour.ContourSequence = DicomSequence(contours)
-    ds.ROIContourSequence = DicomSequence([roi_contour])
-
-    observation = Dataset()
-    observation.ObservationNumber = 1
-    observation.ReferencedROINumber = 1
-    observation.RTROIInterpretedType = "GTV"
-    observation.ROIInterpreter = ""
-    ds.RTROIObservationsSequence = DicomSequence([observation])
-    return _save(ds, Path(path))
+    return roi_contour

@@ -218,7 +218,7 @@ def claims(results: dict[str, Any], *, loss: str | None = None, data_note: str |
     """Every number of the paper's Tables 2–3, and its relative claims, against the experiment's, with a verdict.
 
     Args:
-        results: ``results.json`` of :func:`lungseg.experiment.run_experiment`.
+        results: the results table of :func:`lungseg.experiment.run_experiment` (what it returns and writes).
         loss: the grid's loss to compare (default :func:`primary_loss`).
         data_note: appended to every reason (e.g. "synthetic phantom, not the paper's data").
 

@@ -26,7 +26,7 @@ def figure3_values(results: dict[str, Any], loss: str | None = None, crf: bool =
     """Bars and the paper's markers for :func:`lungseg.plots.figure3` (Figure 3).
 
     Args:
-        results: ``results.json`` of :func:`lungseg.experiment.run_experiment`.
+        results: the results table of :func:`lungseg.experiment.run_experiment` (what it returns and writes).
         loss: the grid's loss to show (default :func:`lungseg.paper.primary_loss`).
         crf: the CRF-on (the paper's full pipeline) or CRF-off cells.
 

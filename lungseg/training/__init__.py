@@ -6,8 +6,7 @@
   foreground oversampling, or whole slices) drawn and augmented as batched tensor operations.
 """
 
-from lungseg.config import TrainConfig
-from lungseg.training.patches import AugmentConfig, BatchPlan, PatchSampler, epoch_generator
+from lungseg.training.patches import BatchPlan, PatchSampler, epoch_generator
 from lungseg.training.trainer import (
     RunResult,
     SplitByImageWarning,
@@ -20,6 +19,6 @@ from lungseg.training.trainer import (
 )
 
 __all__ = [
-    "AugmentConfig", "BatchPlan", "PatchSampler", "RunResult", "SplitByImageWarning", "TrainConfig", "Trainer", "build_lr_lambda",
-    "epoch_generator", "make_split", "resolve_image_size", "seed_everything", "train",
+    "BatchPlan", "PatchSampler", "RunResult", "SplitByImageWarning", "Trainer", "build_lr_lambda", "epoch_generator",
+    "make_split", "resolve_image_size", "seed_everything", "train",
 ]

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from lungseg.config import AugmentConfig
 
-__all__ = ["AugmentConfig", "BatchPlan", "PatchSampler", "epoch_generator"]
+__all__ = ["BatchPlan", "PatchSampler", "epoch_generator"]
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

@@ -1,0 +1,71 @@
+"""The lesion table of a predicted mask: connected tumour components, their sizes and where they lie."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from lungseg.metrics import equivalent_sphere_diameter_mm
+
+__all__ = ["image_lesion_summary", "lesion_summary"]
+
+
+def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None) -> dict[str, Any]:
+    """Connected tumour components of a volume mask.
+
+    Args:
+        mask: binary ``(Z, H, W)``; components are 26-connected in 3D (a lesion spans slices).
+        spacing: ``(z, y, x)`` voxel size in mm, or ``None`` when unknown (sizes in voxels then).
+
+    Returns:
+        ``{"count", "total_volume_ml", "lesions": [{"id", "voxels", "volume_ml",
+        "equivalent_diameter_mm", "slice_range": [first, last], "centroid_voxel": [z, y, x]}]}``,
+        largest first. The equivalent diameter is that of the sphere of the same volume,
+        ``(6 V / π)^(1/3)``.
+    """
+    labels, n = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    voxel_ml = None if spacing is None else float(np.prod(spacing)) / 1000.0
+    lesions = []
+    if n:
+        objects = ndimage.find_objects(labels)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        centroids = ndimage.center_of_mass(mask > 0, labels, range(1, n + 1))
+        for k in range(n):
+            voxels = int(sizes[k])
+            entry: dict[str, Any] = {
+                "voxels": voxels,
+                "slice_range": [int(objects[k][0].start), int(objects[k][0].stop - 1)],
+                "centroid_voxel": [round(float(c), 2) for c in centroids[k]],
+            }
+            if voxel_ml is not None:
+                vol_ml = voxels * voxel_ml
+                entry["volume_ml"] = round(vol_ml, 4)
+                entry["equivalent_diameter_mm"] = round(equivalent_sphere_diameter_mm(vol_ml, 1000.0), 3)
+            lesions.append(entry)
+    lesions.sort(key=lambda e: -e["voxels"])
+    for i, e in enumerate(lesions, 1):
+        e["id"] = i
+    return {
+        "count": len(lesions),
+        "total_volume_ml": None if voxel_ml is None else round(sum(e["volume_ml"] for e in lesions), 4),
+        "connectivity": "26-connected 3D components",
+        "lesions": lesions,
+    }
+
+
+def image_lesion_summary(mask2d: np.ndarray, spacing: tuple[float, float] | None) -> dict[str, Any]:
+    """Connected tumour components of one 2D mask (:func:`lungseg.metrics.lesions`, 8-connected),
+    largest first; areas in mm² and equivalent diameters when the pixel spacing is known."""
+    from lungseg.metrics import lesions
+
+    found = sorted(lesions(mask2d > 0, (1.0, 1.0) if spacing is None else spacing), key=lambda les: -len(les.pixels))
+    entries = []
+    for lesion in found:
+        entry: dict[str, Any] = {"pixels": len(lesion.pixels)}
+        if spacing is not None:
+            entry["area_mm2"] = round(lesion.area_mm2, 3)
+            entry["equivalent_diameter_mm"] = round(lesion.diameter_mm, 3)
+        entries.append(entry)
+    return {"count": len(found), "connectivity": "8-connected 2D components", "lesions": entries}
