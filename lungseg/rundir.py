@@ -317,6 +317,14 @@ class RunDir:
     def read_evaluation(self, crf: bool) -> dict[str, Any]:
         return json.loads(self.evaluation_path(crf).read_text())
 
+    def read_per_image(self, crf: bool) -> list[dict[str, str]] | None:
+        """The rows of the per-image table beside :meth:`evaluation_path` (``None`` where there is none)."""
+        path = self.per_image_path(crf)
+        if not path.is_file():
+            return None
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+
     def save_checkpoint(self, which: str, state: dict[str, Any]) -> Path:
         """:func:`torch.save` of ``state`` as ``which`` (``"best"``/``"last"``), never leaving a partial file."""
         buf = io.BytesIO()

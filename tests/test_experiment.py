@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from lungseg.config import TrainConfig
-from lungseg.experiment import mean_ci, run_experiment
+from lungseg.experiment import refresh_results, mean_ci, run_experiment
 
 
 def test_mean_ci_is_a_student_t_interval() -> None:
@@ -39,6 +39,11 @@ def test_grid_with_reuse_and_paired_differences(make_npz, tmp_path: Path) -> Non
                 ["pooled"]["dice"] for s in (0, 1)]
     assert cell["dice_pooled"]["mean"] == pytest.approx(np.mean(per_seed))
     assert cell["dice_pooled"]["n"] == 2 and cell["dice_pooled"]["low"] <= cell["dice_pooled"]["high"]
+    # Pixel figures resample seeds and test patients; lesion figures have a t-interval over seeds.
+    assert cell["dice_pooled"]["interval"] == "seeds x patients" and cell["dice_pooled"]["n_patients"] >= 1
+    assert cell["small_tumor_recall"]["interval"] == "seeds (t)"
+    # Forming the table again from the saved evaluations gives the same table.
+    assert refresh_results(tmp_path / "exp")["cells"] == json.loads((tmp_path / "exp" / "results.json").read_text())["cells"]
     # Differences only between cells differing in one factor, paired by seed.
     factors = sorted(d["factor"] for d in res["differences"])
     assert factors == ["crf", "crf", "model", "model"]

@@ -163,7 +163,7 @@ def test_relative_claims_cover_loss_and_crf_with_a_direction():
          "dice_pooled": _stat(0.05, 0.02, 0.08, n=2)},  # focal better than hybrid: contradicts
         {"factor": "crf", "a": {"model": "unet", "loss": "hybrid", "crf": False},
          "b": {"model": "unet", "loss": "hybrid", "crf": True}, "n_pairs": 2,
-         "hd95_mm_per_patient": _stat(-2.0, -3.0, -1.0, n=2)},
+         "hd95_mm_per_image": _stat(-2.0, -3.0, -1.0, n=2)},
     ]
     rows = paper.relative_claims(results)
     by_other = {r["compared_with"]: r for r in rows if r["metric"] == "hybrid beats the other loss"}

@@ -10,7 +10,7 @@ Their folders and files are :class:`lungseg.experimentdir.ExperimentDir`'s and
 :class:`~lungseg.experimentdir.ProfileDir`'s.
 """
 
-from lungseg.experiment.grid import TABLE_METRICS, mean_ci, run_experiment, run_name
+from lungseg.experiment.grid import TABLE_METRICS, mean_ci, refresh_results, run_experiment, run_name
 from lungseg.experiment.profiles import (
     PROFILES,
     TRAIN_SETTINGS,
@@ -29,6 +29,6 @@ from lungseg.experiment.profiles import (
 
 __all__ = [
     "PROFILES", "TABLE_METRICS", "TRAIN_SETTINGS", "ProfileSettings", "experiment_dir", "grid_workers", "mean_ci",
-    "phantom_config", "prepare_data", "profile_dir", "profile_settings", "run_experiment", "run_grid", "run_name",
+    "phantom_config", "prepare_data", "profile_dir", "profile_settings", "refresh_results", "run_experiment", "run_grid", "run_name",
     "train_config", "tune_dir", "tuned_settings",
 ]

@@ -3,8 +3,12 @@
 Every (model, loss, seed) is trained once (a finished run with the same configuration is reused;
 an interrupted one is resumed) and evaluated on the test split with and without the CRF of
 eq. (10). All runs share one patient split (``split_seed``), so differences between cells are
-*paired* by seed. The results table gives, per cell, the mean over seeds and its 95 % t-interval,
-and the paired differences between cells that differ in exactly one factor (model, loss or CRF).
+*paired* by seed and patient. The results table gives, per cell, the mean over seeds and its 95 %
+interval, and the paired differences between cells that differ in exactly one factor (model, loss or
+CRF). The interval of a figure that a run's per-image table rebuilds per patient
+(:data:`lungseg.experiment.figures.PATIENT_FIGURES`: the pixel figures) resamples training seeds and
+test patients together (:func:`lungseg.metrics.crossed_interval`); the others (lesion recalls, the
+robustness, per-patient boundary figures) have a Student-t interval over seeds.
 It feeds Tables 2–4 and Figure 3 of the book.
 """
 
@@ -23,9 +27,11 @@ import numpy as np
 from lungseg.config import LOSSES, MODEL_NAMES, TrainConfig, config_differences
 from lungseg.errors import LungsegError
 from lungseg.evaluation import evaluate_run
+from lungseg.experiment.figures import PATIENT_FIGURES, patient_figures, stack_seeds
 from lungseg.experiment.workers import check_workers, map_in_workers
 from lungseg.experimentdir import ExperimentDir
 from lungseg.files import check_output, write_csv, write_json
+from lungseg.metrics import CROSSED_INTERVAL, crossed_interval, paired_crossed_interval
 from lungseg.paths import portable
 from lungseg.provenance import collect
 from lungseg.rundir import RunDir
@@ -33,6 +39,19 @@ from lungseg.training import train
 
 #: The patient split of the grid when none is given: train / validation / test.
 GRID_SPLIT: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
+#: One evaluation of the grid: ``(model, loss, CRF on, seed)``.
+GridKey = tuple[str, str, bool, int]
+#: A run's per-image table, as rows.
+Rows = list[dict[str, str]]
+#: How the results table's intervals are formed (its ``settings``).
+INTERVALS = {
+    "ci": f"pixel figures ({', '.join(PATIENT_FIGURES)}): {CROSSED_INTERVAL}; the other figures: mean over seeds "
+          "with a two-sided 95 % Student-t interval over seeds, cut to the figure's range",
+    "differences": "b - a, paired by seed and test patient, for cells differing in one factor",
+    "interval": "each figure's 'interval' says which: 'seeds x patients' or 'seeds (t)'; the seeds' own values "
+                "are listed",
+}
 
 #: Figures of the results table: (column name, path into the evaluation dict).
 TABLE_METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -146,10 +165,6 @@ def train_and_evaluate(config: TrainConfig, run: RunDir, crf: Sequence[bool], n_
     return status, evaluations
 
 
-#: One evaluation of the grid: ``(model, loss, CRF on, seed)``.
-GridKey = tuple[str, str, bool, int]
-
-
 def run_experiment(
     data: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -204,10 +219,10 @@ def run_experiment(
              exp.run(run_name(model, loss, seed)), tuple(crf), n_boot, device, progress and workers == 1)
             for model, loss, seed in cells_trained]
     outcomes = map_in_workers(train_and_evaluate, jobs, workers, progress=progress, desc="grid runs")
-    runs, evaluations = _collect(cells_trained, [job[1] for job in jobs], outcomes)
+    runs, evaluations, tables = _collect(cells_trained, [job[1] for job in jobs], outcomes)
     results = {
-        "cells": _cells(evaluations, models, losses, crf, seeds),
-        "differences": _differences(evaluations, models, losses, crf, seeds),
+        "cells": _cells(evaluations, tables, models, losses, crf, seeds),
+        "differences": _differences(evaluations, tables, models, losses, crf, seeds),
         "runs": runs,
         "settings": _grid_settings(data, models, losses, crf, seeds, base, loss_settings),
         "provenance": collect(device, started=started),
@@ -239,16 +254,18 @@ def _grid_base_config(models: Sequence[str], losses: Sequence[str], crf: Sequenc
 
 def _collect(cells_trained: Sequence[tuple[str, str, int]], run_dirs: Sequence[RunDir],
              outcomes: Sequence[tuple[str, dict[bool, dict[str, Any]]]],
-             ) -> tuple[list[dict[str, Any]], dict[GridKey, dict[str, Any]]]:
-    """The results table's ``runs`` rows and every evaluation by :data:`GridKey`, from the runs' outcomes
-    (:func:`train_and_evaluate`'s, in the order of ``cells_trained``)."""
+             ) -> tuple[list[dict[str, Any]], dict[GridKey, dict[str, Any]], dict[GridKey, Rows | None]]:
+    """The results table's ``runs`` rows, and every evaluation and per-image table by :data:`GridKey`, from
+    the runs' outcomes (:func:`train_and_evaluate`'s, in the order of ``cells_trained``)."""
     runs: list[dict[str, Any]] = []
     evaluations: dict[GridKey, dict[str, Any]] = {}
+    tables: dict[GridKey, Rows | None] = {}
     for (model, loss, seed), run, (status, by_crf) in zip(cells_trained, run_dirs, outcomes):
         for use_crf, result in by_crf.items():
             evaluations[(model, loss, use_crf, int(seed))] = result
+            tables[(model, loss, use_crf, int(seed))] = run.read_per_image(use_crf)
         runs.append({"run": portable(run.path), "model": model, "loss": loss, "seed": int(seed), "status": status})
-    return runs, evaluations
+    return runs, evaluations, tables
 
 
 def _grid_settings(data: str | os.PathLike[str], models: Sequence[str], losses: Sequence[str], crf: Sequence[bool],
@@ -258,13 +275,43 @@ def _grid_settings(data: str | os.PathLike[str], models: Sequence[str], losses: 
     return {
         "data": portable(data), "models": list(models), "losses": list(losses), "crf": [bool(c) for c in crf],
         "seeds": [int(s) for s in seeds], "split": "test split shared by every run (split_seed "
-        f"{base.split_seed})", "ci": "mean over seeds with a two-sided 95 % Student-t interval",
-        "differences": "b - a per seed (paired: same seed and split), for cells differing in one factor",
-        "interval": "t-interval over seeds, cut to the metric's range; the seeds' own values are listed",
+        f"{base.split_seed})", **INTERVALS,
         "base_config": {k: portable(v) if k == "cache_dir" and v else v for k, v in base.to_dict().items()
                         if k not in ("data", "model", "loss", "seed")},
         "loss_settings": loss_settings or {},
     }
+
+
+def refresh_results(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Form a finished grid's cells and differences again from its runs' saved evaluations, without
+    training or evaluating: what a change in how the table's intervals are formed needs. The runs,
+    settings (but for :data:`INTERVALS`) and provenance of the table are kept.
+
+    Args:
+        out_dir: the grid's experiment folder (its results table and a folder per run with the evaluations).
+
+    Raises:
+        FileNotFoundError: the results table or a run's evaluation is missing.
+    """
+    exp = ExperimentDir(out_dir)
+    if not exp.results_path.is_file():
+        raise FileNotFoundError(f"{exp.results_path}: no results table to refresh")
+    results = exp.read_results()
+    settings = results["settings"]
+    models, losses, crf, seeds = settings["models"], settings["losses"], settings["crf"], settings["seeds"]
+    evaluations: dict[GridKey, dict[str, Any]] = {}
+    tables: dict[GridKey, Rows | None] = {}
+    for model, loss, seed in itertools.product(models, losses, seeds):
+        run = exp.run(run_name(model, loss, seed))
+        for use_crf in crf:
+            evaluations[(model, loss, bool(use_crf), int(seed))] = run.read_evaluation(use_crf)
+            tables[(model, loss, bool(use_crf), int(seed))] = run.read_per_image(use_crf)
+    results["cells"] = _cells(evaluations, tables, models, losses, crf, seeds)
+    results["differences"] = _differences(evaluations, tables, models, losses, crf, seeds)
+    settings.update(INTERVALS)
+    results["runs"] = [{**r, "run": portable(r["run"])} for r in results["runs"]]
+    write_results(exp, results)
+    return exp.read_results()
 
 
 def write_results(exp: ExperimentDir, results: dict[str, Any]) -> None:
@@ -275,24 +322,68 @@ def write_results(exp: ExperimentDir, results: dict[str, Any]) -> None:
     _write_differences_csv(exp.differences_path, results["differences"])
 
 
-def _cells(evaluations: dict[GridKey, dict[str, Any]], models: Sequence[str],
+def _seed_figures(tables: dict[GridKey, Rows | None], cell: tuple[str, str, bool],
+                  seeds: Sequence[int]) -> list[dict[str, tuple[np.ndarray, np.ndarray]]] | None:
+    """A cell's :func:`patient_figures` per seed on the test patients (sorted ids, the same for every run of
+    the grid); ``None`` when a seed has no per-image table."""
+    rows = [tables.get((*cell, int(s))) for s in seeds]
+    if any(r is None for r in rows):
+        return None
+    patients = sorted({r["patient_id"] for seed_rows in rows for r in seed_rows})
+    return [patient_figures(seed_rows, patients) for seed_rows in rows]
+
+
+def _figure(name: str, path: tuple[str, ...], evaluations: dict[GridKey, dict[str, Any]],
+            figures: list[dict[str, tuple[np.ndarray, np.ndarray]]] | None, cell: tuple[str, str, bool],
+            seeds: Sequence[int]) -> dict[str, Any]:
+    """One figure of a cell: the mean over seeds with the seeds' values, and its interval (seeds x
+    patients where the per-image tables rebuild it, else Student-t over seeds)."""
+    stat = mean_ci([metric_value(evaluations[(*cell, int(s))], path) for s in seeds],
+                   bounds=METRIC_RANGE.get(name, (0.0, 1.0)))
+    if figures is None or name not in PATIENT_FIGURES:
+        return {**stat, "interval": "seeds (t)"}
+    crossed = crossed_interval(*stack_seeds(figures, name))
+    return {**stat, "low": crossed["low"], "high": crossed["high"], "n_patients": crossed["n_patients"],
+            "interval": "seeds x patients"}
+
+
+def _cells(evaluations: dict[GridKey, dict[str, Any]], tables: dict[GridKey, Rows | None], models: Sequence[str],
            losses: Sequence[str], crf: Sequence[bool], seeds: Sequence[int]) -> list[dict[str, Any]]:
-    """One row per (model, loss, CRF): every :data:`TABLE_METRICS` figure as mean and t-interval over seeds."""
+    """One row per (model, loss, CRF): every :data:`TABLE_METRICS` figure as mean over seeds with its interval."""
     cells = []
-    for model, loss, use_crf in itertools.product(models, losses, crf):
-        row: dict[str, Any] = {"model": model, "loss": loss, "crf": bool(use_crf), "n_seeds": len(seeds)}
+    for cell in itertools.product(models, losses, [bool(c) for c in crf]):
+        figures = _seed_figures(tables, cell, seeds)
+        row: dict[str, Any] = {"model": cell[0], "loss": cell[1], "crf": cell[2], "n_seeds": len(seeds)}
         for name, path in TABLE_METRICS:
-            row[name] = mean_ci([metric_value(evaluations[(model, loss, bool(use_crf), int(s))], path) for s in seeds],
-                                bounds=METRIC_RANGE.get(name, (0.0, 1.0)))
+            row[name] = _figure(name, path, evaluations, figures, cell, seeds)
         cells.append(row)
     return cells
 
 
-def _differences(evaluations: dict[GridKey, dict[str, Any]], models: Sequence[str],
-                 losses: Sequence[str], crf: Sequence[bool], seeds: Sequence[int]) -> list[dict[str, Any]]:
-    """Seed-paired differences ``b - a`` between every two cells that differ in exactly one factor."""
+def _difference(name: str, path: tuple[str, ...], evaluations: dict[GridKey, dict[str, Any]],
+                figures: tuple[Any, Any], a: tuple[str, str, bool], b: tuple[str, str, bool],
+                seeds: Sequence[int]) -> dict[str, Any]:
+    """``b - a`` of one figure: the mean of the seed-paired differences, and its interval (seeds x patients,
+    both cells resampled alike, where the per-image tables rebuild the figure; else Student-t over seeds)."""
+    pairs = [(metric_value(evaluations[(*a, int(s))], path), metric_value(evaluations[(*b, int(s))], path))
+             for s in seeds]
+    low, high = METRIC_RANGE.get(name, (0.0, 1.0))
+    stat = mean_ci([y - x for x, y in pairs if x is not None and y is not None], bounds=(low - high, high - low))
+    fig_a, fig_b = figures
+    if fig_a is None or fig_b is None or name not in PATIENT_FIGURES:
+        return {**stat, "interval": "seeds (t)"}
+    crossed = paired_crossed_interval(*stack_seeds(fig_a, name), *stack_seeds(fig_b, name))
+    return {**stat, "low": crossed["low"], "high": crossed["high"], "n_patients": crossed["n_patients"],
+            "interval": "seeds x patients"}
+
+
+def _differences(evaluations: dict[GridKey, dict[str, Any]], tables: dict[GridKey, Rows | None],
+                 models: Sequence[str], losses: Sequence[str], crf: Sequence[bool],
+                 seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """Differences ``b - a`` between every two cells that differ in exactly one factor, paired by seed and patient."""
     differences = []
     keys = list(itertools.product(models, losses, [bool(c) for c in crf]))
+    figures = {key: _seed_figures(tables, key, seeds) for key in keys}
     for a, b in itertools.combinations(keys, 2):
         changed = [f for f, x, y in zip(("model", "loss", "crf"), a, b) if x != y]
         if len(changed) != 1:
@@ -302,10 +393,7 @@ def _differences(evaluations: dict[GridKey, dict[str, Any]], models: Sequence[st
             "b": dict(zip(("model", "loss", "crf"), b)), "n_pairs": len(seeds),
         }
         for name, path in TABLE_METRICS:
-            pairs = [(metric_value(evaluations[(*a, int(s))], path), metric_value(evaluations[(*b, int(s))], path)) for s in seeds]
-            low, high = METRIC_RANGE.get(name, (0.0, 1.0))
-            diff[name] = mean_ci([y - x for x, y in pairs if x is not None and y is not None],
-                                 bounds=(low - high, high - low))
+            diff[name] = _difference(name, path, evaluations, (figures[a], figures[b]), a, b, seeds)
         differences.append(diff)
     return differences
 

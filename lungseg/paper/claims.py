@@ -169,7 +169,7 @@ RELATIVE_CLAIMS: list[tuple[str, Any, str, str, float | None, str, str]] = [
      "Table 2: attention - unet robustness SD"),
     ("loss", "hybrid", "hybrid beats the other loss", "dice_pooled", None, "higher",
      "Sec. 3: the hybrid loss beats a single loss (pooled Dice)"),
-    ("crf", True, "CRF sharpens boundaries", "hd95_mm_per_patient", None, "lower",
+    ("crf", True, "CRF sharpens boundaries", "hd95_mm_per_image", None, "lower",
      "Sec. 3: the CRF improves boundary precision (HD95)"),
 ]
 
@@ -188,7 +188,7 @@ def _relative_row(diff: dict[str, Any], spec: tuple[str, Any, str, str, float | 
         label = f"{claim} = {paper_diff:+.2f}"
     fixed = {k: v for k, v in a.items() if k != factor}
     row = {"claim": label, "table": "relative", "model": fixed.get("model", "attention - unet"),
-           "metric": metric, "column": column, "aggregation": "paired by seed", "crf": bool(fixed.get("crf", True)),
+           "metric": metric, "column": column, "aggregation": f"paired, {stat.get('interval', 'seeds (t)')}", "crf": bool(fixed.get("crf", True)),
            "loss": fixed.get("loss", better), "compared_with": str(other[factor])}
     return _claim_row(row, stat, paper_diff, None, data_note, judged=judged)
 
