@@ -13,19 +13,40 @@ Axis convention (the one place it is written down):
 
 So a mask written with ``write_nifti(mask, path, dicom_affine(volume))`` lies voxel-for-voxel on the
 DICOM series of ``volume`` in any viewer that honours both geometries.
+
+One voxel orientation (:data:`CANONICAL_AXES`): the readers bring every volume to the voxel order of
+an axial DICOM series as :mod:`lungseg.data.dicom` reads it (columns to the patient's left, rows to
+posterior, slices from feet to head), through its affine, so that the network always sees axial
+slices the same way up whatever voxel order a converter chose. :func:`read_nifti` returns that
+orientation; :func:`canonical_volume` reorients a :class:`~lungseg.data.volume.CTVolume` and keeps
+its file's geometry (``CTVolume.stored``), which :func:`as_stored` and :func:`stored_ras_affine` use
+to write a result back in the input's own voxel order and affine. Volumes whose voxel axes lie more
+than :data:`OBLIQUE_TOLERANCE_DEG` from the patient axes are refused, not resampled.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
-from lungseg.data.volume import CTVolume
+from lungseg.data.volume import CTVolume, StoredGeometry
 from lungseg.errors import DataError, describe
 
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+#: The voxel orientation every reader brings a volume to, as nibabel axis codes of the voxel axes
+#: ``(j, i, k)`` (world axes named in RAS): that of an axial DICOM series read by
+#: :mod:`lungseg.data.dicom` (ImageOrientationPatient ``(1, 0, 0, 0, 1, 0)``, slices sorted from feet
+#: to head), i.e. an identity LPS affine: columns to the patient's left, rows to posterior, slices to superior.
+CANONICAL_AXES: tuple[str, str, str] = ("L", "P", "S")
+_CANONICAL_ORNT = axcodes2ornt(CANONICAL_AXES)
+#: Largest angle in degrees between a voxel axis and the patient axis nearest to it for a volume to be
+#: read as axis-aligned (the DICOM reader's gantry-tilt tolerance); beyond it the volume is oblique and refused.
+OBLIQUE_TOLERANCE_DEG = 1.0
 
 
 def lps_to_ras(affine: np.ndarray) -> np.ndarray:
@@ -93,10 +114,15 @@ def volume_lps_affine(volume: CTVolume) -> np.ndarray:
     """
     if volume.affine is None:
         return default_lps_affine(volume.image.shape, volume.spacing)
+    return _in_lps(volume.affine, volume)
+
+
+def _in_lps(affine: np.ndarray, volume: CTVolume) -> np.ndarray:
+    """``affine``, given in ``volume``'s world space (``meta["affine_space"]``), as voxel-to-LPS."""
     space = str(volume.meta.get("affine_space", "LPS")).upper()
     if space not in ("LPS", "RAS"):
         raise ValueError(f"volume.meta['affine_space'] must be 'LPS' or 'RAS', got {space!r}")
-    affine = np.asarray(volume.affine, dtype=np.float64)
+    affine = np.asarray(affine, dtype=np.float64)
     return lps_to_ras(affine) if space == "RAS" else affine
 
 
@@ -110,6 +136,112 @@ def dicom_affine(volume: CTVolume) -> np.ndarray:
         ``(4, 4)`` RAS affine for ``write_nifti(mask (Z, H, W), path, affine=...)``.
     """
     return lps_to_ras(volume_lps_affine(volume))
+
+
+def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """The voxel size ``(z, y, x)`` mm of a voxel ``(j, i, k)`` affine (the lengths of its columns)."""
+    zooms = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    return float(zooms[2]), float(zooms[1]), float(zooms[0])
+
+
+def obliquity_degrees(affine: np.ndarray) -> float:
+    """Largest angle in degrees between a voxel axis of ``affine`` and the patient axis it runs along.
+
+    Each voxel axis is matched to a patient axis as nibabel's ``io_orientation`` does (through the
+    nearest rotation, one patient axis per voxel axis); 0 for an axis-aligned volume in any voxel
+    order, 90 when two voxel axes run along the same patient axis.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    ornt = io_orientation(affine)
+    if np.isnan(ornt).any():
+        return 90.0
+    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    cosines = np.abs(columns[ornt[:, 0].astype(int), np.arange(3)])
+    return float(np.degrees(np.arccos(np.clip(cosines, 0.0, 1.0))).max())
+
+
+def _canonical_transform(affine_ras: np.ndarray, where: object) -> tuple[np.ndarray, np.ndarray]:
+    """``(orientation of the stored voxel axes, transform to CANONICAL_AXES)``; refuses an oblique volume."""
+    angle = obliquity_degrees(affine_ras)
+    if angle > OBLIQUE_TOLERANCE_DEG:
+        raise DataError(
+            f"{where}: the voxel axes lie {angle:.1f} degrees from the patient axes (an oblique volume); lungseg"
+            f" reads volumes whose axes are within {OBLIQUE_TOLERANCE_DEG:.1f} degrees of the patient axes:"
+            " resample it to an axis-aligned grid first (e.g. with 3D Slicer, SimpleITK or nibabel's resample_to_output)"
+        )
+    stored = io_orientation(affine_ras)
+    return stored, ornt_transform(stored, _CANONICAL_ORNT)
+
+
+def _reorient(array: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Apply a nibabel orientation transform of the voxel axes ``(j, i, k)`` to an in-memory ``(Z, H, W)`` array."""
+    return np.ascontiguousarray(apply_orientation(array.transpose(2, 1, 0), transform).transpose(2, 1, 0))
+
+
+def _is_identity(transform: np.ndarray) -> bool:
+    return bool(np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]))
+
+
+def canonical_volume(volume: CTVolume, where: object = None) -> CTVolume:
+    """``volume`` in the common voxel orientation (:data:`CANONICAL_AXES`), its file's geometry kept.
+
+    The array (and mask) are flipped and their axes permuted as the affine says, so that slices are
+    axial and lie as an axial DICOM series' do; the affine and spacing follow, so every voxel keeps its
+    place in the world. ``volume.stored`` records the file's shape, affine and orientation for
+    :func:`as_stored`. A volume without an affine, or already in that orientation, is returned as it is.
+
+    Args:
+        volume: a volume with its affine (``meta["affine_space"]`` ``"LPS"`` or ``"RAS"``).
+        where: the file or folder named in messages (default ``volume.source``).
+
+    Raises:
+        DataError: the volume is oblique (a voxel axis more than :data:`OBLIQUE_TOLERANCE_DEG` from
+            the patient axes); the message names ``where`` and the angle.
+    """
+    if volume.affine is None:
+        return volume
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    stored, transform = _canonical_transform(lps_to_ras(volume_lps_affine(volume)), where or volume.source)
+    if _is_identity(transform):
+        return volume
+    shape_jik = volume.image.shape[::-1]
+    canonical_affine = affine @ inv_ornt_aff(transform, shape_jik)
+    spacing_jik = np.empty(3)
+    spacing_jik[transform[:, 0].astype(int)] = volume.spacing[::-1]
+    return dataclasses.replace(
+        volume,
+        image=_reorient(volume.image, transform),
+        mask=None if volume.mask is None else _reorient(volume.mask, transform),
+        spacing=(float(spacing_jik[2]), float(spacing_jik[1]), float(spacing_jik[0])),
+        affine=canonical_affine,
+        stored=StoredGeometry(shape=tuple(volume.image.shape), affine=affine, orientation=stored),
+    )
+
+
+def as_stored(array: np.ndarray, volume: CTVolume) -> np.ndarray:
+    """An array on ``volume``'s grid (a mask, a probability map) put back in the voxel order of its file.
+
+    Args:
+        array: ``(Z, H, W)``, the shape of ``volume.image``.
+        volume: a volume from :func:`canonical_volume` (unchanged when it was not reoriented).
+
+    Returns:
+        ``array`` in the stored ``(Z, H, W)`` order, to be written with :func:`stored_ras_affine`.
+    """
+    if array.shape != volume.image.shape:
+        raise ValueError(f"array shape {array.shape} is not the volume's {volume.image.shape}")
+    if volume.stored is None:
+        return array
+    back = ornt_transform(_CANONICAL_ORNT, volume.stored.orientation)
+    return _reorient(array, back)
+
+
+def stored_ras_affine(volume: CTVolume) -> np.ndarray:
+    """The voxel-to-RAS affine of ``volume`` as stored in its file (:func:`dicom_affine` of the stored
+    geometry): a NIfTI written with it and :func:`as_stored` overlays the input in any viewer."""
+    if volume.stored is None:
+        return dicom_affine(volume)
+    return lps_to_ras(_in_lps(volume.stored.affine, volume))
 
 
 def write_nifti(
@@ -164,16 +296,43 @@ _MAX_DEFLATE_RATIO = 1032
 
 
 def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
-    """Read a 3D NIfTI file into the in-memory ``(Z, H, W)`` layout.
+    """Read a 3D NIfTI file into the in-memory ``(Z, H, W)`` layout, in the common voxel orientation.
+
+    The voxels are flipped and their axes permuted as the file's affine says, so that the array lies
+    as an axial DICOM series does (:data:`CANONICAL_AXES`) whatever voxel order the file holds; the
+    affine returned is that of the reoriented array (every voxel keeps its place in the world). To
+    read the file's own voxel order, :func:`read_nifti_as_stored`.
 
     Args:
         path: ``.nii`` or ``.nii.gz`` file. A 4D file with a single volume is accepted.
 
     Returns:
-        ``(array (Z, H, W), spacing (z, y, x) mm, affine (4, 4) voxel (j, i, k) -> RAS)``; the dtype
-        is the stored one (float when the header sets a scale factor); the array is non-empty and
-        real-valued, the affine finite and non-degenerate, the spacing positive. Voxel values are not
-        checked here (a probability map may hold anything); callers that need finite intensities check.
+        ``(array (Z, H, W), spacing (z, y, x) mm, affine (4, 4) voxel (j, i, k) -> RAS)``; as
+        :func:`read_nifti_as_stored`, reoriented.
+
+    Raises:
+        DataError: as :func:`read_nifti_as_stored`, and an oblique volume (a voxel axis more than
+            :data:`OBLIQUE_TOLERANCE_DEG` from the patient axes); the message names the file.
+    """
+    array, affine = read_nifti_as_stored(path)
+    _, transform = _canonical_transform(affine, path)
+    if not _is_identity(transform):
+        array, affine = _reorient(array, transform), affine @ inv_ornt_aff(transform, array.shape[::-1])
+    return array, voxel_spacing(affine), affine
+
+
+def read_nifti_as_stored(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a 3D NIfTI file into the in-memory ``(Z, H, W)`` layout, in the file's own voxel order.
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file. A 4D file with a single volume is accepted.
+
+    Returns:
+        ``(array (Z, H, W), affine (4, 4) voxel (j, i, k) -> RAS)``; the dtype is the stored one
+        (float when the header sets a scale factor); the array is non-empty and real-valued, the
+        affine finite and non-degenerate (positive voxel sizes, :func:`voxel_spacing`). Voxel values
+        are not checked here (a probability map may hold anything); callers that need finite
+        intensities check.
 
     Raises:
         DataError: missing, unreadable, truncated or non-3D file, voxels that are not real numbers,
@@ -222,5 +381,4 @@ def read_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]
             f"{path}: the header's geometry is degenerate (voxel size {np.round(zooms, 6).tolist()} mm, axes"
             " not independent); expected positive voxel sizes (pixdim) and a valid qform/sform"
         )
-    spacing = (float(zooms[2]), float(zooms[1]), float(zooms[0]))
-    return np.ascontiguousarray(data.transpose(2, 1, 0)), spacing, affine
+    return np.ascontiguousarray(data.transpose(2, 1, 0)), affine

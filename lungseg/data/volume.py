@@ -1,4 +1,6 @@
-"""The one in-memory record every loader returns: a CT volume in Hounsfield units with its mask."""
+"""The one in-memory record every loader returns: a CT volume in Hounsfield units with its mask, and
+the geometry it was stored in before the readers brought it to the common voxel orientation
+(:mod:`lungseg.data.nifti` says which orientation that is, and does the reorienting)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class StoredGeometry:
+    """How a volume lay in its file before it was reoriented: what a writer needs to put a result back.
+
+    Attributes:
+        shape: the in-memory ``(Z, H, W)`` shape of the array as stored.
+        affine: ``(4, 4)`` voxel ``(j, i, k)`` to world matrix of the stored voxel order, in the world
+            space of the volume's own affine (``CTVolume.meta["affine_space"]``).
+        orientation: nibabel orientation (``(3, 2)``: world axis and direction of voxel axes ``j, i, k``,
+            world axes named in RAS) of the stored order.
+    """
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    orientation: np.ndarray
 
 
 @dataclass
@@ -23,7 +42,10 @@ class CTVolume:
             or ``None`` when unknown; predictions are written back with it.
         intensity: ``"hu"`` or ``"unit"``.
         source: path the volume was read from.
-        meta: free-form provenance (series UID, slice positions, image-level label, ...).
+        meta: free-form provenance (series UID, slice positions, image-level label, ...); for a DICOM
+            series its per-slice entries describe the series as stored (see ``stored``).
+        stored: the file's own geometry when the reader reoriented the volume (``image``, ``affine``
+            and ``spacing`` are then those of the common orientation); ``None`` when the volume is as stored.
     """
 
     image: np.ndarray
@@ -34,6 +56,7 @@ class CTVolume:
     intensity: str = "hu"
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    stored: StoredGeometry | None = None
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3:

@@ -5,6 +5,12 @@ Every input is read and checked in full before anything is written: NaN or infin
 refused (with their count), so is a folder of images that also holds other files, and so are two
 images whose masks would share a name (``scan.png`` and ``scan.jpg`` would both give
 ``scan_mask.png``; names are never silently changed, rename one of the inputs instead).
+
+Volumes (a DICOM series, a NIfTI file) are brought to one voxel orientation, that of an axial DICOM
+series (:func:`lungseg.data.nifti.canonical_volume`), so that the network sees axial slices the same
+way up whatever voxel order the file holds; the file's own geometry is kept on the volume
+(``CTVolume.stored``) for the writers. Oblique volumes are refused. PNG/JPEG images and ``.npz``
+stacks carry no orientation: their slices are taken as they are.
 """
 
 from __future__ import annotations
@@ -66,24 +72,28 @@ def _read_folder(path: Path) -> tuple[str, list[Any]]:
             )
         _check_mask_names(path, images)
         return "images", [(p, read_image(p)) for p in images]
+    from lungseg.data.nifti import canonical_volume
+
     volumes = read_dicom_series(path)
     for vol in volumes:
         require_finite(vol.image, path)
-    return "volume", volumes
+    return "volume", [canonical_volume(vol, path) for vol in volumes]
 
 
 def _read_nifti(path: Path) -> Any:
-    """A NIfTI volume as a :class:`lungseg.data.volume.CTVolume` in HU, its affine kept (RAS)."""
-    from lungseg.data.nifti import read_nifti
+    """A NIfTI volume as a :class:`lungseg.data.volume.CTVolume` in HU in the common voxel orientation
+    (RAS affine), the file's own geometry kept for the writers."""
+    from lungseg.data.nifti import canonical_volume, read_nifti_as_stored, voxel_spacing
     from lungseg.data.volume import CTVolume
 
-    array, spacing, affine = read_nifti(path)
+    array, affine = read_nifti_as_stored(path)
     image = np.asarray(array, dtype=np.float32)
     require_finite(image, path)
-    return CTVolume(
-        image=image, mask=None, spacing=spacing, patient_id=strip_suffix(path.name),
+    volume = CTVolume(
+        image=image, mask=None, spacing=voxel_spacing(affine), patient_id=strip_suffix(path.name),
         affine=affine, intensity="hu", source=str(path), meta={"affine_space": "RAS"},
     )
+    return canonical_volume(volume, path)
 
 
 def read_input(path: Path) -> tuple[str, list[Any]]:

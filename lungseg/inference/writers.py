@@ -1,8 +1,9 @@
 """Writing :func:`lungseg.inference.predict`'s results in the input's own geometry, and reporting them.
 
-A volume's mask is a NIfTI volume with the input's affine (for a DICOM series, the RAS affine that
-overlays the series voxel for voxel), or for a DICOM series a DICOM SEG or RT Structure Set
-(:mod:`lungseg.inference.dicom_out`); an image's mask is a PNG of the same size; an ``.npz`` input's
+A volume's mask is a NIfTI volume with the input's shape, voxel order and affine (for a DICOM series,
+the RAS affine that overlays the series voxel for voxel), or for a DICOM series a DICOM SEG or RT
+Structure Set (:mod:`lungseg.inference.dicom_out`) referencing its slices: a volume the readers
+reoriented is put back in its file's voxel order first (:func:`lungseg.data.nifti.as_stored`); an image's mask is a PNG of the same size; an ``.npz`` input's
 masks are an ``.npz`` with ``masks``. The probability map and the attention coefficients of every
 gate go beside the mask on request. Where each result goes is decided here too
 (:func:`volume_outputs`, :func:`study_output`), and :func:`format_summary` reports a prediction.
@@ -67,18 +68,19 @@ def volume_outputs(out: str | os.PathLike[str], output_format: str = "nifti") ->
 def write_volume(vol: Any, seg: Segmentation, result_path: Path, prefix: str, *, probabilities: bool,
                  headers: list[Any] | None = None, output_format: str = "nifti",
                  algorithm: dict[str, Any] | None = None) -> list[str]:
-    """A volume's mask in its geometry — NIfTI, or with the series' ``headers`` a DICOM SEG or RT
-    Structure Set (``output_format``) referencing it — and the extras as NIfTI beside it: the
-    probabilities when ``probabilities``, and the gate maps ``seg.alphas``.
+    """A volume's mask in the input's own geometry — NIfTI with the input's shape, voxel order and
+    affine, or with the series' ``headers`` a DICOM SEG or RT Structure Set (``output_format``)
+    referencing its slices — and the extras as NIfTI beside it, in the same geometry: the
+    probabilities when ``probabilities``, and the gate maps ``seg.alphas``. ``seg`` lies on
+    ``vol``'s grid (the common orientation when the reader reoriented ``vol``).
 
     Returns:
         The files written, the mask first.
     """
-    from lungseg.data.nifti import dicom_affine, write_nifti
+    from lungseg.data.nifti import as_stored, stored_ras_affine, write_nifti
 
-    ras = str(vol.meta.get("affine_space", "LPS")).upper() == "RAS" and vol.affine is not None
-    affine = vol.affine if ras else dicom_affine(vol)
-    mask = seg.mask.astype(np.uint8)
+    affine = stored_ras_affine(vol)
+    mask = as_stored(seg.mask.astype(np.uint8), vol)
     if headers is None:
         written = [str(write_nifti(mask, result_path, affine=affine))]
     else:
@@ -87,9 +89,11 @@ def write_volume(vol: Any, seg: Segmentation, result_path: Path, prefix: str, *,
         writer = write_dicom_seg if output_format == "dicom-seg" else write_rtstruct
         written = [str(writer(mask, headers, result_path, algorithm or {}))]
     if probabilities:
-        written.append(str(write_nifti(seg.probs.astype(np.float32), Path(f"{prefix}probability.nii.gz"), affine=affine)))
+        probs = as_stored(seg.probs.astype(np.float32), vol)
+        written.append(str(write_nifti(probs, Path(f"{prefix}probability.nii.gz"), affine=affine)))
     for level, a in enumerate(seg.alphas):
-        written.append(str(write_nifti(a.astype(np.float32), Path(f"{prefix}attention_level{level}.nii.gz"), affine=affine)))
+        alpha = as_stored(a.astype(np.float32), vol)
+        written.append(str(write_nifti(alpha, Path(f"{prefix}attention_level{level}.nii.gz"), affine=affine)))
     return written
 
 
