@@ -1,25 +1,19 @@
-"""NIfTI reading/writing, the DICOM <-> NIfTI geometry and the one voxel orientation (lungseg.data.nifti)."""
+"""NIfTI reading/writing and the DICOM <-> NIfTI geometry (lungseg.data.nifti); the one voxel orientation
+every reader brings a volume to is tests/test_geometry.py's."""
 
 from __future__ import annotations
-
-import itertools
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 from lungseg.data.nifti import (
-    OBLIQUE_TOLERANCE_DEG,
     affine_from_geometry,
-    as_stored,
-    canonical_volume,
     default_lps_affine,
     dicom_affine,
     lps_to_ras,
-    obliquity_degrees,
     read_nifti,
     read_nifti_as_stored,
-    stored_ras_affine,
     voxel_spacing,
     write_nifti,
 )
@@ -151,85 +145,3 @@ def test_damaged_headers_are_one_line_errors_naming_the_file(tmp_path, raw: byte
             read_nifti(tmp_path / name)
         assert "\n" not in str(err.value)
 
-
-# ---------------------------------------------------------------- one voxel orientation
-def _dicom_like(shape=(4, 5, 6), spacing=(2.5, 0.8, 0.7)) -> tuple[np.ndarray, np.ndarray]:
-    """A random volume and the RAS affine of an axial DICOM series holding it (IOP (1, 0, 0, 0, 1, 0))."""
-    image = np.random.default_rng(1).normal(size=shape).astype(np.float32)
-    return image, lps_to_ras(affine_from_geometry((-100.0, -80.0, 30.0), (1, 0, 0, 0, 1, 0), spacing))
-
-
-def _voxel_orders():
-    """Every axis-aligned voxel order: the 6 permutations of the NIfTI axes times the 8 flips."""
-    for order in itertools.permutations(range(3)):
-        for flips in itertools.product((False, True), repeat=3):
-            yield order, flips
-
-
-def _stored_as(image: np.ndarray, affine: np.ndarray, order, flips) -> tuple[np.ndarray, np.ndarray]:
-    """The same voxels as a file in another voxel order: NIfTI ``(X, Y, Z)`` data and their affine.
-
-    New voxel axis ``a`` is old axis ``order[a]``, reversed where ``flips[a]``; the affine follows by
-    composing with the new-to-old voxel map (written out here, not taken from nibabel)."""
-    data = image.transpose(2, 1, 0).transpose(order)
-    new_to_old = np.zeros((4, 4))
-    new_to_old[3, 3] = 1
-    for a, (old, flip) in enumerate(zip(order, flips)):
-        if flip:
-            data = np.flip(data, a)
-        new_to_old[old, a] = -1.0 if flip else 1.0
-        new_to_old[old, 3] = data.shape[a] - 1 if flip else 0.0
-    return np.ascontiguousarray(data), affine @ new_to_old
-
-
-def test_read_nifti_brings_every_voxel_order_to_the_dicom_orientation(tmp_path):
-    """The 48 voxel orders of one volume read back as one array, lying as the DICOM series does."""
-    image, affine = _dicom_like()
-    for n, (order, flips) in enumerate(_voxel_orders()):
-        data, stored_affine = _stored_as(image, affine, order, flips)
-        nib.save(nib.Nifti1Image(data, stored_affine), str(tmp_path / f"v{n}.nii.gz"))
-        got, spacing, got_affine = read_nifti(tmp_path / f"v{n}.nii.gz")
-        np.testing.assert_array_equal(got, image, err_msg=f"voxel order {order}, flips {flips}")
-        np.testing.assert_allclose(got_affine, affine, atol=1e-4)
-        assert spacing == pytest.approx((2.5, 0.8, 0.7))
-
-
-def test_canonical_volume_keeps_what_puts_a_result_back():
-    image, affine = _dicom_like()
-    for order, flips in _voxel_orders():
-        data, stored_affine = _stored_as(image, affine, order, flips)
-        stored = np.ascontiguousarray(data.transpose(2, 1, 0))
-        for space, given in (("RAS", stored_affine), ("LPS", lps_to_ras(stored_affine))):
-            volume = CTVolume(stored, (stored > 0).astype(np.uint8), voxel_spacing(given), "p", affine=given,
-                              meta={"affine_space": space})
-            canonical = canonical_volume(volume, "scan.nii")
-            np.testing.assert_array_equal(canonical.image, image)
-            np.testing.assert_array_equal(canonical.mask, image > 0)
-            assert canonical.spacing == pytest.approx((2.5, 0.8, 0.7))
-            np.testing.assert_allclose(dicom_affine(canonical), affine, atol=1e-9)
-            # a result on the canonical grid goes back to the file's voxel order and affine
-            np.testing.assert_array_equal(as_stored(canonical.image, canonical), stored)
-            np.testing.assert_allclose(stored_ras_affine(canonical), stored_affine, atol=1e-9)
-    # already in the DICOM orientation: the very same volume, nothing to undo
-    volume = CTVolume(image, None, (2.5, 0.8, 0.7), "p", affine=affine, meta={"affine_space": "RAS"})
-    assert canonical_volume(volume) is volume and volume.stored is None
-    assert as_stored(image, volume) is image
-
-
-def test_oblique_volumes_are_refused_naming_the_file_and_the_angle(tmp_path):
-    image, _ = _dicom_like()
-    write_nifti(image, tmp_path / "oblique.nii.gz", affine=lps_to_ras(_oblique_lps_affine()))
-    with pytest.raises(DataError, match=r"oblique\.nii\.gz: the voxel axes lie 10\.0 degrees from the patient axes") as err:
-        read_nifti(tmp_path / "oblique.nii.gz")
-    assert "\n" not in str(err.value) and "resample" in str(err.value)
-    volume = CTVolume(image, None, (2.5, 0.8, 0.7), "p", affine=_oblique_lps_affine(), meta={"affine_space": "LPS"})
-    with pytest.raises(DataError, match=r"series-7: the voxel axes lie 10\.0 degrees"):
-        canonical_volume(volume, "series-7")
-    # within the tolerance: read, along the nearest patient axes
-    half = np.deg2rad(OBLIQUE_TOLERANCE_DEG / 2)
-    slight = affine_from_geometry((0, 0, 0), (np.cos(half), np.sin(half), 0, -np.sin(half), np.cos(half), 0), (2.5, 0.8, 0.7))
-    assert obliquity_degrees(lps_to_ras(slight)) == pytest.approx(OBLIQUE_TOLERANCE_DEG / 2)
-    write_nifti(image, tmp_path / "slight.nii.gz", affine=lps_to_ras(slight))
-    np.testing.assert_array_equal(read_nifti(tmp_path / "slight.nii.gz")[0], image)
-    # two voxel axes along one patient axis: as oblique as it gets
-    assert obliquity_degrees(np.array([[1.0, 1, 0, 0], [0, 0.05, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])) > 40
