@@ -50,6 +50,7 @@ _LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: to head), i.e. an identity LPS affine: columns to the patient's left, rows to posterior, slices to superior.
 CANONICAL_AXES: tuple[str, str, str] = ("L", "P", "S")
 _CANONICAL_ORNT = axcodes2ornt(CANONICAL_AXES)
+_UNCHANGED = ornt_transform(_CANONICAL_ORNT, _CANONICAL_ORNT)  # the transform that moves no axis
 #: Largest angle in degrees between a voxel axis and the patient axis nearest to it for a volume to be
 #: read as axis-aligned (the DICOM reader's gantry-tilt tolerance); beyond it the volume is oblique and refused.
 OBLIQUE_TOLERANCE_DEG = 1.0
@@ -166,7 +167,7 @@ def obliquity_degrees(affine: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(cosines, 0.0, 1.0))).max())
 
 
-def _canonical_transform(affine_ras: np.ndarray, where: object) -> tuple[np.ndarray, np.ndarray]:
+def _canonical_transform(affine_ras: np.ndarray, where: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``(orientation of the stored voxel axes, transform to CANONICAL_AXES)``; refuses an oblique volume."""
     angle = obliquity_degrees(affine_ras)
     if angle > OBLIQUE_TOLERANCE_DEG:
@@ -185,10 +186,11 @@ def _reorient(array: np.ndarray, transform: np.ndarray) -> np.ndarray:
 
 
 def _is_identity(transform: np.ndarray) -> bool:
-    return bool(np.array_equal(transform, [[0, 1], [1, 1], [2, 1]]))
+    """Whether an orientation transform leaves every voxel where it is (the volume is already canonical)."""
+    return bool(np.array_equal(transform, _UNCHANGED))
 
 
-def canonical_volume(volume: CTVolume, where: object = None) -> CTVolume:
+def canonical_volume(volume: CTVolume, where: str | Path | None = None) -> CTVolume:
     """``volume`` in the common voxel orientation (:data:`CANONICAL_AXES`), its file's geometry kept.
 
     The array (and mask) are flipped and their axes permuted as the affine says, so that slices are
@@ -198,7 +200,7 @@ def canonical_volume(volume: CTVolume, where: object = None) -> CTVolume:
 
     Args:
         volume: a volume with its affine (``meta["affine_space"]`` ``"LPS"`` or ``"RAS"``).
-        where: the file or folder named in messages (default ``volume.source``).
+        where: the file or folder named in messages (default ``volume.source``, else the patient id).
 
     Raises:
         DataError: the volume is oblique (a voxel axis more than :data:`OBLIQUE_TOLERANCE_DEG` from
@@ -207,7 +209,8 @@ def canonical_volume(volume: CTVolume, where: object = None) -> CTVolume:
     if volume.affine is None:
         return volume
     affine = np.asarray(volume.affine, dtype=np.float64)
-    stored, transform = _canonical_transform(lps_to_ras(volume_lps_affine(volume)), where or volume.source)
+    where = where or volume.source or volume.patient_id
+    stored, transform = _canonical_transform(lps_to_ras(volume_lps_affine(volume)), where)
     if _is_identity(transform):
         return volume
     shape_jik = volume.image.shape[::-1]
