@@ -268,3 +268,19 @@ def test_predict_refuses_an_oblique_volume_naming_it_and_the_angle(tmp_path: Pat
     err = capsys.readouterr().err
     assert "oblique.nii.gz: the voxel axes lie 12.0 degrees from the patient axes" in err and "resample" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_decathlon_reader_reorients_an_image_and_its_label_alike(tmp_path: Path) -> None:
+    """A Task06-style case stored in RAS (image and label) loads in the DICOM orientation, still aligned."""
+    from lungseg.data.msd import MSDDataset
+
+    image, affine = _dicom_like()
+    label = (image > 0.5).astype(np.uint8)
+    for folder, array in (("imagesTr", image), ("labelsTr", label)):
+        data, ras = _stored_as(array, affine, (0, 1, 2), (True, True, False))
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(data, ras), str(tmp_path / folder / "lung_001.nii.gz"))
+    volume = MSDDataset(tmp_path)["lung_001"]
+    np.testing.assert_array_equal(volume.image, image)
+    np.testing.assert_array_equal(volume.mask, label)
+    np.testing.assert_allclose(volume.affine, affine, atol=1e-5)
