@@ -42,8 +42,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
 from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError, describe
@@ -208,12 +206,23 @@ def _json_bytes(value: dict[str, Any]) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
+def _safetensors() -> Any:
+    """``safetensors.torch``, imported where a model ``.zip`` is written or read, so that an environment
+    missing it still trains, evaluates and predicts from run directories."""
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise LungsegError("model .zip files need the safetensors package, a lungseg dependency: "
+                           "pip install 'safetensors>=0.4'") from None
+    return safetensors.torch
+
+
 def _weights(state_dict: dict[str, Any]) -> dict[str, bytes]:
     """The weights as MONAI's ``model.pt`` (a plain state dict) and as safetensors (contiguous tensors)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     pt = io.BytesIO()
     torch.save(tensors, pt)
-    return {_WEIGHTS_PT: pt.getvalue(), _WEIGHTS_SAFETENSORS: save_safetensors(tensors, metadata={"format": "pt"})}
+    return {_WEIGHTS_PT: pt.getvalue(), _WEIGHTS_SAFETENSORS: _safetensors().save(tensors, metadata={"format": "pt"})}
 
 
 def _inference_config(config: TrainConfig, fingerprint: Fingerprint) -> dict[str, Any]:
@@ -469,8 +478,9 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
 
 def _read_safetensors(data: bytes, source: str) -> dict[str, torch.Tensor]:
     """The state dict of a safetensors member (a format of raw tensors: reading it cannot run code)."""
+    reader = _safetensors()
     try:
-        tensors = load_safetensors(data)
+        tensors = reader.load(data)
     except Exception as exc:  # the Rust reader raises its own error types; report one line naming the member
         raise LungsegError(f"{source}: cannot read the safetensors weights ({describe(exc)})") from None
     # half-precision weights come back as float32, as read_checkpoint does for a checkpoint
