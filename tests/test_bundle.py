@@ -307,3 +307,16 @@ def test_weights_that_would_run_code_are_refused(run: dict[str, Path], tmp_path:
     evil = _rewrite(old, tmp_path / "evil.zip", {weights: buf.getvalue(), "configs/metadata.json": json.dumps(meta).encode()})
     with pytest.raises(LungsegError, match="weights_only"):
         Predictor.from_bundle(evil)
+
+
+def test_without_safetensors_a_model_zip_says_what_to_install(run: dict[str, Path], exported: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the model .zip needs safetensors: run directories still load, and the zip names the package."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)  # what an environment without it gives
+    with pytest.raises(LungsegError, match="need the safetensors package"):
+        read_bundle(exported)
+    with pytest.raises(LungsegError, match="need the safetensors package"):
+        export_model(run["run"], tmp_path / "m.zip")
+    assert Predictor.from_run_dir(run["run"], device="cpu").config.model == "attention"
