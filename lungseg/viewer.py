@@ -30,7 +30,7 @@ __all__ = ["VIEWER_MAX_BYTES", "VolumeViewer", "volume_viewer"]
 VIEWER_MAX_BYTES = 4_000_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class VolumeViewer:
     """A volume's slices behind a slider, as one self-contained piece of HTML (Jupyter shows it).
 
@@ -46,6 +46,10 @@ class VolumeViewer:
 
     def _repr_html_(self) -> str:
         return self.html
+
+    def __repr__(self) -> str:
+        # short: a notebook stores this text/plain form beside the HTML, which holds every frame
+        return f"VolumeViewer({self.n_frames} frames, {len(self.html):,} bytes of HTML)"
 
 
 def _png_uri(pixels: np.ndarray) -> str:

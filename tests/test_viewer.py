@@ -50,6 +50,7 @@ def test_one_frame_per_slice_a_slider_over_them_and_nothing_fetched() -> None:
     assert all(src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]*)"', viewer.html))
     assert not re.search(r"https?:|ftp:|src=\"//|<link|@import", viewer.html)
     assert viewer._repr_html_() == viewer.html and "patient p01" in viewer.html
+    assert repr(viewer) == f"VolumeViewer(6 frames, {len(viewer.html):,} bytes of HTML)"  # not the frames again
 
 
 def test_each_frame_is_its_slice_and_its_masks() -> None:
