@@ -340,8 +340,9 @@ def _predict_parser(sub: Any) -> None:
 def _export_parser(sub: Any) -> None:
     """The ``export`` verb's flags."""
     p = sub.add_parser("export", formatter_class=_Formatter, help="write a trained run as one shareable model .zip",
-                       description="Write a run's weights, configuration, fingerprint, a model card and a MONAI-style"
-                                   " metadata.json into one .zip, for `lungseg predict --model model.zip`.")
+                       description="Write a run's weights (also as safetensors), configuration, fingerprint and a"
+                                   " model card into one .zip, a MONAI bundle in a folder named after the file, for"
+                                   " `lungseg predict --model model.zip` and `monai.bundle.load`.")
     p.add_argument("run", help="run directory")
     p.add_argument("out", help="the .zip to write")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="weights to export (default: best)")

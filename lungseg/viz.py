@@ -29,6 +29,7 @@ __all__ = [
     "COLORS",
     "MODEL_LABELS",
     "window_limits",
+    "grey_levels",
     "show_ct",
     "add_contours",
     "show_slice",
@@ -179,8 +180,9 @@ def _same_shape(name: str, a: Any, ref: np.ndarray) -> None:
         raise ValueError(f"{name} must have the image's shape {ref.shape}, got {np.shape(a)}")
 
 
-def _as_uint8(image: np.ndarray, window: str | tuple[float, float] | None) -> np.ndarray:
-    """A slice mapped through its display window to grey levels 0..255 (what ``show_ct`` displays)."""
+def grey_levels(image: np.ndarray, window: str | tuple[float, float] | None) -> np.ndarray:
+    """A slice (or stack of slices) mapped through its display window to uint8 grey levels 0..255
+    (what :func:`show_ct` displays)."""
     lo, hi = window_limits(window, image)
     scaled = (np.clip(np.nan_to_num(image.astype(np.float64), nan=lo), lo, hi) - lo) * (255.0 / (hi - lo))
     return np.rint(scaled).astype(np.uint8)
@@ -204,7 +206,7 @@ def overlay_masks(image: np.ndarray, masks: Mapping[str, np.ndarray] | np.ndarra
     img = _check_2d("image", image)
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must be in [0, 1], got {opacity}")
-    grey = torch.from_numpy(_as_uint8(img, window)).expand(3, *img.shape).contiguous()
+    grey = torch.from_numpy(grey_levels(img, window)).expand(3, *img.shape).contiguous()
     named = {} if masks is None else {"gt": masks} if not isinstance(masks, Mapping) else dict(masks)
     if not named:
         return grey.permute(1, 2, 0).numpy().copy()

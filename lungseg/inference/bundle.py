@@ -1,19 +1,29 @@
 """A trained model as one shareable file: ``lungseg export RUN model.zip`` and ``predict --model model.zip``.
 
-The zip is laid out like a MONAI bundle (``configs/metadata.json``, ``models/``, ``docs/``)::
+The zip is a MONAI bundle (MONAI's *Bundle Specification*, archive format): one folder named after
+the file (``model.zip`` holds ``model/``), so ``unzip`` gives a folder that ``monai.bundle.load`` and
+``monai.bundle.ConfigParser`` read::
 
-    configs/metadata.json     what the file is, its network's inputs and outputs, and every member's SHA-256
-    configs/<config>          the run's TrainConfig            (names as in lungseg.rundir.RunDir)
-    configs/<fingerprint>     the intensity fingerprint of eq. (1)
-    models/<checkpoint>       the weights (a state dict: tensors and plain types only)
-    docs/README.md            the model card
+    model/configs/metadata.json     the bundle's metadata (MONAI's required fields) and every member's SHA-256
+    model/configs/inference.json    MONAI config: the network (``network_def``), eq. (1) as MONAI transforms
+                                    (``preprocessing``), sigmoid and threshold (``postprocessing``)
+    model/configs/<config>          the run's TrainConfig            (names as in lungseg.rundir.RunDir)
+    model/configs/<fingerprint>     the intensity fingerprint of eq. (1)
+    model/models/model.pt           the weights as MONAI stores them (a plain state dict)
+    model/models/model.safetensors  the same weights as safetensors (no pickle at all)
+    model/docs/README.md            the model card
+
+Exports of lungseg 0.1 (layout version 1: ``configs/``, ``models/<checkpoint>`` and ``docs/`` at the
+zip's root, weights as a ``{"model": state dict, "epoch": int}`` checkpoint) are still read.
 
 Loading never runs code from the file: member names are checked before anything is read (no
 absolute paths, no ``..``, no links, nothing but the members above), each member's size is capped
-and its SHA-256 compared with the metadata, and the weights are read by
-:func:`lungseg.rundir.read_checkpoint` (``torch.load(weights_only=True)``). :func:`read_bundle`
-unpacks an archive in memory into what :meth:`lungseg.inference.Predictor.from_bundle` builds the
-network from; this module never builds one itself.
+and its SHA-256 compared with the metadata; the weights are read from the safetensors member (old
+archives: by :func:`lungseg.rundir.read_checkpoint`, ``torch.load(weights_only=True)``), and
+``inference.json`` is never parsed by lungseg (its ``_target_`` entries are for MONAI users who
+trust the file). :func:`read_bundle` unpacks an archive in memory into what
+:meth:`lungseg.inference.Predictor.from_bundle` builds the network from; this module never builds
+one itself.
 """
 
 from __future__ import annotations
@@ -24,8 +34,9 @@ import json
 import os
 import stat
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -33,7 +44,7 @@ import numpy as np
 import torch
 
 from lungseg.config import TrainConfig
-from lungseg.errors import LungsegError
+from lungseg.errors import LungsegError, describe
 from lungseg.files import check_output
 from lungseg.preprocess import Fingerprint
 from lungseg.rundir import RunDir, parse_config, read_checkpoint
@@ -43,20 +54,31 @@ __all__ = ["BUNDLE_FORMAT", "BUNDLE_FORMAT_VERSION", "Bundle", "export_model", "
 
 #: ``metadata.json``'s ``format``: what marks a zip as a lungseg export.
 BUNDLE_FORMAT = "lungseg-model"
-#: The layout version; a loader refuses newer ones.
-BUNDLE_FORMAT_VERSION = 1
+#: The layout version written: 2, a MONAI bundle in one folder; 1 (read only): members at the zip's root.
+BUNDLE_FORMAT_VERSION = 2
 
+# Member names inside the bundle's folder (MONAI's names where the specification has one).
 _METADATA = "configs/metadata.json"
+_INFERENCE = "configs/inference.json"
 _CARD = "docs/README.md"
+_WEIGHTS_PT = "models/model.pt"
+_WEIGHTS_SAFETENSORS = "models/model.safetensors"
+_CONFIG = f"configs/{RunDir.CONFIG}"
+_FINGERPRINT = f"configs/{RunDir.FINGERPRINT}"
 #: The largest member a loader reads (weights of the paper-scale network are ~140 MB in fp32).
 MAX_MEMBER_BYTES = 1 << 30
 
 
-def _members() -> dict[str, str]:
-    """``{zip member: run-directory file name}`` of the files copied from a run (names from RunDir)."""
-    ckpt = RunDir(".").checkpoint_path("best").name
-    return {f"configs/{RunDir.CONFIG}": RunDir.CONFIG, f"configs/{RunDir.FINGERPRINT}": RunDir.FINGERPRINT,
-            f"models/{ckpt}": ckpt}
+def _v1_checkpoint() -> str:
+    """Layout 1's weights member: the run's best-checkpoint file name under ``models/``."""
+    return f"models/{RunDir('.').checkpoint_path('best').name}"
+
+
+def _layout_members(version: int) -> set[str]:
+    """The member names (relative to the bundle's folder) of layout ``version``."""
+    if version == 1:
+        return {_METADATA, _CARD, _CONFIG, _FINGERPRINT, _v1_checkpoint()}
+    return {_METADATA, _INFERENCE, _CARD, _CONFIG, _FINGERPRINT, _WEIGHTS_PT, _WEIGHTS_SAFETENSORS}
 
 
 def _sha256(data: bytes) -> str:
@@ -66,8 +88,6 @@ def _sha256(data: bytes) -> str:
 def _json_value(x: Any) -> Any:
     """Plain JSON of a fingerprint or metric value (dataclasses, numpy numbers, tuples)."""
     if hasattr(x, "__dataclass_fields__"):
-        from dataclasses import asdict
-
         return _json_value(asdict(x))
     if isinstance(x, dict):
         return {str(k): _json_value(v) for k, v in x.items()}
@@ -118,20 +138,34 @@ def _model_card(config: dict[str, Any], metadata: dict[str, Any], summary: dict[
         "lungseg predict SCAN --model model.zip --out mask.nii.gz",
         "```",
         "",
+        "The zip is a MONAI bundle: unzipped, `monai.bundle.load(NAME, bundle_dir=DIR, workflow_type=\"inference\")`",
+        "builds the network from `configs/inference.json` (lungseg must be installed) and loads `models/model.pt`",
+        "(call `.eval()` on it); `preprocessing` and `postprocessing` in that file are eq. (1) and the threshold",
+        "as MONAI transforms. The same weights are in `models/model.safetensors`.",
+        "",
         f"Exported {metadata['exported']} with lungseg {metadata['version']}, torch {metadata['pytorch_version']}.",
         "",
     ]
     return "\n".join(lines)
 
 
+def _bundle_name(out_path: Path) -> str:
+    """The bundle's folder in the zip: the file's name up to its first dot, as MONAI unpacks archives."""
+    name = out_path.name.split(".")[0]
+    if not name:
+        raise LungsegError(f"{out_path}: the export's file name must not start with a dot (it names the bundle's folder)")
+    return name
+
+
 def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str = "best",
                  force: bool = False) -> Path:
-    """Write a trained run as one zip: weights, configuration, fingerprint, model card and metadata.
+    """Write a trained run as one zip, a MONAI bundle: weights, configuration, fingerprint, model card and metadata.
 
     Args:
         run_dir: a run directory of :func:`lungseg.training.train`.
-        out: the ``.zip`` to write (it must not be inside the run and not exist unless ``force``).
-        checkpoint: ``"best"`` or ``"last"`` (stored under the name of the best checkpoint).
+        out: the ``.zip`` to write (it must not be inside the run and not exist unless ``force``); the
+            bundle's folder in it is named after the file (``model.zip``: ``model/``).
+        checkpoint: ``"best"`` or ``"last"``.
         force: overwrite an existing ``out``.
 
     Returns:
@@ -147,61 +181,123 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], c
         raise LungsegError(f"{out_path}: the export must be a .zip file")
     if out_path.exists() and not force:
         raise LungsegError(f"{out_path} exists; pass --force to overwrite it")
+    name = _bundle_name(out_path)
     check_output(out_path, inputs=[run.path])
     run.require(run.config_path, run.fingerprint_path, run.checkpoint_path(checkpoint))
     state = run.load_checkpoint(checkpoint)  # the safe reader; it also refuses what is not a checkpoint
-    weights = io.BytesIO()
-    torch.save({"model": state["model"], "epoch": int(state.get("epoch", 0))}, weights)
-    ckpt_member = next(m for m, name in _members().items() if m.startswith("models/"))
-    payload = {
-        f"configs/{RunDir.CONFIG}": run.config_path.read_bytes(),
-        f"configs/{RunDir.FINGERPRINT}": run.fingerprint_path.read_bytes(),
-        ckpt_member: weights.getvalue(),
-    }
-    config = json.loads(payload[f"configs/{RunDir.CONFIG}"])
+    config = run.read_config()
+    payload = {_CONFIG: run.config_path.read_bytes(), _FINGERPRINT: run.fingerprint_path.read_bytes(),
+               **_weights(state["model"])}
+    payload[_INFERENCE] = _json_bytes(_inference_config(config, run.read_fingerprint()))
     summary = run.read_metrics() if run.metrics_path.is_file() else {}
     evaluation = run.read_evaluation(True) if run.evaluation_path(True).is_file() else (
         run.read_evaluation(False) if run.evaluation_path(False).is_file() else None)
-    metadata = _export_metadata(run, checkpoint, int(state.get("epoch", 0)), config, summary, evaluation)
-    metadata["files"] = {name: _sha256(data) for name, data in sorted(payload.items())}
-    card = _model_card(config, metadata, summary, evaluation).encode("utf-8")
-    metadata["files"][_CARD] = _sha256(card)
-    _write_zip(out_path, metadata, payload, card)
+    config_json = json.loads(payload[_CONFIG])
+    metadata = _export_metadata(run, checkpoint, int(state.get("epoch", 0)), config_json, summary, evaluation,
+                                run.read_fingerprint())
+    payload[_CARD] = _model_card(config_json, metadata, summary, evaluation).encode("utf-8")
+    metadata["files"] = {member: _sha256(data) for member, data in sorted(payload.items())}
+    payload[_METADATA] = _json_bytes(metadata)
+    _write_zip(out_path, {f"{name}/{member}": data for member, data in payload.items()})
     return out_path
 
 
+def _json_bytes(value: dict[str, Any]) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _safetensors() -> Any:
+    """``safetensors.torch``, imported where a model ``.zip`` is written or read, so that an environment
+    missing it still trains, evaluates and predicts from run directories."""
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise LungsegError("model .zip files need the safetensors package, a lungseg dependency: "
+                           "pip install 'safetensors>=0.4'") from None
+    return safetensors.torch
+
+
+def _weights(state_dict: dict[str, Any]) -> dict[str, bytes]:
+    """The weights as MONAI's ``model.pt`` (a plain state dict) and as safetensors (contiguous tensors)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    pt = io.BytesIO()
+    torch.save(tensors, pt)
+    return {_WEIGHTS_PT: pt.getvalue(), _WEIGHTS_SAFETENSORS: _safetensors().save(tensors, metadata={"format": "pt"})}
+
+
+def _inference_config(config: TrainConfig, fingerprint: Fingerprint) -> dict[str, Any]:
+    """``configs/inference.json``: the network and eq. (1) in MONAI's config syntax.
+
+    Eq. (1) is the window clip (two ``ThresholdIntensity``, exact) and the z-score with the
+    fingerprint's statistics (``NormalizeIntensity``), then the bilinear resize to the network's
+    input, as :func:`lungseg.preprocess.preprocess_slices` does; the output is the sigmoid and the
+    run's threshold (``AsDiscrete``, ``>=`` as :meth:`lungseg.inference.Predictor.mask`).
+    """
+    clip = []
+    if fingerprint.window is not None:
+        low, high = fingerprint.window
+        clip = [{"_target_": "ThresholdIntensity", "threshold": low, "above": True, "cval": low},
+                {"_target_": "ThresholdIntensity", "threshold": high, "above": False, "cval": high}]
+    size = [fingerprint.image_size, fingerprint.image_size]
+    return {
+        "network_def": {"_target_": "lungseg.models.build_model", "name": config.model, "in_channels": 1,
+                        "out_channels": 1, "base_channels": config.base_channels, "depth": config.depth,
+                        "batch_norm": config.batch_norm},
+        "preprocessing": {"_target_": "Compose", "transforms": [
+            *clip, {"_target_": "NormalizeIntensity", "subtrahend": fingerprint.mean, "divisor": fingerprint.std},
+            {"_target_": "Resize", "spatial_size": size, "mode": "bilinear"}]},
+        "postprocessing": {"_target_": "Compose", "transforms": [
+            {"_target_": "Activations", "sigmoid": True},
+            {"_target_": "AsDiscrete", "threshold": config.threshold}]},
+    }
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def _export_metadata(run: RunDir, checkpoint: str, epoch: int, config: dict[str, Any], summary: dict[str, Any],
-                     evaluation: dict[str, Any] | None) -> dict[str, Any]:
+                     evaluation: dict[str, Any] | None, fingerprint: Fingerprint) -> dict[str, Any]:
     """``configs/metadata.json`` of an export (MONAI bundle fields), without its ``files`` checksums."""
     from lungseg import __version__
 
-    size = int(config.get("image_size") or 0)
+    size = [fingerprint.image_size, fingerprint.image_size]
+    torch_version = torch.__version__.split("+")[0]
+    hounsfield = fingerprint.intensity == "hu"
     return {
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_FORMAT_VERSION,
         "name": f"lungseg {config.get('model')} ({config.get('loss')} loss, seed {config.get('seed')})",
         "version": __version__,
+        "changelog": {__version__: "exported by lungseg"},
+        "monai_version": _package_version("monai"),
+        "pytorch_version": torch_version,
+        "numpy_version": np.__version__,
+        "optional_packages_version": {"lungseg": __version__},
+        "required_packages_version": {"lungseg": __version__, "torch": torch_version},
         "exported": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "source_run": run.path.name,
         "checkpoint": checkpoint,
         "epoch": epoch,
-        "pytorch_version": torch.__version__.split("+")[0],
-        "numpy_version": np.__version__,
-        "required_packages_version": {"lungseg": __version__, "torch": torch.__version__.split("+")[0]},
         "task": "Lung tumour segmentation on axial CT slices",
         "description": "A 2D tumour-segmentation network of 'Attention-Enhanced Residual U-Net with Hybrid Loss for "
                        "Robust Lung Cancer Segmentation', trained with lungseg.",
         "authors": "The lungseg contributors",
+        "copyright": "The lungseg contributors; see the lungseg licence",
         "intended_use": "research and teaching; not a medical device",
         "data_type": "CT",
-        "image_classes": "one channel: Hounsfield units, clipped and z-score normalised by the fingerprint (eq. 1)",
+        "image_classes": "one channel: " + ("Hounsfield units, clipped and z-score normalised by the fingerprint (eq. 1)"
+                                            if hounsfield else "intensities in [0, 1], z-score normalised (eq. 1)"),
         "label_classes": "one channel: probability of tumour; binary mask after the threshold (or the CRF)",
         "network_data_format": {
-            "inputs": {"image": {"type": "image", "format": "hounsfield", "modality": "CT", "num_channels": 1,
-                                 "spatial_shape": [size, size], "dtype": "float32", "is_patch_data": False,
-                                 "channel_def": {"0": "image"}}},
+            "inputs": {"image": {"type": "image", "format": "hounsfield" if hounsfield else "magnitude",
+                                 "modality": "CT", "num_channels": 1, "spatial_shape": size, "dtype": "float32",
+                                 "value_range": [], "is_patch_data": False, "channel_def": {"0": "image"}}},
             "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": 1,
-                                 "spatial_shape": [size, size], "dtype": "float32", "value_range": [0, 1],
+                                 "spatial_shape": size, "dtype": "float32", "value_range": [0, 1],
                                  "is_patch_data": False, "channel_def": {"0": "tumour"}}},
         },
         "threshold": config.get("threshold"),
@@ -210,16 +306,14 @@ def _export_metadata(run: RunDir, checkpoint: str, epoch: int, config: dict[str,
     }
 
 
-def _write_zip(out_path: Path, metadata: dict[str, Any], payload: dict[str, bytes], card: bytes) -> None:
+def _write_zip(out_path: Path, members: dict[str, bytes]) -> None:
     """The zip, written beside ``out_path`` and moved into place (a killed export leaves no half file)."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(_METADATA, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-            for name, data in sorted(payload.items()):
+            for name, data in sorted(members.items()):
                 zf.writestr(name, data)
-            zf.writestr(_CARD, card)
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -231,23 +325,49 @@ def is_bundle(path: str | os.PathLike[str]) -> bool:
     return p.is_file() and zipfile.is_zipfile(p)
 
 
-def _check_names(path: Path, zf: zipfile.ZipFile) -> None:
-    """Refuse unsafe or unexpected member names before anything is read."""
-    allowed = {_METADATA, _CARD, *_members()}
-    for info in zf.infolist():
-        name = info.filename
-        pure = PurePosixPath(name)
-        if (name.startswith(("/", "\\")) or "\\" in name or ":" in name or pure.is_absolute()
-                or any(part in ("", ".", "..") for part in name.rstrip("/").split("/"))):
-            raise LungsegError(f"{path}: unsafe member name {name!r} in the zip; refusing to read it")
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise LungsegError(f"{path}: member {name!r} is a link; refusing to read it")
+def _check_safe(path: Path, info: zipfile.ZipInfo) -> None:
+    """Refuse a member whose name could escape the folder it is unpacked into, or that is a link."""
+    name = info.filename
+    pure = PurePosixPath(name)
+    if (name.startswith(("/", "\\")) or "\\" in name or ":" in name or pure.is_absolute()
+            or any(part in ("", ".", "..") for part in name.rstrip("/").split("/"))):
+        raise LungsegError(f"{path}: unsafe member name {name!r} in the zip; refusing to read it")
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise LungsegError(f"{path}: member {name!r} is a link; refusing to read it")
+
+
+def _root(path: Path, zf: zipfile.ZipFile) -> str:
+    """The bundle's folder in the zip with a trailing ``/`` (layout 2), or ``""`` (layout 1: members at the root).
+
+    Every member name is checked first; then the folder is the one that holds ``configs/metadata.json``,
+    and everything else in the zip must be a member of that layout.
+    """
+    infos = zf.infolist()
+    for info in infos:
+        _check_safe(path, info)
+    names = {info.filename for info in infos if not info.is_dir()}
+    if _METADATA in names:
+        prefix, allowed = "", _layout_members(1)
+    else:
+        roots = sorted(n[: -len(_METADATA)] for n in names if n.endswith("/" + _METADATA) and n.count("/") == 2)
+        if len(roots) != 1:
+            raise LungsegError(f"{path}: not a lungseg export (no {_METADATA}, alone or in one folder); make one "
+                               "with `lungseg export RUN model.zip`")
+        prefix, allowed = roots[0], _layout_members(BUNDLE_FORMAT_VERSION)
+    expected = {prefix + m for m in allowed}
+    for info in infos:
         if info.is_dir():
+            if prefix and not info.filename.startswith(prefix) and info.filename != prefix:
+                raise LungsegError(f"{path}: unexpected folder {info.filename!r}; a lungseg export holds one folder, "
+                                   f"{prefix!r}")
             continue
-        if name not in allowed:
-            raise LungsegError(f"{path}: unexpected member {name!r}; a lungseg export holds only {sorted(allowed)}")
+        if info.filename not in expected:
+            raise LungsegError(f"{path}: unexpected member {info.filename!r}; a lungseg export holds only "
+                               f"{sorted(expected)}")
         if info.file_size > MAX_MEMBER_BYTES:
-            raise LungsegError(f"{path}: member {name!r} is {info.file_size} bytes, over the {MAX_MEMBER_BYTES} limit")
+            raise LungsegError(f"{path}: member {info.filename!r} is {info.file_size} bytes, over the "
+                               f"{MAX_MEMBER_BYTES} limit")
+    return prefix
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -256,29 +376,35 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         LungsegError: not a zip, not a lungseg export, a newer format, or unsafe member names.
     """
+    p = _zip_file(path)
+    with zipfile.ZipFile(p) as zf:
+        return _metadata(p, zf, _root(p, zf))
+
+
+def _zip_file(path: str | os.PathLike[str]) -> Path:
+    """``path``, once it is known to be a zip file."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such model file")
     if not zipfile.is_zipfile(p):
         raise LungsegError(f"{p}: not a zip file; expected a model exported with `lungseg export`")
-    with zipfile.ZipFile(p) as zf:
-        _check_names(p, zf)
-        return _metadata(p, zf)
+    return p
 
 
-def _metadata(path: Path, zf: zipfile.ZipFile) -> dict[str, Any]:
+def _metadata(path: Path, zf: zipfile.ZipFile, prefix: str) -> dict[str, Any]:
     try:
-        metadata = json.loads(zf.read(_METADATA))
-    except KeyError:
-        raise LungsegError(f"{path}: not a lungseg export (no {_METADATA}); make one with `lungseg export RUN model.zip`") from None
+        metadata = json.loads(zf.read(prefix + _METADATA))
     except (ValueError, UnicodeDecodeError) as exc:
         raise LungsegError(f"{path}: {_METADATA} is not valid JSON ({exc})") from None
     if not isinstance(metadata, dict) or metadata.get("format") != BUNDLE_FORMAT:
         raise LungsegError(f"{path}: not a lungseg export ({_METADATA} does not say format {BUNDLE_FORMAT!r})")
-    version = metadata.get("format_version")
-    if not isinstance(version, int) or version > BUNDLE_FORMAT_VERSION:
-        raise LungsegError(f"{path}: export format version {version!r}; this lungseg reads up to {BUNDLE_FORMAT_VERSION}"
+    version_ = metadata.get("format_version")
+    if not isinstance(version_, int) or version_ > BUNDLE_FORMAT_VERSION:
+        raise LungsegError(f"{path}: export format version {version_!r}; this lungseg reads up to {BUNDLE_FORMAT_VERSION}"
                            " (upgrade lungseg)")
+    if (version_ == 1) != (prefix == ""):
+        raise LungsegError(f"{path}: format version {version_} in {_METADATA} does not match the zip's layout "
+                           f"({'members at its root' if not prefix else 'one folder'}); the file was altered")
     if not isinstance(metadata.get("files"), dict):
         raise LungsegError(f"{path}: {_METADATA} lists no files and their SHA-256")
     return metadata
@@ -304,12 +430,13 @@ class Bundle:
 
 
 def read_bundle(path: str | os.PathLike[str]) -> Bundle:
-    """Unpack and verify a model exported by :func:`export_model`, in memory.
+    """Unpack and verify a model exported by :func:`export_model` (either layout), in memory.
 
-    The member names are checked (:func:`read_metadata`), each member is compared with its SHA-256
-    in the metadata, and the weights are read by :func:`lungseg.rundir.read_checkpoint`, which
-    refuses anything but tensors and plain types. Build the network with
-    :meth:`lungseg.inference.Predictor.from_bundle`.
+    The member names are checked (:func:`read_metadata`) and each member is compared with its
+    SHA-256 in the metadata. The weights come from ``models/model.safetensors`` (no pickle is read);
+    in a layout-1 archive from its checkpoint, read by :func:`lungseg.rundir.read_checkpoint`, which
+    refuses anything but tensors and plain types. ``configs/inference.json`` is hashed, never parsed.
+    Build the network with :meth:`lungseg.inference.Predictor.from_bundle`.
 
     Args:
         path: the ``.zip``.
@@ -318,24 +445,43 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
         The :class:`Bundle`.
 
     Raises:
-        LungsegError: not a lungseg export, unsafe or unexpected members, a missing member, or a
-            member whose SHA-256 differs from the metadata.
+        LungsegError: not a lungseg export, unsafe or unexpected members, a missing member, a member
+            whose SHA-256 differs from the metadata, or weights that cannot be read.
     """
-    p = Path(path)
-    metadata = read_metadata(p)
-    data: dict[str, bytes] = {}
+    p = _zip_file(path)
     with zipfile.ZipFile(p) as zf:
+        prefix = _root(p, zf)
+        metadata = _metadata(p, zf, prefix)
         names = set(zf.namelist())
-        for member, file_name in _members().items():
-            if member not in names:
-                raise LungsegError(f"{p}: not a complete lungseg export (no {member})")
-            data[file_name] = zf.read(member)
-            if metadata["files"].get(member) != _sha256(data[file_name]):
-                raise LungsegError(f"{p}: {member} does not match its SHA-256 in {_METADATA}; the file is damaged or was altered")
-    ckpt = RunDir(".").checkpoint_path("best").name
+        layout = 1 if not prefix else BUNDLE_FORMAT_VERSION
+        weights = _v1_checkpoint() if layout == 1 else _WEIGHTS_SAFETENSORS
+        data: dict[str, bytes] = {}
+        for member in sorted(_layout_members(layout) - {_METADATA}):
+            if prefix + member not in names:
+                if member in (_CONFIG, _FINGERPRINT, weights):
+                    raise LungsegError(f"{p}: not a complete lungseg export (no {prefix + member})")
+                continue
+            data[member] = zf.read(prefix + member)
+            if metadata["files"].get(member) != _sha256(data[member]):
+                raise LungsegError(f"{p}: {prefix + member} does not match its SHA-256 in {_METADATA}; the file is "
+                                   "damaged or was altered")
+    source = f"{p}:{prefix}{weights}"
+    state = (read_checkpoint(io.BytesIO(data[weights]), source) if layout == 1
+             else {"model": _read_safetensors(data[weights], source), "epoch": int(metadata.get("epoch") or 0)})
     return Bundle(
         path=p, metadata=metadata,
-        config=parse_config(data[RunDir.CONFIG], f"{p}:{RunDir.CONFIG}"),
-        fingerprint=Fingerprint.from_json_text(data[RunDir.FINGERPRINT], f"{p}:{RunDir.FINGERPRINT}"),
-        state=read_checkpoint(io.BytesIO(data[ckpt]), f"{p}:{ckpt}"),
+        config=parse_config(data[_CONFIG], f"{p}:{prefix}{_CONFIG}"),
+        fingerprint=Fingerprint.from_json_text(data[_FINGERPRINT], f"{p}:{prefix}{_FINGERPRINT}"),
+        state=state,
     )
+
+
+def _read_safetensors(data: bytes, source: str) -> dict[str, torch.Tensor]:
+    """The state dict of a safetensors member (a format of raw tensors: reading it cannot run code)."""
+    reader = _safetensors()
+    try:
+        tensors = reader.load(data)
+    except Exception as exc:  # the Rust reader raises its own error types; report one line naming the member
+        raise LungsegError(f"{source}: cannot read the safetensors weights ({describe(exc)})") from None
+    # half-precision weights come back as float32, as read_checkpoint does for a checkpoint
+    return {k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()}
