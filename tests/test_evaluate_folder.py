@@ -136,3 +136,50 @@ def test_cli_needs_a_run_and_data_or_two_folders(scored: dict[str, Path], tmp_pa
     assert main(["evaluate", "--pred", str(scored["pred"]), "--ref", str(scored["ref"]),
                  "--out", str(scored["pred"] / "m.json")]) == 2
     assert "lies inside the input" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def dicom_masks(scored: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One phantom DICOM series segmented by the run twice (two thresholds), each as NIfTI and DICOM SEG."""
+    from lungseg.data.phantom import PhantomConfig, generate_study
+    from lungseg.inference import predict
+
+    root = tmp_path_factory.mktemp("seg_masks")
+    study = generate_study(root / "study", 1, seed=7, config=PhantomConfig(image_size=64, n_slices=6), progress=False)
+    (series,) = sorted(p / "ct" for p in study.iterdir() if p.is_dir())
+    predict(scored["root"] / "run", series, root / "probe", probabilities=True, progress=False)
+    probs = read_nifti(root / "probe" / "probability.nii.gz")[0]
+    out = {}
+    for name, quantile in (("a", 0.8), ("b", 0.9)):  # masks with outlines, neither empty nor full
+        threshold = float(np.quantile(probs, quantile))
+        for fmt, suffix in (("nifti", ".nii.gz"), ("dicom-seg", ".dcm")):
+            out[f"{name}_{fmt}"] = root / f"{name}_{fmt}"
+            predict(scored["root"] / "run", series, out[f"{name}_{fmt}"] / f"case{suffix}", threshold=threshold,
+                    output_format=fmt, progress=False)
+            (out[f"{name}_{fmt}"] / "case_lesions.json").unlink()
+    return out
+
+
+def test_dicom_seg_scores_as_its_nifti_twin(dicom_masks: dict[str, Path]) -> None:
+    nifti = evaluate_folder(dicom_masks["b_nifti"], dicom_masks["a_nifti"], n_boot=0)
+    assert 0 < nifti["pooled"]["dice"] < 1
+    for pred, ref in (("b_dicom-seg", "a_nifti"), ("b_nifti", "a_dicom-seg")):
+        seg = evaluate_folder(dicom_masks[pred], dicom_masks[ref], n_boot=0)
+        for key in ("pooled", "per_image", "per_patient", "lesion_recall", "volumes"):
+            assert seg[key] == nifti[key], (pred, ref, key)
+    assert evaluate_folder(dicom_masks["a_dicom-seg"], dicom_masks["a_nifti"], n_boot=0)["pooled"]["dice"] == 1.0
+    with pytest.raises(DataError, match="two DICOM SEGs"):
+        evaluate_folder(dicom_masks["a_dicom-seg"], dicom_masks["b_dicom-seg"], n_boot=0)
+
+
+def test_dicom_seg_off_the_reference_grid_is_refused(dicom_masks: dict[str, Path], tmp_path: Path) -> None:
+    mask, spacing, affine = read_nifti(dicom_masks["a_nifti"] / "case.nii.gz")
+    shifted = affine.copy()
+    shifted[:3, 3] += 0.5 * np.sqrt((affine[:3, :3] ** 2).sum(axis=0))  # half a voxel along every axis
+    write_nifti(mask, tmp_path / "case.nii.gz", affine=shifted)
+    with pytest.raises(DataError, match="case.dcm: its frames do not lie on the voxels of the reference grid"):
+        evaluate_folder(dicom_masks["a_dicom-seg"], tmp_path, n_boot=0)
+    shifted[:3, 3] = affine[:3, 3] + 3 * affine[:3, 2]  # three slices further: frames past the last slice
+    write_nifti(mask, tmp_path / "case.nii.gz", affine=shifted)
+    with pytest.raises(DataError, match="case.dcm: its frames lie outside the reference grid"):
+        evaluate_folder(dicom_masks["a_dicom-seg"], tmp_path, n_boot=0)
