@@ -50,3 +50,19 @@ def test_matches_sklearn_calibration_curve() -> None:
 def test_refuses_values_that_are_not_probabilities(probs: np.ndarray) -> None:
     with pytest.raises(ValueError, match="probs must be finite and in"):
         reliability(probs, np.array([0, 1]))
+
+
+@pytest.mark.parametrize("n_bins", [1, 2, 10])
+def test_mask_reliability_from_counts_is_reliability_of_the_mask(n_bins: int) -> None:
+    from lungseg.metrics import confusion, mask_reliability
+
+    rng = np.random.default_rng(n_bins)
+    target = rng.random((2, 12, 12)) < 0.3
+    mask = target ^ (rng.random(target.shape) < 0.2)
+    c = confusion(mask, target)
+    got, want = mask_reliability(c.tp, c.fp, c.fn, c.tn, n_bins), reliability(mask.astype(float), target, n_bins)
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == pytest.approx(want[key]), key
+    with pytest.raises(ValueError, match="counts"):
+        mask_reliability(0, 0, 0, 0)

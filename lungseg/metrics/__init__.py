@@ -40,7 +40,7 @@ from lungseg.metrics.boundary import (
     boundary_scores,
     boundary_summary,
 )
-from lungseg.metrics.calibration import CALIBRATION_BINS, expected_calibration_error, reliability
+from lungseg.metrics.calibration import CALIBRATION_BINS, expected_calibration_error, mask_reliability, reliability
 from lungseg.metrics.froc import FROC_FP_RATES, false_positive_components, froc, froc_score, lesion_detection_scores
 from lungseg.metrics.lesion import (
     LESION_RULE,
@@ -91,6 +91,7 @@ __all__ = [
     "froc",
     "froc_score",
     "lesion_detection_scores",
+    "mask_reliability",
     "lesions",
     "ratio_or_default",
     "reliability",

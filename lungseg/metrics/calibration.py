@@ -20,7 +20,7 @@ import numpy as np
 
 from lungseg.metrics.arrays import as_binary, to_numpy
 
-__all__ = ["CALIBRATION_BINS", "expected_calibration_error", "reliability"]
+__all__ = ["CALIBRATION_BINS", "expected_calibration_error", "mask_reliability", "reliability"]
 
 #: Default number of equal-width probability bins (scikit-learn's ``calibration_curve`` default is 5;
 #: ten resolves the low-probability range where nearly every pixel of a CT slice lies).
@@ -69,3 +69,30 @@ def reliability(probs: Any, target: Any, n_bins: int = CALIBRATION_BINS) -> dict
 def expected_calibration_error(probs: Any, target: Any, n_bins: int = CALIBRATION_BINS) -> float:
     """The ECE of :func:`reliability`."""
     return reliability(probs, target, n_bins)["ece"]
+
+
+def mask_reliability(tp: int, fp: int, fn: int, tn: int, n_bins: int = CALIBRATION_BINS) -> dict[str, Any]:
+    """:func:`reliability` of a binary mask from its confusion counts alone (e.g. a CRF mask's, read from
+    an evaluation), without the pixels.
+
+    The mask's 0-pixels fall in the first bin (observed tumour share ``FN / (FN + TN)``) and its
+    1-pixels in the last (observed ``TP / (TP + FP)``, the precision); ``ece = (FP + FN) / N``.
+    """
+    counts = np.array([tp, fp, fn, tn])
+    if not (np.issubdtype(counts.dtype, np.integer) and (counts >= 0).all() and counts.sum() > 0):
+        raise ValueError(f"tp, fp, fn, tn must be counts >= 0, not all 0, got {counts.tolist()}")
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins must be an int >= 1, got {n_bins!r}")
+    # (bin, mean probability, tumour pixels, pixels) of the 0- and the 1-pixels; one bin holds both if n_bins == 1
+    groups = [(0, 0.0, fn, fn + tn), (n_bins - 1, 1.0, tp, tp + fp)]
+    if n_bins == 1:
+        groups = [(0, (tp + fp) / counts.sum(), tp + fn, int(counts.sum()))]
+    kept = [g for g in groups if g[3] > 0]
+    observed = [g[2] / g[3] for g in kept]
+    gaps = [abs(o - g[1]) for o, g in zip(observed, kept)]
+    return {
+        "edges": np.linspace(0.0, 1.0, n_bins + 1).tolist(), "bin": [g[0] for g in kept],
+        "mean_probability": [float(g[1]) for g in kept], "observed": observed, "count": [int(g[3]) for g in kept],
+        "ece": float(sum(g[3] * gap for g, gap in zip(kept, gaps)) / counts.sum()), "max_gap": float(max(gaps)),
+        "n_pixels": int(counts.sum()),
+    }
