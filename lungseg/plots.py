@@ -358,6 +358,9 @@ def froc_curve(curves: Mapping[str, Mapping[str, Any]], ax: Any | None = None, t
                 color=COLORS.get(label) or next(fallback), label=f"{MODEL_LABELS.get(label, label)} ({curve['n_lesions']} lesions)")
     # zero false positives is a point of the curve: a linear scale near 0, logarithmic beyond one per scan
     ax.set_xscale("symlog", linthresh=1.0)
+    most = max((max(c["fp_per_scan"], default=0.0) for c in curves.values()), default=1.0)
+    ticks = [0.0] + [2.0 ** k for k in range(-1, int(np.ceil(np.log2(max(most, 1.0)))) + 1)]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.set(xlabel="false positives per scan", ylabel="lesion sensitivity", ylim=(-0.02, 1.02))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")

@@ -46,6 +46,8 @@ def test_worst_cases_by_image_and_by_patient() -> None:
     # slice 2: both empty, no Dice, never listed
     got = worst_cases(pred, target, ["a", "a", "b", "b"], n=5)
     assert [(g["index"], g["dice"]) for g in got] == [(1, 0.0), (3, 0.0), (0, pytest.approx(2 / 3))]
+    tumour_only = worst_cases(pred, target, ["a", "a", "b", "b"], n=5, with_tumour=True)
+    assert [g["index"] for g in tumour_only] == [1, 0]
     by_patient = worst_cases(pred, target, ["a", "a", "b", "b"], n=1, by="patient")
     assert by_patient == [{"patient_id": "b", "index": 2, "dice": 0.0, "tumour_pixels": 0, "predicted_pixels": 1}]
     with pytest.raises(ValueError, match="n must be"):

@@ -75,11 +75,14 @@ def bland_altman(predicted: Sequence[float], reference: Sequence[float], level: 
     }
 
 
-def worst_cases(pred: Any, target: Any, patient_ids: Sequence[Any], n: int, by: str = "image") -> list[dict[str, Any]]:
+def worst_cases(pred: Any, target: Any, patient_ids: Sequence[Any], n: int, by: str = "image",
+                with_tumour: bool = False) -> list[dict[str, Any]]:
     """The ``n`` lowest-Dice slices (``by="image"``) or patients (``by="patient"``), worst first.
 
     Slices (patients) whose target and prediction are both empty have no Dice
     (:data:`lungseg.metrics.EMPTY_MASK_RULE`) and are never listed; ties keep the input order.
+    ``with_tumour`` lists only those with tumour in the target (leaving out false positives on
+    tumour-free slices, which all score 0).
 
     Returns:
         ``[{"patient_id", "index" (the slice's position in the stack; the patient's first slice),
@@ -101,7 +104,7 @@ def worst_cases(pred: Any, target: Any, patient_ids: Sequence[Any], n: int, by: 
     else:
         owners, index = ids, np.arange(len(p))
     dice = stat_from_counts("dice", *counts.T)
-    scored = np.flatnonzero(~is_both_empty(*counts[:, :3].T))
+    scored = np.flatnonzero(~is_both_empty(*counts[:, :3].T) & ((counts[:, 0] + counts[:, 2] > 0) | (not with_tumour)))
     order = scored[np.argsort(dice[scored], kind="stable")][:n]
     return [{"patient_id": str(owners[k]), "index": int(index[k]), "dice": float(dice[k]),
              "tumour_pixels": int(counts[k, 0] + counts[k, 2]), "predicted_pixels": int(counts[k, 0] + counts[k, 1])}
