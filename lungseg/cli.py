@@ -260,10 +260,10 @@ def _evaluate_parser(sub: Any) -> None:
                        description="Evaluate a trained run on --data, or any tool's masks (--pred) against reference"
                                    " masks (--ref), <case>.nii.gz/.nii/.dcm (DICOM SEG) paired by name; writes"
                                    " METRICS.json and METRICS_per_image.csv next to it.")
-    p.add_argument("--run", help="run directory (with --data)")
-    p.add_argument("--data", help="dataset to evaluate the run on (with --run)")
-    p.add_argument("--pred", help="folder of predicted masks to score instead of a run (with --ref)")
-    p.add_argument("--ref", help="folder of reference masks, one per case of --pred (with --pred)")
+    p.add_argument("--run", help="run directory (required with --data, default: none)")
+    p.add_argument("--data", help="dataset to evaluate the run on (required with --run, default: none)")
+    p.add_argument("--pred", help="folder of predicted masks to score instead of a run (required with --ref, default: none)")
+    p.add_argument("--ref", help="folder of reference masks, one per case of --pred (required with --pred, default: none)")
     _add_dicom_options(p)
     p.add_argument("--out", required=True, help="metrics JSON file to write (required)")
     p.add_argument("--crf", action="store_true", help="refine with the CRF of eq. (10) (default: off)")

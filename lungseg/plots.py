@@ -340,7 +340,8 @@ def _keys(curve: Mapping[str, Any], keys: Sequence[str], name: str) -> None:
 
 
 def froc_curve(curves: Mapping[str, Mapping[str, Any]], ax: Any | None = None, title: str | None = None) -> Figure:
-    """Lesion-level FROC curves: sensitivity against false positives per scan, one line per curve.
+    """Lesion-level FROC curves: sensitivity against false positives per scan, one line per curve, its
+    points joined in the order of the thresholds.
 
     Args:
         curves: ``{label: froc result}``, each the dict of :func:`lungseg.metrics.froc` (``fp_per_scan``,
@@ -353,8 +354,9 @@ def froc_curve(curves: Mapping[str, Mapping[str, Any]], ax: Any | None = None, t
     fallback = iter(sns.color_palette("colorblind").as_hex())
     for label, curve in curves.items():
         _keys(curve, ("fp_per_scan", "sensitivity", "n_lesions"), f"froc ({label})")
-        order = np.argsort(curve["fp_per_scan"], kind="stable")
-        ax.plot(np.asarray(curve["fp_per_scan"])[order], np.asarray(curve["sensitivity"])[order], "o-", ms=3,
+        # joined in threshold order: false positives need not fall as the threshold rises (a component
+        # can split in two), so sorting the points by false positives would draw a curve that was never measured
+        ax.plot(curve["fp_per_scan"], curve["sensitivity"], "o-", ms=3,
                 color=COLORS.get(label) or next(fallback), label=f"{MODEL_LABELS.get(label, label)} ({curve['n_lesions']} lesions)")
     # zero false positives is a point of the curve: a linear scale near 0, logarithmic beyond one per scan
     ax.set_xscale("symlog", linthresh=1.0)

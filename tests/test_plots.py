@@ -189,7 +189,7 @@ def test_paired_differences_from_the_published_results() -> None:
 
 
 # ---------------------------------------------------------------- the field's evaluation figures
-def test_froc_curve_draws_each_curve_in_fp_order():
+def test_froc_curve_draws_each_curve_in_threshold_order():
     from lungseg.metrics import froc
 
     target = np.zeros((2, 8, 8), np.uint8)
@@ -198,7 +198,7 @@ def test_froc_curve_draws_each_curve_in_fp_order():
     curve = froc(probs, target, ["a", "b"], [0.95, 0.3, 0.5])
     fig = plots.froc_curve({"attention": curve, "other": curve})
     (line, _) = fig.axes[0].get_lines()
-    assert list(line.get_xdata()) == sorted(curve["fp_per_scan"])
+    assert list(line.get_xdata()) == curve["fp_per_scan"] and list(line.get_ydata()) == curve["sensitivity"]
     assert line.get_color().lower() == plots.COLORS["attention"].lower()
     with pytest.raises(ValueError, match="missing"):
         plots.froc_curve({"x": {"sensitivity": [1.0]}})
