@@ -257,9 +257,13 @@ def _train_parser(sub: Any) -> None:
 def _evaluate_parser(sub: Any) -> None:
     """The ``evaluate`` verb's flags."""
     p = sub.add_parser("evaluate", formatter_class=_Formatter, help="evaluate a run: all metrics with bootstrap CIs",
-                       description="Evaluate a trained run; writes METRICS.json and METRICS_per_image.csv next to it.")
-    p.add_argument("--run", required=True, help="run directory (required)")
-    p.add_argument("--data", required=True, help="dataset to evaluate on (required)")
+                       description="Evaluate a trained run on --data, or any tool's masks (--pred) against reference"
+                                   " masks (--ref), <case>.nii.gz/.nii/.dcm (DICOM SEG) paired by name; writes"
+                                   " METRICS.json and METRICS_per_image.csv next to it.")
+    p.add_argument("--run", help="run directory (required with --data, default: none)")
+    p.add_argument("--data", help="dataset to evaluate the run on (required with --run, default: none)")
+    p.add_argument("--pred", help="folder of predicted masks to score instead of a run (required with --ref, default: none)")
+    p.add_argument("--ref", help="folder of reference masks, one per case of --pred (required with --pred, default: none)")
     _add_dicom_options(p)
     p.add_argument("--out", required=True, help="metrics JSON file to write (required)")
     p.add_argument("--crf", action="store_true", help="refine with the CRF of eq. (10) (default: off)")
@@ -422,21 +426,32 @@ def _cmd_train(args: argparse.Namespace) -> None:
     )
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from lungseg.evaluation import evaluate_run
+def _evaluate_metrics(args: argparse.Namespace) -> dict[str, Any]:
+    """``evaluate --run --data`` (a trained run) or ``evaluate --pred --ref`` (mask folders)."""
+    from lungseg.evaluation import evaluate_folder, evaluate_run
 
     if args.n_boot < 0:
         raise LungsegError(f"--n-boot must be >= 0, got {args.n_boot}")
+    folders = args.pred is not None or args.ref is not None
+    given = (args.pred, args.ref) if folders else (args.run, args.data)
+    if None in given or (folders and (args.run or args.data)):
+        raise LungsegError("evaluate takes --run RUN --data DATA (a trained run) or --pred DIR --ref DIR (mask folders)")
+    if folders:
+        return evaluate_folder(args.pred, args.ref, args.out, n_boot=args.n_boot, tolerance_mm=args.tolerance_mm)
     data: Any = args.data
     if args.roi is not None or args.series_uid is not None:
         from lungseg.data import open_dataset
 
         data = open_dataset(args.data, roi=args.roi, series_uid=args.series_uid)
-    m = evaluate_run(
+    return evaluate_run(
         args.run, data, crf=args.crf, out=args.out, split=args.split, checkpoint=args.checkpoint,
         n_boot=args.n_boot, robustness=not args.no_robustness, batch_size=args.batch_size, device=args.device,
         precision=args.precision, progress=not args.quiet, tolerance_mm=args.tolerance_mm,
     )
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    m = _evaluate_metrics(args)
     if m.get("task") == "slice-level detection":
         t = m["test"]
         print(f"slice-level detection (no masks): accuracy {_fmt(t['accuracy'])}, sensitivity {_fmt(t['sensitivity'])},"
@@ -455,6 +470,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
             if agg in b:
                 print(f"HD95 ({agg}): {_fmt(b[agg]['hd95_mm'])} mm; surface Dice at {b['tolerance_mm']:g} mm:"
                       f" {_fmt(b[agg]['surface_dice'])}")
+        if "volumes" in m:  # mask folders: volume agreement and false positives
+            v = m["volumes"]
+            print(f"volume bias {_fmt(v['bias_ml'])} mL, limits of agreement [{_fmt(v['limits_ml'][0])}, {_fmt(v['limits_ml'][1])}]"
+                  f" mL; false positives per scan {_fmt(m['false_positives_per_scan'])}")
     print(f"wrote {args.out}")
 
 

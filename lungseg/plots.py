@@ -1,6 +1,7 @@
 """Seaborn figures of the statistics: learning curves with seed bands, Figure 3 with every seed's
 value, per-patient Dice distributions, paired differences with their intervals, and the CRF's
-per-image effect by tumour size.
+per-image effect by tumour size; and the evaluation figures of the field: the lesion-level FROC curve,
+the reliability diagram of probabilities and the Bland–Altman plot of tumour volumes.
 
 :mod:`lungseg.viz` draws images (slices, contours, attention); this module draws numbers over seeds,
 patients and images, where the spread is the point. Every function takes plain tables (a pandas
@@ -28,12 +29,15 @@ from lungseg.viz import COLORS, MODEL_LABELS, metric_order
 __all__ = [
     "RUN_NAME",
     "SPREADS",
+    "bland_altman_plot",
     "dice_distributions",
     "figure3",
+    "froc_curve",
     "history_frame",
     "learning_curves",
     "paired_differences",
     "parse_run_name",
+    "reliability_diagram",
 ]
 
 #: An experiment's run folder name, ``<model>-<loss>-seed<N>`` (:func:`lungseg.experiment.run_experiment`).
@@ -323,6 +327,108 @@ def paired_differences(rows: Any, metric: str = "Dice", title: str | None = None
 
         ax.legend(handles=[Line2D([0], [0], marker="o", ls="none", color=palette[f], label=f) for f in factors],
                   fontsize=7, title="factor", title_fontsize=7, loc="best")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _keys(curve: Mapping[str, Any], keys: Sequence[str], name: str) -> None:
+    missing = [k for k in keys if k not in curve]
+    if missing:
+        raise ValueError(f"{name}: missing {missing}; expected the dict of lungseg.metrics.{name.split()[0]}")
+
+
+def froc_curve(curves: Mapping[str, Mapping[str, Any]], ax: Any | None = None, title: str | None = None) -> Figure:
+    """Lesion-level FROC curves: sensitivity against false positives per scan, one line per curve, its
+    points joined in the order of the thresholds.
+
+    Args:
+        curves: ``{label: froc result}``, each the dict of :func:`lungseg.metrics.froc` (``fp_per_scan``,
+            ``sensitivity``, ``n_lesions``); the label's colour is :data:`lungseg.viz.COLORS`'s when it
+            names a model or ``"crf"``.
+        ax: axes to draw into (default: a new figure).
+        title: figure title.
+    """
+    fig, ax = plt.subplots(figsize=(5.0, 3.6)) if ax is None else (ax.figure, ax)
+    fallback = iter(sns.color_palette("colorblind").as_hex())
+    for label, curve in curves.items():
+        _keys(curve, ("fp_per_scan", "sensitivity", "n_lesions"), f"froc ({label})")
+        # joined in threshold order: false positives need not fall as the threshold rises (a component
+        # can split in two), so sorting the points by false positives would draw a curve that was never measured
+        ax.plot(curve["fp_per_scan"], curve["sensitivity"], "o-", ms=3,
+                color=COLORS.get(label) or next(fallback), label=f"{MODEL_LABELS.get(label, label)} ({curve['n_lesions']} lesions)")
+    # zero false positives is a point of the curve: a linear scale near 0, logarithmic beyond one per scan
+    ax.set_xscale("symlog", linthresh=1.0)
+    most = max((max(c["fp_per_scan"], default=0.0) for c in curves.values()), default=1.0)
+    ticks = [0.0] + [2.0 ** k for k in range(-1, int(np.ceil(np.log2(max(most, 1.0)))) + 1)]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.set(xlabel="false positives per scan", ylabel="lesion sensitivity", ylim=(-0.02, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagram(curves: Mapping[str, Mapping[str, Any]], title: str | None = None) -> Figure:
+    """Reliability diagram: observed tumour share against mean probability per bin, with the diagonal
+    of perfect calibration, and below it the pixels per bin (log scale).
+
+    Args:
+        curves: ``{label: reliability result}``, each the dict of :func:`lungseg.metrics.reliability`
+            (``mean_probability``, ``observed``, ``count``, ``ece``); the legend quotes each ECE.
+        title: figure title.
+    """
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.8, 5.0), sharex=True, gridspec_kw={"height_ratios": (3, 1)})
+    top.plot([0, 1], [0, 1], ls="--", color="0.5", lw=0.8, label="perfect calibration")
+    fallback = iter(sns.color_palette("colorblind").as_hex())
+    for label, curve in curves.items():
+        _keys(curve, ("mean_probability", "observed", "count", "ece"), f"reliability ({label})")
+        color = COLORS.get(label) or next(fallback)
+        top.plot(curve["mean_probability"], curve["observed"], "o-", ms=4, color=color,
+                 label=f"{MODEL_LABELS.get(label, label)}: ECE {curve['ece']:.4f}")
+        bottom.plot(curve["mean_probability"], curve["count"], "o", ms=3, color=color)
+    top.set(ylabel="observed tumour share", xlim=(0, 1), ylim=(0, 1))
+    top.legend(fontsize=7, loc="upper left")
+    top.grid(alpha=0.3)
+    bottom.set(xlabel="mean predicted probability (bin)", ylabel="pixels", yscale="log")
+    bottom.grid(alpha=0.3)
+    if title:
+        top.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def bland_altman_plot(result: Mapping[str, Any], unit: str = "mL", labels: Sequence[str] | None = None,
+                      ax: Any | None = None, title: str | None = None) -> Figure:
+    """Bland–Altman plot: difference (prediction - reference) against the mean of the two, per case, with
+    the bias and the limits of agreement as lines.
+
+    Args:
+        result: the dict of :func:`lungseg.metrics.bland_altman`.
+        unit: unit of the measurement, for the axes.
+        labels: one name per case, written beside its point.
+        ax: axes to draw into (default: a new figure).
+        title: figure title.
+    """
+    _keys(result, ("mean", "difference", "bias", "limits", "level"), "bland_altman")
+    fig, ax = plt.subplots(figsize=(5.0, 3.6)) if ax is None else (ax.figure, ax)
+    ax.scatter(result["mean"], result["difference"], s=18, color=COLORS["attention"], edgecolor="black", lw=0.4, zorder=3)
+    for name, x, y in zip(labels or (), result["mean"], result["difference"]):
+        ax.annotate(str(name), (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(result["bias"], color="black", lw=1, label=f"bias {result['bias']:+.2f} {unit}")
+    low, high = result["limits"]
+    if np.isfinite(low) and np.isfinite(high):
+        for value in (low, high):
+            ax.axhline(value, color="0.4", lw=0.8, ls="--")
+        ax.axhspan(low, high, color="0.9", zorder=0,
+                   label=f"{result['level']:.0%} limits of agreement [{low:+.2f}, {high:+.2f}] {unit}")
+    ax.axhline(0.0, color="0.6", lw=0.6, ls=":")
+    ax.set(xlabel=f"mean of prediction and reference ({unit})", ylabel=f"prediction - reference ({unit})")
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

@@ -40,6 +40,7 @@ __all__ = [
     "hu_histograms",
     "image_row",
     "figure2_grid",
+    "worst_cases_gallery",
 ]
 
 #: Display windows as (low, high) HU. ``"paper"`` is the clipping window of eq. (1)
@@ -454,3 +455,37 @@ def _crop_slices(gt: np.ndarray, crop: int | None, shape: tuple[int, ...]) -> tu
     y0 = int(np.clip(cy - size // 2, 0, h - size))
     x0 = int(np.clip(cx - size // 2, 0, w - size))
     return slice(y0, y0 + size), slice(x0, x0 + size)
+
+
+def worst_cases_gallery(cases: Sequence[Mapping[str, Any]], window: str | tuple[float, float] | None = "lung",
+                        crop: int | None = None) -> Figure:
+    """The worst cases, one row each: the CT slice, the truth on it, the prediction on it.
+
+    Args:
+        cases: one mapping per row with ``image``, ``gt`` and ``pred`` (``(H, W)`` arrays) and ``title``
+            (e.g. patient, slice and Dice of :func:`lungseg.metrics.worst_cases`).
+        window: display window of :func:`show_ct`.
+        crop: half the side in pixels of a square crop centred on the truth and prediction (``None``: the
+            whole slice).
+
+    Raises:
+        ValueError: no cases, or a case missing a key or with arrays of different shapes.
+    """
+    if not cases:
+        raise ValueError("worst_cases_gallery needs at least one case")
+    fig, axes = plt.subplots(len(cases), 3, figsize=(7.5, 2.6 * len(cases)), squeeze=False)
+    for row, case in zip(axes, cases):
+        missing = [k for k in ("image", "gt", "pred", "title") if k not in case]
+        if missing:
+            raise ValueError(f"worst_cases_gallery: a case misses {missing}")
+        image = _check_2d("image", case["image"])
+        for name in ("gt", "pred"):
+            _same_shape(name, case[name], image)
+        gt, pred = np.asarray(case["gt"]) > 0, np.asarray(case["pred"]) > 0
+        rows, cols = _crop_slices(gt | pred, crop, image.shape)
+        show_ct(image[rows, cols], ax=row[0], window=window, title=str(case["title"]))
+        show_slice(image[rows, cols], gt=gt[rows, cols], ax=row[1], window=window, title="truth", legend=False)
+        show_slice(image[rows, cols], pred={"prediction": pred[rows, cols]}, ax=row[2], window=window,
+                   title="prediction", legend=False)
+    fig.tight_layout()
+    return fig

@@ -186,3 +186,41 @@ def test_paired_differences_from_the_published_results() -> None:
         paired_difference_rows(_medium_results(), "nope")
     with pytest.raises(ValueError, match="no paired differences"):
         paired_difference_rows({"differences": []})
+
+
+# ---------------------------------------------------------------- the field's evaluation figures
+def test_froc_curve_draws_each_curve_in_threshold_order():
+    from lungseg.metrics import froc
+
+    target = np.zeros((2, 8, 8), np.uint8)
+    target[:, 2:4, 2:4] = 1
+    probs = target * np.array([0.9, 0.4])[:, None, None] + np.pad(np.full((2, 1, 1), 0.6), ((0, 0), (6, 1), (6, 1)))
+    curve = froc(probs, target, ["a", "b"], [0.95, 0.3, 0.5])
+    fig = plots.froc_curve({"attention": curve, "other": curve})
+    (line, _) = fig.axes[0].get_lines()
+    assert list(line.get_xdata()) == curve["fp_per_scan"] and list(line.get_ydata()) == curve["sensitivity"]
+    assert line.get_color().lower() == plots.COLORS["attention"].lower()
+    with pytest.raises(ValueError, match="missing"):
+        plots.froc_curve({"x": {"sensitivity": [1.0]}})
+
+
+def test_reliability_diagram_quotes_the_ece_and_draws_the_diagonal():
+    from lungseg.metrics import reliability
+
+    res = reliability(np.array([0.1, 0.1, 0.9, 0.9]), np.array([0, 1, 1, 1]), n_bins=2)
+    fig = plots.reliability_diagram({"probabilities": res})
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["perfect calibration", f"probabilities: ECE {res['ece']:.4f}"]
+    assert list(fig.axes[0].get_lines()[1].get_ydata()) == res["observed"]
+
+
+def test_bland_altman_plot_draws_bias_and_limits():
+    from lungseg.metrics import bland_altman
+
+    res = bland_altman([11.0, 22.0, 33.0], [10.0, 20.0, 30.0])
+    fig = plots.bland_altman_plot(res, labels=["a", "b", "c"])
+    heights = sorted({round(line.get_ydata()[0], 6) for line in fig.axes[0].get_lines()})
+    assert heights == sorted({0.0, 2.0, round(res["limits"][0], 6), round(res["limits"][1], 6)})
+    assert [t.get_text() for t in fig.axes[0].texts] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="missing"):
+        plots.bland_altman_plot({"bias": 0.0})

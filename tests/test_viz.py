@@ -163,3 +163,24 @@ def test_montage_tiles_slices_with_make_grid():
         viz.montage([image], titles=["a", "b"])
     with pytest.raises(ValueError, match="shape"):
         viz.montage([image, image[:32]])
+
+
+def test_worst_cases_gallery_one_row_per_case():
+    from lungseg.metrics import worst_cases
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(-700, 100, (3, 32, 32))
+    gt = np.zeros((3, 32, 32), np.uint8)
+    gt[:, 10:16, 10:16] = 1
+    pred = np.roll(gt, (0, 0, 3), axis=(0, 1, 2)) * np.array([1, 0, 1])[:, None, None]
+    worst = worst_cases(pred, gt, ["a", "a", "b"], n=2)
+    assert [w["index"] for w in worst] == [1, 0]  # slice 1 missed entirely, then the shifted ones
+    cases = [{"image": images[w["index"]], "gt": gt[w["index"]], "pred": pred[w["index"]],
+              "title": f"{w['patient_id']} z={w['index']}: Dice {w['dice']:.2f}"} for w in worst]
+    fig = viz.worst_cases_gallery(cases, crop=8)
+    assert len(fig.axes) == 6 and fig.axes[0].get_title() == "a z=1: Dice 0.00"
+    assert fig.axes[0].get_images()[0].get_array().shape == (16, 16)
+    with pytest.raises(ValueError, match="misses"):
+        viz.worst_cases_gallery([{"image": images[0]}])
+    with pytest.raises(ValueError, match="at least one"):
+        viz.worst_cases_gallery([])

@@ -10,6 +10,12 @@ patient-bootstrap CIs and boundary figures, split by job:
   training seeds and test patients together (:func:`crossed_interval`);
 * :mod:`lungseg.metrics.boundary` — HD95 and surface Dice in mm (MONAI's), with their empty-mask rule
   :data:`BOUNDARY_EMPTY_RULE`;
+* :mod:`lungseg.metrics.froc` — lesion-level FROC (sensitivity against false positives per scan over
+  probability thresholds) and its LUNA16 score;
+* :mod:`lungseg.metrics.agreement` — tumour volumes per patient, their Bland–Altman agreement, the
+  worst cases by Dice;
+* :mod:`lungseg.metrics.calibration` — the reliability diagram and expected calibration error of
+  probability maps;
 * :mod:`lungseg.metrics.arrays` — the checked numpy views of masks and spacings they all take.
 
 (The modules are not named after the functions they hold, ``confusion`` and ``lesions``, so that
@@ -24,6 +30,7 @@ The robustness to intensity variation (Table 2, "std" column) runs a model, so i
 evaluation stage: :mod:`lungseg.evaluation.robustness`.
 """
 
+from lungseg.metrics.agreement import MM3_PER_ML, bland_altman, volumes_ml, worst_cases
 from lungseg.metrics.boundary import (
     BOUNDARY_DEFINITION,
     BOUNDARY_EMPTY_RULE,
@@ -34,6 +41,8 @@ from lungseg.metrics.boundary import (
     boundary_scores,
     boundary_summary,
 )
+from lungseg.metrics.calibration import CALIBRATION_BINS, expected_calibration_error, mask_reliability, reliability
+from lungseg.metrics.froc import FROC_FP_RATES, false_positive_components, froc, froc_score, lesion_detection_scores
 from lungseg.metrics.lesion import (
     LESION_RULE,
     Lesion,
@@ -66,13 +75,17 @@ __all__ = [
     "BOUNDARY_EMPTY_RULE",
     "BOUNDARY_METRICS",
     "BOUNDARY_TOLERANCE_MM",
+    "CALIBRATION_BINS",
     "CROSSED_INTERVAL",
     "EMPTY_MASK_RULE",
+    "FROC_FP_RATES",
     "HD_PERCENTILE",
     "LESION_RULE",
     "METRIC_NAMES",
+    "MM3_PER_ML",
     "Confusion",
     "Lesion",
+    "bland_altman",
     "boundary_per_image",
     "boundary_scores",
     "boundary_summary",
@@ -82,10 +95,19 @@ __all__ = [
     "dice",
     "equivalent_diameter_mm",
     "equivalent_sphere_diameter_mm",
+    "expected_calibration_error",
+    "false_positive_components",
+    "froc",
+    "froc_score",
+    "lesion_detection_scores",
+    "mask_reliability",
     "lesions",
     "paired_crossed_interval",
     "ratio_or_default",
+    "reliability",
     "score",
     "small_tumor_recall",
     "summarize",
+    "volumes_ml",
+    "worst_cases",
 ]
