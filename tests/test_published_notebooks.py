@@ -68,7 +68,8 @@ def test_the_provenance_of_two_runs_sanitises_alike() -> None:
 @pytest.mark.parametrize(("measured", "again"), [
     ("grid finished in 6 s in this session (0 trained now, 18 reused)",
      "grid finished in 20 s in this session (0 trained now, 18 reused)"),
-    ("CRF on one 256x256 slice: 59 ms (5 mean-field iterations)", "CRF on one 256x256 slice: 116 ms (5 mean-field iterations)"),
+    ("CRF on one 256x256 slice: 59 ms (5 mean-field iterations)",
+     "CRF on one 256x256 slice: 116 ms (5 mean-field iterations)"),
 ])
 def test_times_measured_in_the_session_are_masked(measured: str, again: str) -> None:
     assert _sanitize(measured) == _sanitize(again)
