@@ -15,7 +15,7 @@ DEVICE ?= auto
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: venv crf test test-unit test-notebooks book notebooks check-book sync bench experiment clean
+.PHONY: venv crf test test-unit test-notebooks test-published book notebooks check-book sync bench experiment clean
 
 venv: $(STAMP)
 
@@ -37,13 +37,24 @@ crf:
 
 # Unit tests, then the notebooks as their users run them: papermill executes every chapter with the quick
 # profile (training from scratch) into _build/ci-notebooks, and nbval re-executes those and checks the
-# marked outputs.
+# marked outputs. Last, the published book proves itself (test-published).
 CI_NOTEBOOKS := _build/ci-notebooks
 test: venv
 	$(BIN)/python -m pytest -q --timeout=1200 tests
 	rm -rf $(CI_NOTEBOOKS)
 	$(BIN)/python scripts/run_notebooks.py --profile quick --out $(CI_NOTEBOOKS)
 	$(BIN)/python -m pytest -q --timeout=1200 --nbval-lax $(CI_NOTEBOOKS)
+	$(MAKE) --no-print-directory test-published
+
+# nbval re-executes the committed chapters notebooks/NN_*.ipynb (the medium profile, read from
+# results/medium without training) and compares every output of every cell with the committed one,
+# masking only the times, dates, versions and paths listed in $(NBVAL_SANITIZE) (book/reproducibility.md).
+# Without MPLBACKEND, as scripts/run_notebooks.py executes them, so the figures are drawn inline.
+NBVAL_SANITIZE := notebooks/nbval_sanitize.cfg
+PUBLISHED_NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+test-published: venv
+	env -u MPLBACKEND $(BIN)/python -m pytest -q --timeout=1200 --nbval --nbval-current-env \
+		--nbval-sanitize-with $(NBVAL_SANITIZE) $(PUBLISHED_NOTEBOOKS)
 
 test-notebooks: venv
 	rm -rf $(CI_NOTEBOOKS)
