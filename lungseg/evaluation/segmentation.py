@@ -27,6 +27,7 @@ from lungseg.evaluation.detection import evaluate_detection
 from lungseg.evaluation.robustness import intensity_robustness
 from lungseg.files import check_output, json_safe, write_csv, write_json
 from lungseg.inference import Predictor, check_positive_int, require_finite
+from lungseg.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP
 from lungseg.metrics import (
     BOUNDARY_METRICS,
     BOUNDARY_TOLERANCE_MM,
@@ -193,8 +194,10 @@ def _check_arguments(split: str, batch_size: int, tolerance_mm: float, n_boot: i
     check_positive_int(batch_size, "batch_size")
     if isinstance(tolerance_mm, bool) or not isinstance(tolerance_mm, (int, float)) or not tolerance_mm > 0:
         raise LungsegError(f"tolerance_mm must be a number > 0 (mm), got {tolerance_mm!r}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
-        raise LungsegError(f"n_boot must be an int >= 0, got {n_boot!r}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or not 0 <= n_boot <= MAX_BOOTSTRAP:
+        raise LungsegError(f"n_boot must be an int in [0, {MAX_BOOTSTRAP}] (lungseg.limits), got {n_boot!r}")
+    if batch_size > MAX_BATCH_SIZE:
+        raise LungsegError(f"batch_size must be at most {MAX_BATCH_SIZE} (lungseg.limits), got {batch_size!r}")
 
 
 def _check_outputs(run_dir: str | os.PathLike[str], data: Any, out: str | os.PathLike[str]) -> None:
