@@ -167,3 +167,59 @@ def test_weights_that_would_run_code_are_refused(exported: Path, tmp_path: Path)
     evil = _rewrite(exported, tmp_path / "evil.zip", {weights: buf.getvalue(), "configs/metadata.json": json.dumps(meta).encode()})
     with pytest.raises(LungsegError, match="weights_only"):
         Predictor.from_bundle(evil)
+
+
+def _weights_member(exported: Path) -> tuple[str, dict]:
+    with zipfile.ZipFile(exported) as zf:
+        return next(n for n in zf.namelist() if n.startswith("models/")), json.loads(zf.read("configs/metadata.json"))
+
+
+def test_nan_weights_are_refused(exported: Path, tmp_path: Path) -> None:
+    import hashlib
+    import io
+
+    weights, meta = _weights_member(exported)
+    with zipfile.ZipFile(exported) as zf:
+        state = torch.load(io.BytesIO(zf.read(weights)), weights_only=True)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = torch.full_like(state["model"][name], float("nan"))
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    meta["files"][weights] = hashlib.sha256(buf.getvalue()).hexdigest()
+    nan = _rewrite(exported, tmp_path / "nan.zip", {weights: buf.getvalue(), "configs/metadata.json": json.dumps(meta).encode()})
+    with pytest.raises(LungsegError, match=rf"nan.zip: 1 weight tensor\(s\) hold NaN or infinite values"):
+        Predictor.from_bundle(nan)
+
+
+def test_a_bad_crc_is_one_error_naming_the_file(exported: Path, tmp_path: Path) -> None:
+    weights, _ = _weights_member(exported)
+    raw = bytearray(exported.read_bytes())
+    with zipfile.ZipFile(exported) as zf:
+        info = zf.getinfo(weights)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + info.compress_size // 2
+    raw[start] ^= 0xFF
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(LungsegError, match="damaged.zip: damaged model archive"):
+        Predictor.load(damaged)
+
+
+def test_a_truncated_archive_is_not_a_missing_run_directory(exported: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(exported.read_bytes()[: exported.stat().st_size // 2])
+    with pytest.raises(LungsegError, match="truncated.zip: not a zip file \\(or a truncated one\\)"):
+        Predictor.load(truncated)
+    assert main(["predict", str(truncated), "--model", str(truncated), "--out", str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "run directory not found" not in err and "truncated" in err
+
+
+def test_member_sizes_are_read_from_the_zip_directory_before_unpacking(exported: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A metadata member of a gigabyte is refused from its declared size (the bound made small here)."""
+    from lungseg.inference import bundle
+
+    monkeypatch.setattr(bundle, "MAX_ARCHIVE_METADATA_BYTES", 64, raising=False)
+    with pytest.raises(LungsegError, match="configs/metadata.json' unpacks to .* bytes, over the 64 bytes"):
+        read_metadata(exported)

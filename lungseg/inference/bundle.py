@@ -24,6 +24,7 @@ import json
 import os
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -33,8 +34,9 @@ import numpy as np
 import torch
 
 from lungseg.config import TrainConfig
-from lungseg.errors import LungsegError
+from lungseg.errors import LungsegError, describe
 from lungseg.files import check_output
+from lungseg.limits import MAX_ARCHIVE_METADATA_BYTES, MAX_ARCHIVE_WEIGHTS_BYTES
 from lungseg.preprocess import Fingerprint
 from lungseg.rundir import RunDir, parse_config, read_checkpoint
 
@@ -48,8 +50,8 @@ BUNDLE_FORMAT_VERSION = 1
 
 _METADATA = "configs/metadata.json"
 _CARD = "docs/README.md"
-#: The largest member a loader reads (weights of the paper-scale network are ~140 MB in fp32).
-MAX_MEMBER_BYTES = 1 << 30
+# What reading a damaged archive can raise (zipfile, zlib and the stream under them)
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError)
 
 
 def _members() -> dict[str, str]:
@@ -226,9 +228,9 @@ def _write_zip(out_path: Path, metadata: dict[str, Any], payload: dict[str, byte
 
 
 def is_bundle(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a file that looks like a zip (a lungseg export or not); a directory is not."""
-    p = Path(path)
-    return p.is_file() and zipfile.is_zipfile(p)
+    """Whether ``path`` names a model file rather than a run directory: any file is read as a model
+    ``.zip`` (a truncated or damaged one is then reported as such, not as a missing run directory)."""
+    return Path(path).is_file()
 
 
 def _check_names(path: Path, zf: zipfile.ZipFile) -> None:
@@ -246,8 +248,11 @@ def _check_names(path: Path, zf: zipfile.ZipFile) -> None:
             continue
         if name not in allowed:
             raise LungsegError(f"{path}: unexpected member {name!r}; a lungseg export holds only {sorted(allowed)}")
-        if info.file_size > MAX_MEMBER_BYTES:
-            raise LungsegError(f"{path}: member {name!r} is {info.file_size} bytes, over the {MAX_MEMBER_BYTES} limit")
+        # the unpacked size from the zip directory, before anything is decompressed (lungseg.limits)
+        limit = MAX_ARCHIVE_WEIGHTS_BYTES if name.startswith("models/") else MAX_ARCHIVE_METADATA_BYTES
+        if info.file_size > limit:
+            raise LungsegError(f"{path}: member {name!r} unpacks to {info.file_size} bytes, over the {limit} bytes"
+                               " lungseg reads (lungseg.limits)")
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -260,10 +265,13 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such model file")
     if not zipfile.is_zipfile(p):
-        raise LungsegError(f"{p}: not a zip file; expected a model exported with `lungseg export`")
-    with zipfile.ZipFile(p) as zf:
-        _check_names(p, zf)
-        return _metadata(p, zf)
+        raise LungsegError(f"{p}: not a zip file (or a truncated one); expected a model exported with `lungseg export`")
+    try:
+        with zipfile.ZipFile(p) as zf:
+            _check_names(p, zf)
+            return _metadata(p, zf)
+    except _DAMAGED as exc:
+        raise LungsegError(f"{p}: damaged model archive ({describe(exc)}); export it again") from None
 
 
 def _metadata(path: Path, zf: zipfile.ZipFile) -> dict[str, Any]:
@@ -323,19 +331,34 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
     """
     p = Path(path)
     metadata = read_metadata(p)
-    data: dict[str, bytes] = {}
-    with zipfile.ZipFile(p) as zf:
-        names = set(zf.namelist())
-        for member, file_name in _members().items():
-            if member not in names:
-                raise LungsegError(f"{p}: not a complete lungseg export (no {member})")
-            data[file_name] = zf.read(member)
-            if metadata["files"].get(member) != _sha256(data[file_name]):
-                raise LungsegError(f"{p}: {member} does not match its SHA-256 in {_METADATA}; the file is damaged or was altered")
+    data = _read_members(p, metadata)
     ckpt = RunDir(".").checkpoint_path("best").name
+    state = read_checkpoint(io.BytesIO(data[ckpt]), f"{p}:{ckpt}")
+    bad = [k for k, v in state["model"].items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise LungsegError(f"{p}: {len(bad)} weight tensor(s) hold NaN or infinite values (e.g. {bad[0]!r}); the model"
+                           " diverged or the file is damaged")
     return Bundle(
         path=p, metadata=metadata,
         config=parse_config(data[RunDir.CONFIG], f"{p}:{RunDir.CONFIG}"),
         fingerprint=Fingerprint.from_json_text(data[RunDir.FINGERPRINT], f"{p}:{RunDir.FINGERPRINT}"),
-        state=read_checkpoint(io.BytesIO(data[ckpt]), f"{p}:{ckpt}"),
+        state=state,
     )
+
+
+def _read_members(path: Path, metadata: dict[str, Any]) -> dict[str, bytes]:
+    """``{run-directory file name: bytes}`` of the archive's members, each checked against its SHA-256."""
+    data: dict[str, bytes] = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            for member, file_name in _members().items():
+                if member not in names:
+                    raise LungsegError(f"{path}: not a complete lungseg export (no {member})")
+                data[file_name] = zf.read(member)
+                if metadata["files"].get(member) != _sha256(data[file_name]):
+                    raise LungsegError(f"{path}: {member} does not match its SHA-256 in {_METADATA}; the file is"
+                                       " damaged or was altered")
+    except _DAMAGED as exc:  # a bad CRC, a truncated member: zipfile's own exceptions
+        raise LungsegError(f"{path}: damaged model archive ({describe(exc)}); export it again") from None
+    return data
