@@ -257,6 +257,9 @@ class TrainConfig:
         for name in ("patience", "samples_per_epoch"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise LungsegError(f"{name} must be >= 1 or None, got {getattr(self, name)!r}")
+        if self.samples_per_epoch is not None and self.batch_size > self.samples_per_epoch:
+            raise LungsegError(f"batch_size {self.batch_size} is larger than the {self.samples_per_epoch} samples of an"
+                               " epoch (samples_per_epoch)")
         if self.warmup_epochs < 0:
             raise LungsegError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
         step = 2**self.depth

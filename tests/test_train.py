@@ -296,6 +296,7 @@ def test_a_batch_larger_than_an_epoch_is_refused(tiny, toy: Path, tmp_path: Path
     config = TrainConfig(data=str(toy), epochs=1, **{**tiny, "batch_size": 64}, samples_per_epoch=32)
     with pytest.raises(LungsegError, match="larger than the 32 samples of an epoch"):
         train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_sizes_beyond_the_limits_are_refused_by_the_config() -> None:

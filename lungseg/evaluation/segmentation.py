@@ -180,8 +180,10 @@ def evaluate_run(
         crf: refine the probabilities with the CRF of eq. (10) instead of thresholding.
         out: where to write the metrics JSON (the per-image CSV goes next to it,
             ``<stem>_per_image.csv``); ``None`` writes nothing.
-        split: ``"auto"`` (the run's test split when ``data`` is its training dataset, else every
-            patient), ``"test"``, ``"val"``, ``"train"`` or ``"all"``.
+        split: ``"auto"`` (the run's test split when ``data`` is its training dataset, recognised by
+            the content hashes of its images, else every patient), ``"test"``, ``"val"``, ``"train"``
+            or ``"all"``. Whatever the split, evaluated patients whose images the run trained on are
+            named in a :class:`lungseg.errors.DataWarning`.
         checkpoint: ``"best"`` or ``"last"``.
         n_boot: patient-bootstrap resamples of the 95 % CIs (0: no CIs).
         robustness: measure the robustness to intensity variation (HU data only).

@@ -343,21 +343,15 @@ class Trainer:
             intensity_scale=(fingerprint.mean, fingerprint.std, fingerprint.intensity == "unit"), device=self.device,
         )
         self.val_indices = list(range(len(self.val_ds)))[self.rank :: self.world]
-        if config.batch_size > self.epoch_samples:  # a batch larger than an epoch would draw more than it asks for
-            raise LungsegError(f"batch_size {config.batch_size} is larger than the {self.epoch_samples} samples of an"
-                               " epoch (samples_per_epoch, or the training slices but at least min_samples_per_epoch)")
-
-    @property
-    def epoch_samples(self) -> int:
-        """Samples of an epoch: ``samples_per_epoch`` (default: the training slices, at least
-        ``min_samples_per_epoch``)."""
-        config = self.config
-        return config.samples_per_epoch or max(len(self.train_ds), config.min_samples_per_epoch)
 
     @property
     def steps_per_epoch(self) -> int:
-        """Optimisation steps per epoch: :attr:`epoch_samples` over the global batch, at least one."""
-        return max(1, self.epoch_samples // self.config.batch_size)
+        """Optimisation steps per epoch: ``samples_per_epoch`` (default: the training slices, at least
+        ``min_samples_per_epoch``) over the global batch, at least one (so a default epoch of a tiny
+        dataset is one batch; a set ``samples_per_epoch`` below the batch is refused by the config)."""
+        config = self.config
+        samples = config.samples_per_epoch or max(len(self.train_ds), config.min_samples_per_epoch)
+        return max(1, samples // config.batch_size)
 
     def setup_model(self) -> None:
         """Seed, build the network, loss, optimiser and schedule; restore them on resume; wrap for DDP/compile."""
