@@ -14,7 +14,7 @@ __all__ = [
     "MAX_DEPTH", "MAX_IMAGE_SIZE", "MAX_NPZ_MEMBER_BYTES", "MAX_RESCALE_SLOPE", "describe_limits",
 ]
 
-#: Slices of one optimiser step or one forward pass (training also caps it at the epoch's samples).
+#: Slices of one optimiser step or one forward pass (training also caps it at a set ``samples_per_epoch``).
 MAX_BATCH_SIZE = 4096
 #: Bootstrap resamples of a confidence interval (``evaluate --n-boot``): 1000 is the usual choice.
 MAX_BOOTSTRAP = 100_000
@@ -37,7 +37,7 @@ MAX_ABS_HU = 1e6
 
 def describe_limits() -> str:
     """The bounds as one line of text, for ``--help``."""
-    return (f"limits: batch size <= {MAX_BATCH_SIZE} (and <= the samples of an epoch), depth <= {MAX_DEPTH},"
+    return (f"limits: batch size <= {MAX_BATCH_SIZE} (and <= --samples-per-epoch when set), depth <= {MAX_DEPTH},"
             f" image and patch size <= {MAX_IMAGE_SIZE}, bootstrap resamples <= {MAX_BOOTSTRAP}, an .npz array"
             f" <= {MAX_NPZ_MEMBER_BYTES >> 30} GiB unpacked, a model .zip's weights <= {MAX_ARCHIVE_WEIGHTS_BYTES >> 20}"
             f" MiB and its other members <= {MAX_ARCHIVE_METADATA_BYTES >> 20} MiB (lungseg.limits)")
