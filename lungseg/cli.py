@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from lungseg.errors import LungsegError
 from lungseg.experimentdir import ExperimentDir
+from lungseg.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP, describe_limits
 
 _D = None  # TrainConfig defaults, filled lazily (keeps `lungseg --help` free of torch imports)
 
@@ -62,6 +63,18 @@ def _optional_int(value: str) -> int | None:
         return int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {value!r}") from None
+
+
+def _bounded_int(low: int, high: int) -> Any:
+    """An argparse type: an integer in ``[low, high]`` (the bounds of :mod:`lungseg.limits`)."""
+
+    def parse(value: str) -> int:
+        number = int(value) if value.strip().removeprefix("-").isdigit() else None
+        if number is None or not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {value!r}")
+        return number
+
+    return parse
 
 
 def _optional_float(value: str) -> float | None:
@@ -132,8 +145,9 @@ def _add_train_options(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> 
             continue
         default = getattr(d, field)
         shown = "none" if default is None else (("on" if default else "off") if isinstance(default, bool) else default)
-        p.add_argument(flag, dest=field, type=typ, default=None, choices=choices, metavar=None if choices else field.upper(),
-                       help=f"{text} (default: {shown})")
+        # not given is "absent" (SUPPRESS), never None: `--patch-size none` is a value that must reach the config
+        p.add_argument(flag, dest=field, type=typ, default=argparse.SUPPRESS, choices=choices,
+                       metavar=None if choices else field.upper(), help=f"{text} (default: {shown})")
     _, val, test = d.split_fractions
     p.add_argument("--val-fraction", type=float, default=None, metavar="F",
                    help=f"share of patients held out for validation (default: {val})")
@@ -147,10 +161,14 @@ def _config_from_args(args: argparse.Namespace, base: Any | None = None) -> Any:
     from lungseg.config import TrainConfig
 
     values = (base or TrainConfig()).to_dict()
+    given, options = set(vars(args)), {option[1] for option in _train_options()}
     for f in dataclasses.fields(TrainConfig):
-        v = getattr(args, f.name, None)
-        if v is not None:
-            values[f.name] = None if (f.name == "cache_dir" and v.lower() == "none") else v
+        # a training option is in args only when given (its 'none' is None); the verbs' own flags
+        # (--data, --seed, --device, --roi, ...) default to None, which means "not given"
+        if f.name not in given or (f.name not in options and getattr(args, f.name) is None):
+            continue
+        v = getattr(args, f.name)
+        values[f.name] = None if (f.name == "cache_dir" and v.lower() == "none") else v
     val, test = getattr(args, "val_fraction", None), getattr(args, "test_fraction", None)
     if val is not None or test is not None:
         _, base_val, base_test = values["split_fractions"]
@@ -240,7 +258,7 @@ def _add_dicom_options(p: argparse.ArgumentParser) -> None:
 
 def _train_parser(sub: Any) -> None:
     """The ``train`` verb's flags."""
-    p = sub.add_parser("train", formatter_class=_Formatter, help="train a model into a run directory",
+    p = sub.add_parser("train", formatter_class=_Formatter, epilog=describe_limits(), help="train a model into a run directory",
                        description="Train a segmentation model. With --resume, continue the run in --out from its last checkpoint"
                                    " (flags not given are taken from the run's saved configuration).")
     p.add_argument("--data", default=None, help="dataset: phantom study, DICOM folder, MSD folder or .npz (required unless --resume)")
@@ -256,7 +274,8 @@ def _train_parser(sub: Any) -> None:
 
 def _evaluate_parser(sub: Any) -> None:
     """The ``evaluate`` verb's flags."""
-    p = sub.add_parser("evaluate", formatter_class=_Formatter, help="evaluate a run: all metrics with bootstrap CIs",
+    p = sub.add_parser("evaluate", formatter_class=_Formatter, epilog=describe_limits(),
+                       help="evaluate a run: all metrics with bootstrap CIs",
                        description="Evaluate a trained run on --data, or any tool's masks (--pred) against reference"
                                    " masks (--ref), <case>.nii.gz/.nii/.dcm (DICOM SEG) paired by name; writes"
                                    " METRICS.json and METRICS_per_image.csv next to it.")
@@ -270,11 +289,13 @@ def _evaluate_parser(sub: Any) -> None:
     p.add_argument("--split", default="auto", choices=("auto", "test", "val", "train", "all"),
                    help="patients: auto = the run's test split if --data is its training data, else all (default: auto)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="weights to use (default: best)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of patients for the 95%% CIs, 0 = none (default: 1000)")
+    p.add_argument("--n-boot", type=_bounded_int(0, MAX_BOOTSTRAP), default=1000,
+                   help="bootstrap resamples of patients for the 95%% CIs, 0 = none (default: 1000)")
     p.add_argument("--no-robustness", action="store_true", help="skip the intensity-robustness measurement (default: off)")
     p.add_argument("--tolerance-mm", type=float, default=2.0,
                    help="surface-Dice tolerance in mm of the boundary figures (default: 2.0)")
-    p.add_argument("--batch-size", type=int, default=16, help="slices per forward pass (default: 16)")
+    p.add_argument("--batch-size", type=_bounded_int(1, MAX_BATCH_SIZE), default=16,
+                   help="slices per forward pass (default: 16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     _add_precision(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
@@ -282,7 +303,7 @@ def _evaluate_parser(sub: Any) -> None:
 
 def _experiment_parser(sub: Any) -> None:
     """The ``experiment`` verb's flags."""
-    p = sub.add_parser("experiment", formatter_class=_Formatter, help="the paper's model × loss × CRF × seed grid",
+    p = sub.add_parser("experiment", formatter_class=_Formatter, epilog=describe_limits(), help="the paper's model × loss × CRF × seed grid",
                        description="Train and evaluate {unet, attention} × {dice, focal, hybrid} × CRF {off, on} × seeds,"
                                    f" reusing finished runs; writes {ExperimentDir.CELLS}, {ExperimentDir.RESULTS} and"
                                    f" {ExperimentDir.DIFFERENCES}.")
@@ -292,7 +313,8 @@ def _experiment_parser(sub: Any) -> None:
     p.add_argument("--losses", default="dice,focal,hybrid", help="comma-separated losses (default: dice,focal,hybrid)")
     p.add_argument("--crf", default="both", choices=("both", "off", "on"), help="CRF settings to evaluate (default: both)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: 0,1,2)")
-    p.add_argument("--n-boot", type=int, default=0, help="per-run bootstrap resamples (default: 0; the table's CIs are over seeds)")
+    p.add_argument("--n-boot", type=_bounded_int(0, MAX_BOOTSTRAP), default=0, help="per-run bootstrap resamples"
+                   " (default: 0; the table's CIs are over seeds)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     _add_train_options(p, skip=("model", "loss"))
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
@@ -300,7 +322,7 @@ def _experiment_parser(sub: Any) -> None:
 
 def _tune_parser(sub: Any) -> None:
     """The ``tune`` verb's flags."""
-    p = sub.add_parser("tune", formatter_class=_Formatter, help="choose α, λ, lr and the threshold on validation data",
+    p = sub.add_parser("tune", formatter_class=_Formatter, epilog=describe_limits(), help="choose α, λ, lr and the threshold on validation data",
                        description="Train the candidate settings of each loss (lungseg.experiment.tune.SEARCH_SPACE),"
                                    " score each on the validation patients over thresholds, and choose per loss;"
                                    f" writes {ExperimentDir.TUNE_TABLE} and {ExperimentDir.TUNE_CHOICE}. Test patients are"
@@ -315,7 +337,7 @@ def _tune_parser(sub: Any) -> None:
 
 def _predict_parser(sub: Any) -> None:
     """The ``predict`` verb's flags."""
-    p = sub.add_parser("predict", formatter_class=_Formatter, help="segment a DICOM series, NIfTI, PNG/JPEG or .npz",
+    p = sub.add_parser("predict", formatter_class=_Formatter, epilog=describe_limits(), help="segment a DICOM series, NIfTI, PNG/JPEG or .npz",
                        description="Segment tumours with a trained run; writes the mask in the input's geometry and a"
                                    " lesion summary (count, volume in mL, equivalent diameter, slice range). A DICOM"
                                    " series' mask can be written as a DICOM SEG or RT Structure Set that loads on top"
@@ -335,7 +357,8 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("--crf", action="store_true", help="refine with the CRF of eq. (10) (default: off)")
     p.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the run's, 0.5)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="weights to use (default: best)")
-    p.add_argument("--batch-size", type=int, default=16, help="slices per forward pass (default: 16)")
+    p.add_argument("--batch-size", type=_bounded_int(1, MAX_BATCH_SIZE), default=16,
+                   help="slices per forward pass (default: 16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     _add_precision(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")

@@ -19,6 +19,7 @@ from typing import Any
 from lungseg.device import PRECISIONS
 from lungseg.errors import LungsegError
 from lungseg.files import atomic_write_text
+from lungseg.limits import MAX_BATCH_SIZE, MAX_DEPTH, MAX_IMAGE_SIZE
 from lungseg.losses import LOSSES
 from lungseg.models import MODELS
 
@@ -248,9 +249,17 @@ class TrainConfig:
         for name in ("base_channels", "depth", "batch_size", "epochs", "min_samples_per_epoch"):
             if getattr(self, name) < 1:
                 raise LungsegError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        # checked before 2**depth or any tensor of these sizes exists (lungseg.limits)
+        for name, high in (("depth", MAX_DEPTH), ("batch_size", MAX_BATCH_SIZE), ("image_size", MAX_IMAGE_SIZE),
+                           ("patch_size", MAX_IMAGE_SIZE)):
+            if getattr(self, name) is not None and getattr(self, name) > high:
+                raise LungsegError(f"{name} must be at most {high} (lungseg.limits), got {getattr(self, name)!r}")
         for name in ("patience", "samples_per_epoch"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise LungsegError(f"{name} must be >= 1 or None, got {getattr(self, name)!r}")
+        if self.samples_per_epoch is not None and self.batch_size > self.samples_per_epoch:
+            raise LungsegError(f"batch_size {self.batch_size} is larger than the {self.samples_per_epoch} samples of an"
+                               " epoch (samples_per_epoch)")
         if self.warmup_epochs < 0:
             raise LungsegError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
         step = 2**self.depth

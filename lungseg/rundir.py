@@ -46,6 +46,8 @@ CHECKPOINTS: tuple[str, ...] = ("best", "last")
 #: Columns of the history file, one row per epoch.
 HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "val_dice", "lr", "time_s")
 SPLIT_PARTS: tuple[str, ...] = ("train", "val", "test")
+#: The split file's key of the patients' content hashes (the data's fingerprint).
+CONTENT_KEY = "content_sha256"
 #: TrainConfig fields that name a folder: written by :func:`lungseg.paths.portable`, read by ``localize``.
 _PATH_FIELDS: tuple[str, ...] = ("data", "cache_dir")
 
@@ -274,11 +276,39 @@ class RunDir:
 
         return Fingerprint.from_json(self.fingerprint_path)
 
-    def write_split(self, split: dict[str, Sequence[str]], *, seed: int, fractions: Sequence[float], data: str) -> Path:
-        """The patient-level split, with the seed, fractions and dataset it was drawn from."""
+    def write_split(self, split: dict[str, Sequence[str]], *, seed: int, fractions: Sequence[float], data: str,
+                    content: dict[str, str] | None = None) -> Path:
+        """The patient-level split, with the seed, fractions and dataset it was drawn from.
+
+        Args:
+            split: ``{"train": [...], "val": [...], "test": [...]}`` patient ids.
+            seed: the split's seed.
+            fractions: train/val/test fractions.
+            data: the dataset's path.
+            content: ``{patient id: content hash}`` of the split's patients
+                (:meth:`lungseg.data.CTDataset.content_hash`): what resuming and evaluation compare
+                to recognise the data, whatever its path or ids.
+        """
         record = {**{k: list(split[k]) for k in SPLIT_PARTS}, "seed": int(seed),
                   "fractions": [float(f) for f in fractions], "data": portable(data) if data else str(data)}
+        if content is not None:
+            record[CONTENT_KEY] = {str(k): str(v) for k, v in content.items()}
         return atomic_write_text(self.split_path, json.dumps(record, indent=2) + "\n")
+
+    def read_content_hashes(self) -> dict[str, str] | None:
+        """``{patient id: content hash}`` of the split's patients, ``None`` for a run saved before
+        lungseg recorded them (or without a split file)."""
+        if not self.split_path.is_file():
+            return None
+        try:
+            hashes = json.loads(self.split_path.read_text()).get(CONTENT_KEY)
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+            raise LungsegError(f"{self.split_path}: not a valid split record ({exc})") from None
+        if hashes is None:
+            return None
+        if not isinstance(hashes, dict) or not all(isinstance(v, str) for v in hashes.values()):
+            raise LungsegError(f"{self.split_path}: {CONTENT_KEY!r} must map patient ids to content hashes")
+        return {str(k): v for k, v in hashes.items()}
 
     def read_split(self, missing_ok: bool = False) -> dict[str, list[str]]:
         """``{"train": [...], "val": [...], "test": [...]}`` patient ids.

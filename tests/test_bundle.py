@@ -320,3 +320,53 @@ def test_without_safetensors_a_model_zip_says_what_to_install(run: dict[str, Pat
     with pytest.raises(LungsegError, match="need the safetensors package"):
         export_model(run["run"], tmp_path / "m.zip")
     assert Predictor.from_run_dir(run["run"], device="cpu").config.model == "attention"
+
+
+def test_nan_weights_are_refused(exported: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load as load_safetensors
+    from safetensors.torch import save as save_safetensors
+
+    member, meta_member = _member(exported, "models/model.safetensors"), _member(exported, "configs/metadata.json")
+    with zipfile.ZipFile(exported) as zf:
+        state, meta = load_safetensors(zf.read(member)), json.loads(zf.read(meta_member))
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = torch.full_like(state[name], float("nan"))
+    weights = save_safetensors(state)
+    meta["files"]["models/model.safetensors"] = _sha(weights)
+    nan = _rewrite(exported, tmp_path / "nan.zip", {member: weights, meta_member: json.dumps(meta).encode()})
+    with pytest.raises(LungsegError, match=r"nan.zip: 1 weight tensor\(s\) hold NaN or infinite values"):
+        Predictor.from_bundle(nan)
+
+
+def test_a_bad_crc_is_one_error_naming_the_file(exported: Path, tmp_path: Path) -> None:
+    weights = _member(exported, "models/model.safetensors")
+    raw = bytearray(exported.read_bytes())
+    with zipfile.ZipFile(exported) as zf:
+        info = zf.getinfo(weights)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + info.compress_size // 2
+    raw[start] ^= 0xFF
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(LungsegError, match="damaged.zip: damaged model archive"):
+        Predictor.load(damaged)
+
+
+def test_a_truncated_archive_is_not_a_missing_run_directory(exported: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(exported.read_bytes()[: exported.stat().st_size // 2])
+    with pytest.raises(LungsegError, match="truncated.zip: not a zip file \\(or a truncated one\\)"):
+        Predictor.load(truncated)
+    assert main(["predict", str(truncated), "--model", str(truncated), "--out", str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "run directory not found" not in err and "truncated" in err
+
+
+def test_member_sizes_are_read_from_the_zip_directory_before_unpacking(exported: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A metadata member of a gigabyte is refused from its declared size (the bound made small here)."""
+    from lungseg.inference import bundle
+
+    monkeypatch.setattr(bundle, "MAX_ARCHIVE_METADATA_BYTES", 64, raising=False)
+    with pytest.raises(LungsegError, match="model/(configs|docs)/[a-z_.]+' unpacks to .* bytes, over the 64 bytes"):
+        read_metadata(exported)

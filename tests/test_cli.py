@@ -135,3 +135,64 @@ def test_augmentation_flags_reach_the_training_config() -> None:
     config = _config_from_args(args)
     assert (config.flip_ud, config.zoom, config.max_rotation_deg, config.hu_scale, config.hu_offset) == (0.0, 1.2, 10.0, 0.05, 0.0)
     assert config.flip_lr == 0.5
+
+
+@pytest.mark.parametrize("flag, field", [("--patch-size", "patch_size"), ("--patience", "patience"),
+                                          ("--samples-per-epoch", "samples_per_epoch"),
+                                          ("--tumour-fraction", "tumour_fraction"), ("--image-size", "image_size")])
+def test_none_is_a_value_not_a_missing_flag(tmp_path: Path, flag: str, field: str) -> None:
+    """`--patch-size none` means whole slices, also over a --config or default that sets a size."""
+    from lungseg.cli import _config_from_args
+
+    given = {"patch_size": 64, "patience": 5, "samples_per_epoch": 100, "tumour_fraction": 0.5, "image_size": 64}
+    config_file = tmp_path / "c.json"
+    config_file.write_text(json.dumps(given))
+    from lungseg.config import TrainConfig
+
+    base = TrainConfig.from_json(config_file)
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o", flag, "none"])
+    assert getattr(_config_from_args(args, base), field) is None
+    # not given: the --config's value stands
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o"])
+    assert getattr(_config_from_args(args, base), field) == given[field]
+
+
+def test_patch_size_none_overrides_the_default_crop() -> None:
+    from lungseg.cli import _config_from_args
+
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--patch-size", "none"])
+    assert _config_from_args(args).patch_size is None
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--data", "d", "--out", "o", "--batch-size", "1000000000"],
+    ["train", "--data", "d", "--out", "o", "--depth", "100000000000000000000000"],
+    ["train", "--data", "d", "--out", "o", "--image-size", str(2**40)],
+    ["train", "--data", "d", "--out", "o", "--patch-size", str(2**40)],
+])
+def test_train_sizes_are_bounded_before_anything_is_allocated(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "at most" in err and "lungseg.limits" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "--run", "r", "--data", "d", "--out", "o.json", "--n-boot", "1000000000"],
+    ["evaluate", "--run", "r", "--data", "d", "--out", "o.json", "--batch-size", "1000000000"],
+    ["predict", "--run", "r", "in.npz", "--out", "o.npz", "--batch-size", "1000000000"],
+    ["experiment", "--data", "d", "--out", "o", "--n-boot", "1000000000"],
+])
+def test_evaluation_and_prediction_sizes_are_bounded(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "expected an integer in" in err and "\n" not in err
+
+
+def test_limits_are_in_the_help() -> None:
+    from lungseg.limits import MAX_BATCH_SIZE, MAX_DEPTH, MAX_IMAGE_SIZE
+
+    text = " ".join(_subparsers(build_parser())["train"].format_help().split())
+    assert f"batch size <= {MAX_BATCH_SIZE}" in text and f"depth <= {MAX_DEPTH}" in text
+    assert f"size <= {MAX_IMAGE_SIZE}" in text

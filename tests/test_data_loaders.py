@@ -499,3 +499,26 @@ def test_dataset_indexing_errors(tmp_path: Path) -> None:
     with pytest.raises(IndexError):
         ds[5]
     assert "slice_00000" in ds and "nobody" not in ds
+
+
+def test_npz_member_sizes_are_bounded_before_decompressing(tmp_path: Path) -> None:
+    """A small .npz whose directory says an array unpacks to 2 GiB is refused from that size, unread."""
+    import struct
+    import zipfile
+
+    from lungseg.limits import MAX_NPZ_MEMBER_BYTES
+
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, images=np.zeros((4, 16, 16), np.float32), masks=np.zeros((4, 16, 16), np.uint8))
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        names = [info.filename for info in zf.infolist()]
+    # the central directory entry of images.npy: its uncompressed size is at offset 24 of the record
+    entry = raw.index(b"PK\x01\x02")  # the directory lists the members in order
+    for _ in range(names.index("images.npy")):
+        entry = raw.index(b"PK\x01\x02", entry + 4)
+    raw[entry + 24:entry + 28] = struct.pack("<I", 2**31)
+    path.write_bytes(bytes(raw))
+    assert 2**31 > MAX_NPZ_MEMBER_BYTES
+    with pytest.raises(DataError, match=r"bomb\.npz: key 'images' unpacks to 2147483648 bytes, over the"):
+        read_npz(path)

@@ -296,6 +296,10 @@ def _set_transfer_syntax(uid: str) -> Callable[[Dataset], None]:
                      id="zero-rescale-slope"),
         pytest.param(lambda ds: setattr(ds, "RescaleIntercept", "nan"), r"RescaleIntercept is 'nan'; expected a finite",
                      id="nan-rescale-intercept"),
+        pytest.param(lambda ds: setattr(ds, "RescaleSlope", "1e30"), r"RescaleSlope is 1e\+30; expected a finite non-zero"
+                     r" number of magnitude at most", id="huge-rescale-slope"),  # was accepted: HU of 1e30
+        pytest.param(lambda ds: setattr(ds, "RescaleIntercept", "1e20"), r"RescaleSlope/RescaleIntercept give values"
+                     r" beyond", id="huge-rescale-intercept"),  # was accepted
         pytest.param(lambda ds: delattr(ds, "Rows"), r"missing Rows", id="missing-rows"),  # was AttributeError
         pytest.param(_set_transfer_syntax("1.2.3.4"), r"unknown transfer syntax '1\.2\.3\.4'",
                      id="unknown-transfer-syntax"),  # was ValueError: UID is not a transfer syntax

@@ -156,6 +156,24 @@ def test_contour_between_slices_is_an_error(tmp_path, make_rtstruct):
         open_dataset(study)["PAT-A"]
 
 
+def test_contour_outside_the_image_in_plane_is_refused_with_its_offset(tmp_path, make_rtstruct):
+    """A structure set shifted off the image gave an empty truth (Dice 0) without a word."""
+    study = tmp_path / "s"
+    write_dicom_series(_volume(), study / "ct")
+    contours = _tumour_contours(study / "ct")
+    shifted = [c + np.array([100.0, 0.0, 0.0]) for c in contours]  # 100 mm to the patient's left
+    make_rtstruct(study / "rt.dcm", study / "ct", {"GTV": shifted})
+    # the outline's nearest vertex (column 2 + 100 / 0.7) lies beyond the last column, 23
+    beyond = (OUTER[0][0] + 100.0 / SPACING[2] - (SHAPE[2] - 1)) * SPACING[2]
+    with pytest.raises(DataError, match=rf"rt\.dcm: ROI 'GTV' contour 1 lies outside the 24x20 image in-plane, offset"
+                                        rf" {beyond:.1f} mm beyond it across the columns and 0\.0 mm across the rows"):
+        open_dataset(study)["PAT-A"]
+    # a contour that only crosses the image's edge is kept (its inner part is real)
+    edge = [_mm(pydicom.dcmread(_files(study / "ct")[TUMOUR_SLICES[0]]), [(-3, 3), (4, 3), (4, 8), (-3, 8)])]
+    make_rtstruct(study / "rt.dcm", study / "ct", {"GTV": edge})
+    assert open_dataset(study)["PAT-A"].mask.any()
+
+
 # --------------------------------------------------------------------------------------------- SEG
 def _write_seg(path: Path, ct_folder: Path, order: np.ndarray, label: str = "Tumour") -> Path:
     """A binary DICOM SEG by highdicom, its frames from each CT file's own pixels, in file order ``order``."""

@@ -143,3 +143,75 @@ def test_kaggle_layout_gives_detection_metrics(tiny, tmp_path: Path) -> None:
     assert m["n_validation_images"] == 6 and m["n_test_images"] == 6
     assert set(m["test"]) >= {"accuracy", "sensitivity", "specificity"}
     assert json.loads((tmp_path / "det.json").read_text())["area_threshold"] == pytest.approx(m["area_threshold"])
+
+
+def _disc_npz(path: Path, n: int, seed: int, ids: bool = False) -> Path:
+    """``n`` slices of discs on lung, without patient ids unless ``ids`` (then one patient a slice pair)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:32, :32]
+    images = (-850 + rng.normal(0, 40, (n, 32, 32))).astype(np.float32)
+    masks = np.zeros((n, 32, 32), np.uint8)
+    for i in range(n):
+        m = (yy - rng.uniform(12, 20)) ** 2 + (xx - rng.uniform(12, 20)) ** 2 < rng.uniform(9, 25)
+        masks[i], images[i][m] = m, 20.0
+    extra = {"patient_ids": np.array([f"p{i // 2}" for i in range(n)])} if ids else {}
+    np.savez(path, images=images, masks=masks, **extra)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained_without_ids(tiny, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import warnings
+
+    root = tmp_path_factory.mktemp("noids")
+    data = _disc_npz(root / "train.npz", 20, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(TrainConfig(data=str(data), epochs=1, split_fractions=(0.8, 0.2, 0.0), **tiny), root / "run", progress=False)
+    return data, root / "run"
+
+
+def test_a_separate_test_file_is_not_the_training_data(trained_without_ids: tuple[Path, Path], tmp_path: Path) -> None:
+    """Two .npz files without ids and with as many images have the same generated ids: content decides."""
+    data, run = trained_without_ids
+    test_file = _disc_npz(tmp_path / "test.npz", 20, seed=1)
+    m = evaluate_run(run, test_file, n_boot=0, robustness=False, progress=False)
+    assert m["split"] == "all" and m["n_images"] == 20
+    # the training data itself (here under another name) is still recognised, and has no test patients
+    copy = tmp_path / "copy.npz"
+    copy.write_bytes(data.read_bytes())
+    with pytest.raises(LungsegError, match="is the data .* was trained on"):
+        evaluate_run(run, copy, n_boot=0, robustness=False, progress=False)
+
+
+def test_training_patients_in_evaluation_data_are_named(trained_without_ids: tuple[Path, Path], tmp_path: Path) -> None:
+    from lungseg.errors import DataWarning
+
+    data, run = trained_without_ids
+    z = np.load(data)
+    train_ids = json.loads((run / "split.json").read_text())["train"]
+    leaked = int(train_ids[0].split("_")[1])
+    fresh = np.load(_disc_npz(tmp_path / "fresh.npz", 6, seed=5))
+    mixed = tmp_path / "mixed.npz"  # five new slices and one training slice, in a new file
+    np.savez(mixed, images=np.concatenate([fresh["images"][:5], z["images"][leaked:leaked + 1]]),
+             masks=np.concatenate([fresh["masks"][:5], z["masks"][leaked:leaked + 1]]))
+    with pytest.warns(DataWarning, match=rf"1 of the 6 evaluated patients are training patients .*slice_00005 "
+                                         rf"\(trained on as {train_ids[0]}\)"):
+        evaluate_run(run, mixed, n_boot=0, robustness=False, progress=False)
+
+
+def test_evaluating_only_unseen_patients_warns_nothing(trained_without_ids: tuple[Path, Path], tmp_path: Path) -> None:
+    import warnings
+
+    _, run = trained_without_ids
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate_run(run, _disc_npz(tmp_path / "t.npz", 20, seed=3), n_boot=0, robustness=False, progress=False)
+
+
+def test_bootstrap_resamples_are_bounded(trained: tuple[Path, Path]) -> None:
+    from lungseg.limits import MAX_BOOTSTRAP
+
+    data, run = trained
+    with pytest.raises(LungsegError, match="n_boot must be an int in"):
+        evaluate_run(run, data, n_boot=MAX_BOOTSTRAP + 1, progress=False)

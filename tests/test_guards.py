@@ -65,7 +65,7 @@ def test_train_never_writes_into_its_data(make_npz, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--batch-size", "0"], "batch_size"), (["--batch-size", "-1"], "batch_size"), (["--n-boot", "-3"], "n-boot"),
+    (["--batch-size", "0"], "batch-size"), (["--batch-size", "-1"], "batch-size"), (["--n-boot", "-3"], "n-boot"),
 ])
 def test_evaluate_refuses_bad_numbers(trained: tuple[Path, Path], tmp_path: Path, flags: list[str], message: str) -> None:
     data, run = trained

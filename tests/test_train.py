@@ -262,3 +262,48 @@ def test_attention_model_learns_ct_patches_with_defaults(tmp_path: Path) -> None
     assert m["split"] == "test" and m["n_patients"] >= 2
     assert m["pooled"]["dice"] > 0.5
 
+
+
+def _no_ids_npz(path: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    images = rng.normal(-700, 50, (12, 16, 16)).astype(np.float32)
+    masks = np.zeros((12, 16, 16), np.uint8)
+    masks[:, 6:10, 6:10] = 1
+    np.savez(path, images=images, masks=masks)
+    return path
+
+
+def test_resume_refuses_other_data_whose_generated_ids_collide(tiny, tmp_path: Path) -> None:
+    """`train --resume --out R --data OTHER` must not continue R on another dataset."""
+    from lungseg.errors import DataError
+
+    first, other = _no_ids_npz(tmp_path / "a.npz", 0), _no_ids_npz(tmp_path / "b.npz", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(TrainConfig(data=str(first), epochs=1, **tiny), tmp_path / "run", progress=False)
+        with pytest.raises(DataError, match="not the data .* was trained on"):
+            train(TrainConfig(data=str(other), epochs=1, **tiny), tmp_path / "run", resume=True, progress=False)
+        # the same data under another path is the same data
+        copy = tmp_path / "copy.npz"
+        copy.write_bytes(first.read_bytes())
+        res = train(TrainConfig(data=str(copy), epochs=1, **tiny), tmp_path / "run", resume=True, progress=False)
+    assert res.epochs_run == 1
+    assert set(json.loads((tmp_path / "run" / "split.json").read_text())["content_sha256"]) == {
+        f"slice_{i:05d}" for i in range(12)}
+
+
+def test_a_batch_larger_than_an_epoch_is_refused(tiny, toy: Path, tmp_path: Path) -> None:
+    config = TrainConfig(data=str(toy), epochs=1, **{**tiny, "batch_size": 64}, samples_per_epoch=32)
+    with pytest.raises(LungsegError, match="larger than the 32 samples of an epoch"):
+        train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_sizes_beyond_the_limits_are_refused_by_the_config() -> None:
+    from lungseg.limits import MAX_BATCH_SIZE, MAX_DEPTH, MAX_IMAGE_SIZE
+
+    for field, value in (("depth", 10**23), ("batch_size", MAX_BATCH_SIZE + 1), ("image_size", 2**40),
+                         ("patch_size", 2 * MAX_IMAGE_SIZE)):
+        with pytest.raises(LungsegError, match=f"{field} must be at most"):
+            TrainConfig(**{field: value}).validate()
+    TrainConfig(depth=MAX_DEPTH, image_size=2**MAX_DEPTH, patch_size=None).validate()

@@ -9,6 +9,7 @@ picks the right one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import OrderedDict
@@ -16,12 +17,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from lungseg.data.volume import CTVolume
 from lungseg.errors import DataError
 
-__all__ = ["CTDataset", "read_json_object"]
+__all__ = ["CONTENT_HASH_CHARS", "CTDataset", "read_json_object"]
+
+#: Hex digits kept of a patient's content hash (:meth:`CTDataset.content_hash`): 64 bits, no collisions
+#: among any plausible number of scans.
+CONTENT_HASH_CHARS = 16
 
 
 class CTDataset:
@@ -58,6 +64,7 @@ class CTDataset:
         self._cache: OrderedDict[str, CTVolume] = OrderedDict()
         self._cache_size = max(0, int(cache_size))
         self._tumour_flags: dict[str, bool] = {}
+        self._hashes: dict[str, str] = {}
 
     # -- collection protocol -------------------------------------------------------------------
     @property
@@ -111,6 +118,19 @@ class CTDataset:
         ids = self._ids if patient_ids is None else [self._resolve(p) for p in patient_ids]
         for pid in tqdm(ids, desc=f"reading {self.kind}", unit="patient", disable=not progress):
             yield self[pid]
+
+    def content_hash(self, patient_id: str) -> str:
+        """A fingerprint of the patient's images: the SHA-256 (first :data:`CONTENT_HASH_CHARS` hex
+        digits) of the float32 voxels and their shape. Two datasets hold the same scan when these
+        agree, whatever the ids (an ``.npz`` without ids numbers its slices in every file alike).
+        Remembered per patient, so a volume is hashed once."""
+        pid = self._resolve(patient_id)
+        if pid not in self._hashes:
+            image = np.ascontiguousarray(self[pid].image, dtype=np.float32)
+            digest = hashlib.sha256(repr(image.shape).encode())
+            digest.update(image.tobytes())
+            self._hashes[pid] = digest.hexdigest()[:CONTENT_HASH_CHARS]
+        return self._hashes[pid]
 
     # -- labels --------------------------------------------------------------------------------
     def has_tumour(self, patient_id: str) -> bool:

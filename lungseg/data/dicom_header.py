@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from lungseg.errors import DataError, DataWarning, describe
+from lungseg.limits import MAX_ABS_HU, MAX_RESCALE_SLOPE
 
 __all__ = [
     "DicomSlice",
@@ -248,15 +249,17 @@ def pixels_hu(item: DicomSlice) -> np.ndarray:
         )
     slope = header_numbers(ds, "RescaleSlope", path, 1, "a finite non-zero number")
     intercept = header_numbers(ds, "RescaleIntercept", path, 1, "a finite number")
-    if slope is not None and slope[0] == 0:
-        raise DataError(f"{path}: RescaleSlope is 0; expected a finite non-zero number")
+    if slope is not None and not 0 < abs(slope[0]) <= MAX_RESCALE_SLOPE:
+        raise DataError(f"{path}: RescaleSlope is {slope[0]:g}; expected a finite non-zero number of magnitude at most"
+                        f" {MAX_RESCALE_SLOPE:g} (CT stores Hounsfield units with slope 1; lungseg.limits)")
     with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, refused below
         hu = (
             pixels.astype(np.float32) * np.float32(1.0 if slope is None else slope[0])
             + np.float32(0.0 if intercept is None else intercept[0])
         ).astype(np.float32)
-    if not np.isfinite(hu).all():
-        raise DataError(f"{path}: RescaleSlope/RescaleIntercept give values beyond float32; expected Hounsfield units")
+    if not np.isfinite(hu).all() or float(np.abs(hu).max()) > MAX_ABS_HU:
+        raise DataError(f"{path}: RescaleSlope/RescaleIntercept give values beyond ±{MAX_ABS_HU:g}; expected Hounsfield"
+                        " units (lungseg.limits)")
     return hu
 
 

@@ -296,6 +296,29 @@ def _slice_frame(volume: CTVolume, where: Path) -> tuple[np.ndarray, np.ndarray,
     return positions, row_dir, col_dir, normal, float(volume.spacing[0])
 
 
+def _check_in_plane(polygon: np.ndarray, shape: tuple[int, int], spacing: tuple[float, float], where: str) -> None:
+    """Refuse a contour that lies wholly outside the image in-plane: it would give an empty truth,
+    and a Dice of 0, without a word (the RTSTRUCT belongs to another series, or its frame is shifted).
+
+    Args:
+        polygon: ``(N, 2)`` vertices as ``(column, row)`` pixel coordinates.
+        shape: the image's ``(rows, cols)``.
+        spacing: ``(row, column)`` pixel size in mm.
+        where: the file and contour, for the message.
+    """
+    rows, cols = shape
+    # how far the contour's nearest vertex lies beyond the image's pixel centres, per axis (pixels)
+    beyond_col = max(-polygon[:, 0].max(), polygon[:, 0].min() - (cols - 1), 0.0)
+    beyond_row = max(-polygon[:, 1].max(), polygon[:, 1].min() - (rows - 1), 0.0)
+    if beyond_col > _EDGE_TOL or beyond_row > _EDGE_TOL:
+        centre_col, centre_row = polygon.mean(axis=0)
+        raise DataError(
+            f"{where} lies outside the {cols}x{rows} image in-plane, offset {beyond_col * spacing[1]:.1f} mm beyond"
+            f" it across the columns and {beyond_row * spacing[0]:.1f} mm across the rows (its centre at column"
+            f" {centre_col:.0f}, row {centre_row:.0f}); the structure set does not match this series' frame"
+        )
+
+
 def _rtstruct_mask(ds: Dataset, path: Path, volume: CTVolume, number: int, name: str) -> np.ndarray:
     positions, row_dir, col_dir, normal, dz = _slice_frame(volume, path)
     n_z, rows, cols = volume.image.shape
@@ -339,6 +362,7 @@ def _rtstruct_mask(ds: Dataset, path: Path, volume: CTVolume, number: int, name:
             )
         rel = points - positions[k]
         polygon = np.column_stack([rel @ row_dir / dx, rel @ col_dir / dy])
+        _check_in_plane(polygon, (rows, cols), (dy, dx), f"{path}: ROI {name!r} contour {c + 1}")
         mask[k] ^= polygon_mask((rows, cols), polygon)
     if skipped:
         warnings.warn(

@@ -34,6 +34,7 @@ import numpy as np
 from lungseg.data.base import CTDataset
 from lungseg.data.volume import CTVolume
 from lungseg.errors import DataError, describe
+from lungseg.limits import MAX_NPZ_MEMBER_BYTES
 
 __all__ = ["NpzDataset", "read_npz", "read_npz_images", "write_npz", "NpzArrays"]
 
@@ -153,6 +154,23 @@ def _check_intensity(value: np.ndarray | None, images: np.ndarray, where: str) -
     return intensity
 
 
+def _check_member_sizes(path: Path, wanted: tuple[str, ...]) -> None:
+    """Refuse an array that would unpack beyond :data:`lungseg.limits.MAX_NPZ_MEMBER_BYTES`, from the
+    sizes in the zip directory, before anything is decompressed (a small file can inflate to gigabytes)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            sizes = {info.filename: info.file_size for info in zf.infolist()}
+    except Exception as err:  # zipfile raises several types for a damaged directory
+        raise DataError(f"{path}: not a readable .npz file ({describe(err)})") from None
+    for key in wanted:
+        size = sizes.get(f"{key}.npy", 0)
+        if size > MAX_NPZ_MEMBER_BYTES:
+            raise DataError(
+                f"{path}: key {key!r} unpacks to {size} bytes, over the {MAX_NPZ_MEMBER_BYTES} bytes lungseg reads"
+                " from an .npz (lungseg.limits); store larger data as a DICOM, MSD or NIfTI folder"
+            )
+
+
 def _load_arrays(path: Path, required: tuple[str, ...], wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The ``wanted`` arrays present in the ``.npz`` file at ``path`` (``required`` ones must be there).
 
@@ -166,6 +184,7 @@ def _load_arrays(path: Path, required: tuple[str, ...], wanted: tuple[str, ...])
         raise DataError(f"{where}: not a file; expected an .npz file written by numpy.savez")
     if not zipfile.is_zipfile(path):
         raise DataError(f"{where}: not a readable .npz file (not a zip archive written by numpy.savez)")
+    _check_member_sizes(path, wanted)
     raw: dict[str, np.ndarray] = {}
     try:
         with np.load(path, allow_pickle=False) as data:

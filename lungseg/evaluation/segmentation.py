@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from lungseg.data import open_dataset
-from lungseg.errors import DataError, LungsegError
+from lungseg.errors import DataError, DataWarning, LungsegError
 from lungseg.evaluation.detection import evaluate_detection
 from lungseg.evaluation.robustness import intensity_robustness
 from lungseg.files import check_output, json_safe, write_csv, write_json
 from lungseg.inference import Predictor, check_positive_int, require_finite
+from lungseg.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP
 from lungseg.metrics import (
     BOUNDARY_METRICS,
     BOUNDARY_TOLERANCE_MM,
@@ -42,19 +44,42 @@ SPLITS: tuple[str, ...] = ("auto", "test", "val", "train", "all")
 # Robustness re-segments the images once per perturbation; tumour slices carry the signal, so it is
 # measured on at most this many of them (evenly spaced, deterministic).
 MAX_ROBUSTNESS_SLICES = 128
+# Training patients whose content hashes decide whether evaluation data is the training data: a
+# different file differs in the first, the same data agrees in all.
+SAME_DATA_PROBES = 3
+# Training patients named in the warning about evaluating on them.
+MAX_NAMED = 5
 
 
-def _choose_patients(run: Predictor, dataset: Any, split: str) -> tuple[str, list[str]]:
-    ids = list(dataset.patient_ids)
-    same_source = False
-    if run.config.data:
-        try:
-            same_source = Path(run.config.data).resolve() == Path(dataset.source).resolve()
-        except OSError:
-            same_source = False
+def _run_hashes(run: Predictor) -> dict[str, str] | None:
+    """The content hashes of the run's patients (its split file), ``None`` for a model ``.zip`` or an older run."""
+    return RunDir(run.run_dir).read_content_hashes() if run.run_dir.is_dir() else None
+
+
+def _is_training_data(run: Predictor, dataset: Any, hashes: dict[str, str] | None) -> bool:
+    """Whether ``dataset`` is the data the run was trained on, by content.
+
+    With the run's content hashes, a few training patients (:data:`SAME_DATA_PROBES`) must hold the
+    same images under the same ids: another file whose generated ids collide (an ``.npz`` without ids)
+    is not the training data, and a copy elsewhere is. An older run without hashes falls back on the
+    path, or on the ids when the data name real patients.
+    """
+    trained_on = list(run.split.get("train", []))
+    if hashes is not None and trained_on:
+        probes = [p for p in trained_on if p in hashes][:SAME_DATA_PROBES]
+        return bool(probes) and all(p in dataset and dataset.content_hash(p) == hashes[p] for p in probes)
+    try:
+        if run.config.data and Path(run.config.data).resolve() == Path(dataset.source).resolve():
+            return True
+    except OSError:
+        pass
     # the same data under another path (a copy, a clone elsewhere): it holds every training patient
-    trained_on = set(run.split.get("train", []))
-    same_source = same_source or (bool(trained_on) and trained_on <= set(ids))
+    return bool(trained_on) and dataset.patient_ids_known and set(trained_on) <= set(dataset.patient_ids)
+
+
+def _choose_patients(run: Predictor, dataset: Any, split: str, hashes: dict[str, str] | None) -> tuple[str, list[str]]:
+    ids = list(dataset.patient_ids)
+    same_source = _is_training_data(run, dataset, hashes)
     if split == "auto":
         if same_source and not run.split.get("test"):
             raise LungsegError(
@@ -76,14 +101,36 @@ def _choose_patients(run: Predictor, dataset: Any, split: str) -> tuple[str, lis
     return split, list(wanted)
 
 
+def _warn_training_patients(run: Predictor, dataset: Any, content: dict[str, str], hashes: dict[str, str] | None) -> None:
+    """Warn, naming them, when evaluated patients are training patients of the run (their images, by
+    content hash; by id for an older run whose data name real patients)."""
+    trained_on = run.split.get("train", [])
+    if hashes is not None:
+        seen = {hashes[p]: p for p in trained_on if p in hashes}
+        found = [(p, seen[h]) for p, h in content.items() if h in seen]
+    elif dataset.patient_ids_known:
+        found = [(p, p) for p in content if p in set(trained_on)]
+    else:
+        return  # generated ids say nothing about who is who
+    if found:
+        named = ", ".join(p if p == q else f"{p} (trained on as {q})" for p, q in found[:MAX_NAMED])
+        more = f" and {len(found) - MAX_NAMED} more" if len(found) > MAX_NAMED else ""
+        warnings.warn(DataWarning(
+            f"{dataset.source}: {len(found)} of the {len(content)} evaluated patients are training patients of"
+            f" {run.run_dir}: {named}{more}; their scores do not test the model on unseen data"
+        ), stacklevel=3)
+
+
 def _collect(run: Predictor, dataset: Any, pids: Sequence[str], batch_size: int, progress: bool) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     images, masks, probs, slice_pid, slice_idx, spacing = [], [], [], [], [], []
     slice_spacing: dict[str, float | None] = {}
+    content: dict[str, str] = {}
     shapes = set()
     for pid in tqdm(pids, desc="evaluating", unit="patient", disable=not progress):
         vol = dataset[pid]
+        content[pid] = dataset.content_hash(pid)  # while the volume is in the dataset's cache
         shapes.add(vol.image.shape[1:])
         if len(shapes) > 1:
             raise DataError(
@@ -104,7 +151,7 @@ def _collect(run: Predictor, dataset: Any, pids: Sequence[str], batch_size: int,
     return {
         "images": np.concatenate(images), "masks": np.concatenate(masks).astype(np.uint8),
         "probs": np.concatenate(probs), "patient_ids": slice_pid, "slice_index": slice_idx,
-        "spacing": np.asarray(spacing, dtype=np.float64), "slice_spacing": slice_spacing,
+        "spacing": np.asarray(spacing, dtype=np.float64), "slice_spacing": slice_spacing, "content": content,
     }
 
 
@@ -133,8 +180,10 @@ def evaluate_run(
         crf: refine the probabilities with the CRF of eq. (10) instead of thresholding.
         out: where to write the metrics JSON (the per-image CSV goes next to it,
             ``<stem>_per_image.csv``); ``None`` writes nothing.
-        split: ``"auto"`` (the run's test split when ``data`` is its training dataset, else every
-            patient), ``"test"``, ``"val"``, ``"train"`` or ``"all"``.
+        split: ``"auto"`` (the run's test split when ``data`` is its training dataset, recognised by
+            the content hashes of its images, else every patient), ``"test"``, ``"val"``, ``"train"``
+            or ``"all"``. Whatever the split, evaluated patients whose images the run trained on are
+            named in a :class:`lungseg.errors.DataWarning`.
         checkpoint: ``"best"`` or ``"last"``.
         n_boot: patient-bootstrap resamples of the 95 % CIs (0: no CIs).
         robustness: measure the robustness to intensity variation (HU data only).
@@ -163,8 +212,10 @@ def evaluate_run(
         if out is not None:
             write_json(result, out)
         return result
-    split_name, pids = _choose_patients(loaded, dataset, split)
+    hashes = _run_hashes(loaded)
+    split_name, pids = _choose_patients(loaded, dataset, split, hashes)
     arrays = _collect(loaded, dataset, pids, batch_size, progress)
+    _warn_training_patients(loaded, dataset, arrays["content"], hashes)
     pred = loaded.binarize(arrays["images"], arrays["probs"], crf)
     result: dict[str, Any] = summarize(
         pred, arrays["masks"], arrays["patient_ids"], arrays["spacing"], n_boot=n_boot, seed=seed
@@ -193,8 +244,10 @@ def _check_arguments(split: str, batch_size: int, tolerance_mm: float, n_boot: i
     check_positive_int(batch_size, "batch_size")
     if isinstance(tolerance_mm, bool) or not isinstance(tolerance_mm, (int, float)) or not tolerance_mm > 0:
         raise LungsegError(f"tolerance_mm must be a number > 0 (mm), got {tolerance_mm!r}")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
-        raise LungsegError(f"n_boot must be an int >= 0, got {n_boot!r}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or not 0 <= n_boot <= MAX_BOOTSTRAP:
+        raise LungsegError(f"n_boot must be an int in [0, {MAX_BOOTSTRAP}] (lungseg.limits), got {n_boot!r}")
+    if batch_size > MAX_BATCH_SIZE:
+        raise LungsegError(f"batch_size must be at most {MAX_BATCH_SIZE} (lungseg.limits), got {batch_size!r}")
 
 
 def _check_outputs(run_dir: str | os.PathLike[str], data: Any, out: str | os.PathLike[str]) -> None:

@@ -34,6 +34,7 @@ import json
 import os
 import stat
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -46,6 +47,7 @@ import torch
 from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError, describe
 from lungseg.files import check_output
+from lungseg.limits import MAX_ARCHIVE_METADATA_BYTES, MAX_ARCHIVE_WEIGHTS_BYTES
 from lungseg.preprocess import Fingerprint
 from lungseg.rundir import RunDir, parse_config, read_checkpoint
 
@@ -65,8 +67,8 @@ _WEIGHTS_PT = "models/model.pt"
 _WEIGHTS_SAFETENSORS = "models/model.safetensors"
 _CONFIG = f"configs/{RunDir.CONFIG}"
 _FINGERPRINT = f"configs/{RunDir.FINGERPRINT}"
-#: The largest member a loader reads (weights of the paper-scale network are ~140 MB in fp32).
-MAX_MEMBER_BYTES = 1 << 30
+# What reading a damaged archive can raise (zipfile, zlib and the stream under them)
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError)
 
 
 def _v1_checkpoint() -> str:
@@ -320,9 +322,9 @@ def _write_zip(out_path: Path, members: dict[str, bytes]) -> None:
 
 
 def is_bundle(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a file that looks like a zip (a lungseg export or not); a directory is not."""
-    p = Path(path)
-    return p.is_file() and zipfile.is_zipfile(p)
+    """Whether ``path`` names a model file rather than a run directory: any file is read as a model
+    ``.zip`` (a truncated or damaged one is then reported as such, not as a missing run directory)."""
+    return Path(path).is_file()
 
 
 def _check_safe(path: Path, info: zipfile.ZipInfo) -> None:
@@ -364,9 +366,12 @@ def _root(path: Path, zf: zipfile.ZipFile) -> str:
         if info.filename not in expected:
             raise LungsegError(f"{path}: unexpected member {info.filename!r}; a lungseg export holds only "
                                f"{sorted(expected)}")
-        if info.file_size > MAX_MEMBER_BYTES:
-            raise LungsegError(f"{path}: member {info.filename!r} is {info.file_size} bytes, over the "
-                               f"{MAX_MEMBER_BYTES} limit")
+        # the unpacked size from the zip directory, before anything is decompressed (lungseg.limits)
+        name = info.filename[len(prefix):]
+        limit = MAX_ARCHIVE_WEIGHTS_BYTES if name.startswith("models/") else MAX_ARCHIVE_METADATA_BYTES
+        if info.file_size > limit:
+            raise LungsegError(f"{path}: member {info.filename!r} unpacks to {info.file_size} bytes, over the {limit}"
+                               " bytes lungseg reads (lungseg.limits)")
     return prefix
 
 
@@ -377,8 +382,11 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         LungsegError: not a zip, not a lungseg export, a newer format, or unsafe member names.
     """
     p = _zip_file(path)
-    with zipfile.ZipFile(p) as zf:
-        return _metadata(p, zf, _root(p, zf))
+    try:
+        with zipfile.ZipFile(p) as zf:
+            return _metadata(p, zf, _root(p, zf))
+    except _DAMAGED as exc:
+        raise LungsegError(f"{p}: damaged model archive ({describe(exc)}); export it again") from None
 
 
 def _zip_file(path: str | os.PathLike[str]) -> Path:
@@ -387,7 +395,7 @@ def _zip_file(path: str | os.PathLike[str]) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such model file")
     if not zipfile.is_zipfile(p):
-        raise LungsegError(f"{p}: not a zip file; expected a model exported with `lungseg export`")
+        raise LungsegError(f"{p}: not a zip file (or a truncated one); expected a model exported with `lungseg export`")
     return p
 
 
@@ -449,31 +457,46 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
             whose SHA-256 differs from the metadata, or weights that cannot be read.
     """
     p = _zip_file(path)
-    with zipfile.ZipFile(p) as zf:
-        prefix = _root(p, zf)
-        metadata = _metadata(p, zf, prefix)
-        names = set(zf.namelist())
-        layout = 1 if not prefix else BUNDLE_FORMAT_VERSION
-        weights = _v1_checkpoint() if layout == 1 else _WEIGHTS_SAFETENSORS
-        data: dict[str, bytes] = {}
-        for member in sorted(_layout_members(layout) - {_METADATA}):
-            if prefix + member not in names:
-                if member in (_CONFIG, _FINGERPRINT, weights):
-                    raise LungsegError(f"{p}: not a complete lungseg export (no {prefix + member})")
-                continue
-            data[member] = zf.read(prefix + member)
-            if metadata["files"].get(member) != _sha256(data[member]):
-                raise LungsegError(f"{p}: {prefix + member} does not match its SHA-256 in {_METADATA}; the file is "
-                                   "damaged or was altered")
+    try:
+        with zipfile.ZipFile(p) as zf:
+            prefix = _root(p, zf)
+            metadata = _metadata(p, zf, prefix)
+            layout = 1 if not prefix else BUNDLE_FORMAT_VERSION
+            weights = _v1_checkpoint() if layout == 1 else _WEIGHTS_SAFETENSORS
+            data = _read_members(p, zf, prefix, metadata, layout, weights)
+    except _DAMAGED as exc:  # a bad CRC, a truncated member: zipfile's own exceptions
+        raise LungsegError(f"{p}: damaged model archive ({describe(exc)}); export it again") from None
     source = f"{p}:{prefix}{weights}"
     state = (read_checkpoint(io.BytesIO(data[weights]), source) if layout == 1
              else {"model": _read_safetensors(data[weights], source), "epoch": int(metadata.get("epoch") or 0)})
+    bad = [k for k, v in state["model"].items()
+           if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise LungsegError(f"{p}: {len(bad)} weight tensor(s) hold NaN or infinite values (e.g. {bad[0]!r}); the model"
+                           " diverged or the file is damaged")
     return Bundle(
         path=p, metadata=metadata,
         config=parse_config(data[_CONFIG], f"{p}:{prefix}{_CONFIG}"),
         fingerprint=Fingerprint.from_json_text(data[_FINGERPRINT], f"{p}:{prefix}{_FINGERPRINT}"),
         state=state,
     )
+
+
+def _read_members(path: Path, zf: zipfile.ZipFile, prefix: str, metadata: dict[str, Any], layout: int,
+                  weights: str) -> dict[str, bytes]:
+    """``{member name inside the bundle's folder: bytes}``, each checked against its SHA-256 in the metadata."""
+    names = set(zf.namelist())
+    data: dict[str, bytes] = {}
+    for member in sorted(_layout_members(layout) - {_METADATA}):
+        if prefix + member not in names:
+            if member in (_CONFIG, _FINGERPRINT, weights):
+                raise LungsegError(f"{path}: not a complete lungseg export (no {prefix + member})")
+            continue
+        data[member] = zf.read(prefix + member)
+        if metadata["files"].get(member) != _sha256(data[member]):
+            raise LungsegError(f"{path}: {prefix + member} does not match its SHA-256 in {_METADATA}; the file is "
+                               "damaged or was altered")
+    return data
 
 
 def _read_safetensors(data: bytes, source: str) -> dict[str, torch.Tensor]:

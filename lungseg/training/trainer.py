@@ -45,7 +45,8 @@ from lungseg.rundir import RunDir
 from lungseg.training.patches import PatchSampler
 
 __all__ = [
-    "MAX_DEFAULT_IMAGE_SIZE", "RunResult", "SplitByImageWarning", "Trainer", "build_lr_lambda", "make_split", "resolve_image_size",
+    "MAX_DEFAULT_IMAGE_SIZE", "RunResult", "SplitByImageWarning", "Trainer", "build_lr_lambda", "check_same_data", "make_split",
+    "resolve_image_size",
     "seed_everything", "train",
 ]
 
@@ -186,6 +187,31 @@ def validation_counts(
     return counts
 
 
+def check_same_data(run: RunDir, dataset: Any, split: dict[str, list[str]]) -> None:
+    """Refuse to resume ``run`` on data other than it was trained on.
+
+    The training and validation patients' content hashes (:meth:`lungseg.data.CTDataset.content_hash`,
+    recorded in the split file) must match ``dataset``'s: another file whose generated ids happen to be
+    the same (an ``.npz`` without ids) is not the same data. A run saved before the hashes were
+    recorded can only be checked by its patient ids.
+
+    Raises:
+        DataError: a patient is missing or its images differ (the message names the dataset and one patient).
+    """
+    stored = run.read_content_hashes()
+    patients = [*split["train"], *split["val"]]
+    missing = [p for p in patients if p not in dataset]
+    changed = missing or ([] if stored is None else
+                          [p for p in patients if stored.get(p) != dataset.content_hash(p)])
+    if changed:
+        trained_on = run.read_config().data if run.config_path.is_file() else "its own data"
+        raise DataError(
+            f"{dataset.source}: not the data {run} was trained on ({len(changed)} of its {len(patients)} training and"
+            f" validation patients {'are missing' if missing else 'hold other images'}, e.g. {changed[0]!r});"
+            f" resume with --data {trained_on}, or train a new run"
+        )
+
+
 class Trainer:
     """One training run, in steps: :meth:`prepare` (configuration and resume), :meth:`setup_data`,
     :meth:`setup_model`, then per epoch :meth:`train_epoch`, :meth:`validate` and :meth:`checkpoint`,
@@ -275,6 +301,7 @@ class Trainer:
             )
         if self.checkpoint_state is not None:
             split = run.read_split()
+            check_same_data(run, dataset, split)
             fingerprint = run.read_fingerprint()
         else:
             if not dataset.patient_ids_known:
@@ -296,7 +323,9 @@ class Trainer:
         if self.is_main and self.checkpoint_state is None:
             run.write_config(config)  # now with the resolved image size
             run.write_fingerprint(fingerprint)
-            run.write_split(split, seed=config.split_seed, fractions=config.split_fractions, data=str(config.data))
+            content = {p: dataset.content_hash(p) for part in split.values() for p in part}
+            run.write_split(split, seed=config.split_seed, fractions=config.split_fractions, data=str(config.data),
+                            content=content)
 
         show = self.progress and self.is_main
         self.train_ds = SliceDataset(dataset, split["train"], fingerprint, self.image_size, cache_dir=config.cache_dir,
@@ -318,7 +347,8 @@ class Trainer:
     @property
     def steps_per_epoch(self) -> int:
         """Optimisation steps per epoch: ``samples_per_epoch`` (default: the training slices, at least
-        ``min_samples_per_epoch``) over the global batch, at least one."""
+        ``min_samples_per_epoch``) over the global batch, at least one (so a default epoch of a tiny
+        dataset is one batch; a set ``samples_per_epoch`` below the batch is refused by the config)."""
         config = self.config
         samples = config.samples_per_epoch or max(len(self.train_ds), config.min_samples_per_epoch)
         return max(1, samples // config.batch_size)
