@@ -17,6 +17,7 @@ DICOM series of ``volume`` in any viewer that honours both geometries.
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import nibabel as nib
@@ -24,8 +25,11 @@ import numpy as np
 
 from lungseg.data.volume import CTVolume
 from lungseg.errors import DataError, describe
+from lungseg.files import atomic_file
 
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: gzip level of a written .nii.gz: nibabel's own default (fast; masks compress well at any level).
+_GZIP_LEVEL = 1
 
 
 def lps_to_ras(affine: np.ndarray) -> np.ndarray:
@@ -154,7 +158,13 @@ def write_nifti(
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
+    with atomic_file(path) as fh:  # never a truncated volume under its final name
+        if path.name.endswith(".gz"):
+            # mtime 0: the same volume gives the same bytes
+            with gzip.GzipFile(fileobj=fh, mode="wb", compresslevel=_GZIP_LEVEL, mtime=0) as gz:
+                img.to_stream(gz)
+        else:
+            img.to_stream(fh)
     return path
 
 

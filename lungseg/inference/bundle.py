@@ -34,7 +34,7 @@ import torch
 
 from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
-from lungseg.files import check_output
+from lungseg.files import atomic_file, check_output
 from lungseg.preprocess import Fingerprint
 from lungseg.rundir import RunDir, parse_config, read_checkpoint
 
@@ -211,18 +211,13 @@ def _export_metadata(run: RunDir, checkpoint: str, epoch: int, config: dict[str,
 
 
 def _write_zip(out_path: Path, metadata: dict[str, Any], payload: dict[str, bytes], card: bytes) -> None:
-    """The zip, written beside ``out_path`` and moved into place (a killed export leaves no half file)."""
+    """The zip, written with :func:`lungseg.files.atomic_file` (a killed export leaves no half file)."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr(_METADATA, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-            for name, data in sorted(payload.items()):
-                zf.writestr(name, data)
-            zf.writestr(_CARD, card)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(out_path) as fh, zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(_METADATA, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        for name, data in sorted(payload.items()):
+            zf.writestr(name, data)
+        zf.writestr(_CARD, card)
 
 
 def is_bundle(path: str | os.PathLike[str]) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from lungseg.errors import LungsegError
-from lungseg.files import write_csv
+from lungseg.files import atomic_file, write_csv
 from lungseg.inference.dicom_out import FORMATS
 from lungseg.inference.predictor import Segmentation
 from lungseg.inference.readers import VOLUME_SUFFIXES, strip_suffix
@@ -105,7 +105,8 @@ def image_outputs(out: Path, image: Path, single_file: bool) -> tuple[Path, str]
 def _save_png(array01: np.ndarray, path: str | Path) -> str:
     from PIL import Image
 
-    Image.fromarray(np.round(np.clip(array01, 0, 1) * 255).astype(np.uint8)).save(path)
+    with atomic_file(path) as fh:
+        Image.fromarray(np.round(np.clip(array01, 0, 1) * 255).astype(np.uint8)).save(fh, format="PNG")
     return str(path)
 
 
@@ -135,7 +136,8 @@ def write_npz(seg: Segmentation, npz_path: Path, probabilities: bool) -> list[st
     for level, a in enumerate(seg.alphas):
         arrays[f"attention_level{level}"] = a.astype(np.float32)
     npz_path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(npz_path, **arrays)
+    with atomic_file(npz_path) as fh:
+        np.savez_compressed(fh, **arrays)
     return [str(npz_path)]
 
 
