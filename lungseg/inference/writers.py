@@ -23,7 +23,8 @@ from lungseg.inference.predictor import Segmentation
 from lungseg.inference.readers import VOLUME_SUFFIXES, strip_suffix
 
 __all__ = [
-    "SUMMARY_COLUMNS", "SUMMARY_TABLE", "check_format", "format_study_table", "format_summary", "image_outputs",
+    "SUMMARY_COLUMNS", "SUMMARY_TABLE", "check_format", "extra_outputs", "format_study_table", "format_summary",
+    "image_outputs",
     "npz_output", "study_output", "volume_outputs", "write_image", "write_npz", "write_study_table", "write_volume",
 ]
 
@@ -64,6 +65,19 @@ def volume_outputs(out: str | os.PathLike[str], output_format: str = "nifti") ->
     return out / _RESULT_NAMES[output_format], f"{out}/"
 
 
+def extra_outputs(prefix: str, suffix: str, probabilities: bool, attention_levels: int) -> list[Path]:
+    """The extras written beside a mask, in order: ``<prefix>probability<suffix>`` when ``probabilities``,
+    then ``<prefix>attention_level<k><suffix>`` for each of ``attention_levels`` gates (the output guard
+    checks these names before anything is written, as it does the mask's)."""
+    names = (["probability"] if probabilities else []) + [f"attention_level{k}" for k in range(attention_levels)]
+    return [Path(f"{prefix}{name}{suffix}") for name in names]
+
+
+def _extra_maps(seg: Segmentation, probabilities: bool) -> list[np.ndarray]:
+    """The arrays of :func:`extra_outputs`, in its order, as float32."""
+    return [a.astype(np.float32) for a in ([seg.probs] if probabilities else []) + list(seg.alphas)]
+
+
 def write_volume(vol: Any, seg: Segmentation, result_path: Path, prefix: str, *, probabilities: bool,
                  headers: list[Any] | None = None, output_format: str = "nifti",
                  algorithm: dict[str, Any] | None = None) -> list[str]:
@@ -86,10 +100,9 @@ def write_volume(vol: Any, seg: Segmentation, result_path: Path, prefix: str, *,
 
         writer = write_dicom_seg if output_format == "dicom-seg" else write_rtstruct
         written = [str(writer(mask, headers, result_path, algorithm or {}))]
-    if probabilities:
-        written.append(str(write_nifti(seg.probs.astype(np.float32), Path(f"{prefix}probability.nii.gz"), affine=affine)))
-    for level, a in enumerate(seg.alphas):
-        written.append(str(write_nifti(a.astype(np.float32), Path(f"{prefix}attention_level{level}.nii.gz"), affine=affine)))
+    extras = extra_outputs(prefix, ".nii.gz", probabilities, len(seg.alphas))
+    for path, array in zip(extras, _extra_maps(seg, probabilities)):
+        written.append(str(write_nifti(array, path, affine=affine)))
     return written
 
 
@@ -115,10 +128,9 @@ def write_image(seg: Segmentation, mask_path: Path, prefix: str, probabilities: 
     ``probabilities``, the gate maps) as PNGs ``<prefix>probability.png``, ``<prefix>attention_level<k>.png``."""
     mask_path.parent.mkdir(parents=True, exist_ok=True)
     written = [_save_png((seg.mask[0] > 0).astype(np.float32), mask_path)]
-    if probabilities:
-        written.append(_save_png(seg.probs[0], f"{prefix}probability.png"))
-    for level, a in enumerate(seg.alphas):
-        written.append(_save_png(a[0], f"{prefix}attention_level{level}.png"))
+    extras = extra_outputs(prefix, ".png", probabilities, len(seg.alphas))
+    for path, array in zip(extras, _extra_maps(seg, probabilities)):
+        written.append(_save_png(array[0], path))
     return written
 
 
