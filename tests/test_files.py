@@ -384,3 +384,19 @@ def test_two_predictions_to_one_output_leave_one_complete_mask(runs: dict[str, P
         procs = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
         assert all(p.wait() == 0 for p in procs)
         _loads(out)
+
+
+def test_the_readme_promises_name_tests_that_exist() -> None:
+    """Each ``tests/<file>.py::<test>`` (or ``::<test>`` of the file named before it) in README's promise
+    table is a test function of that file."""
+    import re
+
+    table = (ROOT / "README.md").read_text(encoding="utf-8").split("## Reliability", 1)[1].split("\n## ", 1)[0]
+    named = 0
+    for row in table.splitlines()[2:]:
+        file = None
+        for ref_file, name in re.findall(r"`(tests/[\w/]+\.py)?::(\w+)`", row):
+            file = ref_file or file
+            assert file and f"def {name}(" in (ROOT / file).read_text(encoding="utf-8"), (file, name)
+            named += 1
+    assert named
