@@ -113,7 +113,7 @@ class RunLock:
     """
 
     def __init__(self, path: Path, folder: Path) -> None:
-        self._fh: Any = open(path, "a+", encoding="utf-8")
+        self._fh: Any = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open until release())
         try:
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -135,7 +135,7 @@ class RunLock:
             self._fh.close()
             self._fh = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self
 
     def __exit__(self, *exc: object) -> None:

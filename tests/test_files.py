@@ -20,8 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -39,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _lungseg(*args: str, **kwargs: Any) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lungseg", *args], cwd=ROOT, capture_output=True, text=True, **kwargs)
+    return subprocess.run([sys.executable, "-m", "lungseg", *args], cwd=ROOT, capture_output=True, text=True, check=False,
+                          **kwargs)
 
 
 def _cli(*args: str) -> tuple[int, str]:
@@ -98,7 +100,8 @@ def test_a_killed_writer_leaves_no_file_under_the_final_name(tmp_path: Path) -> 
         target = tmp_path / name
         if old is not None:
             target.write_bytes(old)
-        done = subprocess.run([sys.executable, "-c", code, str(target)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        done = subprocess.run([sys.executable, "-c", code, str(target)], cwd=ROOT, check=False,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert done.returncode == -signal.SIGKILL
         assert (target.read_bytes() == old) if old is not None else not target.exists()
 
@@ -221,7 +224,7 @@ def test_a_second_training_in_one_run_folder_is_refused(runs: dict[str, Path], t
         while not RunDir(out).config_path.is_file():  # the first one is training
             assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.1)
-        second = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        second = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
         assert second.returncode == 2 and "another process" in second.stderr, second.stderr
         assert second.stderr.count("\n") == 1 and "Traceback" not in second.stderr
         assert first.poll() is None  # untouched by the refused one
