@@ -383,8 +383,9 @@ def test_two_predictions_to_one_output_leave_one_complete_mask(runs: dict[str, P
     out = tmp_path / "mask.nii.gz"
     argv = [sys.executable, "-m", "lungseg", "predict", str(runs["nifti"]), "--run", str(runs["hu"]), "--out", str(out),
             "--quiet", "--device", "cpu"]
-    for _ in range(3):
-        procs = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    for _ in range(3):  # two thresholds: two different files race for one name
+        procs = [subprocess.Popen([*argv, "--threshold", t], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for t in ("0.3", "0.7")]
         assert all(p.wait() == 0 for p in procs)
         _loads(out)
 
