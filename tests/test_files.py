@@ -333,26 +333,38 @@ def _loads(path: Path) -> None:
         Image.open(path).load()
 
 
+def _visible(out: Path) -> list[Path]:
+    """The files under ``out`` with a final name (not a hidden temporary file)."""
+    return [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")] if out.exists() else []
+
+
 def _kill_at_random(argv: Callable[[Path], list[str]], work: Path, tries: int, seed: int) -> list[Path]:
     """Run ``lungseg ARGV(out)`` once to time it, then ``tries`` times into a new ``out``, SIGKILLed at a
-    uniform random moment of that time; every file left under its final name must load. Returns them."""
+    random moment: half the tries at a uniform moment of the run, half just after a random one of its
+    files first appears under its name (when an in-place writer would be mid-file). Every file left
+    under its final name must load. Returns the files checked."""
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     done = _lungseg(*argv(work / "timed"))
     assert done.returncode == 0, done.stderr
-    whole = time.perf_counter() - start
+    whole, n_files = time.perf_counter() - start, len(_visible(work / "timed"))
     checked: list[Path] = []
     for k in range(tries):
         out = work / f"killed{k}"
         proc = subprocess.Popen([sys.executable, "-m", "lungseg", *argv(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        time.sleep(float(rng.uniform(0.2, 1.0)) * whole)
+        if k % 2:
+            nth = int(rng.integers(1, n_files + 1))
+            while len(_visible(out)) < nth and proc.poll() is None:
+                time.sleep(0.001)
+            time.sleep(float(rng.uniform(0, 0.01)))
+        else:
+            time.sleep(float(rng.uniform(0.2, 1.0)) * whole)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        files = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")] if out.exists() else []
-        for p in files:
+        for p in _visible(out):
             _loads(p)
-        checked += files
+            checked.append(p)
     return checked
 
 
