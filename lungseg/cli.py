@@ -129,7 +129,7 @@ def _train_options() -> list[tuple[str, str, Any, str, Sequence[str] | None]]:
         ("--hu-offset", "hu_offset", float, "augmentation: intensity offset drawn in [-o, o] HU", None),
         ("--split-seed", "split_seed", int, "seed of the patient split", None),
         ("--threshold", "threshold", float, "probability threshold of the binary mask", None),
-        ("--cache-dir", "cache_dir", str, "cache of preprocessed slices ('none' = no cache)", None),
+        ("--cache-dir", "cache_dir", str, "cache of preprocessed slices, never inside --data ('none' = no cache)", None),
         ("--compile", "compile", _bool_flag, "torch.compile the model (CUDA only; on/off)", None),
         ("--precision", "precision", str,
          "forward-pass numerics: auto = bf16 autocast on CUDA >= 8.0, fp16 + loss scaling on older GPUs, fp32"
@@ -263,7 +263,9 @@ def _train_parser(sub: Any) -> None:
                                    " (flags not given are taken from the run's saved configuration).")
     p.add_argument("--data", default=None, help="dataset: phantom study, DICOM folder, MSD folder or .npz (required unless --resume)")
     _add_dicom_options(p)
-    p.add_argument("--out", required=True, help="run directory (required)")
+    p.add_argument("--out", required=True,
+                   help="run directory: a new or empty folder, or a run of the same configuration; locked while it"
+                        " trains, so a second train there is refused (required)")
     p.add_argument("--seed", type=int, default=None, help=f"training seed (default: {_defaults().seed})")
     p.add_argument("--device", default=None, help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (default: off)")
@@ -348,7 +350,9 @@ def _predict_parser(sub: Any) -> None:
                                  " folder of studies")
     p.add_argument("--run", "--model", dest="run", required=True,
                    help="run directory, or a model .zip of `lungseg export` (required)")
-    p.add_argument("--out", required=True, help="output .nii.gz / .dcm / .png / .npz file or folder (required)")
+    p.add_argument("--out", required=True,
+                   help="output .nii.gz / .dcm / .png / .npz file or folder; no file written (the extras' derived names"
+                        " included) may be the input, a link to it, or lie in the model (required)")
     p.add_argument("--format", dest="output_format", default="nifti", choices=("nifti", "dicom-seg", "rtstruct"),
                    help="a volume's mask as NIfTI, DICOM SEG or RT Structure Set; the DICOM ones need a DICOM series"
                         " input (default: nifti)")

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from lungseg.errors import DataError
+from lungseg.files import atomic_write_text
 
 if TYPE_CHECKING:
     from lungseg.data.volume import CTVolume
@@ -172,7 +173,7 @@ class Fingerprint:
         path = Path(path)
         data: dict[str, Any] = {"format": _FINGERPRINT_FORMAT, **asdict(self)}
         data["window"] = list(self.window) if self.window is not None else None
-        path.write_text(json.dumps(data, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
         return path
 
     @classmethod

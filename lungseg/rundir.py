@@ -14,19 +14,22 @@ A run directory holds everything needed to reproduce, resume, evaluate and deplo
     eval_crf_{off,on}_per_image.csv   its per-image table
     MODEL_CARD.md               what a published model is for and how it scored (the best attention
                                 run of a published profile, written by scripts/run_profile.py)
+    .lock                       locked (``fcntl.flock``) by the process training in the folder
 
 Every other module asks :class:`RunDir` for these paths and contents; no other module spells a
 file name. Every write is atomic (:mod:`lungseg.files`), so a killed process never leaves a
 half-written file, and checkpoints are read by the one function :func:`read_checkpoint` (behind
-:meth:`RunDir.load_checkpoint`).
+:meth:`RunDir.load_checkpoint`). One process at a time trains in a run folder (:meth:`RunDir.lock`),
+and a folder holding anything but a run is never trained into (:meth:`RunDir.refuse_foreign`).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import fcntl
 import io
 import json
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +42,7 @@ from lungseg.errors import LungsegError
 from lungseg.files import atomic_write_bytes, atomic_write_text, write_csv, write_json
 from lungseg.paths import localize, portable
 
-__all__ = ["CHECKPOINTS", "HISTORY_COLUMNS", "RunDir", "parse_config", "per_image_csv_path", "read_checkpoint"]
+__all__ = ["CHECKPOINTS", "HISTORY_COLUMNS", "RunDir", "RunLock", "parse_config", "per_image_csv_path", "read_checkpoint"]
 
 #: Checkpoint names: ``"best"`` (highest validation Dice) and ``"last"`` (end of the latest epoch).
 CHECKPOINTS: tuple[str, ...] = ("best", "last")
@@ -101,6 +104,46 @@ def read_checkpoint(file: str | os.PathLike[str] | io.BytesIO, source: str | os.
     return state
 
 
+class RunLock:
+    """An exclusive :func:`fcntl.flock` on a run folder's lock file, held until :meth:`release`.
+
+    The kernel drops the lock when the process ends, however it ends, so a killed training never
+    leaves a folder locked. The file holds the owner's process id, for the message of a refused one.
+
+    Raises:
+        LungsegError: another process holds the lock (the message names the folder and that process).
+    """
+
+    def __init__(self, path: Path, folder: Path) -> None:
+        self._fh: Any = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open until release())
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.seek(0)
+            owner = self._fh.read().strip() or "unknown"
+            self._fh.close()
+            raise LungsegError(
+                f"{folder}: another process (pid {owner}) is training in this run folder; wait for it to end,"
+                " or choose another --out"
+            ) from None
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(f"{os.getpid()}\n")
+        self._fh.flush()
+
+    def release(self) -> None:
+        """Unlock (closing the file releases the flock); a second call does nothing."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 @dataclass(frozen=True)
 class RunDir:
     """A training run's folder and its files.
@@ -118,6 +161,7 @@ class RunDir:
     METRICS = "metrics.json"
     PROVENANCE = "provenance.json"
     MODEL_CARD = "MODEL_CARD.md"
+    LOCK = ".lock"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         object.__setattr__(self, "path", Path(path))
@@ -234,15 +278,50 @@ class RunDir:
     def _own_files(self) -> list[Path]:
         return self.published_files() + [self.checkpoint_path(w) for w in CHECKPOINTS]
 
+    def _partial_files(self) -> list[Path]:
+        """The temporary files (``.<name>.tmp<pid>``) of this run's own files."""
+        names = {p.name for p in self._own_files()}
+        return [p for p in self.path.glob(".*.tmp*") if p.is_file()
+                and p.name[1:].rsplit(".tmp", 1)[0] in names and p.name.rsplit(".tmp", 1)[1].isdigit()]
+
     def remove_partial_files(self) -> list[Path]:
         """Delete the temporary files a killed process left behind for this run's own files
         (``.<name>.tmp<pid>``; every write is atomic, so such a file is never a complete one)."""
-        names = {p.name for p in self._own_files()}
-        partial = [p for p in self.path.glob(".*.tmp*") if p.is_file()
-                   and p.name[1:].rsplit(".tmp", 1)[0] in names and p.name.rsplit(".tmp", 1)[1].isdigit()]
+        partial = self._partial_files()
         for p in partial:
             p.unlink()
         return partial
+
+    def refuse_foreign(self) -> None:
+        """Refuse a folder that exists, is not empty and holds no run (no configuration file): training
+        into it would mix a run's files with someone else's (or replace them: ``config.json``, ...).
+
+        Raises:
+            LungsegError: the folder is a file, or holds files but no run.
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise LungsegError(f"{self.path}: is a file, not a run folder; choose a new or empty folder")
+        if not self.path.is_dir() or self.config_path.is_file():
+            return
+        own = {self.path / self.LOCK, *self._partial_files()}
+        other = sorted(p.name for p in self.path.iterdir() if p not in own)
+        if other:
+            raise LungsegError(
+                f"{self.path}: holds {len(other)} file(s) ({', '.join(other[:3])}) but no lungseg run; train into a"
+                " new or empty folder"
+            )
+
+    def lock(self) -> RunLock:
+        """Lock the folder (creating it) for the calling process: one training at a time per run folder.
+
+        Returns:
+            The held :class:`RunLock` (release it, or use it as a context manager).
+
+        Raises:
+            LungsegError: another process is training here.
+        """
+        self.create()
+        return RunLock(self.path / self.LOCK, self.path)
 
     def remove_results(self) -> None:
         """Delete what an earlier attempt left (checkpoints, history, summary, evaluations) before a

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from lungseg.files import atomic_file
 from lungseg.metrics import BOUNDARY_TOLERANCE_MM, boundary_scores, confusion
 
 __all__ = [
@@ -143,10 +144,11 @@ def save_crop(crop: RealCrop, path: str | os.PathLike[str]) -> Path:
     """Write a :class:`RealCrop` as a compressed npz (HU as int16, the values of a CT series)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(p, image_hu=np.round(crop.image).astype(np.int16), readers=crop.readers,
-                        spacing=np.asarray(crop.spacing), full_fov_mm=np.asarray(crop.full_fov_mm),
-                        origin=np.asarray(crop.origin), n_readers=crop.n_readers,
-                        **{f"meta_{k}": np.asarray(v) for k, v in crop.meta.items()})
+    with atomic_file(p) as fh:
+        np.savez_compressed(fh, image_hu=np.round(crop.image).astype(np.int16), readers=crop.readers,
+                            spacing=np.asarray(crop.spacing), full_fov_mm=np.asarray(crop.full_fov_mm),
+                            origin=np.asarray(crop.origin), n_readers=crop.n_readers,
+                            **{f"meta_{k}": np.asarray(v) for k, v in crop.meta.items()})
     return p
 
 

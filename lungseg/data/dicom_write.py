@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from lungseg.data.nifti import volume_lps_affine
 from lungseg.data.volume import CTVolume
+from lungseg.files import atomic_file
 
 __all__ = ["write_dicom_series"]
 
@@ -110,7 +111,8 @@ def write_dicom_series(
         ds.SliceLocation = _ds(float(position @ normal))
         ds.PixelData = stored[k].tobytes()
         path = folder / f"CT{k + 1:05d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
+        with atomic_file(path) as fh:
+            ds.save_as(fh, enforce_file_format=True)
         paths.append(path)
     return paths
 

@@ -48,6 +48,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from lungseg.errors import DataError, LungsegError
+from lungseg.files import atomic_write_text
 
 __all__ = [
     "MANIFESTS",
@@ -338,9 +339,7 @@ def _read_record(path: Path) -> dict[str, dict[str, Any]]:
 def _write_record(path: Path, name: str, entry: dict[str, Any]) -> None:
     data = _read_record(path)
     data[name] = entry
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def fetch(
@@ -411,7 +410,7 @@ def fetch(
     safe_extract(archive, to, progress=progress, top=manifest["folder"])
     if not folder.is_dir():
         raise DataError(f"{archive}: expected a top-level folder {manifest['folder']!r} after extraction")
-    marker.write_text(digests["sha256"] + "\n")
+    atomic_write_text(marker, digests["sha256"] + "\n")
     if not keep_archive:
         archive.unlink()
     return folder

@@ -27,6 +27,7 @@ than :data:`OBLIQUE_TOLERANCE_DEG` from the patient axes are refused, not resamp
 from __future__ import annotations
 
 import dataclasses
+import gzip
 from pathlib import Path
 
 import nibabel as nib
@@ -41,8 +42,11 @@ from nibabel.orientations import (
 
 from lungseg.data.volume import CTVolume, StoredGeometry
 from lungseg.errors import DataError, describe
+from lungseg.files import atomic_file
 
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: gzip level of a written .nii.gz: nibabel's own default (fast; masks compress well at any level).
+_GZIP_LEVEL = 1
 
 #: The voxel orientation every reader brings a volume to, as nibabel axis codes of the voxel axes
 #: ``(j, i, k)`` (world axes named in RAS): that of an axial DICOM series read by
@@ -295,7 +299,13 @@ def write_nifti(
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
+    with atomic_file(path) as fh:  # never a truncated volume under its final name
+        if path.name.endswith(".gz"):
+            # mtime 0: the same volume gives the same bytes
+            with gzip.GzipFile(fileobj=fh, mode="wb", compresslevel=_GZIP_LEVEL, mtime=0) as gz:
+                img.to_stream(gz)
+        else:
+            img.to_stream(fh)
     return path
 
 

@@ -253,7 +253,7 @@ def _check_arguments(split: str, batch_size: int, tolerance_mm: float, n_boot: i
 def _check_outputs(run_dir: str | os.PathLike[str], data: Any, out: str | os.PathLike[str]) -> None:
     """Refuse an output (or its per-image table) that would overwrite the data or a file of the run."""
     run = RunDir(run_dir)
-    run_files = run.published_files() + [run.checkpoint_path(w) for w in ("best", "last")]
+    run_files = run.published_files() + [run.checkpoint_path(w) for w in ("best", "last")] + [run.model_card_path]
     # the grid's own evaluations are the run's files by design; anything else there is protected
     own = [run.evaluation_path(c) for c in (False, True)] + [run.per_image_path(c) for c in (False, True)]
     out_csv = per_image_csv_path(out)

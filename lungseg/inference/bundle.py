@@ -46,7 +46,7 @@ import torch
 
 from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError, describe
-from lungseg.files import check_output
+from lungseg.files import atomic_file, check_output
 from lungseg.limits import MAX_ARCHIVE_METADATA_BYTES, MAX_ARCHIVE_WEIGHTS_BYTES
 from lungseg.preprocess import Fingerprint
 from lungseg.rundir import RunDir, parse_config, read_checkpoint
@@ -309,16 +309,11 @@ def _export_metadata(run: RunDir, checkpoint: str, epoch: int, config: dict[str,
 
 
 def _write_zip(out_path: Path, members: dict[str, bytes]) -> None:
-    """The zip, written beside ``out_path`` and moved into place (a killed export leaves no half file)."""
+    """The zip, written with :func:`lungseg.files.atomic_file` (a killed export leaves no half file)."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for name, data in sorted(members.items()):
-                zf.writestr(name, data)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(out_path) as fh, zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in sorted(members.items()):
+            zf.writestr(name, data)
 
 
 def is_bundle(path: str | os.PathLike[str]) -> bool:

@@ -9,7 +9,10 @@ The tumour mask is written in the input's own geometry — a NIfTI volume with t
 size for each image, or an ``.npz`` with ``masks`` for an ``.npz`` input — optionally with the
 probability map and the attention coefficients of every gate, and a summary of the lesions found
 (count, volume in mL, equivalent diameter in mm, slice range). Slices are segmented in batches.
-Nothing is ever written into the input's folder.
+Nothing is ever written over an input: every file a prediction writes (the mask, the extras, the
+lesion summary, ``summary.csv``) is checked by :func:`lungseg.files.check_output` against the input
+and the model (run folder or ``.zip``) before the first is written, comparing files, not only names
+(a hard or symbolic link to an input is refused like the input); each is written atomically.
 
 A DICOM series' mask can also be written as DICOM (``output_format``): a DICOM Segmentation
 (``"dicom-seg"``) or an RT Structure Set (``"rtstruct"``) that references the series and loads on
@@ -116,7 +119,8 @@ def predict(
     check_positive_int(batch_size, "batch_size")
     check_threshold(threshold)
     writers.check_format(output_format)
-    check_output(out, [inp])
+    inputs = [inp, Path(run_dir)]  # what no output may be or lie inside: the scans and the model
+    check_output(out, inputs)
     studies = list_studies(inp)
     if output_format != "nifti" and inp.is_file():
         raise _needs_dicom(inp, output_format, "a single file")
@@ -126,7 +130,7 @@ def predict(
     if attention and run.config.model != "attention":
         raise LungsegError(f"--attention needs an 'attention' model; {run.run_dir} holds a {run.config.model!r} model")
     options = dict(output_format=output_format, probabilities=probabilities, attention=attention, crf=crf,
-                   threshold=threshold, batch_size=batch_size)
+                   threshold=threshold, batch_size=batch_size, inputs=inputs)
     if studies is not None:
         return _predict_studies(run, inp, out, studies, options, progress)
     return _predict_loaded(run, inp, out, progress=progress, **options)
@@ -177,7 +181,7 @@ def _predict_studies(run: Predictor, inp: Path, out: Path, studies: list[Path], 
         )
         rows.append(row)
     table = out / writers.SUMMARY_TABLE
-    check_output(table, [inp])
+    check_output(table, options["inputs"])
     writers.write_study_table(table, rows)
     return {
         "input": str(inp), "run": str(run.run_dir), "crf": bool(options["crf"]), "precision": run.precision,
@@ -188,9 +192,11 @@ def _predict_studies(run: Predictor, inp: Path, out: Path, studies: list[Path], 
 
 def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str, probabilities: bool,
                     attention: bool, crf: bool, threshold: float | None, batch_size: int, progress: bool,
-                    volumes_only: bool = False) -> dict[str, Any]:
-    """:func:`predict` of one input with a loaded network: read and check it, segment, write."""
-    check_output(out, [inp])
+                    inputs: list[Path], volumes_only: bool = False) -> dict[str, Any]:
+    """:func:`predict` of one input with a loaded network: read and check it, segment, write.
+
+    ``inputs`` are the files and folders no output may be (:func:`lungseg.files.check_output`)."""
+    check_output(out, inputs)
     kind, items = read_input(inp)
     if volumes_only and kind != "volume":
         raise DataError(f"{inp}: holds {kind}, not a CT volume; a folder of studies holds DICOM series and NIfTI volumes")
@@ -218,11 +224,27 @@ def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str,
         summary["output_format"] = output_format
         summary["algorithm"] = _algorithm(run, crf, threshold)
     step = {"volume": _predict_volume, "images": _predict_images, "npz": _predict_npz}[kind]
-    written, lesion_path = step(inp, items, out, segment, probabilities, summary)
-    check_output(lesion_path, [inp])
+    guard = _Guard(inputs, probabilities, run.config.depth if attention else 0)
+    written, lesion_path = step(inp, items, out, segment, guard, summary)
     summary["files"] = written + [str(lesion_path)]
     write_json(summary, lesion_path)
     return summary
+
+
+class _Guard:
+    """What a step may write: it names every file it will write, mask, extras and lesion summary,
+    and :meth:`check` refuses any that is an input, before the first is written."""
+
+    def __init__(self, inputs: list[Path], probabilities: bool, attention_levels: int) -> None:
+        self.inputs, self.probabilities, self.attention_levels = inputs, probabilities, attention_levels
+
+    def files(self, mask: Path, prefix: str, suffix: str) -> list[Path]:
+        """A mask and the extras :func:`lungseg.inference.writers.extra_outputs` puts beside it."""
+        return [mask, *writers.extra_outputs(prefix, suffix, self.probabilities, self.attention_levels)]
+
+    def check(self, paths: list[Path]) -> None:
+        for path in paths:
+            check_output(path, self.inputs)
 
 
 def _algorithm(run: Predictor, crf: bool, threshold: float | None) -> dict[str, Any]:
@@ -236,7 +258,7 @@ def _algorithm(run: Predictor, crf: bool, threshold: float | None) -> dict[str, 
     }
 
 
-def _predict_volume(inp: Path, items: list[Any], out: Path, segment: Any, probabilities: bool,
+def _predict_volume(inp: Path, items: list[Any], out: Path, segment: Any, guard: _Guard,
                     summary: dict[str, Any]) -> tuple[list[str], Path]:
     """One volume: its mask in the input's geometry (``summary["output_format"]``), the extras, the 3D lesions."""
     if len(items) > 1:
@@ -245,51 +267,53 @@ def _predict_volume(inp: Path, items: list[Any], out: Path, segment: Any, probab
     vol = items[0]
     output_format = summary.get("output_format", "nifti")
     result_path, prefix = writers.volume_outputs(out, output_format)
-    check_output(result_path, [inp])
+    lesion_path = Path(f"{prefix}lesions.json")
+    guard.check([*guard.files(result_path, prefix, ".nii.gz"), lesion_path])
     headers = None
     if output_format != "nifti":  # re-read the series' headers before the (long) segmentation
         from lungseg.inference.dicom_out import read_source_headers
 
         headers = read_source_headers(vol.meta["files"])
     seg = segment(vol.image)
-    written = writers.write_volume(vol, seg, result_path, prefix, probabilities=probabilities, headers=headers,
+    written = writers.write_volume(vol, seg, result_path, prefix, probabilities=guard.probabilities, headers=headers,
                                    output_format=output_format, algorithm=summary.get("algorithm"))
     mask = seg.mask.astype(np.uint8)
     summary.update(shape=list(vol.image.shape), spacing_mm=list(vol.spacing), tumour_voxels=int(mask.sum()),
                    lesions=lesion_summary(mask, vol.spacing))
-    return written, Path(f"{prefix}lesions.json")
+    return written, lesion_path
 
 
-def _predict_images(inp: Path, items: list[Any], out: Path, segment: Any, probabilities: bool,
+def _predict_images(inp: Path, items: list[Any], out: Path, segment: Any, guard: _Guard,
                     summary: dict[str, Any]) -> tuple[list[str], Path]:
     """One PNG mask (and extras) per input image, same size; 2D lesion summaries in pixels."""
     single_file = len(items) == 1 and out.suffix.lower() == ".png"
+    lesion_path = (out.parent / f"{strip_suffix(out.name)}_lesions.json") if single_file else out / "lesions.json"
+    targets = [writers.image_outputs(out, path, single_file) for path, _ in items]
+    guard.check([*(f for mask, prefix in targets for f in guard.files(mask, prefix, ".png")), lesion_path])
     written, per_image = [], []
-    for path, img in items:
+    for (path, img), (mask_path, prefix) in zip(items, targets):
         seg = segment(img[None])
-        mask_path, prefix = writers.image_outputs(out, path, single_file)
-        check_output(mask_path, [inp])
-        written += writers.write_image(seg, mask_path, prefix, probabilities)
+        written += writers.write_image(seg, mask_path, prefix, guard.probabilities)
         per_image.append({"image": str(path), **image_lesion_summary(seg.mask[0], None)})
     summary["lesions"] = {
         "count": sum(p["count"] for p in per_image), "images": per_image,
         "note": "PNG/JPEG images carry no pixel spacing: sizes are in pixels",
     }
-    lesion_path = (out.parent / f"{strip_suffix(out.name)}_lesions.json") if single_file else out / "lesions.json"
     return written, lesion_path
 
 
-def _predict_npz(inp: Path, items: list[Any], out: Path, segment: Any, probabilities: bool,
+def _predict_npz(inp: Path, items: list[Any], out: Path, segment: Any, guard: _Guard,
                  summary: dict[str, Any]) -> tuple[list[str], Path]:
     """The masks (and extras) of an ``.npz`` stack as ``.npz``; 2D lesion summaries per image."""
     images, _, spacing = items
-    seg = segment(images)
     npz_path = writers.npz_output(out)
-    check_output(npz_path, [inp])  # e.g. `predict data/predictions.npz --out data`
-    written = writers.write_npz(seg, npz_path, probabilities)
+    lesion_path = npz_path.with_name(f"{strip_suffix(npz_path.name)}_lesions.json")
+    guard.check([npz_path, lesion_path])  # e.g. `predict data/predictions.npz --out data`
+    seg = segment(images)
+    written = writers.write_npz(seg, npz_path, guard.probabilities)
     per_image = [
         {"index": i, **image_lesion_summary(seg.mask[i], None if spacing is None else tuple(spacing[i]))}
         for i in range(len(seg.mask))
     ]
     summary["lesions"] = {"count": sum(p["count"] for p in per_image), "images": per_image}
-    return written, npz_path.with_name(f"{strip_suffix(npz_path.name)}_lesions.json")
+    return written, lesion_path

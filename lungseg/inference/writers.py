@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 
 from lungseg.errors import LungsegError
-from lungseg.files import write_csv
+from lungseg.files import atomic_file, write_csv
 from lungseg.inference.dicom_out import FORMATS
 from lungseg.inference.predictor import Segmentation
 from lungseg.inference.readers import VOLUME_SUFFIXES, strip_suffix
 
 __all__ = [
-    "SUMMARY_COLUMNS", "SUMMARY_TABLE", "check_format", "format_study_table", "format_summary", "image_outputs",
+    "SUMMARY_COLUMNS", "SUMMARY_TABLE", "check_format", "extra_outputs", "format_study_table", "format_summary",
+    "image_outputs",
     "npz_output", "study_output", "volume_outputs", "write_image", "write_npz", "write_study_table", "write_volume",
 ]
 
@@ -65,6 +66,19 @@ def volume_outputs(out: str | os.PathLike[str], output_format: str = "nifti") ->
     return out / _RESULT_NAMES[output_format], f"{out}/"
 
 
+def extra_outputs(prefix: str, suffix: str, probabilities: bool, attention_levels: int) -> list[Path]:
+    """The extras written beside a mask, in order: ``<prefix>probability<suffix>`` when ``probabilities``,
+    then ``<prefix>attention_level<k><suffix>`` for each of ``attention_levels`` gates (the output guard
+    checks these names before anything is written, as it does the mask's)."""
+    names = (["probability"] if probabilities else []) + [f"attention_level{k}" for k in range(attention_levels)]
+    return [Path(f"{prefix}{name}{suffix}") for name in names]
+
+
+def _extra_maps(seg: Segmentation, probabilities: bool) -> list[np.ndarray]:
+    """The arrays of :func:`extra_outputs`, in its order, as float32."""
+    return [a.astype(np.float32) for a in ([seg.probs] if probabilities else []) + list(seg.alphas)]
+
+
 def write_volume(vol: Any, seg: Segmentation, result_path: Path, prefix: str, *, probabilities: bool,
                  headers: list[Any] | None = None, output_format: str = "nifti",
                  algorithm: dict[str, Any] | None = None) -> list[str]:
@@ -88,12 +102,9 @@ def write_volume(vol: Any, seg: Segmentation, result_path: Path, prefix: str, *,
 
         writer = write_dicom_seg if output_format == "dicom-seg" else write_rtstruct
         written = [str(writer(mask, headers, result_path, algorithm or {}))]
-    if probabilities:
-        probs = as_stored(seg.probs.astype(np.float32), vol)
-        written.append(str(write_nifti(probs, Path(f"{prefix}probability.nii.gz"), affine=affine)))
-    for level, a in enumerate(seg.alphas):
-        alpha = as_stored(a.astype(np.float32), vol)
-        written.append(str(write_nifti(alpha, Path(f"{prefix}attention_level{level}.nii.gz"), affine=affine)))
+    extras = extra_outputs(prefix, ".nii.gz", probabilities, len(seg.alphas))
+    for path, array in zip(extras, _extra_maps(seg, probabilities)):
+        written.append(str(write_nifti(as_stored(array, vol), path, affine=affine)))
     return written
 
 
@@ -109,7 +120,8 @@ def image_outputs(out: Path, image: Path, single_file: bool) -> tuple[Path, str]
 def _save_png(array01: np.ndarray, path: str | Path) -> str:
     from PIL import Image
 
-    Image.fromarray(np.round(np.clip(array01, 0, 1) * 255).astype(np.uint8)).save(path)
+    with atomic_file(path) as fh:
+        Image.fromarray(np.round(np.clip(array01, 0, 1) * 255).astype(np.uint8)).save(fh, format="PNG")
     return str(path)
 
 
@@ -118,10 +130,9 @@ def write_image(seg: Segmentation, mask_path: Path, prefix: str, probabilities: 
     ``probabilities``, the gate maps) as PNGs ``<prefix>probability.png``, ``<prefix>attention_level<k>.png``."""
     mask_path.parent.mkdir(parents=True, exist_ok=True)
     written = [_save_png((seg.mask[0] > 0).astype(np.float32), mask_path)]
-    if probabilities:
-        written.append(_save_png(seg.probs[0], f"{prefix}probability.png"))
-    for level, a in enumerate(seg.alphas):
-        written.append(_save_png(a[0], f"{prefix}attention_level{level}.png"))
+    extras = extra_outputs(prefix, ".png", probabilities, len(seg.alphas))
+    for path, array in zip(extras, _extra_maps(seg, probabilities)):
+        written.append(_save_png(array[0], path))
     return written
 
 
@@ -139,7 +150,8 @@ def write_npz(seg: Segmentation, npz_path: Path, probabilities: bool) -> list[st
     for level, a in enumerate(seg.alphas):
         arrays[f"attention_level{level}"] = a.astype(np.float32)
     npz_path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(npz_path, **arrays)
+    with atomic_file(npz_path) as fh:
+        np.savez_compressed(fh, **arrays)
     return [str(npz_path)]
 
 

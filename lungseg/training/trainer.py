@@ -41,7 +41,7 @@ from lungseg.device import autocast, grad_scaler, resolve_device, resolve_precis
 from lungseg.errors import DataError, LungsegError
 from lungseg.files import check_output
 from lungseg.metrics import Confusion
-from lungseg.rundir import RunDir
+from lungseg.rundir import RunDir, RunLock
 from lungseg.training.patches import PatchSampler
 
 __all__ = [
@@ -235,27 +235,20 @@ class Trainer:
         self.checkpoint_state: dict[str, Any] | None = None
         self.history: list[dict[str, float]] = []
         self.start_epoch, self.best_dice, self.best_epoch, self.since_best = 0, -1.0, 0, 0
+        self.lock: RunLock | None = None
 
     # ------------------------------------------------------------------ steps
     def prepare(self) -> None:
         """Validate the configuration, adopt a resumed run's saved one, choose device and precision."""
-        config = self.config
-        config.validate()
+        self.config.validate()
         run = self.run_dir
-        if self.resume and run.config_path.is_file():
-            # Resume from the saved configuration, also when the run was killed before its first checkpoint.
-            saved = run.read_config()
-            diffs = config_differences(saved, config)
-            if diffs:
-                raise LungsegError(f"{run}: cannot resume with a different configuration: " + "; ".join(diffs))
-            saved.device, saved.compile, saved.cache_dir = config.device, config.compile, config.cache_dir
-            saved.data = config.data or saved.data
-            self.config = config = saved
-            if run.has_checkpoint("last"):
-                self.checkpoint_state = run.load_checkpoint("last")
-        elif not self.resume and run.holds_run():
-            raise LungsegError(f"{run}: already holds a run ({run.checkpoint_path('last').name}); pass --resume to continue it or choose another --out")
-        check_output(run.path, [config.data])
+        check_output(run.path, [self.config.data])
+        if self.is_main:
+            run.refuse_foreign()
+            self.lock = run.lock()  # released by run(); a second training here is refused
+        config = self.adopt_run()
+        if config.cache_dir:  # the slice cache is written: never into the data
+            check_output(config.cache_dir, [config.data], flag="--cache-dir")
         if self.checkpoint_state is None and config.data and Path(config.data).exists():
             # absolute, so that `evaluate` recognises the training data from any working directory
             self.config = config = dataclasses.replace(config, data=str(Path(config.data).resolve()))
@@ -284,6 +277,29 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         elif self.on_cuda:
             torch.backends.cudnn.benchmark = True
+
+    def adopt_run(self) -> TrainConfig:
+        """The configuration to train with: a resumed run's saved one (its last checkpoint loaded), else
+        the given one, refused where the folder holds a run it may not continue or replace."""
+        config, run = self.config, self.run_dir
+        if self.resume and run.config_path.is_file():
+            # Resume from the saved configuration, also when the run was killed before its first checkpoint.
+            saved = run.read_config()
+            diffs = config_differences(saved, config)
+            if diffs:
+                raise LungsegError(f"{run}: cannot resume with a different configuration: " + "; ".join(diffs))
+            saved.device, saved.compile, saved.cache_dir = config.device, config.compile, config.cache_dir
+            saved.data = config.data or saved.data
+            self.config = config = saved
+            if run.has_checkpoint("last"):
+                self.checkpoint_state = run.load_checkpoint("last")
+        elif not self.resume and run.holds_run():
+            raise LungsegError(f"{run}: already holds a run ({run.checkpoint_path('last').name}); pass --resume to continue it or choose another --out")
+        elif run.config_path.is_file():  # killed before its first checkpoint: a fresh start of the same configuration only
+            diffs = config_differences(run.read_config(), config)
+            if diffs:
+                raise LungsegError(f"{run}: holds a run of another configuration ({'; '.join(diffs)}); choose another --out")
+        return config
 
     def setup_data(self) -> None:
         """Open the data; split it and fit the fingerprint (or read both back on resume); build the
@@ -516,6 +532,8 @@ class Trainer:
                     break
             return self.finish(started, stopped_early)
         finally:
+            if self.lock is not None:
+                self.lock.release()
             torch.use_deterministic_algorithms(prev_deterministic)
             if self.world > 1 and dist.is_initialized():
                 dist.destroy_process_group()

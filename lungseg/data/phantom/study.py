@@ -20,6 +20,7 @@ from lungseg.data.phantom.config import GENERATOR_VERSION, MANIFEST_FORMAT, Phan
 from lungseg.data.phantom.tumours import add_tumours
 from lungseg.data.volume import CTVolume
 from lungseg.errors import DataError, LungsegError
+from lungseg.files import atomic_write_text
 
 __all__ = ["PhantomStudy", "generate_patient", "generate_study", "load_study"]
 
@@ -139,7 +140,7 @@ def generate_study(
         "note": "synthetic chest CT (lungseg phantom); not patient data",
         "patients": patients,
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
     return out
 
 
