@@ -39,12 +39,16 @@ crf:
 # profile (training from scratch) into _build/ci-notebooks, and nbval re-executes those and checks the
 # marked outputs. Last, the published book proves itself (test-published).
 CI_NOTEBOOKS := _build/ci-notebooks
-test: venv
+test: venv lint
 	$(BIN)/python -m pytest -q --timeout=1200 tests
 	rm -rf $(CI_NOTEBOOKS)
 	$(BIN)/python scripts/run_notebooks.py --profile quick --out $(CI_NOTEBOOKS)
 	$(BIN)/python -m pytest -q --timeout=1200 --nbval-lax $(CI_NOTEBOOKS)
 	$(MAKE) --no-print-directory test-published
+
+# The code's style, checked rather than policed (pyproject.toml [tool.ruff]).
+lint: venv
+	$(BIN)/ruff check lungseg tests scripts benchmarks
 
 # nbval re-executes the committed chapters notebooks/NN_*.ipynb (the medium profile, read from
 # results/medium without training) and compares every output of every cell with the committed one,

@@ -14,8 +14,9 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from lungseg.errors import LungsegError
 from lungseg.experimentdir import ExperimentDir
@@ -88,8 +89,8 @@ def _optional_float(value: str) -> float | None:
 
 # (flag, TrainConfig field, type, help) of every training option.
 def _train_options() -> list[tuple[str, str, Any, str, Sequence[str] | None]]:
-    from lungseg.device import PRECISIONS
     from lungseg.config import DICE_REDUCTIONS, LOSSES, MODEL_NAMES, SCHEDULES
+    from lungseg.device import PRECISIONS
 
     return [
         ("--model", "model", str, "network: attention (AttentionResUNet) or unet", MODEL_NAMES),
@@ -506,7 +507,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 def _cmd_experiment(args: argparse.Namespace) -> None:
     from lungseg.experiment import run_experiment
-
     from lungseg.experiment.grid import GRID_SPLIT
 
     if args.test_fraction is None:  # the grid is scored on test patients: its default split has them

@@ -305,7 +305,7 @@ class TrainConfig:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, saved_run: bool = False) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any], *, saved_run: bool = False) -> TrainConfig:
         """A config from a dict (e.g. ``--config`` JSON), upgraded from older versions
         (:func:`upgrade_config`); every field's type is checked and named.
 
@@ -330,7 +330,7 @@ class TrainConfig:
         return cls(**d)
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike[str], *, saved_run: bool = False) -> "TrainConfig":
+    def from_json(cls, path: str | os.PathLike[str], *, saved_run: bool = False) -> TrainConfig:
         """A config from a JSON file (:meth:`from_dict`; ``saved_run`` for a run's own config file).
 
         Raises:

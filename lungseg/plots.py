@@ -17,11 +17,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-
-import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from lungseg.viz import COLORS, MODEL_LABELS, metric_order

@@ -31,9 +31,10 @@ import fcntl
 import io
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -271,7 +272,7 @@ class RunDir:
                 )
 
     # ---------------------------------------------------------------- reading and writing
-    def create(self) -> "RunDir":
+    def create(self) -> RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         return self
 

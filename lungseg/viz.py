@@ -14,14 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from torchvision.utils import draw_segmentation_masks, make_grid
-
-import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from torchvision.utils import draw_segmentation_masks, make_grid
 
 __all__ = [
     "metric_order",

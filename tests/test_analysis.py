@@ -136,8 +136,8 @@ def test_tumour_table_lists_every_test_tumour_with_each_runs_recall(tiny, make_n
     from scipy import ndimage
 
     from lungseg.analysis import tumour_components, tumour_diameters_mm, tumour_table
-    from lungseg.data import open_dataset
     from lungseg.config import TrainConfig
+    from lungseg.data import open_dataset
     from lungseg.training import train
 
     data = make_npz(tmp_path / "d.npz", n_patients=8, per_patient=3, size=32, seed=4)

@@ -19,7 +19,6 @@ from lungseg.metrics import (
 )
 
 
-
 def ball(shape: tuple[int, ...], spacing: tuple[float, ...], radius_mm: float, centre_mm: tuple[float, ...] | None = None) -> np.ndarray:
     """Pixels (voxels) whose centre lies within ``radius_mm`` of a point, in physical space: a disc or
     sphere in mm, an ellipse in pixels when the spacing is anisotropic."""

@@ -20,8 +20,8 @@ import pytest
 
 from lungseg.data import open_dataset
 from lungseg.data.dicom import read_dicom_series
-from lungseg.data.dicom_write import write_dicom_series
 from lungseg.data.dicom_study import choose_roi, polygon_mask
+from lungseg.data.dicom_write import write_dicom_series
 from lungseg.data.volume import CTVolume
 from lungseg.errors import DataError, DataWarning
 

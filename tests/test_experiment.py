@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from lungseg.config import TrainConfig
-from lungseg.experiment import refresh_results, mean_ci, run_experiment
+from lungseg.experiment import mean_ci, refresh_results, run_experiment
 
 
 def test_mean_ci_is_a_student_t_interval() -> None:

@@ -17,8 +17,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from lungseg.data import open_dataset
 from lungseg.cli import main
+from lungseg.data import open_dataset
 from lungseg.data.fetch import MANIFESTS, RECORD, download, fetch, partial_path, safe_extract
 from lungseg.errors import DataError, LungsegError
 

@@ -404,8 +404,8 @@ _SHAPES = st.lists(st.integers(0, 6), max_size=4).map(tuple)
 
 
 def _npy_header(descr: str, fortran: bool, shape: Any) -> bytes:
-    text = "{'descr': %s, 'fortran_order': %r, 'shape': %r, }" % (descr if descr.startswith("[") else repr(descr),
-                                                                   fortran, shape)
+    shown = descr if descr.startswith("[") else repr(descr)
+    text = f"{{'descr': {shown}, 'fortran_order': {fortran!r}, 'shape': {shape!r}, }}"
     text += " " * (-(len(text) + 11) % 64) + "\n"
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin-1")
 

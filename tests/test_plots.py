@@ -56,13 +56,13 @@ def test_learning_curves_draw_the_mean_over_seeds_with_a_band() -> None:
     fig = plots.learning_curves(histories, metrics=("train_loss", "val_dice"))
     ax = fig.axes[1]
     # one line per model x loss (4), each the mean over its seeds, and one band per line
-    lines = [l for l in ax.get_lines() if len(l.get_xdata()) == 5]
+    lines = [line for line in ax.get_lines() if len(line.get_xdata()) == 5]
     assert len(lines) == 4
     bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
     assert len(bands) == 4
-    expected = {tuple(np.round(np.mean([histories[f"{m}-{l}-seed{s}"]["val_dice"] for s in range(3)], axis=0), 6))
-                for m in ("unet", "attention") for l in ("dice", "hybrid")}
-    assert {tuple(np.round(np.asarray(l.get_ydata(), dtype=float), 6)) for l in lines} == expected
+    expected = {tuple(np.round(np.mean([histories[f"{m}-{loss}-seed{s}"]["val_dice"] for s in range(3)], axis=0), 6))
+                for m in ("unet", "attention") for loss in ("dice", "hybrid")}
+    assert {tuple(np.round(np.asarray(line.get_ydata(), dtype=float), 6)) for line in lines} == expected
     # the band spans mean +- SD of the seeds at each epoch
     unet_dice = np.array([histories[f"unet-dice-seed{s}"]["val_dice"] for s in range(3)])
     lo, hi = unet_dice.mean(0) - unet_dice.std(0, ddof=1), unet_dice.mean(0) + unet_dice.std(0, ddof=1)
@@ -76,7 +76,7 @@ def test_learning_curves_with_one_seed_have_no_band_and_best_stars() -> None:
     fig = plots.learning_curves(histories, best=best)
     ax = fig.axes[1]
     assert not [c for c in ax.collections if isinstance(c, PolyCollection)]
-    stars = [l for l in ax.get_lines() if l.get_marker() == "*"]
+    stars = [line for line in ax.get_lines() if line.get_marker() == "*"]
     assert len(stars) == 1 and list(stars[0].get_xdata()) == [3.0]
     assert "no band" in fig._suptitle.get_text()
 

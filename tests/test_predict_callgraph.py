@@ -85,9 +85,9 @@ def _cycle(edges: set[tuple[str, str]]) -> list[str] | None:
 @pytest.fixture(scope="module")
 def setup(tiny, make_npz, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny attention run, its exported ``.zip``, and a 4-slice phantom DICOM series."""
+    from lungseg.config import TrainConfig
     from lungseg.data.phantom import PhantomConfig, generate_study
     from lungseg.inference.bundle import export_model
-    from lungseg.config import TrainConfig
     from lungseg.training import train
 
     root = tmp_path_factory.mktemp("callgraph")

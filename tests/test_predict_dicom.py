@@ -114,8 +114,8 @@ def _assert_within_a_voxel_of_the_boundary(got: np.ndarray, mask: np.ndarray) ->
 @pytest.fixture(scope="module")
 def setup(tiny, make_npz, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A tiny trained run, a 6-slice phantom DICOM series, and a threshold that leaves a mask with some shape."""
-    from lungseg.data.phantom import PhantomConfig, generate_study
     from lungseg.config import TrainConfig
+    from lungseg.data.phantom import PhantomConfig, generate_study
     from lungseg.training import train
 
     root = tmp_path_factory.mktemp("predict_dicom")

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
 from lungseg.inference import Predictor, Segmentation
 from lungseg.inference.bundle import export_model
-from lungseg.config import TrainConfig
 from lungseg.training import train
 
 

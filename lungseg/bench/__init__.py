@@ -59,5 +59,6 @@ from lungseg.bench.networks import MONAI_REFERENCE, NETWORKS, build_bench_model
 from lungseg.bench.report import plot_bench, write_markdown
 from lungseg.bench.run import SECTIONS, run_bench
 
-__all__ = ["BenchConfig", "add_arguments", "main", "plot_bench", "run_bench", "run_from_args",
+__all__ = ["CUDA_BATCHES", "FULL", "MONAI_REFERENCE", "NETWORKS", "QUICK", "SECTIONS", "BenchConfig", "Variant",
+           "add_arguments", "build_bench_model", "main", "matmul_ceiling", "plot_bench", "run_bench", "run_from_args",
            "write_markdown"]

@@ -15,8 +15,16 @@ import torch
 from tqdm.auto import tqdm
 
 from lungseg.bench.crf import crf_speed
-from lungseg.bench.harness import (BenchConfig, Variant, default_config, matmul_ceiling, matmul_like_convolutions,
-                                   torch_threads, variants, warmup_calls)
+from lungseg.bench.harness import (
+    BenchConfig,
+    Variant,
+    default_config,
+    matmul_ceiling,
+    matmul_like_convolutions,
+    torch_threads,
+    variants,
+    warmup_calls,
+)
 from lungseg.bench.memory import cpu_peak_memory, cuda_peak_memory
 from lungseg.bench.networks import MONAI_REFERENCE, NETWORKS, PAPER_MODEL, build_bench_model, label, monai_available
 from lungseg.bench.pipeline import data_pipeline, phantom_study

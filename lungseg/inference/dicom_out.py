@@ -21,9 +21,10 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

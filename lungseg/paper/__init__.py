@@ -18,11 +18,11 @@ from lungseg.paper.claims import (
     VERDICT_MARGIN,
     VERDICTS,
     claims,
+    direction_verdict,
     format_estimate,
     primary_loss,
-    side_by_side,
-    direction_verdict,
     relative_claims,
+    side_by_side,
     verdict,
     verdict_counts,
 )

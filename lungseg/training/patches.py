@@ -22,8 +22,9 @@ device; only the resampling runs on the device.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ class BatchPlan:
     gain: torch.Tensor
     offset: torch.Tensor
 
-    def share(self, rank: int, world: int) -> "BatchPlan":
+    def share(self, rank: int, world: int) -> BatchPlan:
         """Samples ``rank, rank + world, ...``: this process's share under DDP."""
         return BatchPlan(**{k: v[rank::world] for k, v in vars(self).items()})
 
