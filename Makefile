@@ -15,7 +15,7 @@ DEVICE ?= auto
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: venv crf test test-unit test-notebooks test-published book notebooks check-book sync bench experiment clean
+.PHONY: venv crf lint test test-unit test-notebooks test-published book notebooks check-book sync bench experiment clean
 
 venv: $(STAMP)
 
