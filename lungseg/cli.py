@@ -18,180 +18,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lungseg.cli_options import (
+    Formatter,
+    Parser,
+    add_precision,
+    add_train_options,
+    bounded_int,
+    config_from_args,
+    train_defaults,
+)
 from lungseg.errors import LungsegError
 from lungseg.experimentdir import ExperimentDir
 from lungseg.limits import MAX_BATCH_SIZE, MAX_BOOTSTRAP, describe_limits
-
-_D = None  # TrainConfig defaults, filled lazily (keeps `lungseg --help` free of torch imports)
-
-
-def _defaults() -> Any:
-    global _D
-    if _D is None:
-        from lungseg.config import TrainConfig
-
-        _D = TrainConfig()
-    return _D
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line: ``error: ...`` and exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Wider help columns; defaults are written into each help string."""
-
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=36, width=100)
-
-
-def _bool_flag(value: str) -> bool:
-    v = value.lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected on/off, got {value!r}")
-
-
-def _optional_int(value: str) -> int | None:
-    if value.lower() in ("none", "native", "auto"):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'none', got {value!r}") from None
-
-
-def _bounded_int(low: int, high: int) -> Any:
-    """An argparse type: an integer in ``[low, high]`` (the bounds of :mod:`lungseg.limits`)."""
-
-    def parse(value: str) -> int:
-        number = int(value) if value.strip().removeprefix("-").isdigit() else None
-        if number is None or not low <= number <= high:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {value!r}")
-        return number
-
-    return parse
-
-
-def _optional_float(value: str) -> float | None:
-    if value.lower() == "none":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {value!r}") from None
-
-
-# (flag, TrainConfig field, type, help) of every training option.
-def _train_options() -> list[tuple[str, str, Any, str, Sequence[str] | None]]:
-    from lungseg.config import DICE_REDUCTIONS, LOSSES, MODEL_NAMES, SCHEDULES
-    from lungseg.device import PRECISIONS
-
-    return [
-        ("--model", "model", str, "network: attention (AttentionResUNet) or unet", MODEL_NAMES),
-        ("--loss", "loss", str, "loss: hybrid (eq. 9), dice (eq. 7), focal (eq. 8) or bce", LOSSES),
-        ("--epochs", "epochs", int, "maximum number of epochs", None),
-        ("--image-size", "image_size", _optional_int,
-         "network input size S (multiple of 2**depth); 'none' = the data's native size, at most 256", None),
-        ("--batch-size", "batch_size", int, "global batch size", None),
-        ("--lr", "lr", float, "Adam learning rate η (eq. 5)", None),
-        ("--weight-decay", "weight_decay", float, "Adam weight decay", None),
-        ("--schedule", "schedule", str, "learning-rate schedule", SCHEDULES),
-        ("--warmup-epochs", "warmup_epochs", int, "linear warm-up epochs (cosine schedule)", None),
-        ("--patience", "patience", _optional_int, "early stopping after N epochs without a better validation Dice ('none' = off)", None),
-        ("--base-channels", "base_channels", int, "feature maps of the first level", None),
-        ("--depth", "depth", int, "number of down-sampling levels", None),
-        ("--batch-norm", "batch_norm", _bool_flag, "batch normalisation (on/off)", None),
-        ("--lam", "lam", float, "λ of the hybrid loss (eq. 9)", None),
-        ("--alpha", "alpha", float, "α of the focal loss (eq. 8)", None),
-        ("--gamma", "gamma", float, "γ of the focal loss (eq. 8)", None),
-        ("--dice-reduction", "dice_reduction", str,
-         "how the Dice term pools a batch: the mean of per-image Dice, or one ratio over the batch", DICE_REDUCTIONS),
-        ("--patch-size", "patch_size", _optional_int,
-         "side of the random training crops; validation and prediction use whole slices ('none' = whole-slice"
-         " training, the paper's recipe; a size >= the slice size also trains on whole slices)", None),
-        ("--foreground-fraction", "foreground_fraction", float, "share of crops centred on a tumour pixel", None),
-        ("--tumour-fraction", "tumour_fraction", _optional_float,
-         "share of samples drawn from tumour slices ('none' = slices drawn uniformly)", None),
-        ("--samples-per-epoch", "samples_per_epoch", _optional_int,
-         "crops or slices per epoch ('none' = the training slices, at least --min-samples-per-epoch)", None),
-        ("--min-samples-per-epoch", "min_samples_per_epoch", int, "the least samples of an epoch when --samples-per-epoch is none", None),
-        ("--augment", "augment", _bool_flag, "flips, small rotations, zoom, HU jitter (on/off)", None),
-        ("--flip-lr", "flip_lr", float, "augmentation: probability of a left-right flip", None),
-        ("--flip-ud", "flip_ud", float, "augmentation: probability of an up-down flip", None),
-        ("--max-rotation-deg", "max_rotation_deg", float, "augmentation: largest rotation, degrees", None),
-        ("--zoom", "zoom", float, "augmentation: zoom drawn in [1/zoom, zoom] (1 = none)", None),
-        ("--hu-scale", "hu_scale", float, "augmentation: intensity gain drawn in [1 - s, 1 + s]", None),
-        ("--hu-offset", "hu_offset", float, "augmentation: intensity offset drawn in [-o, o] HU", None),
-        ("--split-seed", "split_seed", int, "seed of the patient split", None),
-        ("--threshold", "threshold", float, "probability threshold of the binary mask", None),
-        ("--cache-dir", "cache_dir", str, "cache of preprocessed slices, never inside --data ('none' = no cache)", None),
-        ("--compile", "compile", _bool_flag, "torch.compile the model (CUDA only; on/off)", None),
-        ("--precision", "precision", str,
-         "forward-pass numerics: auto = bf16 autocast on CUDA >= 8.0, fp16 + loss scaling on older GPUs, fp32"
-         " elsewhere; bf16 (CPU: AVX-512 BF16/AMX only); fp16 (CUDA only)",
-         PRECISIONS),
-    ]
-
-
-def _add_train_options(p: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
-    d = _defaults()
-    for flag, field, typ, text, choices in _train_options():
-        if field in skip:
-            continue
-        default = getattr(d, field)
-        shown = "none" if default is None else (("on" if default else "off") if isinstance(default, bool) else default)
-        # not given is "absent" (SUPPRESS), never None: `--patch-size none` is a value that must reach the config
-        p.add_argument(flag, dest=field, type=typ, default=argparse.SUPPRESS, choices=choices,
-                       metavar=None if choices else field.upper(), help=f"{text} (default: {shown})")
-    _, val, test = d.split_fractions
-    p.add_argument("--val-fraction", type=float, default=None, metavar="F",
-                   help=f"share of patients held out for validation (default: {val})")
-    p.add_argument("--test-fraction", type=float, default=None, metavar="F",
-                   help=f"share of patients held out for testing; 0 = train on all but the validation patients,"
-                        f" for data with a separate test set (default: {test})")
-
-
-def _config_from_args(args: argparse.Namespace, base: Any | None = None) -> Any:
-    """A TrainConfig from the defaults (or ``base``) and the flags given on the command line."""
-    from lungseg.config import TrainConfig
-
-    values = (base or TrainConfig()).to_dict()
-    given, options = set(vars(args)), {option[1] for option in _train_options()}
-    for f in dataclasses.fields(TrainConfig):
-        # a training option is in args only when given (its 'none' is None); the verbs' own flags
-        # (--data, --seed, --device, --roi, ...) default to None, which means "not given"
-        if f.name not in given or (f.name not in options and getattr(args, f.name) is None):
-            continue
-        v = getattr(args, f.name)
-        values[f.name] = None if (f.name == "cache_dir" and v.lower() == "none") else v
-    val, test = getattr(args, "val_fraction", None), getattr(args, "test_fraction", None)
-    if val is not None or test is not None:
-        _, base_val, base_test = values["split_fractions"]
-        val, test = base_val if val is None else val, base_test if test is None else test
-        values["split_fractions"] = [round(1.0 - val - test, 10), val, test]
-    return TrainConfig.from_dict(values)
-
-
-def _add_precision(p: argparse.ArgumentParser) -> None:
-    from lungseg.device import PRECISIONS
-
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="inference numerics: auto = bf16 autocast on CUDA >= 8.0, fp16 on older GPUs, fp32"
-                        " elsewhere; bf16 on a CPU with AVX-512 BF16/AMX is about 2x faster (default: auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``lungseg`` command (all verbs)."""
     from lungseg import __version__
 
-    parser = _Parser(
-        prog="lungseg", formatter_class=_Formatter,
+    parser = Parser(
+        prog="lungseg", formatter_class=Formatter,
         description="Attention-Enhanced Residual U-Net with Hybrid Loss for lung tumour segmentation:"
                     " data, training, evaluation and prediction.",
     )
@@ -205,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _phantom_parser(sub: Any) -> None:
     """The ``phantom`` verb's flags."""
-    p = sub.add_parser("phantom", formatter_class=_Formatter, help="generate a synthetic chest-CT study (DICOM + NIfTI masks)",
+    p = sub.add_parser("phantom", formatter_class=Formatter, help="generate a synthetic chest-CT study (DICOM + NIfTI masks)",
                        description="Generate a synthetic chest-CT study: one DICOM series and one NIfTI tumour mask per patient.")
     p.add_argument("--out", required=True, help="output folder (required)")
     p.add_argument("--patients", type=int, default=20, help="number of patients (default: 20)")
@@ -229,7 +75,7 @@ def _fetch_parser(sub: Any) -> None:
 
         return parse
 
-    p = sub.add_parser("fetch", formatter_class=_Formatter, help="download and verify a public dataset",
+    p = sub.add_parser("fetch", formatter_class=Formatter, help="download and verify a public dataset",
                        description="Download a public dataset, verify its checksum and unpack it.\n"
                                    "The manifest's checksum (or --sha256/--md5) is checked before anything is unpacked;\n"
                                    "the SHA-256 of the first verified download is recorded in TO/.lungseg-fetch.json and\n"
@@ -259,7 +105,7 @@ def _add_dicom_options(p: argparse.ArgumentParser) -> None:
 
 def _train_parser(sub: Any) -> None:
     """The ``train`` verb's flags."""
-    p = sub.add_parser("train", formatter_class=_Formatter, epilog=describe_limits(), help="train a model into a run directory",
+    p = sub.add_parser("train", formatter_class=Formatter, epilog=describe_limits(), help="train a model into a run directory",
                        description="Train a segmentation model. With --resume, continue the run in --out from its last checkpoint"
                                    " (flags not given are taken from the run's saved configuration).")
     p.add_argument("--data", default=None, help="dataset: phantom study, DICOM folder, MSD folder or .npz (required unless --resume)")
@@ -267,17 +113,17 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--out", required=True,
                    help="run directory: a new or empty folder, or a run of the same configuration; locked while it"
                         " trains, so a second train there is refused (required)")
-    p.add_argument("--seed", type=int, default=None, help=f"training seed (default: {_defaults().seed})")
+    p.add_argument("--seed", type=int, default=None, help=f"training seed (default: {train_defaults().seed})")
     p.add_argument("--device", default=None, help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (default: off)")
     p.add_argument("--config", default=None, help="JSON file of TrainConfig fields; flags override it (default: none)")
-    _add_train_options(p)
+    add_train_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
 
 
 def _evaluate_parser(sub: Any) -> None:
     """The ``evaluate`` verb's flags."""
-    p = sub.add_parser("evaluate", formatter_class=_Formatter, epilog=describe_limits(),
+    p = sub.add_parser("evaluate", formatter_class=Formatter, epilog=describe_limits(),
                        help="evaluate a run: all metrics with bootstrap CIs",
                        description="Evaluate a trained run on --data, or any tool's masks (--pred) against reference"
                                    " masks (--ref), <case>.nii.gz/.nii/.dcm (DICOM SEG) paired by name; writes"
@@ -292,21 +138,21 @@ def _evaluate_parser(sub: Any) -> None:
     p.add_argument("--split", default="auto", choices=("auto", "test", "val", "train", "all"),
                    help="patients: auto = the run's test split if --data is its training data, else all (default: auto)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="weights to use (default: best)")
-    p.add_argument("--n-boot", type=_bounded_int(0, MAX_BOOTSTRAP), default=1000,
+    p.add_argument("--n-boot", type=bounded_int(0, MAX_BOOTSTRAP), default=1000,
                    help="bootstrap resamples of patients for the 95%% CIs, 0 = none (default: 1000)")
     p.add_argument("--no-robustness", action="store_true", help="skip the intensity-robustness measurement (default: off)")
     p.add_argument("--tolerance-mm", type=float, default=2.0,
                    help="surface-Dice tolerance in mm of the boundary figures (default: 2.0)")
-    p.add_argument("--batch-size", type=_bounded_int(1, MAX_BATCH_SIZE), default=16,
+    p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE), default=16,
                    help="slices per forward pass (default: 16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    _add_precision(p)
+    add_precision(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
 
 
 def _experiment_parser(sub: Any) -> None:
     """The ``experiment`` verb's flags."""
-    p = sub.add_parser("experiment", formatter_class=_Formatter, epilog=describe_limits(), help="the paper's model × loss × CRF × seed grid",
+    p = sub.add_parser("experiment", formatter_class=Formatter, epilog=describe_limits(), help="the paper's model × loss × CRF × seed grid",
                        description="Train and evaluate {unet, attention} × {dice, focal, hybrid} × CRF {off, on} × seeds,"
                                    f" reusing finished runs; writes {ExperimentDir.CELLS}, {ExperimentDir.RESULTS} and"
                                    f" {ExperimentDir.DIFFERENCES}.")
@@ -316,16 +162,16 @@ def _experiment_parser(sub: Any) -> None:
     p.add_argument("--losses", default="dice,focal,hybrid", help="comma-separated losses (default: dice,focal,hybrid)")
     p.add_argument("--crf", default="both", choices=("both", "off", "on"), help="CRF settings to evaluate (default: both)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: 0,1,2)")
-    p.add_argument("--n-boot", type=_bounded_int(0, MAX_BOOTSTRAP), default=0, help="per-run bootstrap resamples"
+    p.add_argument("--n-boot", type=bounded_int(0, MAX_BOOTSTRAP), default=0, help="per-run bootstrap resamples"
                    " (default: 0; the table's CIs are over seeds)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    _add_train_options(p, skip=("model", "loss"))
+    add_train_options(p, skip=("model", "loss"))
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
 
 
 def _tune_parser(sub: Any) -> None:
     """The ``tune`` verb's flags."""
-    p = sub.add_parser("tune", formatter_class=_Formatter, epilog=describe_limits(), help="choose α, λ, lr and the threshold on validation data",
+    p = sub.add_parser("tune", formatter_class=Formatter, epilog=describe_limits(), help="choose α, λ, lr and the threshold on validation data",
                        description="Train the candidate settings of each loss (lungseg.experiment.tune.SEARCH_SPACE),"
                                    " score each on the validation patients over thresholds, and choose per loss;"
                                    f" writes {ExperimentDir.TUNE_TABLE} and {ExperimentDir.TUNE_CHOICE}. Test patients are"
@@ -334,13 +180,13 @@ def _tune_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, help="tuning folder (required)")
     p.add_argument("--losses", default="dice,focal,hybrid", help="comma-separated losses (default: dice,focal,hybrid)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    _add_train_options(p, skip=("loss",))
+    add_train_options(p, skip=("loss",))
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
 
 
 def _predict_parser(sub: Any) -> None:
     """The ``predict`` verb's flags."""
-    p = sub.add_parser("predict", formatter_class=_Formatter, epilog=describe_limits(), help="segment a DICOM series, NIfTI, PNG/JPEG or .npz",
+    p = sub.add_parser("predict", formatter_class=Formatter, epilog=describe_limits(), help="segment a DICOM series, NIfTI, PNG/JPEG or .npz",
                        description="Segment tumours with a trained run; writes the mask in the input's geometry and a"
                                    " lesion summary (count, volume in mL, equivalent diameter, slice range). A DICOM"
                                    " series' mask can be written as a DICOM SEG or RT Structure Set that loads on top"
@@ -362,16 +208,16 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("--crf", action="store_true", help="refine with the CRF of eq. (10) (default: off)")
     p.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the run's, 0.5)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="weights to use (default: best)")
-    p.add_argument("--batch-size", type=_bounded_int(1, MAX_BATCH_SIZE), default=16,
+    p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE), default=16,
                    help="slices per forward pass (default: 16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    _add_precision(p)
+    add_precision(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
 
 
 def _export_parser(sub: Any) -> None:
     """The ``export`` verb's flags."""
-    p = sub.add_parser("export", formatter_class=_Formatter, help="write a trained run as one shareable model .zip",
+    p = sub.add_parser("export", formatter_class=Formatter, help="write a trained run as one shareable model .zip",
                        description="Write a run's weights (also as safetensors), configuration, fingerprint and a"
                                    " model card into one .zip, a MONAI bundle in a folder named after the file, for"
                                    " `lungseg predict --model model.zip` and `monai.bundle.load`.")
@@ -383,7 +229,7 @@ def _export_parser(sub: Any) -> None:
 
 def _bench_parser(sub: Any) -> None:
     """The ``bench`` verb's flags."""
-    p = sub.add_parser("bench", formatter_class=_Formatter, add_help=False, help="benchmarks (see `lungseg bench --help`)",
+    p = sub.add_parser("bench", formatter_class=Formatter, add_help=False, help="benchmarks (see `lungseg bench --help`)",
                        description="Benchmarks; the flags are those of lungseg.bench.")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments passed to lungseg.bench")
 
@@ -444,7 +290,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     run = RunDir(out)
     if args.resume and run.config_path.is_file():
         base = run.read_config()
-    config = _config_from_args(args, base)
+    config = config_from_args(args, base)
     if not config.data:
         raise LungsegError("train: --data PATH is required")
     result = train(config, out, resume=args.resume, progress=not args.quiet)
@@ -512,7 +358,7 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
     if args.test_fraction is None:  # the grid is scored on test patients: its default split has them
         args.test_fraction = GRID_SPLIT[2]
         args.val_fraction = GRID_SPLIT[1] if args.val_fraction is None else args.val_fraction
-    base = _config_from_args(args)
+    base = config_from_args(args)
     crf = {"both": (False, True), "off": (False,), "on": (True,)}[args.crf]
     res = run_experiment(
         args.data, args.out, models=_csv_list(args.models, "--models"), losses=_csv_list(args.losses, "--losses"),
@@ -529,7 +375,7 @@ def _cmd_experiment(args: argparse.Namespace) -> None:
 def _cmd_tune(args: argparse.Namespace) -> None:
     from lungseg.experiment.tune import tune
 
-    res = tune(args.data, args.out, base_config=_config_from_args(args), losses=_csv_list(args.losses, "--losses"),
+    res = tune(args.data, args.out, base_config=config_from_args(args), losses=_csv_list(args.losses, "--losses"),
                progress=not args.quiet)
     for loss, choice in res["chosen"].items():
         settings = ", ".join(f"{k} {v}" for k, v in choice.items() if k != "val_dice")

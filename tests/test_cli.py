@@ -128,11 +128,12 @@ def test_npz_train_and_resume_through_the_cli(make_npz, tmp_path: Path) -> None:
 
 
 def test_augmentation_flags_reach_the_training_config() -> None:
-    from lungseg.cli import _config_from_args, build_parser
+    from lungseg.cli import build_parser
+    from lungseg.cli_options import config_from_args
 
     args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--flip-ud", "0", "--zoom", "1.2",
                                       "--max-rotation-deg", "10", "--hu-scale", "0.05", "--hu-offset", "0"])
-    config = _config_from_args(args)
+    config = config_from_args(args)
     assert (config.flip_ud, config.zoom, config.max_rotation_deg, config.hu_scale, config.hu_offset) == (0.0, 1.2, 10.0, 0.05, 0.0)
     assert config.flip_lr == 0.5
 
@@ -142,7 +143,7 @@ def test_augmentation_flags_reach_the_training_config() -> None:
                                           ("--tumour-fraction", "tumour_fraction"), ("--image-size", "image_size")])
 def test_none_is_a_value_not_a_missing_flag(tmp_path: Path, flag: str, field: str) -> None:
     """`--patch-size none` means whole slices, also over a --config or default that sets a size."""
-    from lungseg.cli import _config_from_args
+    from lungseg.cli_options import config_from_args
 
     given = {"patch_size": 64, "patience": 5, "samples_per_epoch": 100, "tumour_fraction": 0.5, "image_size": 64}
     config_file = tmp_path / "c.json"
@@ -151,17 +152,17 @@ def test_none_is_a_value_not_a_missing_flag(tmp_path: Path, flag: str, field: st
 
     base = TrainConfig.from_json(config_file)
     args = build_parser().parse_args(["train", "--data", "d", "--out", "o", flag, "none"])
-    assert getattr(_config_from_args(args, base), field) is None
+    assert getattr(config_from_args(args, base), field) is None
     # not given: the --config's value stands
     args = build_parser().parse_args(["train", "--data", "d", "--out", "o"])
-    assert getattr(_config_from_args(args, base), field) == given[field]
+    assert getattr(config_from_args(args, base), field) == given[field]
 
 
 def test_patch_size_none_overrides_the_default_crop() -> None:
-    from lungseg.cli import _config_from_args
+    from lungseg.cli_options import config_from_args
 
     args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--patch-size", "none"])
-    assert _config_from_args(args).patch_size is None
+    assert config_from_args(args).patch_size is None
 
 
 @pytest.mark.parametrize("argv", [

@@ -222,14 +222,10 @@ def evaluate_run(
         pred, arrays["masks"], arrays["patient_ids"], arrays["spacing"], n_boot=n_boot, seed=seed
     )
     result["boundary"] = _boundary(pred, arrays, tolerance_mm)
-    result["intensity_robustness_std"] = None
-    if robustness and loaded.fingerprint.intensity == "hu":
-        rob = _robustness(loaded, arrays, crf, batch_size, seed, progress)
-        if rob is not None:
-            result["intensity_robustness_std"] = rob["std"]
-            result["intensity_robustness"] = rob
-    elif robustness:
-        result["intensity_robustness_note"] = "not measured: the data are not in HU (intensity 'unit')"
+    if robustness:
+        result.update(_robustness_fields(loaded, arrays, crf, batch_size, seed, progress))
+    else:
+        result["intensity_robustness_std"] = None
     result.update(_settings(loaded, dataset, crf=crf, checkpoint=checkpoint, split=split_name))
     if out is not None:
         csv_path = per_image_csv_path(out)
@@ -294,6 +290,19 @@ def _settings(loaded: Predictor, dataset: Any, *, crf: bool, checkpoint: str, sp
         "image_size": loaded.fingerprint.image_size,
         "resolution": "native (probabilities restored bilinearly to each slice's own grid)",
     }
+
+
+def _robustness_fields(loaded: Predictor, arrays: dict[str, Any], crf: bool, batch_size: int, seed: int,
+                       progress: bool) -> dict[str, Any]:
+    """The evaluation's robustness fields: ``intensity_robustness_std`` (``None`` where not measured) and
+    either the whole :func:`_robustness` record or a note saying why it was not measured."""
+    if loaded.fingerprint.intensity != "hu":
+        return {"intensity_robustness_std": None,
+                "intensity_robustness_note": "not measured: the data are not in HU (intensity 'unit')"}
+    rob = _robustness(loaded, arrays, crf, batch_size, seed, progress)
+    if rob is None:
+        return {"intensity_robustness_std": None}
+    return {"intensity_robustness_std": rob["std"], "intensity_robustness": rob}
 
 
 def _robustness(loaded: Predictor, arrays: dict[str, Any], crf: bool, batch_size: int, seed: int,

@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
+import lungseg.inference.writers as writers
 from lungseg.errors import DataError, LungsegError
 from lungseg.files import check_output, write_json
-from lungseg.inference import writers
 from lungseg.inference.checks import check_positive_int, check_threshold
 from lungseg.inference.lesions import image_lesion_summary, lesion_summary
 from lungseg.inference.predictor import Predictor, Segmentation
