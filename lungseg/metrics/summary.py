@@ -24,6 +24,7 @@ with patient.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -263,17 +264,24 @@ def _check(num: Any, den: Any) -> tuple[np.ndarray, np.ndarray]:
     return num, den
 
 
+@functools.lru_cache(maxsize=16)
 def _draws(n_seeds: int, n_patients: int, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Multiplicity weights ``(n_boot + 1, n_seeds)`` and ``(n_boot + 1, n_patients)``; row 0 is the data."""
+    """Multiplicity weights ``(n_boot + 1, n_seeds)`` and ``(n_boot + 1, n_patients)``; row 0 is the data.
+
+    The same arguments give the same draws (cached: every figure and cell of a grid is resampled alike,
+    which also keeps the paired differences consistent with the cells). Read-only arrays."""
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     rng = np.random.default_rng(seed)
-    w_seed = np.ones((n_boot + 1, n_seeds))
-    w_patient = np.ones((n_boot + 1, n_patients))
-    for b in range(1, n_boot + 1):
-        w_seed[b] = np.bincount(rng.integers(0, n_seeds, n_seeds), minlength=n_seeds)
-        w_patient[b] = np.bincount(rng.integers(0, n_patients, n_patients), minlength=n_patients)
-    return w_seed, w_patient
+    weights = []
+    for n in (n_seeds, n_patients):
+        drawn = rng.integers(0, n, (n_boot, n))
+        w = np.ones((n_boot + 1, n))
+        w[1:] = 0
+        np.add.at(w, (np.arange(1, n_boot + 1)[:, None], drawn), 1)
+        w.setflags(write=False)
+        weights.append(w)
+    return weights[0], weights[1]
 
 
 def _figure(num: np.ndarray, den: np.ndarray, w_seed: np.ndarray, w_patient: np.ndarray) -> np.ndarray:
