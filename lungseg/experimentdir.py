@@ -157,6 +157,7 @@ class ProfileDir:
     TUNE = "tune"
     WHOLE_SLICE = "whole-slice"
     CLAIMS = "05_tables/claims.json"
+    COVERAGE = "coverage.json"
     PROVENANCE = "provenance.json"
     CACHE = "cache"
 
@@ -188,6 +189,12 @@ class ProfileDir:
     def claims_path(self) -> Path:
         """Chapter 5's measured-vs-claimed rows (a JSON list of :func:`lungseg.paper.claims` rows)."""
         return self.path / self.CLAIMS
+
+    @property
+    def coverage_path(self) -> Path:
+        """How often the results table's interval covered a large study's value, on fresh test studies
+        (``benchmarks/interval_coverage.py``)."""
+        return self.path / self.COVERAGE
 
     @property
     def provenance_path(self) -> Path:
