@@ -29,12 +29,10 @@ A profile's folder (``results/<profile>`` published, ``runs/<profile>`` with the
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lungseg.paths import localize
+from lungseg.paths import Folder, localize
 
 if TYPE_CHECKING:
     from lungseg.rundir import RunDir
@@ -42,15 +40,12 @@ if TYPE_CHECKING:
 __all__ = ["ExperimentDir", "ProfileDir"]
 
 
-@dataclass(frozen=True)
-class ExperimentDir:
+class ExperimentDir(Folder):
     """A folder of runs (``runs/<name>/``) and the tables made from them.
 
     Args:
         path: the folder (it need not exist yet).
     """
-
-    path: Path
 
     RUNS = "runs"
     RESULTS = "results.json"
@@ -60,15 +55,6 @@ class ExperimentDir:
     TUNE_TABLE = "tune.csv"
     COMPARISON = "patch_vs_whole.csv"
     PROVENANCE = "provenance.json"
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        object.__setattr__(self, "path", Path(path))
-
-    def __fspath__(self) -> str:
-        return str(self.path)
-
-    def __str__(self) -> str:
-        return str(self.path)
 
     # ---------------------------------------------------------------- runs
     @property
@@ -143,15 +129,12 @@ class ExperimentDir:
         return self.path / self.PROVENANCE
 
 
-@dataclass(frozen=True)
-class ProfileDir:
+class ProfileDir(Folder):
     """A profile's folder: its grid, tuning and whole-slice comparison, the claims and the provenance.
 
     Args:
         path: ``results/<profile>`` (what is published) or ``runs/<profile>`` (the full runs).
     """
-
-    path: Path
 
     GRID = "experiment"
     TUNE = "tune"
@@ -160,15 +143,6 @@ class ProfileDir:
     COVERAGE = "coverage.json"
     PROVENANCE = "provenance.json"
     CACHE = "cache"
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        object.__setattr__(self, "path", Path(path))
-
-    def __fspath__(self) -> str:
-        return str(self.path)
-
-    def __str__(self) -> str:
-        return str(self.path)
 
     @property
     def grid(self) -> ExperimentDir:

@@ -12,9 +12,10 @@ It sits at the bottom of the package (standard library only), so that any stage 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["find_repo_root", "localize", "portable", "repo_root", "resolve"]
+__all__ = ["Folder", "find_repo_root", "localize", "portable", "repo_root", "resolve"]
 
 
 def find_repo_root(start: str | os.PathLike[str] | None = None) -> Path | None:
@@ -85,3 +86,25 @@ def localize(path: str | os.PathLike[str], start: str | os.PathLike[str] | None 
     """
     p = Path(path).expanduser()
     return p if p.is_absolute() else repo_root(start) / p
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A folder that alone knows the names of its files (:class:`lungseg.rundir.RunDir`,
+    :class:`lungseg.experimentdir.ExperimentDir`, :class:`~lungseg.experimentdir.ProfileDir`), usable
+    wherever a path is.
+
+    Args:
+        path: the folder (it need not exist yet).
+    """
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)

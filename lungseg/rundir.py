@@ -32,7 +32,6 @@ import io
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ import torch
 from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
 from lungseg.files import atomic_write_bytes, atomic_write_text, write_csv, write_json
-from lungseg.paths import localize, portable
+from lungseg.paths import Folder, localize, portable
 
 __all__ = ["CHECKPOINTS", "HISTORY_COLUMNS", "RunDir", "RunLock", "parse_config", "per_image_csv_path", "read_checkpoint"]
 
@@ -145,15 +144,12 @@ class RunLock:
         self.release()
 
 
-@dataclass(frozen=True)
-class RunDir:
+class RunDir(Folder):
     """A training run's folder and its files.
 
     Args:
         path: the folder (it need not exist yet).
     """
-
-    path: Path
 
     CONFIG = "config.json"
     FINGERPRINT = "fingerprint.json"
@@ -163,15 +159,6 @@ class RunDir:
     PROVENANCE = "provenance.json"
     MODEL_CARD = "MODEL_CARD.md"
     LOCK = ".lock"
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        object.__setattr__(self, "path", Path(path))
-
-    def __fspath__(self) -> str:
-        return str(self.path)
-
-    def __str__(self) -> str:
-        return str(self.path)
 
     # ---------------------------------------------------------------- paths
     @property

@@ -19,8 +19,8 @@ import numpy as np
 
 from lungseg.errors import DataError, LungsegError
 from lungseg.evaluation.masks import pair_mask_files, read_mask_pair
-from lungseg.evaluation.segmentation import per_image_rows
-from lungseg.files import check_output, json_safe, write_csv, write_json
+from lungseg.evaluation.segmentation import write_evaluation
+from lungseg.files import check_output
 from lungseg.metrics import (
     BOUNDARY_TOLERANCE_MM,
     MM3_PER_ML,
@@ -129,9 +129,4 @@ def evaluate_folder(
     result["false_positives_per_scan"] = n_fp / len(arrays["slice_spacing"])
     result.update(task="segmentation", pred=portable(pred_dir), ref=portable(ref_dir), split="all",
                   resolution="the reference masks' own voxel grid")
-    if out is not None:
-        csv_path = per_image_csv_path(out)
-        result["per_image_csv"] = portable(csv_path)
-        write_json(result, out)
-        write_csv(csv_path, per_image_rows(pred, arrays))
-    return json_safe(result)
+    return write_evaluation(result, pred, arrays, out)

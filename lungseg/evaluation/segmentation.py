@@ -227,6 +227,13 @@ def evaluate_run(
     else:
         result["intensity_robustness_std"] = None
     result.update(_settings(loaded, dataset, crf=crf, checkpoint=checkpoint, split=split_name))
+    return write_evaluation(result, pred, arrays, out)
+
+
+def write_evaluation(result: dict[str, Any], pred: np.ndarray, arrays: dict[str, Any],
+                     out: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """``result`` as plain JSON types, written to ``out`` (when given) with its per-image table beside it
+    (:func:`lungseg.rundir.per_image_csv_path`, :func:`per_image_rows`), whose path it records."""
     if out is not None:
         csv_path = per_image_csv_path(out)
         result["per_image_csv"] = portable(csv_path)
