@@ -365,10 +365,11 @@ def test_roi_and_series_flags_are_refused_for_other_formats(make_npz, tmp_path):
 
 
 def test_cli_flags_reach_the_training_config(tmp_path):
-    from lungseg.cli import _config_from_args, build_parser
+    from lungseg.cli import build_parser
+    from lungseg.cli_options import config_from_args
 
     args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--roi", "GTV-2", "--series-uid", "1.2"])
-    config = _config_from_args(args)
+    config = config_from_args(args)
     assert (config.roi, config.series_uid) == ("GTV-2", "1.2")
     assert "--roi NAME" in build_parser()._subparsers._group_actions[0].choices["evaluate"].format_help()
 
