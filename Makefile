@@ -15,7 +15,7 @@ DEVICE ?= auto
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: venv crf lint test test-unit test-notebooks test-published book notebooks check-book sync bench experiment clean
+.PHONY: venv crf lint test test-unit test-notebooks test-published book notebooks check-book sync bench experiment test-study real-grid clean
 
 venv: $(STAMP)
 
@@ -101,6 +101,14 @@ sync: venv
 THREADS ?=
 experiment: venv
 	$(BIN)/python scripts/run_profile.py --profile $(PROFILE) --device $(DEVICE) $(if $(THREADS),--threads $(THREADS))
+
+# The published grid scored on its profile's large independent test study (results/<profile>/test-study).
+test-study: venv
+	$(BIN)/python scripts/run_test_study.py --profile $(PROFILE)
+
+# The paper's comparison on real CT: patient-level CV on the shared real MSD patches (results/real-patches/grid).
+real-grid: venv
+	$(BIN)/python scripts/run_real_grid.py
 
 clean:
 	rm -rf _build .pytest_cache

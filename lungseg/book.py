@@ -22,7 +22,7 @@ from lungseg.analysis.runs import held_out_patients, run_dir
 from lungseg.crf import MISSING_CRF, crf_available
 from lungseg.data import open_dataset
 from lungseg.experiment.profiles import PROFILES, ProfileSettings, prepare_data, profile_dir, profile_settings
-from lungseg.experimentdir import ProfileDir
+from lungseg.experimentdir import ExperimentDir, ProfileDir
 from lungseg.files import write_json
 from lungseg.paper.claims import primary_loss
 from lungseg.paths import localize, portable, resolve
@@ -35,7 +35,9 @@ __all__ = [
     "chapter_setup",
     "figure_inputs",
     "load_json",
+    "load_real_grid",
     "load_results",
+    "load_test_study",
     "published_results",
     "write_claims",
 ]
@@ -148,6 +150,20 @@ def load_results(settings: ProfileSettings) -> dict[str, Any]:
         beside = grid.run(recorded.name).path
         run["run"] = str(beside if not recorded.is_dir() and beside.is_dir() else recorded)
     return results
+
+
+def load_test_study(settings: ProfileSettings) -> dict[str, Any] | None:
+    """The profile's grid scored on its large independent test study
+    (:func:`lungseg.experiment.teststudy.evaluate_on_test_study`), ``None`` where none is published."""
+    return load_json(profile_dir(settings).test_study.results_path)
+
+
+def load_real_grid() -> dict[str, Any] | None:
+    """The paper's comparison on real CT by patient-level CV (:func:`lungseg.experiment.realct.run_real_grid`),
+    ``None`` where none is published."""
+    from lungseg.experiment.realct import REAL_GRID_DIR
+
+    return load_json(Path(REAL_GRID_DIR) / ExperimentDir.RESULTS)
 
 
 def published_results(exclude: str | None = None) -> dict[str, dict[str, Any]]:

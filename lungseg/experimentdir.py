@@ -139,6 +139,7 @@ class ProfileDir(Folder):
     GRID = "experiment"
     TUNE = "tune"
     WHOLE_SLICE = "whole-slice"
+    TEST_STUDY = "test-study"
     CLAIMS = "05_tables/claims.json"
     COVERAGE = "coverage.json"
     PROVENANCE = "provenance.json"
@@ -158,6 +159,11 @@ class ProfileDir(Folder):
     def whole_slice(self) -> ExperimentDir:
         """The whole-slice comparison's folder."""
         return ExperimentDir(self.path / self.WHOLE_SLICE)
+
+    @property
+    def test_study(self) -> ExperimentDir:
+        """The grid's runs scored on the large independent test study (:mod:`lungseg.experiment.teststudy`)."""
+        return ExperimentDir(self.path / self.TEST_STUDY)
 
     @property
     def claims_path(self) -> Path:

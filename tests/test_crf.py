@@ -94,6 +94,23 @@ def test_refine_batch_matches_refine(workers: int) -> None:
     np.testing.assert_array_equal(from_torch, masks)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_slices_below_one_half_are_skipped_without_changing_the_masks(seed: int) -> None:
+    """refine_batch runs the CRF only on slices with a pixel at >= 0.5; on the others the full CRF gives
+    an empty mask anyway, even where probabilities just below 0.5 touch a tumour-like blob."""
+    rng = np.random.default_rng(seed)
+    cases = [_noisy_case(s, size=64, radius=12) for s in range(4)]
+    images = np.stack([c[0] for c in cases])
+    probs = np.stack([c[1] for c in cases])
+    probs[1] = np.minimum(probs[1], 0.499)  # high everywhere on the blob, but below one half
+    probs[3] = rng.uniform(0, 0.4999, probs[3].shape).astype(np.float32)
+    full = crf.refine_batch(images, probs, workers=0, return_prob=True)[0]
+    assert full[1].sum() == 0 and full[3].sum() == 0
+    assert full[0].sum() > 0 and full[2].sum() > 0
+    np.testing.assert_array_equal(crf.refine_batch(images, probs, workers=0), full)
+    np.testing.assert_array_equal(crf.refine_batch(images[[1, 3]], probs[[1, 3]], workers=0), full[[1, 3]])
+
+
 @pytest.mark.parametrize(
     ("image", "prob", "match"),
     [

@@ -94,6 +94,21 @@ def test_crf_and_other_splits(trained: tuple[Path, Path], tmp_path: Path) -> Non
     assert everything["n_images"] == 40 and everything["split"] == "all"
 
 
+def test_one_pass_for_both_crf_settings_equals_two_evaluations(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    from lungseg.crf import crf_available
+    from lungseg.evaluation import evaluate_run_crf_settings
+
+    data, run = trained
+    settings = (False, True) if crf_available() else (False,)
+    outs = {c: tmp_path / f"crf_{c}.json" for c in settings}
+    both = evaluate_run_crf_settings(run, data, outs, progress=False)
+    for c in settings:
+        single = evaluate_run(run, data, crf=c, n_boot=0, robustness=False, progress=False)
+        assert both[c]["pooled"] == single["pooled"] and both[c]["n_images"] == single["n_images"]
+        assert both[c]["crf"] == c and outs[c].is_file()
+        assert outs[c].with_name(f"crf_{c}_per_image.csv").is_file()
+
+
 def test_other_dataset_without_run_patients_needs_split_all(make_npz, trained: tuple[Path, Path], tmp_path: Path) -> None:
     _, run = trained
     z = np.load(make_npz(tmp_path / "o.npz", n_patients=3, per_patient=2, size=32, seed=9))

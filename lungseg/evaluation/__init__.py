@@ -13,10 +13,17 @@ from lungseg.evaluation.detection import choose_area_threshold, detection_scores
 from lungseg.evaluation.folder import evaluate_folder, load_mask_folders
 from lungseg.evaluation.masks import MASK_SUFFIXES, MaskPair, pair_mask_files, read_mask_pair
 from lungseg.evaluation.robustness import DEFAULT_PERTURBATIONS, Perturbation, intensity_robustness
-from lungseg.evaluation.segmentation import MAX_ROBUSTNESS_SLICES, SPLITS, evaluate_run, per_image_rows
+from lungseg.evaluation.segmentation import (
+    MAX_ROBUSTNESS_SLICES,
+    SPLITS,
+    evaluate_run,
+    evaluate_run_crf_settings,
+    per_image_rows,
+)
 
 __all__ = [
     "DEFAULT_PERTURBATIONS", "MASK_SUFFIXES", "MAX_ROBUSTNESS_SLICES", "SPLITS", "MaskPair", "Perturbation",
     "choose_area_threshold", "detection_scores", "evaluate_detection", "evaluate_folder", "evaluate_run",
+    "evaluate_run_crf_settings",
     "intensity_robustness", "load_mask_folders", "pair_mask_files", "per_image_rows", "read_mask_pair",
 ]

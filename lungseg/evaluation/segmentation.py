@@ -213,10 +213,52 @@ def evaluate_run(
         if out is not None:
             write_json(result, out)
         return result
+    split_name, arrays = _segment_patients(loaded, dataset, split, batch_size, progress)
+    scoring = dict(n_boot=n_boot, robustness=robustness, batch_size=batch_size, seed=seed, progress=progress,
+                   tolerance_mm=tolerance_mm, checkpoint=checkpoint, split=split_name)
+    return _score(loaded, dataset, arrays, crf, out, **scoring)
+
+
+def evaluate_run_crf_settings(run_dir: str | os.PathLike[str], data: Any, outs: dict[bool, str | os.PathLike[str]], *,
+                              split: str = "auto", checkpoint: str = "best", n_boot: int = 0,
+                              robustness: bool = False, batch_size: int = 16, device: str = "auto",
+                              precision: str = "auto", seed: int = 0, progress: bool = True,
+                              tolerance_mm: float = BOUNDARY_TOLERANCE_MM) -> dict[bool, dict[str, Any]]:
+    """:func:`evaluate_run` once per CRF setting (the keys of ``outs``, each written to its value), from one
+    pass of the network: what evaluating many runs on a large study needs. The arguments are
+    :func:`evaluate_run`'s; intervals and robustness are off by default.
+
+    Raises:
+        DataError: the dataset has no masks (slice-level detection has no CRF pair to share).
+    """
+    _check_arguments(split, batch_size, tolerance_mm, n_boot)
+    for out in outs.values():
+        _check_outputs(run_dir, data, out)
+    loaded = Predictor.load(run_dir, checkpoint=checkpoint, device=device, precision=precision)
+    dataset = data if hasattr(data, "patient_ids") else open_dataset(data)
+    if not dataset.has_masks:
+        raise DataError(f"{dataset.source}: no masks to evaluate the CRF settings against")
+    split_name, arrays = _segment_patients(loaded, dataset, split, batch_size, progress)
+    scoring = dict(n_boot=n_boot, robustness=robustness, batch_size=batch_size, seed=seed, progress=progress,
+                   tolerance_mm=tolerance_mm, checkpoint=checkpoint, split=split_name)
+    return {bool(c): _score(loaded, dataset, dict(arrays), bool(c), out, **scoring) for c, out in outs.items()}
+
+
+def _segment_patients(loaded: Predictor, dataset: Any, split: str, batch_size: int,
+                      progress: bool) -> tuple[str, dict[str, Any]]:
+    """The chosen split's name and its slices, masks and probabilities (:func:`_collect`), with the warning
+    about training patients among them."""
     hashes = _run_hashes(loaded)
     split_name, pids = _choose_patients(loaded, dataset, split, hashes)
     arrays = _collect(loaded, dataset, pids, batch_size, progress)
     _warn_training_patients(loaded, dataset, arrays["content"], hashes)
+    return split_name, arrays
+
+
+def _score(loaded: Predictor, dataset: Any, arrays: dict[str, Any], crf: bool, out: str | os.PathLike[str] | None, *,
+           n_boot: int, robustness: bool, batch_size: int, seed: int, progress: bool, tolerance_mm: float,
+           checkpoint: str, split: str) -> dict[str, Any]:
+    """The metrics of :func:`evaluate_run` from segmented ``arrays``, thresholded or refined by the CRF."""
     pred = loaded.binarize(arrays["images"], arrays["probs"], crf)
     result: dict[str, Any] = summarize(
         pred, arrays["masks"], arrays["patient_ids"], arrays["spacing"], n_boot=n_boot, seed=seed
@@ -226,7 +268,7 @@ def evaluate_run(
         result.update(_robustness_fields(loaded, arrays, crf, batch_size, seed, progress))
     else:
         result["intensity_robustness_std"] = None
-    result.update(_settings(loaded, dataset, crf=crf, checkpoint=checkpoint, split=split_name))
+    result.update(_settings(loaded, dataset, crf=crf, checkpoint=checkpoint, split=split))
     return write_evaluation(result, pred, arrays, out)
 
 

@@ -222,8 +222,8 @@ def run_experiment(
     outcomes = map_in_workers(train_and_evaluate, jobs, workers, progress=progress, desc="grid runs")
     runs, evaluations, tables = _collect(cells_trained, [job[1] for job in jobs], outcomes)
     results = {
-        "cells": _cells(evaluations, tables, models, losses, crf, seeds),
-        "differences": _differences(evaluations, tables, models, losses, crf, seeds),
+        "cells": grid_cells(evaluations, tables, models, losses, crf, seeds),
+        "differences": grid_differences(evaluations, tables, models, losses, crf, seeds),
         "runs": runs,
         "settings": _grid_settings(data, models, losses, crf, seeds, base, loss_settings),
         "provenance": collect(device, started=started),
@@ -307,8 +307,8 @@ def refresh_results(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         for use_crf in crf:
             evaluations[(model, loss, bool(use_crf), int(seed))] = run.read_evaluation(use_crf)
             tables[(model, loss, bool(use_crf), int(seed))] = run.read_per_image(use_crf)
-    results["cells"] = _cells(evaluations, tables, models, losses, crf, seeds)
-    results["differences"] = _differences(evaluations, tables, models, losses, crf, seeds)
+    results["cells"] = grid_cells(evaluations, tables, models, losses, crf, seeds)
+    results["differences"] = grid_differences(evaluations, tables, models, losses, crf, seeds)
     settings.update(INTERVALS)
     results["runs"] = [{**r, "run": portable(r["run"])} for r in results["runs"]]
     write_results(exp, results)
@@ -348,7 +348,7 @@ def _figure(name: str, path: tuple[str, ...], evaluations: dict[GridKey, dict[st
             "interval": "seeds x patients"}
 
 
-def _cells(evaluations: dict[GridKey, dict[str, Any]], tables: dict[GridKey, Rows | None], models: Sequence[str],
+def grid_cells(evaluations: dict[GridKey, dict[str, Any]], tables: dict[GridKey, Rows | None], models: Sequence[str],
            losses: Sequence[str], crf: Sequence[bool], seeds: Sequence[int]) -> list[dict[str, Any]]:
     """One row per (model, loss, CRF): every :data:`TABLE_METRICS` figure as mean over seeds with its interval."""
     cells = []
@@ -378,7 +378,7 @@ def _difference(name: str, path: tuple[str, ...], evaluations: dict[GridKey, dic
             "interval": "seeds x patients"}
 
 
-def _differences(evaluations: dict[GridKey, dict[str, Any]], tables: dict[GridKey, Rows | None],
+def grid_differences(evaluations: dict[GridKey, dict[str, Any]], tables: dict[GridKey, Rows | None],
                  models: Sequence[str], losses: Sequence[str], crf: Sequence[bool],
                  seeds: Sequence[int]) -> list[dict[str, Any]]:
     """Differences ``b - a`` between every two cells that differ in exactly one factor, paired by seed and patient."""

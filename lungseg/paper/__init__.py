@@ -25,6 +25,7 @@ from lungseg.paper.claims import (
     side_by_side,
     verdict,
     verdict_counts,
+    with_real_column,
 )
 from lungseg.paper.consistency import (
     accuracy_of_empty_prediction,
@@ -75,4 +76,5 @@ __all__ = [
     "relative_claims",
     "verdict",
     "verdict_counts",
+    "with_real_column",
 ]

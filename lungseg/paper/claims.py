@@ -29,6 +29,7 @@ __all__ = [
     "side_by_side",
     "verdict",
     "verdict_counts",
+    "with_real_column",
 ]
 
 #: Each metric of the paper's Tables 2 and 3 and the results-table columns that measure it, with
@@ -243,6 +244,35 @@ def claims(results: dict[str, Any], *, loss: str | None = None, data_note: str |
     return rows + relative_claims(results, loss=loss, data_note=data_note)
 
 
+def _claim_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes a row of :func:`claims` the same claim on two datasets."""
+    return (row["table"], row["claim"], row["model"], row["column"], bool(row["crf"]), row.get("compared_with"))
+
+
+def with_real_column(rows: list[dict[str, Any]], real_rows: list[dict[str, Any]] | None,
+                     missing: str = "no real-CT measurement published") -> list[dict[str, Any]]:
+    """The rows of :func:`claims` on the phantom with the same claim measured on real CT beside each:
+    ``real_measured``, ``real_ci_low``, ``real_ci_high``, ``real_verdict`` and ``real_reason``.
+
+    Args:
+        rows: :func:`claims` of the phantom grid.
+        real_rows: :func:`claims` of the real-CT grid (:func:`lungseg.experiment.realct.run_real_grid`);
+            ``None`` when there is none, which makes every real verdict *not comparable*.
+        missing: the reason given where the real grid has no such row.
+    """
+    real = {_claim_key(r): r for r in real_rows or []}
+    out = []
+    for row in rows:
+        match = real.get(_claim_key(row))
+        if match is None:
+            extra = {"real_measured": None, "real_ci_low": None, "real_ci_high": None,
+                     "real_verdict": "not comparable", "real_reason": missing}
+        else:
+            extra = {f"real_{k}": match[k] for k in ("measured", "ci_low", "ci_high", "verdict", "reason")}
+        out.append({**row, **extra})
+    return out
+
+
 def format_estimate(mean: float | None, low: float | None = None, high: float | None = None, digits: int = 3) -> str:
     """``"0.812 [0.790, 0.834]"`` (mean and 95 % CI), ``"0.812"`` without a CI, ``"n/a"`` if unmeasured."""
     if mean is None or not math.isfinite(mean):
@@ -255,7 +285,8 @@ def format_estimate(mean: float | None, low: float | None = None, high: float | 
 def side_by_side(rows: list[dict[str, Any]], table: str | None = None, reasons: bool = True) -> list[dict[str, Any]]:
     """The rows of :func:`claims` with CRF off and on in one row each: ``model, metric,
     aggregation, paper, ours (CRF off), ours (CRF on), verdict (CRF off), verdict (CRF on), reason``
-    (the reason of the CRF-on row: the paper's pipeline ends with the CRF of eq. 10).
+    (the reason of the CRF-on row: the paper's pipeline ends with the CRF of eq. 10), and ``real CT``
+    and ``real verdict`` columns per CRF setting where :func:`with_real_column` added them.
 
     Args:
         rows: the output of :func:`claims`.
@@ -273,6 +304,9 @@ def side_by_side(rows: list[dict[str, Any]], table: str | None = None, reasons: 
         state = "on" if r["crf"] else "off"
         out[f"ours (CRF {state})"] = format_estimate(r["measured"], r["ci_low"], r["ci_high"])
         out[f"verdict (CRF {state})"] = r["verdict"]
+        if "real_verdict" in r:
+            out[f"real CT (CRF {state})"] = format_estimate(r["real_measured"], r["real_ci_low"], r["real_ci_high"])
+            out[f"real verdict (CRF {state})"] = r["real_verdict"]
         if reasons and (r["crf"] or "reason" not in out):
             out["reason"] = r["reason"]
     return list(merged.values())

@@ -1,0 +1,177 @@
+"""A phantom test study with power: the published grid's runs scored on many fresh patients.
+
+The grid's own test split holds the few patients that a 32-patient study leaves (5 in the medium
+profile), so its intervals cannot decide the paper's claims. The phantom's data are unlimited and its
+truth exact, so this module generates an *independent* test study: the profile's generator settings
+(the same population as the training patients), its own data seed :data:`TEST_STUDY_SEED` (never used
+for training, tuning or checkpoint choice), and enough patients for :data:`MIN_SMALL_TUMOURS` tumours
+under 10 mm. Every run of the grid is evaluated on all of its patients, with and without the CRF, from
+one pass of the network (:func:`lungseg.evaluation.evaluate_run_crf_settings`), and the cells and
+paired differences are formed exactly as the grid's (:func:`lungseg.experiment.grid.grid_cells`), so
+their intervals resample the training seeds and these patients.
+
+The robustness figure is not measured here (it re-segments every image once per perturbation): its
+value stays the grid's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from lungseg.experiment.grid import GridKey, Rows, grid_cells, grid_differences, run_name, write_results
+from lungseg.experiment.profiles import ProfileSettings, phantom_config, profile_dir
+from lungseg.experimentdir import ExperimentDir
+from lungseg.paths import portable, resolve
+
+__all__ = [
+    "MIN_SMALL_TUMOURS",
+    "TEST_STUDY_PATIENTS",
+    "TEST_STUDY_SEED",
+    "evaluate_on_test_study",
+    "prepare_test_study",
+    "study_composition",
+]
+
+#: The test study's data seed: no other study of the book uses it.
+TEST_STUDY_SEED = 7001
+#: Patients of the test study: enough for :data:`MIN_SMALL_TUMOURS` tumours under 10 mm at the
+#: generator's tumour-count and size distribution (about 0.55 per patient).
+TEST_STUDY_PATIENTS = 200
+#: The fewest tumours under 10 mm (equivalent-sphere diameter) the study must hold.
+MIN_SMALL_TUMOURS = 100
+#: Small, as for small-tumour recall.
+SMALL_MM = 10.0
+#: The figure the test study does not measure (it re-segments every image once per HU perturbation).
+ROBUSTNESS = "intensity_robustness_std"
+
+
+def _keep_grid_figure(cells: list[dict[str, Any]], differences: list[dict[str, Any]], grid_results: dict[str, Any],
+                      name: str) -> None:
+    """Put the grid's own figure ``name`` (not measured on the test study) into its cells and differences,
+    marked as measured on the grid's test split."""
+    def key(row: dict[str, Any]) -> str:
+        return json.dumps([row.get(k) for k in ("model", "loss", "crf", "factor", "a", "b")], sort_keys=True)
+
+    for mine, theirs in ((cells, grid_results["cells"]), (differences, grid_results["differences"])):
+        by_key = {key(r): r for r in theirs}
+        for row in mine:
+            if key(row) in by_key and name in by_key[key(row)]:
+                row[name] = {**by_key[key(row)][name], "measured_on": "the grid's own test split"}
+
+
+def test_study_dir(settings: ProfileSettings) -> Path:
+    """Where the profile's test study is generated (git-ignored, like the training study)."""
+    return resolve(f"{settings.data_dir}-test")
+
+
+def prepare_test_study(settings: ProfileSettings, n_patients: int = TEST_STUDY_PATIENTS,
+                       data_seed: int = TEST_STUDY_SEED, progress: bool = True) -> Path:
+    """Generate the profile's test study once (reused while its manifest matches).
+
+    Raises:
+        ValueError: ``data_seed`` is the training study's seed.
+    """
+    from lungseg.data.phantom import GENERATOR_VERSION, generate_study, load_study
+    from lungseg.errors import DataError
+
+    if data_seed == settings.data_seed:
+        raise ValueError(f"the test study's data seed {data_seed} is the training study's: it would not be independent")
+    out = test_study_dir(settings)
+    config = phantom_config(settings)
+    wanted = {"generator_version": GENERATOR_VERSION, "seed": data_seed, "n_patients": n_patients,
+              "config": json.loads(json.dumps(config.to_dict()))}
+    try:
+        manifest = load_study(out).manifest
+    except DataError:
+        manifest = {}
+    if manifest and all(manifest.get(k) == v for k, v in wanted.items()):
+        return out
+    stale = out.is_dir() and any(out.iterdir())
+    return Path(generate_study(out, n_patients=n_patients, seed=data_seed, config=config, progress=progress,
+                               overwrite=stale))
+
+
+def study_composition(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a phantom study holds, from its manifest: patients, tumour-free patients, tumours by size
+    and by the location measured on the mask (juxta-pleural: touching the pleura; juxta-vascular:
+    touching a vessel, the phantom's nearest to a central tumour; isolated)."""
+    tumours = [t for p in manifest["patients"] for t in p["tumours"]]
+    locations: dict[str, int] = {}
+    for t in tumours:
+        locations[t["location"]] = locations.get(t["location"], 0) + 1
+    return {
+        "patients": len(manifest["patients"]),
+        "tumour_free_patients": sum(1 for p in manifest["patients"] if not p["tumours"]),
+        "tumours": len(tumours),
+        "tumours_under_10mm": sum(1 for t in tumours if t["equivalent_diameter_mm"] < SMALL_MM),
+        "locations": dict(sorted(locations.items())),
+        "data_seed": manifest["seed"],
+    }
+
+
+def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[str] | None = None,
+                           out_dir: str | os.PathLike[str] | None = None, *, precision: str = "auto",
+                           progress: bool = True) -> dict[str, Any]:
+    """Score every published run of the profile's grid on the test study, CRF off and on.
+
+    Args:
+        settings: the profile (its published grid in ``results/<profile>/experiment``).
+        data: the test study (default :func:`prepare_test_study`).
+        out_dir: the results folder (default the profile's ``test-study`` folder).
+        precision: inference numerics (``"auto"``: fp32 on a CPU, as the grid's evaluations).
+        progress: print a line per run.
+
+    Returns:
+        The results table (``settings``, ``runs``, ``cells``, ``differences``) as the grid's.
+    """
+    from lungseg.data.phantom import load_study
+    from lungseg.evaluation import evaluate_run_crf_settings
+
+    grid = profile_dir(settings).grid
+    grid_results = grid.read_results()
+    data_dir = Path(data) if data is not None else prepare_test_study(settings, progress=progress)
+    exp = ExperimentDir(out_dir if out_dir is not None else profile_dir(settings).test_study.path)
+    grid_settings = grid_results["settings"]
+    models, losses, seeds = grid_settings["models"], grid_settings["losses"], grid_settings["seeds"]
+    crf = [bool(c) for c in grid_settings["crf"]]
+    evaluations: dict[GridKey, dict[str, Any]] = {}
+    tables: dict[GridKey, Rows | None] = {}
+    runs, started = [], time.perf_counter()
+    for model, loss, seed in itertools.product(models, losses, seeds):
+        name, run_started = run_name(model, loss, seed), time.perf_counter()
+        scored = exp.run(name)
+        scored.path.mkdir(parents=True, exist_ok=True)
+        results = evaluate_run_crf_settings(grid.run(name).path, data_dir, {c: scored.evaluation_path(c) for c in crf},
+                                            split="all", precision=precision, progress=False)
+        for c in crf:
+            evaluations[(model, loss, c, int(seed))] = results[c]
+            tables[(model, loss, c, int(seed))] = scored.read_per_image(c)
+        seconds = round(time.perf_counter() - run_started, 1)
+        runs.append({"run": portable(scored.path), "model": model, "loss": loss, "seed": int(seed),
+                     "status": "scored", "seconds": seconds})
+        if progress:
+            print(f"[{len(runs)}/{len(models) * len(losses) * len(seeds)}] {name}: pooled Dice "
+                  + ", ".join(f"CRF {'on' if c else 'off'} {results[c]['pooled']['dice']:.3f}" for c in crf)
+                  + f" ({seconds:.0f} s)", flush=True)
+    cells = grid_cells(evaluations, tables, models, losses, crf, seeds)
+    differences = grid_differences(evaluations, tables, models, losses, crf, seeds)
+    _keep_grid_figure(cells, differences, grid_results, ROBUSTNESS)
+    results_table = {
+        "settings": {**{k: grid_settings[k] for k in ("models", "losses", "crf", "seeds")},
+                     "data": portable(data_dir), "composition": study_composition(load_study(data_dir).manifest),
+                     "runs_from": portable(grid.path), "split": "every patient of the independent test study",
+                     "ci": grid_settings.get("ci"), "differences": grid_settings.get("differences"),
+                     "interval": grid_settings.get("interval"),
+                     "kept_from_grid": f"{ROBUSTNESS}: measured on the grid's own test split"},
+        "runs": runs,
+        "cells": cells,
+        "differences": differences,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_results(exp, results_table)
+    return exp.read_results()

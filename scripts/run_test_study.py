@@ -1,0 +1,53 @@
+"""Score a profile's published grid on its large independent test study and publish the tables.
+
+    python scripts/run_test_study.py --profile medium        # or: make test-study
+
+Generates the test study once into ``data/phantom-<profile>-test`` (git-ignored; seed
+:data:`lungseg.experiment.teststudy.TEST_STUDY_SEED`, never used for training, tuning or checkpoint
+choice), evaluates every run of ``results/<profile>/experiment`` on all of its patients, CRF off and
+on, and writes ``results/<profile>/test-study`` (:func:`lungseg.experiment.teststudy.evaluate_on_test_study`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lungseg.data.phantom import load_study
+    from lungseg.experiment import profile_settings
+    from lungseg.experiment.teststudy import (
+        TEST_STUDY_PATIENTS,
+        TEST_STUDY_SEED,
+        evaluate_on_test_study,
+        prepare_test_study,
+        study_composition,
+    )
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="medium", help="profile whose published grid is scored (default %(default)s)")
+    ap.add_argument("--patients", type=int, default=TEST_STUDY_PATIENTS, help="test-study patients (default %(default)s)")
+    ap.add_argument("--data-seed", type=int, default=TEST_STUDY_SEED, help="test-study seed (default %(default)s)")
+    args = ap.parse_args(argv)
+    settings = profile_settings(args.profile)
+    started = time.perf_counter()
+    data = prepare_test_study(settings, n_patients=args.patients, data_seed=args.data_seed)
+    print(f"test study {data.name}: {study_composition(load_study(data).manifest)}", flush=True)
+    try:
+        results = evaluate_on_test_study(settings, data)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(results['runs'])} runs scored in {(time.perf_counter() - started) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Tests of lungseg.experiment.teststudy: the published grid scored on an independent test study."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lungseg.config import TrainConfig
+from lungseg.data.phantom import PhantomConfig, generate_study, load_study
+from lungseg.experiment import profile_settings, run_experiment
+from lungseg.experiment import teststudy
+
+
+def test_composition_counts_patients_tumours_sizes_and_places() -> None:
+    manifest = {"seed": 9, "patients": [
+        {"tumours": []},
+        {"tumours": [{"equivalent_diameter_mm": 6.0, "location": "juxta-pleural"},
+                     {"equivalent_diameter_mm": 10.0, "location": "isolated"}]},
+        {"tumours": [{"equivalent_diameter_mm": 9.9, "location": "juxta-vascular"}]},
+    ]}
+    assert teststudy.study_composition(manifest) == {
+        "patients": 3, "tumour_free_patients": 1, "tumours": 3, "tumours_under_10mm": 2,
+        "locations": {"isolated": 1, "juxta-pleural": 1, "juxta-vascular": 1}, "data_seed": 9}
+
+
+def test_the_test_study_cannot_share_the_training_seed() -> None:
+    settings = profile_settings("quick")
+    with pytest.raises(ValueError, match="not be independent"):
+        teststudy.prepare_test_study(settings, n_patients=2, data_seed=settings.data_seed)
+
+
+@pytest.mark.slow
+def test_every_run_is_scored_on_every_test_patient(tmp_path: Path) -> None:
+    """A 2-seed grid trained on one phantom study, scored on another: the cells' intervals resample the
+    seeds and the 6 test patients; the robustness stays the grid's, marked as such."""
+    config = PhantomConfig(image_size=48, n_slices=4)
+    train_data = generate_study(tmp_path / "train", 8, seed=1, config=config, progress=False)
+    test_data = generate_study(tmp_path / "test", 6, seed=2, config=config, progress=False)
+    settings = profile_settings("quick", output_dir=str(tmp_path / "results"))
+    base = TrainConfig(epochs=1, base_channels=4, depth=2, batch_size=8, min_samples_per_epoch=1,
+                       split_fractions=(0.7, 0.15, 0.15))
+    grid = run_experiment(train_data, tmp_path / "results" / "experiment", models=("unet",), losses=("dice",),
+                          crf=(False,), seeds=(0, 1), base_config=base, device="cpu", progress=False)
+    scored = teststudy.evaluate_on_test_study(settings, test_data, progress=False)
+    cell = scored["cells"][0]
+    assert cell["dice_pooled"]["n_patients"] == 6 and cell["dice_pooled"]["interval"] == "seeds x patients"
+    assert cell["intensity_robustness_std"]["measured_on"] == "the grid's own test split"
+    assert cell["intensity_robustness_std"]["mean"] == grid["cells"][0]["intensity_robustness_std"]["mean"]
+    assert scored["settings"]["composition"]["patients"] == 6
+    for seed in (0, 1):
+        evaluation = json.loads((tmp_path / "results" / "test-study" / "runs" / f"unet-dice-seed{seed}"
+                                 / "eval_crf_off.json").read_text())
+        assert evaluation["n_patients"] == 6 and evaluation["split"] == "all"
+    assert load_study(test_data).manifest["seed"] == 2
