@@ -14,6 +14,8 @@ A run directory holds everything needed to reproduce, resume, evaluate and deplo
     eval_crf_{off,on}_per_image.csv   its per-image table
     MODEL_CARD.md               what a published model is for and how it scored (the best attention
                                 run of a published profile, written by scripts/run_profile.py)
+    folds.json                  a cross-validated run's folds and their training configuration (it
+                                holds evaluations only: lungseg.experiment.realct)
     .lock                       locked (``fcntl.flock``) by the process training in the folder
 
 Every other module asks :class:`RunDir` for these paths and contents; no other module spells a
@@ -158,6 +160,7 @@ class RunDir(Folder):
     METRICS = "metrics.json"
     PROVENANCE = "provenance.json"
     MODEL_CARD = "MODEL_CARD.md"
+    FOLDS = "folds.json"
     LOCK = ".lock"
 
     # ---------------------------------------------------------------- paths
@@ -188,6 +191,12 @@ class RunDir(Folder):
     @property
     def model_card_path(self) -> Path:
         return self.path / self.MODEL_CARD
+
+    @property
+    def folds_path(self) -> Path:
+        """A cross-validated run's record of its folds' configuration (:mod:`lungseg.experiment.realct`),
+        which holds evaluations but no network."""
+        return self.path / self.FOLDS
 
     def checkpoint_path(self, which: str = "best") -> Path:
         """``best.pt`` or ``last.pt``.

@@ -35,13 +35,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="medium", help="profile whose published grid is scored (default %(default)s)")
     ap.add_argument("--patients", type=int, default=TEST_STUDY_PATIENTS, help="test-study patients (default %(default)s)")
     ap.add_argument("--data-seed", type=int, default=TEST_STUDY_SEED, help="test-study seed (default %(default)s)")
+    ap.add_argument("--precision", default="auto", help="inference numerics: auto (fp32 on a CPU), fp32 or bf16")
     args = ap.parse_args(argv)
     settings = profile_settings(args.profile)
     started = time.perf_counter()
     data = prepare_test_study(settings, n_patients=args.patients, data_seed=args.data_seed)
     print(f"test study {data.name}: {study_composition(load_study(data).manifest)}", flush=True)
     try:
-        results = evaluate_on_test_study(settings, data)
+        results = evaluate_on_test_study(settings, data, precision=args.precision)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -239,3 +239,6 @@ def test_real_series_prediction_times_predict_with_and_without_crf(tmp_path) -> 
     assert got["slices"] == 4 and got["shape"] == [4, QUICK.image_size, QUICK.image_size]
     assert _positive(got["read_seconds"]) and _positive(got["seconds"]) and _positive(got["seconds_with_crf"])
     assert got["within_goal"] is (got["seconds_with_crf"] <= got["goal_seconds_with_crf"])
+    trained = got["published_model"]  # the published medium run, committed with the repository
+    assert trained["run"].endswith("attention-hybrid-seed0") and _positive(trained["seconds_with_crf"])
+    assert trained["crf_share"] == pytest.approx(trained["seconds_with_crf"] / trained["seconds"] - 1)

@@ -14,7 +14,7 @@ import torch
 
 from lungseg.bench.harness import BenchConfig, nominal_fingerprint
 from lungseg.bench.networks import PAPER_MODEL, build_bench_model
-from lungseg.paths import portable
+from lungseg.paths import portable, resolve
 
 __all__ = ["REAL_SERIES", "REAL_SERIES_GOAL_S", "real_series_prediction", "realct_series", "series_prediction"]
 
@@ -22,6 +22,8 @@ __all__ = ["REAL_SERIES", "REAL_SERIES_GOAL_S", "real_series_prediction", "realc
 REAL_SERIES = Path("lidc-idri-0314") / "ct"
 #: The CPU goal for ``lungseg predict --crf`` on that series, in seconds.
 REAL_SERIES_GOAL_S = 30.0
+#: A trained published run timed on that series too (the medium profile's attention network, hybrid loss).
+PUBLISHED_RUN = "results/medium/experiment/runs/attention-hybrid-seed0"
 
 
 def _untrained_run(cfg: BenchConfig, path: Path) -> Any:
@@ -132,7 +134,7 @@ def real_series_prediction(cfg: BenchConfig, root: Path, device: torch.device, q
                 progress=False)
         seconds[crf] = time.perf_counter() - start
     slices, height, width = volume.image.shape
-    return {
+    result = {
         "series": portable(series), "slices": slices, "shape": [slices, height, width], "image_size": cfg.image_size,
         "precision": resolve_precision("auto", device), "read_seconds": read_s, "seconds": seconds[False],
         "seconds_with_crf": seconds[True], "goal_seconds_with_crf": REAL_SERIES_GOAL_S,
@@ -140,3 +142,23 @@ def real_series_prediction(cfg: BenchConfig, root: Path, device: torch.device, q
         "what": "lungseg.inference.predict(run, LIDC-IDRI-0314 series, out.nii.gz, crf=False/True): read, segment"
                 " (untrained paper network), CRF, write",
     }
+    published = resolve(PUBLISHED_RUN)
+    if published.is_dir():
+        result["published_model"] = _timed_predictions(published, series, root / "published", device)
+    return result
+
+
+def _timed_predictions(run: Path, series: Path, out: Path, device: torch.device) -> dict[str, Any]:
+    """``predict`` of a trained run on ``series`` without and with the CRF: an untrained network finds
+    "tumour" on every slice, so only a trained one shows what running the CRF on candidate slices only
+    (:func:`lungseg.crf.refine_batch`) saves."""
+    from lungseg.inference import predict
+
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    for crf in (False, True):
+        start = time.perf_counter()
+        predict(run, series, out / f"{'crf' if crf else 'plain'}.nii.gz", crf=crf, device=str(device), progress=False)
+        seconds[crf] = time.perf_counter() - start
+    return {"run": portable(run), "seconds": seconds[False], "seconds_with_crf": seconds[True],
+            "crf_share": seconds[True] / seconds[False] - 1.0, "within_goal": seconds[True] <= REAL_SERIES_GOAL_S}

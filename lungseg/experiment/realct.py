@@ -177,9 +177,9 @@ def _fold_record(config: TrainConfig, folds: Sequence[Sequence[int]]) -> dict[st
 
 def _is_scored(run: Any, config: TrainConfig, folds: Sequence[Sequence[int]], crf: Sequence[bool]) -> bool:
     """Whether ``run`` holds the evaluations of this configuration and these folds (so it is reused)."""
-    if not run.config_path.is_file() or not all(run.evaluation_path(bool(c)).is_file() for c in crf):
+    if not run.folds_path.is_file() or not all(run.evaluation_path(bool(c)).is_file() for c in crf):
         return False
-    return json.loads(run.config_path.read_text(encoding="utf-8")) == json.loads(json.dumps(_fold_record(config, folds)))
+    return json.loads(run.folds_path.read_text(encoding="utf-8")) == json.loads(json.dumps(_fold_record(config, folds)))
 
 
 def _progress(done: int, total: int, started: float, label: str) -> None:
@@ -195,7 +195,7 @@ def run_real_grid(out_dir: str | os.PathLike[str], *, models: Sequence[str] = ("
     """The phantom grid's comparison on the real patches, by patient-level cross-validation.
 
     Args:
-        out_dir: the results folder (``results.json`` and its CSVs; one folder per (model, loss, seed)
+        out_dir: the results folder (the results table and its CSVs; one folder per (model, loss, seed)
             with the evaluations and per-image tables, as the phantom grid's runs have).
         models, losses, crf, seeds: the grid.
         folds: held-out patient indices per fold; together they must hold every patient exactly once.
@@ -244,7 +244,7 @@ def run_real_grid(out_dir: str | os.PathLike[str], *, models: Sequence[str] = ("
             evaluations[(model, loss, bool(c), int(seed))], tables[(model, loss, bool(c), int(seed))] = result, rows
             write_json(result, run.evaluation_path(bool(c)))
             write_csv(run.per_image_path(bool(c)), rows)
-        write_json(_fold_record(config, folds), run.config_path)
+        write_json(_fold_record(config, folds), run.folds_path)
         runs.append({"run": portable(run.path), "model": model, "loss": loss, "seed": int(seed), "status": "trained",
                      "seconds": round(time.perf_counter() - run_started, 1)})
     _progress(len(jobs), len(jobs), started, "done")
