@@ -119,7 +119,7 @@ def _warn_training_patients(run: Predictor, dataset: Any, content: dict[str, str
         warnings.warn(DataWarning(
             f"{dataset.source}: {len(found)} of the {len(content)} evaluated patients are training patients of"
             f" {run.run_dir}: {named}{more}; their scores do not test the model on unseen data"
-        ), stacklevel=3)
+        ), stacklevel=4)
 
 
 def _collect(run: Predictor, dataset: Any, pids: Sequence[str], batch_size: int, progress: bool) -> dict[str, Any]:
@@ -232,6 +232,8 @@ def evaluate_run_crf_settings(run_dir: str | os.PathLike[str], data: Any, outs: 
         DataError: the dataset has no masks (slice-level detection has no CRF pair to share).
     """
     _check_arguments(split, batch_size, tolerance_mm, n_boot)
+    if len({Path(out).resolve() for out in outs.values()}) < len(outs):
+        raise LungsegError(f"outs: each CRF setting needs its own file, got {[str(o) for o in outs.values()]}")
     for out in outs.values():
         _check_outputs(run_dir, data, out)
     loaded = Predictor.load(run_dir, checkpoint=checkpoint, device=device, precision=precision)

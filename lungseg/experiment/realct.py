@@ -10,8 +10,9 @@ intensities min-max scaled to [0, 1] per patch; ``../shared/realct/msd-task06-2m
   (:data:`PATCHES_PER_PATIENT`; an inference from the data, stated in every results table).
 * **Folds.** :data:`REAL_FOLDS` holds every patient out exactly once. For each fold, each (model, loss,
   seed) is trained on the other patients' patches with ``lungseg train``'s defaults (the settings found
-  on real CT, ``benchmarks/NOTES.md``) at the phantom grid's network width, and predicts the held-out
-  patients' patches, with and without the CRF.
+  on real CT, ``benchmarks/NOTES.md``) but at the phantom grid's network width (8), in bf16 where the
+  CPU has it, and for the epochs the caller gives (``scripts/run_real_grid.py``: 15, half the default),
+  and predicts the held-out patients' patches, with and without the CRF.
 * **Runs.** The out-of-fold predictions of one (model, loss, seed) cover all 13 patients once; they are
   scored like one run of the phantom grid (per-image table, :func:`lungseg.metrics.summarize`), and the
   cells and paired differences are formed by the phantom grid's own functions, so the intervals resample
@@ -23,6 +24,7 @@ Only the tables are kept (``results/real-patches/grid``): the 5 × runs checkpoi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
@@ -49,6 +51,7 @@ __all__ = [
     "REAL_PATCHES",
     "RealPatches",
     "load_real_patches",
+    "fold_record",
     "real_train_config",
     "run_real_grid",
 ]
@@ -75,6 +78,7 @@ class RealPatches:
     masks: np.ndarray
     patient_ids: np.ndarray
     source: str
+    sha256: str
 
     def patients(self) -> list[str]:
         return sorted(set(self.patient_ids.tolist()))
@@ -111,7 +115,8 @@ def load_real_patches(path: str | os.PathLike[str] | None = None) -> RealPatches
         raise DataError(f"{file}: {len(images)} patches is not a multiple of {PATCHES_PER_PATIENT} per patient")
     patient = np.arange(len(images)) // PATCHES_PER_PATIENT
     ids = np.array([f"msd-{k:02d}" for k in patient])
-    return RealPatches(images[:, 0], (labels[:, 0] > 0.5).astype(np.uint8), ids, portable(file))
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()
+    return RealPatches(images[:, 0], (labels[:, 0] > 0.5).astype(np.uint8), ids, portable(file), digest)
 
 
 def real_train_config(model: str, loss: str, seed: int, data: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
@@ -170,16 +175,18 @@ def score_run(pred: np.ndarray, patches: RealPatches, order: np.ndarray) -> tupl
     return result, [{k: str(v) for k, v in r.items()} for r in rows]
 
 
-def _fold_record(config: TrainConfig, folds: Sequence[Sequence[int]]) -> dict[str, Any]:
-    """What a scored (model, loss, seed) was trained with: the fold's configuration and the folds."""
-    return {"config": {k: v for k, v in config.to_dict().items() if k != "data"}, "folds": [list(f) for f in folds]}
+def fold_record(config: TrainConfig, folds: Sequence[Sequence[int]], patches: RealPatches) -> dict[str, Any]:
+    """What a scored (model, loss, seed) was trained with: the fold's configuration, the folds, and the
+    patch file's SHA-256 (so that other patches are never scored with these evaluations)."""
+    return {"config": {k: v for k, v in config.to_dict().items() if k != "data"}, "folds": [list(f) for f in folds],
+            "patches_sha256": patches.sha256}
 
 
-def _is_scored(run: Any, config: TrainConfig, folds: Sequence[Sequence[int]], crf: Sequence[bool]) -> bool:
-    """Whether ``run`` holds the evaluations of this configuration and these folds (so it is reused)."""
+def _is_scored(run: Any, record: dict[str, Any], crf: Sequence[bool]) -> bool:
+    """Whether ``run`` holds the evaluations of this fold ``record`` (so it is reused)."""
     if not run.folds_path.is_file() or not all(run.evaluation_path(bool(c)).is_file() for c in crf):
         return False
-    return json.loads(run.folds_path.read_text(encoding="utf-8")) == json.loads(json.dumps(_fold_record(config, folds)))
+    return json.loads(run.folds_path.read_text(encoding="utf-8")) == json.loads(json.dumps(record))
 
 
 def _progress(done: int, total: int, started: float, label: str) -> None:
@@ -224,7 +231,8 @@ def run_real_grid(out_dir: str | os.PathLike[str], *, models: Sequence[str] = ("
         run_started = time.perf_counter()
         config = real_train_config(model, loss, seed, "", **train_overrides)
         run = exp.run(run_name(model, loss, seed))
-        if _is_scored(run, config, folds, crf):
+        record = fold_record(config, folds, patches)
+        if _is_scored(run, record, crf):
             for c in crf:
                 evaluations[(model, loss, bool(c), int(seed))] = run.read_evaluation(bool(c))
                 tables[(model, loss, bool(c), int(seed))] = run.read_per_image(bool(c))
@@ -244,7 +252,7 @@ def run_real_grid(out_dir: str | os.PathLike[str], *, models: Sequence[str] = ("
             evaluations[(model, loss, bool(c), int(seed))], tables[(model, loss, bool(c), int(seed))] = result, rows
             write_json(result, run.evaluation_path(bool(c)))
             write_csv(run.per_image_path(bool(c)), rows)
-        write_json(_fold_record(config, folds), run.folds_path)
+        write_json(record, run.folds_path)
         runs.append({"run": portable(run.path), "model": model, "loss": loss, "seed": int(seed), "status": "trained",
                      "seconds": round(time.perf_counter() - run_started, 1)})
     _progress(len(jobs), len(jobs), started, "done")

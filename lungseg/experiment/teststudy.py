@@ -141,6 +141,10 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
     manifest = load_study(data_dir).manifest
     if manifest["seed"] == settings.data_seed:
         raise ValueError(f"{data_dir}: generated with the training study's seed {settings.data_seed}, so not independent")
+    small = study_composition(manifest)["tumours_under_10mm"]
+    if small < MIN_SMALL_TUMOURS:
+        warnings.warn(f"{data_dir}: {small} tumours under {SMALL_MM:g} mm, fewer than the {MIN_SMALL_TUMOURS} that "
+                      "small-tumour recall needs for a tight interval; generate more patients", stacklevel=2)
     exp = ExperimentDir(out_dir if out_dir is not None else profile_dir(settings).test_study.path)
     grid_settings = grid_results["settings"]
     models, losses, seeds = grid_settings["models"], grid_settings["losses"], grid_settings["seeds"]
