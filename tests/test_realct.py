@@ -83,6 +83,7 @@ def test_real_grid_scores_every_patch_once_out_of_fold(tiny, tmp_path: Path) -> 
         folds=((0,), (1,), (2,)), patches_path=data, epochs=2, patch_size=None,
         **{k: v for k, v in tiny.items() if k != "device"})
     assert {r["status"] for r in again["runs"]} == {"reused"} and again["cells"] == results["cells"]
+    assert again["seconds"] == results["seconds"] > 0  # the runs' own times, kept when they are reused
     rows = with_real_column(claims(results), claims(results))
     assert all(r["real_verdict"] == r["verdict"] for r in rows)
     assert with_real_column(claims(results), None)[0]["real_verdict"] == "not comparable"

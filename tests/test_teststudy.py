@@ -9,8 +9,7 @@ import pytest
 
 from lungseg.config import TrainConfig
 from lungseg.data.phantom import PhantomConfig, generate_study, load_study
-from lungseg.experiment import profile_settings, run_experiment
-from lungseg.experiment import teststudy
+from lungseg.experiment import profile_settings, run_experiment, teststudy
 
 
 def test_composition_counts_patients_tumours_sizes_and_places() -> None:
