@@ -191,6 +191,20 @@ def _is_scored(run: Any, record: dict[str, Any], crf: Sequence[bool]) -> bool:
     return saved == json.loads(json.dumps(record))
 
 
+def _cross_validate(patches: RealPatches, config: TrainConfig, folds: Sequence[Sequence[int]],
+                    crf: Sequence[bool]) -> dict[bool, tuple[dict[str, Any], Rows]]:
+    """Train ``config`` once per fold and score the out-of-fold masks of all patients, per CRF setting."""
+    order, preds = [], {bool(c): [] for c in crf}
+    for fold in folds:
+        train, test = _fold_arrays(patches, fold)
+        with tempfile.TemporaryDirectory(prefix="lungseg-real-grid-") as tmp:
+            for c, mask in _predict_fold(patches, train, test, config, Path(tmp), crf).items():
+                preds[c].append(mask)
+        order.append(np.flatnonzero(test))
+    index = np.concatenate(order)
+    return {c: score_run(np.concatenate(masks), patches, index) for c, masks in preds.items()}
+
+
 def _progress(done: int, total: int, started: float, label: str) -> None:
     elapsed = time.perf_counter() - started
     eta = elapsed / done * (total - done) if done else math.nan
@@ -242,20 +256,11 @@ def run_real_grid(out_dir: str | os.PathLike[str], *, models: Sequence[str] = ("
             runs.append({"run": portable(run.path), "model": model, "loss": loss, "seed": int(seed), "status": "reused",
                          "seconds": seconds})
             continue
-        order, preds = [], {bool(c): [] for c in crf}
-        for fold in folds:
-            train, test = _fold_arrays(patches, fold)
-            with tempfile.TemporaryDirectory(prefix="lungseg-real-grid-") as tmp:
-                for c, mask in _predict_fold(patches, train, test, config, Path(tmp), crf).items():
-                    preds[c].append(mask)
-            order.append(np.flatnonzero(test))
-        index = np.concatenate(order)
         run.path.mkdir(parents=True, exist_ok=True)
-        for c in crf:
-            result, rows = score_run(np.concatenate(preds[bool(c)]), patches, index)
-            evaluations[(model, loss, bool(c), int(seed))], tables[(model, loss, bool(c), int(seed))] = result, rows
-            write_json(result, run.evaluation_path(bool(c)))
-            write_csv(run.per_image_path(bool(c)), rows)
+        for c, (result, rows) in _cross_validate(patches, config, folds, crf).items():
+            evaluations[(model, loss, c, int(seed))], tables[(model, loss, c, int(seed))] = result, rows
+            write_json(result, run.evaluation_path(c))
+            write_csv(run.per_image_path(c), rows)
         seconds = round(time.perf_counter() - run_started, 1)
         write_json({**record, "seconds": seconds}, run.folds_path)
         runs.append({"run": portable(run.path), "model": model, "loss": loss, "seed": int(seed), "status": "trained",
