@@ -38,6 +38,7 @@ __all__ = [
     "experiment_dir",
     "grid_workers",
     "phantom_config",
+    "phantom_study",
     "prepare_data",
     "profile_dir",
     "profile_settings",
@@ -197,13 +198,19 @@ def prepare_data(settings: ProfileSettings, data_dir: str | os.PathLike[str] | N
         if not path.exists():
             raise FileNotFoundError(f"data_dir {str(data_dir)!r}: no such file or folder ({path})")
         return path
+    return phantom_study(resolve(settings.data_dir), settings.n_patients, settings.data_seed, phantom_config(settings),
+                         progress=progress)
+
+
+def phantom_study(out: Path, n_patients: int, data_seed: int, config: Any, progress: bool = True) -> Path:
+    """The phantom study ``(n_patients, data_seed, config)`` in ``out``: reused while its manifest matches
+    (generator version, seed, patient count and settings), generated otherwise; anything else in ``out``
+    is replaced, which :func:`lungseg.data.phantom.generate_study` allows only for an earlier phantom study."""
     from lungseg.data.phantom import GENERATOR_VERSION, generate_study, load_study
     from lungseg.errors import DataError
 
-    out = resolve(settings.data_dir)
-    config = phantom_config(settings)
-    wanted = {"generator_version": GENERATOR_VERSION, "seed": settings.data_seed,
-              "n_patients": settings.n_patients, "config": json.loads(json.dumps(config.to_dict()))}
+    wanted = {"generator_version": GENERATOR_VERSION, "seed": data_seed, "n_patients": n_patients,
+              "config": json.loads(json.dumps(config.to_dict()))}
     try:
         manifest = load_study(out).manifest
     except DataError:
@@ -211,8 +218,8 @@ def prepare_data(settings: ProfileSettings, data_dir: str | os.PathLike[str] | N
     if manifest and all(manifest.get(k) == v for k, v in wanted.items()):
         return out
     stale = out.is_dir() and any(out.iterdir())
-    return Path(generate_study(out, n_patients=settings.n_patients, seed=settings.data_seed,
-                               config=config, progress=progress, overwrite=stale))
+    return Path(generate_study(out, n_patients=n_patients, seed=data_seed, config=config, progress=progress,
+                               overwrite=stale))
 
 
 def train_config(settings: ProfileSettings, data: str | os.PathLike[str] = "", **overrides: Any) -> TrainConfig:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lungseg.experiment.grid import GridKey, Rows, grid_cells, grid_differences, run_name, write_results
-from lungseg.experiment.profiles import ProfileSettings, phantom_config, profile_dir
+from lungseg.experiment.profiles import ProfileSettings, phantom_config, phantom_study, profile_dir
 from lungseg.experimentdir import ExperimentDir
 from lungseg.paths import portable, resolve
 
@@ -77,24 +77,9 @@ def prepare_test_study(settings: ProfileSettings, n_patients: int = TEST_STUDY_P
     Raises:
         ValueError: ``data_seed`` is the training study's seed.
     """
-    from lungseg.data.phantom import GENERATOR_VERSION, generate_study, load_study
-    from lungseg.errors import DataError
-
     if data_seed == settings.data_seed:
         raise ValueError(f"the test study's data seed {data_seed} is the training study's: it would not be independent")
-    out = test_study_dir(settings)
-    config = phantom_config(settings)
-    wanted = {"generator_version": GENERATOR_VERSION, "seed": data_seed, "n_patients": n_patients,
-              "config": json.loads(json.dumps(config.to_dict()))}
-    try:
-        manifest = load_study(out).manifest
-    except DataError:
-        manifest = {}
-    if manifest and all(manifest.get(k) == v for k, v in wanted.items()):
-        return out
-    stale = out.is_dir() and any(out.iterdir())
-    return Path(generate_study(out, n_patients=n_patients, seed=data_seed, config=config, progress=progress,
-                               overwrite=stale))
+    return phantom_study(test_study_dir(settings), n_patients, data_seed, phantom_config(settings), progress=progress)
 
 
 def study_composition(manifest: dict[str, Any]) -> dict[str, Any]:
