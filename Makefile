@@ -15,7 +15,7 @@ DEVICE ?= auto
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: venv crf lint test test-unit test-notebooks test-published book notebooks check-book sync bench experiment test-study real-grid clean
+.PHONY: venv crf lint test test-unit test-notebooks test-published book notebooks check-book sync bench experiment test-study real-grid real-model clean
 
 venv: $(STAMP)
 
@@ -109,6 +109,10 @@ test-study: venv
 # The paper's comparison on real CT: patient-level CV on the shared real MSD patches (results/real-patches/grid).
 real-grid: venv
 	$(BIN)/python scripts/run_real_grid.py
+
+# The published real-CT model: the training defaults on all 13 real MSD patients (results/real-ct).
+real-model: venv
+	$(BIN)/python scripts/train_real_model.py
 
 clean:
 	rm -rf _build .pytest_cache

@@ -207,6 +207,9 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("--attention", action="store_true", help="also write the attention maps of every gate (default: off)")
     p.add_argument("--crf", action="store_true", help="refine with the CRF of eq. (10) (default: off)")
     p.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the run's, 0.5)")
+    p.add_argument("--tta", default=None, metavar="MODE",
+                   help="test-time augmentation: none, flips (the mean probability over the 4 flips) or dihedral"
+                        " (over the 8 symmetries of the square), one forward pass each (default: the run's)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="weights to use (default: best)")
     p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE), default=16,
                    help="slices per forward pass (default: 16)")
@@ -389,7 +392,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     summary = predict(
         args.run, args.input, args.out, output_format=args.output_format, probabilities=args.prob,
         attention=args.attention, crf=args.crf, threshold=args.threshold, batch_size=args.batch_size,
-        checkpoint=args.checkpoint, device=args.device, precision=args.precision, progress=not args.quiet,
+        checkpoint=args.checkpoint, device=args.device, precision=args.precision, tta=args.tta, progress=not args.quiet,
     )
     print(format_summary(summary))
     if summary.get("failed"):  # a folder of studies: the others were segmented, the table says which failed

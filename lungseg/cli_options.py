@@ -77,7 +77,7 @@ def optional_float(value: str) -> float | None:
 
 # (flag, TrainConfig field, type, help) of every training option.
 def train_options() -> list[tuple[str, str, Any, str, Sequence[str] | None]]:
-    from lungseg.config import DICE_REDUCTIONS, LOSSES, MODEL_NAMES, SCHEDULES
+    from lungseg.config import DICE_REDUCTIONS, LOSSES, MODEL_NAMES, SCHEDULES, TTA_MAX_AUTO_SIZE, TTA_MODES
     from lungseg.device import PRECISIONS
 
     return [
@@ -117,7 +117,13 @@ def train_options() -> list[tuple[str, str, Any, str, Sequence[str] | None]]:
         ("--hu-scale", "hu_scale", float, "augmentation: intensity gain drawn in [1 - s, 1 + s]", None),
         ("--hu-offset", "hu_offset", float, "augmentation: intensity offset drawn in [-o, o] HU", None),
         ("--split-seed", "split_seed", int, "seed of the patient split", None),
+        ("--ema-decay", "ema_decay", optional_float,
+         "validate, save and predict with a moving average of the weights of this decay per step ('none' = the"
+         " weights as trained)", None),
         ("--threshold", "threshold", float, "probability threshold of the binary mask", None),
+        ("--tta", "tta", str, "test-time augmentation of the run's predictions: the mean over the 4 flips or the 8"
+         f" symmetries of the square (one forward pass each); auto = dihedral for inputs up to {TTA_MAX_AUTO_SIZE}²,"
+         " else none", ("auto", *TTA_MODES)),
         ("--cache-dir", "cache_dir", str, "cache of preprocessed slices, never inside --data ('none' = no cache)", None),
         ("--compile", "compile", bool_flag, "torch.compile the model (CUDA only; on/off)", None),
         ("--precision", "precision", str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from lungseg.experiment import realct
 from lungseg.paper import claims, with_real_column
 
 h5py = pytest.importorskip("h5py")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write_patches(path: Path, n_patients: int = 3, size: int = 32, seed: int = 0, labels_key: str = "labels") -> Path:
@@ -84,9 +86,40 @@ def test_real_grid_scores_every_patch_once_out_of_fold(tiny, tmp_path: Path) -> 
         **{k: v for k, v in tiny.items() if k != "device"})
     assert {r["status"] for r in again["runs"]} == {"reused"} and again["cells"] == results["cells"]
     assert again["seconds"] == results["seconds"] > 0  # the runs' own times, kept when they are reused
+    # a run recorded before a configuration field existed is still reused: the field reads as what it did
+    record = run / "folds.json"
+    older = json.loads(record.read_text())
+    for added_since in ("ema_decay", "tta"):
+        older["config"].pop(added_since)
+    record.write_text(json.dumps(older))
+    once_more = realct.run_real_grid(
+        tmp_path / "grid", models=("attention",), losses=("hybrid",), crf=crf, seeds=(0,),
+        folds=((0,), (1,), (2,)), patches_path=data, epochs=2, patch_size=None,
+        **{k: v for k, v in tiny.items() if k != "device"})
+    assert [r["status"] for r in once_more["runs"]] == ["reused"]
     rows = with_real_column(claims(results), claims(results))
     assert all(r["real_verdict"] == r["verdict"] for r in rows)
     assert with_real_column(claims(results), None)[0]["real_verdict"] == "not comparable"
+
+
+@pytest.mark.skipif(not realct.real_patches_path().is_file(),
+                    reason="../shared/realct (the real MSD patches) is absent in this clone")
+def test_the_published_real_grid_is_reused_by_todays_code() -> None:
+    """``make real-grid`` re-uses every published run instead of retraining 45 minutes of folds."""
+    from lungseg.experiment.grid import run_name
+    from lungseg.experimentdir import ExperimentDir
+
+    published = ExperimentDir(ROOT / realct.REAL_GRID_DIR)
+    settings = json.loads(published.results_path.read_text())["settings"]
+    base = settings["base_config"]
+    patches = realct.load_real_patches()
+    for model in settings["models"]:
+        for loss in settings["losses"]:
+            for seed in settings["seeds"]:
+                config = realct.real_train_config(model, loss, seed, "", epochs=base["epochs"])
+                record = realct.fold_record(config, settings["folds"], patches)
+                assert realct.is_scored(published.run(run_name(model, loss, seed)), record, settings["crf"]), \
+                    run_name(model, loss, seed)
 
 
 @pytest.mark.skipif(not realct.real_patches_path().is_file(),

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from lungseg.config import TrainConfig
+from lungseg.config import TrainConfig, config_differences
 from lungseg.errors import DataError
 from lungseg.experiment.grid import GridKey, Rows, grid_cells, grid_differences, run_name, write_results
 from lungseg.experimentdir import ExperimentDir
@@ -52,6 +52,7 @@ __all__ = [
     "RealPatches",
     "load_real_patches",
     "fold_record",
+    "is_scored",
     "real_train_config",
     "run_real_grid",
 ]
@@ -122,11 +123,13 @@ def load_real_patches(path: str | os.PathLike[str] | None = None) -> RealPatches
 def real_train_config(model: str, loss: str, seed: int, data: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
     """One fold's training: ``lungseg train``'s defaults with the model, loss and seed of the cell, at the
     phantom grid's network width (``base_channels=8``) and in bf16 where the CPU has it, so that the real
-    column costs about what the phantom grid does; ``overrides`` replace any field."""
+    column costs about what the phantom grid does, and without test-time augmentation, as the grid was
+    published before ``tta="auto"`` became the default (the phantom grid has none either); ``overrides``
+    replace any field."""
     from lungseg.device import cpu_has_bf16
 
     values: dict[str, Any] = dict(data=str(data), model=model, loss=loss, seed=int(seed), base_channels=8,
-                                  device="cpu", precision="bf16" if cpu_has_bf16() else "fp32")
+                                  device="cpu", precision="bf16" if cpu_has_bf16() else "fp32", tta="none")
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -182,13 +185,17 @@ def fold_record(config: TrainConfig, folds: Sequence[Sequence[int]], patches: Re
             "patches_sha256": patches.sha256}
 
 
-def _is_scored(run: Any, record: dict[str, Any], crf: Sequence[bool]) -> bool:
+def is_scored(run: Any, record: dict[str, Any], crf: Sequence[bool]) -> bool:
     """Whether ``run`` holds the evaluations of this fold ``record`` (so it is reused)."""
     if not run.folds_path.is_file() or not all(run.evaluation_path(bool(c)).is_file() for c in crf):
         return False
     saved = json.loads(run.folds_path.read_text(encoding="utf-8"))
     saved.pop("seconds", None)
-    return saved == json.loads(json.dumps(record))
+    wanted = json.loads(json.dumps(record))
+    saved_config, wanted_config = saved.pop("config"), wanted.pop("config")
+    # configurations compared as runs are: a field added since the run was saved reads as what the run did
+    older = TrainConfig.from_dict(saved_config, saved_run=True)
+    return saved == wanted and not config_differences(older, TrainConfig.from_dict(wanted_config))
 
 
 def _cross_validate(patches: RealPatches, config: TrainConfig, folds: Sequence[Sequence[int]],
@@ -248,7 +255,7 @@ def run_real_grid(out_dir: str | os.PathLike[str], *, models: Sequence[str] = ("
         config = real_train_config(model, loss, seed, "", **train_overrides)
         run = exp.run(run_name(model, loss, seed))
         record = fold_record(config, folds, patches)
-        if _is_scored(run, record, crf):
+        if is_scored(run, record, crf):
             for c in crf:
                 evaluations[(model, loss, bool(c), int(seed))] = run.read_evaluation(bool(c))
                 tables[(model, loss, bool(c), int(seed))] = run.read_per_image(bool(c))

@@ -48,6 +48,7 @@ from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError, describe
 from lungseg.files import atomic_file, check_output
 from lungseg.limits import MAX_ARCHIVE_METADATA_BYTES, MAX_ARCHIVE_WEIGHTS_BYTES
+from lungseg.paths import portable
 from lungseg.preprocess import Fingerprint
 from lungseg.rundir import RunDir, parse_config, read_checkpoint
 
@@ -101,8 +102,13 @@ def _json_value(x: Any) -> Any:
 
 
 def _model_card(config: dict[str, Any], metadata: dict[str, Any], summary: dict[str, Any],
-                evaluation: dict[str, Any] | None) -> str:
-    """The model card (docs/README.md): what the model is, how it was trained and measured, and its limits."""
+                evaluation: dict[str, Any] | None, hounsfield: bool = True, notes: str | None = None) -> str:
+    """The model card (docs/README.md): what the model is, how it was trained and measured, and its limits
+    (``notes``: the exporter's own section, e.g. the training data's licence and cross-validated numbers)."""
+    size = config.get("image_size")
+    expected = ("in Hounsfield units, clipped and normalised by the fingerprint (eq. 1)" if hounsfield else
+                "with intensities scaled to [0, 1] as the training images were (not Hounsfield units: `lungseg"
+                " predict` refuses HU input), normalised by the fingerprint (eq. 1)")
     lines = [
         f"# {metadata['name']}",
         "",
@@ -111,8 +117,10 @@ def _model_card(config: dict[str, Any], metadata: dict[str, Any], summary: dict[
         "## Model",
         "",
         f"- network: `{config.get('model')}` (base channels {config.get('base_channels')}, depth {config.get('depth')})",
-        f"- loss: `{config.get('loss')}`; input: one {config.get('image_size')} x {config.get('image_size')} axial CT slice "
-        "in Hounsfield units, clipped and normalised by the fingerprint (eq. 1); output: tumour probability per pixel",
+        f"- loss: `{config.get('loss')}`; input: one {size} x {size} axial CT image {expected}; output: tumour"
+        " probability per pixel",
+        f"- test-time augmentation: `{config.get('tta', 'none')}` (`lungseg predict` averages the probabilities over"
+        " the symmetries it names; the MONAI bundle's `inference.json` runs the network once)",
         f"- threshold: {config.get('threshold')}; trained for {summary.get('epochs_run', '?')} epochs on "
         f"`{config.get('data') or 'synthetic phantom'}` (seed {config.get('seed')})",
         f"- best validation Dice: {summary.get('best_val_dice', 'not recorded')} (epoch {summary.get('best_epoch', '?')})",
@@ -120,6 +128,9 @@ def _model_card(config: dict[str, Any], metadata: dict[str, Any], summary: dict[
         "## Evaluation on the run's test patients",
         "",
     ]
+    if notes:
+        lines[-2:-1] = ["## Training data and measured performance", "", notes.strip(), "",
+                        "## Evaluation on the run's test patients"]
     if evaluation:
         pooled = evaluation.get("pooled") or {}
         shown = {k: v for k, v in pooled.items() if isinstance(v, (int, float))}
@@ -160,7 +171,7 @@ def _bundle_name(out_path: Path) -> str:
 
 
 def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str = "best",
-                 force: bool = False) -> Path:
+                 force: bool = False, notes: str | None = None) -> Path:
     """Write a trained run as one zip, a MONAI bundle: weights, configuration, fingerprint, model card and metadata.
 
     Args:
@@ -169,6 +180,11 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], c
             bundle's folder in it is named after the file (``model.zip``: ``model/``).
         checkpoint: ``"best"`` or ``"last"``.
         force: overwrite an existing ``out``.
+        notes: Markdown added to the model card as its "Training data and measured performance" section.
+
+    The configuration's ``data`` is recorded as :func:`lungseg.paths.portable` gives it (relative to the
+    repository when the data lie in or beside it), so that a published export names no folder of the
+    machine that made it.
 
     Returns:
         The path written.
@@ -188,7 +204,9 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], c
     run.require(run.config_path, run.fingerprint_path, run.checkpoint_path(checkpoint))
     state = run.load_checkpoint(checkpoint)  # the safe reader; it also refuses what is not a checkpoint
     config = run.read_config()
-    payload = {_CONFIG: run.config_path.read_bytes(), _FINGERPRINT: run.fingerprint_path.read_bytes(),
+    recorded = json.loads(run.config_path.read_text(encoding="utf-8"))
+    recorded["data"] = portable(recorded["data"]) if recorded.get("data") else recorded.get("data", "")
+    payload = {_CONFIG: _json_bytes(recorded), _FINGERPRINT: run.fingerprint_path.read_bytes(),
                **_weights(state["model"])}
     payload[_INFERENCE] = _json_bytes(_inference_config(config, run.read_fingerprint()))
     summary = run.read_metrics() if run.metrics_path.is_file() else {}
@@ -197,7 +215,8 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], c
     config_json = json.loads(payload[_CONFIG])
     metadata = _export_metadata(run, checkpoint, int(state.get("epoch", 0)), config_json, summary, evaluation,
                                 run.read_fingerprint())
-    payload[_CARD] = _model_card(config_json, metadata, summary, evaluation).encode("utf-8")
+    hounsfield = run.read_fingerprint().intensity == "hu"
+    payload[_CARD] = _model_card(config_json, metadata, summary, evaluation, hounsfield, notes).encode("utf-8")
     metadata["files"] = {member: _sha256(data) for member, data in sorted(payload.items())}
     payload[_METADATA] = _json_bytes(metadata)
     _write_zip(out_path, {f"{name}/{member}": data for member, data in payload.items()})
@@ -303,6 +322,7 @@ def _export_metadata(run: RunDir, checkpoint: str, epoch: int, config: dict[str,
                                  "is_patch_data": False, "channel_def": {"0": "tumour"}}},
         },
         "threshold": config.get("threshold"),
+        "test_time_augmentation": config.get("tta", "none"),
         "best_val_dice": summary.get("best_val_dice"),
         "test_metrics": _json_value((evaluation or {}).get("pooled")),
     }

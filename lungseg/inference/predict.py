@@ -45,6 +45,7 @@ from lungseg.inference.checks import check_positive_int, check_threshold
 from lungseg.inference.lesions import image_lesion_summary, lesion_summary
 from lungseg.inference.predictor import Predictor, Segmentation
 from lungseg.inference.readers import VOLUME_SUFFIXES, list_studies, read_input, strip_suffix
+from lungseg.inference.tta import check_tta
 
 __all__ = ["predict"]
 
@@ -70,6 +71,7 @@ def predict(
     checkpoint: str = "best",
     device: str = "auto",
     precision: str = "auto",
+    tta: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Segment tumours in ``input_path`` with a trained run and write the result to ``out_path``.
@@ -97,6 +99,8 @@ def predict(
         device: inference device.
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 elsewhere), ``"fp32"`` or ``"bf16"``
             (on a CPU with native bf16 about 2x faster; see :class:`lungseg.inference.Predictor`).
+        tta: test-time augmentation, ``"none"``, ``"flips"`` or ``"dihedral"`` (one forward pass per
+            symmetry, :mod:`lungseg.inference.tta`); ``None``: the run's own.
         progress: show progress bars (one over all studies for a folder of studies).
 
     Returns:
@@ -116,9 +120,7 @@ def predict(
         FileNotFoundError: the input does not exist.
     """
     inp, out = Path(input_path), Path(out_path)
-    check_positive_int(batch_size, "batch_size")
-    check_threshold(threshold)
-    writers.check_format(output_format)
+    _check_arguments(batch_size, threshold, tta, output_format)
     inputs = [inp, Path(run_dir)]  # what no output may be or lie inside: the scans and the model
     check_output(out, inputs)
     studies = list_studies(inp)
@@ -126,7 +128,7 @@ def predict(
         raise _needs_dicom(inp, output_format, "a single file")
     if studies is not None:
         _check_studies(inp, out, studies, output_format)
-    run = Predictor.load(run_dir, checkpoint=checkpoint, device=device, precision=precision)
+    run = Predictor.load(run_dir, checkpoint=checkpoint, device=device, precision=precision, tta=tta)
     if attention and run.config.model != "attention":
         raise LungsegError(f"--attention needs an 'attention' model; {run.run_dir} holds a {run.config.model!r} model")
     options = dict(output_format=output_format, probabilities=probabilities, attention=attention, crf=crf,
@@ -134,6 +136,15 @@ def predict(
     if studies is not None:
         return _predict_studies(run, inp, out, studies, options, progress)
     return _predict_loaded(run, inp, out, progress=progress, **options)
+
+
+def _check_arguments(batch_size: int, threshold: float | None, tta: str | None, output_format: str) -> None:
+    """Refuse a bad batch size, threshold, test-time augmentation or output format, naming it."""
+    check_positive_int(batch_size, "batch_size")
+    check_threshold(threshold)
+    if tta is not None:
+        check_tta(tta)
+    writers.check_format(output_format)
 
 
 def _check_studies(inp: Path, out: Path, studies: list[Path], output_format: str) -> None:

@@ -26,6 +26,7 @@ from lungseg.device import autocast, resolve_device, resolve_precision
 from lungseg.errors import LungsegError
 from lungseg.inference.bundle import is_bundle, read_bundle
 from lungseg.inference.checks import check_positive_int
+from lungseg.inference.tta import check_tta
 from lungseg.rundir import SPLIT_PARTS, RunDir
 
 __all__ = ["Predictor", "Segmentation"]
@@ -70,15 +71,19 @@ class Predictor:
             ``benchmarks/NOTES.md`` for its agreement with fp32).
         epoch: the epoch of the weights.
         split: the run's patient split (``None``: empty parts, as for a model ``.zip``).
+        tta: test-time augmentation, ``"none"``, ``"flips"`` or ``"dihedral"``
+            (:mod:`lungseg.inference.tta`); ``None``: the run's own (``config.tta``, resolved when it trained).
 
     Attributes:
-        run_dir: ``source`` as a path; config, fingerprint, split, model, epoch as given;
+        run_dir: ``source`` as a path; config, fingerprint, split, model, epoch as given; tta: the mode used;
         device: the resolved :class:`torch.device`; precision: the resolved ``"fp32"``/``"bf16"``/``"fp16"``.
     """
 
     def __init__(self, model: nn.Module, config: TrainConfig, fingerprint: Any, source: str | os.PathLike[str],
                  device: str | torch.device = "auto", precision: str = "auto", epoch: int = 0,
-                 split: dict[str, list[str]] | None = None) -> None:
+                 split: dict[str, list[str]] | None = None, tta: str | None = None) -> None:
+        self.tta = config.resolved_tta(fingerprint.image_size) if tta is None else tta
+        check_tta(self.tta)
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.model = model.to(self.device).eval()
@@ -90,7 +95,7 @@ class Predictor:
 
     @classmethod
     def from_run_dir(cls, run_dir: str | os.PathLike[str], checkpoint: str = "best", device: str = "auto",
-                     precision: str = "auto") -> Predictor:
+                     precision: str = "auto", tta: str | None = None) -> Predictor:
         """The network of a run directory written by :func:`lungseg.training.train`.
 
         Args:
@@ -98,6 +103,7 @@ class Predictor:
             checkpoint: ``"best"`` (highest validation Dice) or ``"last"``.
             device: inference device, as for :class:`Predictor`.
             precision: inference numerics, as for :class:`Predictor`.
+            tta: test-time augmentation, as for :class:`Predictor`.
 
         Raises:
             FileNotFoundError: the directory or one of its files is missing.
@@ -113,10 +119,11 @@ class Predictor:
         numerics = resolve_precision(precision, dev)
         state = run.load_checkpoint(checkpoint)
         model = _build_network(config, state, ckpt_path)
-        return cls(model, config, fingerprint, run.path, dev, numerics, int(state.get("epoch", 0)), split)
+        return cls(model, config, fingerprint, run.path, dev, numerics, int(state.get("epoch", 0)), split, tta)
 
     @classmethod
-    def from_bundle(cls, zip_path: str | os.PathLike[str], device: str = "auto", precision: str = "auto") -> Predictor:
+    def from_bundle(cls, zip_path: str | os.PathLike[str], device: str = "auto", precision: str = "auto",
+                    tta: str | None = None) -> Predictor:
         """The network of a model ``.zip`` written by :func:`lungseg.inference.bundle.export_model`.
 
         The archive is checked and unpacked in memory by :func:`lungseg.inference.bundle.read_bundle`
@@ -128,11 +135,11 @@ class Predictor:
         bundle = read_bundle(zip_path)
         model = _build_network(bundle.config, bundle.state, bundle.path)
         return cls(model, bundle.config, bundle.fingerprint, bundle.path.resolve(), device, precision,
-                   int(bundle.state.get("epoch", 0)))
+                   int(bundle.state.get("epoch", 0)), tta=tta)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], checkpoint: str = "best", device: str = "auto",
-             precision: str = "auto") -> Predictor:
+             precision: str = "auto", tta: str | None = None) -> Predictor:
         """:meth:`from_bundle` for a ``.zip``, else :meth:`from_run_dir` (what ``--run``/``--model`` take).
 
         Raises:
@@ -141,8 +148,8 @@ class Predictor:
         if is_bundle(path):
             if checkpoint != "best":
                 raise LungsegError(f"{path}: an exported model holds one checkpoint; --checkpoint {checkpoint} does not apply")
-            return cls.from_bundle(path, device=device, precision=precision)
-        return cls.from_run_dir(path, checkpoint=checkpoint, device=device, precision=precision)
+            return cls.from_bundle(path, device=device, precision=precision, tta=tta)
+        return cls.from_run_dir(path, checkpoint=checkpoint, device=device, precision=precision, tta=tta)
 
     @property
     def threshold(self) -> float:
@@ -160,7 +167,8 @@ class Predictor:
 
     def probabilities(self, images: np.ndarray, batch_size: int = 16, progress: bool = False,
                       network_size: tuple[int, int] | None = None) -> np.ndarray:
-        """Tumour probabilities of native slices, restored to the native grid.
+        """Tumour probabilities of native slices, restored to the native grid (averaged over the
+        symmetries of :attr:`tta`).
 
         Args:
             images: ``(N, H, W)`` slices in HU (or [0, 1] for a "unit" run), native resolution.
@@ -179,6 +187,7 @@ class Predictor:
     def attention_maps(self, images: np.ndarray, batch_size: int = 16,
                        progress: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
         """Probabilities and the attention coefficients of every gate (eq. 6; an ``"attention"`` model only).
+        With test-time augmentation the probabilities are averaged and the gates are those of the slice as given.
 
         Returns:
             ``(probabilities, alphas)``: float32 ``(N, H, W)`` and a list of ``depth`` arrays
@@ -234,11 +243,7 @@ class Predictor:
         for start in tqdm(range(0, n, batch_size), desc="segmenting", unit="batch", disable=not progress):
             batch = np.ascontiguousarray(images[start : start + batch_size], dtype=np.float32)
             x, valid = prepare(batch)
-            x = torch.from_numpy(x).unsqueeze(1).to(self.device)
-            with autocast(self.device, self.precision):
-                out = self.model(x, return_attention=True) if attention else self.model(x)
-            logits, gates = (out if attention else (out, []))
-            p = torch.sigmoid(logits.float()).cpu()
+            p, gates = self._forward(torch.from_numpy(x).unsqueeze(1).to(self.device), attention)
             if valid is not None:  # drop the reflect padding
                 p = p[:, :, : valid[0], : valid[1]]
             probs[start : start + len(batch)] = restore_prediction(p, (h, w))[:, 0].numpy()
@@ -247,6 +252,22 @@ class Predictor:
             for level, a in enumerate(gates):
                 alphas[level][start : start + len(batch)] = restore_prediction(a.float().cpu(), (h, w))[:, 0].numpy()
         return probs, alphas
+
+    def _forward(self, x: torch.Tensor, attention: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Probabilities (CPU, float32) of a network batch, averaged over the :attr:`tta` symmetries, and
+        the gate maps of the batch as given."""
+        from lungseg.inference.tta import TTA_MODES, symmetry, undo_symmetry
+
+        gates: list[torch.Tensor] = []
+        probs = []
+        for k in range(TTA_MODES[self.tta]):
+            with autocast(self.device, self.precision):
+                if attention and k == 0:
+                    logits, gates = self.model(x, return_attention=True)
+                else:
+                    logits = self.model(symmetry(x, k))
+            probs.append(undo_symmetry(torch.sigmoid(logits.float()), k))
+        return torch.stack(probs).mean(0).cpu(), gates
 
     def _prepare_for(self, network_size: tuple[int, int] | None) -> Any:
         """``batch -> (network input (B, h', w'), None or the (h, w) of it that is image, not padding)``."""

@@ -43,6 +43,7 @@ from lungseg.errors import DataError, LungsegError
 from lungseg.files import check_output
 from lungseg.metrics import Confusion
 from lungseg.rundir import RunDir, RunLock
+from lungseg.training.averaging import WeightAverage
 from lungseg.training.patches import PatchSampler
 
 __all__ = [
@@ -330,7 +331,7 @@ class Trainer:
             split = make_split(dataset, config)
             first = dataset[split["train"][0]]
             image_size = resolve_image_size(config, [first.image.shape[1:]])
-            self.config = config = dataclasses.replace(config, image_size=image_size)
+            self.config = config = dataclasses.replace(config, image_size=image_size, tta=config.resolved_tta(image_size))
             window = HU_WINDOW if first.intensity == "hu" else None
             fingerprint = Fingerprint.from_volumes(
                 (dataset[p] for p in split["train"]), window=window, image_size=image_size
@@ -395,9 +396,13 @@ class Trainer:
             multiplier = build_lr_lambda(config, self.steps_per_epoch) if config.schedule == "cosine" else (lambda step: 1.0)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, multiplier)
 
+        self.average = WeightAverage(model, config.ema_decay) if config.ema_decay is not None else None
         state = self.checkpoint_state
         if state is not None:
-            model.load_state_dict(state["model"])
+            # with an average, the checkpoint's "model" is the average and the trained weights are apart
+            model.load_state_dict(state["train_model"] if self.average is not None else state["model"])
+            if self.average is not None:
+                self.average.restore(state["model"], state["ema_updates"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.start_epoch = int(state["epoch"])
@@ -437,6 +442,8 @@ class Trainer:
             self.scaler.update()
             if config.schedule != "plateau":
                 self.scheduler.step()
+            if self.average is not None:
+                self.average.update(self.model)
             loss_sum += torch.tensor([loss.item() * len(images), len(images)], dtype=torch.float64)
             bar.set_postfix(loss=f"{loss.item():.4f}")
         return loss_sum
@@ -444,7 +451,7 @@ class Trainer:
     def validate(self, loss_sum: torch.Tensor) -> tuple[float, float]:
         """Pooled validation Dice at the network resolution and the mean training loss (all ranks)."""
         counts = validation_counts(
-            self.model, self.val_ds, self.val_indices, self.config.batch_size, self.device,
+            self.predicting_model, self.val_ds, self.val_indices, self.config.batch_size, self.device,
             self.config.threshold, precision=self.precision, channels_last=self.on_cuda,
         )
         if self.world > 1:
@@ -454,17 +461,21 @@ class Trainer:
         tp, fp, fn = (int(c) for c in counts)
         return Confusion(tp=tp, fp=fp, fn=fn, tn=0).dice, float(loss_sum[0] / max(loss_sum[1], 1.0))
 
+    @property
+    def predicting_model(self) -> nn.Module:
+        """The weights validated, saved as ``model`` and predicted with: the average, if one is kept."""
+        return self.model if self.average is None else self.average.model
+
     def checkpoint(self, epoch: int, val_dice: float, improved: bool) -> None:
         """Save the best weights (when ``improved``), the resumable last state and the history."""
         if not self.is_main:
             return
-        config = self.config.to_dict()
+        config, weights = self.config.to_dict(), self.predicting_model.state_dict()
         if improved:
-            self.run_dir.save_checkpoint(
-                "best", {"model": self.model.state_dict(), "epoch": epoch + 1, "val_dice": val_dice, "config": config}
-            )
+            self.run_dir.save_checkpoint("best", {"model": weights, "epoch": epoch + 1, "val_dice": val_dice, "config": config})
+        averaged = {} if self.average is None else {"train_model": self.model.state_dict(), **self.average.state()}
         self.run_dir.save_checkpoint("last", {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": weights, **averaged, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "epoch": epoch + 1, "best_val_dice": self.best_dice,
             "best_epoch": self.best_epoch, "since_best": self.since_best, "history": self.history,
             "rng": _rng_state(), "config": config,
