@@ -111,6 +111,31 @@ def test_slices_below_one_half_are_skipped_without_changing_the_masks(seed: int)
     np.testing.assert_array_equal(crf.refine_batch(images[[1, 3]], probs[[1, 3]], workers=0), full[[1, 3]])
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_crf_runs_around_the_candidates_and_agrees_with_the_whole_slice(seed: int,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a 256² slice whose candidate tumour covers a corner, refine_batch refines only the candidate's
+    box widened by 3 kernel widths (45 px) and finds the mask the whole-slice CRF finds."""
+    rng = np.random.default_rng(seed)
+    image, prob, _ = _noisy_case(seed, size=64, radius=12)
+    big_image = rng.normal(-850, 20, (256, 256)).astype(np.float32)
+    big_image[:, -20:] = 40.0  # chest wall at tumour intensity, far from the candidate
+    big_prob = rng.uniform(0.0, 0.3, (256, 256)).astype(np.float32)
+    big_image[30:94, 40:104], big_prob[30:94, 40:104] = image, prob
+    seen = []
+    refine_one = crf._refine_one
+    monkeypatch.setattr(crf, "_refine_one", lambda i, p, params: seen.append(i.shape) or refine_one(i, p, params))
+    cropped = crf.refine_batch(big_image[None], big_prob[None], workers=0)
+    rows, cols = np.nonzero(big_prob >= 0.5)
+    margin = crf.CRFParams().crop_margin()
+    assert margin == 45
+    assert seen == [(min(256, rows.max() + margin + 1) - max(0, rows.min() - margin),
+                     min(256, cols.max() + margin + 1) - max(0, cols.min() - margin))]
+    whole = crf.refine_batch(big_image[None], big_prob[None], workers=0, crop_sigmas=None)
+    assert seen[-1] == (256, 256) and cropped.sum() > 0
+    np.testing.assert_array_equal(cropped, whole)
+
+
 @pytest.mark.parametrize(
     ("image", "prob", "match"),
     [

@@ -129,6 +129,19 @@ def test_lesion_summary_of_a_sphere() -> None:
     assert big["slice_range"] == [7, 13]
 
 
+def test_lesion_sizes_and_centroids_agree_with_scipy() -> None:
+    from scipy import ndimage
+
+    mask = np.random.default_rng(0).random((12, 40, 40)) > 0.95  # hundreds of small components
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    expected = sorted(((int((labels == k).sum()), tuple(round(float(c), 2) for c in centre)) for k, centre in
+                       zip(range(1, n + 1), ndimage.center_of_mass(mask, labels, range(1, n + 1)), strict=True)),
+                      key=lambda e: (-e[0], e[1]))
+    found = lesion_summary(mask.astype(np.uint8), None)["lesions"]
+    assert len(found) == n > 100
+    assert sorted(((e["voxels"], tuple(e["centroid_voxel"])) for e in found), key=lambda e: (-e[0], e[1])) == expected
+
+
 # ---------------------------------------------------------------- bad input is refused before anything is written
 @pytest.mark.parametrize(
     ("threshold", "batch_size", "match"),

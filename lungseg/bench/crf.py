@@ -30,15 +30,16 @@ def crf_speed(cfg: BenchConfig, study: Path) -> dict[str, Any]:
     images = vol.image[idx].astype(np.float32)
     masks = (vol.mask[idx] if vol.mask is not None else np.zeros_like(images)).astype(np.float32)
     probs = np.clip(gaussian_filter(masks, (0, 2, 2)) * 0.9 + 0.05 + 0.02 * rng.standard_normal(masks.shape), 0, 1)
-    # one pixel at 0.9 on every slice: refine_batch skips slices without a pixel at >= 0.5 (their CRF mask
-    # is empty anyway), and this measures the CRF's own speed, not how many slices a model leaves to it
+    # one pixel at 0.9 on every slice, and whole slices (no crop around the candidates): refine_batch skips
+    # slices without a pixel at >= 0.5 (their CRF mask is empty anyway) and crops the others, and this
+    # measures the CRF's own speed per whole slice, not how much of a series a model leaves to it
     probs[:, 0, 0] = 0.9
     probs = probs.astype(np.float32)
     k = int(np.argmax(masks.reshape(len(masks), -1).sum(1)))
     cpu = torch.device("cpu")
     one = interleaved({"crf": lambda: refine(images[k], probs[k])}, 1, max(3, cfg.repeats), cpu)["crf"]
-    t_serial = timed(lambda: refine_batch(images, probs, workers=0), cpu)
-    t_par = timed(lambda: refine_batch(images, probs), cpu)
+    t_serial = timed(lambda: refine_batch(images, probs, workers=0, crop_sigmas=None), cpu)
+    t_par = timed(lambda: refine_batch(images, probs, crop_sigmas=None), cpu)
     workers = min(os.cpu_count() or 1, len(images) // 4)
     return {
         "image_size": list(vol.image.shape[1:]),

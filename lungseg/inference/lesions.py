@@ -30,8 +30,12 @@ def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None)
     lesions = []
     if n:
         objects = ndimage.find_objects(labels)
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-        centroids = ndimage.center_of_mass(mask > 0, labels, range(1, n + 1))
+        # sizes and centroids from the labelled voxels alone (one bincount per axis): scipy's
+        # center_of_mass over thousands of labels took seconds on a 275-slice series full of false positives
+        where = np.nonzero(labels)
+        which = labels[where]
+        sizes = np.bincount(which, minlength=n + 1)[1:]
+        centroids = np.stack([np.bincount(which, weights=axis, minlength=n + 1)[1:] for axis in where], 1) / sizes[:, None]
         for k in range(n):
             voxels = int(sizes[k])
             entry: dict[str, Any] = {
