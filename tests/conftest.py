@@ -116,3 +116,19 @@ def write_rtstruct(path: Path, ct_folder: Path, rois: dict[str, list[np.ndarray]
 def make_rtstruct() -> Callable[..., Path]:
     """:func:`write_rtstruct`: a minimal RT Structure Set on a CT series folder."""
     return write_rtstruct
+
+
+@pytest.fixture(scope="session")
+def load_script() -> Callable[[str], Any]:
+    """``load_script(name)``: the module of ``scripts/<name>.py`` (the scripts are not a package)."""
+    return _load_script
+
+
+def _load_script(name: str) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

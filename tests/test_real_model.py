@@ -4,10 +4,10 @@ input it expects, a model card whose numbers follow from the published cross-val
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,20 +16,16 @@ from lungseg.errors import LungsegError
 from lungseg.inference import Predictor, predict
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "train_real_model.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("train_real_model", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
-def model() -> Path:
-    return ROOT / _script().DEFAULT_OUT
+def script(load_script: Any) -> Any:
+    return load_script("train_real_model")
+
+
+@pytest.fixture(scope="module")
+def model(script: Any) -> Path:
+    return ROOT / script.DEFAULT_OUT
 
 
 def test_the_model_expects_unit_patches_and_predicts_with_the_eight_symmetries(model: Path) -> None:
@@ -40,10 +36,10 @@ def test_the_model_expects_unit_patches_and_predicts_with_the_eight_symmetries(m
     assert not Path(predictor.config.data).is_absolute()
 
 
-def test_the_model_card_states_the_data_its_licence_and_the_cross_validated_dice(model: Path) -> None:
+def test_the_model_card_states_the_data_its_licence_and_the_cross_validated_dice(model: Path, script: Any) -> None:
     with zipfile.ZipFile(model) as zf:
         card = zf.read(next(n for n in zf.namelist() if n.endswith("docs/README.md"))).decode()
-    cv = _script().cross_validated_dice()
+    cv = script.cross_validated_dice()
     assert 0.0 < cv["low"] < cv["mean"] < cv["high"] < 1.0 and len(cv["per_fold"]) == 5
     assert f"**{cv['mean']:.3f}**" in card and f"[{cv['low']:.3f}, {cv['high']:.3f}]" in card
     for needed in ("CC BY-SA 4.0", "Task06", "min-max scaled", "Not for clinical use", "not** a whole-scan model"):
@@ -59,7 +55,7 @@ def test_hounsfield_input_is_refused_with_a_message(model: Path, tmp_path: Path)
 
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "realct" / "msd-task06-2mm-patches").is_dir(),
                     reason="../shared/realct (the real MSD patches) is absent in this clone")
-def test_predict_segments_the_real_patches_it_was_trained_on(model: Path, tmp_path: Path) -> None:
+def test_predict_segments_the_real_patches_it_was_trained_on(model: Path, script: Any, tmp_path: Path) -> None:
     """On its own training patches the model must fit them at least as well as the recipe does on
     held-out patients: a check that the published weights are the trained real-CT model."""
     from lungseg.experiment.realct import load_real_patches
@@ -71,4 +67,4 @@ def test_predict_segments_the_real_patches_it_was_trained_on(model: Path, tmp_pa
     with np.load(tmp_path / "pred.npz") as z:
         masks = z["masks"].astype(bool)
     assert masks.shape == patches.masks.shape and json.dumps(summary)
-    assert confusion(masks, patches.masks.astype(bool)).dice >= _script().cross_validated_dice()["mean"]
+    assert confusion(masks, patches.masks.astype(bool)).dice >= script.cross_validated_dice()["mean"]
