@@ -7,7 +7,7 @@ run (the defaults, plus the variant's overrides) is trained once while exponenti
 itself). The held-out patients' patches are then scored by pooled Dice for every combination of
 
 * the weights: the ``best`` checkpoint (highest validation Dice), the ``last`` one, or an EMA;
-* test-time augmentation: none, the 4 flips, or the 8 rotations and flips of the square;
+* test-time augmentation (:mod:`lungseg.inference.tta`): none, the 4 flips, or the 8 symmetries of the square;
 * the probability threshold.
 
 The run directories are kept under ``--work`` so that scoring can be re-run without training.
@@ -40,56 +40,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def dihedral(images: np.ndarray, k: int) -> np.ndarray:
-    """The ``k``-th of the 8 symmetries of the square applied to ``(N, H, W)``: bit 0 flips W, bit 1
-    flips H, bit 2 transposes (after the flips)."""
-    out = images
-    if k & 1:
-        out = out[:, :, ::-1]
-    if k & 2:
-        out = out[:, ::-1, :]
-    if k & 4:
-        out = out.transpose(0, 2, 1)
-    return np.ascontiguousarray(out)
-
-
-def undo_dihedral(images: np.ndarray, k: int) -> np.ndarray:
-    out = images
-    if k & 4:
-        out = out.transpose(0, 2, 1)
-    if k & 2:
-        out = out[:, ::-1, :]
-    if k & 1:
-        out = out[:, :, ::-1]
-    return np.ascontiguousarray(out)
-
-
 def train_with_ema(config: Any, out: Path) -> float:
-    """Train ``config`` into ``out``; save an EMA of the weights per decay as ``ema-<decay>.pt``."""
+    """Train ``config`` into ``out``; save a moving average of the weights per decay as ``ema-<decay>.pt``
+    (:class:`lungseg.training.averaging.WeightAverage`, what ``--ema-decay`` keeps, one per decay)."""
     import torch
 
+    from lungseg.training.averaging import WeightAverage
     from lungseg.training.trainer import Trainer
 
     class EmaTrainer(Trainer):
         def setup_model(self) -> None:
             super().setup_model()
-            self.averages = {d: {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
-                             for d in EMA_DECAYS}
-
-            def update(*_: Any) -> None:
-                with torch.no_grad():
-                    for decay, avg in self.averages.items():
-                        for k, v in self.model.state_dict().items():
-                            if v.dtype.is_floating_point:
-                                avg[k].mul_(decay).add_(v.float(), alpha=1 - decay)
-                            else:
-                                avg[k].copy_(v)
-
-            self.optimizer.register_step_post_hook(update)
+            self.averages = {d: WeightAverage(self.model, d) for d in EMA_DECAYS}
+            self.optimizer.register_step_post_hook(
+                lambda *_: [average.update(self.model) for average in self.averages.values()])
 
         def finish(self, started: float, stopped_early: bool) -> Any:
-            for decay, avg in self.averages.items():
-                torch.save({"model": avg}, out / f"ema-{decay}.pt")
+            for decay, average in self.averages.items():
+                torch.save({"model": average.model.state_dict()}, out / f"ema-{decay}.pt")
             return super().finish(started, stopped_early)
 
     started = time.time()
@@ -97,26 +65,23 @@ def train_with_ema(config: Any, out: Path) -> float:
     return time.time() - started
 
 
-def probabilities(predictor: Any, images: np.ndarray, tta: int) -> np.ndarray:
-    """Mean probability over the first ``tta`` symmetries (1: none, 4: flips, 8: all)."""
-    return np.mean([undo_dihedral(predictor.probabilities(dihedral(images, k)), k) for k in range(tta)], axis=0)
-
-
 def score_run(run: Path, images: np.ndarray, masks: np.ndarray) -> dict[str, float]:
     """Pooled Dice of every (weights, TTA, threshold) combination on ``images``."""
     import torch
 
+    from lungseg.config import TTA_MODES
     from lungseg.inference import Predictor
 
     scores: dict[str, float] = {}
     for weights in ("best", "last", *(f"ema-{d}" for d in EMA_DECAYS)):
-        predictor = Predictor.from_run_dir(run, checkpoint="best" if weights.startswith("ema") else weights, device="cpu")
-        if weights.startswith("ema"):
-            predictor.model.load_state_dict(torch.load(run / f"{weights}.pt", weights_only=True)["model"])
-        for tta in (1, 4, 8):
-            probs = probabilities(predictor, images, tta)
+        for tta in ("none", "flips", "dihedral"):
+            predictor = Predictor.from_run_dir(run, checkpoint="best" if weights.startswith("ema") else weights,
+                                               device="cpu", tta=tta)
+            if weights.startswith("ema"):
+                predictor.model.load_state_dict(torch.load(run / f"{weights}.pt", weights_only=True)["model"])
+            probs = predictor.probabilities(images)
             for thr in THRESHOLDS:
-                scores[f"{weights}|tta{tta}|t{thr}"] = rp.pooled_dice(probs >= thr, masks)
+                scores[f"{weights}|tta{TTA_MODES[tta]}|t{thr}"] = rp.pooled_dice(probs >= thr, masks)
     return scores
 
 

@@ -203,20 +203,19 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], c
     check_output(out_path, inputs=[run.path])
     run.require(run.config_path, run.fingerprint_path, run.checkpoint_path(checkpoint))
     state = run.load_checkpoint(checkpoint)  # the safe reader; it also refuses what is not a checkpoint
-    config = run.read_config()
-    recorded = json.loads(run.config_path.read_text(encoding="utf-8"))
-    recorded["data"] = portable(recorded["data"]) if recorded.get("data") else recorded.get("data", "")
-    payload = {_CONFIG: _json_bytes(recorded), _FINGERPRINT: run.fingerprint_path.read_bytes(),
+    config, fingerprint = run.read_config(), run.read_fingerprint()
+    config_json = json.loads(run.config_path.read_text(encoding="utf-8"))
+    config_json["data"] = portable(config_json["data"]) if config_json.get("data") else config_json.get("data", "")
+    payload = {_CONFIG: _json_bytes(config_json), _FINGERPRINT: run.fingerprint_path.read_bytes(),
                **_weights(state["model"])}
-    payload[_INFERENCE] = _json_bytes(_inference_config(config, run.read_fingerprint()))
+    payload[_INFERENCE] = _json_bytes(_inference_config(config, fingerprint))
     summary = run.read_metrics() if run.metrics_path.is_file() else {}
     evaluation = run.read_evaluation(True) if run.evaluation_path(True).is_file() else (
         run.read_evaluation(False) if run.evaluation_path(False).is_file() else None)
-    config_json = json.loads(payload[_CONFIG])
     metadata = _export_metadata(run, checkpoint, int(state.get("epoch", 0)), config_json, summary, evaluation,
-                                run.read_fingerprint())
-    hounsfield = run.read_fingerprint().intensity == "hu"
-    payload[_CARD] = _model_card(config_json, metadata, summary, evaluation, hounsfield, notes).encode("utf-8")
+                                fingerprint)
+    payload[_CARD] = _model_card(config_json, metadata, summary, evaluation, fingerprint.intensity == "hu",
+                                 notes).encode("utf-8")
     metadata["files"] = {member: _sha256(data) for member, data in sorted(payload.items())}
     payload[_METADATA] = _json_bytes(metadata)
     _write_zip(out_path, {f"{name}/{member}": data for member, data in payload.items()})

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from lungseg.config import TrainConfig
+from lungseg.config import TTA_MODES, TrainConfig
 from lungseg.device import autocast, resolve_device, resolve_precision
 from lungseg.errors import LungsegError
 from lungseg.inference.bundle import is_bundle, read_bundle
 from lungseg.inference.checks import check_positive_int
-from lungseg.inference.tta import check_tta
+from lungseg.inference.tta import check_tta, symmetry, undo_symmetry
 from lungseg.rundir import SPLIT_PARTS, RunDir
 
 __all__ = ["Predictor", "Segmentation"]
@@ -256,8 +256,6 @@ class Predictor:
     def _forward(self, x: torch.Tensor, attention: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Probabilities (CPU, float32) of a network batch, averaged over the :attr:`tta` symmetries, and
         the gate maps of the batch as given."""
-        from lungseg.inference.tta import TTA_MODES, symmetry, undo_symmetry
-
         gates: list[torch.Tensor] = []
         probs = []
         for k in range(TTA_MODES[self.tta]):
