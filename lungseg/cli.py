@@ -210,6 +210,9 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("--tta", default=None, metavar="MODE",
                    help="test-time augmentation: none, flips (the mean probability over the 4 flips) or dihedral"
                         " (over the 8 symmetries of the square), one forward pass each (default: the run's)")
+    p.add_argument("--region", default="auto", choices=("auto", "lungs", "all"),  # scan.REGIONS (no torch here)
+                   help="where in a CT volume to look for tumours: lungs (the lungs and their walls), all, or auto (the"
+                        " lungs for a model trained on [0, 1] tumour patches given a scan in HU, else all; default: auto)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="weights to use (default: best)")
     p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE), default=16,
                    help="slices per forward pass (default: 16)")
@@ -228,6 +231,12 @@ def _export_parser(sub: Any) -> None:
     p.add_argument("out", help="the .zip to write")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="weights to export (default: best)")
     p.add_argument("--force", action="store_true", help="overwrite an existing .zip (default: off)")
+    p.add_argument("--pixel-mm", type=float, default=None, metavar="MM",
+                   help="state the in-plane pixel size of the training images; a scan is then resampled to it"
+                        " (default: the run's, usually unstated: slices are resized to the network's input size)")
+    p.add_argument("--unit-window", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="for a model trained on images scaled to [0, 1]: the HU window they were scaled from, so"
+                        " that it takes scans in HU (default: none; such a model then refuses HU input)")
 
 
 def _bench_parser(sub: Any) -> None:
@@ -392,7 +401,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     summary = predict(
         args.run, args.input, args.out, output_format=args.output_format, probabilities=args.prob,
         attention=args.attention, crf=args.crf, threshold=args.threshold, batch_size=args.batch_size,
-        checkpoint=args.checkpoint, device=args.device, precision=args.precision, tta=args.tta, progress=not args.quiet,
+        checkpoint=args.checkpoint, device=args.device, precision=args.precision, tta=args.tta, region=args.region,
+        progress=not args.quiet,
     )
     print(format_summary(summary))
     if summary.get("failed"):  # a folder of studies: the others were segmented, the table says which failed
@@ -405,7 +415,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> None:
     from lungseg.inference.bundle import export_model, read_metadata
 
-    path = export_model(args.run, args.out, checkpoint=args.checkpoint, force=args.force)
+    path = export_model(args.run, args.out, checkpoint=args.checkpoint, force=args.force, pixel_mm=args.pixel_mm,
+                        unit_window=tuple(args.unit_window) if args.unit_window else None)
     meta = read_metadata(path)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): {meta['name']}, epoch {meta['epoch']}")
 

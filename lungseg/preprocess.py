@@ -141,6 +141,11 @@ class Fingerprint:
         image_size: side ``S`` of the square network input ``(S, S)``.
         intensity: ``"hu"`` or ``"unit"`` (see :class:`lungseg.data.volume.CTVolume`).
         n_voxels: number of voxels the statistics were computed from (provenance).
+        pixel_mm: in-plane pixel size (mm) of the network's training input, where the model states it:
+            a scan is then resampled to it and the fully convolutional network run on whole slices,
+            whatever the field of view (``None``: every slice is resized to ``(S, S)``, as in training).
+        unit_window: for a ``"unit"`` model, the HU window whose clip-and-scale to [0, 1] matches how
+            its training images were scaled; it lets the model take a scan in HU (``None``: it cannot).
     """
 
     mean: float
@@ -149,6 +154,8 @@ class Fingerprint:
     image_size: int = 256
     intensity: str = "hu"
     n_voxels: int = 0
+    pixel_mm: float | None = None
+    unit_window: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         self.mean, self.std = float(self.mean), float(self.std)
@@ -167,14 +174,27 @@ class Fingerprint:
             raise ValueError(f"Fingerprint: a HU window {self.window} makes no sense for 'unit' intensities; "
                              "use window=None")
         self.n_voxels = int(self.n_voxels)
+        if self.pixel_mm is not None:
+            if isinstance(self.pixel_mm, bool) or not (math.isfinite(float(self.pixel_mm)) and self.pixel_mm > 0):
+                raise ValueError(f"Fingerprint.pixel_mm must be a positive number of millimetres, got {self.pixel_mm!r}")
+            self.pixel_mm = float(self.pixel_mm)
+        if self.unit_window is not None:
+            if self.intensity != "unit":
+                raise ValueError(f"Fingerprint.unit_window {self.unit_window} is for 'unit' models; this one is 'hu'")
+            self.unit_window = _check_window(self.unit_window)
 
     def to_json(self, path: str | Path) -> Path:
         """Write the fingerprint to ``path`` as JSON and return the path."""
         path = Path(path)
+        atomic_write_text(path, self.to_json_text())
+        return path
+
+    def to_json_text(self) -> str:
+        """The JSON text :meth:`to_json` writes."""
         data: dict[str, Any] = {"format": _FINGERPRINT_FORMAT, **asdict(self)}
         data["window"] = list(self.window) if self.window is not None else None
-        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
-        return path
+        data["unit_window"] = list(self.unit_window) if self.unit_window is not None else None
+        return json.dumps(data, indent=2) + "\n"
 
     @classmethod
     def from_json(cls, path: str | Path) -> Fingerprint:
@@ -209,9 +229,11 @@ class Fingerprint:
         missing = [k for k in ("mean", "std") if k not in data]
         if missing:
             raise DataError(f"{source}: fingerprint lacks required field(s) {missing}")
-        fields = {k: data[k] for k in ("mean", "std", "window", "image_size", "intensity", "n_voxels") if k in data}
-        if fields.get("window") is not None:
-            fields["window"] = tuple(fields["window"])
+        names = ("mean", "std", "window", "image_size", "intensity", "n_voxels", "pixel_mm", "unit_window")
+        fields = {k: data[k] for k in names if k in data}
+        for key in ("window", "unit_window"):
+            if isinstance(fields.get(key), list):
+                fields[key] = tuple(fields[key])
         try:
             return cls(**fields)
         except (TypeError, ValueError) as exc:

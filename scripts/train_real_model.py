@@ -32,6 +32,14 @@ DEFAULT_OUT = "results/real-ct/msd-patches-attention.zip"
 CV_ROWS = ROOT / "results" / "real-patches" / "inference-runs.jsonl"
 CV_KEY = "best|tta8|t0.5"
 CV_CLI = ROOT / "results" / "real-patches" / "comparison-tta-seed2.json"
+#: The model on the two whole real scans of ``../shared/realct`` (``benchmarks/real_ct_scans.py``).
+WHOLE_SCANS = ROOT / "results" / "real-ct" / "whole-scans.json"
+#: The training patches' pixel size.
+PIXEL_MM = 2.0
+#: The HU window whose clip-and-scale to [0, 1] matches the patches' scaling, from their histogram: its
+#: two modes, aerated lung at 0.105 and soft tissue at 0.905, taken as -850 HU and +40 HU (textbook
+#: values, not measured on any test scan), give [-967, 146] HU, rounded to [-970, 150].
+UNIT_WINDOW = (-970.0, 150.0)
 
 
 def cross_validated_dice() -> dict[str, object]:
@@ -50,6 +58,17 @@ def cross_validated_dice() -> dict[str, object]:
             "seeds": sorted({r["seed"] for r in rows}), "runs": len(rows)}
 
 
+def whole_scan_lines() -> str:
+    """The card's line on the two whole real scans, from :data:`WHOLE_SCANS` (empty before they are measured)."""
+    if not WHOLE_SCANS.is_file():
+        return ""
+    rows = json.loads(WHOLE_SCANS.read_text(encoding="utf-8"))["scans"]
+    parts = [f"{r['scan']}: Dice {r['dice']:.2f}, {r['recall']:.0%} of the tumour found, {r['components']} components"
+             f" marked (the tumour's own Dice {r.get('tumour_component_dice', 0):.2f}), {r['seconds']:.0f} s" for r in rows]
+    return ("- **On two whole real scans** (measured, never trained on; `python benchmarks/real_ct_scans.py`): "
+            + "; ".join(parts) + ".\n")
+
+
 def card_notes(cv: dict[str, object], seconds: float) -> str:
     return f"""\
 - **Training data:** the 130 real 48 x 48 lung-tumour patches of 13 patients of the Medical Segmentation
@@ -59,10 +78,13 @@ def card_notes(cv: dict[str, object], seconds: float) -> str:
 - **Recipe:** `lungseg train --data patches.npz --model attention --epochs 40` (the defaults, seed
   {cv.get("seed", 0)}; {seconds / 60:.1f} min on a 2-core CPU); the `.npz` names no patients, so the validation split
   that chose the checkpoint is by image.
-- **Input it expects:** 48 x 48 axial patches at 2 mm per pixel, each min-max scaled to [0, 1] as the
-  training patches were (`intensity` "unit" in an `.npz`). It is **not** a whole-scan model: `lungseg predict`
-  refuses Hounsfield-unit input for it, and its numbers say nothing about slices that hold no tumour.
-- **Measured:** the same recipe, trained on the other patients of each of five patient-level folds and
+- **Input it expects:** either 48 x 48 axial patches at 2 mm per pixel scaled to [0, 1] as the training
+  patches were (`intensity` "unit" in an `.npz`), or a whole CT scan in HU (DICOM series, NIfTI): `lungseg
+  predict` then clips it to [{UNIT_WINDOW[0]:.0f}, {UNIT_WINDOW[1]:.0f}] HU and scales it to [0, 1] (the window that matches the
+  patches' histogram), resamples the slices to {PIXEL_MM:g} mm per pixel and looks for tumours only in the lungs
+  and their walls (`--region auto`). It was trained on patches around tumours only, so on a whole scan it
+  also marks vessels and soft tissue inside the lungs: read its lesion table as candidates.
+{whole_scan_lines()}- **Measured:** the same recipe, trained on the other patients of each of five patient-level folds and
   scored on the held-out patients' patches (seeds {cv["seeds"]}, {cv["runs"]} runs): pooled Dice per fold
   {cv["per_fold"]}, mean **{cv["mean"]:.3f}**, 95 % t interval over the folds [{cv["low"]:.3f}, {cv["high"]:.3f}]
   (`python benchmarks/real_patches_inference.py defaults --seeds 0 1`; seed 2 through `lungseg train` and
@@ -80,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from lungseg.config import TrainConfig
     from lungseg.experiment.realct import load_real_patches, real_patches_path
+    from lungseg.files import atomic_file
     from lungseg.inference.bundle import export_model
     from lungseg.rundir import RunDir
     from lungseg.training import train
@@ -91,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     data = work / "msd-13-patients.npz"
-    np.savez(data, images=patches.images, masks=patches.masks, intensity="unit")
+    with atomic_file(data) as handle:  # never a half-written file where the run's data should be
+        np.savez(handle, images=patches.images, masks=patches.masks, intensity="unit",
+                 spacing=np.full((len(patches.images), 2), PIXEL_MM))
     run = RunDir(work / f"attention-seed{args.seed}")
     if run.metrics_path.is_file() and run.read_metrics().get("finished"):
         seconds = float(run.read_metrics()["wall_time_s"])  # trained before: exported again, not retrained
@@ -103,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.time() - started
     cv = {**cross_validated_dice(), "seed": args.seed}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    export_model(run.path, args.out, notes=card_notes(cv, seconds), force=True)
+    export_model(run.path, args.out, notes=card_notes(cv, seconds), force=True, pixel_mm=PIXEL_MM,
+                 unit_window=UNIT_WINDOW)
     print(f"trained in {seconds / 60:.1f} min; wrote {args.out} (cross-validated pooled Dice {cv['mean']:.3f}"
           f" [{cv['low']:.3f}, {cv['high']:.3f}])")
     return 0

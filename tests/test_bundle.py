@@ -230,6 +230,19 @@ def test_cli_export_and_predict_with_model(run: dict[str, Path], tmp_path: Path,
             np.testing.assert_array_equal(pa[key], pb[key])
 
 
+def test_export_states_the_input_pixel_size_and_refuses_a_hu_window_for_a_hu_model(
+        run: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "stated.zip"
+    assert main(["export", str(run["run"]), str(out), "--pixel-mm", "0.8"]) == 0
+    assert Predictor.from_bundle(out, device="cpu").fingerprint.pixel_mm == 0.8
+    assert Predictor.from_bundle(out, device="cpu").fingerprint.unit_window is None
+    capsys.readouterr()
+    assert main(["export", str(run["run"]), str(tmp_path / "bad.zip"), "--unit-window", "-1000", "400"]) == 2
+    assert "unit_window" in capsys.readouterr().err and not (tmp_path / "bad.zip").exists()
+    assert main(["export", str(run["run"]), str(tmp_path / "bad.zip"), "--pixel-mm", "-1"]) == 2
+    assert not (tmp_path / "bad.zip").exists()
+
+
 def test_export_refuses_a_non_zip_name_and_writing_into_the_run(run: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(LungsegError, match="must be a .zip"):
         export_model(run["run"], tmp_path / "model.tar")

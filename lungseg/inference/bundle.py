@@ -35,7 +35,7 @@ import os
 import stat
 import zipfile
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePosixPath
@@ -171,7 +171,8 @@ def _bundle_name(out_path: Path) -> str:
 
 
 def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], checkpoint: str = "best",
-                 force: bool = False, notes: str | None = None) -> Path:
+                 force: bool = False, notes: str | None = None, pixel_mm: float | None = None,
+                 unit_window: tuple[float, float] | None = None) -> Path:
     """Write a trained run as one zip, a MONAI bundle: weights, configuration, fingerprint, model card and metadata.
 
     Args:
@@ -181,6 +182,10 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], c
         checkpoint: ``"best"`` or ``"last"``.
         force: overwrite an existing ``out``.
         notes: Markdown added to the model card as its "Training data and measured performance" section.
+        pixel_mm: states the in-plane pixel size (mm) of the training images in the exported fingerprint,
+            so that a scan is resampled to it (:attr:`lungseg.preprocess.Fingerprint.pixel_mm`).
+        unit_window: for a model trained on images scaled to [0, 1], the HU window they were scaled
+            from, so that the model takes scans in HU (:attr:`lungseg.preprocess.Fingerprint.unit_window`).
 
     The configuration's ``data`` is recorded as :func:`lungseg.paths.portable` gives it (relative to the
     repository when the data lie in or beside it), so that a published export names no folder of the
@@ -203,10 +208,10 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], c
     check_output(out_path, inputs=[run.path])
     run.require(run.config_path, run.fingerprint_path, run.checkpoint_path(checkpoint))
     state = run.load_checkpoint(checkpoint)  # the safe reader; it also refuses what is not a checkpoint
-    config, fingerprint = run.read_config(), run.read_fingerprint()
+    config, fingerprint = run.read_config(), _stated_input(run.read_fingerprint(), pixel_mm, unit_window)
     config_json = json.loads(run.config_path.read_text(encoding="utf-8"))
     config_json["data"] = portable(config_json["data"]) if config_json.get("data") else config_json.get("data", "")
-    payload = {_CONFIG: _json_bytes(config_json), _FINGERPRINT: run.fingerprint_path.read_bytes(),
+    payload = {_CONFIG: _json_bytes(config_json), _FINGERPRINT: fingerprint.to_json_text().encode("utf-8"),
                **_weights(state["model"])}
     payload[_INFERENCE] = _json_bytes(_inference_config(config, fingerprint))
     summary = run.read_metrics() if run.metrics_path.is_file() else {}
@@ -220,6 +225,15 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], c
     payload[_METADATA] = _json_bytes(metadata)
     _write_zip(out_path, {f"{name}/{member}": data for member, data in payload.items()})
     return out_path
+
+
+def _stated_input(fingerprint: Fingerprint, pixel_mm: float | None, unit_window: tuple[float, float] | None) -> Fingerprint:
+    """``fingerprint`` with the pixel size and HU window the exporter states (the run's own where not given)."""
+    changes = {k: v for k, v in (("pixel_mm", pixel_mm), ("unit_window", unit_window)) if v is not None}
+    try:
+        return replace(fingerprint, **changes)
+    except ValueError as exc:
+        raise LungsegError(f"export: {exc}") from None
 
 
 def _json_bytes(value: dict[str, Any]) -> bytes:

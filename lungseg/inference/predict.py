@@ -45,6 +45,7 @@ from lungseg.inference.checks import check_positive_int, check_threshold
 from lungseg.inference.lesions import image_lesion_summary, lesion_summary
 from lungseg.inference.predictor import Predictor, Segmentation
 from lungseg.inference.readers import VOLUME_SUFFIXES, list_studies, read_input, strip_suffix
+from lungseg.inference.scan import REGIONS, segment_scan
 from lungseg.inference.tta import check_tta
 
 __all__ = ["predict"]
@@ -72,6 +73,7 @@ def predict(
     device: str = "auto",
     precision: str = "auto",
     tta: str | None = None,
+    region: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Segment tumours in ``input_path`` with a trained run and write the result to ``out_path``.
@@ -99,8 +101,9 @@ def predict(
         device: inference device.
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 elsewhere), ``"fp32"`` or ``"bf16"``
             (on a CPU with native bf16 about 2x faster; see :class:`lungseg.inference.Predictor`).
-        tta: test-time augmentation, ``"none"``, ``"flips"`` or ``"dihedral"`` (one forward pass per
-            symmetry, :mod:`lungseg.inference.tta`); ``None``: the run's own.
+        tta: ``"none"``, ``"flips"`` or ``"dihedral"`` (:mod:`lungseg.inference.tta`); ``None``: the run's.
+        region: where a CT volume is searched, ``"lungs"``, ``"all"`` or ``"auto"``
+            (:func:`lungseg.inference.scan.resolve_region`); images and ``.npz`` slices are searched whole.
         progress: show progress bars (one over all studies for a folder of studies).
 
     Returns:
@@ -110,7 +113,7 @@ def predict(
         with its error and the others are still segmented.
 
     Raises:
-        LungsegError: a bad argument (``threshold``, ``batch_size``, ``output_format``), a DICOM
+        LungsegError: a bad argument (``threshold``, ``batch_size``, ``output_format``, ``region``), a DICOM
             output format for an input that is not a DICOM series, an output inside the input, two
             studies whose outputs would share a name, or a model that does not fit the input.
             :class:`~lungseg.errors.DataError` (a subclass) for bad input: unreadable files, NaN or
@@ -120,9 +123,8 @@ def predict(
         FileNotFoundError: the input does not exist.
     """
     inp, out = Path(input_path), Path(out_path)
-    _check_arguments(batch_size, threshold, tta, output_format)
-    inputs = [inp, Path(run_dir)]  # what no output may be or lie inside: the scans and the model
-    check_output(out, inputs)
+    _check_arguments(batch_size, threshold, tta, output_format, region)
+    check_output(out, inputs := [inp, Path(run_dir)])  # no output may be or lie inside the scans or the model
     studies = list_studies(inp)
     if output_format != "nifti" and inp.is_file():
         raise _needs_dicom(inp, output_format, "a single file")
@@ -132,19 +134,22 @@ def predict(
     if attention and run.config.model != "attention":
         raise LungsegError(f"--attention needs an 'attention' model; {run.run_dir} holds a {run.config.model!r} model")
     options = dict(output_format=output_format, probabilities=probabilities, attention=attention, crf=crf,
-                   threshold=threshold, batch_size=batch_size, inputs=inputs)
+                   threshold=threshold, batch_size=batch_size, inputs=inputs, region=region)
     if studies is not None:
         return _predict_studies(run, inp, out, studies, options, progress)
     return _predict_loaded(run, inp, out, progress=progress, **options)
 
 
-def _check_arguments(batch_size: int, threshold: float | None, tta: str | None, output_format: str) -> None:
-    """Refuse a bad batch size, threshold, test-time augmentation or output format, naming it."""
+def _check_arguments(batch_size: int, threshold: float | None, tta: str | None, output_format: str,
+                     region: str = "auto") -> None:
+    """Refuse a bad batch size, threshold, test-time augmentation, output format or region, naming it."""
     check_positive_int(batch_size, "batch_size")
     check_threshold(threshold)
     if tta is not None:
         check_tta(tta)
     writers.check_format(output_format)
+    if region not in REGIONS:
+        raise LungsegError(f"region must be one of {', '.join(REGIONS)}; got {region!r}")
 
 
 def _check_studies(inp: Path, out: Path, studies: list[Path], output_format: str) -> None:
@@ -203,7 +208,7 @@ def _predict_studies(run: Predictor, inp: Path, out: Path, studies: list[Path], 
 
 def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str, probabilities: bool,
                     attention: bool, crf: bool, threshold: float | None, batch_size: int, progress: bool,
-                    inputs: list[Path], volumes_only: bool = False) -> dict[str, Any]:
+                    inputs: list[Path], region: str = "auto", volumes_only: bool = False) -> dict[str, Any]:
     """:func:`predict` of one input with a loaded network: read and check it, segment, write.
 
     ``inputs`` are the files and folders no output may be (:func:`lungseg.files.check_output`)."""
@@ -218,7 +223,7 @@ def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str,
             raise _needs_dicom(inp, output_format, "a NIfTI volume")
     model_intensity = run.fingerprint.intensity
     data_intensity = "unit" if kind == "images" else (items[1] if kind == "npz" else "hu")
-    if data_intensity != model_intensity:
+    if data_intensity != model_intensity and kind != "volume":  # a volume's: segment_scan converts or refuses
         raise LungsegError(
             f"{inp}: the input's intensities are {data_intensity!r} but the model in {run.run_dir} was trained"
             f" on {model_intensity!r} data (HU cannot be recovered from PNG/JPEG images)"
@@ -230,13 +235,17 @@ def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str,
         except ValueError as exc:
             raise LungsegError(f"{inp}: {exc}") from None
 
+    def segment_volume(vol: Any) -> tuple[Segmentation, dict[str, Any]]:
+        return segment_scan(run, vol, crf=crf, threshold=threshold, attention=attention, batch_size=batch_size,
+                            progress=progress, region=region, where=str(inp))
+
     summary: dict[str, Any] = {"input": str(inp), "run": str(run.run_dir), "crf": bool(crf), "precision": run.precision}
     if kind == "volume":
         summary["output_format"] = output_format
         summary["algorithm"] = _algorithm(run, crf, threshold)
     step = {"volume": _predict_volume, "images": _predict_images, "npz": _predict_npz}[kind]
     guard = _Guard(inputs, probabilities, run.config.depth if attention else 0)
-    written, lesion_path = step(inp, items, out, segment, guard, summary)
+    written, lesion_path = step(inp, items, out, segment_volume if kind == "volume" else segment, guard, summary)
     summary["files"] = written + [str(lesion_path)]
     write_json(summary, lesion_path)
     return summary
@@ -285,7 +294,8 @@ def _predict_volume(inp: Path, items: list[Any], out: Path, segment: Any, guard:
         from lungseg.inference.dicom_out import read_source_headers
 
         headers = read_source_headers(vol.meta["files"])
-    seg = segment(vol.image)
+    seg, searched = segment(vol)
+    summary.update(searched)
     written = writers.write_volume(vol, seg, result_path, prefix, probabilities=guard.probabilities, headers=headers,
                                    output_format=output_format, algorithm=summary.get("algorithm"))
     mask = seg.mask.astype(np.uint8)

@@ -166,7 +166,8 @@ class Predictor:
         return tuple(self.fingerprint.window or HU_WINDOW)  # type: ignore[return-value]
 
     def probabilities(self, images: np.ndarray, batch_size: int = 16, progress: bool = False,
-                      network_size: tuple[int, int] | None = None) -> np.ndarray:
+                      network_size: tuple[int, int] | None = None,
+                      pixel_spacing: tuple[float, float] | None = None) -> np.ndarray:
         """Tumour probabilities of native slices, restored to the native grid (averaged over the
         symmetries of :attr:`tta`).
 
@@ -178,14 +179,28 @@ class Predictor:
                 in training), or ``(h, w)``: slices resized to that size, at whatever pixel scale it
                 gives, and reflect-padded to a multiple of the network's downsampling (the fully
                 convolutional network takes any such size; used for crops of a slice).
+            pixel_spacing: ``(row, column)`` mm of the slices; for a model whose fingerprint states its
+                :attr:`~lungseg.preprocess.Fingerprint.pixel_mm`, the slices are resampled to that pixel
+                size instead (:meth:`network_size`).
 
         Returns:
             float32 probabilities ``(N, H, W)``.
         """
-        return self._run(images, batch_size, progress, network_size, attention=False)[0]
+        size = network_size or self.network_size(images.shape[-2:], pixel_spacing)
+        return self._run(images, batch_size, progress, size, attention=False)[0]
 
-    def attention_maps(self, images: np.ndarray, batch_size: int = 16,
-                       progress: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+    def network_size(self, shape: tuple[int, int], pixel_spacing: tuple[float, float] | None) -> tuple[int, int] | None:
+        """The size slices of ``shape`` at ``pixel_spacing`` mm are resampled to for a model that states its
+        pixel size (the same millimetres per pixel as its training input); ``None`` (resize to the square
+        input size) when the model or the slices state none."""
+        pixel_mm = self.fingerprint.pixel_mm
+        if pixel_mm is None or pixel_spacing is None:
+            return None
+        return (max(1, round(shape[0] * float(pixel_spacing[0]) / pixel_mm)),
+                max(1, round(shape[1] * float(pixel_spacing[1]) / pixel_mm)))
+
+    def attention_maps(self, images: np.ndarray, batch_size: int = 16, progress: bool = False,
+                       pixel_spacing: tuple[float, float] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
         """Probabilities and the attention coefficients of every gate (eq. 6; an ``"attention"`` model only).
         With test-time augmentation the probabilities are averaged and the gates are those of the slice as given.
 
@@ -198,7 +213,7 @@ class Predictor:
         """
         if self.config.model != "attention":
             raise LungsegError(f"attention maps need an 'attention' model; run {self.run_dir} is {self.config.model!r}")
-        return self._run(images, batch_size, progress, None, attention=True)
+        return self._run(images, batch_size, progress, self.network_size(images.shape[-2:], pixel_spacing), attention=True)
 
     def mask(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """Binary masks ``(N, H, W)`` uint8: ``probs`` at ``threshold`` (default: the run's)."""
@@ -216,13 +231,17 @@ class Predictor:
         return self.crf_mask(images, probs) if crf else self.mask(probs, threshold)
 
     def segment(self, images: np.ndarray, crf: bool = False, threshold: float | None = None, attention: bool = False,
-                batch_size: int = 16, progress: bool = False) -> Segmentation:
+                batch_size: int = 16, progress: bool = False,
+                pixel_spacing: tuple[float, float] | None = None) -> Segmentation:
         """The mask of native slices (thresholded, or CRF-refined when ``crf``), with its probabilities
-        and, when ``attention``, the gate maps of :meth:`attention_maps`."""
+        and, when ``attention``, the gate maps of :meth:`attention_maps` (``pixel_spacing``: see
+        :meth:`probabilities`)."""
         if attention:
-            probs, alphas = self.attention_maps(images, batch_size=batch_size, progress=progress)
+            probs, alphas = self.attention_maps(images, batch_size=batch_size, progress=progress,
+                                                pixel_spacing=pixel_spacing)
         else:
-            probs, alphas = self.probabilities(images, batch_size=batch_size, progress=progress), []
+            probs, alphas = self.probabilities(images, batch_size=batch_size, progress=progress,
+                                               pixel_spacing=pixel_spacing), []
         return Segmentation(self.binarize(images, probs, crf, threshold), probs, alphas)
 
     @torch.no_grad()

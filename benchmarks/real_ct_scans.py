@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""The published real-CT model on the two whole real scans of ``../shared/realct``, through ``lungseg predict``.
+
+For each scan (LIDC-IDRI-0314 against the 2-of-4-reader consensus, NSCLC-Radiomics LUNG1-001 against
+its GTV), ``lungseg predict SCAN --model results/real-ct/msd-patches-attention.zip`` is run as a user
+would run it (the model's own defaults: 2 mm pixels, HU scaled by its window, the lungs searched), and
+the mask is scored: Dice, the share of the reference found, how many separate components were marked
+and whether the largest is the tumour, and the Dice of the component that overlaps the reference most
+(what a reader who picks the right candidate from the lesion table gets). The two scans are
+measurements only: nothing was trained or tuned on them.
+
+Usage: ``python benchmarks/real_ct_scans.py [--model ZIP] [--out results/real-ct/whole-scans.json]``
+(about 2 minutes per scan on the 2-core machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+REALCT = ROOT.parent / "shared" / "realct"
+SCANS = {
+    "LIDC-IDRI-0314": ("lidc-idri-0314/ct", "lidc-idri-0314/nodule_consensus.nii.gz"),
+    "LUNG1-001": ("nsclc-radiomics-lung1-001/ct", "nsclc-radiomics-lung1-001/gtv_reference.nii.gz"),
+}
+
+
+def score(mask: np.ndarray, reference: np.ndarray) -> dict[str, object]:
+    """Dice, recall and the component picture of a predicted mask against a reference (same grid)."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    overlap = np.bincount(labels[reference].ravel(), minlength=n + 1)[1:]
+    best = int(np.argmax(overlap)) if n and overlap.max() > 0 else None
+    total = mask.sum() + reference.sum()
+    row: dict[str, object] = {
+        "dice": round(float(2 * (mask & reference).sum() / total), 3) if total else 1.0,
+        "recall": round(float((mask & reference).sum() / max(1, reference.sum())), 3),
+        "predicted_voxels": int(mask.sum()), "reference_voxels": int(reference.sum()), "components": int(n),
+        "largest_is_tumour": bool(n and best == int(np.argmax(sizes))),
+    }
+    if best is not None:
+        component = labels == best + 1
+        row["tumour_component_dice"] = round(float(2 * (component & reference).sum() / (component.sum() + reference.sum())), 3)
+        row["tumour_component_rank_by_size"] = int((sizes > sizes[best]).sum()) + 1
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="results/real-ct/msd-patches-attention.zip")
+    ap.add_argument("--out", default="results/real-ct/whole-scans.json")
+    args = ap.parse_args(argv)
+    from lungseg.files import write_json
+    from lungseg.inference import predict
+    from lungseg.inference.readers import read_input
+
+    if not REALCT.is_dir():
+        print(f"error: {REALCT} not found: the whole real scans live in ../shared/realct", file=sys.stderr)
+        return 2
+    rows = []
+    for name, (ct, reference_file) in SCANS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.time()
+            summary = predict(args.model, REALCT / ct, Path(tmp) / "mask.nii.gz", device="cpu", progress=False)
+            seconds = time.time() - started
+            mask = read_input(Path(tmp) / "mask.nii.gz")[1][0].image > 0.5
+        reference = read_input(REALCT / reference_file)[1][0].image > 0.5
+        row = {"scan": name, "seconds": round(seconds, 1), "region": summary.get("region"),
+               "region_ml": summary.get("region_ml"), **score(mask, reference)}
+        rows.append(row)
+        print(json.dumps(row))
+    write_json({"model": args.model, "command": "python benchmarks/real_ct_scans.py", "scans": rows}, Path(args.out))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

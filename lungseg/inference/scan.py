@@ -1,0 +1,131 @@
+"""Segmenting a whole CT scan: the model's intensities, its pixel size, and the region searched.
+
+A model trained on whole phantom slices in HU takes a scan as it is (the published behaviour). A model
+trained on real tumour patches scaled to [0, 1] (the published real-CT model) needs three things a
+scan does not give it by itself, and :func:`segment_scan` supplies them:
+
+- **intensities**: the scan's HU are clipped to the model's
+  :attr:`~lungseg.preprocess.Fingerprint.unit_window` and scaled to [0, 1] (:func:`hu_to_unit`), as its
+  training patches were;
+- **pixel size**: the slices are resampled to the model's
+  :attr:`~lungseg.preprocess.Fingerprint.pixel_mm` and the fully convolutional network runs on whole
+  slices (:meth:`lungseg.inference.Predictor.network_size`), whatever the field of view;
+- **where to look**: such a model has seen tumours and their surroundings only, never a whole chest,
+  and marks bright blobs anywhere; the search is limited to the lungs and their walls
+  (:func:`lungseg.inference.region.lung_region`), and the network runs only on the box around them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from lungseg.errors import LungsegError
+from lungseg.inference.predictor import Predictor, Segmentation
+from lungseg.inference.region import lung_region
+
+__all__ = ["REGIONS", "hu_to_unit", "resolve_region", "segment_scan"]
+
+#: ``"auto"``: the lungs for a model trained on patches scaled to [0, 1] that is given a scan in HU,
+#: the whole scan otherwise; ``"lungs"``; ``"all"``.
+REGIONS: tuple[str, ...] = ("auto", "lungs", "all")
+# In-plane context (mm) the network sees around the lungs' box: a tumour on the box's edge is not
+# segmented against the reflect padding.
+_CONTEXT_MM = 16.0
+
+
+def hu_to_unit(images: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """HU clipped to ``window`` and scaled to [0, 1], float32."""
+    low, high = window
+    return ((np.clip(images, low, high) - low) / (high - low)).astype(np.float32)
+
+
+def model_images(run: Predictor, vol: Any, where: str) -> np.ndarray:
+    """``vol``'s slices in the intensities ``run`` was trained on.
+
+    Raises:
+        LungsegError: the model takes [0, 1] patches, states no HU window, and ``vol`` is in HU.
+    """
+    model, data = run.fingerprint.intensity, vol.intensity
+    if model == data:
+        return vol.image
+    if model == "unit" and run.fingerprint.unit_window is not None:
+        return hu_to_unit(vol.image, run.fingerprint.unit_window)
+    raise LungsegError(
+        f"{where}: the input's intensities are {data!r} but the model in {run.run_dir} was trained on {model!r} data"
+        " and states no HU window to convert them (export it with --unit-window LOW HIGH if you know how its"
+        " training images were scaled)"
+    )
+
+
+def resolve_region(region: str, run: Predictor, vol: Any) -> str:
+    """``"lungs"`` or ``"all"`` for ``region`` (one of :data:`REGIONS`): ``"auto"`` is ``"lungs"`` for a model
+    trained on [0, 1] patches given a scan in HU (it has never seen a whole chest), ``"all"`` otherwise
+    (a model trained on whole slices keeps its published behaviour)."""
+    if region not in REGIONS:
+        raise LungsegError(f"region must be one of {', '.join(REGIONS)}; got {region!r}")
+    if region != "auto":
+        return region
+    return "lungs" if run.fingerprint.intensity == "unit" and vol.intensity == "hu" else "all"
+
+
+def _box(inside: np.ndarray, spacing: tuple[float, float, float]) -> tuple[slice, slice, slice]:
+    """The bounding box of ``inside`` widened in-plane by :data:`_CONTEXT_MM`."""
+    (zs, ys, xs), = ndimage.find_objects(inside.astype(np.uint8))
+    pad_y, pad_x = (int(np.ceil(_CONTEXT_MM / s)) for s in spacing[1:])
+    _, h, w = inside.shape
+    return zs, slice(max(0, ys.start - pad_y), min(h, ys.stop + pad_y)), slice(max(0, xs.start - pad_x), min(w, xs.stop + pad_x))
+
+
+def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: float | None = None,
+                 attention: bool = False, batch_size: int = 16, progress: bool = False,
+                 region: str = "auto", where: str = "input") -> tuple[Segmentation, dict[str, Any]]:
+    """Segment a CT volume (:class:`lungseg.data.volume.CTVolume`) with ``run`` (see the module docstring).
+
+    Args:
+        run: the trained network.
+        vol: the scan; HU or [0, 1] intensities, spacing in mm.
+        crf, threshold, attention, batch_size, progress: as for :meth:`Predictor.segment`.
+        region: one of :data:`REGIONS`.
+        where: names the input in errors.
+
+    Returns:
+        ``(segmentation on vol's grid, {"region": "lungs"/"all", "region_ml": volume searched or None})``;
+        outside the region the mask, probabilities and gate maps are 0.
+
+    Raises:
+        LungsegError: intensities the model cannot take (:func:`model_images`), a bad ``region``, or
+            slices the network cannot take.
+    """
+    images = model_images(run, vol, where)
+    chosen = resolve_region(region, run, vol)
+    options = dict(crf=crf, threshold=threshold, attention=attention, batch_size=batch_size, progress=progress,
+                   pixel_spacing=tuple(vol.spacing[1:]))
+    try:
+        if chosen == "all":
+            return run.segment(images, **options), {"region": "all", "region_ml": None}
+        inside = lung_region(vol.image, vol.spacing) if vol.intensity == "hu" else None
+    except ValueError as exc:
+        raise LungsegError(f"{where}: {exc}") from None
+    if inside is None:
+        raise LungsegError(f"{where}: the lung region needs a scan in HU; this one is {vol.intensity!r}")
+    info = {"region": "lungs", "region_ml": round(float(inside.sum() * np.prod(vol.spacing)) / 1000.0, 1)}
+    empty = np.zeros(vol.image.shape, dtype=np.float32)
+    if not inside.any():  # no lung in this scan: nothing to search
+        return Segmentation(empty.astype(np.uint8), empty, []), info
+    box = _box(inside, vol.spacing)
+    try:
+        seg = run.segment(np.ascontiguousarray(images[box]), **options)
+    except ValueError as exc:
+        raise LungsegError(f"{where}: {exc}") from None
+    keep = inside[box]
+    mask, probs = empty.astype(np.uint8), empty.copy()
+    mask[box], probs[box] = seg.mask * keep, seg.probs * keep
+    alphas = []
+    for alpha in seg.alphas:
+        full = empty.copy()
+        full[box] = alpha
+        alphas.append(full)
+    return Segmentation(mask, probs, alphas), info

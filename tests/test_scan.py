@@ -1,0 +1,139 @@
+"""Whole-scan prediction (``lungseg.inference.scan``, ``lungseg.inference.region``): the lung region, a
+model's stated pixel size and HU window, and ``lungseg predict`` with a patch model on a scan in HU."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lungseg.data.volume import CTVolume
+from lungseg.errors import LungsegError
+from lungseg.inference import Predictor
+from lungseg.inference.region import lung_region
+from lungseg.inference.scan import REGIONS, hu_to_unit, model_images, resolve_region, segment_scan
+from lungseg.preprocess import Fingerprint
+
+SPACING = (5.0, 1.0, 1.0)  # two 14 mL lung slices each: 6 slices make lungs above the 50 mL floor
+
+
+def chest(n_slices: int = 6, size: int = 160) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A toy chest in HU: air around a soft-tissue body holding two lungs, a tumour against the
+    left lung's outer wall (solid, so the air threshold cuts it out of the lung) and a soft-tissue
+    blob far from both lungs (where no lung tumour can be)."""
+    yy, xx = np.mgrid[:size, :size]
+    body = ((yy - 80) / 70) ** 2 + ((xx - 80) / 75) ** 2 <= 1
+    left = ((yy - 80) / 40) ** 2 + ((xx - 45) / 22) ** 2 <= 1
+    right = ((yy - 80) / 40) ** 2 + ((xx - 115) / 22) ** 2 <= 1
+    wall_tumour = ((yy - 80) ** 2 + (xx - 25) ** 2 <= 64) & body
+    far = (yy - 140) ** 2 + (xx - 80) ** 2 <= 16
+    plane = np.full((size, size), -1000.0, dtype=np.float32)
+    plane[body] = 40.0
+    plane[left | right] = -850.0
+    plane[wall_tumour] = 30.0
+    volume = np.repeat(plane[None], n_slices, axis=0)
+    return volume, {"lungs": left | right, "wall_tumour": wall_tumour, "far": far, "outside": ~body}
+
+
+def test_the_lung_region_holds_the_lungs_and_wall_tumours_and_not_the_rest_of_the_body() -> None:
+    hu, parts = chest()
+    region = lung_region(hu, SPACING)
+    assert region.shape == hu.shape and region.dtype == bool
+    assert region[:, parts["lungs"]].all()
+    assert region[:, parts["wall_tumour"]].all()  # closed back in: a juxta-pleural tumour is searched
+    assert not region[:, parts["far"]].any()
+    assert not region[:, parts["outside"] & (np.abs(np.mgrid[:160, :160][0] - 80) > 75)].any()
+
+
+def test_a_scan_without_lungs_has_an_empty_region_and_bad_input_is_refused() -> None:
+    hu = np.full((4, 64, 64), 40.0, dtype=np.float32)
+    hu[:, :4] = -1000.0  # air only at the border: outside the patient
+    assert not lung_region(hu, SPACING).any()
+    with pytest.raises(ValueError, match=r"\(Z, H, W\)"):
+        lung_region(hu[0], SPACING)
+    with pytest.raises(ValueError, match="spacing"):
+        lung_region(hu, (1.0, 0.0, 1.0))
+
+
+def test_the_fingerprint_states_pixel_size_and_hu_window_and_reads_them_back(tmp_path: Path) -> None:
+    fp = Fingerprint(mean=0.5, std=0.3, window=None, image_size=48, intensity="unit", pixel_mm=2.0,
+                     unit_window=(-970.0, 150.0))
+    back = Fingerprint.from_json(fp.to_json(tmp_path / "fp.json"))
+    assert back == fp and back.unit_window == (-970.0, 150.0)
+    old = Fingerprint.from_json_text('{"format": "lungseg-fingerprint", "mean": 0, "std": 1}', "old")
+    assert old.pixel_mm is None and old.unit_window is None  # fingerprints written before the fields
+    with pytest.raises(ValueError, match="pixel_mm"):
+        dataclasses.replace(fp, pixel_mm=0.0)
+    with pytest.raises(ValueError, match="unit_window"):
+        Fingerprint(mean=0.0, std=1.0, unit_window=(-1000.0, 400.0))  # a HU model needs no conversion
+    with pytest.raises(ValueError, match="window"):
+        dataclasses.replace(fp, unit_window=(150.0, -970.0))
+
+
+def tiny_predictor(**fingerprint: object) -> Predictor:
+    from lungseg.config import TrainConfig
+    from lungseg.models import build_model
+
+    config = TrainConfig(model="unet", base_channels=4, depth=2, image_size=48, tta="none")
+    torch.manual_seed(0)
+    model = build_model("unet", base_channels=4, depth=2)
+    fp = Fingerprint(mean=0.5, std=0.3, window=None, image_size=48, intensity="unit", **fingerprint)
+    return Predictor(model, config, fp, source="toy", device="cpu")
+
+
+def test_a_model_that_states_its_pixel_size_resamples_slices_to_it() -> None:
+    stated, unstated = tiny_predictor(pixel_mm=2.0), tiny_predictor()
+    assert stated.network_size((512, 400), (0.78125, 1.0)) == (200, 200)
+    assert stated.network_size((512, 512), None) is None
+    assert unstated.network_size((512, 512), (0.7, 0.7)) is None
+    images = np.random.default_rng(0).random((2, 100, 100), dtype=np.float32)
+    probs = stated.probabilities(images, pixel_spacing=(1.0, 1.0))
+    assert probs.shape == images.shape and np.isfinite(probs).all()
+
+
+def test_hu_reaches_a_unit_model_only_through_its_stated_window() -> None:
+    hu, _ = chest(n_slices=2)
+    vol = CTVolume(image=hu, mask=None, spacing=SPACING, patient_id="toy")
+    unit = hu_to_unit(hu, (-970.0, 150.0))
+    assert unit.dtype == np.float32 and unit.min() == 0.0 and 0.0 < unit.max() <= 1.0
+    np.testing.assert_allclose(unit[0, 80, 80], (40.0 + 970.0) / 1120.0, rtol=1e-6)
+    with pytest.raises(LungsegError, match="states no HU window.*--unit-window"):
+        model_images(tiny_predictor(), vol, "scan.nii.gz")
+    np.testing.assert_array_equal(model_images(tiny_predictor(unit_window=(-970.0, 150.0)), vol, "x"), unit)
+
+
+def test_auto_searches_the_lungs_only_for_a_patch_model_given_hu() -> None:
+    hu, _ = chest(n_slices=2)
+    hu_vol = CTVolume(image=hu, mask=None, spacing=SPACING, patient_id="toy")
+    unit_vol = CTVolume(image=hu_to_unit(hu, (-1000.0, 400.0)), mask=None, spacing=SPACING, patient_id="t",
+                        intensity="unit")
+    patch_model = tiny_predictor(unit_window=(-970.0, 150.0))
+    assert resolve_region("auto", patch_model, hu_vol) == "lungs"
+    assert resolve_region("auto", patch_model, unit_vol) == "all"
+    assert resolve_region("all", patch_model, hu_vol) == "all"
+    with pytest.raises(LungsegError, match="region must be one of auto, lungs, all"):
+        resolve_region("body", patch_model, hu_vol)
+
+
+def test_segment_scan_marks_nothing_outside_the_lung_region() -> None:
+    hu, _ = chest()
+    vol = CTVolume(image=hu, mask=None, spacing=SPACING, patient_id="toy")
+    run = tiny_predictor(pixel_mm=2.0, unit_window=(-970.0, 150.0))
+    seg, info = segment_scan(run, vol, threshold=0.01)  # a low threshold: an untrained net marks much
+    inside = lung_region(hu, SPACING)
+    assert info["region"] == "lungs" and info["region_ml"] == pytest.approx(inside.sum() * 5.0 / 1000.0, abs=0.05)
+    assert seg.mask.shape == hu.shape and not seg.mask[~inside].any() and not seg.probs[~inside].any()
+    assert seg.mask[inside].any()
+    everywhere, info_all = segment_scan(run, vol, threshold=0.01, region="all")
+    assert info_all["region"] == "all" and everywhere.mask[~inside].any()
+
+
+def test_the_cli_offers_the_same_regions_as_the_library() -> None:
+    from lungseg.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices["predict"]  # type: ignore[union-attr]
+    (action,) = [a for a in sub._actions if a.dest == "region"]
+    assert tuple(action.choices) == REGIONS
