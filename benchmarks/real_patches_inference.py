@@ -37,7 +37,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "rotation-180": {"max_rotation_deg": 180.0},
     "smoke": {"epochs": 1, "min_samples_per_epoch": 16},
+    "phantom-negatives": {},
 }
+#: Variants whose training patches get as many tumour-free phantom lung patches
+#: (:func:`lungseg.experiment.negatives.phantom_negative_patches`, seeded by the fold) as real ones.
+WITH_NEGATIVES = ("phantom-negatives",)
 
 
 def train_with_ema(config: Any, out: Path) -> float:
@@ -94,7 +98,14 @@ def run_one(variant: str, fold: int, seed: int, work: str) -> dict[str, Any]:
     seconds = None
     if not (out / "metrics.json").is_file():
         out.mkdir(parents=True, exist_ok=True)
-        np.savez(out / "train.npz", images=images[~test], masks=masks[~test], intensity="unit")
+        train_x, train_y = images[~test], masks[~test]
+        if variant in WITH_NEGATIVES:
+            from lungseg.experiment.negatives import phantom_negative_patches
+
+            negatives = phantom_negative_patches(len(train_x), seed=1000 + fold)
+            train_x = np.concatenate([train_x, negatives])
+            train_y = np.concatenate([train_y, np.zeros(negatives.shape, dtype=train_y.dtype)])
+        np.savez(out / "train.npz", images=train_x, masks=train_y, intensity="unit")
         config = TrainConfig(**{**dict(data=str(out / "train.npz"), model="attention", epochs=40, seed=seed,
                                        device="cpu"), **VARIANTS[variant]})
         with warnings.catch_warnings():

@@ -40,16 +40,22 @@ PIXEL_MM = 2.0
 #: two modes, aerated lung at 0.105 and soft tissue at 0.905, taken as -850 HU and +40 HU (textbook
 #: values, not measured on any test scan), give [-967, 146] HU, rounded to [-970, 150].
 UNIT_WINDOW = (-970.0, 150.0)
+#: Tumour-free phantom lung patches added to the real ones (:mod:`lungseg.experiment.negatives`), and their seed.
+NEGATIVES = 0
+NEGATIVES_SEED = 2000
 
 
-def cross_validated_dice() -> dict[str, object]:
-    """Per-fold mean pooled Dice of the recipe over its seeds, their mean and a 95 % Student-t interval over folds."""
+def cross_validated_dice(negatives: int = 0) -> dict[str, object]:
+    """Per-fold mean pooled Dice of the recipe (with phantom negatives or without) over its seeds, their
+    mean and a 95 % Student-t interval over folds."""
     from scipy import stats
 
+    variant = "phantom-negatives" if negatives else "defaults"
     lines = [json.loads(line) for line in CV_ROWS.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = [{"fold": r["fold"], "seed": r["seed"], "dice": r["scores"][CV_KEY]} for r in lines if r["variant"] == "defaults"]
-    rows += [{"fold": r["fold"], "seed": r["seed"], "dice": r["lungseg_dice"]}
-             for r in json.loads(CV_CLI.read_text(encoding="utf-8"))["folds"]]
+    rows = [{"fold": r["fold"], "seed": r["seed"], "dice": r["scores"][CV_KEY]} for r in lines if r["variant"] == variant]
+    if not negatives:
+        rows += [{"fold": r["fold"], "seed": r["seed"], "dice": r["lungseg_dice"]}
+                 for r in json.loads(CV_CLI.read_text(encoding="utf-8"))["folds"]]
     folds = sorted({r["fold"] for r in rows})
     per_fold = np.array([np.mean([r["dice"] for r in rows if r["fold"] == f]) for f in folds])
     half = stats.t.ppf(0.975, len(folds) - 1) * per_fold.std(ddof=1) / np.sqrt(len(folds))
@@ -99,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     ap.add_argument("--out", default=DEFAULT_OUT, help=f"the model .zip to write (default {DEFAULT_OUT})")
     ap.add_argument("--work", default="data/real-ct", help="where the .npz and the run are kept (default data/real-ct)")
+    ap.add_argument("--negatives", type=int, default=NEGATIVES,
+                    help=f"tumour-free phantom lung patches added to the training patches (default {NEGATIVES})")
     args = ap.parse_args(argv)
     from lungseg.config import TrainConfig
+    from lungseg.experiment.negatives import phantom_negative_patches
     from lungseg.experiment.realct import load_real_patches, real_patches_path
     from lungseg.files import atomic_file
     from lungseg.inference.bundle import export_model
@@ -113,11 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     patches = load_real_patches()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    data = work / "msd-13-patients.npz"
+    suffix = f"-neg{args.negatives}" if args.negatives else ""
+    images, masks = patches.images, patches.masks
+    if args.negatives:
+        negatives = phantom_negative_patches(args.negatives, seed=NEGATIVES_SEED, window=UNIT_WINDOW, pixel_mm=PIXEL_MM)
+        images = np.concatenate([images, negatives])
+        masks = np.concatenate([masks, np.zeros(negatives.shape, dtype=masks.dtype)])
+    data = work / f"msd-13-patients{suffix}.npz"
     with atomic_file(data) as handle:  # never a half-written file where the run's data should be
-        np.savez(handle, images=patches.images, masks=patches.masks, intensity="unit",
-                 spacing=np.full((len(patches.images), 2), PIXEL_MM))
-    run = RunDir(work / f"attention-seed{args.seed}")
+        np.savez(handle, images=images, masks=masks, intensity="unit", spacing=np.full((len(images), 2), PIXEL_MM))
+    run = RunDir(work / f"attention-seed{args.seed}{suffix}")
     if run.metrics_path.is_file() and run.read_metrics().get("finished"):
         seconds = float(run.read_metrics()["wall_time_s"])  # trained before: exported again, not retrained
     else:
@@ -126,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore")  # the split-by-image warning: the card says so
             train(TrainConfig(data=str(data), model="attention", epochs=40, seed=args.seed, device="cpu"), run.path)
         seconds = time.time() - started
-    cv = {**cross_validated_dice(), "seed": args.seed}
+    cv = {**cross_validated_dice(args.negatives), "seed": args.seed, "negatives": args.negatives}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     export_model(run.path, args.out, notes=card_notes(cv, seconds), force=True, pixel_mm=PIXEL_MM,
                  unit_window=UNIT_WINDOW)

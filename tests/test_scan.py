@@ -137,3 +137,13 @@ def test_the_cli_offers_the_same_regions_as_the_library() -> None:
     sub = build_parser()._subparsers._group_actions[0].choices["predict"]  # type: ignore[union-attr]
     (action,) = [a for a in sub._actions if a.dest == "region"]
     assert tuple(action.choices) == REGIONS
+
+
+def test_a_scan_without_lungs_is_searched_whole_with_a_warning() -> None:
+    from lungseg.errors import DataWarning
+
+    hu = np.full((4, 64, 64), 40.0, dtype=np.float32)
+    vol = CTVolume(image=hu, mask=None, spacing=SPACING, patient_id="toy")
+    with pytest.warns(DataWarning, match="scan.nii.gz: no lungs found.*whole scan is searched"):
+        seg, info = segment_scan(tiny_predictor(unit_window=(-970.0, 150.0)), vol, threshold=0.01, where="scan.nii.gz")
+    assert info["region"] == "all" and seg.mask.shape == hu.shape

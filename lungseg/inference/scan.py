@@ -17,14 +17,15 @@ scan does not give it by itself, and :func:`segment_scan` supplies them:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from lungseg.errors import LungsegError
+from lungseg.errors import DataWarning, LungsegError
 from lungseg.inference.predictor import Predictor, Segmentation
-from lungseg.inference.region import lung_region
+from lungseg.inference.region import LungRegion, lung_region
 
 __all__ = ["REGIONS", "hu_to_unit", "resolve_region", "segment_scan"]
 
@@ -93,7 +94,8 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
 
     Returns:
         ``(segmentation on vol's grid, {"region": "lungs"/"all", "region_ml": volume searched or None})``;
-        outside the region the mask, probabilities and gate maps are 0.
+        outside the region the mask, probabilities and gate maps are 0. A scan in which no lung is found
+        is searched whole, with a :class:`~lungseg.errors.DataWarning`.
 
     Raises:
         LungsegError: intensities the model cannot take (:func:`model_images`), a bad ``region``, or
@@ -111,10 +113,12 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
         raise LungsegError(f"{where}: {exc}") from None
     if inside is None:
         raise LungsegError(f"{where}: the lung region needs a scan in HU; this one is {vol.intensity!r}")
+    if not inside.any():  # no lung found (a scan cut through the lungs, or not of a chest): search it all
+        warnings.warn(DataWarning(f"{where}: no lungs found (no air-like region of {LungRegion().min_lung_ml:g} mL"
+                                  " or more inside the body); the whole scan is searched"), stacklevel=2)
+        return run.segment(images, **options), {"region": "all", "region_ml": None}
     info = {"region": "lungs", "region_ml": round(float(inside.sum() * np.prod(vol.spacing)) / 1000.0, 1)}
     empty = np.zeros(vol.image.shape, dtype=np.float32)
-    if not inside.any():  # no lung in this scan: nothing to search
-        return Segmentation(empty.astype(np.uint8), empty, []), info
     box = _box(inside, vol.spacing)
     try:
         seg = run.segment(np.ascontiguousarray(images[box]), **options)
