@@ -76,11 +76,17 @@ def whole_scan_lines() -> str:
 
 
 def card_notes(cv: dict[str, object], seconds: float) -> str:
+    negatives = int(cv.get("negatives", 0))  # type: ignore[call-overload]
+    recipe = (f"; plus {negatives} tumour-free lung patches of the synthetic phantom in the same format"
+              " (`lungseg.experiment.negatives`), so that it has seen lungs without a tumour") if negatives else ""
+    cv_command = ("`python benchmarks/real_patches_inference.py phantom-negatives --seeds 0 1`" if negatives else
+                  "`python benchmarks/real_patches_inference.py defaults --seeds 0 1`; seed 2 through `lungseg train`"
+                  " and `lungseg predict`: `python benchmarks/real_patches.py --seeds 2`")
     return f"""\
 - **Training data:** the 130 real 48 x 48 lung-tumour patches of 13 patients of the Medical Segmentation
   Decathlon, Task06 Lung (Antonelli et al., *Nat. Commun.* 13:4128, 2022; Simpson et al., arXiv:1902.09063),
   resampled to 2 mm and min-max scaled to [0, 1] per patch, as prepared by the `shizoda/data` repository.
-  Licence of the data: CC BY-SA 4.0; this model is derived from them and is shared under the same terms.
+  Licence of the data: CC BY-SA 4.0; this model is derived from them and is shared under the same terms{recipe}.
 - **Recipe:** `lungseg train --data patches.npz --model attention --epochs 40` (the defaults, seed
   {cv.get("seed", 0)}; {seconds / 60:.1f} min on a 2-core CPU); the `.npz` names no patients, so the validation split
   that chose the checkpoint is by image.
@@ -93,8 +99,7 @@ def card_notes(cv: dict[str, object], seconds: float) -> str:
 {whole_scan_lines()}- **Measured:** the same recipe, trained on the other patients of each of five patient-level folds and
   scored on the held-out patients' patches (seeds {cv["seeds"]}, {cv["runs"]} runs): pooled Dice per fold
   {cv["per_fold"]}, mean **{cv["mean"]:.3f}**, 95 % t interval over the folds [{cv["low"]:.3f}, {cv["high"]:.3f}]
-  (`python benchmarks/real_patches_inference.py defaults --seeds 0 1`; seed 2 through `lungseg train` and
-  `lungseg predict`: `python benchmarks/real_patches.py --seeds 2`). The published weights themselves
+  ({cv_command}). The published weights themselves
   were trained on all 13 patients, so they have no held-out score of their own.
 - **Not for clinical use.** Research and teaching only.
 """
