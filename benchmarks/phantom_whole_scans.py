@@ -4,7 +4,7 @@
 ``../shared/realct`` has two whole real scans, and they are test scans (measured, never used to choose).
 To choose between recipes for the real-CT model by how they behave on a whole scan, this script runs
 each model, as ``lungseg predict`` does (:func:`lungseg.inference.scan.segment_scan`: HU scaled by the
-model's window, 2 mm pixels, the lungs searched), on phantom patients of their own seeds and scores the
+model's window, 2 mm pixels, the lungs searched), on phantom patients seeded apart from any training patch (``--seed``) and scores the
 masks: pooled Dice, the share of tumour voxels found, and false-positive components per scan.
 
 Usage: ``python benchmarks/phantom_whole_scans.py MODEL.zip [MODEL.zip ...] [--patients 10] [--seed 777]``.

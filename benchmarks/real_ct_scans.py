@@ -10,7 +10,7 @@ and whether the largest is the tumour, and the Dice of the component that overla
 measurements only: nothing was trained or tuned on them.
 
 Usage: ``python benchmarks/real_ct_scans.py [--model ZIP] [--out results/real-ct/whole-scans.json]``
-(about 2 minutes per scan on the 2-core machine).
+(about half a minute per scan on the 2-core machine).
 """
 
 from __future__ import annotations

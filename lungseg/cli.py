@@ -212,7 +212,7 @@ def _predict_parser(sub: Any) -> None:
                         " (over the 8 symmetries of the square), one forward pass each (default: the run's)")
     p.add_argument("--region", default="auto", choices=("auto", "lungs", "all"),  # scan.REGIONS (no torch here)
                    help="where in a CT volume to look for tumours: lungs (the lungs and their walls), all, or auto (the"
-                        " lungs for a model trained on [0, 1] tumour patches given a scan in HU, else all; default: auto)")
+                        " lungs for a scan in HU, all for one scaled to [0, 1]; default: auto)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="weights to use (default: best)")
     p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE), default=16,
                    help="slices per forward pass (default: 16)")

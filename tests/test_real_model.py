@@ -92,11 +92,12 @@ def test_predict_finds_the_real_nodule_in_a_hu_scan(model: Path, tmp_path: Path)
     import nibabel as nib
 
     from lungseg.inference.readers import read_input
+    from lungseg.inference.region import lung_region
 
     ct = read_input(LIDC / "ct")[1][0]
     reference = read_input(LIDC / "nodule_consensus.nii.gz")[1][0].image > 0.5
     z = np.nonzero(reference.any(axis=(1, 2)))[0]
-    keep = slice(int(z.min()) - 6, int(z.max()) + 7)
+    keep = slice(max(0, int(z.min()) - 6), int(z.max()) + 7)
     affine = np.diag([-ct.spacing[2], -ct.spacing[1], ct.spacing[0], 1.0])  # canonical voxel order, RAS
     scan = tmp_path / "crop.nii.gz"
     nib.save(nib.Nifti1Image(np.ascontiguousarray(ct.image[keep].transpose(2, 1, 0)), affine), scan)
@@ -105,3 +106,4 @@ def test_predict_finds_the_real_nodule_in_a_hu_scan(model: Path, tmp_path: Path)
     assert summary["region"] == "lungs" and mask.shape == reference[keep].shape
     found = (mask & reference[keep]).sum() / reference.sum()
     assert found >= 0.6, f"only {found:.0%} of the consensus nodule marked"
+    assert not (mask & ~lung_region(ct.image[keep], ct.spacing)).any()

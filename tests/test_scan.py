@@ -105,17 +105,18 @@ def test_hu_reaches_a_unit_model_only_through_its_stated_window() -> None:
     np.testing.assert_array_equal(model_images(tiny_predictor(unit_window=(-970.0, 150.0)), vol, "x"), unit)
 
 
-def test_auto_searches_the_lungs_only_for_a_patch_model_given_hu() -> None:
-    hu, _ = chest(n_slices=2)
+def test_auto_searches_the_lungs_of_a_scan_in_hu_and_all_of_a_unit_volume() -> None:
+    hu, _ = chest()
     hu_vol = CTVolume(image=hu, mask=None, spacing=SPACING, patient_id="toy")
     unit_vol = CTVolume(image=hu_to_unit(hu, (-1000.0, 400.0)), mask=None, spacing=SPACING, patient_id="t",
                         intensity="unit")
-    patch_model = tiny_predictor(unit_window=(-970.0, 150.0))
-    assert resolve_region("auto", patch_model, hu_vol) == "lungs"
-    assert resolve_region("auto", patch_model, unit_vol) == "all"
-    assert resolve_region("all", patch_model, hu_vol) == "all"
+    assert resolve_region("auto", hu_vol) == "lungs"
+    assert resolve_region("auto", unit_vol) == "all"
+    assert resolve_region("all", hu_vol) == "all"
     with pytest.raises(LungsegError, match="region must be one of auto, lungs, all"):
-        resolve_region("body", patch_model, hu_vol)
+        resolve_region("body", hu_vol)
+    with pytest.raises(LungsegError, match="lung region needs a scan in HU"):
+        segment_scan(tiny_predictor(), unit_vol, region="lungs")
 
 
 def test_segment_scan_marks_nothing_outside_the_lung_region() -> None:
@@ -147,3 +148,21 @@ def test_a_scan_without_lungs_is_searched_whole_with_a_warning() -> None:
     with pytest.warns(DataWarning, match="scan.nii.gz: no lungs found.*whole scan is searched"):
         seg, info = segment_scan(tiny_predictor(unit_window=(-970.0, 150.0)), vol, threshold=0.01, where="scan.nii.gz")
     assert info["region"] == "all" and seg.mask.shape == hu.shape
+
+
+def test_a_model_without_a_pixel_size_sees_whole_slices_at_its_own_scale() -> None:
+    """Inside the lungs a phantom-style model (no stated pixel size, slices resized to its input) gives
+    the probabilities it gives on whole slices: the region masks, it does not crop and rescale. With a
+    stated pixel size only the lungs' box is run, and the CRF sees 0 outside the lungs."""
+    hu, _ = chest()
+    vol = CTVolume(image=hu, mask=None, spacing=SPACING, patient_id="toy")
+    model = tiny_predictor()
+    model.fingerprint = Fingerprint(mean=-500.0, std=450.0, image_size=48)  # a HU model, no pixel size
+    seg, info = segment_scan(model, vol, threshold=0.01)
+    inside = lung_region(hu, SPACING)
+    whole = model.probabilities(hu)
+    assert info["region"] == "lungs"
+    np.testing.assert_allclose(seg.probs[inside], whole[inside], rtol=1e-5, atol=1e-6)
+    assert not seg.probs[~inside].any()
+    with_crf, _ = segment_scan(model, vol, crf=True)
+    assert not with_crf.mask[~inside].any()

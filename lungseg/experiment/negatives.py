@@ -54,6 +54,8 @@ def phantom_negative_patches(count: int, seed: int = 0, window: tuple[float, flo
     patches: list[np.ndarray] = []
     patient = 0
     while len(patches) < count:
+        if patient >= 10 * count:  # every patient yields patches; this guards against a generator that stops
+            raise RuntimeError(f"phantom_negative_patches: {len(patches)} of {count} patches from {patient} patients")
         vol, _ = generate_patient((seed, patient))
         patient += 1
         factor = vol.spacing[1] / pixel_mm

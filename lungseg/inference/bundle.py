@@ -101,14 +101,29 @@ def _json_value(x: Any) -> Any:
     return x
 
 
+def _expected_input(fingerprint: Fingerprint) -> str:
+    """The model card's words on the intensities (and pixel size) the model takes."""
+    if fingerprint.intensity == "hu":
+        text = "in Hounsfield units, clipped and normalised by the fingerprint (eq. 1)"
+    elif fingerprint.unit_window is None:
+        text = ("with intensities scaled to [0, 1] as the training images were (not Hounsfield units: `lungseg"
+                " predict` refuses HU input), normalised by the fingerprint (eq. 1)")
+    else:
+        low, high = fingerprint.unit_window
+        text = ("with intensities scaled to [0, 1] as the training images were, normalised by the fingerprint"
+                f" (eq. 1); a scan in Hounsfield units is clipped to [{low:g}, {high:g}] HU and scaled to [0, 1]"
+                " by `lungseg predict` first")
+    if fingerprint.pixel_mm is not None:
+        text += f"; at {fingerprint.pixel_mm:g} mm per pixel (`lungseg predict` resamples a scan's slices to it)"
+    return text
+
+
 def _model_card(config: dict[str, Any], metadata: dict[str, Any], summary: dict[str, Any],
-                evaluation: dict[str, Any] | None, hounsfield: bool = True, notes: str | None = None) -> str:
+                evaluation: dict[str, Any] | None, fingerprint: Fingerprint, notes: str | None = None) -> str:
     """The model card (docs/README.md): what the model is, how it was trained and measured, and its limits
     (``notes``: the exporter's own section, e.g. the training data's licence and cross-validated numbers)."""
     size = config.get("image_size")
-    expected = ("in Hounsfield units, clipped and normalised by the fingerprint (eq. 1)" if hounsfield else
-                "with intensities scaled to [0, 1] as the training images were (not Hounsfield units: `lungseg"
-                " predict` refuses HU input), normalised by the fingerprint (eq. 1)")
+    expected = _expected_input(fingerprint)
     lines = [
         f"# {metadata['name']}",
         "",
@@ -219,8 +234,7 @@ def export_model(run_dir: str | os.PathLike[str], out: str | os.PathLike[str], c
         run.read_evaluation(False) if run.evaluation_path(False).is_file() else None)
     metadata = _export_metadata(run, checkpoint, int(state.get("epoch", 0)), config_json, summary, evaluation,
                                 fingerprint)
-    payload[_CARD] = _model_card(config_json, metadata, summary, evaluation, fingerprint.intensity == "hu",
-                                 notes).encode("utf-8")
+    payload[_CARD] = _model_card(config_json, metadata, summary, evaluation, fingerprint, notes).encode("utf-8")
     metadata["files"] = {member: _sha256(data) for member, data in sorted(payload.items())}
     payload[_METADATA] = _json_bytes(metadata)
     _write_zip(out_path, {f"{name}/{member}": data for member, data in payload.items()})

@@ -102,8 +102,8 @@ def predict(
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 elsewhere), ``"fp32"`` or ``"bf16"``
             (on a CPU with native bf16 about 2x faster; see :class:`lungseg.inference.Predictor`).
         tta: ``"none"``, ``"flips"`` or ``"dihedral"`` (:mod:`lungseg.inference.tta`); ``None``: the run's.
-        region: where a CT volume is searched, ``"lungs"``, ``"all"`` or ``"auto"``
-            (:func:`lungseg.inference.scan.resolve_region`); images and ``.npz`` slices are searched whole.
+        region: where a CT volume is searched, ``"lungs"``, ``"all"`` or ``"auto"`` (:mod:`lungseg.inference.scan`);
+            images and ``.npz`` slices are searched whole, never resampled.
         progress: show progress bars (one over all studies for a folder of studies).
 
     Returns:

@@ -10,6 +10,9 @@ wall, so prediction on a whole scan keeps only what falls in the region this mod
    against the pleura, the hilum or the mediastinum (which the air threshold cuts out of the lung)
    is back inside, then widened by ``margin_mm``.
 
+A lung that the field of view cuts (it touches the image's edge in a slice) is, in that slice, taken
+for the air around the patient: such a scan needs ``region="all"``.
+
 The work is done on a grid of about ``grid_mm`` per pixel (the region is coarse by design) and the
 result brought back to the scan's grid, so a 275-slice 512² series takes about a second.
 """
