@@ -25,21 +25,21 @@ def score_model(model: str, patients: int, seed: int) -> dict[str, object]:
     from lungseg.data.phantom.study import generate_patient
     from lungseg.inference import Predictor
     from lungseg.inference.scan import segment_scan
+    from lungseg.metrics import confusion
 
     run = Predictor.load(model, device="cpu")
-    inter = predicted = truth = 0
+    counts = None
     false_components = []
     for k in range(patients):
         vol, _ = generate_patient((seed, k))
         mask = segment_scan(run, vol)[0].mask > 0
         reference = vol.mask > 0
-        inter, predicted, truth = inter + (mask & reference).sum(), predicted + mask.sum(), truth + reference.sum()
+        counts = confusion(mask, reference) if counts is None else counts + confusion(mask, reference)
         labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
         hit = set(np.unique(labels[reference]).tolist()) - {0}
         false_components.append(n - len(hit))
     return {"model": model, "patients": patients, "seed": seed,
-            "pooled_dice": round(float(2 * inter / max(1, predicted + truth)), 3),
-            "recall": round(float(inter / max(1, truth)), 3),
+            "pooled_dice": round(counts.dice, 3), "recall": round(counts.recall, 3),
             "false_components_per_scan": round(float(np.mean(false_components)), 1)}
 
 

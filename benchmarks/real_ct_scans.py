@@ -36,20 +36,20 @@ SCANS = {
 
 def score(mask: np.ndarray, reference: np.ndarray) -> dict[str, object]:
     """Dice, recall and the component picture of a predicted mask against a reference (same grid)."""
+    from lungseg.metrics import confusion
+
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     overlap = np.bincount(labels[reference].ravel(), minlength=n + 1)[1:]
     best = int(np.argmax(overlap)) if n and overlap.max() > 0 else None
-    total = mask.sum() + reference.sum()
+    counts = confusion(mask, reference)
     row: dict[str, object] = {
-        "dice": round(float(2 * (mask & reference).sum() / total), 3) if total else 1.0,
-        "recall": round(float((mask & reference).sum() / max(1, reference.sum())), 3),
+        "dice": round(counts.dice, 3), "recall": round(counts.recall, 3),
         "predicted_voxels": int(mask.sum()), "reference_voxels": int(reference.sum()), "components": int(n),
         "largest_is_tumour": bool(n and best == int(np.argmax(sizes))),
     }
     if best is not None:
-        component = labels == best + 1
-        row["tumour_component_dice"] = round(float(2 * (component & reference).sum() / (component.sum() + reference.sum())), 3)
+        row["tumour_component_dice"] = round(confusion(labels == best + 1, reference).dice, 3)
         row["tumour_component_rank_by_size"] = int((sizes > sizes[best]).sum()) + 1
     return row
 

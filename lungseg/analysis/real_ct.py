@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from lungseg.files import atomic_file
+from lungseg.inference.region import LUNG_HU
 from lungseg.metrics import BOUNDARY_TOLERANCE_MM, boundary_scores, confusion
 
 __all__ = [
@@ -64,8 +65,8 @@ N_READERS = 4
 
 #: Outside the readers' outlines, voxels of the real crop below this HU are counted as aerated lung
 #: and the rest as soft tissue or bone (the crop has no tissue labels; -400 HU lies between lung
-#: parenchyma, about -850, and soft tissue, about 40).
-REAL_LUNG_HU = -400.0
+#: parenchyma, about -850, and soft tissue, about 40): the threshold prediction finds the lungs by.
+REAL_LUNG_HU = LUNG_HU
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,13 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from lungseg.inference.region import LUNG_HU
+
 __all__ = ["BODY_HU", "LUNG_HU", "attention_by_region", "body_regions"]
 
-#: HU threshold separating the body (soft tissue, > -500 HU) from air, and aerated lung inside it.
+#: HU threshold separating the body (soft tissue, > -500 HU) from air; aerated lung inside it lies
+#: below :data:`lungseg.inference.region.LUNG_HU`, the threshold prediction finds the lungs by.
 BODY_HU = -500.0
-LUNG_HU = -400.0
 
 
 def body_regions(image_hu: Any, mask: Any | None = None) -> dict[str, Any]:

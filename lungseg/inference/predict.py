@@ -45,7 +45,7 @@ from lungseg.inference.checks import check_positive_int, check_threshold
 from lungseg.inference.lesions import image_lesion_summary, lesion_summary
 from lungseg.inference.predictor import Predictor, Segmentation
 from lungseg.inference.readers import VOLUME_SUFFIXES, list_studies, read_input, strip_suffix
-from lungseg.inference.scan import REGIONS, segment_scan
+from lungseg.inference.scan import check_region, segment_scan
 from lungseg.inference.tta import check_tta
 
 __all__ = ["predict"]
@@ -148,8 +148,7 @@ def _check_arguments(batch_size: int, threshold: float | None, tta: str | None, 
     if tta is not None:
         check_tta(tta)
     writers.check_format(output_format)
-    if region not in REGIONS:
-        raise LungsegError(f"region must be one of {', '.join(REGIONS)}; got {region!r}")
+    check_region(region)
 
 
 def _check_studies(inp: Path, out: Path, studies: list[Path], output_format: str) -> None:

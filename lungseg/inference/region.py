@@ -24,7 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["LungRegion", "lung_region"]
+__all__ = ["LUNG_HU", "LungRegion", "lung_region"]
+
+#: Below this (HU) a voxel inside the body is aerated lung (about -850 HU); soft tissue lies above -100.
+LUNG_HU = -400.0
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class LungRegion:
         grid_mm: in-plane pixel size the region is computed at.
     """
 
-    air_hu: float = -400.0
+    air_hu: float = LUNG_HU
     min_lung_ml: float = 50.0
     close_mm: float = 30.0
     margin_mm: float = 5.0

@@ -32,7 +32,7 @@ from lungseg.errors import DataWarning, LungsegError
 from lungseg.inference.predictor import Predictor, Segmentation
 from lungseg.inference.region import LungRegion, lung_region
 
-__all__ = ["REGIONS", "hu_to_unit", "resolve_region", "segment_scan"]
+__all__ = ["REGIONS", "check_region", "hu_to_unit", "resolve_region", "segment_scan"]
 
 #: ``"auto"``: the lungs for a scan in HU, the whole volume for one already scaled to [0, 1] (no HU to
 #: find the lungs by); ``"lungs"``; ``"all"``.
@@ -66,11 +66,16 @@ def model_images(run: Predictor, vol: Any, where: str) -> np.ndarray:
     )
 
 
+def check_region(region: str) -> None:
+    """Refuse a ``region`` that is not one of :data:`REGIONS`, naming them."""
+    if region not in REGIONS:
+        raise LungsegError(f"region must be one of {', '.join(REGIONS)}; got {region!r}")
+
+
 def resolve_region(region: str, vol: Any) -> str:
     """``"lungs"`` or ``"all"`` for ``region`` (one of :data:`REGIONS`): ``"auto"`` is ``"lungs"`` for a scan in
     HU and ``"all"`` for one in [0, 1] (its HU, by which the lungs are found, are gone)."""
-    if region not in REGIONS:
-        raise LungsegError(f"region must be one of {', '.join(REGIONS)}; got {region!r}")
+    check_region(region)
     if region != "auto":
         return region
     return "lungs" if vol.intensity == "hu" else "all"
