@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 from tqdm.auto import tqdm
 
 try:  # the `crf` extra: a compiled extension, installed only where the CRF is used
@@ -83,9 +84,10 @@ class CRFParams:
         window: HU window mapped to 0..255, or None when images are already unit intensities in
             [0, 1] (e.g. PNG slices), which are scaled by 255.
         clip: probabilities are clipped to ``[clip, 1 - clip]`` before ``-log`` (finite unaries).
-        crop_sigmas: :func:`refine_batch` refines a slice only inside the bounding box of its pixels
-            of probability >= 0.5, widened on every side by ``crop_sigmas`` times the wider kernel's
-            width (45 px by default) and clipped to the slice; pixels outside are background. At
+        crop_sigmas: :func:`refine_batch` refines a slice only around its pixels of probability
+            >= 0.5: in the bounding box of each cluster of them, widened on every side by
+            ``crop_sigmas`` times the wider kernel's width (45 px by default) and clipped to the slice
+            (clusters further apart than twice that get a box each); pixels outside are background. At
             that distance a kernel weighs ``exp(-crop_sigmas² / 2)`` (1.1 % at 3) of a neighbour's, so
             this is an approximation of the whole-slice CRF that spares it the air and bone of a
             512² slice; its effect on the masks is measured in ``benchmarks/NOTES.md``. ``None``:
@@ -282,7 +284,7 @@ def refine_batch(
     Returns:
         uint8 masks ``(N, H, W)`` (and float32 refined probabilities ``(N, H, W)`` if ``return_prob``).
         The masks alone are refined only where the CRF can find tumour (slices with a pixel >= 0.5, inside
-        the box of :attr:`CRFParams.crop_sigmas`); with ``return_prob`` every whole slice is refined.
+        the boxes of :attr:`CRFParams.crop_sigmas` around their clusters); with ``return_prob`` every whole slice is refined.
     """
     require_pydensecrf()
     cfg = _params(params, overrides)
@@ -297,30 +299,37 @@ def refine_batch(
 def _refine_candidates(imgs: np.ndarray, ps: np.ndarray, workers: int | None, cfg: CRFParams,
                        progress: bool) -> np.ndarray:
     """The CRF masks, run only where it can find tumour: on the slices that hold a pixel of probability
-    >= 0.5, inside those pixels' bounding box widened by :meth:`CRFParams.crop_margin`.
+    >= 0.5, around each cluster of those pixels (:func:`_candidate_boxes`).
 
     Skipping the other slices is exact: a slice without such a pixel refines to an empty mask, since every
     unary then prefers background, and the Potts messages of neighbours that all prefer background too
     can only push a pixel further towards it, so no mean-field iteration makes any pixel foreground
-    (``tests/test_crf.py``). The crop is the approximation described at :attr:`CRFParams.crop_sigmas`.
+    (``tests/test_crf.py``). The boxes are the approximation described at :attr:`CRFParams.crop_sigmas`.
     """
     candidates = np.flatnonzero(ps.reshape(len(ps), -1).max(axis=1) >= 0.5) if len(ps) else np.zeros(0, int)
     masks = np.zeros(imgs.shape, dtype=np.uint8)
-    boxes = [_candidate_box(ps[k], cfg.crop_margin()) for k in candidates]
-    refined = _refine_pairs([(imgs[k][box], ps[k][box]) for k, box in zip(candidates, boxes, strict=True)],
-                            workers, cfg, progress)
-    for k, box, q in zip(candidates, boxes, refined, strict=True):
-        masks[k][box] = q > 0.5
+    regions = [(k, box, own) for k in candidates for box, own in _candidate_boxes(ps[k], cfg.crop_margin())]
+    refined = _refine_pairs([(imgs[k][box], ps[k][box]) for k, box, _ in regions], workers, cfg, progress)
+    for (k, box, own), q in zip(regions, refined, strict=True):
+        masks[k][box][own] = q[own] > 0.5
     return masks
 
 
-def _candidate_box(prob: np.ndarray, margin: int | None) -> tuple[slice, slice]:
-    """The rows and columns of a slice the CRF refines: all of them, or the box of its pixels >= 0.5 widened by ``margin``."""
+def _candidate_boxes(prob: np.ndarray, margin: int | None) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+    """The boxes of a slice the CRF refines, each with the pixels it decides (``True`` in its own region).
+
+    With ``margin`` ``None``: the whole slice. Otherwise the pixels >= 0.5 are grown by ``margin`` on every
+    side (a square); each connected region of the grown pixels is one box, its bounding box, and decides
+    its own pixels only. Clusters of candidates further apart than twice the margin get boxes of their
+    own instead of one box spanning both, which on a real scan with scattered false candidates covers
+    a third less of the slice (``benchmarks/NOTES.md``); every decided pixel is still within ``margin``
+    of its cluster and further than ``margin`` from any other.
+    """
     if margin is None:
-        return slice(None), slice(None)
-    rows, cols = np.nonzero(prob >= 0.5)
-    return (slice(max(0, rows.min() - margin), rows.max() + margin + 1),
-            slice(max(0, cols.min() - margin), cols.max() + margin + 1))
+        return [((slice(None), slice(None)), np.ones(prob.shape, dtype=bool))]
+    grown = ndimage.maximum_filter((prob >= 0.5).astype(np.uint8), size=2 * margin + 1, mode="constant")
+    labels, _ = ndimage.label(grown, structure=np.ones((3, 3), dtype=bool))
+    return [(box, labels[box] == i) for i, box in enumerate(ndimage.find_objects(labels), start=1) if box is not None]
 
 
 def _refine_all(imgs: np.ndarray, ps: np.ndarray, workers: int | None, cfg: CRFParams,

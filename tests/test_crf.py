@@ -171,3 +171,26 @@ def test_without_pydensecrf2_the_crf_names_the_extra(monkeypatch: pytest.MonkeyP
         crf_module.refine_batch(image, prob, workers=0)
     with pytest.raises(ImportError, match="pydensecrf2"):
         crf_module.refine(image[0], prob[0])
+
+
+def test_clusters_far_apart_get_a_box_each_and_about_the_whole_slice_answer() -> None:
+    """Two candidate tumours in opposite corners of a 320² slice: refined in two boxes of their own (not one
+    box spanning the slice), each deciding its own pixels, with (the boxes being an approximation) all but
+    a handful of pixels of the mask the whole-slice CRF finds."""
+    rng = np.random.default_rng(5)
+    image = rng.normal(-850, 20, (320, 320)).astype(np.float32)
+    prob = rng.uniform(0.0, 0.3, (320, 320)).astype(np.float32)
+    for seed, (r, c) in enumerate(((10, 10), (246, 246))):
+        blob_image, blob_prob, _ = _noisy_case(seed, size=64, radius=12)
+        image[r:r + 64, c:c + 64], prob[r:r + 64, c:c + 64] = blob_image, blob_prob
+    boxes = crf._candidate_boxes(prob, crf.CRFParams().crop_margin())
+    assert len(boxes) == 2
+    assert all((b[0].stop - b[0].start) * (b[1].stop - b[1].start) < 160 * 160 for b, _ in boxes)
+    decided = np.zeros(prob.shape, dtype=int)
+    for box, own in boxes:
+        decided[box] += own
+    assert decided.max() == 1 and decided[prob >= 0.5].min() == 1  # disjoint, and every candidate decided
+    cropped = crf.refine_batch(image[None], prob[None], workers=0)
+    whole = crf.refine_batch(image[None], prob[None], workers=0, crop_sigmas=None)
+    assert whole.sum() > 500
+    assert np.count_nonzero(cropped != whole) <= 5
