@@ -272,3 +272,23 @@ def test_run_timing_and_grid_span_read_the_runs_files(tmp_path):
     assert (timing["epochs_run"], timing["train_and_validate_s"], timing["setup_s"]) == (2, 8.0, 2.0)
     assert timing["evaluate_crf_off_s"] is not None and timing["time_per_epoch_s"] == 4.0
     assert analysis.grid_span(results, grid) >= 0
+
+
+def test_resampled_coverage_table_resamples_a_runs_scored_patients(tmp_path):
+    from lungseg.experimentdir import ExperimentDir
+
+    study = ExperimentDir(tmp_path / "study")
+    run = study.run("attention-hybrid-seed0")
+    run.path.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = ["image_id,patient_id,slice,tumour_pixels,predicted_pixels,dice,tp,fp,fn,tn"]
+    for p in range(40):
+        tp, fp, fn = (int(v) for v in rng.integers(10, 200, 3))
+        lines.append(f"p{p}:0,p{p},0,{tp + fn},{tp + fp},,{tp},{fp},{fn},1000")
+    run.per_image_path(False).write_text("\n".join(lines) + "\n")
+    table = analysis.resampled_coverage_table(study, ["attention-hybrid-seed0"], [10, 40], n_studies=30, n_boot=200)
+    assert [(r["run"], r["study_patients"], r["population_patients"]) for r in table] == \
+        [("attention-hybrid-seed0", 10, 40), ("attention-hybrid-seed0", 40, 40)]
+    assert table[0]["mean_half_width"] > table[1]["mean_half_width"]  # more patients, narrower intervals
+    with pytest.raises(FileNotFoundError, match="no per-image table"):
+        analysis.resampled_coverage_table(study, ["attention-hybrid-seed0"], [10], crf=True)

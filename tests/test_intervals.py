@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lungseg.metrics import crossed_interval, paired_crossed_interval
+from lungseg.metrics import crossed_interval, paired_crossed_interval, resampled_coverage
 
 
 def _pooled_dice_tables(rng, n_seeds, n_patients, seed_sd=0.0):
@@ -72,3 +72,40 @@ def test_bad_shapes_are_refused_with_the_shapes(bad):
         crossed_interval(bad, bad)
     with pytest.raises(ValueError, match="same"):
         paired_crossed_interval(np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 4)), np.ones((2, 4)))
+
+
+def _population(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-patient 2TP and 2TP + FP + FN of a model with Dice about 0.7 on tumours of varied size."""
+    size = rng.lognormal(6, 1, n)
+    tp = rng.binomial(size.astype(int), 0.7)
+    errors = rng.poisson(0.6 * size)
+    return 2.0 * tp, 2.0 * tp + errors
+
+
+def test_resampled_coverage_of_a_95_interval_is_near_95_percent() -> None:
+    num, den = _population(np.random.default_rng(0), 400)
+    out = resampled_coverage(num, den, 100, n_studies=200, n_boot=400)
+    assert out["population_value"] == pytest.approx(num.sum() / den.sum())
+    assert 0.88 <= out["coverage"] <= 1.0
+    assert out["coverage_low"] < out["coverage"] < out["coverage_high"] or out["coverage"] == 1.0
+    assert 0 < out["mean_half_width"] < 0.2
+
+
+def test_resampled_coverage_exposes_an_interval_too_narrow() -> None:
+    """A 50 % interval sold as 95 % would be caught: its coverage lands far below 90 %."""
+    num, den = _population(np.random.default_rng(1), 400)
+    out = resampled_coverage(num, den, 100, n_studies=200, n_boot=400, level=0.5)
+    assert out["coverage"] < 0.7
+    assert out["coverage_high"] < 0.9
+
+
+def test_resampled_coverage_is_reproducible_and_checks_its_arguments() -> None:
+    num, den = _population(np.random.default_rng(2), 60)
+    assert resampled_coverage(num, den, 30, n_studies=20, n_boot=100, seed=3) == \
+        resampled_coverage(num, den, 30, n_studies=20, n_boot=100, seed=3)
+    with pytest.raises(ValueError, match="1-D"):
+        resampled_coverage(num[None], den[None], 30)
+    with pytest.raises(ValueError, match=">= 1"):
+        resampled_coverage(num, den, 0)
+    with pytest.raises(ValueError, match="undefined"):
+        resampled_coverage(np.zeros(5), np.zeros(5), 3)

@@ -7,7 +7,8 @@ patient-bootstrap CIs and boundary figures, split by job:
   small-tumour recall;
 * :mod:`lungseg.metrics.summary` — the three labelled aggregations (pooled, per image, per patient)
   and their patient-bootstrap intervals, together in :func:`summarize`; a grid cell's interval over
-  training seeds and test patients together (:func:`crossed_interval`);
+  training seeds and test patients together (:func:`crossed_interval`), and how often it covers a
+  population's value (:func:`resampled_coverage`);
 * :mod:`lungseg.metrics.boundary` — HD95 and surface Dice in mm (MONAI's), with their empty-mask rule
   :data:`BOUNDARY_EMPTY_RULE`;
 * :mod:`lungseg.metrics.froc` — lesion-level FROC (sensitivity against false positives per scan over
@@ -66,6 +67,7 @@ from lungseg.metrics.summary import (
     CROSSED_INTERVAL,
     crossed_interval,
     paired_crossed_interval,
+    resampled_coverage,
     summarize,
 )
 
@@ -105,6 +107,7 @@ __all__ = [
     "paired_crossed_interval",
     "ratio_or_default",
     "reliability",
+    "resampled_coverage",
     "score",
     "small_tumor_recall",
     "summarize",
