@@ -142,6 +142,7 @@ class ProfileDir(Folder):
     TEST_STUDY = "test-study"
     CLAIMS = "05_tables/claims.json"
     COVERAGE = "coverage.json"
+    STUDY_SIZE = "training-study-size.json"
     PROVENANCE = "provenance.json"
     CACHE = "cache"
 
@@ -175,6 +176,12 @@ class ProfileDir(Folder):
         """How often the results table's interval covered a large study's value, on fresh test studies
         (``benchmarks/interval_coverage.py``)."""
         return self.path / self.COVERAGE
+
+    @property
+    def study_size_path(self) -> Path:
+        """Single grid cells retrained on a larger training study, scored on the test study beside the
+        published runs (``benchmarks/training_study_size.py``)."""
+        return self.path / self.STUDY_SIZE
 
     @property
     def provenance_path(self) -> Path:
