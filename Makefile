@@ -40,7 +40,7 @@ crf:
 # marked outputs. Last, the published book proves itself (test-published).
 CI_NOTEBOOKS := _build/ci-notebooks
 test: venv lint
-	$(BIN)/python -m pytest -q --timeout=1200 tests
+	$(BIN)/python -m pytest -q --timeout=1200 --durations=15 tests
 	rm -rf $(CI_NOTEBOOKS)
 	$(BIN)/python scripts/run_notebooks.py --profile quick --out $(CI_NOTEBOOKS)
 	$(BIN)/python -m pytest -q --timeout=1200 --nbval-lax $(CI_NOTEBOOKS)
@@ -66,7 +66,7 @@ test-notebooks: venv
 	$(BIN)/python -m pytest -q --timeout=1200 --nbval-lax $(CI_NOTEBOOKS)
 
 test-unit: venv
-	$(BIN)/python -m pytest -q --timeout=1200 tests
+	$(BIN)/python -m pytest -q --timeout=1200 --durations=15 tests
 
 
 # Speed and memory side by side with MONAI (results/bench/); `make bench QUICK=1` for a smoke run,

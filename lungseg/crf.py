@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 from lungseg.preprocess import HU_WINDOW
 
 __all__ = [
-    "CRFParams", "MISSING_CRF", "crf_available", "refine", "refine_batch", "require_pydensecrf", "window_to_uint8",
+    "CRFParams", "MISSING_CRF", "candidate_boxes", "crf_available", "refine", "refine_batch", "require_pydensecrf", "window_to_uint8",
 ]
 
 #: Why the CRF cannot run where pydensecrf2 is missing, and what to do: the message of
@@ -87,7 +87,7 @@ class CRFParams:
         crop_sigmas: :func:`refine_batch` refines a slice only around its pixels of probability
             >= 0.5: in the bounding box of each cluster of them, widened on every side by
             ``crop_sigmas`` times the wider kernel's width (45 px by default) and clipped to the slice
-            (clusters further apart than twice that get a box each); pixels outside are background. At
+            (clusters more than twice that apart get a box each); pixels outside are background. At
             that distance a kernel weighs ``exp(-crop_sigmas² / 2)`` (1.1 % at 3) of a neighbour's, so
             this is an approximation of the whole-slice CRF that spares it the air and bone of a
             512² slice; its effect on the masks is measured in ``benchmarks/NOTES.md``. ``None``:
@@ -299,7 +299,7 @@ def refine_batch(
 def _refine_candidates(imgs: np.ndarray, ps: np.ndarray, workers: int | None, cfg: CRFParams,
                        progress: bool) -> np.ndarray:
     """The CRF masks, run only where it can find tumour: on the slices that hold a pixel of probability
-    >= 0.5, around each cluster of those pixels (:func:`_candidate_boxes`).
+    >= 0.5, around each cluster of those pixels (:func:`candidate_boxes`).
 
     Skipping the other slices is exact: a slice without such a pixel refines to an empty mask, since every
     unary then prefers background, and the Potts messages of neighbours that all prefer background too
@@ -308,28 +308,42 @@ def _refine_candidates(imgs: np.ndarray, ps: np.ndarray, workers: int | None, cf
     """
     candidates = np.flatnonzero(ps.reshape(len(ps), -1).max(axis=1) >= 0.5) if len(ps) else np.zeros(0, int)
     masks = np.zeros(imgs.shape, dtype=np.uint8)
-    regions = [(k, box, own) for k in candidates for box, own in _candidate_boxes(ps[k], cfg.crop_margin())]
+    regions = [(k, box, own) for k in candidates for box, own in candidate_boxes(ps[k], cfg.crop_margin())]
     refined = _refine_pairs([(imgs[k][box], ps[k][box]) for k, box, _ in regions], workers, cfg, progress)
     for (k, box, own), q in zip(regions, refined, strict=True):
         masks[k][box][own] = q[own] > 0.5
     return masks
 
 
-def _candidate_boxes(prob: np.ndarray, margin: int | None) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+def candidate_boxes(prob: np.ndarray, margin: int | None) -> list[tuple[tuple[slice, slice], np.ndarray]]:
     """The boxes of a slice the CRF refines, each with the pixels it decides (``True`` in its own region).
 
     With ``margin`` ``None``: the whole slice. Otherwise the pixels >= 0.5 are grown by ``margin`` on every
     side (a square); each connected region of the grown pixels is one box, its bounding box, and decides
-    its own pixels only. Clusters of candidates further apart than twice the margin get boxes of their
-    own instead of one box spanning both, which on a real scan with scattered false candidates covers
-    a third less of the slice (``benchmarks/NOTES.md``); every decided pixel is still within ``margin``
-    of its cluster and further than ``margin`` from any other.
+    its own pixels only. So clusters of candidates whose grown squares do not touch (more than
+    ``2 * margin + 1`` pixels apart along rows or columns) get boxes of their own instead of one box
+    spanning both, which on a real scan with scattered false candidates covers a third less of the slice
+    (``benchmarks/NOTES.md``). Every decided pixel is within ``margin`` (in rows and columns) of its own
+    cluster and further than that from any other; a pixel's context ends at its cluster's box, so
+    candidates of another cluster just beyond the margin are no longer in it. Where the boxes would
+    cover more than the one box around all candidates of the slice (a ring of candidates around a
+    cluster, or many tiny clusters), that one box is used.
     """
+    everything = np.ones(prob.shape, dtype=bool)
     if margin is None:
-        return [((slice(None), slice(None)), np.ones(prob.shape, dtype=bool))]
-    grown = ndimage.maximum_filter((prob >= 0.5).astype(np.uint8), size=2 * margin + 1, mode="constant")
+        return [((slice(None), slice(None)), everything)]
+    candidate = prob >= 0.5
+    grown = ndimage.maximum_filter(candidate.astype(np.uint8), size=2 * margin + 1, mode="constant")
     labels, _ = ndimage.label(grown, structure=np.ones((3, 3), dtype=bool))
-    return [(box, labels[box] == i) for i, box in enumerate(ndimage.find_objects(labels), start=1) if box is not None]
+    boxes = ndimage.find_objects(labels)  # label i's box at index i - 1; label() leaves no gaps
+    (whole,) = ndimage.find_objects(grown)
+    if len(boxes) == 1 or sum(_area(b) for b in boxes) >= _area(whole):
+        return [(whole, everything[whole])]
+    return [(box, labels[box] == i) for i, box in enumerate(boxes, start=1)]
+
+
+def _area(box: tuple[slice, slice]) -> int:
+    return (box[0].stop - box[0].start) * (box[1].stop - box[1].start)
 
 
 def _refine_all(imgs: np.ndarray, ps: np.ndarray, workers: int | None, cfg: CRFParams,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from lungseg import crf
 from lungseg.metrics import dice
@@ -183,7 +184,7 @@ def test_clusters_far_apart_get_a_box_each_and_about_the_whole_slice_answer() ->
     for seed, (r, c) in enumerate(((10, 10), (246, 246))):
         blob_image, blob_prob, _ = _noisy_case(seed, size=64, radius=12)
         image[r:r + 64, c:c + 64], prob[r:r + 64, c:c + 64] = blob_image, blob_prob
-    boxes = crf._candidate_boxes(prob, crf.CRFParams().crop_margin())
+    boxes = crf.candidate_boxes(prob, crf.CRFParams().crop_margin())
     assert len(boxes) == 2
     assert all((b[0].stop - b[0].start) * (b[1].stop - b[1].start) < 160 * 160 for b, _ in boxes)
     decided = np.zeros(prob.shape, dtype=int)
@@ -194,3 +195,32 @@ def test_clusters_far_apart_get_a_box_each_and_about_the_whole_slice_answer() ->
     whole = crf.refine_batch(image[None], prob[None], workers=0, crop_sigmas=None)
     assert whole.sum() > 500
     assert np.count_nonzero(cropped != whole) <= 5
+
+
+def test_boxes_that_overlap_decide_disjoint_pixels_and_a_ring_gets_one_box() -> None:
+    """An L-shaped cluster whose box holds a second, distant cluster: two boxes that overlap, whose
+    decided pixels do not, and between them every candidate decided; a ring of candidates around a
+    cluster, whose boxes would cover more than one box around everything, gets that one box."""
+    margin = crf.CRFParams().crop_margin()
+    prob = np.zeros((500, 500), dtype=np.float32)
+    prob[100:110, 100:300] = prob[100:300, 100:110] = 0.9  # the L, its box rows and columns 55-345
+    prob[300:340, 300:340] = 0.9  # 190 px from it, its box 255-385
+    boxes = crf.candidate_boxes(prob, margin)
+    assert len(boxes) == 2
+    (box_a, own_a), (box_b, own_b) = boxes
+    overlap = np.zeros(prob.shape, dtype=int)
+    overlap[box_a] += 1
+    overlap[box_b] += 1
+    assert overlap.max() == 2  # the boxes overlap ...
+    decided = np.zeros(prob.shape, dtype=int)
+    for box, own in boxes:
+        decided[box] += own
+    assert decided.max() == 1 and decided[prob >= 0.5].min() == 1  # ... their decided pixels do not
+    ring = np.zeros((400, 400), dtype=np.float32)
+    ring[50:350, 50:350] = 0.9
+    ring[56:344, 56:344] = 0.0
+    ring[190:210, 190:210] = 0.9  # grown, 145-255: inside the ring's grown hole, 101-299
+    assert len(ndimage.find_objects(ndimage.label(
+        ndimage.maximum_filter(ring >= 0.5, size=2 * margin + 1), structure=np.ones((3, 3)))[0])) == 2
+    (box, own), = crf.candidate_boxes(ring, margin)
+    assert own.all() and box == (slice(5, 395), slice(5, 395))

@@ -84,10 +84,11 @@ def _population(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarra
 
 def test_resampled_coverage_of_a_95_interval_is_near_95_percent() -> None:
     num, den = _population(np.random.default_rng(0), 400)
-    out = resampled_coverage(num, den, 100, n_studies=200, n_boot=400)
+    out = resampled_coverage(num, den, 100, n_studies=400, n_boot=1000)
     assert out["population_value"] == pytest.approx(num.sum() / den.sum())
-    assert 0.88 <= out["coverage"] <= 1.0
-    assert out["coverage_low"] < out["coverage"] < out["coverage_high"] or out["coverage"] == 1.0
+    assert 0.90 <= out["coverage"] <= 0.98  # neither too narrow nor too wide (the next two tests)
+    assert out["coverage_low"] < out["coverage"] < out["coverage_high"]
+    assert out["n_undefined"] == 0
     assert 0 < out["mean_half_width"] < 0.2
 
 
@@ -99,13 +100,33 @@ def test_resampled_coverage_exposes_an_interval_too_narrow() -> None:
     assert out["coverage_high"] < 0.9
 
 
+def test_resampled_coverage_exposes_an_interval_too_wide() -> None:
+    """A 99.9 % interval sold as 95 % would be caught too: its coverage lands above the 0.98 accepted above."""
+    num, den = _population(np.random.default_rng(1), 400)
+    assert resampled_coverage(num, den, 100, n_studies=200, n_boot=4000, level=0.999)["coverage"] > 0.98
+
+
+def test_the_wilson_interval_of_a_proportion() -> None:
+    from lungseg.metrics.summary import _wilson
+
+    assert _wilson(17, 20) == pytest.approx((0.6396, 0.9476), abs=1e-4)  # statsmodels proportion_confint
+    assert _wilson(20, 20)[1] == 1.0 and _wilson(0, 20)[0] == 0.0
+    assert _wilson(20, 20)[0] == pytest.approx(0.8389, abs=1e-4)
+
+
 def test_resampled_coverage_is_reproducible_and_checks_its_arguments() -> None:
     num, den = _population(np.random.default_rng(2), 60)
     assert resampled_coverage(num, den, 30, n_studies=20, n_boot=100, seed=3) == \
         resampled_coverage(num, den, 30, n_studies=20, n_boot=100, seed=3)
     with pytest.raises(ValueError, match="1-D"):
         resampled_coverage(num[None], den[None], 30)
-    with pytest.raises(ValueError, match=">= 1"):
+    with pytest.raises(ValueError, match="positive integer"):
         resampled_coverage(num, den, 0)
+    with pytest.raises(ValueError, match="positive integer"):
+        resampled_coverage(num, den, 2.5)
+    with pytest.raises(ValueError, match="level"):
+        resampled_coverage(num, den, 3, level=1.5)
+    with pytest.raises(ValueError, match="equal"):
+        resampled_coverage(num, den[:-1], 3)
     with pytest.raises(ValueError, match="undefined"):
         resampled_coverage(np.zeros(5), np.zeros(5), 3)

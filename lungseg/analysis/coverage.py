@@ -18,7 +18,7 @@ __all__ = ["resampled_coverage_table"]
 
 
 def resampled_coverage_table(study: ExperimentDir, runs: Sequence[str], study_sizes: Sequence[int], *,
-                             crf: bool = False, n_studies: int = 400, n_boot: int = 1000,
+                             crf: bool = False, n_studies: int = 400, n_boot: int = 2000,
                              seed: int = 0) -> list[dict[str, Any]]:
     """Per run and study size: how often the pooled-Dice interval of a simulated study holds the run's
     pooled Dice on all of ``study``'s patients.
@@ -29,6 +29,9 @@ def resampled_coverage_table(study: ExperimentDir, runs: Sequence[str], study_si
         study_sizes: patients per simulated study.
         crf: which evaluation of the runs.
         n_studies, n_boot, seed: as :func:`lungseg.metrics.resampled_coverage`.
+
+    Returns:
+        One row per run and study size: ``run`` and the keys of :func:`lungseg.metrics.resampled_coverage`.
 
     Raises:
         FileNotFoundError: a run has no per-image table for ``crf``.

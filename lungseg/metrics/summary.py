@@ -343,7 +343,7 @@ def paired_crossed_interval(num_a: Any, den_a: Any, num_b: Any, den_b: Any, *, n
     return _summary(diff, level, *num_a.shape)
 
 
-def resampled_coverage(num: Any, den: Any, study_patients: int, *, n_studies: int = 400, n_boot: int = 1000,
+def resampled_coverage(num: Any, den: Any, study_patients: int, *, n_studies: int = 400, n_boot: int = 2000,
                        seed: int = 0, level: float = 0.95) -> dict[str, Any]:
     """How often :func:`crossed_interval` holds a population's figure, by drawing studies from a large one.
 
@@ -360,40 +360,52 @@ def resampled_coverage(num: Any, den: Any, study_patients: int, *, n_studies: in
             ``2TP`` and ``2TP + FP + FN``).
         study_patients: patients per simulated study.
         n_studies: simulated studies.
-        n_boot: bootstrap replicates of each study's interval.
+        n_boot: bootstrap replicates of each study's interval (2000, as the results tables).
         seed: seed of the draws (the same seed gives the same result).
         level: coverage the interval claims.
 
     Returns:
-        ``{"population_patients", "population_value", "study_patients", "n_studies", "level", "coverage",
-        "coverage_low", "coverage_high", "mean_half_width"}``; ``coverage_low`` / ``coverage_high`` are
-        the Wilson 95 % interval of the coverage over the simulated studies.
+        ``{"population_patients", "population_value", "study_patients", "n_studies", "n_undefined", "level",
+        "coverage", "coverage_low", "coverage_high", "mean_half_width"}``; ``coverage_low`` /
+        ``coverage_high`` are the Wilson 95 % interval of the coverage over the simulated studies. A study
+        whose figure is undefined (no tumour and no prediction drawn) has no interval: it counts as a
+        miss and in ``n_undefined``; ``mean_half_width`` is over the others.
 
     Raises:
         ValueError: ``num`` and ``den`` are not equal 1-D arrays, the population's figure is undefined,
-            or ``study_patients`` / ``n_studies`` is below 1.
+            ``study_patients`` / ``n_studies`` is not a positive integer, or ``level`` is not in (0, 1).
     """
     if np.ndim(num) != 1 or np.ndim(den) != 1:
         raise ValueError(f"num and den must be 1-D per-patient arrays, got {np.shape(num)} and {np.shape(den)}")
+    if np.shape(num) != np.shape(den) or np.size(num) == 0:
+        raise ValueError(f"num and den must be equal, non-empty per-patient arrays, got {np.shape(num)} and "
+                         f"{np.shape(den)}")
     num, den = _check(np.asarray(num)[None], np.asarray(den)[None])
-    if int(study_patients) < 1 or int(n_studies) < 1:
-        raise ValueError(f"study_patients and n_studies must be >= 1, got {study_patients} and {n_studies}")
+    for name, value in (("study_patients", study_patients), ("n_studies", n_studies)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
     total = float(den.sum())
     if total <= 0:
         raise ValueError("the population's figure is undefined: its denominators sum to 0")
     truth = float(num.sum()) / total
     rng = np.random.default_rng(seed)
-    covered, half_widths = 0, []
-    for k in range(int(n_studies)):
+    covered, undefined, half_widths = 0, 0, []
+    for _ in range(int(n_studies)):
         drawn = rng.integers(0, num.shape[1], int(study_patients))
-        ci = crossed_interval(num[:, drawn], den[:, drawn], n_boot=n_boot, seed=seed + k + 1, level=level)
+        # One set of bootstrap draws serves every study (the patients drawn are what differs; the studies
+        # stay independent), and it is cached once instead of evicting the results tables' draws.
+        ci = crossed_interval(num[:, drawn], den[:, drawn], n_boot=n_boot, seed=seed, level=level)
         if ci["low"] is None:
-            continue  # an undefined study (no tumour, no prediction) holds nothing: counts as a miss
+            undefined += 1
+            continue
         covered += ci["low"] <= truth <= ci["high"]
         half_widths.append((ci["high"] - ci["low"]) / 2)
     low, high = _wilson(covered, int(n_studies))
     return {"population_patients": int(num.shape[1]), "population_value": truth,
-            "study_patients": int(study_patients), "n_studies": int(n_studies), "level": level,
+            "study_patients": int(study_patients), "n_studies": int(n_studies), "n_undefined": undefined,
+            "level": level,
             "coverage": covered / int(n_studies), "coverage_low": low, "coverage_high": high,
             "mean_half_width": float(np.mean(half_widths)) if half_widths else None}
 
