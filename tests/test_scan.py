@@ -73,13 +73,13 @@ def test_the_fingerprint_states_pixel_size_and_hu_window_and_reads_them_back(tmp
         dataclasses.replace(fp, unit_window=(150.0, -970.0))
 
 
-def tiny_predictor(**fingerprint: object) -> Predictor:
+def tiny_predictor(model_name: str = "unet", **fingerprint: object) -> Predictor:
     from lungseg.config import TrainConfig
     from lungseg.models import build_model
 
-    config = TrainConfig(model="unet", base_channels=4, depth=2, image_size=48, tta="none")
+    config = TrainConfig(model=model_name, base_channels=4, depth=2, image_size=48, tta="none")
     torch.manual_seed(0)
-    model = build_model("unet", base_channels=4, depth=2)
+    model = build_model(model_name, base_channels=4, depth=2)
     fp = Fingerprint(mean=0.5, std=0.3, window=None, image_size=48, intensity="unit", **fingerprint)
     return Predictor(model, config, fp, source="toy", device="cpu")
 
@@ -166,3 +166,17 @@ def test_a_model_without_a_pixel_size_sees_whole_slices_at_its_own_scale() -> No
     assert not seg.probs[~inside].any()
     with_crf, _ = segment_scan(model, vol, crf=True)
     assert not with_crf.mask[~inside].any()
+
+
+def test_segment_keeps_probabilities_gates_and_mask_to_the_region_it_is_given() -> None:
+    """Predictor.segment(keep=...): what segment_scan hands the lung region through."""
+    hu, _ = chest()
+    run = tiny_predictor("attention", unit_window=(-970.0, 150.0))
+    images = hu_to_unit(hu, (-970.0, 150.0))
+    inside = lung_region(hu, SPACING)
+    free = run.segment(images, threshold=0.01, attention=True)
+    kept = run.segment(images, threshold=0.01, attention=True, keep=inside)
+    assert free.mask[~inside].any() and any(a[~inside].any() for a in free.alphas)  # there is something to remove
+    assert not kept.mask[~inside].any() and not kept.probs[~inside].any()
+    assert kept.alphas and not any(a[~inside].any() for a in kept.alphas)
+    np.testing.assert_array_equal(kept.probs[inside], free.probs[inside])

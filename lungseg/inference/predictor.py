@@ -231,18 +231,23 @@ class Predictor:
         return self.crf_mask(images, probs) if crf else self.mask(probs, threshold)
 
     def segment(self, images: np.ndarray, crf: bool = False, threshold: float | None = None, attention: bool = False,
-                batch_size: int = 16, progress: bool = False,
-                pixel_spacing: tuple[float, float] | None = None) -> Segmentation:
+                batch_size: int = 16, progress: bool = False, pixel_spacing: tuple[float, float] | None = None,
+                keep: np.ndarray | None = None) -> Segmentation:
         """The mask of native slices (thresholded, or CRF-refined when ``crf``), with its probabilities
         and, when ``attention``, the gate maps of :meth:`attention_maps` (``pixel_spacing``: see
-        :meth:`probabilities`)."""
+        :meth:`probabilities`). Where ``keep`` (a boolean array shaped like ``images``) is given, the
+        probabilities and gate maps are 0 outside it before thresholding or the CRF, so the CRF takes
+        everything outside for background, and the mask is 0 there."""
         if attention:
             probs, alphas = self.attention_maps(images, batch_size=batch_size, progress=progress,
                                                 pixel_spacing=pixel_spacing)
         else:
             probs, alphas = self.probabilities(images, batch_size=batch_size, progress=progress,
                                                pixel_spacing=pixel_spacing), []
-        return Segmentation(self.binarize(images, probs, crf, threshold), probs, alphas)
+        if keep is None:
+            return Segmentation(self.binarize(images, probs, crf, threshold), probs, alphas)
+        probs, alphas = probs * keep, [a * keep for a in alphas]
+        return Segmentation(self.binarize(images, probs, crf, threshold) * keep, probs, alphas)
 
     @torch.no_grad()
     def _run(self, images: np.ndarray, batch_size: int, progress: bool, network_size: tuple[int, int] | None,

@@ -92,20 +92,6 @@ def _box(inside: np.ndarray, spacing: tuple[float, float, float], in_plane: bool
     return zs, slice(max(0, ys.start - pad_y), min(h, ys.stop + pad_y)), slice(max(0, xs.start - pad_x), min(w, xs.stop + pad_x))
 
 
-def _segment_inside(run: Predictor, images: np.ndarray, keep: np.ndarray, crf: bool, threshold: float | None,
-                    attention: bool, batch_size: int, progress: bool,
-                    pixel_spacing: tuple[float, float]) -> Segmentation:
-    """:meth:`Predictor.segment` of ``images`` with the probabilities (and gates) set to 0 outside ``keep``
-    before thresholding or the CRF, so that the CRF treats everything outside as background."""
-    if attention:
-        probs, alphas = run.attention_maps(images, batch_size=batch_size, progress=progress, pixel_spacing=pixel_spacing)
-    else:
-        probs, alphas = run.probabilities(images, batch_size=batch_size, progress=progress,
-                                          pixel_spacing=pixel_spacing), []
-    probs = probs * keep
-    return Segmentation(run.binarize(images, probs, crf, threshold) * keep, probs, [a * keep for a in alphas])
-
-
 def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: float | None = None,
                  attention: bool = False, batch_size: int = 16, progress: bool = False,
                  region: str = "auto", where: str = "input") -> tuple[Segmentation, dict[str, Any]]:
@@ -146,7 +132,7 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
         if inside is None:
             return run.segment(images, **options), {"region": "all", "region_ml": None}
         box = _box(inside, vol.spacing, in_plane=run.network_size(images.shape[1:], pixel_spacing) is not None)
-        seg = _segment_inside(run, np.ascontiguousarray(images[box]), inside[box], **options)
+        seg = run.segment(np.ascontiguousarray(images[box]), keep=inside[box], **options)
     except ValueError as exc:
         raise LungsegError(f"{where}: {exc}") from None
     empty = np.zeros(vol.image.shape, dtype=np.float32)
