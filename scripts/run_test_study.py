@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
 
 def main(argv: list[str] | None = None) -> int:
     from lungseg.data.phantom import load_study
-    from lungseg.experiment import profile_settings
+    from lungseg.experiment import grid_workers, profile_settings
     from lungseg.experiment.teststudy import (
         TEST_STUDY_PATIENTS,
         TEST_STUDY_SEED,
@@ -36,13 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patients", type=int, default=TEST_STUDY_PATIENTS, help="test-study patients (default %(default)s)")
     ap.add_argument("--data-seed", type=int, default=TEST_STUDY_SEED, help="test-study seed (default %(default)s)")
     ap.add_argument("--precision", default="auto", help="inference numerics: auto (fp32 on a CPU), fp32 or bf16")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="runs scored side by side, one thread each on 2 cores (default: the profile's grid workers)")
     args = ap.parse_args(argv)
     settings = profile_settings(args.profile)
+    workers = grid_workers(settings) if args.workers is None else args.workers
+    if workers < 1:
+        ap.error(f"--workers must be a positive integer, got {workers}")
     started = time.perf_counter()
     data = prepare_test_study(settings, n_patients=args.patients, data_seed=args.data_seed)
     print(f"test study {data.name}: {study_composition(load_study(data).manifest)}", flush=True)
     try:
-        results = evaluate_on_test_study(settings, data, precision=args.precision)
+        results = evaluate_on_test_study(settings, data, precision=args.precision, workers=workers)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -54,3 +54,13 @@ def test_every_run_is_scored_on_every_test_patient(tmp_path: Path) -> None:
                                  / "eval_crf_off.json").read_text())
         assert evaluation["n_patients"] == 6 and evaluation["split"] == "all"
     assert load_study(test_data).manifest["seed"] == 2
+    with pytest.warns(UserWarning, match="tumours under 10 mm"):  # two runs side by side score the same
+        side_by_side = teststudy.evaluate_on_test_study(settings, test_data, tmp_path / "side-by-side", progress=False,
+                                                        workers=2)
+    assert side_by_side["cells"] == scored["cells"] and side_by_side["differences"] == scored["differences"]
+    assert side_by_side["settings"]["workers"] == 2 and scored["settings"]["workers"] == 1
+
+
+def test_the_test_study_refuses_a_bad_worker_count(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
+        teststudy.evaluate_on_test_study(profile_settings("quick"), tmp_path, workers=0)

@@ -102,7 +102,7 @@ def study_composition(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[str] | None = None,
                            out_dir: str | os.PathLike[str] | None = None, *, precision: str = "auto",
-                           progress: bool = True) -> dict[str, Any]:
+                           progress: bool = True, workers: int = 1) -> dict[str, Any]:
     """Score every published run of the profile's grid on the test study, CRF off and on.
 
     Args:
@@ -112,14 +112,17 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
         precision: inference numerics (``"auto"``: fp32 on a CPU, as the grid's evaluations; ``"bf16"``
             about halves the time; in ``benchmarks/NOTES.md`` it moved trained models' Dice by at most 0.004).
         progress: print a line per run.
+        workers: runs scored side by side, each with ``cores // workers`` threads
+            (:func:`lungseg.experiment.workers.map_in_workers`; the grid trains its runs so too). The
+            scores do not depend on it.
 
     Returns:
         The results table (``settings``, ``runs``, ``cells``, ``differences``) as the grid's.
     """
     from lungseg.data.phantom import load_study
-    from lungseg.errors import DataWarning
-    from lungseg.evaluation import evaluate_run_crf_settings
+    from lungseg.experiment.workers import check_workers, map_in_workers
 
+    check_workers(workers)
     grid = profile_dir(settings).grid
     grid_results = grid.read_results()
     data_dir = Path(data) if data is not None else prepare_test_study(settings, progress=progress)
@@ -134,29 +137,27 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
     grid_settings = grid_results["settings"]
     models, losses, seeds = grid_settings["models"], grid_settings["losses"], grid_settings["seeds"]
     crf = [bool(c) for c in grid_settings["crf"]]
+    keys = list(itertools.product(models, losses, seeds))
+    jobs = []
+    for model, loss, seed in keys:
+        scored = exp.run(run_name(model, loss, seed))
+        scored.path.mkdir(parents=True, exist_ok=True)
+        jobs.append((str(grid.run(run_name(model, loss, seed)).path), str(data_dir),
+                     {c: str(scored.evaluation_path(c)) for c in crf}, precision))
+    started = time.perf_counter()
+    scores = map_in_workers(_score_run, jobs, workers, progress=progress and workers > 1, desc="test-study runs")
     evaluations: dict[GridKey, dict[str, Any]] = {}
     tables: dict[GridKey, Rows | None] = {}
-    runs, started = [], time.perf_counter()
-    for model, loss, seed in itertools.product(models, losses, seeds):
-        name, run_started = run_name(model, loss, seed), time.perf_counter()
-        scored = exp.run(name)
-        scored.path.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            # Runs published before content hashes name their training patients by id alone, and every
-            # phantom study numbers its patients phantom-000, ...: the seeds differ (checked above), so a
-            # warning that the test patients are training patients would be false.
-            warnings.filterwarnings("ignore", message=".*are training patients of", category=DataWarning)
-            results = evaluate_run_crf_settings(grid.run(name).path, data_dir,
-                                                {c: scored.evaluation_path(c) for c in crf},
-                                                split="all", precision=precision, progress=False)
+    runs = []
+    for (model, loss, seed), (results, seconds) in zip(keys, scores):
+        scored = exp.run(run_name(model, loss, seed))
         for c in crf:
             evaluations[(model, loss, c, int(seed))] = results[c]
             tables[(model, loss, c, int(seed))] = scored.read_per_image(c)
-        seconds = round(time.perf_counter() - run_started, 1)
         runs.append({"run": portable(scored.path), "model": model, "loss": loss, "seed": int(seed),
                      "status": "scored", "seconds": seconds})
         if progress:
-            print(f"[{len(runs)}/{len(models) * len(losses) * len(seeds)}] {name}: pooled Dice "
+            print(f"[{len(runs)}/{len(keys)}] {scored.path.name}: pooled Dice "
                   + ", ".join(f"CRF {'on' if c else 'off'} {results[c]['pooled']['dice']:.3f}" for c in crf)
                   + f" ({seconds:.0f} s)", flush=True)
     cells = grid_cells(evaluations, tables, models, losses, crf, seeds)
@@ -168,7 +169,7 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
                      "runs_from": portable(grid.path), "split": "every patient of the independent test study",
                      "ci": grid_settings.get("ci"), "differences": grid_settings.get("differences"),
                      "interval": grid_settings.get("interval"),
-                     "kept_from_grid": f"{ROBUSTNESS}: measured on the grid's own test split"},
+                     "kept_from_grid": f"{ROBUSTNESS}: measured on the grid's own test split", "workers": workers},
         "runs": runs,
         "cells": cells,
         "differences": differences,
@@ -176,3 +177,21 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
     }
     write_results(exp, results_table)
     return exp.read_results()
+
+
+def _score_run(run: str, data_dir: str, evaluation_paths: dict[bool, str], precision: str) -> tuple[dict[bool, Any], float]:
+    """One grid run scored on the whole test study, CRF off and on from one network pass (a
+    module-level function: :func:`~lungseg.experiment.workers.map_in_workers` pickles it into its
+    workers); returns the evaluations per CRF setting and the seconds it took."""
+    from lungseg.errors import DataWarning
+    from lungseg.evaluation import evaluate_run_crf_settings
+
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        # Runs published before content hashes name their training patients by id alone, and every
+        # phantom study numbers its patients phantom-000, ...: the seeds differ (checked by the caller),
+        # so a warning that the test patients are training patients would be false.
+        warnings.filterwarnings("ignore", message=".*are training patients of", category=DataWarning)
+        results = evaluate_run_crf_settings(run, data_dir, {c: Path(p) for c, p in evaluation_paths.items()},
+                                            split="all", precision=precision, progress=False)
+    return results, round(time.perf_counter() - started, 1)
