@@ -292,3 +292,27 @@ def test_resampled_coverage_table_resamples_a_runs_scored_patients(tmp_path):
     assert table[0]["mean_half_width"] > table[1]["mean_half_width"]  # more patients, narrower intervals
     with pytest.raises(FileNotFoundError, match="no per-image table"):
         analysis.resampled_coverage_table(study, ["attention-hybrid-seed0"], [10], crf=True)
+
+
+def test_lesion_recall_splits_into_small_and_larger_cross_sections():
+    # 2190 lesions, 839 under 10 mm: 149 small and 1080 larger ones found (a published test-study run)
+    ev = {"n_lesions": 2190, "n_lesions_hit": 1229, "n_small_lesions": 839, "n_small_hit": 149}
+    (row,) = analysis.lesion_recall_by_size([("attention-hybrid-seed1", ev)], target=0.85)
+    assert row["lesion_recall"] == pytest.approx(1229 / 2190)
+    assert row["recall_small"] == pytest.approx(149 / 839) and row["recall_10mm_plus"] == pytest.approx(1080 / 1351)
+    assert row["small_share"] == pytest.approx(839 / 2190)
+    assert row["recall_if_all_10mm_plus_found"] == pytest.approx((1351 + 149) / 2190)
+    # 0.85 x 2190 = 1861.5 lesions found: 781.5 of the 839 small ones on top of the 1080 larger ones
+    assert row["small_recall_needed"] == pytest.approx((0.85 * 2190 - 1080) / 839)
+    # the counts recombine: the larger ones found plus the needed small ones give the target
+    assert (1080 + row["small_recall_needed"] * 839) / 2190 == pytest.approx(0.85)
+    # 9 of 9 larger lesions found already make 0.9 of 10: no small one is needed
+    easy = {"n_lesions": 10, "n_lesions_hit": 9, "n_small_lesions": 1, "n_small_hit": 0}
+    assert analysis.lesion_recall_by_size([("larger ones suffice", easy)])[0]["small_recall_needed"] == 0.0
+
+
+def test_lesion_recall_by_size_says_what_is_missing():
+    with pytest.raises(ValueError, match="run-a: the evaluation has no n_small_lesions"):
+        analysis.lesion_recall_by_size([("run-a", {"n_lesions": 3, "n_lesions_hit": 1, "n_small_hit": 0})])
+    with pytest.raises(ValueError, match=r"target must be in \(0, 1\]"):
+        analysis.lesion_recall_by_size([], target=1.5)

@@ -31,7 +31,7 @@ def test_the_test_study_cannot_share_the_training_seed() -> None:
 
 
 @pytest.mark.slow
-def test_every_run_is_scored_on_every_test_patient(tmp_path: Path) -> None:
+def test_every_run_is_scored_on_every_test_patient(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A 2-seed grid trained on one phantom study, scored on another: the cells' intervals resample the
     seeds and the 6 test patients; the robustness stays the grid's, marked as such."""
     config = PhantomConfig(image_size=48, n_slices=4)
@@ -43,7 +43,9 @@ def test_every_run_is_scored_on_every_test_patient(tmp_path: Path) -> None:
     grid = run_experiment(train_data, tmp_path / "results" / "experiment", models=("unet",), losses=("dice",),
                           crf=(False,), seeds=(0, 1), base_config=base, device="cpu", progress=False)
     with pytest.warns(UserWarning, match="tumours under 10 mm, fewer than the 100"):
-        scored = teststudy.evaluate_on_test_study(settings, test_data, progress=False)
+        scored = teststudy.evaluate_on_test_study(settings, test_data, progress=True)
+    printed = capsys.readouterr().out  # a line per run as it is done
+    assert all(f"unet-dice-seed{seed}: pooled Dice CRF off" in printed for seed in (0, 1)), printed
     cell = scored["cells"][0]
     assert cell["dice_pooled"]["n_patients"] == 6 and cell["dice_pooled"]["interval"] == "seeds x patients"
     assert cell["intensity_robustness_std"]["measured_on"] == "the grid's own test split"

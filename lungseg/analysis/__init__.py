@@ -5,7 +5,8 @@
   and learning curves (chapters 4, 6–8);
 * :mod:`lungseg.analysis.examples` — which test slices a figure shows, chosen by rule (chapter 6);
 * :mod:`lungseg.analysis.regions` — where the attention gates look, by body region (chapter 7);
-* :mod:`lungseg.analysis.sizes` — the tumour-size bins (chapters 7 and 8);
+* :mod:`lungseg.analysis.sizes` — the tumour-size bins (chapters 7 and 8) and lesion recall by
+  cross-section size (chapter 5);
 * :mod:`lungseg.analysis.crf_effect` — what the CRF changes, image by image, and to the boundary
   figures (chapter 8);
 * :mod:`lungseg.analysis.tumours` — tumour by tumour, what a run finds and what decides its pooled
@@ -43,7 +44,7 @@ from lungseg.analysis.runs import (
     run_histories,
     run_summaries,
 )
-from lungseg.analysis.sizes import SIZE_BINS, size_bin
+from lungseg.analysis.sizes import SIZE_BINS, lesion_recall_by_size, size_bin
 from lungseg.analysis.training import (
     CONVERGENCE_LABELS,
     SEARCHED,
@@ -79,6 +80,7 @@ __all__ = [
     "example_slices",
     "grid_span",
     "held_out_patients",
+    "lesion_recall_by_size",
     "paired_difference_rows",
     "patch_vs_whole_means",
     "per_patient_dice",
