@@ -32,6 +32,20 @@ def test_profiles_quick_is_small_and_overrides_apply():
         profiles.profile_settings("quick", epoch=3)
 
 
+@pytest.mark.parametrize("name", ["medium", "paper"])
+def test_the_published_profiles_train_on_100_patients_and_choose_on_20(name):
+    """The split the grid makes of the profile's study: at least 100 training and 20 validation patients
+    (a 32-patient study left 22 and 5), whatever the tumour-free share."""
+    from lungseg.data.slices import patient_split
+
+    settings = profiles.profile_settings(name)
+    fractions = profiles.TRAIN_SETTINGS[name]["split_fractions"]
+    ids = [f"phantom-{i:03d}" for i in range(settings.n_patients)]
+    for tumour_free_every in (2, 5, 1000):
+        split = patient_split(ids, [i % tumour_free_every != 0 for i in range(len(ids))], fractions)
+        assert len(split["train"]) >= 100 and len(split["val"]) >= 20, (name, {k: len(v) for k, v in split.items()})
+
+
 def test_every_profile_has_train_settings():
     assert set(profiles.PROFILES) <= set(profiles.TRAIN_SETTINGS)
     # The paper profile stops early on validation Dice; the medium one follows its cosine schedule to

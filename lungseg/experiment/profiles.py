@@ -10,10 +10,12 @@ Profiles:
         and what CI runs): 24 phantom patients at 128x128, tiny networks on whole 64x64 slices, one
         seed. It shows the workflow, not the paper's numbers.
     ``medium``: the default of ``make book``, which renders its published results: the paper's
-        256x256 geometry on a CPU (32 patients, width-8 networks trained on 96x96 patches in bf16
-        through a cosine schedule until the validation Dice plateaus, 3 seeds, two runs side by side,
-        the losses' open choices tuned on validation data first); about an hour to re-train.
-    ``paper``: the paper-scale run for a GPU (about a hundred patients at 256x256, the full
+        256x256 geometry on a CPU (150 patients: 105 training, 22 validation, 23 test; width-8
+        networks trained on 96x96 patches in bf16 through a cosine schedule, 3 seeds, two runs side
+        by side, the losses' open choices tuned on validation data first), scored on an independent
+        200-patient test study (:mod:`lungseg.experiment.teststudy`); a few hours to re-train on two
+        cores (measured in ``results/medium/provenance.json`` and ``benchmarks/NOTES.md``).
+    ``paper``: the paper-scale run for a GPU (150 patients at 256x256, the full
         comparison grid with 3 seeds, early stopping on validation Dice).
 """
 
@@ -109,15 +111,16 @@ PROFILES: dict[str, dict[str, Any]] = {
     ),
     # The paper's 256x256 geometry on a 2-core CPU: narrow networks (width 8: 0.5 M parameters, so
     # all 18 checkpoints publish in a few MB), trained on 96x96 patches in bf16 with a cosine
-    # schedule to its end, two runs side by side with one thread each; sized so that the grid of 18
-    # runs with CRF evaluation fits an hour (tuning comes on top). The time is measured in
+    # schedule to its end, two runs side by side with one thread each. 150 patients (105 / 22 / 23):
+    # a 32-patient study (22 / 5 / 5) left checkpoint choice to 5 validation patients and the
+    # networks to 27 training tumours (benchmarks/NOTES.md); the time is measured in
     # results/medium/provenance.json.
     "medium": dict(
-        n_patients=32, phantom_size=256, phantom_slices=24, image_size=256, base_channels=8, depth=4, epochs=16,
+        n_patients=150, phantom_size=256, phantom_slices=24, image_size=256, base_channels=8, depth=4, epochs=16,
         batch_size=16, seeds=(0, 1, 2), n_boot=200, workers=2,
     ),
     "paper": dict(
-        n_patients=100, phantom_size=256, phantom_slices=40, image_size=256, base_channels=32, depth=4, epochs=100,
+        n_patients=150, phantom_size=256, phantom_slices=40, image_size=256, base_channels=32, depth=4, epochs=100,
         batch_size=16, seeds=(0, 1, 2), n_boot=1000,
     ),
 }
