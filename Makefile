@@ -39,8 +39,12 @@ crf:
 # profile (training from scratch) into _build/ci-notebooks, and nbval re-executes those and checks the
 # marked outputs. Last, the published book proves itself (test-published).
 CI_NOTEBOOKS := _build/ci-notebooks
+# The unit tests run on two workers (pytest-xdist) with one thread each: most are short torch runs
+# and `lungseg` subprocesses, which two cores finish side by side sooner than one after the other
+# (two workers that each start two threads on two cores would be many times slower).
+UNIT_TESTS := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --timeout=1200 --durations=15 tests
 test: venv lint
-	$(BIN)/python -m pytest -q --timeout=1200 --durations=15 tests
+	$(UNIT_TESTS)
 	rm -rf $(CI_NOTEBOOKS)
 	$(BIN)/python scripts/run_notebooks.py --profile quick --out $(CI_NOTEBOOKS)
 	$(BIN)/python -m pytest -q --timeout=1200 --nbval-lax $(CI_NOTEBOOKS)
@@ -66,7 +70,7 @@ test-notebooks: venv
 	$(BIN)/python -m pytest -q --timeout=1200 --nbval-lax $(CI_NOTEBOOKS)
 
 test-unit: venv
-	$(BIN)/python -m pytest -q --timeout=1200 --durations=15 tests
+	$(UNIT_TESTS)
 
 
 # Speed and memory side by side with MONAI (results/bench/); `make bench QUICK=1` for a smoke run,

@@ -455,8 +455,15 @@ class RunDir(Folder):
 
     def compact_checkpoint(self, which: str = "best") -> Path:
         """Rewrite a checkpoint with its floating-point weights in half precision and nothing else
-        but its epoch, validation Dice and configuration (for publishing small runs)."""
+        but its epoch, validation Dice and configuration (for publishing small runs); absolute paths
+        in the configuration are recorded as :func:`lungseg.paths.portable` records them, so that a
+        published checkpoint names no folder of the machine that trained it."""
+        from lungseg.paths import portable
+
         state = self.load_checkpoint(which)
         weights = {k: v.half() if torch.is_floating_point(v) else v for k, v in state["model"].items()}
         keep = {k: state[k] for k in ("epoch", "val_dice", "config") if k in state}
+        if isinstance(keep.get("config"), dict):
+            keep["config"] = {k: portable(v) if isinstance(v, str) and os.path.isabs(v) else v
+                              for k, v in keep["config"].items()}
         return self.save_checkpoint(which, {"model": weights, **keep, "weights_dtype": "float16"})

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,18 @@ def test_half_precision_checkpoints_load_as_float32(tmp_path: Path) -> None:
     back = run.load_checkpoint("best")
     assert back["model"]["w"].dtype == torch.float32 and back["epoch"] == 4
     assert torch.allclose(back["model"]["w"], original, atol=1e-3) and back["model"]["n"].dtype == torch.int64
+
+
+def test_a_compacted_checkpoint_names_no_folder_of_the_machine() -> None:
+    """Paths inside the repository are recorded relative to it (the published grid's checkpoints)."""
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:  # inside the repository, as runs/ is
+        run = RunDir(Path(tmp) / "run").create()
+        data = str(ROOT / "data" / "phantom-medium")
+        run.save_checkpoint("best", {"model": {"w": torch.ones(1)}, "epoch": 1,
+                                     "config": {"data": data, "cache_dir": None, "lr": 0.002}})
+        run.compact_checkpoint("best")
+        config = run.load_checkpoint("best")["config"]
+    assert config == {"data": "data/phantom-medium", "cache_dir": None, "lr": 0.002}
 
 
 def test_evaluation_freshness_follows_the_best_epoch_not_file_times(tmp_path: Path) -> None:
