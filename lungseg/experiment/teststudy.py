@@ -138,19 +138,18 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
     models, losses, seeds = grid_settings["models"], grid_settings["losses"], grid_settings["seeds"]
     crf = [bool(c) for c in grid_settings["crf"]]
     keys = list(itertools.product(models, losses, seeds))
+    scored_runs = [exp.run(run_name(*key)) for key in keys]
     jobs = []
-    for model, loss, seed in keys:
-        scored = exp.run(run_name(model, loss, seed))
+    for key, scored in zip(keys, scored_runs):
         scored.path.mkdir(parents=True, exist_ok=True)
-        jobs.append((str(grid.run(run_name(model, loss, seed)).path), str(data_dir),
+        jobs.append((str(grid.run(run_name(*key)).path), str(data_dir),
                      {c: str(scored.evaluation_path(c)) for c in crf}, precision, progress))
     started = time.perf_counter()
     scores = map_in_workers(_score_run, jobs, workers, progress=False)  # each run prints its own line
     evaluations: dict[GridKey, dict[str, Any]] = {}
     tables: dict[GridKey, Rows | None] = {}
     runs = []
-    for (model, loss, seed), (results, seconds) in zip(keys, scores):
-        scored = exp.run(run_name(model, loss, seed))
+    for (model, loss, seed), scored, (results, seconds) in zip(keys, scored_runs, scores):
         for c in crf:
             evaluations[(model, loss, c, int(seed))] = results[c]
             tables[(model, loss, c, int(seed))] = scored.read_per_image(c)
