@@ -38,10 +38,28 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rotation-180": {"max_rotation_deg": 180.0},
     "smoke": {"epochs": 1, "min_samples_per_epoch": 16},
     "phantom-negatives": {},
+    "pretrained-plain": {},
+    "pretrained-randomised": {},
 }
 #: Variants whose training patches get as many tumour-free phantom lung patches
-#: (:func:`lungseg.experiment.negatives.phantom_negative_patches`, seeded by the fold) as real ones.
+#: (:func:`lungseg.experiment.phantom_patches.phantom_negative_patches`, seeded by the fold) as real ones.
 WITH_NEGATIVES = ("phantom-negatives",)
+#: Variants that start from the weights of a phantom-only run of ``benchmarks/phantom_transfer.py``
+#: (trained on 2000 phantom patches, seed 0; run that script first).
+PRETRAINED = {"pretrained-plain": "plain", "pretrained-randomised": "randomised"}
+
+
+def _overrides(variant: str) -> dict[str, Any]:
+    overrides = dict(VARIANTS[variant])
+    if variant in PRETRAINED:
+        import phantom_transfer
+
+        run = Path(phantom_transfer.DEFAULT_WORK) / f"{PRETRAINED[variant]}-2000-seed0"
+        if not (run / "metrics.json").is_file():
+            raise SystemExit(f"{run}: no phantom-only run; first `python benchmarks/phantom_transfer.py "
+                             f"{PRETRAINED[variant]}`")
+        overrides["init_weights"] = str(run)
+    return overrides
 
 
 def train_with_ema(config: Any, out: Path) -> float:
@@ -100,14 +118,14 @@ def run_one(variant: str, fold: int, seed: int, work: str) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         train_x, train_y = images[~test], masks[~test]
         if variant in WITH_NEGATIVES:
-            from lungseg.experiment.negatives import phantom_negative_patches
+            from lungseg.experiment.phantom_patches import phantom_negative_patches
 
             negatives = phantom_negative_patches(len(train_x), seed=1000 + fold)
             train_x = np.concatenate([train_x, negatives])
             train_y = np.concatenate([train_y, np.zeros(negatives.shape, dtype=train_y.dtype)])
         np.savez(out / "train.npz", images=train_x, masks=train_y, intensity="unit")
         config = TrainConfig(**{**dict(data=str(out / "train.npz"), model="attention", epochs=40, seed=seed,
-                                       device="cpu"), **VARIANTS[variant]})
+                                       device="cpu"), **_overrides(variant)})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the split-by-image warning: scored on held-out patients here
             seconds = round(train_with_ema(config, out / "run"), 1)

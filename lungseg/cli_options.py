@@ -124,6 +124,9 @@ def train_options() -> list[tuple[str, str, Any, str, Sequence[str] | None]]:
         ("--tta", "tta", str, "test-time augmentation of the run's predictions: the mean over the 4 flips or the 8"
          f" symmetries of the square (one forward pass each); auto = dihedral for inputs up to {TTA_MAX_AUTO_SIZE}²,"
          " else none", ("auto", *TTA_MODES)),
+        ("--init-weights", "init_weights", str,
+         "start from the weights of this run folder or checkpoint (fine-tuning; the network settings"
+         " must match; 'none' = random weights)", None),
         ("--cache-dir", "cache_dir", str, "cache of preprocessed slices, never inside --data ('none' = no cache)", None),
         ("--compile", "compile", bool_flag, "torch.compile the model (CUDA only; on/off)", None),
         ("--precision", "precision", str,
@@ -163,7 +166,7 @@ def config_from_args(args: argparse.Namespace, base: Any | None = None) -> Any:
         if f.name not in given or (f.name not in options and getattr(args, f.name) is None):
             continue
         v = getattr(args, f.name)
-        values[f.name] = None if (f.name == "cache_dir" and v.lower() == "none") else v
+        values[f.name] = None if (f.name in ("cache_dir", "init_weights") and v.lower() == "none") else v
     val, test = getattr(args, "val_fraction", None), getattr(args, "test_fraction", None)
     if val is not None or test is not None:
         _, base_val, base_test = values["split_fractions"]

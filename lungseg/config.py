@@ -48,6 +48,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "min_samples_per_epoch": 1,
     "ema_decay": None,  # the raw weights were validated and saved
     "tta": "none",
+    "init_weights": None,  # random initial weights
     "flip_ud": 0.0,  # the augmentation's settings were fixed before they became fields
     "flip_lr": 0.5, "max_rotation_deg": 15.0, "zoom": 1.15, "hu_scale": 0.1, "hu_offset": 25.0,
 }
@@ -206,6 +207,10 @@ class TrainConfig:
             bf16 on a CPU needs native bf16 (AVX-512 BF16 or AMX) and is about 2x faster there;
             see ``benchmarks/NOTES.md`` for what it does to the learned Dice.
         cache_dir: on-disk cache of preprocessed slices (``None``: no cache).
+        init_weights: start from the network weights of this run folder (its ``best`` checkpoint) or
+            checkpoint file instead of a random initialisation (pretraining,
+            then fine-tuning; :mod:`lungseg.training.init_weights`); the network settings must match
+            it. ``None``: random weights seeded by :attr:`seed`.
     """
 
     data: str = ""
@@ -252,6 +257,7 @@ class TrainConfig:
     compile: bool = False
     precision: str = "auto"
     cache_dir: str | None = None
+    init_weights: str | None = None
 
     def validate(self) -> None:
         """Check every field; raises :class:`LungsegError` naming the field and the value."""

@@ -53,8 +53,8 @@ HISTORY_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "val_dice", "lr", "ti
 SPLIT_PARTS: tuple[str, ...] = ("train", "val", "test")
 #: The split file's key of the patients' content hashes (the data's fingerprint).
 CONTENT_KEY = "content_sha256"
-#: TrainConfig fields that name a folder: written by :func:`lungseg.paths.portable`, read by ``localize``.
-_PATH_FIELDS: tuple[str, ...] = ("data", "cache_dir")
+#: TrainConfig fields that name a folder or file: written by :func:`lungseg.paths.portable`, read by ``localize``.
+_PATH_FIELDS: tuple[str, ...] = ("data", "cache_dir", "init_weights")
 
 
 def per_image_csv_path(evaluation_json: str | os.PathLike[str]) -> Path:

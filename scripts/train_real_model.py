@@ -40,7 +40,7 @@ PIXEL_MM = 2.0
 #: two modes, aerated lung at 0.105 and soft tissue at 0.905, taken as -850 HU and +40 HU (textbook
 #: values, not measured on any test scan), give [-967, 146] HU, rounded to [-970, 150].
 UNIT_WINDOW = (-970.0, 150.0)
-#: Tumour-free phantom lung patches added to the real ones (:mod:`lungseg.experiment.negatives`), and their seed.
+#: Tumour-free phantom lung patches added to the real ones (:mod:`lungseg.experiment.phantom_patches`), and their seed.
 NEGATIVES = 0
 NEGATIVES_SEED = 2000
 
@@ -78,7 +78,7 @@ def whole_scan_lines() -> str:
 def card_notes(cv: dict[str, object], seconds: float) -> str:
     negatives = int(cv.get("negatives", 0))  # type: ignore[call-overload]
     recipe = (f"; plus {negatives} tumour-free lung patches of the synthetic phantom in the same format"
-              " (`lungseg.experiment.negatives`), so that it has seen lungs without a tumour") if negatives else ""
+              " (`lungseg.experiment.phantom_patches`), so that it has seen lungs without a tumour") if negatives else ""
     cv_command = ("`python benchmarks/real_patches_inference.py phantom-negatives --seeds 0 1`" if negatives else
                   "`python benchmarks/real_patches_inference.py defaults --seeds 0 1`; seed 2 through `lungseg train`"
                   " and `lungseg predict`: `python benchmarks/real_patches.py --seeds 2`")
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"tumour-free phantom lung patches added to the training patches (default {NEGATIVES})")
     args = ap.parse_args(argv)
     from lungseg.config import TrainConfig
-    from lungseg.experiment.negatives import phantom_negative_patches
+    from lungseg.experiment.phantom_patches import phantom_negative_patches
     from lungseg.experiment.realct import load_real_patches, real_patches_path
     from lungseg.files import atomic_file
     from lungseg.inference.bundle import export_model

@@ -44,6 +44,7 @@ from lungseg.files import check_output
 from lungseg.metrics import Confusion
 from lungseg.rundir import RunDir, RunLock
 from lungseg.training.averaging import WeightAverage
+from lungseg.training.init_weights import load_initial_weights
 from lungseg.training.patches import PatchSampler
 
 __all__ = [
@@ -382,6 +383,8 @@ class Trainer:
             config.model, in_channels=1, out_channels=1, base_channels=config.base_channels,
             depth=config.depth, batch_norm=config.batch_norm,
         )
+        if config.init_weights and self.checkpoint_state is None:  # a resumed run has its own weights
+            load_initial_weights(model, config.init_weights)
         self.loss_fn = build_loss(config.loss, lam=config.lam, alpha=config.alpha, gamma=config.gamma,
                                   reduction=config.dice_reduction)
         model.to(self.device)

@@ -20,7 +20,9 @@ learns (the paper's ground truth ``Y``) is the tumour region inside the lungs.
 The generator is split by job: :mod:`~lungseg.data.phantom.config` (settings, labels, format names),
 :mod:`~lungseg.data.phantom.anatomy` (the body, lungs and vessel/airway trees of one patient, and the
 imaging effects), :mod:`~lungseg.data.phantom.tumours` (placing and describing tumours) and
-:mod:`~lungseg.data.phantom.study` (patients and studies on disk, read back).
+:mod:`~lungseg.data.phantom.study` (patients and studies on disk, read back) and
+:mod:`~lungseg.data.phantom.randomise` (domain randomisation: a patient repainted with random tissue
+intensities, textures, tumour cores, bias field, blur, resolution and noise, after SynthSeg).
 """
 
 from lungseg.data.phantom.config import (
@@ -32,9 +34,11 @@ from lungseg.data.phantom.config import (
     TUMOUR_TYPES,
     PhantomConfig,
 )
+from lungseg.data.phantom.randomise import AppearanceRandomisation, randomise_appearance
 from lungseg.data.phantom.study import PhantomStudy, generate_patient, generate_study, load_study
 
 __all__ = [
+    "AppearanceRandomisation",
     "GENERATOR_VERSION",
     "MANIFEST_FORMAT",
     "TISSUE_LABELS",
@@ -46,4 +50,5 @@ __all__ = [
     "generate_patient",
     "generate_study",
     "load_study",
+    "randomise_appearance",
 ]

@@ -1,0 +1,80 @@
+"""Domain randomisation of the phantom's appearance (:mod:`lungseg.data.phantom.randomise`)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from lungseg.data.phantom import TISSUE_LABELS, PhantomConfig, generate_patient
+from lungseg.data.phantom.randomise import AppearanceRandomisation, randomise_appearance
+
+SMALL = PhantomConfig(image_size=96, n_slices=12, diameter_range_mm=(20.0, 40.0), tumour_count_probs=(0, 1, 0, 0),
+                      tumour_type_probs=(1.0, 0.0, 0.0))  # one solid tumour
+
+
+@pytest.fixture(scope="module")
+def patient():
+    vol, _ = generate_patient(11, SMALL)
+    assert vol.mask.any()
+    return vol
+
+
+def test_only_the_image_changes_and_the_input_is_left_alone(patient) -> None:
+    before = patient.image.copy()
+    out = randomise_appearance(patient, 3)
+    np.testing.assert_array_equal(patient.image, before)
+    np.testing.assert_array_equal(out.mask, patient.mask)
+    assert out.spacing == patient.spacing and np.array_equal(out.affine, patient.affine)
+    assert out.image.dtype == np.float32 and np.array_equal(out.image, np.rint(out.image))
+    assert out.image.min() >= -1024 and out.image.max() <= 3071
+    assert not np.array_equal(out.image, patient.image)
+    assert "appearance" in out.meta and "appearance" not in patient.meta
+
+
+def test_the_same_seed_gives_the_same_image_and_another_seed_another(patient) -> None:
+    np.testing.assert_array_equal(randomise_appearance(patient, 3).image, randomise_appearance(patient, 3).image)
+    assert not np.array_equal(randomise_appearance(patient, 3).image, randomise_appearance(patient, 4).image)
+
+
+def test_tumours_get_the_texture_recorded_and_nothing_else_changes(patient) -> None:
+    """With only the tumour texture on, the change inside the tumour is a field whose SD is about the
+    amplitude recorded in ``meta["appearance"]`` (a smooth field over a few grains of a 20-40 mm tumour)."""
+    quiet = AppearanceRandomisation(
+        tissue_shift_hu={}, texture_hu={"tumour": 150.0}, cavity_probability=0.0, bias_hu=0.0, blur_mm=(0.0, 0.0),
+        low_resolution_probability=0.0, noise_hu=(0.0, 0.0))
+    out = randomise_appearance(patient, 5, quiet)
+    amplitude = out.meta["appearance"]["tissues"]["tumour"]["texture_hu"]
+    inside = patient.meta["tissue"] == TISSUE_LABELS["tumour"]
+    change = out.image - patient.image
+    assert amplitude > 10
+    assert 0.4 * amplitude < change[inside].std() < 1.6 * amplitude
+    # the lung got no texture of its own: only its pixels at the tumour's soft edge change
+    lung = patient.meta["tissue"] == TISSUE_LABELS["lung"]
+    changed = change != 0
+    assert changed[lung].mean() < 0.05
+
+
+def test_a_large_tumour_can_get_an_air_core_that_stays_in_the_mask(patient) -> None:
+    cavities = AppearanceRandomisation(cavity_probability=1.0, cavity_min_diameter_mm=5.0, cavity_hu=(-1000.0, -1000.0))
+    out = randomise_appearance(patient, 7, cavities)
+    assert out.meta["appearance"]["cavities"], "no core carved"
+    tumour = patient.mask > 0
+    assert (out.image[tumour] < -700).sum() > 0.05 * tumour.sum()
+    assert (patient.image[tumour] < -700).sum() < 0.01 * tumour.sum()
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown tissue"):
+        AppearanceRandomisation(texture_hu={"brain": 10.0})
+    with pytest.raises(ValueError, match="low <= high"):
+        AppearanceRandomisation(noise_hu=(5.0, 1.0))
+    with pytest.raises(ValueError, match="cavity_probability"):
+        AppearanceRandomisation(cavity_probability=1.5)
+
+
+def test_a_volume_without_tissue_labels_is_refused(patient) -> None:
+    bare = dataclasses.replace(patient, meta={})
+    with pytest.raises(ValueError, match="tissue"):
+        randomise_appearance(bare, 0)
