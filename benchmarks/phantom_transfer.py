@@ -6,19 +6,23 @@ model trained with and without phantom pretraining. This script measures the fir
 
 1. ``--patches`` phantom patches in the real patches' format (48² at 2 mm, [-970, 150] HU scaled
    per patch to [0, 1], 85 % tumour patches; :func:`lungseg.experiment.phantom_patches.phantom_patches`)
-   are generated for a variant: ``plain`` (the phantom as generated) or ``randomised`` (each patient
-   repainted by :func:`lungseg.data.phantom.randomise.randomise_appearance`). Both use tumours of 6-70
-   mm across (the real patches' tumours are larger than the phantom study's 3-50 mm).
+   are generated for a variant (:data:`VARIANTS`): ``plain`` (the phantom as generated), ``randomised``
+   (each patient repainted by :func:`lungseg.data.phantom.randomise.randomise_appearance`) or
+   ``solid-randomised``. All use tumours of 6-70 mm across (the real patches' tumours are larger than
+   the phantom study's 3-50 mm).
 2. ``lungseg train``'s defaults (attention Res-U-Net, hybrid loss, 40 epochs) train on them with 512
    samples an epoch, the compute of one real-CT training run.
 3. The network is scored on all 130 real patches, which it has never seen (pooled Dice, threshold
-   0.5, with and without the 8 symmetries), and per inferred patient.
+   0.5, with and without the 8 symmetries), and per inferred patient; the patches' realism statistics
+   (:mod:`lungseg.analysis.realism`) are reported beside the real patches' own.
 
 The trained runs are kept under ``--work``; ``benchmarks/real_patches_inference.py pretrained-VARIANT``
 fine-tunes them on the real folds (the second half). The real patches are a measurement here, not a
 choice: nothing below was tuned on them except what the NOTES say.
 
-Usage: ``python benchmarks/phantom_transfer.py VARIANT [--patches 2000] [--work DIR] [--out JSONL]``.
+Usage: ``python benchmarks/phantom_transfer.py VARIANT [--patches 2000] [--work DIR] [--out JSONL]``;
+``python benchmarks/phantom_transfer.py --summary results/real-patches/phantom-transfer.json`` writes
+the tables from the published rows.
 Results: ``benchmarks/NOTES.md``.
 """
 
@@ -37,8 +41,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_patches as rp  # noqa: E402
 
-VARIANTS = ("plain", "randomised")
 DIAMETER_RANGE_MM = (6.0, 70.0)
+#: variant -> (PhantomConfig overrides, AppearanceRandomisation overrides or None for no randomisation).
+#: ``solid-randomised`` (the second attempt, after the realism statistics of the first two) draws the
+#: tumour types of non-small-cell lung cancer, which the real patches show (mostly solid), instead of the
+#: phantom study's screening mix (half ground-glass or part-solid), and adds CT's fine, pixel-level grain
+#: (textures from 0.3 mm) and more noise.
+VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
+    "plain": ({}, None),
+    "randomised": ({}, {}),
+    "solid-randomised": ({"tumour_type_probs": (0.8, 0.15, 0.05)},
+                         {"texture_grain_mm": (0.3, 3.0), "noise_hu": (10.0, 60.0)}),
+}
 DEFAULT_WORK = "/tmp/lungseg-phantom-transfer"
 
 
@@ -51,9 +65,10 @@ def patches(variant: str, count: int, work: Path, seed: int = 4242) -> Path:
     path = work / f"{variant}-{count}-patches.npz"
     if not path.is_file():
         started = time.time()
-        randomisation = AppearanceRandomisation() if variant == "randomised" else None
-        images, masks = phantom_patches(count, seed=seed, config=PhantomConfig(diameter_range_mm=DIAMETER_RANGE_MM),
-                                        randomisation=randomisation)
+        config, appearance = VARIANTS[variant]
+        randomisation = None if appearance is None else AppearanceRandomisation(**appearance)
+        images, masks = phantom_patches(count, seed=seed, randomisation=randomisation,
+                                        config=PhantomConfig(diameter_range_mm=DIAMETER_RANGE_MM, **config))
         work.mkdir(parents=True, exist_ok=True)
         np.savez(path, images=images, masks=masks, intensity="unit")
         print(f"{variant}: {count} patches in {time.time() - started:.0f} s", flush=True)
@@ -94,19 +109,87 @@ def score_on_real(run: Path) -> dict[str, Any]:
     return out
 
 
+def realism(path: Path) -> dict[str, Any]:
+    """The phantom patches' statistics, the real patches' and the distances between them."""
+    from lungseg.analysis.realism import compare_patch_sets, patch_statistics
+
+    images, masks, _ = rp.load_patches()
+    with np.load(path) as data:
+        phantom = (data["images"], data["masks"])
+    return {"phantom": patch_statistics(*phantom), "real": patch_statistics(images, masks),
+            "distance": compare_patch_sets((images, masks), phantom)}
+
+
+ROOT = Path(__file__).resolve().parents[1]
+TRANSFER_ROWS = ROOT / "results" / "real-patches" / "phantom-transfer-runs.jsonl"
+INFERENCE_ROWS = ROOT / "results" / "real-patches" / "inference-runs.jsonl"
+#: The prediction the training defaults make on 48² patches: best checkpoint, the 8 symmetries, 0.5.
+CV_KEY = "best|tta8|t0.5"
+
+
+def summarise(transfer_rows: list[dict[str, Any]], inference_rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """The tables of the NOTES and chapter 10: each phantom-only run on the real patches, and the real-CT
+    cross-validation (training seed ``seed``) from scratch and from each phantom-only run, with the
+    paired per-fold difference to from-scratch (mean and 95 % t interval over the folds)."""
+    from scipy import stats
+
+    phantom_only = [{
+        "phantom": r["variant"], "pooled Dice": r["pooled_dice_dihedral"], "recall": r["recall_dihedral"],
+        "precision": r["precision_dihedral"], "pooled Dice, no symmetries": r["pooled_dice_none"],
+        "tumour intensity distance": r["realism"]["distance"]["tumour"],
+        "lung texture distance": r["realism"]["distance"]["lung_gradient"]} for r in transfer_rows]
+
+    def folds(variant: str) -> np.ndarray | None:
+        rows = {r["fold"]: r["scores"][CV_KEY] for r in inference_rows if r["variant"] == variant and r["seed"] == seed}
+        return np.array([rows[f] for f in range(len(rp.FOLDS))]) if len(rows) == len(rp.FOLDS) else None
+
+    scratch = folds("defaults")
+    fine_tuned = []
+    for variant, start in (("defaults", "random (today's defaults)"),
+                           *((f"pretrained-{v}", f"phantom-only run, {v}") for v in VARIANTS)):
+        dice = folds(variant)
+        if dice is None:
+            continue
+        row = {"initial weights": start, "pooled Dice per fold": dice.round(3).tolist(), "mean": float(dice.mean())}
+        if variant != "defaults" and scratch is not None:
+            diff = dice - scratch
+            half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)))
+            row.update({"gain over random": float(diff.mean()), "gain low": float(diff.mean()) - half,
+                        "gain high": float(diff.mean()) + half})
+        fine_tuned.append(row)
+    real = transfer_rows[0]["realism"]["real"] if transfer_rows else None
+    return {"phantom_only": phantom_only, "fine_tuned": fine_tuned, "seed": seed, "cv_prediction": CV_KEY,
+            "real_patch_statistics": real,
+            "phantom_patch_statistics": {r["variant"]: r["realism"]["phantom"] for r in transfer_rows}}
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("variant", choices=VARIANTS)
+    ap.add_argument("variant", nargs="?", choices=list(VARIANTS))
     ap.add_argument("--patches", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0, help="training seed")
     ap.add_argument("--work", default=DEFAULT_WORK, help="where the patches and runs are kept")
     ap.add_argument("--out", default=None, help="append the row to this JSON-lines file")
+    ap.add_argument("--summary", default=None, help=f"instead of training, write the tables of {TRANSFER_ROWS.name}"
+                    f" and {INFERENCE_ROWS.name} to this JSON file")
     args = ap.parse_args(argv)
+    if args.summary:
+        summary = summarise(_rows(TRANSFER_ROWS), _rows(INFERENCE_ROWS))
+        Path(args.summary).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+        print(json.dumps(summary, indent=1))
+        return 0
+    if args.variant is None:
+        ap.error("a variant is needed unless --summary is given")
     started = time.time()
     run = pretrained_run(args.variant, args.patches, args.work, args.seed)
     row = {"variant": args.variant, "patches": args.patches, "seed": args.seed,
            "train_s": json.loads((run / "metrics.json").read_text()).get("wall_time_s"),
-           "wall_s": round(time.time() - started, 1), **score_on_real(run)}
+           "wall_s": round(time.time() - started, 1), **score_on_real(run),
+           "realism": realism(patches(args.variant, args.patches, Path(args.work)))}
     print(json.dumps(row, indent=1))
     if args.out:
         with open(args.out, "a", encoding="utf-8") as fh:

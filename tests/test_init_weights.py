@@ -86,6 +86,24 @@ def test_a_missing_or_empty_source_is_named(tiny, tmp_path: Path) -> None:
         load_initial_weights(_tiny_model(tiny), tmp_path / "junk.pt")
 
 
+def test_the_weights_are_never_inside_or_the_same_as_the_new_run(tiny, make_npz, pretrained: Path,
+                                                                  tmp_path: Path) -> None:
+    """A fresh run clears its folder of earlier results: the weights it starts from may not be there."""
+    import shutil
+
+    data = make_npz(tmp_path / "toy.npz", seed=7)
+    with pytest.raises(LungsegError, match="is the input"):
+        train(TrainConfig(data=str(data), epochs=1, init_weights=str(pretrained), **tiny), pretrained, progress=False)
+    folder = tmp_path / "new"
+    folder.mkdir()
+    shutil.copy(pretrained / "best.pt", folder / "best.pt")
+    before = (folder / "best.pt").read_bytes()
+    with pytest.raises(LungsegError, match="lies inside --out"):
+        train(TrainConfig(data=str(data), epochs=1, init_weights=str(folder / "best.pt"), **tiny), folder,
+              progress=False)
+    assert (folder / "best.pt").read_bytes() == before
+
+
 def test_the_command_line_passes_the_option(tiny, make_npz, pretrained: Path, tmp_path: Path) -> None:
     from lungseg.cli import main
 

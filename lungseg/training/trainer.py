@@ -245,7 +245,7 @@ class Trainer:
         """Validate the configuration, adopt a resumed run's saved one, choose device and precision."""
         self.config.validate()
         run = self.run_dir
-        check_output(run.path, [self.config.data])
+        check_output(run.path, [self.config.data, self.config.init_weights], cleared=not self.resume)
         if self.is_main:
             run.refuse_foreign()
             self.lock = run.lock()  # released by run(); a second training here is refused
