@@ -92,9 +92,11 @@ def pretrained_run(variant: str, count: int = 2000, work: str | Path = DEFAULT_W
 
 
 def score_on_real(run: Path) -> dict[str, Any]:
-    """Pooled Dice on all 130 real patches (threshold 0.5), with and without the 8 symmetries, and the
-    mean over the 13 inferred patients of each patient's pooled Dice."""
+    """Pooled Dice on all 130 real patches (threshold 0.5), with and without the 8 symmetries, with a 95 %
+    interval that resamples the 13 inferred patients, and the mean over them of each patient's pooled Dice."""
     from lungseg.inference import Predictor
+    from lungseg.metrics import confusion
+    from lungseg.metrics.summary import crossed_interval
 
     images, masks, patient = rp.load_patches()
     out: dict[str, Any] = {}
@@ -103,6 +105,9 @@ def score_on_real(run: Path) -> dict[str, Any]:
         pred = probs >= 0.5
         out[f"pooled_dice_{tta}"] = rp.pooled_dice(pred, masks)
         per_patient = [rp.pooled_dice(pred[patient == k], masks[patient == k]) for k in np.unique(patient)]
+        counts = [confusion(pred[patient == k], masks[patient == k] > 0) for k in np.unique(patient)]
+        interval = crossed_interval([[2 * c.tp for c in counts]], [[2 * c.tp + c.fp + c.fn for c in counts]])
+        out[f"pooled_dice_{tta}_low"], out[f"pooled_dice_{tta}_high"] = interval["low"], interval["high"]
         out[f"patient_mean_dice_{tta}"] = float(np.mean(per_patient))
         out[f"recall_{tta}"] = float((pred & (masks > 0)).sum() / max(int(masks.sum()), 1))
         out[f"precision_{tta}"] = float((pred & (masks > 0)).sum() / max(int(pred.sum()), 1))
@@ -123,6 +128,10 @@ def realism(path: Path) -> dict[str, Any]:
 ROOT = Path(__file__).resolve().parents[1]
 TRANSFER_ROWS = ROOT / "results" / "real-patches" / "phantom-transfer-runs.jsonl"
 INFERENCE_ROWS = ROOT / "results" / "real-patches" / "inference-runs.jsonl"
+#: Each phantom-only run exported (``lungseg export RUN runs/phantom-transfer/phantom-VARIANT.zip --pixel-mm
+#: 2 --unit-window -970 150``) and measured on the two whole real scans (``python benchmarks/real_ct_scans.py
+#: --model runs/phantom-transfer/phantom-VARIANT.zip --out results/real-ct/phantom-only-VARIANT.json``).
+WHOLE_SCANS = ROOT / "results" / "real-ct" / "phantom-only-{variant}.json"
 #: The prediction the training defaults make on 48² patches: best checkpoint, the 8 symmetries, 0.5.
 CV_KEY = "best|tta8|t0.5"
 
@@ -134,7 +143,9 @@ def summarise(transfer_rows: list[dict[str, Any]], inference_rows: list[dict[str
     from scipy import stats
 
     phantom_only = [{
-        "phantom": r["variant"], "pooled Dice": r["pooled_dice_dihedral"], "recall": r["recall_dihedral"],
+        "phantom": r["variant"], "pooled Dice": r["pooled_dice_dihedral"],
+        "95 % interval (patients)": f"[{r['pooled_dice_dihedral_low']:.2f}, {r['pooled_dice_dihedral_high']:.2f}]",
+        "recall": r["recall_dihedral"],
         "precision": r["precision_dihedral"], "pooled Dice, no symmetries": r["pooled_dice_none"],
         "tumour intensity distance": r["realism"]["distance"]["tumour"],
         "lung texture distance": r["realism"]["distance"]["lung_gradient"]} for r in transfer_rows]
@@ -158,7 +169,15 @@ def summarise(transfer_rows: list[dict[str, Any]], inference_rows: list[dict[str
                         "gain high": float(diff.mean()) + half})
         fine_tuned.append(row)
     real = transfer_rows[0]["realism"]["real"] if transfer_rows else None
-    return {"phantom_only": phantom_only, "fine_tuned": fine_tuned, "seed": seed, "cv_prediction": CV_KEY,
+    whole = []
+    for variant in VARIANTS:
+        path = WHOLE_SCANS.parent / WHOLE_SCANS.name.format(variant=variant)
+        if path.is_file():
+            whole += [{"phantom": variant, "scan": r["scan"], "Dice": r["dice"], "tumour found": r["recall"],
+                       "components": r["components"], "the tumour's component: Dice": r.get("tumour_component_dice")}
+                      for r in json.loads(path.read_text(encoding="utf-8"))["scans"]]
+    return {"phantom_only": phantom_only, "fine_tuned": fine_tuned, "whole_scans": whole, "seed": seed,
+            "cv_prediction": CV_KEY,
             "real_patch_statistics": real,
             "phantom_patch_statistics": {r["variant"]: r["realism"]["phantom"] for r in transfer_rows}}
 
@@ -184,11 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.variant is None:
         ap.error("a variant is needed unless --summary is given")
-    started = time.time()
     run = pretrained_run(args.variant, args.patches, args.work, args.seed)
     row = {"variant": args.variant, "patches": args.patches, "seed": args.seed,
-           "train_s": json.loads((run / "metrics.json").read_text()).get("wall_time_s"),
-           "wall_s": round(time.time() - started, 1), **score_on_real(run),
+           "train_s": round(json.loads((run / "metrics.json").read_text()).get("wall_time_s"), 1), **score_on_real(run),
            "realism": realism(patches(args.variant, args.patches, Path(args.work)))}
     print(json.dumps(row, indent=1))
     if args.out:
