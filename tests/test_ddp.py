@@ -38,7 +38,9 @@ def test_two_process_ddp_matches_single_process(make_npz, tmp_path: Path) -> Non
     # Reordered sums flip the sign of gradients that are nearly zero, and Adam's first steps move such a
     # weight by about the learning rate whatever its gradient's size: single biases then differ by a few
     # per cent on one 2-core machine (AVX-512/AMX) and not at all on another. The model as a whole, and
-    # the per-epoch losses below, agree closely on both.
+    # the per-epoch losses below, agree closely on both. The check can fail: with the DistributedDataParallel
+    # wrapper removed (each rank trains on its half of every batch, gradients never averaged) the relative
+    # difference was 0.015, over seven times the limit (2026-12-04).
     diff = sum(float((a["model"][k].double() - b["model"][k].double()).norm() ** 2) for k in a["model"]) ** 0.5
     norm = sum(float(a["model"][k].double().norm() ** 2) for k in a["model"]) ** 0.5
     assert diff / norm <= 2e-3, diff / norm
