@@ -106,8 +106,10 @@ def score_on_real(run: Path) -> dict[str, Any]:
         out[f"pooled_dice_{tta}"] = rp.pooled_dice(pred, masks)
         per_patient = [rp.pooled_dice(pred[patient == k], masks[patient == k]) for k in np.unique(patient)]
         counts = [confusion(pred[patient == k], masks[patient == k] > 0) for k in np.unique(patient)]
-        interval = crossed_interval([[2 * c.tp for c in counts]], [[2 * c.tp + c.fp + c.fn for c in counts]])
+        num, den = [2 * c.tp for c in counts], [2 * c.tp + c.fp + c.fn for c in counts]
+        interval = crossed_interval([num], [den])
         out[f"pooled_dice_{tta}_low"], out[f"pooled_dice_{tta}_high"] = interval["low"], interval["high"]
+        out[f"patient_num_{tta}"], out[f"patient_den_{tta}"] = num, den
         out[f"patient_mean_dice_{tta}"] = float(np.mean(per_patient))
         out[f"recall_{tta}"] = float((pred & (masks > 0)).sum() / max(int(masks.sum()), 1))
         out[f"precision_{tta}"] = float((pred & (masks > 0)).sum() / max(int(pred.sum()), 1))
@@ -136,19 +138,42 @@ WHOLE_SCANS = ROOT / "results" / "real-ct" / "phantom-only-{variant}.json"
 CV_KEY = "best|tta8|t0.5"
 
 
+def _phantom_only(transfer_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per phantom: pooled Dice on the real patches (8 symmetries) over its training seeds with the
+    seed-and-patient interval of the book's tables, and the difference to ``plain`` paired by seed and
+    patient; recall, precision and the realism distances of its patches."""
+    from lungseg.metrics.summary import crossed_interval, paired_crossed_interval
+
+    def cell(variant: str) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+        rows = sorted((r for r in transfer_rows if r["variant"] == variant), key=lambda r: r["seed"])
+        return rows, np.array([r["patient_num_dihedral"] for r in rows]), np.array([r["patient_den_dihedral"] for r in rows])
+
+    out = []
+    base_rows, base_num, base_den = cell("plain")
+    for variant in dict.fromkeys(r["variant"] for r in transfer_rows):
+        rows, num, den = cell(variant)
+        ci = crossed_interval(num, den)
+        row = {"phantom": variant, "seeds": len(rows), "pooled Dice": ci["mean"],
+               "95 % interval": f"[{ci['low']:.2f}, {ci['high']:.2f}]",
+               "per seed": [round(r["pooled_dice_dihedral"], 3) for r in rows],
+               "recall": float(np.mean([r["recall_dihedral"] for r in rows])),
+               "precision": float(np.mean([r["precision_dihedral"] for r in rows])),
+               "tumour intensity distance": rows[0]["realism"]["distance"]["tumour"],
+               "lung texture distance": rows[0]["realism"]["distance"]["lung_gradient"]}
+        if variant != "plain" and [r["seed"] for r in rows] == [r["seed"] for r in base_rows]:
+            diff = paired_crossed_interval(base_num, base_den, num, den)
+            row["minus plain"] = f"{diff['mean']:+.3f} [{diff['low']:+.2f}, {diff['high']:+.2f}]"
+        out.append(row)
+    return out
+
+
 def summarise(transfer_rows: list[dict[str, Any]], inference_rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
-    """The tables of the NOTES and chapter 10: each phantom-only run on the real patches, and the real-CT
+    """The tables of the NOTES and chapter 10: the phantom-only networks on the real patches, and the real-CT
     cross-validation (training seed ``seed``) from scratch and from each phantom-only run, with the
     paired per-fold difference to from-scratch (mean and 95 % t interval over the folds)."""
     from scipy import stats
 
-    phantom_only = [{
-        "phantom": r["variant"], "pooled Dice": r["pooled_dice_dihedral"],
-        "95 % interval (patients)": f"[{r['pooled_dice_dihedral_low']:.2f}, {r['pooled_dice_dihedral_high']:.2f}]",
-        "recall": r["recall_dihedral"],
-        "precision": r["precision_dihedral"], "pooled Dice, no symmetries": r["pooled_dice_none"],
-        "tumour intensity distance": r["realism"]["distance"]["tumour"],
-        "lung texture distance": r["realism"]["distance"]["lung_gradient"]} for r in transfer_rows]
+    phantom_only = _phantom_only(transfer_rows)
 
     def folds(variant: str) -> np.ndarray | None:
         rows = {r["fold"]: r["scores"][CV_KEY] for r in inference_rows if r["variant"] == variant and r["seed"] == seed}

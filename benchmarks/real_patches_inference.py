@@ -131,7 +131,9 @@ def run_one(variant: str, fold: int, seed: int, work: str) -> dict[str, Any]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the split-by-image warning: scored on held-out patients here
             seconds = round(train_with_ema(config, out / "run"), 1)
-    return {"variant": variant, "fold": fold, "seed": seed, "train_s": seconds,
+    start = {"init_from": f"benchmarks/phantom_transfer.py {PRETRAINED[variant]} (2000 patches, seed 0)"} \
+        if variant in PRETRAINED else {}
+    return {"variant": variant, "fold": fold, "seed": seed, "train_s": seconds, **start,
             "scores": score_run(out / "run", images[test], masks[test])}
 
 

@@ -323,6 +323,15 @@ class TrainConfig:
                 f"split_fractions must be 3 numbers in [0, 1] summing to 1 with train and validation > 0, got {fr!r}"
             )
 
+    def with_absolute_inputs(self) -> TrainConfig:
+        """A copy with :attr:`data` (where it exists) and :attr:`init_weights` as absolute paths."""
+        changes = {}
+        if self.data and Path(self.data).exists():
+            changes["data"] = str(Path(self.data).resolve())
+        if self.init_weights:
+            changes["init_weights"] = str(Path(self.init_weights).resolve())
+        return dataclasses.replace(self, **changes)
+
     def resolved_tta(self, image_size: int) -> str:
         """:attr:`tta`, or for ``"auto"`` the mode for a network input of ``image_size``² (see :attr:`tta`)."""
         if self.tta != "auto":
@@ -418,6 +427,8 @@ def config_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
             continue  # a minimum that a set epoch length never consults
         if f.name == "split_fractions":
             a, b = tuple(a), tuple(b)
+        if f.name == "init_weights" and a and b:  # one file, however the path was spelt
+            a, b = str(Path(a).resolve()), str(Path(b).resolve())
         if a != b:
             diffs.append(f"{f.name}: run has {a!r}, given {b!r}")
     return diffs

@@ -122,7 +122,7 @@ def _same(a: Path, b: Path, b_identity: tuple[int, int] | None) -> bool:
 
 
 def check_output(out: str | os.PathLike[str], inputs: Sequence[str | os.PathLike[str] | None], flag: str = "--out",
-                 protected: Sequence[str | os.PathLike[str]] = (), cleared: bool = False) -> None:
+                 protected: Sequence[str | os.PathLike[str]] = ()) -> None:
     """Refuse an output path that would write into an input: one guard for every verb.
 
     Files are compared, not only their names: a hard link to an input, a symbolic link to it, or
@@ -135,8 +135,6 @@ def check_output(out: str | os.PathLike[str], inputs: Sequence[str | os.PathLike
             none of them and lie inside none of them.
         flag: the option's name, for the message.
         protected: further files the output must not be (e.g. a run's own files, for ``evaluate``).
-        cleared: ``out`` is a folder the verb may clear of earlier results (a fresh training run), so no
-            input may lie inside it either.
 
     Raises:
         LungsegError: naming the output and the input it would overwrite.
@@ -153,9 +151,6 @@ def check_output(out: str | os.PathLike[str], inputs: Sequence[str | os.PathLike
             raise LungsegError(f"{flag} {out} is the input {given} itself; inputs are never overwritten")
         if any(_same(folder, source, source_id) for folder in target.parents):
             raise LungsegError(f"{flag} {out} lies inside the input {given}; inputs are never written to")
-        if cleared and any(_same(target, folder, _identity(folder)) for folder in source.parents):
-            raise LungsegError(f"the input {given} lies inside {flag} {out}, which a new run clears; move it or "
-                               "choose another output folder")
     for file in protected:
         resolved = Path(file).resolve()
         if _same(target, resolved, _identity(resolved)):

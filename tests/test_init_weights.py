@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -98,10 +99,42 @@ def test_the_weights_are_never_inside_or_the_same_as_the_new_run(tiny, make_npz,
     folder.mkdir()
     shutil.copy(pretrained / "best.pt", folder / "best.pt")
     before = (folder / "best.pt").read_bytes()
-    with pytest.raises(LungsegError, match="lies inside --out"):
-        train(TrainConfig(data=str(data), epochs=1, init_weights=str(folder / "best.pt"), **tiny), folder,
-              progress=False)
+    config = TrainConfig(data=str(data), epochs=1, init_weights=str(folder / "best.pt"), **tiny)
+    with pytest.raises(LungsegError, match="no lungseg run|lies inside the output folder"):
+        train(config, folder, progress=False)
     assert (folder / "best.pt").read_bytes() == before
+    from lungseg.training.init_weights import read_initial_weights
+
+    with pytest.raises(LungsegError, match="lies inside the output folder"):  # the check of its own
+        read_initial_weights(config, folder)
+    assert read_initial_weights(dataclasses.replace(config, init_weights=None), folder) is None
+
+
+def test_a_wrong_network_is_refused_before_the_run_folder_is_written(tiny, make_npz, pretrained: Path,
+                                                                     tmp_path: Path) -> None:
+    """Checked in prepare: the corrected command can then use the same --out."""
+    data = make_npz(tmp_path / "toy.npz", seed=8)
+    config = dict(data=str(data), epochs=1, init_weights=str(pretrained), **tiny)
+    with pytest.raises(LungsegError, match="do not fit this network"):
+        train(TrainConfig(**{**config, "base_channels": 8}), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "config.json").exists()
+    train(TrainConfig(**config), tmp_path / "run", progress=False)
+
+
+def test_a_relative_path_is_recorded_absolute_and_a_resume_accepts_it(tiny, make_npz, pretrained: Path,
+                                                                       tmp_path: Path, monkeypatch) -> None:
+    from lungseg.rundir import RunDir
+
+    data = make_npz(tmp_path / "toy.npz", seed=9)
+    monkeypatch.chdir(pretrained.parent)
+    config = TrainConfig(data=str(data), epochs=2, init_weights=pretrained.name, **tiny)
+    train(config, tmp_path / "run", progress=False)
+    assert Path(RunDir(tmp_path / "run").read_config().init_weights) == pretrained.resolve()
+    result = train(config, tmp_path / "run", resume=True, progress=False)  # the same weights, spelt relative
+    assert result.epochs_run == 2
+    with pytest.raises(LungsegError, match="init_weights"):
+        train(dataclasses.replace(config, init_weights=str(pretrained / "best.pt")), tmp_path / "run", resume=True,
+              progress=False)
 
 
 def test_the_command_line_passes_the_option(tiny, make_npz, pretrained: Path, tmp_path: Path) -> None:

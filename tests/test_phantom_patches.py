@@ -51,3 +51,19 @@ def test_bad_arguments_are_refused() -> None:
         phantom_negative_patches(0)
     with pytest.raises(ValueError, match="tumour_share"):
         phantom_patches(4, tumour_share=1.5)
+
+
+def test_negatives_are_those_of_the_published_variant() -> None:
+    """The ``phantom-negatives`` rows of ``results/real-patches/inference-runs.jsonl`` were trained with
+    patches of the module before it made tumour patches too (``lungseg.experiment.negatives`` at 9ea9065):
+    figures of its output, recorded then, pin the same patches."""
+    patches = phantom_negative_patches(25, seed=1003)
+    assert float(patches.mean()) == pytest.approx(0.4788273572921753, rel=1e-6)
+    assert float(patches.std()) == pytest.approx(0.37547898292541504, rel=1e-6)
+    assert [float(patches[0, 24, 24]), float(patches[7, 3, 40]), float(patches[24, 47, 0])] == pytest.approx(
+        [0.13252007961273193, 0.7370259761810303, 0.17377842962741852], rel=1e-6)
+
+
+def test_a_patch_larger_than_the_slices_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="larger than the phantom's slices"):
+        phantom_patches(4, size=400)

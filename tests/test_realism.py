@@ -36,6 +36,19 @@ def test_noisier_lung_has_a_larger_gradient_and_is_farther_away() -> None:
     assert compare_patch_sets(reference, reference) == {k: 0.0 for k in compare_patch_sets(reference, reference)}
 
 
+def test_the_gradient_is_per_patch_in_units_per_pixel() -> None:
+    """A ramp of slope 0.01 per pixel in one patch between two flat ones: its gradient is 0.01, and the
+    flat neighbours stay at 0 (a filter across the stack would mix them)."""
+    images = np.zeros((3, 16, 16), np.float32)
+    images[1] = 0.01 * np.arange(16)[None, :]
+    masks = np.zeros((3, 16, 16), np.uint8)
+    masks[:, 6:10, 6:10] = 1
+    stats = [patch_statistics(images[k: k + 1], masks[k: k + 1]) for k in range(3)]
+    assert stats[1]["tumour_gradient"] == pytest.approx(0.01, abs=1e-6)
+    assert patch_statistics(images, masks)["tumour_gradient"] == pytest.approx(0.01 / 3, abs=1e-4)  # rounded
+    assert stats[0]["tumour_gradient"] == stats[2]["tumour_gradient"] == 0.0
+
+
 def test_the_tumour_distance_is_the_shift_of_the_tumour_level() -> None:
     far = compare_patch_sets(_patches(0.0, 0.8), _patches(0.0, 0.5))
     assert far["tumour"] == pytest.approx(0.3, abs=1e-6)

@@ -148,6 +148,10 @@ def phantom_patches(count: int, seed: int = 0, tumour_share: float = 0.85,
             vol = randomise_appearance(vol, (seed, patient, 1), randomisation)
         patient += 1
         s = _Slices(vol, pixel_mm)
+        side = int(round(min(vol.image.shape[1:]) * s.factor))
+        if side < size:
+            raise ValueError(f"size {size} is larger than the phantom's slices at {pixel_mm} mm ({side} pixels): "
+                             "lower size or pixel_mm")
         room = _PATCHES_PER_PATIENT
         if len(tumours) < need_tumour and vol.mask.any():
             take = min(int(round(room * tumour_share)) or room, need_tumour - len(tumours))

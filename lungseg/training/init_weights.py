@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
 
-__all__ = ["load_initial_weights"]
+__all__ = ["load_initial_weights", "read_initial_weights"]
 
 
 def _read_weights(source: Path) -> dict[str, torch.Tensor]:
@@ -45,8 +46,32 @@ def _is_export(path: Path) -> bool:
         return any(name == "configs/metadata.json" or name.endswith("/configs/metadata.json") for name in zf.namelist())
 
 
+def read_initial_weights(config: TrainConfig, out_dir: str | Path) -> dict[str, torch.Tensor] | None:
+    """The weights a fresh run of ``config`` starts from, checked against its network (``None`` without
+    :attr:`~lungseg.config.TrainConfig.init_weights`). Called before the run folder is written, so that a
+    wrong path or network is refused while the folder is still free for the corrected command.
+
+    Raises:
+        LungsegError: the source lies inside ``out_dir`` (a fresh run clears its folder of earlier
+            results), cannot be read, is an export, or its weights do not fit the network of ``config``
+            (the message names the first missing, unexpected or differently shaped tensors).
+    """
+    if not config.init_weights:
+        return None
+    from lungseg.models import build_model
+
+    source, out = Path(config.init_weights).resolve(), Path(out_dir).resolve()
+    if source == out or out in source.parents:
+        raise LungsegError(f"init_weights: {config.init_weights} lies inside the output folder {out_dir}, which a new "
+                           "run clears; start from a copy elsewhere or choose another output folder")
+    model = build_model(config.model, in_channels=1, out_channels=1, base_channels=config.base_channels,
+                        depth=config.depth, batch_norm=config.batch_norm)
+    load_initial_weights(model, source)
+    return model.state_dict()
+
+
 def load_initial_weights(model: nn.Module, source: str | Path) -> None:
-    """Copy the network weights of ``source`` into ``model`` (see the module docstring).
+    """Copy the network weights of ``source`` (a run folder or checkpoint file) into ``model``.
 
     Raises:
         LungsegError: ``source`` cannot be read, or its weights do not fit ``model`` (the message names

@@ -44,7 +44,7 @@ from lungseg.files import check_output
 from lungseg.metrics import Confusion
 from lungseg.rundir import RunDir, RunLock
 from lungseg.training.averaging import WeightAverage
-from lungseg.training.init_weights import load_initial_weights
+from lungseg.training.init_weights import read_initial_weights
 from lungseg.training.patches import PatchSampler
 
 __all__ = [
@@ -106,9 +106,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def _distributed_env() -> tuple[int, int, int]:
     """``(rank, world_size, local_rank)`` from the torchrun environment (``(0, 1, 0)`` otherwise)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+    return (int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))) if world > 1 else (0, 1, 0)
 
 
 def resolve_image_size(config: TrainConfig, volumes_hw: Sequence[tuple[int, int]]) -> int:
@@ -235,7 +233,8 @@ class Trainer:
         self.progress = progress
         self.rank, self.world, self.local_rank = _distributed_env()
         self.is_main = self.rank == 0
-        self.checkpoint_state: dict[str, Any] | None = None
+        self.checkpoint_state: dict[str, Any] | None = None  # the last checkpoint of a resumed run
+        self.initial_weights: dict[str, Any] | None = None  # the weights a fresh run starts from, if given
         self.history: list[dict[str, float]] = []
         self.start_epoch, self.best_dice, self.best_epoch, self.since_best = 0, -1.0, 0, 0
         self.lock: RunLock | None = None
@@ -245,16 +244,16 @@ class Trainer:
         """Validate the configuration, adopt a resumed run's saved one, choose device and precision."""
         self.config.validate()
         run = self.run_dir
-        check_output(run.path, [self.config.data, self.config.init_weights], cleared=not self.resume)
+        check_output(run.path, [self.config.data, self.config.init_weights])
         if self.is_main:
             run.refuse_foreign()
             self.lock = run.lock()  # released by run(); a second training here is refused
         config = self.adopt_run()
         if config.cache_dir:  # the slice cache is written: never into the data
             check_output(config.cache_dir, [config.data], flag="--cache-dir")
-        if self.checkpoint_state is None and config.data and Path(config.data).exists():
-            # absolute, so that `evaluate` recognises the training data from any working directory
-            self.config = config = dataclasses.replace(config, data=str(Path(config.data).resolve()))
+        if self.checkpoint_state is None:  # inputs absolute (`evaluate` finds the data from anywhere); weights checked
+            self.config = config = config.with_absolute_inputs()
+            self.initial_weights = read_initial_weights(config, run.path)
         if self.is_main:
             run.create()
             run.remove_partial_files()
@@ -383,8 +382,8 @@ class Trainer:
             config.model, in_channels=1, out_channels=1, base_channels=config.base_channels,
             depth=config.depth, batch_norm=config.batch_norm,
         )
-        if config.init_weights and self.checkpoint_state is None:  # a resumed run has its own weights
-            load_initial_weights(model, config.init_weights)
+        if self.initial_weights is not None:  # read and checked by prepare; a resumed run has its own weights
+            model.load_state_dict(self.initial_weights)
         self.loss_fn = build_loss(config.loss, lam=config.lam, alpha=config.alpha, gamma=config.gamma,
                                   reduction=config.dice_reduction)
         model.to(self.device)
