@@ -58,6 +58,9 @@ def _phantom_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--size", type=int, default=None, help="in-plane size in pixels (default: the generator's, 256)")
     p.add_argument("--slices", type=int, default=None, help="slices per patient (default: the generator's)")
+    p.add_argument("--randomise", action="store_true",
+                   help="repaint every patient with random tissue intensities, textures, tumour cores, bias field,"
+                        " blur, resolution and noise (domain randomisation, lungseg.data.phantom.randomise; default: off)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: off)")
 
 
@@ -276,8 +279,10 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
     if args.patients < 1:
         raise LungsegError(f"--patients must be >= 1, got {args.patients}")
     config = phantom.PhantomConfig(**kwargs) if kwargs else None
-    out = phantom.generate_study(args.out, args.patients, args.seed, config=config, progress=not args.quiet)
-    print(f"wrote a phantom study of {args.patients} patients to {out}")
+    randomisation = phantom.AppearanceRandomisation() if args.randomise else None
+    out = phantom.generate_study(args.out, args.patients, args.seed, config=config, progress=not args.quiet,
+                                 randomisation=randomisation)
+    print(f"wrote a{' randomised' if args.randomise else ''} phantom study of {args.patients} patients to {out}")
 
 
 def _cmd_fetch(args: argparse.Namespace) -> None:

@@ -78,3 +78,26 @@ def test_a_volume_without_tissue_labels_is_refused(patient) -> None:
     bare = dataclasses.replace(patient, meta={})
     with pytest.raises(ValueError, match="tissue"):
         randomise_appearance(bare, 0)
+
+
+def test_a_randomised_study_on_disk_keeps_the_masks_and_records_the_draws(tmp_path) -> None:
+    """``lungseg phantom --randomise``: the same patients and masks as a plain study, other images, the
+    settings and each patient's draws in the manifest, and the same files from the same arguments."""
+    import json
+
+    from lungseg.cli import main
+    from lungseg.data.phantom import load_study
+
+    args = ["phantom", "--patients", "2", "--seed", "3", "--size", "64", "--slices", "6", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*args, "--randomise", "--out", str(tmp_path / "varied")]) == 0
+    assert main([*args, "--randomise", "--out", str(tmp_path / "again")]) == 0
+    plain, varied, again = (load_study(tmp_path / name) for name in ("plain", "varied", "again"))
+    for a, b, c in zip(plain, varied, again):
+        np.testing.assert_array_equal(a.mask, b.mask)
+        assert not np.array_equal(a.image, b.image)
+        np.testing.assert_array_equal(b.image, c.image)
+    manifest = json.loads((tmp_path / "varied" / "manifest.json").read_text())
+    assert manifest["randomisation"]["noise_hu"] == list(AppearanceRandomisation().noise_hu)
+    assert all("appearance" in p for p in manifest["patients"])
+    assert "randomisation" not in json.loads((tmp_path / "plain" / "manifest.json").read_text())

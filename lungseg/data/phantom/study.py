@@ -17,6 +17,7 @@ from lungseg.data.dicom_write import write_dicom_series
 from lungseg.data.nifti import affine_from_geometry, dicom_affine, read_nifti, write_nifti
 from lungseg.data.phantom.anatomy import Patient
 from lungseg.data.phantom.config import GENERATOR_VERSION, MANIFEST_FORMAT, PhantomConfig
+from lungseg.data.phantom.randomise import AppearanceRandomisation, randomise_appearance
 from lungseg.data.phantom.tumours import add_tumours
 from lungseg.data.volume import CTVolume
 from lungseg.errors import DataError, LungsegError
@@ -78,6 +79,7 @@ def generate_study(
     progress: bool = True,
     *,
     overwrite: bool = False,
+    randomisation: AppearanceRandomisation | None = None,
 ) -> Path:
     """Generate a study on disk: ``<patient_id>/ct/*.dcm``, ``<patient_id>/mask.nii.gz``, ``manifest.json``.
 
@@ -89,6 +91,9 @@ def generate_study(
         progress: show a tqdm bar over patients.
         overwrite: replace an earlier phantom study in ``out_dir`` (only its manifest and patient
             folders are removed).
+        randomisation: repaint each patient with :func:`~lungseg.data.phantom.randomise.randomise_appearance`
+            (patient ``i`` seeded ``(seed, i, 1)``; the masks do not change), or ``None`` for the phantom as
+            generated. The manifest records the settings and each patient's draws.
 
     Returns:
         ``out_dir`` as a ``Path``. The same arguments always write byte-identical files.
@@ -118,6 +123,8 @@ def generate_study(
     for i in tqdm(range(int(n_patients)), desc="phantom patients", disable=not progress):
         pid = f"phantom-{i:03d}"
         volume, tumours = generate_patient((int(seed), i), config, patient_id=pid)
+        if randomisation is not None:
+            volume = randomise_appearance(volume, (int(seed), i, 1), randomisation)
         write_dicom_series(volume, out / pid / "ct", uid_seed=f"phantom:{seed}:{i}",
                            series_description="lungseg synthetic chest CT")
         write_nifti(volume.mask, out / pid / "mask.nii.gz", affine=dicom_affine(volume))
@@ -130,6 +137,7 @@ def generate_study(
             "n_tumours": len(tumours),
             "tumour_voxels": int(volume.mask.sum()),
             "tumours": tumours,
+            **({"appearance": volume.meta["appearance"]} if randomisation is not None else {}),
         })
     manifest = {
         "format": MANIFEST_FORMAT,
@@ -137,6 +145,7 @@ def generate_study(
         "seed": int(seed),
         "n_patients": int(n_patients),
         "config": config.to_dict(),
+        **({"randomisation": randomisation.to_dict()} if randomisation is not None else {}),
         "note": "synthetic chest CT (lungseg phantom); not patient data",
         "patients": patients,
     }
