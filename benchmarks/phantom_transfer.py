@@ -101,18 +101,15 @@ def score_on_real(run: Path) -> dict[str, Any]:
     images, masks, patient = rp.load_patches()
     out: dict[str, Any] = {}
     for tta in ("none", "dihedral"):
-        probs = Predictor.from_run_dir(run, device="cpu", tta=tta).probabilities(images)
-        pred = probs >= 0.5
-        out[f"pooled_dice_{tta}"] = rp.pooled_dice(pred, masks)
-        per_patient = [rp.pooled_dice(pred[patient == k], masks[patient == k]) for k in np.unique(patient)]
+        pred = Predictor.from_run_dir(run, device="cpu", tta=tta).probabilities(images) >= 0.5
         counts = [confusion(pred[patient == k], masks[patient == k] > 0) for k in np.unique(patient)]
+        total = sum(counts[1:], counts[0])
         num, den = [2 * c.tp for c in counts], [2 * c.tp + c.fp + c.fn for c in counts]
         interval = crossed_interval([num], [den])
-        out[f"pooled_dice_{tta}_low"], out[f"pooled_dice_{tta}_high"] = interval["low"], interval["high"]
-        out[f"patient_num_{tta}"], out[f"patient_den_{tta}"] = num, den
-        out[f"patient_mean_dice_{tta}"] = float(np.mean(per_patient))
-        out[f"recall_{tta}"] = float((pred & (masks > 0)).sum() / max(int(masks.sum()), 1))
-        out[f"precision_{tta}"] = float((pred & (masks > 0)).sum() / max(int(pred.sum()), 1))
+        out.update({f"pooled_dice_{tta}": total.dice, f"pooled_dice_{tta}_low": interval["low"],
+                    f"pooled_dice_{tta}_high": interval["high"], f"patient_num_{tta}": num, f"patient_den_{tta}": den,
+                    f"patient_mean_dice_{tta}": float(np.mean([c.dice for c in counts])),
+                    f"recall_{tta}": total.recall, f"precision_{tta}": total.precision})
     return out
 
 
@@ -171,7 +168,7 @@ def summarise(transfer_rows: list[dict[str, Any]], inference_rows: list[dict[str
     """The tables of the NOTES and chapter 10: the phantom-only networks on the real patches, and the real-CT
     cross-validation (training seed ``seed``) from scratch and from each phantom-only run, with the
     paired per-fold difference to from-scratch (mean and 95 % t interval over the folds)."""
-    from scipy import stats
+    from lungseg.experiment.grid import mean_ci
 
     phantom_only = _phantom_only(transfer_rows)
 
@@ -188,10 +185,8 @@ def summarise(transfer_rows: list[dict[str, Any]], inference_rows: list[dict[str
             continue
         row = {"initial weights": start, "pooled Dice per fold": dice.round(3).tolist(), "mean": float(dice.mean())}
         if variant != "defaults" and scratch is not None:
-            diff = dice - scratch
-            half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)))
-            row.update({"gain over random": float(diff.mean()), "gain low": float(diff.mean()) - half,
-                        "gain high": float(diff.mean()) + half})
+            gain = mean_ci(dice - scratch)
+            row.update({"gain over random": gain["mean"], "gain low": gain["low"], "gain high": gain["high"]})
         fine_tuned.append(row)
     real = transfer_rows[0]["realism"]["real"] if transfer_rows else None
     whole = []
