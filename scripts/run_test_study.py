@@ -6,6 +6,7 @@ Generates the test study once into ``data/phantom-<profile>-test`` (git-ignored;
 :data:`lungseg.experiment.teststudy.TEST_STUDY_SEED`, never used for training, tuning or checkpoint
 choice), evaluates every run of ``results/<profile>/experiment`` on all of its patients, CRF off and
 on, and writes ``results/<profile>/test-study`` (:func:`lungseg.experiment.teststudy.evaluate_on_test_study`).
+A run scored earlier with the same weights, study and precision is reused (``--rescore`` scores it again).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="auto", help="inference numerics: auto (fp32 on a CPU), fp32 or bf16")
     ap.add_argument("--workers", type=int, default=None,
                     help="runs scored side by side, one thread each on 2 cores (default: the profile's grid workers)")
+    ap.add_argument("--rescore", action="store_true",
+                    help="score every run again (default: runs scored earlier with the same weights, study and"
+                         " precision are reused, so a grid given more seeds scores only its new runs)")
     args = ap.parse_args(argv)
     settings = profile_settings(args.profile)
     workers = grid_workers(settings) if args.workers is None else args.workers
@@ -47,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare_test_study(settings, n_patients=args.patients, data_seed=args.data_seed)
     print(f"test study {data.name}: {study_composition(load_study(data).manifest)}", flush=True)
     try:
-        results = evaluate_on_test_study(settings, data, precision=args.precision, workers=workers)
+        results = evaluate_on_test_study(settings, data, precision=args.precision, workers=workers,
+                                         reuse=not args.rescore)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

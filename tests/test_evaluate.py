@@ -81,6 +81,7 @@ def test_metrics_json_matches_independent_computation(trained: tuple[Path, Path]
         assert b["per_image"][name] == (pytest.approx(defined.mean()) if defined.size else None)
     assert b["n_images_surface_dice"] == int((pred.any(axis=(1, 2)) | masks.any(axis=(1, 2))).sum())
     assert b["per_patient"]["hd95_mm"] is None and b["n_patients_no_slice_spacing"] == saved["n_patients"]
+    assert saved["tumour_recall"] is None and "no spacing" in saved["tumour_rule"]
 
 
 def test_crf_and_other_splits(trained: tuple[Path, Path], tmp_path: Path) -> None:
@@ -230,3 +231,20 @@ def test_bootstrap_resamples_are_bounded(trained: tuple[Path, Path]) -> None:
     data, run = trained
     with pytest.raises(LungsegError, match="n_boot must be an int in"):
         evaluate_run(run, data, n_boot=MAX_BOOTSTRAP + 1, progress=False)
+
+
+def test_tumours_are_counted_per_patient_with_slices_in_order() -> None:
+    """Two patients whose tumours sit at the same place on adjacent rows of the stacked arrays stay two
+    tumours; a patient's slices are stacked by their index, not by their row order."""
+    from lungseg.evaluation.segmentation import _tumour_fields
+
+    masks = np.zeros((6, 16, 16), np.uint8)
+    masks[[0, 2, 3], 4:8, 4:8] = 1  # patient a's slices 0 and 1 (rows 0, 2), patient b's slice 0 (row 3)
+    pred = masks.copy()
+    pred[3] = 0  # patient b's only tumour is missed
+    arrays = {"patient_ids": ["a", "a", "a", "b", "b", "b"], "slice_index": [0, 2, 1, 0, 1, 2], "masks": masks,
+              "spacing": np.ones((6, 2)), "slice_spacing": {"a": 2.0, "b": 2.0}}
+    fields = _tumour_fields(pred, arrays)
+    assert (fields["n_tumours"], fields["n_tumours_hit"]) == (2, 1)
+    arrays["slice_spacing"]["b"] = None  # a stack of unrelated slices has no tumours in 3D
+    assert _tumour_fields(pred, arrays)["tumour_recall"] is None

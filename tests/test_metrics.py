@@ -334,3 +334,48 @@ def test_bad_arguments_raise() -> None:
         M.small_tumor_recall(pred, target, (1.0, 1.0), min_overlap=0.0)
     with pytest.raises(ValueError, match="Confusion.tp"):
         M.Confusion(-1, 0, 0, 0)
+
+
+# ---------------------------------------------------------------------------- tumours (3D)
+def _ball(shape: tuple[int, int, int], center: tuple[float, float, float], radii: tuple[float, float, float]) -> np.ndarray:
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    return sum(((g - c) / r) ** 2 for g, c, r in zip((zz, yy, xx), center, radii)) <= 1.0
+
+
+def test_a_tumour_spanning_many_slices_counts_once() -> None:
+    spacing = (2.0, 0.8, 0.8)
+    big = _ball((12, 64, 64), (5, 20, 20), (4, 10, 10))  # 9 slices, ~16 mm across in-plane
+    small = _ball((12, 64, 64), (5, 45, 45), (1, 3, 3))  # 3 slices, equivalent sphere ~ 4 mm
+    target = big | small
+    pred = np.zeros_like(target)
+    pred[5] = big[5]  # one slice of the large tumour: 13 % of its voxels
+    table = M.tumour_table(pred, target, spacing)
+    assert table.shape == (2, 2)
+    volume_mm3 = np.array([big.sum(), small.sum()]) * 2.0 * 0.8 * 0.8
+    np.testing.assert_allclose(table[:, 0], (6 * volume_mm3 / np.pi) ** (1 / 3))
+    np.testing.assert_array_equal(table[:, 1], [1.0, 0.0])
+    # the 2D rule counts each cross-section: the large tumour's 9 and the small one's 3
+    assert M.small_tumor_recall(pred, target, spacing[1:], max_diameter_mm=math.inf)[1:] == (1, 12)
+    summary = M.tumour_recall([table])
+    assert (summary["n_tumours"], summary["n_tumours_hit"]) == (2, 1) and summary["tumour_recall"] == 0.5
+    assert (summary["n_small_tumours"], summary["small_tumour_recall_3d"]) == (1, 0.0)
+    assert "26-connected" in summary["tumour_rule"] and "< 10 mm" in summary["tumour_rule"]
+    # a stricter hit rule misses the large one too
+    assert M.tumour_table(pred, target, spacing, min_overlap=0.2)[:, 1].sum() == 0
+
+
+def test_tumour_recall_edge_cases() -> None:
+    empty = M.tumour_table(np.zeros((3, 8, 8)), np.zeros((3, 8, 8)), (1.0, 1.0, 1.0))
+    assert empty.shape == (0, 2)
+    none = M.tumour_recall([empty, empty])
+    assert none["n_tumours"] == 0 and math.isnan(none["tumour_recall"]) and math.isnan(none["small_tumour_recall_3d"])
+    assert M.tumour_recall([])["n_tumours"] == 0
+    diagonal = np.zeros((3, 3, 3), bool)
+    diagonal[[0, 1, 2], [0, 1, 2], [0, 1, 2]] = True  # corner neighbours: one tumour
+    assert M.tumour_table(diagonal, diagonal, (1.0, 1.0, 1.0)).shape == (1, 2)
+    with pytest.raises(ValueError, match="3"):
+        M.tumour_table(np.zeros((8, 8)), np.zeros((8, 8)), (1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="positive voxel sizes"):
+        M.tumour_table(diagonal, diagonal, (0.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="min_overlap"):
+        M.tumour_table(diagonal, diagonal, (1.0, 1.0, 1.0), min_overlap=0.0)

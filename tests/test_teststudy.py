@@ -55,12 +55,23 @@ def test_every_run_is_scored_on_every_test_patient(tmp_path: Path, capsys: pytes
         evaluation = json.loads((tmp_path / "results" / "test-study" / "runs" / f"unet-dice-seed{seed}"
                                  / "eval_crf_off.json").read_text())
         assert evaluation["n_patients"] == 6 and evaluation["split"] == "all"
+        # each generated tumour once, in 3D, as the study's manifest lists them
+        assert evaluation["n_tumours"] == scored["settings"]["composition"]["tumours"]
+        assert evaluation["n_small_tumours"] == scored["settings"]["composition"]["tumours_under_10mm"]
     assert load_study(test_data).manifest["seed"] == 2
     with pytest.warns(UserWarning, match="tumours under 10 mm"):  # two runs side by side score the same
         side_by_side = teststudy.evaluate_on_test_study(settings, test_data, tmp_path / "side-by-side", progress=False,
                                                         workers=2)
     assert side_by_side["cells"] == scored["cells"] and side_by_side["differences"] == scored["differences"]
     assert side_by_side["settings"]["workers"] == 2 and scored["settings"]["workers"] == 1
+    assert {r["status"] for r in scored["runs"]} == {"scored"}
+    again = teststudy.evaluate_on_test_study(settings, test_data, progress=True)  # same weights, study, precision
+    assert "2 of 2 runs reused" in capsys.readouterr().out
+    assert [r["status"] for r in again["runs"]] == ["reused", "reused"]
+    assert [r["seconds"] for r in again["runs"]] == [r["seconds"] for r in scored["runs"]]
+    assert again["cells"] == scored["cells"] and again["differences"] == scored["differences"]
+    in_bf16 = teststudy.evaluate_on_test_study(settings, test_data, precision="bf16", progress=False)
+    assert [r["status"] for r in in_bf16["runs"]] == ["scored", "scored"]  # another precision is scored again
 
 
 def test_the_test_study_refuses_a_bad_worker_count(tmp_path: Path) -> None:

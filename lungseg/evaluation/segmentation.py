@@ -37,6 +37,8 @@ from lungseg.metrics import (
     boundary_summary,
     confusion_per_image,
     summarize,
+    tumour_recall,
+    tumour_table,
 )
 from lungseg.paths import portable
 from lungseg.rundir import RunDir, per_image_csv_path
@@ -266,6 +268,7 @@ def _score(loaded: Predictor, dataset: Any, arrays: dict[str, Any], crf: bool, o
         pred, arrays["masks"], arrays["patient_ids"], arrays["spacing"], n_boot=n_boot, seed=seed
     )
     result["boundary"] = _boundary(pred, arrays, tolerance_mm)
+    result.update(_tumour_fields(pred, arrays))
     if robustness:
         result.update(_robustness_fields(loaded, arrays, crf, batch_size, seed, progress))
     else:
@@ -284,6 +287,23 @@ def write_evaluation(result: dict[str, Any], pred: np.ndarray, arrays: dict[str,
         write_json(result, out)
         write_csv(csv_path, per_image_rows(pred, arrays))
     return json_safe(result)
+
+
+def _tumour_fields(pred: np.ndarray, arrays: dict[str, Any]) -> dict[str, Any]:
+    """Tumour-level recall (:func:`lungseg.metrics.tumour_recall`) on each patient's slices stacked in order;
+    ``None`` figures where a patient has no slice spacing (a stack of unrelated 2D slices)."""
+    pids = np.asarray(arrays["patient_ids"], dtype=object)
+    order = np.asarray(arrays["slice_index"])
+    tables = []
+    for pid, dz in arrays["slice_spacing"].items():
+        if dz is None:
+            return {"tumour_recall": None, "small_tumour_recall_3d": None,
+                    "tumour_rule": "not measured: the slices have no spacing between them"}
+        rows = np.flatnonzero(pids == pid)
+        rows = rows[np.argsort(order[rows], kind="stable")]
+        dy, dx = arrays["spacing"][rows[0]]
+        tables.append(tumour_table(pred[rows], arrays["masks"][rows], (dz, dy, dx)))
+    return tumour_recall(tables)
 
 
 def _check_arguments(split: str, batch_size: int, tolerance_mm: float, n_boot: int) -> None:

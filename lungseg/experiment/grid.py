@@ -66,6 +66,9 @@ TABLE_METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("accuracy_pooled", ("pooled", "accuracy")),
     ("small_tumor_recall", ("small_tumor_recall",)),
     ("lesion_recall", ("lesion_recall",)),
+    # each tumour once (a 3D component of a patient's mask), small by its equivalent-sphere diameter
+    ("tumour_recall", ("tumour_recall",)),
+    ("small_tumour_recall_3d", ("small_tumour_recall_3d",)),
     ("intensity_robustness_std", ("intensity_robustness_std",)),
     # boundary figures (lungseg.metrics.boundary_summary): HD95 in mm, surface Dice at the evaluation's tolerance
     ("hd95_mm_per_image", ("boundary", "per_image", "hd95_mm")),

@@ -24,7 +24,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from lungseg.experiment.grid import GridKey, Rows, grid_cells, grid_differences, run_name, write_results
+from lungseg.experiment.grid import (
+    TABLE_METRICS,
+    GridKey,
+    Rows,
+    grid_cells,
+    grid_differences,
+    run_name,
+    write_results,
+)
 from lungseg.experiment.profiles import ProfileSettings, phantom_config, phantom_study, profile_dir
 from lungseg.experimentdir import ExperimentDir
 from lungseg.paths import portable, resolve
@@ -102,7 +110,7 @@ def study_composition(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[str] | None = None,
                            out_dir: str | os.PathLike[str] | None = None, *, precision: str = "auto",
-                           progress: bool = True, workers: int = 1) -> dict[str, Any]:
+                           progress: bool = True, workers: int = 1, reuse: bool = True) -> dict[str, Any]:
     """Score every published run of the profile's grid on the test study, CRF off and on.
 
     Args:
@@ -115,12 +123,16 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
         workers: runs scored side by side, each with ``cores // workers`` threads
             (:func:`lungseg.experiment.workers.map_in_workers`; the grid trains its runs so too). The
             scores do not depend on it.
+        reuse: keep a run's earlier scores when they were made with its current best weights (the same
+            epoch, as :meth:`lungseg.rundir.RunDir.evaluation_is_fresh` decides), on this study (its
+            path and patient count) and at this ``precision``: a grid given more seeds scores only the
+            new runs. Reused runs keep the seconds the earlier call recorded.
 
     Returns:
         The results table (``settings``, ``runs``, ``cells``, ``differences``) as the grid's.
     """
     from lungseg.data.phantom import load_study
-    from lungseg.experiment.workers import check_workers, map_in_workers
+    from lungseg.experiment.workers import check_workers
 
     check_workers(workers)
     grid = profile_dir(settings).grid
@@ -138,23 +150,10 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
     models, losses, seeds = grid_settings["models"], grid_settings["losses"], grid_settings["seeds"]
     crf = [bool(c) for c in grid_settings["crf"]]
     keys = list(itertools.product(models, losses, seeds))
-    scored_runs = [exp.run(run_name(*key)) for key in keys]
-    jobs = []
-    for key, scored in zip(keys, scored_runs):
-        scored.path.mkdir(parents=True, exist_ok=True)
-        jobs.append((str(grid.run(run_name(*key)).path), str(data_dir),
-                     {c: str(scored.evaluation_path(c)) for c in crf}, precision, progress))
     started = time.perf_counter()
-    scores = map_in_workers(_score_run, jobs, workers, progress=False)  # each run prints its own line
-    evaluations: dict[GridKey, dict[str, Any]] = {}
-    tables: dict[GridKey, Rows | None] = {}
-    runs = []
-    for (model, loss, seed), scored, (results, seconds) in zip(keys, scored_runs, scores):
-        for c in crf:
-            evaluations[(model, loss, c, int(seed))] = results[c]
-            tables[(model, loss, c, int(seed))] = scored.read_per_image(c)
-        runs.append({"run": portable(scored.path), "model": model, "loss": loss, "seed": int(seed),
-                     "status": "scored", "seconds": seconds})
+    evaluations, tables, runs = _score_grid_runs(keys, grid, exp, data_dir, len(manifest["patients"]), crf,
+                                                 precision=precision, progress=progress, workers=workers,
+                                                 reuse=reuse)
     cells = grid_cells(evaluations, tables, models, losses, crf, seeds)
     differences = grid_differences(evaluations, tables, models, losses, crf, seeds)
     _keep_grid_figure(cells, differences, grid_results, ROBUSTNESS)
@@ -172,6 +171,83 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
     }
     write_results(exp, results_table)
     return exp.read_results()
+
+
+def _score_grid_runs(keys: list[tuple[str, str, int]], grid: ExperimentDir, exp: ExperimentDir, data_dir: Path,
+                     n_patients: int, crf: list[bool], *, precision: str, progress: bool, workers: int,
+                     reuse: bool) -> tuple[dict[GridKey, dict[str, Any]], dict[GridKey, Rows | None], list[dict[str, Any]]]:
+    """Each grid run of ``keys`` scored on the study (or its earlier scores reused, see
+    :func:`evaluate_on_test_study`): the evaluations and per-image tables by grid key, and a row per run."""
+    from lungseg.device import resolve_device, resolve_precision
+    from lungseg.experiment.workers import map_in_workers
+
+    scored_runs = [exp.run(run_name(*key)) for key in keys]
+    earlier = _earlier_seconds(exp) if reuse else {}
+    # the numerics the scoring will use ("auto" resolved as the Predictor resolves it), as the records name them
+    numerics = resolve_precision(precision, resolve_device("auto"))
+    study = {"data": portable(data_dir), "n_patients": n_patients, "precision": numerics}
+    reused = {i: _fresh_scores(scored, grid.run(run_name(*key)), crf, study)
+              for i, (key, scored) in enumerate(zip(keys, scored_runs)) if reuse}
+    reused = {i: results for i, results in reused.items() if results is not None}
+    jobs = []
+    for i, (key, scored) in enumerate(zip(keys, scored_runs)):
+        if i not in reused:
+            scored.path.mkdir(parents=True, exist_ok=True)
+            jobs.append((str(grid.run(run_name(*key)).path), str(data_dir),
+                         {c: str(scored.evaluation_path(c)) for c in crf}, precision, progress))
+    if progress and reused:
+        print(f"{len(reused)} of {len(keys)} runs reused: scored earlier with the same weights, study and precision")
+    fresh = iter(map_in_workers(_score_run, jobs, workers, progress=False))  # each run prints its own line
+    evaluations: dict[GridKey, dict[str, Any]] = {}
+    tables: dict[GridKey, Rows | None] = {}
+    runs = []
+    for i, ((model, loss, seed), scored) in enumerate(zip(keys, scored_runs)):
+        if i in reused:
+            results, status, seconds = reused[i], "reused", earlier.get(portable(scored.path))
+        else:
+            (results, seconds), status = next(fresh), "scored"
+        for c in crf:
+            evaluations[(model, loss, c, int(seed))] = results[c]
+            tables[(model, loss, c, int(seed))] = scored.read_per_image(c)
+        runs.append({"run": portable(scored.path), "model": model, "loss": loss, "seed": int(seed),
+                     "status": status, "seconds": seconds})
+    return evaluations, tables, runs
+
+
+def _fresh_scores(scored: Any, run: Any, crf: list[bool], study: dict[str, Any]) -> dict[bool, Any] | None:
+    """The earlier evaluations of ``scored`` (one per CRF setting) when each was made with the current best
+    weights of the grid run ``run``, on ``study`` (data path, patient count, precision), and holds every
+    figure of :data:`~lungseg.experiment.grid.TABLE_METRICS`; else ``None``."""
+    if not run.has_checkpoint("best"):
+        return None
+    epoch = int(run.load_checkpoint("best").get("epoch", -1))
+    results = {}
+    for c in crf:
+        path = scored.evaluation_path(c)
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        same = (record.get("checkpoint") == "best" and record.get("checkpoint_epoch") == epoch
+                and record.get("crf") == c and record.get("split") == "all"
+                and all(record.get(k) == v for k, v in study.items()) and scored.read_per_image(c) is not None
+                # a record made before a figure of the table existed is made again
+                and all(path[0] in record for _, path in TABLE_METRICS if path[0] != ROBUSTNESS))
+        if not same:
+            return None
+        results[c] = record
+    return results
+
+
+def _earlier_seconds(exp: ExperimentDir) -> dict[str, float | None]:
+    """Each run's scoring seconds as the test study's earlier results table recorded them (none: empty)."""
+    try:
+        earlier = exp.read_results()
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return {portable(r["run"]): r.get("seconds") for r in earlier.get("runs", [])}
 
 
 def _score_run(run: str, data_dir: str, evaluation_paths: dict[bool, str], precision: str,

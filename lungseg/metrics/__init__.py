@@ -4,7 +4,7 @@ patient-bootstrap CIs and boundary figures, split by job:
 * :mod:`lungseg.metrics.overlap` — confusion counts (Table 1), the ratios of eqs. (11)-(14), Dice,
   IoU, and the one empty-mask rule (:data:`EMPTY_MASK_RULE`);
 * :mod:`lungseg.metrics.lesion` — lesions (8-connected components), equivalent diameters and
-  small-tumour recall;
+  small-tumour recall; tumours (3D components of a patient's mask) and their recall;
 * :mod:`lungseg.metrics.summary` — the three labelled aggregations (pooled, per image, per patient)
   and their patient-bootstrap intervals, together in :func:`summarize`; a grid cell's interval over
   training seeds and test patients together (:func:`crossed_interval`), and how often it covers a
@@ -46,11 +46,14 @@ from lungseg.metrics.calibration import CALIBRATION_BINS, expected_calibration_e
 from lungseg.metrics.froc import FROC_FP_RATES, false_positive_components, froc, froc_score, lesion_detection_scores
 from lungseg.metrics.lesion import (
     LESION_RULE,
+    TUMOUR_RULE,
     Lesion,
     equivalent_diameter_mm,
     equivalent_sphere_diameter_mm,
     lesions,
     small_tumor_recall,
+    tumour_recall,
+    tumour_table,
 )
 from lungseg.metrics.overlap import (
     EMPTY_MASK_RULE,
@@ -85,6 +88,7 @@ __all__ = [
     "LESION_RULE",
     "METRIC_NAMES",
     "MM3_PER_ML",
+    "TUMOUR_RULE",
     "Confusion",
     "Lesion",
     "bland_altman",
@@ -111,6 +115,8 @@ __all__ = [
     "score",
     "small_tumor_recall",
     "summarize",
+    "tumour_recall",
+    "tumour_table",
     "volumes_ml",
     "worst_cases",
 ]

@@ -1,7 +1,10 @@
-"""Lesions (8-connected components of a 2D mask), their equivalent diameters, and small-tumour recall.
+"""Lesions (8-connected components of a 2D mask), their equivalent diameters, and small-tumour recall;
+tumours (26-connected components of a patient's 3D mask) and their recall.
 
 Lesion sizes are equivalent diameters: :func:`equivalent_diameter_mm` (disc of the same area, 2D) and
-:func:`equivalent_sphere_diameter_mm` (sphere of the same volume, 3D).
+:func:`equivalent_sphere_diameter_mm` (sphere of the same volume, 3D). A 2D lesion is one tumour's
+cross-section on one slice, so the first and last slices of every tumour are small lesions;
+:func:`tumour_recall` counts each tumour once, as a reader counts nodules.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ __all__ = [
     "lesion_table",
     "lesions",
     "small_tumor_recall",
+    "TUMOUR_RULE",
+    "tumour_recall",
+    "tumour_table",
 ]
 
 LESION_RULE = (
@@ -33,7 +39,15 @@ LESION_RULE = (
     "the prediction covers >= {min_overlap:.0%} of its pixels (and at least one pixel)."
 )
 
+TUMOUR_RULE = (
+    "Tumours are 26-connected components (scipy.ndimage.label, 3x3x3 structure) of each patient's 3D "
+    "target mask, its slices stacked in order; equivalent-sphere diameter = (6*V/pi)^(1/3) with V from "
+    "the voxel size; a tumour is small when that diameter is < {max_diameter_mm:g} mm and hit when the "
+    "prediction covers >= {min_overlap:.0%} of its voxels (and at least one voxel)."
+)
+
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+_TWENTY_SIX_CONNECTED = np.ones((3, 3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -174,3 +188,56 @@ def small_tumor_recall(
     small = table[:, 1] < max_diameter_mm
     n_lesions, n_hit = int(small.sum()), int(table[small, 2].sum())
     return (n_hit / n_lesions if n_lesions else math.nan), n_hit, n_lesions
+
+
+def tumour_table(pred: Any, target: Any, spacing: Any, min_overlap: float = 0.1) -> np.ndarray:
+    """Every tumour of one patient's 3D mask as rows ``(equivalent-sphere diameter mm, hit)``, float64 ``(T, 2)``.
+
+    Args:
+        pred: binary prediction ``(D, H, W)``, the slices in order.
+        target: binary target, same shape.
+        spacing: voxel size ``(dz, dy, dx)`` in mm.
+        min_overlap: share of a tumour's voxels the prediction must cover (:data:`TUMOUR_RULE`).
+
+    Raises:
+        ValueError: not 3D, shapes differ, a non-positive voxel size or ``min_overlap`` outside (0, 1].
+    """
+    check_lesion_args(1.0, min_overlap)
+    p, t = binary_pair(pred, target, ndim=3)
+    dz, dy, dx = (float(v) for v in spacing)
+    if not min(dz, dy, dx) > 0:
+        raise ValueError(f"spacing must be three positive voxel sizes (dz, dy, dx) in mm, got {tuple(spacing)}")
+    labels, n = ndimage.label(t, structure=_TWENTY_SIX_CONNECTED)
+    if n == 0:
+        return np.zeros((0, 2))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    covered = np.bincount(labels.ravel(), weights=p.ravel(), minlength=n + 1)[1:]
+    hit = (covered >= min_overlap * sizes) & (covered > 0)
+    diameters = equivalent_sphere_diameter_mm(sizes.astype(np.float64), dz * dy * dx)
+    return np.stack([diameters, hit.astype(np.float64)], axis=1)
+
+
+def tumour_recall(tables: Any, max_diameter_mm: float = 10.0, min_overlap: float = 0.1) -> dict[str, Any]:
+    """Tumour-level recall over patients, from their :func:`tumour_table` rows: all tumours and those under
+    ``max_diameter_mm`` (equivalent-sphere diameter), each counted once however many slices it spans.
+
+    Args:
+        tables: one :func:`tumour_table` array per patient.
+        max_diameter_mm: size threshold of a small tumour (strict ``<``).
+        min_overlap: the hit rule the tables were made with (for the rule text).
+
+    Returns:
+        ``tumour_recall``, ``n_tumours``, ``n_tumours_hit``, ``small_tumour_recall_3d``,
+        ``n_small_tumours``, ``n_small_tumours_hit`` (recalls NaN without tumours) and ``tumour_rule``.
+    """
+    check_lesion_args(max_diameter_mm, min_overlap)
+    rows = np.concatenate([np.asarray(t, dtype=np.float64).reshape(-1, 2) for t in tables]) if len(tables) else np.zeros((0, 2))
+    small = rows[:, 0] < max_diameter_mm
+    n, n_hit = len(rows), int(rows[:, 1].sum())
+    n_small, n_small_hit = int(small.sum()), int(rows[small, 1].sum())
+    return {
+        "tumour_recall": n_hit / n if n else math.nan, "n_tumours": n, "n_tumours_hit": n_hit,
+        "small_tumour_recall_3d": n_small_hit / n_small if n_small else math.nan,
+        "n_small_tumours": n_small, "n_small_tumours_hit": n_small_hit,
+        "tumour_rule": TUMOUR_RULE.format(max_diameter_mm=max_diameter_mm, min_overlap=min_overlap),
+    }

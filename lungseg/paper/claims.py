@@ -38,7 +38,8 @@ __all__ = [
 CLAIM_METRICS: dict[str, list[tuple[str, str]]] = {
     "dice": [("dice_pooled", "pooled"), ("dice_per_image", "per image"), ("dice_per_patient", "per patient")],
     "iou": [("iou_pooled", "pooled"), ("iou_per_image", "per image")],
-    "small_tumor_recall": [("small_tumor_recall", "lesions < 10 mm")],
+    "small_tumor_recall": [("small_tumor_recall", "lesions < 10 mm"),
+                           ("small_tumour_recall_3d", "tumours < 10 mm (3D)")],
     "robustness_std": [("intensity_robustness_std", "SD over perturbations")],
     "accuracy": [("accuracy_pooled", "pooled")],
     "precision": [("precision_pooled", "pooled")],
