@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{len(results['runs'])} runs scored in {(time.perf_counter() - started) / 60:.1f} min")
+    reused = sum(r["status"] == "reused" for r in results["runs"])
+    print(f"{len(results['runs']) - reused} runs scored, {reused} reused from an earlier call,"
+          f" in {(time.perf_counter() - started) / 60:.1f} min")
     return 0
 
 

@@ -186,3 +186,18 @@ def test_figure3_values_pair_our_bars_with_the_papers_markers():
     assert set(values["unet"]) == {label for label, _, _ in paper.FIGURE3_METRICS}
     one_seed, _ = paper.figure3_values(fake_results())
     assert one_seed["unet"]["IoU"] == pytest.approx(0.5)  # no interval: a plain mean
+
+
+def test_a_table_made_before_a_figure_existed_gives_not_comparable_rows():
+    """Published tables older than a figure (here the 3D small-tumour recall) have no column for it: its
+    rows say so instead of failing, and every other row is judged as before."""
+    results = fake_results(seeds=(0, 1))
+    for cell in results["cells"]:
+        del cell["small_tumour_recall_3d"]
+    rows = paper.claims(results)
+    missing = [r for r in rows if r["column"] == "small_tumour_recall_3d"]
+    assert len(missing) == 4 and all(r["verdict"] == "not comparable" for r in missing)
+    assert all("made before the figure existed" in r["reason"] for r in missing)
+    full = paper.claims(fake_results(seeds=(0, 1)))
+    assert [r["verdict"] for r in rows if r["column"] != "small_tumour_recall_3d"] == \
+        [r["verdict"] for r in full if r["column"] != "small_tumour_recall_3d"]

@@ -76,6 +76,9 @@ def test_real_grid_scores_every_patch_once_out_of_fold(tiny, tmp_path: Path) -> 
     run = tmp_path / "grid" / "runs" / "attention-hybrid-seed0"
     rows = (run / "eval_crf_off_per_image.csv").read_text().splitlines()[1:]
     assert len(rows) == 30 and len({r.split(",")[0] for r in rows}) == 30
+    # 2D patches have no tumours in 3D: the tumour-level recall is stated undefined, with the reason
+    evaluation = json.loads((run / "eval_crf_off.json").read_text())
+    assert evaluation["tumour_recall"] is None and "2D patches" in evaluation["tumour_rule"]
     cell = next(c for c in results["cells"] if c["model"] == "attention" and not c["crf"])
     assert cell["dice_pooled"]["interval"] == "seeds x patients" and cell["dice_pooled"]["n_patients"] == 3
     assert 0.0 <= cell["dice_pooled"]["low"] <= cell["dice_pooled"]["mean"] <= cell["dice_pooled"]["high"] <= 1.0

@@ -70,8 +70,17 @@ def test_every_run_is_scored_on_every_test_patient(tmp_path: Path, capsys: pytes
     assert [r["status"] for r in again["runs"]] == ["reused", "reused"]
     assert [r["seconds"] for r in again["runs"]] == [r["seconds"] for r in scored["runs"]]
     assert again["cells"] == scored["cells"] and again["differences"] == scored["differences"]
-    in_bf16 = teststudy.evaluate_on_test_study(settings, test_data, precision="bf16", progress=False)
-    assert [r["status"] for r in in_bf16["runs"]] == ["scored", "scored"]  # another precision is scored again
+    # a grid given more seeds scores only what is new: here a record of another precision is scored again
+    record_path = tmp_path / "results" / "test-study" / "runs" / "unet-dice-seed1" / "eval_crf_off.json"
+    record_path.write_text(json.dumps({**json.loads(record_path.read_text()), "precision": "fp16"}))
+    mixed = teststudy.evaluate_on_test_study(settings, test_data, progress=False)
+    assert [r["status"] for r in mixed["runs"]] == ["reused", "scored"] and mixed["cells"] == scored["cells"]
+    # the study regenerated in place with another seed: nothing of the first one is reused
+    other = generate_study(tmp_path / "test", 6, seed=3, config=config, progress=False, overwrite=True)
+    with pytest.warns(UserWarning, match="tumours under 10 mm"):
+        rescored = teststudy.evaluate_on_test_study(settings, other, progress=False)
+    assert [r["status"] for r in rescored["runs"]] == ["scored", "scored"]
+    assert rescored["settings"]["study_fingerprint"] != scored["settings"]["study_fingerprint"]
 
 
 def test_the_test_study_refuses_a_bad_worker_count(tmp_path: Path) -> None:

@@ -200,7 +200,10 @@ def evaluate_run(
     Returns:
         The metrics dict written to ``out``: ``pooled``, ``per_image``, ``per_patient`` (each with
         ``dice, iou, accuracy, precision, recall, f1``), ``ci`` (same structure, ``[low, high]``),
-        ``small_tumor_recall``, ``intensity_robustness_std``, ``n_images``, ``n_patients``,
+        ``small_tumor_recall``, ``lesion_recall``, the tumour-level recall of
+        :func:`lungseg.metrics.tumour_recall` (``tumour_recall``, ``small_tumour_recall_3d``, their
+        counts and ``tumour_rule``; ``None`` without slice spacing), ``intensity_robustness_std``,
+        ``n_images``, ``n_patients``,
         ``empty_mask_rule``, ``boundary`` (HD95 and surface Dice per image and per patient,
         :func:`lungseg.metrics.boundary_summary`, with ``seconds``) and the evaluation settings. For a dataset without masks:
         ``{"task": "slice-level detection", ...}`` (see :func:`evaluate_detection`).
@@ -289,16 +292,23 @@ def write_evaluation(result: dict[str, Any], pred: np.ndarray, arrays: dict[str,
     return json_safe(result)
 
 
+def tumour_recall_undefined(why: str) -> dict[str, Any]:
+    """The fields of :func:`lungseg.metrics.tumour_recall` where tumours have no 3D extent (``why``):
+    the recalls ``None``, the counts 0, and the rule saying why."""
+    return {"tumour_recall": None, "n_tumours": 0, "n_tumours_hit": 0, "small_tumour_recall_3d": None,
+            "n_small_tumours": 0, "n_small_tumours_hit": 0, "tumour_rule": f"not measured: {why}"}
+
+
 def _tumour_fields(pred: np.ndarray, arrays: dict[str, Any]) -> dict[str, Any]:
     """Tumour-level recall (:func:`lungseg.metrics.tumour_recall`) on each patient's slices stacked in order;
-    ``None`` figures where a patient has no slice spacing (a stack of unrelated 2D slices)."""
+    undefined (:func:`tumour_recall_undefined`) when any patient's slices have no spacing between them (a
+    stack of unrelated 2D slices): a recall over some of the patients would not be the evaluation's."""
     pids = np.asarray(arrays["patient_ids"], dtype=object)
     order = np.asarray(arrays["slice_index"])
     tables = []
     for pid, dz in arrays["slice_spacing"].items():
         if dz is None:
-            return {"tumour_recall": None, "small_tumour_recall_3d": None,
-                    "tumour_rule": "not measured: the slices have no spacing between them"}
+            return tumour_recall_undefined("the slices have no spacing between them (unrelated 2D slices)")
         rows = np.flatnonzero(pids == pid)
         rows = rows[np.argsort(order[rows], kind="stable")]
         dy, dx = arrays["spacing"][rows[0]]

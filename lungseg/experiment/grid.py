@@ -126,6 +126,12 @@ def metric_value(d: dict[str, Any], path: tuple[str, ...]) -> float | None:
     return None if d is None else float(d)  # type: ignore[arg-type]
 
 
+def has_table_figures(evaluation: dict[str, Any]) -> bool:
+    """True when an evaluation record holds every figure of :data:`TABLE_METRICS` (its value may be
+    ``None``: undefined on its data); a record made before a figure existed does not."""
+    return all(path[0] in evaluation for _, path in TABLE_METRICS)
+
+
 def run_name(model: str, loss: str, seed: int) -> str:
     """Folder name of one grid run."""
     return f"{model}-{loss}-seed{seed}"
@@ -144,8 +150,8 @@ def run_is_finished(run: RunDir, config: TrainConfig) -> bool:
 def train_and_evaluate(config: TrainConfig, run: RunDir, crf: Sequence[bool], n_boot: int, device: str,
                         progress: bool) -> tuple[str, dict[bool, dict[str, Any]]]:
     """Train ``config`` into ``run`` unless finished (resuming an interrupted one), then evaluate it on
-    the test split for each CRF setting (reusing evaluations of the current best weights that hold the
-    boundary figures; older ones are made again)."""
+    the test split for each CRF setting (reusing evaluations of the current best weights that hold every
+    figure of :data:`TABLE_METRICS`; older ones are made again)."""
     if run_is_finished(run, config):
         status = "reused"
     else:
@@ -156,8 +162,8 @@ def train_and_evaluate(config: TrainConfig, run: RunDir, crf: Sequence[bool], n_
         status = "trained"
     evaluations = {}
     for use_crf in crf:
-        # an evaluation made before the boundary figures existed is re-made (same weights, more figures)
-        if run.evaluation_is_fresh(use_crf) and "boundary" in run.read_evaluation(use_crf):
+        # an evaluation made before a figure of the table existed is re-made (same weights, more figures)
+        if run.evaluation_is_fresh(use_crf) and has_table_figures(run.read_evaluation(use_crf)):
             evaluations[bool(use_crf)] = run.read_evaluation(use_crf)
         else:
             # Robustness to intensity variation re-segments the tumour slices once per perturbation;

@@ -162,7 +162,7 @@ def _predict_fold(patches: RealPatches, train: np.ndarray, test: np.ndarray, con
 def score_run(pred: np.ndarray, patches: RealPatches, order: np.ndarray) -> tuple[dict[str, Any], Rows]:
     """A (model, loss, seed)'s out-of-fold masks ``pred`` (patches in ``order``) as the phantom grid
     scores a run: the evaluation summary and the per-image table."""
-    from lungseg.evaluation.segmentation import per_image_rows
+    from lungseg.evaluation.segmentation import per_image_rows, tumour_recall_undefined
     from lungseg.metrics import boundary_per_image, summarize
 
     masks, ids = patches.masks[order], patches.patient_ids[order]
@@ -172,6 +172,7 @@ def score_run(pred: np.ndarray, patches: RealPatches, order: np.ndarray) -> tupl
     with np.errstate(all="ignore"):
         means = [float(np.nanmean(col)) if np.isfinite(col).any() else None for col in per_image.T]
     result["boundary"] = {"per_image": {"hd95_mm": means[0], "surface_dice": means[1]}}
+    result.update(tumour_recall_undefined("2D patches without a slice spacing"))
     slice_index = np.asarray(order) % PATCHES_PER_PATIENT
     rows = per_image_rows(pred, {"masks": masks, "patient_ids": ids, "slice_index": slice_index,
                                  "boundary": per_image})

@@ -16,6 +16,7 @@ value stays the grid's.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -44,6 +45,7 @@ __all__ = [
     "evaluate_on_test_study",
     "prepare_test_study",
     "study_composition",
+    "study_fingerprint",
 ]
 
 #: The test study's data seed: no other study of the book uses it.
@@ -123,10 +125,11 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
         workers: runs scored side by side, each with ``cores // workers`` threads
             (:func:`lungseg.experiment.workers.map_in_workers`; the grid trains its runs so too). The
             scores do not depend on it.
-        reuse: keep a run's earlier scores when they were made with its current best weights (the same
-            epoch, as :meth:`lungseg.rundir.RunDir.evaluation_is_fresh` decides), on this study (its
-            path and patient count) and at this ``precision``: a grid given more seeds scores only the
-            new runs. Reused runs keep the seconds the earlier call recorded.
+        reuse: keep a run's earlier scores when they were made from the same grid run with its current
+            best weights (the same epoch, as :meth:`lungseg.rundir.RunDir.evaluation_is_fresh` decides),
+            on this very study (:func:`study_fingerprint` of its manifest) and at this ``precision``, and
+            hold every figure of the table: a grid given more seeds scores only the new runs. Reused runs
+            keep the seconds the earlier call recorded (status ``"reused"``).
 
     Returns:
         The results table (``settings``, ``runs``, ``cells``, ``differences``) as the grid's.
@@ -151,15 +154,16 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
     crf = [bool(c) for c in grid_settings["crf"]]
     keys = list(itertools.product(models, losses, seeds))
     started = time.perf_counter()
-    evaluations, tables, runs = _score_grid_runs(keys, grid, exp, data_dir, len(manifest["patients"]), crf,
-                                                 precision=precision, progress=progress, workers=workers,
-                                                 reuse=reuse)
+    fingerprint = study_fingerprint(manifest)
+    evaluations, tables, runs = _score_grid_runs(keys, grid, exp, data_dir, fingerprint, crf, precision=precision,
+                                                 progress=progress, workers=workers, reuse=reuse)
     cells = grid_cells(evaluations, tables, models, losses, crf, seeds)
     differences = grid_differences(evaluations, tables, models, losses, crf, seeds)
     _keep_grid_figure(cells, differences, grid_results, ROBUSTNESS)
     results_table = {
         "settings": {**{k: grid_settings[k] for k in ("models", "losses", "crf", "seeds")},
-                     "data": portable(data_dir), "composition": study_composition(manifest), "precision": precision,
+                     "data": portable(data_dir), "composition": study_composition(manifest),
+                     "study_fingerprint": fingerprint, "precision": precision,
                      "runs_from": portable(grid.path), "split": "every patient of the independent test study",
                      "ci": grid_settings.get("ci"), "differences": grid_settings.get("differences"),
                      "interval": grid_settings.get("interval"),
@@ -167,6 +171,7 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
         "runs": runs,
         "cells": cells,
         "differences": differences,
+        # this call's scoring time: runs reused from an earlier call keep their own seconds in "runs"
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_results(exp, results_table)
@@ -174,7 +179,7 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
 
 
 def _score_grid_runs(keys: list[tuple[str, str, int]], grid: ExperimentDir, exp: ExperimentDir, data_dir: Path,
-                     n_patients: int, crf: list[bool], *, precision: str, progress: bool, workers: int,
+                     fingerprint: str, crf: list[bool], *, precision: str, progress: bool, workers: int,
                      reuse: bool) -> tuple[dict[GridKey, dict[str, Any]], dict[GridKey, Rows | None], list[dict[str, Any]]]:
     """Each grid run of ``keys`` scored on the study (or its earlier scores reused, see
     :func:`evaluate_on_test_study`): the evaluations and per-image tables by grid key, and a row per run."""
@@ -182,10 +187,13 @@ def _score_grid_runs(keys: list[tuple[str, str, int]], grid: ExperimentDir, exp:
     from lungseg.experiment.workers import map_in_workers
 
     scored_runs = [exp.run(run_name(*key)) for key in keys]
-    earlier = _earlier_seconds(exp) if reuse else {}
+    earlier = _earlier_table(exp) if reuse else {}
+    # only scores of this very study (same manifest: seed, generator version and settings, patients)
+    reuse = reuse and earlier.get("settings", {}).get("study_fingerprint") == fingerprint
+    seconds_before = {portable(r["run"]): r.get("seconds") for r in earlier.get("runs", [])}
     # the numerics the scoring will use ("auto" resolved as the Predictor resolves it), as the records name them
     numerics = resolve_precision(precision, resolve_device("auto"))
-    study = {"data": portable(data_dir), "n_patients": n_patients, "precision": numerics}
+    study = {"data": portable(data_dir), "precision": numerics}
     reused = {i: _fresh_scores(scored, grid.run(run_name(*key)), crf, study)
               for i, (key, scored) in enumerate(zip(keys, scored_runs)) if reuse}
     reused = {i: results for i, results in reused.items() if results is not None}
@@ -203,7 +211,7 @@ def _score_grid_runs(keys: list[tuple[str, str, int]], grid: ExperimentDir, exp:
     runs = []
     for i, ((model, loss, seed), scored) in enumerate(zip(keys, scored_runs)):
         if i in reused:
-            results, status, seconds = reused[i], "reused", earlier.get(portable(scored.path))
+            results, status, seconds = reused[i], "reused", seconds_before.get(portable(scored.path))
         else:
             (results, seconds), status = next(fresh), "scored"
         for c in crf:
@@ -215,9 +223,10 @@ def _score_grid_runs(keys: list[tuple[str, str, int]], grid: ExperimentDir, exp:
 
 
 def _fresh_scores(scored: Any, run: Any, crf: list[bool], study: dict[str, Any]) -> dict[bool, Any] | None:
-    """The earlier evaluations of ``scored`` (one per CRF setting) when each was made with the current best
-    weights of the grid run ``run``, on ``study`` (data path, patient count, precision), and holds every
-    figure of :data:`~lungseg.experiment.grid.TABLE_METRICS`; else ``None``."""
+    """The earlier evaluations of ``scored`` (one per CRF setting) when each was made from the grid run ``run``
+    (its path) with its current best weights (the same epoch, the rule of the grid's own evaluations), on
+    ``study`` (data path, precision), and holds every figure of :data:`~lungseg.experiment.grid.TABLE_METRICS`;
+    else ``None``. (The caller has checked that the study is the same: :func:`study_fingerprint`.)"""
     if not run.has_checkpoint("best"):
         return None
     epoch = int(run.load_checkpoint("best").get("epoch", -1))
@@ -230,10 +239,10 @@ def _fresh_scores(scored: Any, run: Any, crf: list[bool], study: dict[str, Any])
             record = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             return None
-        same = (record.get("checkpoint") == "best" and record.get("checkpoint_epoch") == epoch
-                and record.get("crf") == c and record.get("split") == "all"
+        same = (record.get("run") == portable(run.path) and record.get("checkpoint") == "best"
+                and record.get("checkpoint_epoch") == epoch and record.get("crf") == c and record.get("split") == "all"
                 and all(record.get(k) == v for k, v in study.items()) and scored.read_per_image(c) is not None
-                # a record made before a figure of the table existed is made again
+                # a record made before a figure of the table existed is made again (the robustness is the grid's)
                 and all(path[0] in record for _, path in TABLE_METRICS if path[0] != ROBUSTNESS))
         if not same:
             return None
@@ -241,13 +250,18 @@ def _fresh_scores(scored: Any, run: Any, crf: list[bool], study: dict[str, Any])
     return results
 
 
-def _earlier_seconds(exp: ExperimentDir) -> dict[str, float | None]:
-    """Each run's scoring seconds as the test study's earlier results table recorded them (none: empty)."""
+def _earlier_table(exp: ExperimentDir) -> dict[str, Any]:
+    """The test study's earlier results table (empty when there is none or it cannot be read)."""
     try:
-        earlier = exp.read_results()
+        return exp.read_results()
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
-    return {portable(r["run"]): r.get("seconds") for r in earlier.get("runs", [])}
+
+
+def study_fingerprint(manifest: dict[str, Any]) -> str:
+    """SHA-256 of a phantom study's manifest (seed, generator version and settings, every patient's tumours):
+    two studies with the same fingerprint hold the same patients."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def _score_run(run: str, data_dir: str, evaluation_paths: dict[bool, str], precision: str,

@@ -241,7 +241,9 @@ def claims(results: dict[str, Any], *, loss: str | None = None, data_note: str |
                 for column, aggregation in CLAIM_METRICS[metric]:
                     row = {"claim": f"{table}: {model} {metric} = {paper:.2f}", "table": table, "model": model,
                            "metric": metric, "column": column, "aggregation": aggregation, "crf": crf, "loss": loss}
-                    rows.append(_claim_row(row, cell[column], paper, nc, data_note))
+                    # a results table made before this figure existed has no column for it
+                    nc = nc or (None if column in cell else "not in this results table (made before the figure existed or not measurable on its data)")
+                    rows.append(_claim_row(row, cell.get(column, {}), paper, nc, data_note))
     return rows + relative_claims(results, loss=loss, data_note=data_note)
 
 
