@@ -76,3 +76,24 @@ def test_seed_intervals_stay_inside_the_metrics_range() -> None:
     assert r["low"] == 0.0 and r["high"] == 1.0 and r["values"] == [0.02, 0.9, 0.01]
     d = mean_ci([-0.5, 0.4, 0.0], bounds=(-1.0, 1.0))
     assert -1.0 <= d["low"] < 0 < d["high"] <= 1.0
+
+
+def test_a_figure_missing_from_some_runs_gives_no_number() -> None:
+    """A grid extended with new seeds whose records hold a figure the older ones predate: the cell shows
+    no number for it rather than a mean over the new seeds alone; figures every run holds are kept."""
+    from lungseg.experiment.grid import NOT_IN_EVERY_RUN, grid_cells, grid_differences
+
+    def record(dice: float, tumours: bool) -> dict:
+        return {"pooled": {"dice": dice}, **({"tumour_recall": dice} if tumours else {})}
+
+    evaluations = {(model, "dice", False, seed): record(0.5 + 0.1 * seed, tumours=seed > 0)
+                   for model in ("unet", "attention") for seed in (0, 1, 2)}
+    tables = dict.fromkeys(evaluations)
+    cells = grid_cells(evaluations, tables, ("unet", "attention"), ("dice",), (False,), (0, 1, 2))
+    assert cells[0]["tumour_recall"] == NOT_IN_EVERY_RUN and cells[0]["dice_pooled"]["mean"] == pytest.approx(0.6)
+    assert cells[0]["lesion_recall"]["mean"] is None and cells[0]["lesion_recall"]["interval"] == "not in every run's evaluation (some were made before the figure existed)"
+    diffs = grid_differences(evaluations, tables, ("unet", "attention"), ("dice",), (False,), (0, 1, 2))
+    assert diffs[0]["tumour_recall"]["mean"] is None and diffs[0]["dice_pooled"]["mean"] == pytest.approx(0.0)
+    for evaluation in evaluations.values():
+        evaluation["tumour_recall"] = None  # held by every run, undefined on its data
+    assert grid_cells(evaluations, tables, ("unet",), ("dice",), (False,), (0, 1, 2))[0]["tumour_recall"]["n"] == 0

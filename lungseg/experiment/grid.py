@@ -126,10 +126,19 @@ def metric_value(d: dict[str, Any], path: tuple[str, ...]) -> float | None:
     return None if d is None else float(d)  # type: ignore[arg-type]
 
 
-def has_table_figures(evaluation: dict[str, Any]) -> bool:
-    """True when an evaluation record holds every figure of :data:`TABLE_METRICS` (its value may be
-    ``None``: undefined on its data); a record made before a figure existed does not."""
-    return all(path[0] in evaluation for _, path in TABLE_METRICS)
+def has_figure(evaluation: dict[str, Any], path: tuple[str, ...]) -> bool:
+    """True when an evaluation record holds the figure at ``path`` (its value may be ``None``: undefined on
+    its data); a record made before the figure existed does not."""
+    for key in path:
+        if not isinstance(evaluation, dict) or key not in evaluation:
+            return False
+        evaluation = evaluation[key]
+    return True
+
+
+#: A figure's statistic where some of the runs' records predate it: no number rather than one over some seeds.
+NOT_IN_EVERY_RUN = {"mean": None, "low": None, "high": None, "n": 0, "sd": None, "values": [],
+                    "interval": "not in every run's evaluation (some were made before the figure existed)"}
 
 
 def run_name(model: str, loss: str, seed: int) -> str:
@@ -150,8 +159,8 @@ def run_is_finished(run: RunDir, config: TrainConfig) -> bool:
 def train_and_evaluate(config: TrainConfig, run: RunDir, crf: Sequence[bool], n_boot: int, device: str,
                         progress: bool) -> tuple[str, dict[bool, dict[str, Any]]]:
     """Train ``config`` into ``run`` unless finished (resuming an interrupted one), then evaluate it on
-    the test split for each CRF setting (reusing evaluations of the current best weights that hold every
-    figure of :data:`TABLE_METRICS`; older ones are made again)."""
+    the test split for each CRF setting (reusing evaluations of the current best weights that hold the
+    boundary figures; older ones are made again)."""
     if run_is_finished(run, config):
         status = "reused"
     else:
@@ -162,8 +171,10 @@ def train_and_evaluate(config: TrainConfig, run: RunDir, crf: Sequence[bool], n_
         status = "trained"
     evaluations = {}
     for use_crf in crf:
-        # an evaluation made before a figure of the table existed is re-made (same weights, more figures)
-        if run.evaluation_is_fresh(use_crf) and has_table_figures(run.read_evaluation(use_crf)):
+        # an evaluation made before the boundary figures existed is re-made (same weights, more figures); one
+        # made before a later figure is kept (the book re-renders published grids without evaluating), and
+        # a cell whose runs do not all hold a figure shows none (:func:`_figure`)
+        if run.evaluation_is_fresh(use_crf) and "boundary" in run.read_evaluation(use_crf):
             evaluations[bool(use_crf)] = run.read_evaluation(use_crf)
         else:
             # Robustness to intensity variation re-segments the tumour slices once per perturbation;
@@ -348,6 +359,8 @@ def _figure(name: str, path: tuple[str, ...], evaluations: dict[GridKey, dict[st
             seeds: Sequence[int]) -> dict[str, Any]:
     """One figure of a cell: the mean over seeds with the seeds' values, and its interval (seeds x
     patients where the per-image tables rebuild it, else Student-t over seeds)."""
+    if not all(has_figure(evaluations[(*cell, int(s))], path) for s in seeds):
+        return dict(NOT_IN_EVERY_RUN)
     stat = mean_ci([metric_value(evaluations[(*cell, int(s))], path) for s in seeds],
                    bounds=METRIC_RANGE.get(name, (0.0, 1.0)))
     if figures is None or name not in PATIENT_FIGURES:
@@ -375,6 +388,8 @@ def _difference(name: str, path: tuple[str, ...], evaluations: dict[GridKey, dic
                 seeds: Sequence[int]) -> dict[str, Any]:
     """``b - a`` of one figure: the mean of the seed-paired differences, and its interval (seeds x patients,
     both cells resampled alike, where the per-image tables rebuild the figure; else Student-t over seeds)."""
+    if not all(has_figure(evaluations[(*key, int(s))], path) for key in (a, b) for s in seeds):
+        return dict(NOT_IN_EVERY_RUN)
     pairs = [(metric_value(evaluations[(*a, int(s))], path), metric_value(evaluations[(*b, int(s))], path))
              for s in seeds]
     low, high = METRIC_RANGE.get(name, (0.0, 1.0))
