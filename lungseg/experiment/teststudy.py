@@ -31,6 +31,7 @@ from lungseg.experiment.grid import (
     Rows,
     grid_cells,
     grid_differences,
+    has_figure,
     run_name,
     write_results,
 )
@@ -243,7 +244,7 @@ def _fresh_scores(scored: Any, run: Any, crf: list[bool], study: dict[str, Any])
                 and record.get("checkpoint_epoch") == epoch and record.get("crf") == c and record.get("split") == "all"
                 and all(record.get(k) == v for k, v in study.items()) and scored.read_per_image(c) is not None
                 # a record made before a figure of the table existed is made again (the robustness is the grid's)
-                and all(path[0] in record for _, path in TABLE_METRICS if path[0] != ROBUSTNESS))
+                and all(has_figure(record, path) for name, path in TABLE_METRICS if name != ROBUSTNESS))
         if not same:
             return None
         results[c] = record
