@@ -130,7 +130,7 @@ def _evaluate_parser(sub: Any) -> None:
                        help="evaluate a run: all metrics with bootstrap CIs",
                        description="Evaluate a trained run on --data, or any tool's masks (--pred) against reference"
                                    " masks (--ref), <case>.nii.gz/.nii/.dcm (DICOM SEG) paired by name; writes"
-                                   " METRICS.json and METRICS_per_image.csv next to it.")
+                                   " METRICS.json and METRICS_per_image.csv.gz (gzip-compressed CSV) next to it.")
     p.add_argument("--run", help="run directory (required with --data, default: none)")
     p.add_argument("--data", help="dataset to evaluate the run on (required with --run, default: none)")
     p.add_argument("--pred", help="folder of predicted masks to score instead of a run (required with --ref, default: none)")

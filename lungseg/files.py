@@ -11,6 +11,7 @@ of the verb's inputs, comparing *files* (device and inode) as well as resolved p
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import math
@@ -23,7 +24,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 __all__ = [
-    "atomic_file", "atomic_write_bytes", "atomic_write_text", "check_output", "json_safe", "temporary_path",
+    "atomic_file", "atomic_write_bytes", "atomic_write_text", "check_output", "json_safe", "read_csv", "temporary_path",
     "write_csv", "write_json",
 ]
 
@@ -97,14 +98,42 @@ def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
 
 
 def write_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> Path:
-    """Write ``rows`` as CSV with a header (``columns``, default the first row's keys) atomically."""
+    """Write ``rows`` as CSV with a header (``columns``, default the first row's keys) atomically.
+
+    A name ending in ``.gz`` is written gzip-compressed, with no time stamp or file name in its header,
+    so that the same rows always give the same bytes (a published table changes only when its rows do).
+    """
     buf = io.StringIO()
     fields = list(columns) if columns is not None else (list(rows[0]) if rows else [])
     if fields:
         writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    return atomic_write_text(path, buf.getvalue())
+    data = buf.getvalue().encode("utf-8")
+    if Path(path).name.endswith(".gz"):
+        data = gzip.compress(data, compresslevel=9, mtime=0)
+    return atomic_write_bytes(path, data)
+
+
+def read_csv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header, as :func:`write_csv` writes it (gzip-compressed where the name
+    ends in ``.gz``).
+
+    Raises:
+        LungsegError: the file is not gzip data although its name ends in ``.gz``, or is not UTF-8 text.
+    """
+    from lungseg.errors import LungsegError
+
+    path = Path(path)
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
+                return list(csv.DictReader(fh))
+        with open(path, encoding="utf-8", newline="") as fh:
+            return list(csv.DictReader(fh))
+    except (gzip.BadGzipFile, EOFError, UnicodeDecodeError) as err:
+        raise LungsegError(f"{path}: not a readable CSV table ({'gzip-compressed ' if path.name.endswith('.gz') else ''}"
+                           f"UTF-8 text expected): {err}") from None
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

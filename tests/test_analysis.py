@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import math
 
@@ -11,6 +12,11 @@ import pytest
 
 from lungseg import analysis
 from lungseg.rundir import RunDir
+
+
+def _write_table(path, text: str) -> None:
+    """A per-image table as the evaluations write it (gzip-compressed CSV)."""
+    path.write_bytes(gzip.compress(text.encode("utf-8")))
 
 
 def fake_experiment(tmp_path) -> dict:
@@ -79,16 +85,16 @@ def test_size_bins_and_crf_change(tmp_path):
     assert [b[0] for b in analysis.SIZE_BINS][0] == "no tumour"
     run = RunDir(tmp_path)
     header = "image_id,patient_id,slice,tumour_pixels,predicted_pixels,dice,tp,fp,fn,tn\n"
-    run.per_image_path(False).write_text(header + "p:0,p,0,0,3,,0,3,0,97\np:1,p,1,50,40,0.5,20,20,30,30\n")
+    _write_table(run.per_image_path(False), header + "p:0,p,0,0,3,,0,3,0,97\np:1,p,1,50,40,0.5,20,20,30,30\n")
     with pytest.raises(FileNotFoundError, match="crf=True"):
         analysis.crf_change(tmp_path)
-    run.per_image_path(True).write_text(header + "p:0,p,0,0,0,,0,0,0,100\np:1,p,1,50,50,0.8,40,10,10,40\n")
+    _write_table(run.per_image_path(True), header + "p:0,p,0,0,0,,0,0,0,100\np:1,p,1,50,50,0.8,40,10,10,40\n")
     rows = analysis.crf_change(tmp_path, {"p": (1.0, 1.0)})
     assert rows[0]["size"] == "no tumour" and rows[0]["dice_change"] is None and rows[0]["fp_on"] == 0
     assert rows[1]["dice_change"] == pytest.approx(0.3) and rows[1]["size"] == "< 10 mm"
     assert rows[1]["diameter_mm"] == pytest.approx(2 * math.sqrt(50 / math.pi))
     assert analysis.crf_change(tmp_path)[1]["size"] == "tumour"
-    run.per_image_path(True).write_text(header + "p:0,p,0,0,0,,0,0,0,100\n")
+    _write_table(run.per_image_path(True), header + "p:0,p,0,0,0,,0,0,0,100\n")
     with pytest.raises(ValueError, match="different images"):
         analysis.crf_change(tmp_path)
 
@@ -175,8 +181,8 @@ def test_crf_boundary_reads_both_evaluations_and_says_when_they_predate_it(tmp_p
 
     run = RunDir(tmp_path)
     header = "image_id,patient_id,slice,tumour_pixels,predicted_pixels,dice,tp,fp,fn,tn,hd95_mm,surface_dice\n"
-    run.per_image_path(False).write_text(header + "p:0,p,0,50,40,0.5,20,20,30,30,4.5,0.4\np:1,p,1,0,3,,0,3,0,97,,0\n")
-    run.per_image_path(True).write_text(header + "p:0,p,0,50,50,0.8,40,10,10,40,2.0,0.7\np:1,p,1,0,0,,0,0,0,100,,\n")
+    _write_table(run.per_image_path(False), header + "p:0,p,0,50,40,0.5,20,20,30,30,4.5,0.4\np:1,p,1,0,3,,0,3,0,97,,0\n")
+    _write_table(run.per_image_path(True), header + "p:0,p,0,50,50,0.8,40,10,10,40,2.0,0.7\np:1,p,1,0,0,,0,0,0,100,,\n")
     rows = analysis.crf_change(tmp_path)
     assert rows[0]["hd95_mm_change"] == pytest.approx(-2.5) and rows[0]["surface_dice_change"] == pytest.approx(0.3)
     assert rows[1]["hd95_mm_change"] is None and rows[1]["surface_dice_on"] is None
@@ -285,7 +291,7 @@ def test_resampled_coverage_table_resamples_a_runs_scored_patients(tmp_path):
     for p in range(40):
         tp, fp, fn = (int(v) for v in rng.integers(10, 200, 3))
         lines.append(f"p{p}:0,p{p},0,{tp + fn},{tp + fp},,{tp},{fp},{fn},1000")
-    run.per_image_path(False).write_text("\n".join(lines) + "\n")
+    _write_table(run.per_image_path(False), "\n".join(lines) + "\n")
     table = analysis.resampled_coverage_table(study, ["attention-hybrid-seed0"], [10, 40], n_studies=30, n_boot=200)
     assert [(r["run"], r["study_patients"], r["population_patients"]) for r in table] == \
         [("attention-hybrid-seed0", 10, 40), ("attention-hybrid-seed0", 40, 40)]
@@ -316,3 +322,44 @@ def test_lesion_recall_by_size_says_what_is_missing():
         analysis.lesion_recall_by_size([("run-a", {"n_lesions": 3, "n_lesions_hit": 1, "n_small_hit": 0})])
     with pytest.raises(ValueError, match=r"target must be in \(0, 1\]"):
         analysis.lesion_recall_by_size([], target=1.5)
+
+
+def test_interval_width_table_splits_each_cells_width_and_projects_the_patients_needed(tmp_path):
+    from lungseg.experimentdir import ExperimentDir
+    from lungseg.files import write_json
+    from lungseg.metrics import crossed_interval
+
+    study = ExperimentDir(tmp_path / "study")
+    write_json({"settings": {"models": ["unet", "attention"], "losses": ["hybrid"], "crf": [False],
+                             "seeds": [0, 1, 2]}}, study.results_path)
+    rng = np.random.default_rng(0)
+    tumour = rng.integers(50, 2000, 30)
+    patient_skill = rng.uniform(-0.4, 0.15, 30)  # some tumours are found, some mostly missed
+    counts = {}
+    for model, seed_sd in (("unet", 0.15), ("attention", 0.0)):
+        for seed in range(3):
+            run = study.run(f"{model}-hybrid-seed{seed}")
+            run.path.mkdir(parents=True)
+            skill = 0.8 + seed_sd * (seed - 1)  # the U-Net's seeds differ; the attention network's agree
+            tp = np.round(tumour * (skill + patient_skill)).astype(int)
+            fn, fp = tumour - tp, rng.integers(0, 40, 30)
+            counts[(model, seed)] = (2 * tp, 2 * tp + fp + fn)
+            lines = ["image_id,patient_id,slice,tumour_pixels,predicted_pixels,dice,tp,fp,fn,tn"]
+            lines += [f"p{p:02d}:0,p{p:02d},0,{tumour[p]},{tp[p] + fp[p]},,{tp[p]},{fp[p]},{fn[p]},1000"
+                      for p in range(30)]
+            _write_table(run.per_image_path(False), "\n".join(lines) + "\n")
+    rows = {r["model"]: r for r in analysis.interval_width_table(study, target=0.03, n_boot=500)}
+    unet, attention = rows["unet"], rows["attention"]
+    # the table's own interval, to the last digit
+    crossed = crossed_interval(*(np.stack([counts[("unet", s)][i] for s in range(3)]) for i in (0, 1)), n_boot=500)
+    assert unet["half_width"] == pytest.approx((crossed["high"] - crossed["low"]) / 2)
+    assert (unet["n_seeds"], unet["n_patients"]) == (3, 30)
+    assert unet["seeds_alone"] > attention["seeds_alone"]
+    # the U-Net's seeds alone are wider than 0.03: no number of patients brings it there
+    assert unet["seeds_alone"] > 0.03 and unet["patients_needed"] is None
+    assert attention["patients_needed"] is not None and attention["patients_needed"] > 30
+    assert attention["added_in_quadrature"] == pytest.approx(math.hypot(attention["seeds_alone"],
+                                                                        attention["patients_alone"]))
+    (study.run("attention-hybrid-seed2").per_image_path(False)).unlink()
+    with pytest.raises(FileNotFoundError, match="attention-hybrid-seed2"):
+        analysis.interval_width_table(study)

@@ -110,7 +110,7 @@ def test_phantom_train_evaluate_predict_through_the_cli(tmp_path: Path) -> None:
                  "--n-boot", "50", "--quiet"]) == 0
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["split"] == "test" and {"pooled", "per_image", "per_patient", "ci"} <= set(m)
-    assert (tmp_path / "m_per_image.csv").is_file()
+    assert (tmp_path / "m_per_image.csv.gz").is_file()
     test_patient = json.loads((run / "split.json").read_text())["test"][0]
     assert main(["predict", "--run", str(run), str(study / test_patient / "ct"), "--out", str(tmp_path / "p.nii.gz"),
                  "--quiet"]) == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from lungseg.config import TrainConfig
 from lungseg.errors import DataError, LungsegError
 from lungseg.evaluation import choose_area_threshold, detection_scores, evaluate_run
+from lungseg.files import read_csv
 from lungseg.inference import Predictor
 from lungseg.metrics import BOUNDARY_EMPTY_RULE, boundary_scores
 from lungseg.training import train
@@ -62,8 +62,7 @@ def test_metrics_json_matches_independent_computation(trained: tuple[Path, Path]
         per_patient.append(2 * a / (2 * a + b + c))
     assert saved["per_patient"]["dice"] == pytest.approx(np.mean(per_patient))
 
-    with open(tmp_path / "metrics_per_image.csv") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_csv(tmp_path / "metrics_per_image.csv.gz")
     assert len(rows) == len(images)
     assert sum(int(r["tp"]) for r in rows) == tp and sum(int(r["fn"]) for r in rows) == fn
     assert {"image_id", "patient_id", "tumour_pixels", "dice", "tp", "fp", "fn"} <= set(rows[0])
@@ -107,7 +106,7 @@ def test_one_pass_for_both_crf_settings_equals_two_evaluations(trained: tuple[Pa
         single = evaluate_run(run, data, crf=c, n_boot=0, robustness=False, progress=False)
         assert both[c]["pooled"] == single["pooled"] and both[c]["n_images"] == single["n_images"]
         assert both[c]["crf"] == c and outs[c].is_file()
-        assert outs[c].with_name(f"crf_{c}_per_image.csv").is_file()
+        assert outs[c].with_name(f"crf_{c}_per_image.csv.gz").is_file()
 
 
 def test_other_dataset_without_run_patients_needs_split_all(make_npz, trained: tuple[Path, Path], tmp_path: Path) -> None:

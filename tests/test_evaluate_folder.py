@@ -75,8 +75,8 @@ def test_pred_ref_reproduces_evaluate_run_to_the_last_digit(scored: dict[str, Pa
         assert folder["boundary"].get(key) == run["boundary"].get(key), key
     assert "ci" in figures and run["ci"]["per_patient"]["dice"] == folder["ci"]["per_patient"]["dice"]
     # the per-image tables too, byte for byte
-    run_csv, folder_csv = scored["run_eval"].with_name("run_eval_per_image.csv"), tmp_path / "folder_per_image.csv"
-    assert run_csv.read_text() == folder_csv.read_text()
+    run_csv, folder_csv = scored["run_eval"].with_name("run_eval_per_image.csv.gz"), tmp_path / "folder_per_image.csv.gz"
+    assert run_csv.read_bytes() == folder_csv.read_bytes()
 
 
 def test_volumes_and_false_positives_from_the_masks(scored: dict[str, Path]) -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lungseg.metrics import crossed_interval, paired_crossed_interval, resampled_coverage
+from lungseg.metrics import (
+    crossed_interval,
+    interval_sources,
+    paired_crossed_interval,
+    resampled_coverage,
+    sample_needed,
+)
 
 
 def _pooled_dice_tables(rng, n_seeds, n_patients, seed_sd=0.0):
@@ -130,3 +136,41 @@ def test_resampled_coverage_is_reproducible_and_checks_its_arguments() -> None:
         resampled_coverage(num, den[:-1], 3)
     with pytest.raises(ValueError, match="undefined"):
         resampled_coverage(np.zeros(5), np.zeros(5), 3)
+
+
+def test_interval_sources_split_the_width_between_seeds_and_patients():
+    rng = np.random.default_rng(4)
+    # identical seeds: the seeds make no width, the patients all of it
+    num, den = (np.repeat(a[:1], 5, axis=0) for a in _pooled_dice_tables(rng, 5, 60))
+    calm = interval_sources(num, den, n_boot=400)
+    assert calm["seeds"] == pytest.approx(0.0, abs=1e-12) and calm["patients"] > 0
+    assert calm["both"] == pytest.approx(calm["patients"], rel=0.25)
+    # the same patients with shaky seeds: the seeds' part grows, the whole stays the table's interval
+    shaky_num, shaky_den = _pooled_dice_tables(np.random.default_rng(4), 5, 60, seed_sd=0.1)
+    shaky = interval_sources(shaky_num, shaky_den, n_boot=400)
+    table = crossed_interval(shaky_num, shaky_den, n_boot=400)
+    assert shaky["both"] == pytest.approx((table["high"] - table["low"]) / 2)
+    assert shaky["seeds"] > 0.01
+    # independent sources: the variances add
+    assert shaky["both"] == pytest.approx(np.hypot(shaky["seeds"], shaky["patients"]), rel=0.25)
+    assert (shaky["n_seeds"], shaky["n_patients"]) == (5, 60)
+    undefined = interval_sources(np.zeros((2, 3)), np.zeros((2, 3)), n_boot=20)
+    assert undefined["mean"] is None and undefined["both"] is None
+
+
+def test_sample_needed_projects_the_shrinking_source():
+    # patients alone 0.04 at 200, seeds alone 0.02: 0.02**2 + 0.04**2 * 200 / n <= 0.03**2 -> n = 640
+    assert sample_needed(0.02, 0.04, 200, 0.03) == 640
+    assert sample_needed(0.0, 0.01, 200, 0.03) <= 200  # already narrow enough: fewer would do
+    assert sample_needed(0.03, 0.01, 5, 0.03) is None  # the other source alone fills the target
+    assert sample_needed(0.05, 0.01, 5, 0.03) is None
+    with pytest.raises(ValueError, match="target"):
+        sample_needed(0.01, 0.01, 5, 0.0)
+
+
+def test_more_patients_shrink_the_patients_part_as_projected():
+    rng = np.random.default_rng(5)
+    few = interval_sources(*_pooled_dice_tables(rng, 3, 50), n_boot=1000)
+    many = interval_sources(*_pooled_dice_tables(rng, 3, 800), n_boot=1000)
+    # sixteen times the patients: a quarter of the width (sampling noise allowed)
+    assert many["patients"] == pytest.approx(few["patients"] / 4, rel=0.35)

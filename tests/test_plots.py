@@ -5,6 +5,7 @@ bad tables are clear errors."""
 from __future__ import annotations
 
 import csv
+import gzip
 import math
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def _results(tmp_path: Path, seeds=(0, 1), patients=("p1", "p2")) -> dict:
         for seed in seeds:
             run = RunDir(tmp_path / f"{model}-hybrid-seed{seed}").create()
             for crf in (False, True):
-                with open(run.per_image_path(crf), "w", newline="", encoding="utf-8") as fh:
+                with gzip.open(run.per_image_path(crf), "wt", newline="", encoding="utf-8") as fh:
                     w = csv.writer(fh)
                     w.writerow(["image_id", "patient_id", "slice", "tumour_pixels", "predicted_pixels", "dice",
                                 "tp", "fp", "fn", "tn"])
@@ -117,7 +118,7 @@ def test_per_patient_dice_pools_each_patients_slices(tmp_path: Path) -> None:
     rows = per_patient_dice(results, crf=True)
     assert len(rows) == 2 * 2 * 2  # models x seeds x patients
     row = next(r for r in rows if r["model"] == "unet" and r["seed"] == 1 and r["patient_id"] == "p2")
-    with open(RunDir(tmp_path / "unet-hybrid-seed1").per_image_path(True), encoding="utf-8") as fh:
+    with gzip.open(RunDir(tmp_path / "unet-hybrid-seed1").per_image_path(True), "rt", encoding="utf-8") as fh:
         mine = [r for r in csv.DictReader(fh) if r["patient_id"] == "p2"]
     c = Confusion(tp=sum(int(r["tp"]) for r in mine), fp=sum(int(r["fp"]) for r in mine),
                   fn=sum(int(r["fn"]) for r in mine), tn=sum(int(r["tn"]) for r in mine))

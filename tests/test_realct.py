@@ -10,6 +10,7 @@ import pytest
 
 from lungseg.errors import DataError
 from lungseg.experiment import realct
+from lungseg.files import read_csv
 from lungseg.paper import claims, with_real_column
 
 h5py = pytest.importorskip("h5py")
@@ -74,8 +75,8 @@ def test_real_grid_scores_every_patch_once_out_of_fold(tiny, tmp_path: Path) -> 
         **{k: v for k, v in tiny.items() if k != "device"})
     assert [r["model"] for r in results["runs"]] == ["unet", "attention"]
     run = tmp_path / "grid" / "runs" / "attention-hybrid-seed0"
-    rows = (run / "eval_crf_off_per_image.csv").read_text().splitlines()[1:]
-    assert len(rows) == 30 and len({r.split(",")[0] for r in rows}) == 30
+    rows = read_csv(run / "eval_crf_off_per_image.csv.gz")
+    assert len(rows) == 30 and len({r["image_id"] for r in rows}) == 30
     # 2D patches have no tumours in 3D: the tumour-level recall is stated undefined, with the reason
     evaluation = json.loads((run / "eval_crf_off.json").read_text())
     assert evaluation["tumour_recall"] is None and "2D patches" in evaluation["tumour_rule"]

@@ -14,6 +14,7 @@ import torch
 
 from lungseg.config import TrainConfig
 from lungseg.errors import LungsegError
+from lungseg.files import write_csv
 from lungseg.rundir import RunDir, per_image_csv_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,3 +138,26 @@ def test_fields_added_later_read_as_what_an_older_run_did(tmp_path: Path) -> Non
     # over the batch, saw whole slices, were never flipped up-down and zoomed by up to 1.15
     assert (old.dice_reduction, old.patch_size, old.flip_ud, old.zoom) == ("batch", None, 0.0, 1.15)
     assert old.model == "unet"
+
+
+def test_per_image_tables_are_compressed_deterministic_and_old_plain_tables_still_read(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run").create()
+    rows = [{"image_id": "p:0", "patient_id": "p", "tp": 3}, {"image_id": "p:1", "patient_id": "p", "tp": 0}]
+    path = write_csv(run.per_image_path(False), rows)
+    assert path.name == "eval_crf_off_per_image.csv.gz" and path.read_bytes()[:2] == b"\x1f\x8b"  # gzip magic
+    first = path.read_bytes()
+    write_csv(path, rows)
+    assert path.read_bytes() == first  # no time stamp in the header: the same rows give the same bytes
+    assert run.read_per_image(False) == [{"image_id": "p:0", "patient_id": "p", "tp": "3"},
+                                         {"image_id": "p:1", "patient_id": "p", "tp": "0"}]
+    # a run evaluated before the tables were compressed keeps its plain .csv, which is still read
+    assert run.read_per_image(True) is None
+    run.per_image_path(True).with_suffix("").write_text("image_id,tp\np:0,1\n", encoding="utf-8")
+    assert run.read_per_image(True) == [{"image_id": "p:0", "tp": "1"}]
+
+
+def test_a_table_that_is_not_gzip_is_one_clear_error(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run").create()
+    run.per_image_path(False).write_text("image_id,tp\np:0,1\n", encoding="utf-8")
+    with pytest.raises(LungsegError, match=r"eval_crf_off_per_image\.csv\.gz: not a readable CSV table"):
+        run.read_per_image(False)

@@ -14,7 +14,7 @@
 * :mod:`lungseg.analysis.real_ct` — a phantom-trained run on a real nodule against its readers,
   and the phantom's intensities beside the real scan's (chapter 10);
 * :mod:`lungseg.analysis.coverage` — how often an interval holds the value of a large study, by
-  resampling its scored patients (chapter 5);
+  resampling its scored patients, and how much of its width the seeds and the patients make (chapter 5);
 * :mod:`lungseg.analysis.distributions` — per-patient Dice and the paired differences, for the
   seaborn figures of :mod:`lungseg.plots` (chapter 6);
 * :mod:`lungseg.analysis.training` — how the runs trained: the tuning's candidates and choice,
@@ -23,7 +23,7 @@
 They read run directories, datasets and arrays; none trains, evaluates or knows the book.
 """
 
-from lungseg.analysis.coverage import resampled_coverage_table
+from lungseg.analysis.coverage import interval_width_table, resampled_coverage_table
 from lungseg.analysis.crf_effect import (
     BOUNDARY_COLUMNS,
     crf_boundary,
@@ -86,6 +86,7 @@ __all__ = [
     "per_patient_dice",
     "plateau",
     "read_tuning",
+    "interval_width_table",
     "resampled_coverage_table",
     "run_dir",
     "run_histories",

@@ -5,7 +5,6 @@ seed-paired over the grid, where the evaluations hold them (older ones do not)."
 
 from __future__ import annotations
 
-import csv
 import os
 from typing import Any
 
@@ -22,11 +21,10 @@ BOUNDARY_COLUMNS: tuple[str, ...] = tuple(name for name, path in TABLE_METRICS i
 
 def _per_image(run: RunDir, crf: bool) -> dict[str, dict[str, str]]:
     """``{image_id: row}`` of the run's per-image evaluation with the CRF off or on."""
-    path = run.per_image_path(crf)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; evaluate {run} with crf={crf} first")
-    with open(path, encoding="utf-8", newline="") as fh:
-        return {r["image_id"]: r for r in csv.DictReader(fh)}
+    table = run.read_per_image(crf)
+    if table is None:
+        raise FileNotFoundError(f"{run.per_image_path(crf)}: missing; evaluate {run} with crf={crf} first")
+    return {r["image_id"]: r for r in table}
 
 
 def _number(x: str | None) -> float | None:

@@ -3,7 +3,6 @@ per-patient Dice read from every run's per-image evaluation, and the grid's pair
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import defaultdict
 from typing import Any
@@ -35,15 +34,15 @@ def per_patient_dice(results: dict[str, Any], crf: bool) -> list[dict[str, Any]]
         raise ValueError("the experiment lists no runs")
     rows = []
     for run in results["runs"]:
-        path = RunDir(run["run"]).per_image_path(crf)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing; evaluate the run with crf={crf} first")
+        table = RunDir(run["run"]).read_per_image(crf)
+        if table is None:
+            raise FileNotFoundError(f"{RunDir(run['run']).per_image_path(crf)}: missing; evaluate the run with "
+                                    f"crf={crf} first")
         counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])
-        with open(path, encoding="utf-8", newline="") as fh:
-            for r in csv.DictReader(fh):
-                c = counts[r["patient_id"]]
-                for i, key in enumerate(("tp", "fp", "fn", "tn", "tumour_pixels")):
-                    c[i] += int(r[key])
+        for r in table:
+            c = counts[r["patient_id"]]
+            for i, key in enumerate(("tp", "fp", "fn", "tn", "tumour_pixels")):
+                c[i] += int(r[key])
         for patient, (tp, fp, fn, tn, pixels) in sorted(counts.items()):
             rows.append({"model": run["model"], "loss": run["loss"], "seed": run["seed"], "crf": crf,
                          "patient_id": patient, "tumour_pixels": pixels,

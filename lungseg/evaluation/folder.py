@@ -93,7 +93,7 @@ def evaluate_folder(
     Args:
         pred_dir: ``<case>.nii.gz`` / ``.nii`` / ``.dcm`` (DICOM SEG) predictions.
         ref_dir: the reference masks, one per case, same names.
-        out: metrics JSON to write (the per-image CSV goes beside it, ``<stem>_per_image.csv``);
+        out: metrics JSON to write (the per-image CSV goes beside it, ``<stem>_per_image.csv.gz``);
             ``None`` writes nothing.
         n_boot: patient (case) bootstrap resamples of the 95 % CIs (0: none).
         seed: bootstrap seed.

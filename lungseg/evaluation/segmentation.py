@@ -182,7 +182,7 @@ def evaluate_run(
         data: dataset path or an open :class:`lungseg.data.CTDataset`.
         crf: refine the probabilities with the CRF of eq. (10) instead of thresholding.
         out: where to write the metrics JSON (the per-image CSV goes next to it,
-            ``<stem>_per_image.csv``); ``None`` writes nothing.
+            ``<stem>_per_image.csv.gz``, gzip-compressed); ``None`` writes nothing.
         split: ``"auto"`` (the run's test split when ``data`` is its training dataset, recognised by
             the content hashes of its images, else every patient), ``"test"``, ``"val"``, ``"train"``
             or ``"all"``. Whatever the split, evaluated patients whose images the run trained on are

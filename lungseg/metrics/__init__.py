@@ -8,7 +8,8 @@ patient-bootstrap CIs and boundary figures, split by job:
 * :mod:`lungseg.metrics.summary` — the three labelled aggregations (pooled, per image, per patient)
   and their patient-bootstrap intervals, together in :func:`summarize`; a grid cell's interval over
   training seeds and test patients together (:func:`crossed_interval`), and how often it covers a
-  population's value (:func:`resampled_coverage`);
+  population's value (:func:`resampled_coverage`), how much of its width the seeds and the patients
+  each make and how many of either a narrower interval needs (:func:`interval_sources`, :func:`sample_needed`);
 * :mod:`lungseg.metrics.boundary` — HD95 and surface Dice in mm (MONAI's), with their empty-mask rule
   :data:`BOUNDARY_EMPTY_RULE`;
 * :mod:`lungseg.metrics.froc` — lesion-level FROC (sensitivity against false positives per scan over
@@ -69,8 +70,10 @@ from lungseg.metrics.summary import (
     AGGREGATIONS,
     CROSSED_INTERVAL,
     crossed_interval,
+    interval_sources,
     paired_crossed_interval,
     resampled_coverage,
+    sample_needed,
     summarize,
 )
 
@@ -98,6 +101,7 @@ __all__ = [
     "confusion",
     "confusion_per_image",
     "crossed_interval",
+    "interval_sources",
     "dice",
     "equivalent_diameter_mm",
     "equivalent_sphere_diameter_mm",
@@ -112,6 +116,7 @@ __all__ = [
     "ratio_or_default",
     "reliability",
     "resampled_coverage",
+    "sample_needed",
     "score",
     "small_tumor_recall",
     "summarize",

@@ -35,7 +35,8 @@ from lungseg.metrics.arrays import binary_pair, spacing_rows, to_numpy
 from lungseg.metrics.lesion import LESION_RULE, check_lesion_args, lesion_table
 from lungseg.metrics.overlap import EMPTY_MASK_RULE, METRIC_NAMES, count_rows, is_both_empty, stat_from_counts
 
-__all__ = ["AGGREGATIONS", "CROSSED_INTERVAL", "crossed_interval", "paired_crossed_interval", "summarize"]
+__all__ = ["AGGREGATIONS", "CROSSED_INTERVAL", "crossed_interval", "interval_sources", "paired_crossed_interval",
+           "resampled_coverage", "sample_needed", "summarize"]
 
 AGGREGATIONS: dict[str, str] = {
     "pooled": "confusion counts summed over all pixels of all images, then one ratio",
@@ -341,6 +342,61 @@ def paired_crossed_interval(num_a: Any, den_a: Any, num_b: Any, den_b: Any, *, n
     w_seed, w_patient = _draws(*num_a.shape, n_boot, seed)
     diff = _figure(num_b, den_b, w_seed, w_patient) - _figure(num_a, den_a, w_seed, w_patient)
     return _summary(diff, level, *num_a.shape)
+
+
+def interval_sources(num: Any, den: Any, *, n_boot: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, Any]:
+    """How much of :func:`crossed_interval`'s width each source of variation makes: the half-width with seeds
+    and patients resampled (the table's interval), with the seeds alone (patients held at the test study's)
+    and with the patients alone (seeds held at those trained).
+
+    For two independent sources the variances add, so the whole half-width is close to
+    ``sqrt(seeds**2 + patients**2)``; the patients' part shrinks as ``1 / sqrt(patients)`` and the seeds'
+    as ``1 / sqrt(seeds)``, which is what :func:`sample_needed` projects from.
+
+    Args:
+        num, den: ``(n_seeds, n_patients)``, as :func:`crossed_interval`.
+        n_boot, seed, level: as :func:`crossed_interval` (the same draws, so ``both`` is the table's interval).
+
+    Returns:
+        ``{"mean", "both", "seeds", "patients", "n_seeds", "n_patients"}``: the figure and the three
+        half-widths (``None`` where the figure is undefined).
+    """
+    num, den = _check(num, den)
+    w_seed, w_patient = _draws(*num.shape, n_boot, seed)
+    held_seeds, held_patients = np.ones_like(w_seed), np.ones_like(w_patient)
+    out: dict[str, Any] = {"mean": None}
+    for source, (ws, wp) in {"both": (w_seed, w_patient), "seeds": (w_seed, held_patients),
+                             "patients": (held_seeds, w_patient)}.items():
+        interval = _summary(_figure(num, den, ws, wp), level, *num.shape)
+        out["mean"] = interval["mean"]
+        out[source] = None if interval["low"] is None else (interval["high"] - interval["low"]) / 2
+    return {**out, "n_seeds": num.shape[0], "n_patients": num.shape[1]}
+
+
+def sample_needed(fixed_half_width: float, scaled_half_width: float, n_now: int, target: float) -> int | None:
+    """How many units of one source (patients or seeds) bring the half-width to ``target``, the other held.
+
+    The variances of the two sources add (:func:`interval_sources`), and the scaled source's shrinks as
+    ``n_now / n``: ``fixed**2 + scaled**2 * n_now / n <= target**2``.
+
+    Args:
+        fixed_half_width: the half-width the other source makes alone (it does not shrink).
+        scaled_half_width: the half-width this source makes alone with ``n_now`` units.
+        n_now: units of this source today.
+        target: the half-width wanted.
+
+    Returns:
+        The smallest such ``n`` (``n_now`` or fewer where today's already reach the target), or ``None``
+        where the other source alone is ``target`` or wider, so that no number of these units suffices.
+    """
+    if not target > 0 or n_now < 1 or fixed_half_width < 0 or scaled_half_width < 0:
+        raise ValueError(f"need target > 0, n_now >= 1 and half-widths >= 0; got target={target}, n_now={n_now}, "
+                         f"half-widths {fixed_half_width}, {scaled_half_width}")
+    room = target ** 2 - fixed_half_width ** 2
+    if room <= 0:
+        return None
+    return max(1, math.ceil(scaled_half_width ** 2 * n_now / room - 1e-9))
 
 
 def resampled_coverage(num: Any, den: Any, study_patients: int, *, n_studies: int = 400, n_boot: int = 2000,
