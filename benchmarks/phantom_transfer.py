@@ -7,8 +7,9 @@ model trained with and without phantom pretraining. This script measures the fir
 1. ``--patches`` phantom patches in the real patches' format (48² at 2 mm, [-970, 150] HU scaled
    per patch to [0, 1], 85 % tumour patches; :func:`lungseg.experiment.phantom_patches.phantom_patches`)
    are generated for a variant (:data:`VARIANTS`): ``plain`` (the phantom as generated), ``randomised``
-   (each patient repainted by :func:`lungseg.data.phantom.randomise.randomise_appearance`) or
-   ``solid-randomised``. All use tumours of 6-70 mm across (the real patches' tumours are larger than
+   (each patient repainted by :func:`lungseg.data.phantom.randomise.randomise_appearance`),
+   ``solid-randomised`` or ``solid-randomised-thick`` (the same with slices reconstructed 2-5 mm
+   thick). All use tumours of 6-70 mm across (the real patches' tumours are larger than
    the phantom study's 3-50 mm).
 2. ``lungseg train``'s defaults (attention Res-U-Net, hybrid loss, 40 epochs) train on them with 512
    samples an epoch, the compute of one real-CT training run.
@@ -46,12 +47,17 @@ DIAMETER_RANGE_MM = (6.0, 70.0)
 #: ``solid-randomised`` (the second attempt, after the realism statistics of the first two) draws the
 #: tumour types of non-small-cell lung cancer, which the real patches show (mostly solid), instead of the
 #: phantom study's screening mix (half ground-glass or part-solid), and adds CT's fine, pixel-level grain
-#: (textures from 0.3 mm) and more noise.
+#: (textures from 0.3 mm) and more noise. ``solid-randomised-thick`` adds #22's resolution along z: each
+#: patient's slices reconstructed 2-5 mm thick (the two real scans have 1 and 3 mm slices; clinical
+#: reconstructions go to 5 mm), so vessels and tumour ends fade by partial volume as on a scanner.
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
     "plain": ({}, None),
     "randomised": ({}, {}),
     "solid-randomised": ({"tumour_type_probs": (0.8, 0.15, 0.05)},
                          {"texture_grain_mm": (0.3, 3.0), "noise_hu": (10.0, 60.0)}),
+    "solid-randomised-thick": ({"tumour_type_probs": (0.8, 0.15, 0.05)},
+                               {"texture_grain_mm": (0.3, 3.0), "noise_hu": (10.0, 60.0),
+                                "slice_thickness_mm": (2.0, 5.0)}),
 }
 DEFAULT_WORK = "/tmp/lungseg-phantom-transfer"
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lungseg.data.phantom import TISSUE_LABELS, PhantomConfig, generate_patient
-from lungseg.data.phantom.randomise import AppearanceRandomisation, randomise_appearance
+from lungseg.data.phantom.randomise import AppearanceRandomisation, randomise_appearance, thick_slices
 
 SMALL = PhantomConfig(image_size=96, n_slices=12, diameter_range_mm=(20.0, 40.0), tumour_count_probs=(0, 1, 0, 0),
                       tumour_type_probs=(1.0, 0.0, 0.0))  # one solid tumour
@@ -101,3 +101,34 @@ def test_a_randomised_study_on_disk_keeps_the_masks_and_records_the_draws(tmp_pa
     assert manifest["randomisation"]["noise_hu"] == list(AppearanceRandomisation().noise_hu)
     assert all("appearance" in p for p in manifest["patients"])
     assert "randomisation" not in json.loads((tmp_path / "plain" / "manifest.json").read_text())
+
+
+def test_thick_slices_spread_a_slice_along_z_and_keep_its_mean() -> None:
+    hu = np.full((21, 4, 4), -1000.0, dtype=np.float32)
+    hu[10] = 0.0  # one bright slice, 2 mm apart from its neighbours
+    np.testing.assert_array_equal(thick_slices(hu, 2.0, 2.0), hu)  # no thicker than the spacing: unchanged
+    np.testing.assert_array_equal(thick_slices(hu, 2.0, 1.0), hu)
+    thick = thick_slices(hu, 2.0, 6.0)
+    profile = thick[:, 0, 0] + 1000.0
+    assert profile[10] < 1000.0 and profile[9] > 0 and profile[11] > 0  # the slice fades into its neighbours
+    assert profile[9] == pytest.approx(profile[11]) and profile[8] < profile[9]
+    assert profile.sum() == pytest.approx(1000.0, rel=1e-4)  # partial volume moves intensity, never makes it
+    # the thicker the slice, the wider the spread: FWHM of the added blur sqrt(6**2 - 2**2) mm
+    sigma_px = np.sqrt(36 - 4) / (2 * np.sqrt(2 * np.log(2))) / 2.0
+    spread = np.sqrt(np.sum(profile * (np.arange(21) - 10) ** 2) / profile.sum())
+    assert spread == pytest.approx(sigma_px, rel=0.02)
+
+
+def test_slice_thickness_is_off_by_default_and_recorded_when_drawn(patient) -> None:
+    plain = randomise_appearance(patient, 7)
+    assert "slice_thickness_mm" not in plain.meta["appearance"]
+    thick = randomise_appearance(patient, 7, AppearanceRandomisation(slice_thickness_mm=(5.0, 5.0)))
+    assert thick.meta["appearance"]["slice_thickness_mm"] == 5.0
+    # the other draws are the default variant's: only the slab averaging differs
+    assert {k: v for k, v in thick.meta["appearance"].items() if k != "slice_thickness_mm"} == plain.meta["appearance"]
+    assert not np.array_equal(thick.image, plain.image)
+    assert np.abs(np.diff(thick.image, axis=0)).mean() < np.abs(np.diff(plain.image, axis=0)).mean()
+    with pytest.raises(ValueError, match="slice_thickness_mm"):
+        AppearanceRandomisation(slice_thickness_mm=(3.0, 1.0))
+    with pytest.raises(ValueError, match="slice_thickness_mm"):
+        AppearanceRandomisation(slice_thickness_mm=(-1.0, 1.0))

@@ -17,7 +17,10 @@ arbitrary ones):
   across, possibly an air-filled or necrotic core (the reference mask keeps it: a GTV includes its
   cavity, as LUNG1-001's does);
 * **the scanner**: a smooth additive bias field (cupping, beam hardening), extra blur, a lower
-  in-plane resolution (down- and up-sampled) and extra correlated noise.
+  in-plane resolution (down- and up-sampled), extra correlated noise and, where
+  :attr:`~AppearanceRandomisation.slice_thickness_mm` asks for it, a thicker reconstructed slice
+  (each slice the average of a slab along z, as a scanner's slice sensitivity profile makes it, so a
+  vessel crossing the slice obliquely and a tumour's top and bottom fade by partial volume).
 
 Anatomy, masks and tumour records are unchanged: only ``image`` is new. The result is deterministic
 from the seed.
@@ -36,7 +39,7 @@ from lungseg.data.phantom.anatomy import smooth_noise
 from lungseg.data.phantom.config import TISSUE_LABELS
 from lungseg.data.volume import CTVolume
 
-__all__ = ["AppearanceRandomisation", "randomise_appearance"]
+__all__ = ["AppearanceRandomisation", "randomise_appearance", "thick_slices"]
 
 #: Tissues that get their own offset and texture (air, bone and airway lumen keep theirs).
 _TISSUES = ("fat", "muscle", "lung", "vessel", "mediastinum", "abdomen", "tumour")
@@ -58,6 +61,10 @@ class AppearanceRandomisation:
         low_resolution_probability: chance of down- and up-sampling the slices.
         low_resolution_factor: range of that down-sampling factor (> 1: coarser).
         noise_hu: range of the extra correlated noise (SD, HU).
+        slice_thickness_mm: range of the reconstructed slice thickness (mm, the full width at half
+            maximum of a Gaussian slice profile along z); a thickness at or below the slice spacing
+            leaves the slices as they are. The default ``(0, 0)`` is off, which keeps the published
+            variants' images as they were.
     """
 
     tissue_shift_hu: dict[str, float] = dataclasses.field(default_factory=lambda: {
@@ -75,6 +82,7 @@ class AppearanceRandomisation:
     low_resolution_probability: float = 0.4
     low_resolution_factor: tuple[float, float] = (1.2, 2.0)
     noise_hu: tuple[float, float] = (0.0, 40.0)
+    slice_thickness_mm: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         for name in ("tissue_shift_hu", "texture_hu"):
@@ -84,15 +92,16 @@ class AppearanceRandomisation:
                                  f"expected some of {list(_TISSUES)}")
             if any(v < 0 for v in getattr(self, name).values()):
                 raise ValueError(f"AppearanceRandomisation.{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("texture_grain_mm", "cavity_hu", "blur_mm", "low_resolution_factor", "noise_hu"):
+        for name in ("texture_grain_mm", "cavity_hu", "blur_mm", "low_resolution_factor", "noise_hu",
+                     "slice_thickness_mm"):
             low, high = getattr(self, name)
             if low > high:
                 raise ValueError(f"AppearanceRandomisation.{name} must be (low, high) with low <= high, "
                                  f"got {getattr(self, name)!r}")
         if self.texture_grain_mm[0] <= 0 or self.low_resolution_factor[0] < 1 or self.blur_mm[0] < 0 \
-                or self.noise_hu[0] < 0 or self.bias_hu < 0:
+                or self.noise_hu[0] < 0 or self.bias_hu < 0 or self.slice_thickness_mm[0] < 0:
             raise ValueError("AppearanceRandomisation: texture_grain_mm must be > 0, low_resolution_factor >= 1, "
-                             "blur_mm, noise_hu and bias_hu >= 0")
+                             "blur_mm, noise_hu, bias_hu and slice_thickness_mm >= 0")
         for name in ("cavity_probability", "low_resolution_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"AppearanceRandomisation.{name} must be in [0, 1], got {getattr(self, name)!r}")
@@ -181,7 +190,24 @@ def _scanner(hu: np.ndarray, spacing: tuple[float, float, float], rng: np.random
     hu = hu + noise * smooth_noise(rng, hu.shape, (0.0, 0.7, 0.7))
     params.update(bias_hu=round(float(bias_amplitude), 1), blur_mm=round(float(blur), 2),
                   resolution_factor=round(float(factor), 2), noise_hu=round(float(noise), 1))
+    if settings.slice_thickness_mm[1] > 0:
+        # drawn last, and only when asked for, so that the other draws stay those of the published variants
+        thickness = rng.uniform(*settings.slice_thickness_mm)
+        hu = thick_slices(hu, spacing[0], thickness)
+        params["slice_thickness_mm"] = round(float(thickness), 2)
     return hu
+
+
+def thick_slices(hu: np.ndarray, slice_spacing_mm: float, thickness_mm: float) -> np.ndarray:
+    """``hu`` as reconstructed with slices ``thickness_mm`` thick: each slice the Gaussian-weighted mean of
+    its neighbours along z (the slice sensitivity profile; FWHM = ``thickness_mm``). Only the part of the
+    thickness beyond what the slice spacing already averages is added, so a thickness at or below the
+    spacing returns ``hu`` unchanged."""
+    fwhm_to_sigma = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+    extra = thickness_mm ** 2 - slice_spacing_mm ** 2
+    if extra <= 0:
+        return hu
+    return ndimage.gaussian_filter1d(hu, np.sqrt(extra) * fwhm_to_sigma / slice_spacing_mm, axis=0, mode="nearest")
 
 
 def randomise_appearance(volume: CTVolume, seed: int | tuple[int, ...],
