@@ -49,7 +49,9 @@ DIAMETER_RANGE_MM = (6.0, 70.0)
 #: phantom study's screening mix (half ground-glass or part-solid), and adds CT's fine, pixel-level grain
 #: (textures from 0.3 mm) and more noise. ``solid-randomised-thick`` adds #22's resolution along z: each
 #: patient's slices reconstructed 2-5 mm thick (the two real scans have 1 and 3 mm slices; clinical
-#: reconstructions go to 5 mm), so vessels and tumour ends fade by partial volume as on a scanner.
+#: reconstructions go to 5 mm), so vessels and tumour ends fade by partial volume as on a scanner. The slab
+#: also averages the noise drawn for the thin slices (its SD falls by up to about half), as a thick
+#: reconstruction does: this variant differs from ``solid-randomised`` in both.
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
     "plain": ({}, None),
     "randomised": ({}, {}),

@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,7 +102,8 @@ def write_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]], colu
     """Write ``rows`` as CSV with a header (``columns``, default the first row's keys) atomically.
 
     A name ending in ``.gz`` is written gzip-compressed, with no time stamp or file name in its header,
-    so that the same rows always give the same bytes (a published table changes only when its rows do).
+    so that the same rows give the same bytes (with one Python and zlib: a published table changes only
+    when its rows do).
     """
     buf = io.StringIO()
     fields = list(columns) if columns is not None else (list(rows[0]) if rows else [])
@@ -131,7 +133,7 @@ def read_csv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
                 return list(csv.DictReader(fh))
         with open(path, encoding="utf-8", newline="") as fh:
             return list(csv.DictReader(fh))
-    except (gzip.BadGzipFile, EOFError, UnicodeDecodeError) as err:
+    except (gzip.BadGzipFile, zlib.error, EOFError, UnicodeDecodeError) as err:
         raise LungsegError(f"{path}: not a readable CSV table ({'gzip-compressed ' if path.name.endswith('.gz') else ''}"
                            f"UTF-8 text expected): {err}") from None
 

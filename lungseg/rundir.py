@@ -218,12 +218,22 @@ class RunDir(Folder):
         """The per-image CSV beside :meth:`evaluation_path`."""
         return per_image_csv_path(self.evaluation_path(crf))
 
+    def per_image_file(self, crf: bool) -> Path | None:
+        """The per-image table on disk: :meth:`per_image_path`, else the plain ``.csv`` a run evaluated before
+        the tables were compressed keeps; ``None`` when there is neither."""
+        path = self.per_image_path(crf)
+        for candidate in (path, path.with_suffix("")):
+            if candidate.is_file():
+                return candidate
+        return None
+
     def published_files(self) -> list[Path]:
         """The small files that describe a finished run (no checkpoints): what a results folder publishes."""
         names = [self.CONFIG, self.METRICS, self.HISTORY, self.SPLIT, self.FINGERPRINT, self.PROVENANCE]
         paths = [self.path / n for n in names]
         for crf in (False, True):
-            paths += [self.evaluation_path(crf), self.per_image_path(crf)]
+            # an older run's plain .csv where it has one: publishing must not drop the table its evaluation names
+            paths += [self.evaluation_path(crf), self.per_image_file(crf) or self.per_image_path(crf)]
         return paths
 
     # ---------------------------------------------------------------- state
@@ -427,13 +437,8 @@ class RunDir(Folder):
 
     def read_per_image(self, crf: bool) -> list[dict[str, str]] | None:
         """The rows of the per-image table beside :meth:`evaluation_path` (``None`` where there is none)."""
-        path = self.per_image_path(crf)
-        if not path.is_file():
-            # a run evaluated before the tables were compressed keeps its plain ``.csv``
-            path = path.with_suffix("")
-            if not path.is_file():
-                return None
-        return read_csv(path)
+        path = self.per_image_file(crf)
+        return None if path is None else read_csv(path)
 
     def save_checkpoint(self, which: str, state: dict[str, Any]) -> Path:
         """:func:`torch.save` of ``state`` as ``which`` (``"best"``/``"last"``), never leaving a partial file."""

@@ -324,34 +324,43 @@ def test_lesion_recall_by_size_says_what_is_missing():
         analysis.lesion_recall_by_size([], target=1.5)
 
 
-def test_interval_width_table_splits_each_cells_width_and_projects_the_patients_needed(tmp_path):
+def _width_study(folder, patient_spread: float, n_patients: int = 30):
+    """A scored grid of two cells with three seeds each: the U-Net's seeds differ by 0.15 in skill, the
+    attention network's agree; the patients' skills spread over ``patient_spread``. Returns the folder and
+    the U-Net's (2TP, 2TP + FP + FN) per seed and patient."""
     from lungseg.experimentdir import ExperimentDir
     from lungseg.files import write_json
-    from lungseg.metrics import crossed_interval
 
-    study = ExperimentDir(tmp_path / "study")
+    study = ExperimentDir(folder)
     write_json({"settings": {"models": ["unet", "attention"], "losses": ["hybrid"], "crf": [False],
                              "seeds": [0, 1, 2]}}, study.results_path)
     rng = np.random.default_rng(0)
-    tumour = rng.integers(50, 2000, 30)
-    patient_skill = rng.uniform(-0.4, 0.15, 30)  # some tumours are found, some mostly missed
+    tumour = rng.integers(50, 2000, n_patients)
+    patient_skill = rng.uniform(-patient_spread, patient_spread / 3, n_patients)  # some tumours mostly missed
     counts = {}
     for model, seed_sd in (("unet", 0.15), ("attention", 0.0)):
         for seed in range(3):
             run = study.run(f"{model}-hybrid-seed{seed}")
             run.path.mkdir(parents=True)
-            skill = 0.8 + seed_sd * (seed - 1)  # the U-Net's seeds differ; the attention network's agree
-            tp = np.round(tumour * (skill + patient_skill)).astype(int)
-            fn, fp = tumour - tp, rng.integers(0, 40, 30)
+            tp = np.round(tumour * (0.8 + seed_sd * (seed - 1) + patient_skill)).astype(int)
+            fn, fp = tumour - tp, rng.integers(0, 40, n_patients)
             counts[(model, seed)] = (2 * tp, 2 * tp + fp + fn)
             lines = ["image_id,patient_id,slice,tumour_pixels,predicted_pixels,dice,tp,fp,fn,tn"]
-            lines += [f"p{p:02d}:0,p{p:02d},0,{tumour[p]},{tp[p] + fp[p]},,{tp[p]},{fp[p]},{fn[p]},1000"
-                      for p in range(30)]
+            lines += [f"p{p:03d}:0,p{p:03d},0,{tumour[p]},{tp[p] + fp[p]},,{tp[p]},{fp[p]},{fn[p]},1000"
+                      for p in range(n_patients)]
             _write_table(run.per_image_path(False), "\n".join(lines) + "\n")
+    unet = tuple(np.stack([counts[("unet", s)][i] for s in range(3)]) for i in (0, 1))
+    return study, unet
+
+
+def test_interval_width_table_splits_each_cells_width_and_projects_the_patients_needed(tmp_path):
+    from lungseg.metrics import crossed_interval, sample_needed
+
+    study, unet_counts = _width_study(tmp_path / "study", patient_spread=0.4)
     rows = {r["model"]: r for r in analysis.interval_width_table(study, target=0.03, n_boot=500)}
     unet, attention = rows["unet"], rows["attention"]
     # the table's own interval, to the last digit
-    crossed = crossed_interval(*(np.stack([counts[("unet", s)][i] for s in range(3)]) for i in (0, 1)), n_boot=500)
+    crossed = crossed_interval(*unet_counts, n_boot=500)
     assert unet["half_width"] == pytest.approx((crossed["high"] - crossed["low"]) / 2)
     assert (unet["n_seeds"], unet["n_patients"]) == (3, 30)
     assert unet["seeds_alone"] > attention["seeds_alone"]
@@ -360,6 +369,11 @@ def test_interval_width_table_splits_each_cells_width_and_projects_the_patients_
     assert attention["patients_needed"] is not None and attention["patients_needed"] > 30
     assert attention["added_in_quadrature"] == pytest.approx(math.hypot(attention["seeds_alone"],
                                                                         attention["patients_alone"]))
+    # patients that agree: their part is narrow, and more seeds (not patients) are what the U-Net needs
+    calm, _ = _width_study(tmp_path / "calm", patient_spread=0.01, n_patients=200)
+    unet = {r["model"]: r for r in analysis.interval_width_table(calm, target=0.03, n_boot=500)}["unet"]
+    assert unet["patients_alone"] < 0.03 < unet["seeds_alone"]
+    assert unet["seeds_needed"] == sample_needed(unet["patients_alone"], unet["seeds_alone"], 3, 0.03) > 3
     (study.run("attention-hybrid-seed2").per_image_path(False)).unlink()
     with pytest.raises(FileNotFoundError, match="attention-hybrid-seed2"):
         analysis.interval_width_table(study)

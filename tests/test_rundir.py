@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -146,18 +147,26 @@ def test_per_image_tables_are_compressed_deterministic_and_old_plain_tables_stil
     path = write_csv(run.per_image_path(False), rows)
     assert path.name == "eval_crf_off_per_image.csv.gz" and path.read_bytes()[:2] == b"\x1f\x8b"  # gzip magic
     first = path.read_bytes()
+    assert first[4:8] == b"\0\0\0\0"  # no time stamp in the header (RFC 1952 MTIME)...
     write_csv(path, rows)
-    assert path.read_bytes() == first  # no time stamp in the header: the same rows give the same bytes
+    assert path.read_bytes() == first  # ...so the same rows give the same bytes
     assert run.read_per_image(False) == [{"image_id": "p:0", "patient_id": "p", "tp": "3"},
                                          {"image_id": "p:1", "patient_id": "p", "tp": "0"}]
     # a run evaluated before the tables were compressed keeps its plain .csv, which is still read
-    assert run.read_per_image(True) is None
-    run.per_image_path(True).with_suffix("").write_text("image_id,tp\np:0,1\n", encoding="utf-8")
-    assert run.read_per_image(True) == [{"image_id": "p:0", "tp": "1"}]
+    assert run.read_per_image(True) is None and run.per_image_file(True) is None
+    legacy = run.per_image_path(True).with_suffix("")
+    legacy.write_text("image_id,tp\np:0,1\n", encoding="utf-8")
+    assert run.read_per_image(True) == [{"image_id": "p:0", "tp": "1"}] and run.per_image_file(True) == legacy
+    # publishing such a run copies the table it has, not a name it lacks
+    assert legacy in run.published_files() and path in run.published_files()
 
 
 def test_a_table_that_is_not_gzip_is_one_clear_error(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run").create()
     run.per_image_path(False).write_text("image_id,tp\np:0,1\n", encoding="utf-8")
     with pytest.raises(LungsegError, match=r"eval_crf_off_per_image\.csv\.gz: not a readable CSV table"):
+        run.read_per_image(False)
+    whole = gzip.compress(b"image_id,tp\n" + b"p:0,1\n" * 200)
+    run.per_image_path(False).write_bytes(whole[:10] + b"\xff" * 10 + whole[20:])  # a damaged deflate stream
+    with pytest.raises(LungsegError, match="not a readable CSV table"):
         run.read_per_image(False)

@@ -191,7 +191,8 @@ def _scanner(hu: np.ndarray, spacing: tuple[float, float, float], rng: np.random
     params.update(bias_hu=round(float(bias_amplitude), 1), blur_mm=round(float(blur), 2),
                   resolution_factor=round(float(factor), 2), noise_hu=round(float(noise), 1))
     if settings.slice_thickness_mm[1] > 0:
-        # drawn last, and only when asked for, so that the other draws stay those of the published variants
+        # drawn last, and only when asked for, so that the other draws stay those of the published variants;
+        # after the noise, so the slab averages it as a thick reconstruction does (``noise_hu`` is the thin slices')
         thickness = rng.uniform(*settings.slice_thickness_mm)
         hu = thick_slices(hu, spacing[0], thickness)
         params["slice_thickness_mm"] = round(float(thickness), 2)
@@ -202,7 +203,8 @@ def thick_slices(hu: np.ndarray, slice_spacing_mm: float, thickness_mm: float) -
     """``hu`` as reconstructed with slices ``thickness_mm`` thick: each slice the Gaussian-weighted mean of
     its neighbours along z (the slice sensitivity profile; FWHM = ``thickness_mm``). Only the part of the
     thickness beyond what the slice spacing already averages is added, so a thickness at or below the
-    spacing returns ``hu`` unchanged."""
+    spacing returns ``hu`` unchanged. Noise uncorrelated along z is averaged too, as in a thick
+    reconstruction made from thin slices: at 5 mm over 2 mm slices its SD about halves."""
     fwhm_to_sigma = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
     extra = thickness_mm ** 2 - slice_spacing_mm ** 2
     if extra <= 0:
