@@ -12,6 +12,7 @@ A run scored earlier with the same weights, study and precision is reused (``--r
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="auto", help="inference numerics: auto (fp32 on a CPU), fp32 or bf16")
     ap.add_argument("--workers", type=int, default=None,
                     help="runs scored side by side, one thread each on 2 cores (default: the profile's grid workers)")
+    ap.add_argument("--generate-workers", type=int, default=os.cpu_count() or 1,
+                    help="processes generating the study's patients (default: one per core, %(default)s here)")
     ap.add_argument("--rescore", action="store_true",
                     help="score every run again (default: runs scored earlier with the same weights, study and"
                          " precision are reused, so a grid given more seeds scores only its new runs)")
@@ -47,8 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     workers = grid_workers(settings) if args.workers is None else args.workers
     if workers < 1:
         ap.error(f"--workers must be a positive integer, got {workers}")
+    if args.generate_workers < 1:
+        ap.error(f"--generate-workers must be a positive integer, got {args.generate_workers}")
     started = time.perf_counter()
-    data = prepare_test_study(settings, n_patients=args.patients, data_seed=args.data_seed)
+    data = prepare_test_study(settings, n_patients=args.patients, data_seed=args.data_seed,
+                              workers=args.generate_workers)
     print(f"test study {data.name}: {study_composition(load_study(data).manifest)}", flush=True)
     try:
         results = evaluate_on_test_study(settings, data, precision=args.precision, workers=workers,

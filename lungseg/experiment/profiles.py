@@ -207,10 +207,12 @@ def prepare_data(settings: ProfileSettings, data_dir: str | os.PathLike[str] | N
                          progress=progress)
 
 
-def phantom_study(out: Path, n_patients: int, data_seed: int, config: Any, progress: bool = True) -> Path:
+def phantom_study(out: Path, n_patients: int, data_seed: int, config: Any, progress: bool = True,
+                  workers: int = 1) -> Path:
     """The phantom study ``(n_patients, data_seed, config)`` in ``out``: reused while its manifest matches
-    (generator version, seed, patient count and settings), generated otherwise; anything else in ``out``
-    is replaced, which :func:`lungseg.data.phantom.generate_study` allows only for an earlier phantom study."""
+    (generator version, seed, patient count and settings), generated otherwise (by ``workers`` processes);
+    anything else in ``out`` is replaced, which :func:`lungseg.data.phantom.generate_study` allows only for
+    an earlier phantom study."""
     from lungseg.data.phantom import GENERATOR_VERSION, generate_study, load_study
     from lungseg.errors import DataError
 
@@ -224,7 +226,7 @@ def phantom_study(out: Path, n_patients: int, data_seed: int, config: Any, progr
         return out
     stale = out.is_dir() and any(out.iterdir())
     return Path(generate_study(out, n_patients=n_patients, seed=data_seed, config=config, progress=progress,
-                               overwrite=stale))
+                               overwrite=stale, workers=workers))
 
 
 def train_config(settings: ProfileSettings, data: str | os.PathLike[str] = "", **overrides: Any) -> TrainConfig:

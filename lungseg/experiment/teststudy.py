@@ -82,15 +82,16 @@ def test_study_dir(settings: ProfileSettings) -> Path:
 
 
 def prepare_test_study(settings: ProfileSettings, n_patients: int = TEST_STUDY_PATIENTS,
-                       data_seed: int = TEST_STUDY_SEED, progress: bool = True) -> Path:
-    """Generate the profile's test study once (reused while its manifest matches).
+                       data_seed: int = TEST_STUDY_SEED, progress: bool = True, workers: int = 1) -> Path:
+    """Generate the profile's test study once (reused while its manifest matches), by ``workers`` processes.
 
     Raises:
         ValueError: ``data_seed`` is the training study's seed.
     """
     if data_seed == settings.data_seed:
         raise ValueError(f"the test study's data seed {data_seed} is the training study's: it would not be independent")
-    return phantom_study(test_study_dir(settings), n_patients, data_seed, phantom_config(settings), progress=progress)
+    return phantom_study(test_study_dir(settings), n_patients, data_seed, phantom_config(settings), progress=progress,
+                         workers=workers)
 
 
 def study_composition(manifest: dict[str, Any]) -> dict[str, Any]:

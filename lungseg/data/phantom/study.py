@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,7 @@ def generate_study(
     *,
     overwrite: bool = False,
     randomisation: AppearanceRandomisation | None = None,
+    workers: int = 1,
 ) -> Path:
     """Generate a study on disk: ``<patient_id>/ct/*.dcm``, ``<patient_id>/mask.nii.gz``, ``manifest.json``.
 
@@ -94,12 +97,16 @@ def generate_study(
         randomisation: repaint each patient with :func:`~lungseg.data.phantom.randomise.randomise_appearance`
             (patient ``i`` seeded ``(seed, i, 1)``; the masks do not change), or ``None`` for the phantom as
             generated. The manifest records the settings and each patient's draws.
+        workers: processes writing patients side by side (each patient depends only on its own seed,
+            so any number gives the same files).
 
     Returns:
         ``out_dir`` as a ``Path``. The same arguments always write byte-identical files.
     """
     if int(n_patients) != n_patients or n_patients < 1:
         raise ValueError(f"n_patients must be a positive integer, got {n_patients!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
     config = config or PhantomConfig()
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -119,26 +126,14 @@ def generate_study(
             shutil.rmtree(out / str(patient["patient_id"]), ignore_errors=True)
         manifest_path.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    patients = []
-    for i in tqdm(range(int(n_patients)), desc="phantom patients", disable=not progress):
-        pid = f"phantom-{i:03d}"
-        volume, tumours = generate_patient((int(seed), i), config, patient_id=pid)
-        if randomisation is not None:
-            volume = randomise_appearance(volume, (int(seed), i, 1), randomisation)
-        write_dicom_series(volume, out / pid / "ct", uid_seed=f"phantom:{seed}:{i}",
-                           series_description="lungseg synthetic chest CT")
-        write_nifti(volume.mask, out / pid / "mask.nii.gz", affine=dicom_affine(volume))
-        patients.append({
-            "patient_id": pid,
-            "seed": [int(seed), i],
-            "shape_zyx": list(volume.image.shape),
-            "spacing_zyx_mm": list(volume.spacing),
-            "params": volume.meta["params"],
-            "n_tumours": len(tumours),
-            "tumour_voxels": int(volume.mask.sum()),
-            "tumours": tumours,
-            **({"appearance": volume.meta["appearance"]} if randomisation is not None else {}),
-        })
+    jobs = [(out, int(seed), i, config, randomisation) for i in range(int(n_patients))]
+    if workers == 1:
+        patients = [_write_patient(*job) for job in tqdm(jobs, desc="phantom patients", disable=not progress)]
+    else:
+        # spawn, not fork: a caller may already run torch's thread pool, which fork would copy
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            patients = list(tqdm(pool.map(_write_patient, *zip(*jobs), chunksize=4), total=len(jobs),
+                                 desc="phantom patients", disable=not progress))
     manifest = {
         "format": MANIFEST_FORMAT,
         "generator_version": GENERATOR_VERSION,
@@ -151,6 +146,30 @@ def generate_study(
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1))
     return out
+
+
+def _write_patient(out: Path, seed: int, i: int, config: PhantomConfig,
+                   randomisation: AppearanceRandomisation | None) -> dict[str, Any]:
+    """Patient ``i`` of study ``seed`` written to ``out/<patient_id>`` (DICOM series and NIfTI mask); returns
+    its manifest record. Depends on nothing but its arguments, so patients can be written in any order."""
+    pid = f"phantom-{i:03d}"
+    volume, tumours = generate_patient((seed, i), config, patient_id=pid)
+    if randomisation is not None:
+        volume = randomise_appearance(volume, (seed, i, 1), randomisation)
+    write_dicom_series(volume, out / pid / "ct", uid_seed=f"phantom:{seed}:{i}",
+                       series_description="lungseg synthetic chest CT")
+    write_nifti(volume.mask, out / pid / "mask.nii.gz", affine=dicom_affine(volume))
+    return {
+        "patient_id": pid,
+        "seed": [seed, i],
+        "shape_zyx": list(volume.image.shape),
+        "spacing_zyx_mm": list(volume.spacing),
+        "params": volume.meta["params"],
+        "n_tumours": len(tumours),
+        "tumour_voxels": int(volume.mask.sum()),
+        "tumours": tumours,
+        **({"appearance": volume.meta["appearance"]} if randomisation is not None else {}),
+    }
 
 
 class PhantomStudy(Sequence[CTVolume]):
