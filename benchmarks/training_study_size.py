@@ -8,7 +8,8 @@ epochs of 1344 patches: the same arithmetic as a published grid run) on a larger
 same generator and data seed (patient ``i`` is the same patient in every study size, so the published
 study's 32 patients are its first 32), split 80 / 20 % into training and validation patients (no test
 split: the independent test study is the test). The run (``runs/study-size``, git-ignored) is scored,
-CRF off, on the profile's independent 200-patient test study. Every scored run found there is then
+CRF off, on the profile's independent test study (200 patients when the published numbers were
+measured; 400 since). Every scored run found there is then
 collected, beside the published run of the same cell and seed on the same patients
 (``results/medium/test-study``), into the profile's
 :attr:`lungseg.experimentdir.ProfileDir.study_size_path`, which chapter 5 reads.

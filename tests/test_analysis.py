@@ -186,6 +186,10 @@ def test_crf_boundary_reads_both_evaluations_and_says_when_they_predate_it(tmp_p
     rows = analysis.crf_change(tmp_path)
     assert rows[0]["hd95_mm_change"] == pytest.approx(-2.5) and rows[0]["surface_dice_change"] == pytest.approx(0.3)
     assert rows[1]["hd95_mm_change"] is None and rows[1]["surface_dice_on"] is None
+    # today's tables name an image by patient and slice alone; an older table beside one reads the same
+    _write_table(run.per_image_path(True), header.replace("image_id,", "")
+                 + "p,0,50,50,0.8,40,10,10,40,2.0,0.7\np,1,0,0,,0,0,0,100,,\n")
+    assert analysis.crf_change(tmp_path) == rows and [r["image_id"] for r in rows] == ["p:0", "p:1"]
 
     def evaluation(hd: float, nsd: float, boundary: bool = True) -> str:
         e = {"crf": False, "pooled": {"dice": 0.5}}

@@ -65,7 +65,8 @@ def test_metrics_json_matches_independent_computation(trained: tuple[Path, Path]
     rows = read_csv(tmp_path / "metrics_per_image.csv.gz")
     assert len(rows) == len(images)
     assert sum(int(r["tp"]) for r in rows) == tp and sum(int(r["fn"]) for r in rows) == fn
-    assert {"image_id", "patient_id", "tumour_pixels", "dice", "tp", "fp", "fn"} <= set(rows[0])
+    assert {"patient_id", "slice", "tumour_pixels", "dice", "tp", "fp", "fn"} <= set(rows[0]) and "image_id" not in rows[0]
+    assert len({(r["patient_id"], r["slice"]) for r in rows}) == len(rows)  # together they name the image
 
     # Boundary figures: per image from the same masks at the data's in-plane spacing,
     # blank where undefined, the mean over the defined ones; no slice spacing in an npz, so no 3D figures.
@@ -247,3 +248,21 @@ def test_tumours_are_counted_per_patient_with_slices_in_order() -> None:
     assert (fields["n_tumours"], fields["n_tumours_hit"]) == (2, 1)
     arrays["slice_spacing"]["b"] = None  # a stack of unrelated slices has no tumours in 3D
     assert _tumour_fields(pred, arrays)["tumour_recall"] is None
+
+
+def test_slices_are_stacked_into_one_growing_array() -> None:
+    """The evaluation's slice stack equals the concatenation (cast to its dtype), also when a later patient
+    brings more slices than the first one led it to expect."""
+    from lungseg.evaluation.segmentation import _SliceStack
+
+    rng = np.random.default_rng(0)
+    patients = [rng.normal(size=(n, 3, 4)) * 100 for n in (2, 5, 1, 7)]
+    stack = _SliceStack(expected_slices=2 * len(patients), dtype=np.float32)
+    for slices in patients:
+        stack.append(slices)
+    np.testing.assert_array_equal(stack.array(), np.concatenate(patients).astype(np.float32))
+    assert stack.array().dtype == np.float32 and stack.array().flags.c_contiguous
+    masks = _SliceStack(expected_slices=1, dtype=np.uint8)
+    masks.append(np.array([[[True, False]]]))
+    masks.append(np.ones((2, 1, 2), np.uint8))
+    np.testing.assert_array_equal(masks.array(), [[[1, 0]], [[1, 1]], [[1, 1]]])

@@ -199,6 +199,19 @@ def test_generation_is_deterministic(tmp_path):
         assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes(), rel
 
 
+def test_a_study_written_by_several_processes_is_the_same_study(tmp_path):
+    """Patients written side by side (in any order) give the sequential call's bytes, manifest included."""
+    generate_study(tmp_path / "one", 3, seed=4, config=SMALL, progress=False)
+    generate_study(tmp_path / "three", 3, seed=4, config=SMALL, progress=False, workers=2)
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "three") for p in (tmp_path / "three").rglob("*") if p.is_file())
+    for rel in files:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "three" / rel).read_bytes(), rel
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="workers must be a positive integer"):
+            generate_study(tmp_path / "bad", 1, seed=4, config=SMALL, progress=False, workers=bad)
+
+
 def test_output_folder_rules(tmp_path, study):
     busy = tmp_path / "busy"
     busy.mkdir()

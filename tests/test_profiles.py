@@ -86,7 +86,8 @@ def test_prepare_data_reuses_a_matching_study_and_rebuilds_a_stale_one(fake_repo
     phantom = pytest.importorskip("lungseg.data.phantom")
     calls = []
 
-    def fake_generate(out, n_patients, seed, config, progress, overwrite):
+    def fake_generate(out, n_patients, seed, config, progress, overwrite, workers):
+        assert workers == 1  # the training study is written by one process unless asked otherwise
         calls.append(overwrite)
         out.mkdir(parents=True, exist_ok=True)
         manifest = {"format": phantom.MANIFEST_FORMAT, "generator_version": phantom.GENERATOR_VERSION, "seed": seed,

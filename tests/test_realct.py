@@ -76,7 +76,7 @@ def test_real_grid_scores_every_patch_once_out_of_fold(tiny, tmp_path: Path) -> 
     assert [r["model"] for r in results["runs"]] == ["unet", "attention"]
     run = tmp_path / "grid" / "runs" / "attention-hybrid-seed0"
     rows = read_csv(run / "eval_crf_off_per_image.csv.gz")
-    assert len(rows) == 30 and len({r["image_id"] for r in rows}) == 30
+    assert len(rows) == 30 and len({(r["patient_id"], r["slice"]) for r in rows}) == 30
     # 2D patches have no tumours in 3D: the tumour-level recall is stated undefined, with the reason
     evaluation = json.loads((run / "eval_crf_off.json").read_text())
     assert evaluation["tumour_recall"] is None and "2D patches" in evaluation["tumour_rule"]

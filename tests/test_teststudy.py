@@ -81,6 +81,19 @@ def test_every_run_is_scored_on_every_test_patient(tmp_path: Path, capsys: pytes
         rescored = teststudy.evaluate_on_test_study(settings, other, progress=False)
     assert [r["status"] for r in rescored["runs"]] == ["scored", "scored"]
     assert rescored["settings"]["study_fingerprint"] != scored["settings"]["study_fingerprint"]
+    # each run says, once both CRF settings are written, which study it scores and where it ran
+    runs_dir = tmp_path / "results" / "test-study" / "runs"
+    records = [json.loads((runs_dir / f"unet-dice-seed{seed}" / teststudy.SCORED_RECORD).read_text()) for seed in (0, 1)]
+    assert {r["study_fingerprint"] for r in records} == {rescored["settings"]["study_fingerprint"]}
+    assert {r["device"] for r in records} == {"cpu"} and [r["device"] for r in rescored["runs"]] == ["cpu", "cpu"]
+    # a scoring stopped before its table was written: the finished run is reused from its own record, the
+    # one stopped half-way (no record yet) is scored again rather than trusted
+    (tmp_path / "results" / "test-study" / "results.json").unlink()
+    (runs_dir / "unet-dice-seed1" / teststudy.SCORED_RECORD).unlink()
+    with pytest.warns(UserWarning, match="tumours under 10 mm"):
+        resumed = teststudy.evaluate_on_test_study(settings, other, progress=False)
+    assert [r["status"] for r in resumed["runs"]] == ["reused", "scored"]
+    assert resumed["cells"] == rescored["cells"]
 
 
 def test_the_test_study_refuses_a_bad_worker_count(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lungseg.experiment.figures import patient_figures, stack_seeds
-from lungseg.experiment.grid import run_name
+from lungseg.experiment.grid import run_name, seed_figures
 from lungseg.experimentdir import ExperimentDir
 
 __all__ = ["interval_width_table", "resampled_coverage_table"]
@@ -83,15 +83,14 @@ def interval_width_table(study: ExperimentDir, *, target: float = 0.03, figure: 
     settings = study.read_results()["settings"]
     table = []
     for model, loss, crf in itertools.product(settings["models"], settings["losses"], settings["crf"]):
-        per_seed = []
+        cell = (model, loss, bool(crf))
+        tables = {}
         for s in settings["seeds"]:
             run = study.run(run_name(model, loss, s))
-            rows = run.read_per_image(bool(crf))
-            if rows is None:
+            tables[(*cell, int(s))] = run.read_per_image(bool(crf))
+            if tables[(*cell, int(s))] is None:
                 raise FileNotFoundError(f"{run.per_image_path(bool(crf))}: no per-image table")
-            per_seed.append(rows)
-        patients = sorted({r["patient_id"] for rows in per_seed for r in rows})
-        sources = interval_sources(*stack_seeds([patient_figures(rows, patients) for rows in per_seed], figure),
+        sources = interval_sources(*stack_seeds(seed_figures(tables, cell, settings["seeds"]), figure),
                                    n_boot=n_boot, seed=seed)
         row = {"model": model, "loss": loss, "crf": bool(crf), "n_seeds": sources["n_seeds"],
                "n_patients": sources["n_patients"], "mean": sources["mean"], "half_width": sources["both"],

@@ -20,11 +20,12 @@ BOUNDARY_COLUMNS: tuple[str, ...] = tuple(name for name, path in TABLE_METRICS i
 
 
 def _per_image(run: RunDir, crf: bool) -> dict[str, dict[str, str]]:
-    """``{image_id: row}`` of the run's per-image evaluation with the CRF off or on."""
+    """``{image_id: row}`` of the run's per-image evaluation with the CRF off or on (the id is
+    ``patient_id:slice``, which older tables also carry as a column)."""
     table = run.read_per_image(crf)
     if table is None:
         raise FileNotFoundError(f"{run.per_image_path(crf)}: missing; evaluate {run} with crf={crf} first")
-    return {r["image_id"]: r for r in table}
+    return {f"{r['patient_id']}:{r['slice']}": r for r in table}
 
 
 def _number(x: str | None) -> float | None:

@@ -301,8 +301,9 @@ def write_nifti(
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as fh:  # never a truncated volume under its final name
         if path.name.endswith(".gz"):
-            # mtime 0: the same volume gives the same bytes
-            with gzip.GzipFile(fileobj=fh, mode="wb", compresslevel=_GZIP_LEVEL, mtime=0) as gz:
+            # mtime 0 and no file name (else the temporary file's, which names the writing process): the
+            # same volume gives the same bytes, whoever writes it
+            with gzip.GzipFile(filename="", fileobj=fh, mode="wb", compresslevel=_GZIP_LEVEL, mtime=0) as gz:
                 img.to_stream(gz)
         else:
             img.to_stream(fh)

@@ -438,7 +438,8 @@ def _robustness(loaded: Predictor, arrays: dict[str, Any], crf: bool, batch_size
 
 
 def per_image_rows(pred: np.ndarray, arrays: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per evaluated slice: ids, tumour and predicted pixels, Dice, counts, and the boundary
+    """One row per evaluated slice: patient id and slice index (together the image's id; tables written
+    before 2026-12 also carry it joined, as ``image_id``), tumour and predicted pixels, Dice, counts, and the boundary
     figures ``hd95_mm`` and ``surface_dice`` when ``arrays`` holds them (key ``"boundary"``, the
     :func:`lungseg.metrics.boundary_per_image` array).
 
@@ -450,7 +451,6 @@ def per_image_rows(pred: np.ndarray, arrays: dict[str, Any]) -> list[dict[str, A
     rows = []
     for i, c in enumerate(confusion_per_image(pred, arrays["masks"])):
         rows.append({
-            "image_id": f"{arrays['patient_ids'][i]}:{arrays['slice_index'][i]}",
             "patient_id": arrays["patient_ids"][i], "slice": arrays["slice_index"][i],
             "tumour_pixels": c.tp + c.fn, "predicted_pixels": c.tp + c.fp,
             "dice": "" if c.both_empty else f"{c.dice:.6f}",

@@ -343,7 +343,7 @@ def write_results(exp: ExperimentDir, results: dict[str, Any]) -> None:
     _write_differences_csv(exp.differences_path, results["differences"])
 
 
-def _seed_figures(tables: dict[GridKey, Rows | None], cell: tuple[str, str, bool],
+def seed_figures(tables: dict[GridKey, Rows | None], cell: tuple[str, str, bool],
                   seeds: Sequence[int]) -> list[dict[str, tuple[np.ndarray, np.ndarray]]] | None:
     """A cell's :func:`patient_figures` per seed on the test patients (sorted ids, the same for every run of
     the grid); ``None`` when a seed has no per-image table."""
@@ -375,7 +375,7 @@ def grid_cells(evaluations: dict[GridKey, dict[str, Any]], tables: dict[GridKey,
     """One row per (model, loss, CRF): every :data:`TABLE_METRICS` figure as mean over seeds with its interval."""
     cells = []
     for cell in itertools.product(models, losses, [bool(c) for c in crf]):
-        figures = _seed_figures(tables, cell, seeds)
+        figures = seed_figures(tables, cell, seeds)
         row: dict[str, Any] = {"model": cell[0], "loss": cell[1], "crf": cell[2], "n_seeds": len(seeds)}
         for name, path in TABLE_METRICS:
             row[name] = _figure(name, path, evaluations, figures, cell, seeds)
@@ -408,7 +408,7 @@ def grid_differences(evaluations: dict[GridKey, dict[str, Any]], tables: dict[Gr
     """Differences ``b - a`` between every two cells that differ in exactly one factor, paired by seed and patient."""
     differences = []
     keys = list(itertools.product(models, losses, [bool(c) for c in crf]))
-    figures = {key: _seed_figures(tables, key, seeds) for key in keys}
+    figures = {key: seed_figures(tables, key, seeds) for key in keys}
     for a, b in itertools.combinations(keys, 2):
         changed = [f for f, x, y in zip(("model", "loss", "crf"), a, b) if x != y]
         if len(changed) != 1:

@@ -13,7 +13,7 @@ Profiles:
         256x256 geometry on a CPU (150 patients: 105 training, 22 validation, 23 test; width-8
         networks trained on 96x96 patches in bf16 through a cosine schedule, 5 seeds, two runs side
         by side, the losses' open choices tuned on validation data first), scored on an independent
-        200-patient test study (:mod:`lungseg.experiment.teststudy`); a few hours to re-train on two
+        400-patient test study (:mod:`lungseg.experiment.teststudy`); a few hours to re-train on two
         cores (measured in ``results/medium/provenance.json`` and ``benchmarks/NOTES.md``).
     ``paper``: the paper-scale run for a GPU (150 patients at 256x256, the full
         comparison grid with 3 seeds, early stopping on validation Dice).

@@ -53,13 +53,18 @@ __all__ = [
 TEST_STUDY_SEED = 7001
 #: Patients of the test study: enough for :data:`MIN_SMALL_TUMOURS` tumours under 10 mm at the
 #: generator's tumour-count and size distribution (about 0.55 per patient).
-TEST_STUDY_PATIENTS = 200
+TEST_STUDY_PATIENTS = 400
 #: The fewest tumours under 10 mm (equivalent-sphere diameter) the study must hold.
 MIN_SMALL_TUMOURS = 100
 #: Small, as for small-tumour recall.
 SMALL_MM = 10.0
 #: The figure the test study does not measure (it re-segments every image once per HU perturbation).
 ROBUSTNESS = "intensity_robustness_std"
+
+#: Written into a scored run's folder once both CRF settings' evaluations are complete (removed before a
+#: run is scored again): which study they score, at which numerics, on which device, in how many seconds.
+#: A scoring stopped half-way (a time limit, a killed worker) leaves no record, so its runs are scored again.
+SCORED_RECORD = "test_study.json"
 
 
 def _keep_grid_figure(cells: list[dict[str, Any]], differences: list[dict[str, Any]], grid_results: dict[str, Any],
@@ -129,9 +134,11 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
             scores do not depend on it.
         reuse: keep a run's earlier scores when they were made from the same grid run with its current
             best weights (the same epoch, as :meth:`lungseg.rundir.RunDir.evaluation_is_fresh` decides),
-            on this very study (:func:`study_fingerprint` of its manifest) and at this ``precision``, and
-            hold every figure of the table: a grid given more seeds scores only the new runs. Reused runs
-            keep the seconds the earlier call recorded (status ``"reused"``).
+            on this very study (:func:`study_fingerprint` of its manifest, as the run's own
+            :data:`SCORED_RECORD` says, written only once both CRF settings are) and at this ``precision``,
+            and hold every figure of the table: a grid given more seeds, or a scoring stopped half-way,
+            scores only the runs it lacks. Reused runs keep the seconds the earlier call recorded (status
+            ``"reused"``); each run of the table names the device it was scored on.
 
     Returns:
         The results table (``settings``, ``runs``, ``cells``, ``differences``) as the grid's.
@@ -190,21 +197,25 @@ def _score_grid_runs(keys: list[tuple[str, str, int]], grid: ExperimentDir, exp:
 
     scored_runs = [exp.run(run_name(*key)) for key in keys]
     earlier = _earlier_table(exp) if reuse else {}
-    # only scores of this very study (same manifest: seed, generator version and settings, patients)
-    reuse = reuse and earlier.get("settings", {}).get("study_fingerprint") == fingerprint
-    seconds_before = {portable(r["run"]): r.get("seconds") for r in earlier.get("runs", [])}
     # the numerics the scoring will use ("auto" resolved as the Predictor resolves it), as the records name them
     numerics = resolve_precision(precision, resolve_device("auto"))
     study = {"data": portable(data_dir), "precision": numerics}
+    records = {i: _scored_record(scored) for i, scored in enumerate(scored_runs)}
+    # only scores of this very study (same manifest: seed, generator version and settings, patients): each run's
+    # own record says so; a run scored before those records existed relies on the earlier table's fingerprint
+    earlier_study = earlier.get("settings", {}).get("study_fingerprint") == fingerprint
+    same_study = {i: records[i].get("study_fingerprint") == fingerprint if records[i] else earlier_study
+                  for i in records}
     reused = {i: _fresh_scores(scored, grid.run(run_name(*key)), crf, study)
-              for i, (key, scored) in enumerate(zip(keys, scored_runs)) if reuse}
+              for i, (key, scored) in enumerate(zip(keys, scored_runs)) if reuse and same_study[i]}
     reused = {i: results for i, results in reused.items() if results is not None}
+    seconds_before = {portable(r["run"]): r.get("seconds") for r in earlier.get("runs", [])}
     jobs = []
     for i, (key, scored) in enumerate(zip(keys, scored_runs)):
         if i not in reused:
             scored.path.mkdir(parents=True, exist_ok=True)
             jobs.append((str(grid.run(run_name(*key)).path), str(data_dir),
-                         {c: str(scored.evaluation_path(c)) for c in crf}, precision, progress))
+                         {c: str(scored.evaluation_path(c)) for c in crf}, precision, progress, fingerprint))
     if progress and reused:
         print(f"{len(reused)} of {len(keys)} runs reused: scored earlier with the same weights, study and precision")
     fresh = iter(map_in_workers(_score_run, jobs, workers, progress=False))  # each run prints its own line
@@ -213,14 +224,16 @@ def _score_grid_runs(keys: list[tuple[str, str, int]], grid: ExperimentDir, exp:
     runs = []
     for i, ((model, loss, seed), scored) in enumerate(zip(keys, scored_runs)):
         if i in reused:
-            results, status, seconds = reused[i], "reused", seconds_before.get(portable(scored.path))
+            results, status = reused[i], "reused"
+            seconds = (records[i] or {}).get("seconds", seconds_before.get(portable(scored.path)))
         else:
             (results, seconds), status = next(fresh), "scored"
         for c in crf:
             evaluations[(model, loss, c, int(seed))] = results[c]
             tables[(model, loss, c, int(seed))] = scored.read_per_image(c)
+        device = (_scored_record(scored) or {}).get("device")
         runs.append({"run": portable(scored.path), "model": model, "loss": loss, "seed": int(seed),
-                     "status": status, "seconds": seconds})
+                     "status": status, "seconds": seconds, **({"device": device} if device else {})})
     return evaluations, tables, runs
 
 
@@ -266,15 +279,29 @@ def study_fingerprint(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def _scored_record(scored: Any) -> dict[str, Any] | None:
+    """A scored run's :data:`SCORED_RECORD`, or ``None`` where it has none (not scored to the end, or scored
+    before such records were written) or it cannot be read."""
+    try:
+        record = json.loads((scored.path / SCORED_RECORD).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _score_run(run: str, data_dir: str, evaluation_paths: dict[bool, str], precision: str,
-               progress: bool) -> tuple[dict[bool, Any], float]:
+               progress: bool, fingerprint: str) -> tuple[dict[bool, Any], float]:
     """One grid run scored on the whole test study, CRF off and on from one network pass (a
     module-level function: :func:`~lungseg.experiment.workers.map_in_workers` pickles it into its
     workers); prints a line when done if ``progress``, and returns the evaluations per CRF setting and
-    the seconds it took."""
+    the seconds it took. Its :data:`SCORED_RECORD` (study ``fingerprint``) is removed first and written
+    once both evaluations are."""
     from lungseg.errors import DataWarning
     from lungseg.evaluation import evaluate_run_crf_settings
+    from lungseg.files import write_json
 
+    record_path = Path(next(iter(evaluation_paths.values()))).parent / SCORED_RECORD
+    record_path.unlink(missing_ok=True)
     started = time.perf_counter()
     with warnings.catch_warnings():
         # Runs published before content hashes name their training patients by id alone, and every
@@ -284,8 +311,23 @@ def _score_run(run: str, data_dir: str, evaluation_paths: dict[bool, str], preci
         results = evaluate_run_crf_settings(run, data_dir, {c: Path(p) for c, p in evaluation_paths.items()},
                                             split="all", precision=precision, progress=False)
     seconds = round(time.perf_counter() - started, 1)
+    first = next(iter(results.values()))
+    write_json({"study_fingerprint": fingerprint, "data": first.get("data"), "precision": first.get("precision"),
+                "device": _device_name(), "seconds": seconds}, record_path)
     if progress:
         print(f"{Path(run).name}: pooled Dice "
               + ", ".join(f"CRF {'on' if c else 'off'} {results[c]['pooled']['dice']:.3f}" for c in results)
               + f" ({seconds:.0f} s)", flush=True)
     return results, seconds
+
+
+def _device_name() -> str:
+    """Where this process runs the network: the GPU's name, or "cpu"."""
+    from lungseg.device import resolve_device
+
+    device = resolve_device("auto")
+    if device.type != "cuda":
+        return device.type
+    import torch
+
+    return torch.cuda.get_device_name(device)
