@@ -57,12 +57,17 @@ def collect() -> dict[str, Any]:
         with open(run / "history.csv", newline="", encoding="utf-8") as f:
             train_s = sum(float(r["time_s"]) for r in csv.DictReader(f))
         reference = published.test_study.run(run.name).read_evaluation(False)
+        evaluation = json.loads(scored.read_text(encoding="utf-8"))
+        if evaluation.get("n_patients") != reference.get("n_patients"):  # the test study grew since it was scored
+            raise SystemExit(f"{scored}: scored on {evaluation.get('n_patients')} test patients, the published"
+                             f" {run.name} on {reference.get('n_patients')}; score it again on today's test study"
+                             " (without --collect-only) before comparing the two")
         published_split = json.loads((published.grid.run(run.name).path / "split.json").read_text(encoding="utf-8"))
         rows.append({"run": run.name, "model": config["model"], "loss": config["loss"], "seed": config["seed"],
                      "study_patients": int(run.parent.name.split("-")[0]),
                      "train_patients": len(split["train"]), "val_patients": len(split["val"]),
                      "epochs": config["epochs"], "samples_per_epoch": config["samples_per_epoch"],
-                     "train_s": round(train_s, 1), **_summary(json.loads(scored.read_text(encoding="utf-8"))),
+                     "train_s": round(train_s, 1), **_summary(evaluation),
                      "published": {"train_patients": len(published_split["train"]),
                                    "val_patients": len(published_split["val"]), **_summary(reference)}})
     test = load_study(ROOT / "data" / "phantom-medium-test").manifest

@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
 
 def main(argv: list[str] | None = None) -> int:
     from lungseg.data.phantom import load_study
-    from lungseg.experiment import grid_workers, profile_settings
+    from lungseg.experiment import grid_workers, profile_settings, train_config
     from lungseg.experiment.teststudy import (
         TEST_STUDY_PATIENTS,
         TEST_STUDY_SEED,
@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="medium", help="profile whose published grid is scored (default %(default)s)")
     ap.add_argument("--patients", type=int, default=TEST_STUDY_PATIENTS, help="test-study patients (default %(default)s)")
     ap.add_argument("--data-seed", type=int, default=TEST_STUDY_SEED, help="test-study seed (default %(default)s)")
-    ap.add_argument("--precision", default="auto", help="inference numerics: auto (fp32 on a CPU), fp32 or bf16")
+    ap.add_argument("--precision", default=None,
+                    help="inference numerics: auto (fp32 on a CPU), fp32 or bf16 (default: the profile's training"
+                         " numerics, bf16 for medium, as the published scores were made)")
     ap.add_argument("--workers", type=int, default=None,
                     help="runs scored side by side, one thread each on 2 cores (default: the profile's grid workers)")
     ap.add_argument("--generate-workers", type=int, default=os.cpu_count() or 1,
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                               workers=args.generate_workers)
     print(f"test study {data.name}: {study_composition(load_study(data).manifest)}", flush=True)
     try:
-        results = evaluate_on_test_study(settings, data, precision=args.precision, workers=workers,
+        results = evaluate_on_test_study(settings, data, precision=args.precision or train_config(settings).precision,
+                                         workers=workers,
                                          reuse=not args.rescore)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Score the medium grid's published runs on the large test study on a machine with a GPU and many cores:
-# the run behind results/medium/test-study (`make test-study` does the same on a CPU, in about an hour
+# the run behind results/medium/test-study (`make test-study` does the same on a CPU, in about two hours
 # at 400 patients on the 2-core machine).
 #
 #   scripts/score_test_study_gpu.sh OUT [PATIENTS] [WORKERS]

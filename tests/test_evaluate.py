@@ -252,17 +252,21 @@ def test_tumours_are_counted_per_patient_with_slices_in_order() -> None:
 
 def test_slices_are_stacked_into_one_growing_array() -> None:
     """The evaluation's slice stack equals the concatenation (cast to its dtype), also when a later patient
-    brings more slices than the first one led it to expect."""
+    brings more slices than the first ones led it to expect, or fewer (the unused room is not kept)."""
     from lungseg.evaluation.segmentation import _SliceStack
 
     rng = np.random.default_rng(0)
-    patients = [rng.normal(size=(n, 3, 4)) * 100 for n in (2, 5, 1, 7)]
-    stack = _SliceStack(expected_slices=2 * len(patients), dtype=np.float32)
-    for slices in patients:
-        stack.append(slices)
-    np.testing.assert_array_equal(stack.array(), np.concatenate(patients).astype(np.float32))
-    assert stack.array().dtype == np.float32 and stack.array().flags.c_contiguous
-    masks = _SliceStack(expected_slices=1, dtype=np.uint8)
+    for counts in ((2, 5, 1, 7), (7, 1, 1, 1), (3, 3, 3)):
+        patients = [rng.normal(size=(n, 3, 4)) * 100 for n in counts]
+        stack = _SliceStack(n_patients=len(patients), dtype=np.float32)
+        for slices in patients:
+            stack.append(slices)
+        array = stack.array()
+        np.testing.assert_array_equal(array, np.concatenate(patients).astype(np.float32))
+        assert array.dtype == np.float32 and array.flags.c_contiguous
+        held = array.base.shape[0] if array.base is not None else len(array)
+        assert held < len(array) / 0.9, (counts, held)
+    masks = _SliceStack(n_patients=2, dtype=np.uint8)
     masks.append(np.array([[[True, False]]]))
     masks.append(np.ones((2, 1, 2), np.uint8))
     np.testing.assert_array_equal(masks.array(), [[[1, 0]], [[1, 1]], [[1, 1]]])

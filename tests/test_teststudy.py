@@ -85,15 +85,21 @@ def test_every_run_is_scored_on_every_test_patient(tmp_path: Path, capsys: pytes
     runs_dir = tmp_path / "results" / "test-study" / "runs"
     records = [json.loads((runs_dir / f"unet-dice-seed{seed}" / teststudy.SCORED_RECORD).read_text()) for seed in (0, 1)]
     assert {r["study_fingerprint"] for r in records} == {rescored["settings"]["study_fingerprint"]}
+    assert all(r["complete"] for r in records)
     assert {r["device"] for r in records} == {"cpu"} and [r["device"] for r in rescored["runs"]] == ["cpu", "cpu"]
-    # a scoring stopped before its table was written: the finished run is reused from its own record, the
-    # one stopped half-way (no record yet) is scored again rather than trusted
-    (tmp_path / "results" / "test-study" / "results.json").unlink()
-    (runs_dir / "unet-dice-seed1" / teststudy.SCORED_RECORD).unlink()
+    # a scoring stopped half-way leaves its run's record incomplete: that run is scored again even where the
+    # results table names this very study, while the finished one is reused
+    seed1_record = runs_dir / "unet-dice-seed1" / teststudy.SCORED_RECORD
+    seed1_record.write_text(json.dumps({"complete": False, "study_fingerprint": records[1]["study_fingerprint"]}))
     with pytest.warns(UserWarning, match="tumours under 10 mm"):
         resumed = teststudy.evaluate_on_test_study(settings, other, progress=False)
     assert [r["status"] for r in resumed["runs"]] == ["reused", "scored"]
-    assert resumed["cells"] == rescored["cells"]
+    assert resumed["cells"] == rescored["cells"] and json.loads(seed1_record.read_text())["complete"]
+    # stopped before the table was written: each finished run is reused on its own record alone
+    (tmp_path / "results" / "test-study" / "results.json").unlink()
+    with pytest.warns(UserWarning, match="tumours under 10 mm"):
+        again = teststudy.evaluate_on_test_study(settings, other, progress=False)
+    assert [r["status"] for r in again["runs"]] == ["reused", "reused"] and again["cells"] == rescored["cells"]
 
 
 def test_the_test_study_refuses_a_bad_worker_count(tmp_path: Path) -> None:

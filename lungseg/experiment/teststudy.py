@@ -61,9 +61,10 @@ SMALL_MM = 10.0
 #: The figure the test study does not measure (it re-segments every image once per HU perturbation).
 ROBUSTNESS = "intensity_robustness_std"
 
-#: Written into a scored run's folder once both CRF settings' evaluations are complete (removed before a
-#: run is scored again): which study they score, at which numerics, on which device, in how many seconds.
-#: A scoring stopped half-way (a time limit, a killed worker) leaves no record, so its runs are scored again.
+#: A scored run's record of its scoring: written with ``"complete": false`` before a run is scored (again) and
+#: with ``"complete": true`` once both CRF settings' evaluations are, with the study they score, the numerics,
+#: the device and the seconds. A scoring stopped half-way (a time limit, a killed worker) leaves an incomplete
+#: record, so its runs are scored again.
 SCORED_RECORD = "test_study.json"
 
 
@@ -164,8 +165,9 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
     keys = list(itertools.product(models, losses, seeds))
     started = time.perf_counter()
     fingerprint = study_fingerprint(manifest)
-    evaluations, tables, runs = _score_grid_runs(keys, grid, exp, data_dir, fingerprint, crf, precision=precision,
-                                                 progress=progress, workers=workers, reuse=reuse)
+    evaluations, tables, runs = _score_grid_runs(keys, grid, exp, data_dir, fingerprint, len(manifest["patients"]),
+                                                 crf, precision=precision, progress=progress, workers=workers,
+                                                 reuse=reuse)
     cells = grid_cells(evaluations, tables, models, losses, crf, seeds)
     differences = grid_differences(evaluations, tables, models, losses, crf, seeds)
     _keep_grid_figure(cells, differences, grid_results, ROBUSTNESS)
@@ -188,8 +190,8 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
 
 
 def _score_grid_runs(keys: list[tuple[str, str, int]], grid: ExperimentDir, exp: ExperimentDir, data_dir: Path,
-                     fingerprint: str, crf: list[bool], *, precision: str, progress: bool, workers: int,
-                     reuse: bool) -> tuple[dict[GridKey, dict[str, Any]], dict[GridKey, Rows | None], list[dict[str, Any]]]:
+                     fingerprint: str, n_patients: int, crf: list[bool], *, precision: str, progress: bool,
+                     workers: int, reuse: bool) -> tuple[dict[GridKey, dict[str, Any]], dict[GridKey, Rows | None], list[dict[str, Any]]]:
     """Each grid run of ``keys`` scored on the study (or its earlier scores reused, see
     :func:`evaluate_on_test_study`): the evaluations and per-image tables by grid key, and a row per run."""
     from lungseg.device import resolve_device, resolve_precision
@@ -199,13 +201,13 @@ def _score_grid_runs(keys: list[tuple[str, str, int]], grid: ExperimentDir, exp:
     earlier = _earlier_table(exp) if reuse else {}
     # the numerics the scoring will use ("auto" resolved as the Predictor resolves it), as the records name them
     numerics = resolve_precision(precision, resolve_device("auto"))
-    study = {"data": portable(data_dir), "precision": numerics}
+    study = {"data": portable(data_dir), "precision": numerics, "n_patients": n_patients}
     records = {i: _scored_record(scored) for i, scored in enumerate(scored_runs)}
-    # only scores of this very study (same manifest: seed, generator version and settings, patients): each run's
-    # own record says so; a run scored before those records existed relies on the earlier table's fingerprint
+    # only scores of this very study (same manifest: seed, generator version and settings, patients), complete:
+    # each run's own record says so; a run scored before those records existed relies on the earlier table
     earlier_study = earlier.get("settings", {}).get("study_fingerprint") == fingerprint
-    same_study = {i: records[i].get("study_fingerprint") == fingerprint if records[i] else earlier_study
-                  for i in records}
+    same_study = {i: (record.get("complete") is True and record.get("study_fingerprint") == fingerprint)
+                  if record is not None else earlier_study for i, record in records.items()}
     reused = {i: _fresh_scores(scored, grid.run(run_name(*key)), crf, study)
               for i, (key, scored) in enumerate(zip(keys, scored_runs)) if reuse and same_study[i]}
     reused = {i: results for i, results in reused.items() if results is not None}
@@ -240,7 +242,7 @@ def _score_grid_runs(keys: list[tuple[str, str, int]], grid: ExperimentDir, exp:
 def _fresh_scores(scored: Any, run: Any, crf: list[bool], study: dict[str, Any]) -> dict[bool, Any] | None:
     """The earlier evaluations of ``scored`` (one per CRF setting) when each was made from the grid run ``run``
     (its path) with its current best weights (the same epoch, the rule of the grid's own evaluations), on
-    ``study`` (data path, precision), and holds every figure of :data:`~lungseg.experiment.grid.TABLE_METRICS`;
+    ``study`` (data path, precision, patient count), and holds every figure of :data:`~lungseg.experiment.grid.TABLE_METRICS`;
     else ``None``. (The caller has checked that the study is the same: :func:`study_fingerprint`.)"""
     if not run.has_checkpoint("best"):
         return None
@@ -280,13 +282,16 @@ def study_fingerprint(manifest: dict[str, Any]) -> str:
 
 
 def _scored_record(scored: Any) -> dict[str, Any] | None:
-    """A scored run's :data:`SCORED_RECORD`, or ``None`` where it has none (not scored to the end, or scored
-    before such records were written) or it cannot be read."""
-    try:
-        record = json.loads((scored.path / SCORED_RECORD).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    """A scored run's :data:`SCORED_RECORD`; ``None`` where it has none (scored before such records were
+    written), ``{}`` (never complete) where it cannot be read."""
+    path = scored.path / SCORED_RECORD
+    if not path.is_file():
         return None
-    return record if isinstance(record, dict) else None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _score_run(run: str, data_dir: str, evaluation_paths: dict[bool, str], precision: str,
@@ -294,14 +299,14 @@ def _score_run(run: str, data_dir: str, evaluation_paths: dict[bool, str], preci
     """One grid run scored on the whole test study, CRF off and on from one network pass (a
     module-level function: :func:`~lungseg.experiment.workers.map_in_workers` pickles it into its
     workers); prints a line when done if ``progress``, and returns the evaluations per CRF setting and
-    the seconds it took. Its :data:`SCORED_RECORD` (study ``fingerprint``) is removed first and written
-    once both evaluations are."""
+    the seconds it took. Its :data:`SCORED_RECORD` (study ``fingerprint``) says "incomplete" from the start
+    and "complete" once both evaluations are written."""
     from lungseg.errors import DataWarning
     from lungseg.evaluation import evaluate_run_crf_settings
     from lungseg.files import write_json
 
     record_path = Path(next(iter(evaluation_paths.values()))).parent / SCORED_RECORD
-    record_path.unlink(missing_ok=True)
+    write_json({"complete": False, "study_fingerprint": fingerprint}, record_path)
     started = time.perf_counter()
     with warnings.catch_warnings():
         # Runs published before content hashes name their training patients by id alone, and every
@@ -312,8 +317,8 @@ def _score_run(run: str, data_dir: str, evaluation_paths: dict[bool, str], preci
                                             split="all", precision=precision, progress=False)
     seconds = round(time.perf_counter() - started, 1)
     first = next(iter(results.values()))
-    write_json({"study_fingerprint": fingerprint, "data": first.get("data"), "precision": first.get("precision"),
-                "device": _device_name(), "seconds": seconds}, record_path)
+    write_json({"complete": True, "study_fingerprint": fingerprint, "data": first.get("data"),
+                "precision": first.get("precision"), "device": _device_name(), "seconds": seconds}, record_path)
     if progress:
         print(f"{Path(run).name}: pooled Dice "
               + ", ".join(f"CRF {'on' if c else 'off'} {results[c]['pooled']['dice']:.3f}" for c in results)

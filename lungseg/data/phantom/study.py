@@ -131,9 +131,12 @@ def generate_study(
         patients = [_write_patient(*job) for job in tqdm(jobs, desc="phantom patients", disable=not progress)]
     else:
         # spawn, not fork: a caller may already run torch's thread pool, which fork would copy
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
             patients = list(tqdm(pool.map(_write_patient, *zip(*jobs), chunksize=4), total=len(jobs),
                                  desc="phantom patients", disable=not progress))
+        finally:  # on an error, the patients not yet started are dropped rather than waited for
+            pool.shutdown(wait=True, cancel_futures=True)
     manifest = {
         "format": MANIFEST_FORMAT,
         "generator_version": GENERATOR_VERSION,
