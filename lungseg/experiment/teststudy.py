@@ -217,7 +217,8 @@ def _score_grid_runs(keys: list[tuple[str, str, int]], grid: ExperimentDir, exp:
         if i not in reused:
             scored.path.mkdir(parents=True, exist_ok=True)
             jobs.append((str(grid.run(run_name(*key)).path), str(data_dir),
-                         {c: str(scored.evaluation_path(c)) for c in crf}, precision, progress, fingerprint))
+                         {c: str(scored.evaluation_path(c)) for c in crf}, str(scored.path / SCORED_RECORD),
+                         fingerprint, precision, progress))
     if progress and reused:
         print(f"{len(reused)} of {len(keys)} runs reused: scored earlier with the same weights, study and precision")
     fresh = iter(map_in_workers(_score_run, jobs, workers, progress=False))  # each run prints its own line
@@ -233,7 +234,8 @@ def _score_grid_runs(keys: list[tuple[str, str, int]], grid: ExperimentDir, exp:
         for c in crf:
             evaluations[(model, loss, c, int(seed))] = results[c]
             tables[(model, loss, c, int(seed))] = scored.read_per_image(c)
-        device = (_scored_record(scored) or {}).get("device")
+        record = records[i] if i in reused else _scored_record(scored)  # a fresh run's is new
+        device = (record or {}).get("device")
         runs.append({"run": portable(scored.path), "model": model, "loss": loss, "seed": int(seed),
                      "status": status, "seconds": seconds, **({"device": device} if device else {})})
     return evaluations, tables, runs
@@ -294,18 +296,17 @@ def _scored_record(scored: Any) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else {}
 
 
-def _score_run(run: str, data_dir: str, evaluation_paths: dict[bool, str], precision: str,
-               progress: bool, fingerprint: str) -> tuple[dict[bool, Any], float]:
+def _score_run(run: str, data_dir: str, evaluation_paths: dict[bool, str], record_path: str, fingerprint: str,
+               precision: str, progress: bool) -> tuple[dict[bool, Any], float]:
     """One grid run scored on the whole test study, CRF off and on from one network pass (a
     module-level function: :func:`~lungseg.experiment.workers.map_in_workers` pickles it into its
     workers); prints a line when done if ``progress``, and returns the evaluations per CRF setting and
-    the seconds it took. Its :data:`SCORED_RECORD` (study ``fingerprint``) says "incomplete" from the start
-    and "complete" once both evaluations are written."""
+    the seconds it took. Its :data:`SCORED_RECORD` at ``record_path`` (study ``fingerprint``) says
+    "incomplete" from the start and "complete" once both evaluations are written."""
     from lungseg.errors import DataWarning
     from lungseg.evaluation import evaluate_run_crf_settings
     from lungseg.files import write_json
 
-    record_path = Path(next(iter(evaluation_paths.values()))).parent / SCORED_RECORD
     write_json({"complete": False, "study_fingerprint": fingerprint}, record_path)
     started = time.perf_counter()
     with warnings.catch_warnings():
