@@ -34,8 +34,9 @@ SCANS = {
 }
 
 
-def score(mask: np.ndarray, reference: np.ndarray) -> dict[str, object]:
-    """Dice, recall and the component picture of a predicted mask against a reference (same grid)."""
+def score(mask: np.ndarray, reference: np.ndarray, probabilities: np.ndarray | None = None) -> dict[str, object]:
+    """Dice, recall and the component picture of a predicted mask against a reference (same grid); with the
+    probabilities, also where the tumour's component ranks in the lesion table ordered by peak probability."""
     from lungseg.metrics import confusion
 
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
@@ -51,6 +52,9 @@ def score(mask: np.ndarray, reference: np.ndarray) -> dict[str, object]:
     if best is not None:
         row["tumour_component_dice"] = round(confusion(labels == best + 1, reference).dice, 3)
         row["tumour_component_rank_by_size"] = int((sizes > sizes[best]).sum()) + 1
+        if probabilities is not None:
+            peaks = ndimage.maximum(probabilities, labels, np.arange(1, n + 1))
+            row["tumour_component_rank_by_peak_probability"] = int((peaks > peaks[best]).sum()) + 1
     return row
 
 
@@ -70,12 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, (ct, reference_file) in SCANS.items():
         with tempfile.TemporaryDirectory() as tmp:
             started = time.time()
-            summary = predict(args.model, REALCT / ct, Path(tmp) / "mask.nii.gz", device="cpu", progress=False)
+            summary = predict(args.model, REALCT / ct, Path(tmp) / "mask.nii.gz", device="cpu", progress=False,
+                              probabilities=True)
             seconds = time.time() - started
             mask = read_input(Path(tmp) / "mask.nii.gz")[1][0].image > 0.5
+            probabilities = read_input(Path(tmp) / "mask_probability.nii.gz")[1][0].image
         reference = read_input(REALCT / reference_file)[1][0].image > 0.5
         row = {"scan": name, "seconds": round(seconds, 1), "region": summary.get("region"),
-               "region_ml": summary.get("region_ml"), **score(mask, reference)}
+               "region_ml": summary.get("region_ml"), **score(mask, reference, probabilities)}
         rows.append(row)
         print(json.dumps(row))
     write_json({"model": args.model, "command": "python benchmarks/real_ct_scans.py", "scans": rows}, Path(args.out))

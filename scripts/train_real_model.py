@@ -10,7 +10,9 @@ the training data's licence and attribution, the input the model expects, and th
 pooled Dice of the same recipe on held-out patients (read from ``results/real-patches/``).
 
 Usage: ``python scripts/train_real_model.py [--seed 0] [--out results/real-ct/msd-patches-attention.zip]``
-(``make real-model``; about 3 minutes of training on the 2-core machine).
+(``make real-model``; about 3 minutes of training on the 2-core machine). ``--refresh-card`` rewrites only
+the model card's line on the whole real scans of an exported ``--out`` from ``results/real-ct/whole-scans.json``
+(after a change to how ``lungseg predict`` searches a scan), keeping the weights and every other file.
 """
 
 from __future__ import annotations
@@ -75,6 +77,37 @@ def whole_scan_lines() -> str:
             + "; ".join(parts) + ".\n")
 
 
+def refresh_card(model_zip: Path) -> None:
+    """Replace the whole-scan line of ``model_zip``'s card by :func:`whole_scan_lines` and re-hash the card in
+    its metadata; every other member is copied byte for byte.
+
+    Raises:
+        LungsegError: ``model_zip`` holds no card with such a line.
+    """
+    import hashlib
+    import zipfile
+
+    from lungseg.errors import LungsegError
+    from lungseg.files import atomic_file
+
+    with zipfile.ZipFile(model_zip) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    card_name = next((n for n in members if n.endswith("/docs/README.md")), None)
+    metadata_name = next((n for n in members if n.endswith("/configs/metadata.json")), None)
+    lines = members[card_name].decode("utf-8").splitlines(keepends=True) if card_name else []
+    where = [i for i, line in enumerate(lines) if line.startswith("- **On two whole real scans**")]
+    if metadata_name is None or len(where) != 1:
+        raise LungsegError(f"{model_zip}: no model card with one line on the whole real scans to refresh")
+    lines[where[0]] = whole_scan_lines()
+    members[card_name] = "".join(lines).encode("utf-8")
+    metadata = json.loads(members[metadata_name])
+    metadata["files"]["docs/README.md"] = hashlib.sha256(members[card_name]).hexdigest()
+    members[metadata_name] = (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode("utf-8")
+    with atomic_file(model_zip) as fh, zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in sorted(members.items()):
+            zf.writestr(name, data)
+
+
 def card_notes(cv: dict[str, object], seconds: float) -> str:
     negatives = int(cv.get("negatives", 0))  # type: ignore[call-overload]
     recipe = (f"; plus {negatives} tumour-free lung patches of the synthetic phantom in the same format"
@@ -112,7 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="data/real-ct", help="where the .npz and the run are kept (default data/real-ct)")
     ap.add_argument("--negatives", type=int, default=NEGATIVES,
                     help=f"tumour-free phantom lung patches added to the training patches (default {NEGATIVES})")
+    ap.add_argument("--refresh-card", action="store_true",
+                    help="only rewrite the card's whole-scan line of --out from results/real-ct/whole-scans.json")
     args = ap.parse_args(argv)
+    if args.refresh_card:
+        refresh_card(Path(args.out))
+        print(f"refreshed the whole-scan line of {args.out}'s card")
+        return 0
     from lungseg.config import TrainConfig
     from lungseg.experiment.phantom_patches import phantom_negative_patches
     from lungseg.experiment.realct import load_real_patches, real_patches_path

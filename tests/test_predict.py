@@ -60,6 +60,10 @@ def test_dicom_series_to_nifti_in_series_geometry(runs: dict[str, Path], study: 
 
     n = ndimage.label(np.asarray(got.dataobj) > 0, structure=np.ones((3, 3, 3)))[1]
     assert summary["lesions"]["count"] == n
+    # Without the CRF the mask is the probabilities at the threshold: each lesion peaks at or above it.
+    threshold = summary["algorithm"]["threshold"]
+    assert all(threshold <= les["mean_probability"] <= les["peak_probability"] <= 1.0
+               for les in summary["lesions"]["lesions"])
 
 
 def test_nifti_input_keeps_affine(runs: dict[str, Path], tmp_path: Path) -> None:
@@ -141,6 +145,22 @@ def test_lesion_sizes_and_centroids_agree_with_scipy() -> None:
     assert len(found) == n > 100
     assert sorted(((e["voxels"], tuple(e["centroid_voxel"])) for e in found), key=lambda e: (-e[0], e[1])) == expected
 
+
+
+def test_lesion_summary_reports_how_sure_the_network_is_of_each_candidate() -> None:
+    mask = np.zeros((4, 10, 10), dtype=np.uint8)
+    mask[1:3, 1:4, 1:4] = 1  # 18 voxels
+    mask[2, 7, 7] = 1
+    probs = np.where(mask > 0, 0.6, 0.1)
+    probs[1, 2, 2] = 0.97
+    probs[2, 7, 7] = 0.55
+    big, small = lesion_summary(mask, None, probs)["lesions"]
+    assert big["peak_probability"] == pytest.approx(0.97)
+    assert big["mean_probability"] == pytest.approx((17 * 0.6 + 0.97) / 18, abs=1e-4)
+    assert small["peak_probability"] == small["mean_probability"] == pytest.approx(0.55)
+    assert "peak_probability" not in lesion_summary(mask, None)["lesions"][0]
+    with pytest.raises(ValueError, match=r"shaped like the mask \(4, 10, 10\)"):
+        lesion_summary(mask, None, probs[:2])
 
 # ---------------------------------------------------------------- bad input is refused before anything is written
 @pytest.mark.parametrize(

@@ -107,3 +107,32 @@ def test_predict_finds_the_real_nodule_in_a_hu_scan(model: Path, tmp_path: Path)
     found = (mask & reference[keep]).sum() / reference.sum()
     assert found >= 0.6, f"only {found:.0%} of the consensus nodule marked"
     assert not (mask & ~lung_region(ct.image[keep], ct.spacing)).any()
+
+
+def test_refreshing_the_card_rewrites_only_its_whole_scan_line(model: Path, script: Any, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "model.zip"
+    shutil.copyfile(model, copy)
+    with zipfile.ZipFile(copy) as zf:  # an outdated line, as after a change to how predict searches a scan
+        members = {n: zf.read(n) for n in zf.namelist()}
+    card = next(n for n in members if n.endswith("docs/README.md"))
+    lines = members[card].decode().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if line.startswith("- **On two whole real scans**"))
+    lines[at] = "- **On two whole real scans**: outdated.\n"
+    members[card] = "".join(lines).encode()
+    with zipfile.ZipFile(copy, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    script.refresh_card(copy)
+    with zipfile.ZipFile(copy) as zf:
+        refreshed = {n: zf.read(n) for n in zf.namelist()}
+    assert "outdated" not in refreshed[card].decode() and script.whole_scan_lines() in refreshed[card].decode()
+    assert all(refreshed[n] == data for n, data in members.items() if not n.endswith(("README.md", "metadata.json")))
+    Predictor.from_bundle(copy, device="cpu")  # the card's new hash is checked on loading
+    members[card] = b"# a card without the line\n"
+    with zipfile.ZipFile(copy, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(LungsegError, match="no model card with one line on the whole real scans"):
+        script.refresh_card(copy)

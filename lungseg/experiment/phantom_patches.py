@@ -29,13 +29,16 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from lungseg.inference.region import lung_region
+from lungseg.inference.region import LungRegion, lung_region
 
 __all__ = ["phantom_negative_patches", "phantom_patches"]
 
 _PATCHES_PER_PATIENT = 10
 #: SD (pixels) of a tumour patch's centre around the tumour pixel it was drawn on.
 _CENTRE_SHIFT_PX = 3.5
+#: The region the published phantom patches were drawn from: the lungs widened by 5 mm, as prediction
+#: searched until 2026-12-04 (it now widens by 10 mm); kept so the patches stay reproducible.
+_PATCH_REGION = LungRegion(margin_mm=5.0)
 
 
 def _unit_patch(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray | None:
@@ -50,7 +53,7 @@ class _Slices:
 
     def __init__(self, vol: Any, pixel_mm: float) -> None:
         self.vol, self.factor = vol, vol.spacing[1] / pixel_mm
-        self.region = lung_region(vol.image, vol.spacing)
+        self.region = lung_region(vol.image, vol.spacing, _PATCH_REGION)
 
     def image(self, z: int) -> np.ndarray:
         return ndimage.zoom(self.vol.image[z], self.factor, order=1)

@@ -12,19 +12,27 @@ from lungseg.metrics import equivalent_sphere_diameter_mm
 __all__ = ["image_lesion_summary", "lesion_summary"]
 
 
-def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None) -> dict[str, Any]:
+def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None,
+                   probabilities: np.ndarray | None = None) -> dict[str, Any]:
     """Connected tumour components of a volume mask.
 
     Args:
         mask: binary ``(Z, H, W)``; components are 26-connected in 3D (a lesion spans slices).
         spacing: ``(z, y, x)`` voxel size in mm, or ``None`` when unknown (sizes in voxels then).
+        probabilities: the network's tumour probabilities, shaped like ``mask``; when given, each lesion
+            also carries its highest and its mean probability (how sure the network is of the candidate).
 
     Returns:
         ``{"count", "total_volume_ml", "lesions": [{"id", "voxels", "volume_ml",
-        "equivalent_diameter_mm", "slice_range": [first, last], "centroid_voxel": [z, y, x]}]}``,
-        largest first. The equivalent diameter is that of the sphere of the same volume,
-        ``(6 V / π)^(1/3)``.
+        "equivalent_diameter_mm", "slice_range": [first, last], "centroid_voxel": [z, y, x]
+        (, "peak_probability", "mean_probability")}]}``, largest first. The equivalent diameter is that of
+        the sphere of the same volume, ``(6 V / π)^(1/3)``.
+
+    Raises:
+        ValueError: ``probabilities`` is not shaped like ``mask``.
     """
+    if probabilities is not None and np.shape(probabilities) != np.shape(mask):
+        raise ValueError(f"probabilities must be shaped like the mask {np.shape(mask)}, got {np.shape(probabilities)}")
     labels, n = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), dtype=bool))
     voxel_ml = None if spacing is None else float(np.prod(spacing)) / 1000.0
     lesions = []
@@ -36,6 +44,11 @@ def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None)
         which = labels[where]
         sizes = np.bincount(which, minlength=n + 1)[1:]
         centroids = np.stack([np.bincount(which, weights=axis, minlength=n + 1)[1:] for axis in where], 1) / sizes[:, None]
+        if probabilities is not None:
+            inside = np.asarray(probabilities, dtype=np.float64)[where]
+            means = np.bincount(which, weights=inside, minlength=n + 1)[1:] / sizes
+            peaks = np.zeros(n + 1)
+            np.maximum.at(peaks, which, inside)
         for k in range(n):
             voxels = int(sizes[k])
             entry: dict[str, Any] = {
@@ -43,6 +56,9 @@ def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None)
                 "slice_range": [int(objects[k][0].start), int(objects[k][0].stop - 1)],
                 "centroid_voxel": [round(float(c), 2) for c in centroids[k]],
             }
+            if probabilities is not None:
+                entry["peak_probability"] = round(float(peaks[k + 1]), 4)
+                entry["mean_probability"] = round(float(means[k]), 4)
             if voxel_ml is not None:
                 vol_ml = voxels * voxel_ml
                 entry["volume_ml"] = round(vol_ml, 4)

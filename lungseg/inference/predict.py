@@ -299,7 +299,7 @@ def _predict_volume(inp: Path, items: list[Any], out: Path, segment: Any, guard:
                                    output_format=output_format, algorithm=summary.get("algorithm"))
     mask = seg.mask.astype(np.uint8)
     summary.update(shape=list(vol.image.shape), spacing_mm=list(vol.spacing), tumour_voxels=int(mask.sum()),
-                   lesions=lesion_summary(mask, vol.spacing))
+                   lesions=lesion_summary(mask, vol.spacing, seg.probs))
     return written, lesion_path
 
 
