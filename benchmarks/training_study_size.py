@@ -44,19 +44,28 @@ def collect() -> dict[str, Any]:
     import json
 
     from lungseg.data.phantom import load_study
+    from lungseg.errors import LungsegError
     from lungseg.experiment.teststudy import study_composition
     from lungseg.experimentdir import ProfileDir
     from lungseg.files import write_json
 
     published = ProfileDir(ROOT / "results" / "medium")
     rows = []
-    for scored in sorted(RUNS.glob(f"*-patients/*/{SCORED}")):
+    found = sorted(RUNS.glob(f"*-patients/*/{SCORED}"))
+    if not found:  # a fresh clone has no runs: the published table would be overwritten by an empty one
+        raise SystemExit(f"no scored run under {RUNS.relative_to(ROOT)}; {published.study_size_path.relative_to(ROOT)}"
+                         " is left as it is (train and score one first: see the usage above)")
+    for scored in found:
         run = scored.parent
         config = json.loads((run / "config.json").read_text(encoding="utf-8"))
         split = json.loads((run / "split.json").read_text(encoding="utf-8"))
         with open(run / "history.csv", newline="", encoding="utf-8") as f:
             train_s = sum(float(r["time_s"]) for r in csv.DictReader(f))
-        reference = published.test_study.run(run.name).read_evaluation(False)
+        published_run = published.test_study.run(run.name)
+        if not published_run.evaluation_path(False).is_file():
+            raise SystemExit(f"{scored}: the published {run.name} has no test-study evaluation to compare with"
+                             f" ({published_run.evaluation_path(False).relative_to(ROOT)}); run `make test-study` first")
+        reference = published_run.read_evaluation(False)
         evaluation = json.loads(scored.read_text(encoding="utf-8"))
         if evaluation.get("n_patients") != reference.get("n_patients"):  # the test study grew since it was scored
             raise SystemExit(f"{scored}: scored on {evaluation.get('n_patients')} test patients, the published"
@@ -70,7 +79,10 @@ def collect() -> dict[str, Any]:
                      "train_s": round(train_s, 1), **_summary(evaluation),
                      "published": {"train_patients": len(published_split["train"]),
                                    "val_patients": len(published_split["val"]), **_summary(reference)}})
-    test = load_study(ROOT / "data" / "phantom-medium-test").manifest
+    try:
+        test = load_study(ROOT / "data" / "phantom-medium-test").manifest
+    except LungsegError as exc:
+        raise SystemExit(f"{exc}; `python scripts/run_test_study.py` generates it") from None
     result = {"test_study": study_composition(test), "figure": "CRF off, scored on every test-study patient",
               "runs": rows}
     write_json(result, published.study_size_path)

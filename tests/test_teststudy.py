@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
 
 from lungseg.config import TrainConfig
 from lungseg.data.phantom import PhantomConfig, generate_study, load_study
+from lungseg.errors import LungsegError
 from lungseg.experiment import profile_settings, run_experiment, teststudy
 
 
@@ -58,6 +60,13 @@ def test_every_run_is_scored_on_every_test_patient(tmp_path: Path, capsys: pytes
         # each generated tumour once, in 3D, as the study's manifest lists them
         assert evaluation["n_tumours"] == scored["settings"]["composition"]["tumours"]
         assert evaluation["n_small_tumours"] == scored["settings"]["composition"]["tumours_under_10mm"]
+    grid_runs = tmp_path / "results" / "experiment" / "runs"
+    before = {p: p.read_bytes() for p in grid_runs.rglob("*") if p.is_file()}
+    for inside_the_grid in (tmp_path / "results" / "experiment", grid_runs):
+        with pytest.raises(LungsegError, match="lies in the published grid"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            teststudy.evaluate_on_test_study(settings, test_data, out_dir=inside_the_grid, progress=False)
+    assert {p: p.read_bytes() for p in grid_runs.rglob("*") if p.is_file()} == before  # not even a record
     assert load_study(test_data).manifest["seed"] == 2
     with pytest.warns(UserWarning, match="tumours under 10 mm"):  # two runs side by side score the same
         side_by_side = teststudy.evaluate_on_test_study(settings, test_data, tmp_path / "side-by-side", progress=False,

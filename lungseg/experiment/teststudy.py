@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lungseg.errors import LungsegError
 from lungseg.experiment.grid import (
     TABLE_METRICS,
     GridKey,
@@ -159,6 +160,11 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
         warnings.warn(f"{data_dir}: {small} tumours under {SMALL_MM:g} mm, fewer than the {MIN_SMALL_TUMOURS} that "
                       "small-tumour recall needs for a tight interval; generate more patients", stacklevel=2)
     exp = ExperimentDir(out_dir if out_dir is not None else profile_dir(settings).test_study.path)
+    out, runs_from = exp.path.resolve(), grid.path.resolve()
+    if out == runs_from or runs_from in out.parents:
+        # checked before any run's record is written: the grid is an input (its own evaluations would be overwritten)
+        raise LungsegError(f"out_dir {exp.path} lies in the published grid {grid.path}, whose runs are scored;"
+                           " write the test-study results to a folder of their own")
     grid_settings = grid_results["settings"]
     models, losses, seeds = grid_settings["models"], grid_settings["losses"], grid_settings["seeds"]
     crf = [bool(c) for c in grid_settings["crf"]]
