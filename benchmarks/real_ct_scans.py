@@ -54,7 +54,8 @@ def score(mask: np.ndarray, reference: np.ndarray, probabilities: np.ndarray | N
         row["tumour_component_rank_by_size"] = int((sizes > sizes[best]).sum()) + 1
         if probabilities is not None:
             peaks = ndimage.maximum(probabilities, labels, np.arange(1, n + 1))
-            row["tumour_component_rank_by_peak_probability"] = int((peaks > peaks[best]).sum()) + 1
+            # ties (peaks saturated at 1) counted against the tumour: the worst place it can take
+            row["tumour_component_rank_by_peak_probability"] = int((peaks >= peaks[best]).sum())
     return row
 
 

@@ -191,8 +191,8 @@ def _predict_parser(sub: Any) -> None:
     """The ``predict`` verb's flags."""
     p = sub.add_parser("predict", formatter_class=Formatter, epilog=describe_limits(), help="segment a DICOM series, NIfTI, PNG/JPEG or .npz",
                        description="Segment tumours with a trained run; writes the mask in the input's geometry and a"
-                                   " lesion summary (count; per lesion its volume in mL, equivalent diameter, slices"
-                                   " and peak and mean probability). A DICOM"
+                                   " lesion summary (count; per lesion its size and, for a CT volume, its volume in mL,"
+                                   " slices and the network's peak and mean probability). A DICOM"
                                    " series' mask can be written as a DICOM SEG or RT Structure Set that loads on top"
                                    " of the series in a viewer. A folder of studies (subfolders holding one DICOM series"
                                    " each, and/or .nii/.nii.gz files) gives one output folder per study and a"

@@ -82,7 +82,7 @@ def refresh_card(model_zip: Path) -> None:
     its metadata; every other member is copied byte for byte.
 
     Raises:
-        LungsegError: ``model_zip`` holds no card with such a line.
+        LungsegError: ``model_zip`` holds no card with such a line, or the whole scans were never measured.
     """
     import hashlib
     import zipfile
@@ -98,7 +98,10 @@ def refresh_card(model_zip: Path) -> None:
     where = [i for i, line in enumerate(lines) if line.startswith("- **On two whole real scans**")]
     if metadata_name is None or len(where) != 1:
         raise LungsegError(f"{model_zip}: no model card with one line on the whole real scans to refresh")
-    lines[where[0]] = whole_scan_lines()
+    line = whole_scan_lines()
+    if not line:  # the line would be deleted, and the next refresh would find none
+        raise LungsegError(f"{WHOLE_SCANS} not found: measure the whole scans first (python benchmarks/real_ct_scans.py)")
+    lines[where[0]] = line
     members[card_name] = "".join(lines).encode("utf-8")
     metadata = json.loads(members[metadata_name])
     metadata["files"]["docs/README.md"] = hashlib.sha256(members[card_name]).hexdigest()

@@ -62,6 +62,7 @@ def test_dicom_series_to_nifti_in_series_geometry(runs: dict[str, Path], study: 
     assert summary["lesions"]["count"] == n
     # Without the CRF the mask is the probabilities at the threshold: each lesion peaks at or above it.
     threshold = summary["algorithm"]["threshold"]
+    assert summary["lesions"]["lesions"]
     assert all(threshold <= les["mean_probability"] <= les["peak_probability"] <= 1.0
                for les in summary["lesions"]["lesions"])
 

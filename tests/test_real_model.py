@@ -109,7 +109,8 @@ def test_predict_finds_the_real_nodule_in_a_hu_scan(model: Path, tmp_path: Path)
     assert not (mask & ~lung_region(ct.image[keep], ct.spacing)).any()
 
 
-def test_refreshing_the_card_rewrites_only_its_whole_scan_line(model: Path, script: Any, tmp_path: Path) -> None:
+def test_refreshing_the_card_rewrites_only_its_whole_scan_line(model: Path, script: Any, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
     copy = tmp_path / "model.zip"
@@ -136,3 +137,9 @@ def test_refreshing_the_card_rewrites_only_its_whole_scan_line(model: Path, scri
             zf.writestr(name, data)
     with pytest.raises(LungsegError, match="no model card with one line on the whole real scans"):
         script.refresh_card(copy)
+    shutil.copyfile(model, copy)
+    monkeypatch.setattr(script, "WHOLE_SCANS", tmp_path / "never-measured.json")
+    with pytest.raises(LungsegError, match="never-measured.json not found: measure the whole scans first"):
+        script.refresh_card(copy)  # the line is kept, not deleted
+    with zipfile.ZipFile(copy) as zf, zipfile.ZipFile(model) as published:
+        assert zf.read(card) == published.read(card)

@@ -150,6 +150,12 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
 
     check_workers(workers)
     grid = profile_dir(settings).grid
+    exp = ExperimentDir(out_dir if out_dir is not None else profile_dir(settings).test_study.path)
+    out, runs_from = exp.path.resolve(), grid.path.resolve()
+    if out == runs_from or runs_from in out.parents:
+        # checked before the study is generated and any run's record written: the grid is an input
+        raise LungsegError(f"out_dir {exp.path} lies in the published grid {grid.path}, whose runs are scored;"
+                           " write the test-study results to a folder of their own")
     grid_results = grid.read_results()
     data_dir = Path(data) if data is not None else prepare_test_study(settings, progress=progress)
     manifest = load_study(data_dir).manifest
@@ -159,12 +165,6 @@ def evaluate_on_test_study(settings: ProfileSettings, data: str | os.PathLike[st
     if small < MIN_SMALL_TUMOURS:
         warnings.warn(f"{data_dir}: {small} tumours under {SMALL_MM:g} mm, fewer than the {MIN_SMALL_TUMOURS} that "
                       "small-tumour recall needs for a tight interval; generate more patients", stacklevel=2)
-    exp = ExperimentDir(out_dir if out_dir is not None else profile_dir(settings).test_study.path)
-    out, runs_from = exp.path.resolve(), grid.path.resolve()
-    if out == runs_from or runs_from in out.parents:
-        # checked before any run's record is written: the grid is an input (its own evaluations would be overwritten)
-        raise LungsegError(f"out_dir {exp.path} lies in the published grid {grid.path}, whose runs are scored;"
-                           " write the test-study results to a folder of their own")
     grid_settings = grid_results["settings"]
     models, losses, seeds = grid_settings["models"], grid_settings["losses"], grid_settings["seeds"]
     crf = [bool(c) for c in grid_settings["crf"]]

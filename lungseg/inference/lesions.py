@@ -21,6 +21,8 @@ def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None,
         spacing: ``(z, y, x)`` voxel size in mm, or ``None`` when unknown (sizes in voxels then).
         probabilities: the network's tumour probabilities, shaped like ``mask``; when given, each lesion
             also carries its highest and its mean probability (how sure the network is of the candidate).
+            They are the network's, before any CRF: a lesion of a CRF-refined mask may peak below the
+            threshold.
 
     Returns:
         ``{"count", "total_volume_ml", "lesions": [{"id", "voxels", "volume_ml",
@@ -45,7 +47,7 @@ def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None,
         sizes = np.bincount(which, minlength=n + 1)[1:]
         centroids = np.stack([np.bincount(which, weights=axis, minlength=n + 1)[1:] for axis in where], 1) / sizes[:, None]
         if probabilities is not None:
-            inside = np.asarray(probabilities, dtype=np.float64)[where]
+            inside = np.asarray(probabilities)[where].astype(np.float64)  # the lesions' voxels only, not the volume
             means = np.bincount(which, weights=inside, minlength=n + 1)[1:] / sizes
             peaks = np.zeros(n + 1)
             np.maximum.at(peaks, which, inside)

@@ -12,9 +12,10 @@ wall, so prediction on a whole scan keeps only what falls in the region this mod
 
 The closing bridges a wall-attached tumour along the chord of the lung's curve, and the chest wall
 curves outward, so part of a tumour pressed into the pleura lies beyond it: on 30 synthetic patients
-(seeds 777 and 778, NSCLC-like tumours, randomised appearance; never test data) a 5 mm margin held
-97.4 % of the tumour voxels, 10 mm 99.7 %. With the published real-CT model on those patients the wider
-region also found more of the tumours (recall 0.548 to 0.556) without more false voxels (pooled Dice
+(seeds 777 and 778, NSCLC-like tumours, the ``solid-randomised`` appearance of
+``benchmarks/phantom_transfer.py``; never test data) a 5 mm margin held 97.4 % of the tumour voxels,
+10 mm 99.7 %. With the published real-CT model on those patients the wider region also found more of
+the tumours (recall 0.548 to 0.556) and marked fewer voxels in all (315,249 to 290,430; pooled Dice
 0.157 to 0.170), so the margin is 10 mm (it was 5 mm until 2026-12-04; ``benchmarks/NOTES.md``).
 
 A lung that the field of view cuts (it touches the image's edge in a slice) is, in that slice, taken
