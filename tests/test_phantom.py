@@ -9,11 +9,13 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from scipy import ndimage
 
 from lungseg.data.dicom import read_dicom_series
 from lungseg.data.nifti import dicom_affine, lps_to_ras, read_nifti
 from lungseg.data.phantom import (
     GENERATOR_VERSION,
+    JUXTA_MEDIASTINAL,
     MANIFEST_FORMAT,
     TISSUE_LABELS,
     PhantomConfig,
@@ -182,6 +184,35 @@ def test_tumours_persist_across_slices():
     assert t["slices"][1] - t["slices"][0] + 1 >= 5
 
 
+def test_tumours_can_be_placed_against_the_mediastinum():
+    config = PhantomConfig(image_size=128, n_slices=16, tumour_count_probs=(0, 0, 0, 1), diameter_range_mm=(8, 30),
+                           juxta_mediastinal_share=1.0)
+    touching = 0
+    for k in range(3):
+        volume, tumours = generate_patient((11, k), config)
+        assert tumours and all(t["placement"] == JUXTA_MEDIASTINAL for t in tumours)
+        grown = ndimage.binary_dilation(volume.mask > 0) & (volume.mask == 0)
+        mediastinum = volume.meta["tissue"] == TISSUE_LABELS["mediastinum"]
+        touching += int((grown & mediastinum).any())
+        named = [t for t in tumours if t["location"] == JUXTA_MEDIASTINAL]
+        assert len(named) >= len(tumours) - 1  # a tumour squeezed against the chest wall too may read juxta-pleural
+    assert touching == 3
+
+
+def test_a_setting_added_later_leaves_earlier_studies_as_they_were():
+    """At its default the new setting is not written (so the manifests, and fingerprints, of published studies
+    stay the same) and draws nothing (so their patients stay the same)."""
+    assert "juxta_mediastinal_share" not in PhantomConfig().to_dict()
+    assert PhantomConfig.from_dict(PhantomConfig().to_dict()) == PhantomConfig()
+    asked = PhantomConfig(juxta_mediastinal_share=0.2)
+    assert asked.to_dict()["juxta_mediastinal_share"] == 0.2 and PhantomConfig.from_dict(asked.to_dict()) == asked
+    small = dict(image_size=96, n_slices=12, tumour_count_probs=(0, 0, 0, 1))
+    plain, _ = generate_patient(3, PhantomConfig(**small))
+    moved, tumours = generate_patient(3, PhantomConfig(**small, juxta_mediastinal_share=1.0))
+    assert np.array_equal(plain.mask, generate_patient(3, PhantomConfig(**small, juxta_mediastinal_share=0.0))[0].mask)
+    assert not np.array_equal(plain.mask, moved.mask)  # the setting does move the tumours
+
+
 def test_generation_is_deterministic(tmp_path):
     a, ta = generate_patient(42, SMALL)
     b, tb = generate_patient(42, SMALL)
@@ -260,6 +291,8 @@ def test_config_validation():
         PhantomConfig(image_size=16)
     with pytest.raises(ValueError, match="diameter_range_mm"):
         PhantomConfig(diameter_range_mm=(10, 5))
+    with pytest.raises(ValueError, match=r"juxta_mediastinal_share must be in \[0, 1\], got 1\.5"):
+        PhantomConfig(juxta_mediastinal_share=1.5)
     with pytest.raises(ValueError, match="unknown"):
         PhantomConfig.from_dict({"colour": "blue"})
     with pytest.raises(ValueError, match="n_patients"):

@@ -27,6 +27,7 @@ intensities, textures, tumour cores, bias field, blur, resolution and noise, aft
 
 from lungseg.data.phantom.config import (
     GENERATOR_VERSION,
+    JUXTA_MEDIASTINAL,
     MANIFEST_FORMAT,
     TISSUE_LABELS,
     TUMOUR_LOCATIONS,
@@ -40,6 +41,7 @@ from lungseg.data.phantom.study import PhantomStudy, generate_patient, generate_
 __all__ = [
     "AppearanceRandomisation",
     "GENERATOR_VERSION",
+    "JUXTA_MEDIASTINAL",
     "MANIFEST_FORMAT",
     "TISSUE_LABELS",
     "TUMOUR_LOCATIONS",

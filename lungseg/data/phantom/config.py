@@ -10,6 +10,7 @@ import numpy as np
 
 __all__ = [
     "GENERATOR_VERSION",
+    "JUXTA_MEDIASTINAL",
     "MANIFEST_FORMAT",
     "TISSUE_LABELS",
     "TUMOUR_LOCATIONS",
@@ -30,6 +31,11 @@ TISSUE_LABELS: dict[str, int] = {
 TUMOUR_TYPES = ("solid", "part-solid", "ground-glass")
 TUMOUR_SHAPES = ("smooth", "lobulated", "spiculated")
 TUMOUR_LOCATIONS = ("isolated", "juxta-pleural", "juxta-vascular")
+#: The placement of :attr:`PhantomConfig.juxta_mediastinal_share`, recorded as the location of a tumour
+#: that touches the mediastinum.
+JUXTA_MEDIASTINAL = "juxta-mediastinal"
+#: Settings added after studies were published, and the default at which :meth:`PhantomConfig.to_dict` omits them.
+_ADDED_LATER: dict[str, Any] = {"juxta_mediastinal_share": 0.0}
 
 
 @dataclass
@@ -47,6 +53,9 @@ class PhantomConfig:
         tumour_shape_probs: probabilities of smooth, lobulated, spiculated.
         tumour_location_probs: probabilities of the intended placement isolated, juxta-pleural,
             juxta-vascular (the manifest also records the location measured on the mask).
+        juxta_mediastinal_share: share of tumours then moved against the mediastinum instead (a
+            central tumour at the hilum, whose border with the mediastinum is soft tissue against soft
+            tissue). The default 0 draws nothing more, so studies made before this setting stay the same.
         diameter_range_mm: equivalent-diameter range, sampled log-uniformly (small ones common).
         noise_std_range: standard deviation of the correlated noise in HU.
         blur_sigma_range_mm: in-plane sigma of the Gaussian point-spread function in mm.
@@ -69,6 +78,7 @@ class PhantomConfig:
     hu_offset_range: tuple[float, float] = (-15.0, 15.0)
     hu_scale_range: tuple[float, float] = (0.985, 1.015)
     streak_probability: float = 0.3
+    juxta_mediastinal_share: float = 0.0
 
     def __post_init__(self) -> None:
         for name in [f.name for f in dataclasses.fields(self)]:
@@ -98,11 +108,17 @@ class PhantomConfig:
                     f"PhantomConfig.{name} must be {n or 'some'} non-negative probabilities summing to 1,"
                     f" got {getattr(self, name)!r}"
                 )
+        if not 0.0 <= self.juxta_mediastinal_share <= 1.0:
+            raise ValueError(f"PhantomConfig.juxta_mediastinal_share must be in [0, 1], got {self.juxta_mediastinal_share!r}")
         if not 0.0 <= self.streak_probability <= 1.0:
             raise ValueError(f"PhantomConfig.streak_probability must be in [0, 1], got {self.streak_probability!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """The settings as a manifest stores them. A setting added after a study format existed is left out
+        at its default (:data:`_ADDED_LATER`), so the manifests, and the fingerprints, of studies made
+        before it stay the same."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PhantomConfig:

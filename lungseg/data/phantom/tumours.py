@@ -1,5 +1,6 @@
 """Tumours of a phantom patient: 0-3 per patient, solid, part-solid or ground-glass; smooth, lobulated or
-spiculated; placed isolated, juxta-pleural or juxta-vascular in the lungs; painted into the HU volume and
+spiculated; placed isolated, juxta-pleural or juxta-vascular in the lungs (or, where asked, against the
+mediastinum); painted into the HU volume and
 the tumour mask, and described (type, shape, measured location, centre, equivalent diameter, slices).
 """
 
@@ -12,7 +13,13 @@ import numpy as np
 from scipy import ndimage
 
 from lungseg.data.phantom.anatomy import Patient, smooth_noise
-from lungseg.data.phantom.config import TISSUE_LABELS, TUMOUR_LOCATIONS, TUMOUR_SHAPES, TUMOUR_TYPES
+from lungseg.data.phantom.config import (
+    JUXTA_MEDIASTINAL,
+    TISSUE_LABELS,
+    TUMOUR_LOCATIONS,
+    TUMOUR_SHAPES,
+    TUMOUR_TYPES,
+)
 from lungseg.metrics import equivalent_sphere_diameter_mm
 
 __all__ = ["add_tumours"]
@@ -35,6 +42,11 @@ def _lung_distance(p: Patient) -> np.ndarray:
     padded = np.pad(p.lung[box], ((0, 0), (1, 1), (1, 1)))
     dt[box] = ndimage.distance_transform_edt(padded, sampling=p.spacing)[:, 1:-1, 1:-1]
     return dt
+
+
+def _mediastinum_distance(p: Patient) -> np.ndarray:
+    """Distance (mm) from each voxel to the nearest mediastinum voxel."""
+    return ndimage.distance_transform_edt(p.tissue != TISSUE_LABELS["mediastinum"], sampling=p.spacing).astype(np.float32)
 
 
 def _tumour_field(
@@ -79,14 +91,18 @@ def add_tumours(p: Patient) -> list[dict[str, Any]]:
     if len(lung_idx) == 0 or n_tumours == 0:
         return tumours
     lung_dt = _lung_distance(p)
+    # drawn only when asked for, so that the default config consumes the random stream as before
+    mediastinum_dt = _mediastinum_distance(p) if cfg.juxta_mediastinal_share > 0 else None
     for t_i in range(n_tumours):
         ttype = _choice(rng, TUMOUR_TYPES, cfg.tumour_type_probs)
         shape = _choice(rng, TUMOUR_SHAPES, cfg.tumour_shape_probs)
         placement = _choice(rng, TUMOUR_LOCATIONS, cfg.tumour_location_probs)
+        if mediastinum_dt is not None and rng.random() < cfg.juxta_mediastinal_share:
+            placement = JUXTA_MEDIASTINAL
         lo, hi = np.log(cfg.diameter_range_mm[0]), np.log(cfg.diameter_range_mm[1])
         for _attempt in range(8):
             target = float(np.exp(rng.uniform(lo, hi)))
-            result = _place_tumour(p, target, shape, placement, lung_idx, voxel_volume, lung_dt)
+            result = _place_tumour(p, target, shape, placement, lung_idx, voxel_volume, lung_dt, mediastinum_dt)
             if result is not None:
                 break
         if result is None:
@@ -114,11 +130,12 @@ def add_tumours(p: Patient) -> list[dict[str, Any]]:
 
 def _place_tumour(
     p: Patient, target: float, shape: str, placement: str, lung_idx: np.ndarray, voxel_volume: float,
-    lung_dt: np.ndarray,
+    lung_dt: np.ndarray, mediastinum_dt: np.ndarray | None = None,
 ) -> tuple | None:
     """A tumour of about ``target`` mm at a random ``placement`` in the lungs: ``(box, signed distance,
     normalised radius, measured diameter, shape used)``, or ``None`` when no place fits; ``lung_dt`` is
-    :func:`_lung_distance`."""
+    :func:`_lung_distance`, ``mediastinum_dt`` :func:`_mediastinum_distance` (needed for
+    :data:`~lungseg.data.phantom.config.JUXTA_MEDIASTINAL`)."""
     rng, g = p.rng, p.grid
     radius = target / 2
     if shape == "spiculated" and target < 8:
@@ -143,6 +160,9 @@ def _place_tumour(
     elif placement == "juxta-pleural":
         near_wall = p.depth.ravel()[lung_idx % p.depth.size] < p.wall + radius + 4
         cand = lung_idx[(dt > 0.45 * radius) & (dt < 0.85 * radius + 1.5) & near_wall]
+    elif placement == JUXTA_MEDIASTINAL:  # as against the chest wall, but the lung's medial border
+        near_mediastinum = mediastinum_dt.ravel()[lung_idx] < radius + 4
+        cand = lung_idx[(dt > 0.45 * radius) & (dt < 0.85 * radius + 1.5) & near_mediastinum]
     else:
         vessel_near = (p.vessel_rad.ravel()[lung_idx] >= 1.2) & (p.vessel_occ.ravel()[lung_idx] < 0.2)
         vessel_near &= p.vessel_rad.ravel()[lung_idx] <= 4.0
@@ -193,6 +213,8 @@ def _describe(
     touches_pleura = bool(np.any(grown & ~lung_box))
     touches_vessel = bool(np.any(grown & (p.vessel_occ[box] >= 0.5) & (p.vessel_rad[box] >= 1.2)))
     location = "juxta-pleural" if touches_pleura else "juxta-vascular" if touches_vessel else "isolated"
+    if placement == JUXTA_MEDIASTINAL and np.any(grown & (p.tissue[box] == TISSUE_LABELS["mediastinum"])):
+        location = JUXTA_MEDIASTINAL  # only for this placement: earlier studies' records stay as they were
     n_vox = int(len(kk))
     return {
         "id": t_i,
