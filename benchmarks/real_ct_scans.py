@@ -6,7 +6,8 @@ its GTV), ``lungseg predict SCAN --model results/real-ct/msd-patches-attention.z
 would run it (the model's own defaults: 2 mm pixels, HU scaled by its window, the lungs searched), and
 the mask is scored: Dice, the share of the reference found, how many separate components were marked
 and whether the largest is the tumour, and the Dice of the component that overlaps the reference most
-(what a reader who picks the right candidate from the lesion table gets). The two scans are
+(what a reader who picks the right candidate from the lesion table gets), and how many candidates were set
+aside as lying mostly outside the lungs. The two scans are
 measurements only: nothing was trained or tuned on them.
 
 Usage: ``python benchmarks/real_ct_scans.py [--model ZIP] [--out results/real-ct/whole-scans.json]``
@@ -81,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             mask = read_input(Path(tmp) / "mask.nii.gz")[1][0].image > 0.5
             probabilities = read_input(Path(tmp) / "mask_probability.nii.gz")[1][0].image
         reference = read_input(REALCT / reference_file)[1][0].image > 0.5
+        aside = summary.get("set_aside") or {"count": 0, "total_volume_ml": 0.0}
         row = {"scan": name, "seconds": round(seconds, 1), "region": summary.get("region"),
-               "region_ml": summary.get("region_ml"), **score(mask, reference, probabilities)}
+               "region_ml": summary.get("region_ml"), "set_aside": aside["count"],
+               "set_aside_ml": aside["total_volume_ml"], **score(mask, reference, probabilities)}
         rows.append(row)
         print(json.dumps(row))
     write_json({"model": args.model, "command": "python benchmarks/real_ct_scans.py", "scans": rows}, Path(args.out))

@@ -11,12 +11,14 @@ and compare the written results in world coordinates, through their affines only
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from lungseg.cli import main
 from lungseg.data.nifti import (
@@ -203,6 +205,26 @@ def test_one_ct_in_any_voxel_order_gives_the_same_results_in_the_world(lidc: dic
         reference = _on_grid(lidc["root"] / "given" / result, lidc["image"].shape, lidc["affine"])
         np.testing.assert_allclose(_on_grid(tmp_path / "out" / result, lidc["image"].shape, lidc["affine"]),
                                    reference, atol=1e-6, err_msg=f"{result} of the {name} CT")
+    # the lesion table points at the same places in the world (its voxel centroids index the common grid)
+    ours, reference_lesions = _lesion_centres(tmp_path / "out"), _lesion_centres(lidc["root"] / "given")
+    assert ours and [size for size, _ in ours] == [size for size, _ in reference_lesions]
+    np.testing.assert_allclose([c for _, c in ours], [c for _, c in reference_lesions], atol=0.02)
+    # and that place is where the written mask, read in its own voxel order and affine, has the lesion
+    written = nib.load(tmp_path / "out" / "mask.nii.gz")
+    labels, n = ndimage.label(np.asarray(written.dataobj) > 0, structure=np.ones((3, 3, 3)))
+    summary = json.loads((tmp_path / "out" / "lesions.json").read_text())
+    biggest = summary["lesions"]["lesions"][0]
+    sizes = np.bincount(labels.ravel())[1:]
+    assert sizes.max() == biggest["voxels"]
+    centre = np.argwhere(labels == int(np.argmax(sizes)) + 1).mean(axis=0)
+    np.testing.assert_allclose((written.affine @ [*centre, 1.0])[:3], biggest["centroid_ras_mm"], atol=0.02)
+
+
+def _lesion_centres(folder: Path) -> list[tuple[int, list[float]]]:
+    """(voxels, centroid in RAS mm) of every lesion (and candidate set aside) of a prediction's summary."""
+    summary = json.loads((folder / "lesions.json").read_text())
+    found = summary["lesions"]["lesions"] + (summary.get("set_aside") or {"lesions": []})["lesions"]
+    return sorted((les["voxels"], les["centroid_ras_mm"]) for les in found)
 
 
 def _dicom_series(image: np.ndarray, lps: np.ndarray, folder: Path) -> Path:

@@ -41,7 +41,9 @@ def test_dicom_series_to_nifti_in_series_geometry(runs: dict[str, Path], study: 
     patient = next(p for p in study.iterdir() if p.is_dir())
     before = sorted(p.name for p in (patient / "ct").iterdir())
     out = tmp_path / "pred" / "mask.nii.gz"
-    summary = predict(runs["hu"], patient / "ct", out, probabilities=True, attention=True, progress=False)
+    summary = predict(runs["hu"], patient / "ct", out, probabilities=True, attention=True, progress=False,
+                      keep_outside_lungs=True)  # this toy network's candidates lie mostly outside the lungs
+    assert summary["set_aside"] is None
     assert sorted(p.name for p in (patient / "ct").iterdir()) == before  # input folder untouched
     ref = nib.load(patient / "mask.nii.gz")  # the generator's mask, aligned with the series
     got = nib.load(out)
@@ -65,6 +67,12 @@ def test_dicom_series_to_nifti_in_series_geometry(runs: dict[str, Path], study: 
     assert summary["lesions"]["lesions"]
     assert all(threshold <= les["mean_probability"] <= les["peak_probability"] <= 1.0
                for les in summary["lesions"]["lesions"])
+    # By default the candidates lying mostly outside the lungs leave the mask and are listed instead.
+    default = predict(runs["hu"], patient / "ct", tmp_path / "default" / "mask.nii.gz", progress=False)
+    aside = default["set_aside"]
+    assert aside["count"] > 0 and "keep-outside-lungs" in aside["rule"]
+    assert default["lesions"]["count"] + aside["count"] == n
+    assert default["tumour_voxels"] + sum(les["voxels"] for les in aside["lesions"]) == int((np.asarray(got.dataobj) > 0).sum())
 
 
 def test_nifti_input_keeps_affine(runs: dict[str, Path], tmp_path: Path) -> None:
@@ -163,6 +171,22 @@ def test_lesion_summary_reports_how_sure_the_network_is_of_each_candidate() -> N
     with pytest.raises(ValueError, match=r"shaped like the mask \(4, 10, 10\)"):
         lesion_summary(mask, None, probs[:2])
 
+
+def test_the_printed_summary_says_how_many_lesions_it_leaves_out_and_what_was_set_aside() -> None:
+    from lungseg.inference import format_summary
+
+    lesions = [{"id": i, "volume_ml": 1.0 / i, "equivalent_diameter_mm": 5.0, "slice_range": [i, i + 2],
+                "peak_probability": 0.9} for i in range(1, 26)]
+    summary = {"input": "scan", "files": ["mask.nii.gz"], "lesions": {"count": 25, "lesions": lesions},
+               "set_aside": {"count": 2, "total_volume_ml": 31.4, "lesions": []}}
+    text = format_summary(summary)
+    assert "lesion 20:" in text and "lesion 21:" not in text and "... and 5 more" in text
+    assert "peak probability 0.90" in text
+    assert "2 candidate(s) of 31.4 mL set aside" in text and "--keep-outside-lungs" in text
+    summary["lesions"] = {"count": 3, "lesions": lesions[:3]}
+    summary["set_aside"] = None
+    assert "more" not in format_summary(summary) and "set aside" not in format_summary(summary)
+
 # ---------------------------------------------------------------- bad input is refused before anything is written
 @pytest.mark.parametrize(
     ("threshold", "batch_size", "match"),
@@ -235,3 +259,10 @@ def test_stray_file_in_an_image_folder_is_named(runs: dict[str, Path], tmp_path:
                                         r" \(notes\.txt\); a folder to segment holds only PNG/JPEG images"):
         predict(runs["unit"], folder, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_model_is_named_as_a_run_or_a_model_zip(tmp_path: Path) -> None:
+    from lungseg.inference import Predictor
+
+    with pytest.raises(LungsegError, match=r"nope\.zip: not found; --run/--model takes a run directory or a model \.zip"):
+        Predictor.load(tmp_path / "nope.zip", device="cpu")

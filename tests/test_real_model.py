@@ -64,6 +64,17 @@ def test_hounsfield_slices_without_geometry_are_refused_with_a_message(model: Pa
     assert not (tmp_path / "out.npz").exists()
 
 
+def test_a_png_without_a_pixel_size_is_segmented_with_a_warning(model: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from lungseg.errors import DataWarning
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)).save(tmp_path / "slice.png")
+    with pytest.warns(DataWarning, match=r"slice\.png: PNG/JPEG images carry no pixel size.* 2 mm per pixel"):
+        predict(model, tmp_path / "slice.png", tmp_path / "out.png", device="cpu", progress=False)
+    assert (tmp_path / "out.png").is_file()
+
+
 @pytest.mark.skipif(not (ROOT.parent / "shared" / "realct" / "msd-task06-2mm-patches").is_dir(),
                     reason="../shared/realct (the real MSD patches) is absent in this clone")
 def test_predict_segments_the_real_patches_it_was_trained_on(model: Path, script: Any, tmp_path: Path) -> None:

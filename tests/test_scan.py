@@ -13,7 +13,7 @@ import torch
 from lungseg.data.volume import CTVolume
 from lungseg.errors import LungsegError
 from lungseg.inference import Predictor
-from lungseg.inference.region import lung_region
+from lungseg.inference.region import lung_envelope, lung_region, set_aside_outside_lungs
 from lungseg.inference.scan import REGIONS, hu_to_unit, model_images, resolve_region, segment_scan
 from lungseg.preprocess import Fingerprint
 
@@ -46,6 +46,31 @@ def test_the_lung_region_holds_the_lungs_and_wall_tumours_and_not_the_rest_of_th
     assert region[:, parts["wall_tumour"]].all()  # closed back in: a juxta-pleural tumour is searched
     assert not region[:, parts["far"]].any()
     assert not region[:, parts["outside"] & (np.abs(np.mgrid[:160, :160][0] - 80) > 75)].any()
+
+
+def test_candidates_mostly_outside_the_lungs_are_set_aside_whole() -> None:
+    envelope = np.zeros((4, 20, 20), dtype=bool)
+    envelope[:, :, :10] = True
+    mask = np.zeros(envelope.shape, dtype=np.uint8)
+    mask[1:3, 2:5, 2:5] = 1  # all inside
+    mask[1:3, 10:13, 9:12] = 1  # a third inside: set aside
+    mask[1:3, 15:18, 7:12] = 1  # three fifths inside: kept, all of it
+    kept, aside = set_aside_outside_lungs(mask, envelope, 0.5)
+    assert not (kept & aside).any() and np.array_equal(kept | aside, mask > 0)
+    assert kept[1:3, 2:5, 2:5].all() and kept[1:3, 15:18, 7:12].all()
+    assert aside[1:3, 10:13, 9:12].all() and aside.sum() == 18
+    nothing_kept, _ = set_aside_outside_lungs(mask, np.zeros_like(envelope), 0.5)
+    assert not nothing_kept.any()
+    with pytest.raises(ValueError, match=r"envelope must be shaped like the mask \(4, 20, 20\)"):
+        set_aside_outside_lungs(mask, envelope[0], 0.5)
+
+
+def test_the_lungs_proper_lie_inside_the_searched_region() -> None:
+    hu, parts = chest()
+    envelope, region = lung_envelope(hu, SPACING), lung_region(hu, SPACING)
+    assert not (envelope & ~region).any()
+    assert envelope[:, parts["lungs"]].mean() > 0.95  # whole up to the 3 mm grid's edge
+    assert not envelope[:, parts["far"]].any() and not envelope[:, parts["outside"]].any()
 
 
 def test_a_scan_without_lungs_has_an_empty_region_and_bad_input_is_refused() -> None:

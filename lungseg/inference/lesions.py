@@ -9,11 +9,21 @@ from scipy import ndimage
 
 from lungseg.metrics import equivalent_sphere_diameter_mm
 
-__all__ = ["image_lesion_summary", "lesion_summary"]
+__all__ = ["image_lesion_summary", "lesion_summary", "world_affine"]
+
+
+def world_affine(vol: Any) -> np.ndarray | None:
+    """The voxel ``(x, y, z)`` to RAS matrix of a :class:`~lungseg.data.volume.CTVolume` as read (its common
+    axial grid), or ``None`` when its geometry is unknown."""
+    if getattr(vol, "affine", None) is None:
+        return None
+    from lungseg.data.nifti import dicom_affine
+
+    return dicom_affine(vol)
 
 
 def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None,
-                   probabilities: np.ndarray | None = None) -> dict[str, Any]:
+                   probabilities: np.ndarray | None = None, affine: np.ndarray | None = None) -> dict[str, Any]:
     """Connected tumour components of a volume mask.
 
     Args:
@@ -23,11 +33,14 @@ def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None,
             also carries its highest and its mean probability (how sure the network is of the candidate).
             They are the network's, before any CRF: a lesion of a CRF-refined mask may peak below the
             threshold.
+        affine: ``(4, 4)`` voxel ``(x, y, z)`` (column, row, slice of ``mask``) to RAS world matrix; when
+            given, each lesion also carries ``centroid_ras_mm``, the place to find it in a viewer whatever
+            voxel order the input file had (``centroid_voxel`` indexes ``mask``, the common axial grid).
 
     Returns:
         ``{"count", "total_volume_ml", "lesions": [{"id", "voxels", "volume_ml",
         "equivalent_diameter_mm", "slice_range": [first, last], "centroid_voxel": [z, y, x]
-        (, "peak_probability", "mean_probability")}]}``, largest first. The equivalent diameter is that of
+        (, "centroid_ras_mm", "peak_probability", "mean_probability")}]}``, largest first. The equivalent diameter is that of
         the sphere of the same volume, ``(6 V / π)^(1/3)``.
 
     Raises:
@@ -58,6 +71,9 @@ def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None,
                 "slice_range": [int(objects[k][0].start), int(objects[k][0].stop - 1)],
                 "centroid_voxel": [round(float(c), 2) for c in centroids[k]],
             }
+            if affine is not None:
+                z, y, x = centroids[k]
+                entry["centroid_ras_mm"] = [round(float(c), 2) for c in (np.asarray(affine) @ [x, y, z, 1.0])[:3]]
             if probabilities is not None:
                 entry["peak_probability"] = round(float(peaks[k + 1]), 4)
                 entry["mean_probability"] = round(float(means[k]), 4)

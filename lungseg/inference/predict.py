@@ -33,16 +33,17 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import lungseg.inference.writers as writers
-from lungseg.errors import DataError, LungsegError
+from lungseg.errors import DataError, DataWarning, LungsegError
 from lungseg.files import check_output, write_json
 from lungseg.inference.checks import check_positive_int, check_threshold
-from lungseg.inference.lesions import image_lesion_summary, lesion_summary
+from lungseg.inference.lesions import image_lesion_summary, lesion_summary, world_affine
 from lungseg.inference.predictor import Predictor, Segmentation
 from lungseg.inference.readers import VOLUME_SUFFIXES, list_studies, read_input, strip_suffix
 from lungseg.inference.scan import check_region, segment_scan
@@ -74,6 +75,7 @@ def predict(
     precision: str = "auto",
     tta: str | None = None,
     region: str = "auto",
+    keep_outside_lungs: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Segment tumours in ``input_path`` with a trained run and write the result to ``out_path``.
@@ -97,13 +99,12 @@ def predict(
         crf: refine with the CRF of eq. (10) instead of thresholding.
         threshold: probability threshold, a finite number in (0, 1) (default: the run's).
         batch_size: slices per forward pass, a positive integer.
-        checkpoint: ``"best"`` or ``"last"``.
-        device: inference device.
+        checkpoint, device: ``"best"`` or ``"last"``; the inference device.
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 elsewhere), ``"fp32"`` or ``"bf16"``
             (on a CPU with native bf16 about 2x faster; see :class:`lungseg.inference.Predictor`).
         tta: ``"none"``, ``"flips"`` or ``"dihedral"`` (:mod:`lungseg.inference.tta`); ``None``: the run's.
-        region: where a CT volume is searched, ``"lungs"``, ``"all"`` or ``"auto"`` (:mod:`lungseg.inference.scan`);
-            images and ``.npz`` slices are searched whole, never resampled.
+        region, keep_outside_lungs: where a CT volume is searched, ``"lungs"``, ``"all"`` or ``"auto"``, and
+            whether candidates mostly outside the lungs stay in the mask (:func:`~lungseg.inference.scan.segment_scan`).
         progress: show progress bars (one over all studies for a folder of studies).
 
     Returns:
@@ -133,8 +134,8 @@ def predict(
     run = Predictor.load(run_dir, checkpoint=checkpoint, device=device, precision=precision, tta=tta)
     if attention and run.config.model != "attention":
         raise LungsegError(f"--attention needs an 'attention' model; {run.run_dir} holds a {run.config.model!r} model")
-    options = dict(output_format=output_format, probabilities=probabilities, attention=attention, crf=crf,
-                   threshold=threshold, batch_size=batch_size, inputs=inputs, region=region)
+    options = dict(output_format=output_format, probabilities=probabilities, attention=attention, crf=crf, inputs=inputs,
+                   threshold=threshold, batch_size=batch_size, region=region, keep_outside_lungs=keep_outside_lungs)
     if studies is not None:
         return _predict_studies(run, inp, out, studies, options, progress)
     return _predict_loaded(run, inp, out, progress=progress, **options)
@@ -207,7 +208,8 @@ def _predict_studies(run: Predictor, inp: Path, out: Path, studies: list[Path], 
 
 def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str, probabilities: bool,
                     attention: bool, crf: bool, threshold: float | None, batch_size: int, progress: bool,
-                    inputs: list[Path], region: str = "auto", volumes_only: bool = False) -> dict[str, Any]:
+                    inputs: list[Path], region: str = "auto", keep_outside_lungs: bool = False,
+                    volumes_only: bool = False) -> dict[str, Any]:
     """:func:`predict` of one input with a loaded network: read and check it, segment, write.
 
     ``inputs`` are the files and folders no output may be (:func:`lungseg.files.check_output`)."""
@@ -228,6 +230,12 @@ def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str,
             f" on {model_intensity!r} data (HU cannot be recovered from PNG/JPEG images)"
         )
 
+    if kind == "images" and run.fingerprint.pixel_mm is not None:
+        warnings.warn(DataWarning(
+            f"{inp}: PNG/JPEG images carry no pixel size, and the model in {run.run_dir} was trained at"
+            f" {run.fingerprint.pixel_mm:g} mm per pixel: it sees the images at their own scale, so tumour sizes may"
+            " not be what it learnt (give it a DICOM series or NIfTI file)"), stacklevel=2)
+
     def segment(images: np.ndarray) -> Segmentation:
         try:
             return run.segment(images, crf, threshold, attention=attention, batch_size=batch_size, progress=progress)
@@ -236,7 +244,7 @@ def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str,
 
     def segment_volume(vol: Any) -> tuple[Segmentation, dict[str, Any]]:
         return segment_scan(run, vol, crf=crf, threshold=threshold, attention=attention, batch_size=batch_size,
-                            progress=progress, region=region, where=str(inp))
+                            progress=progress, region=region, keep_outside_lungs=keep_outside_lungs, where=str(inp))
 
     summary: dict[str, Any] = {"input": str(inp), "run": str(run.run_dir), "crf": bool(crf), "precision": run.precision}
     if kind == "volume":
@@ -299,7 +307,7 @@ def _predict_volume(inp: Path, items: list[Any], out: Path, segment: Any, guard:
                                    output_format=output_format, algorithm=summary.get("algorithm"))
     mask = seg.mask.astype(np.uint8)
     summary.update(shape=list(vol.image.shape), spacing_mm=list(vol.spacing), tumour_voxels=int(mask.sum()),
-                   lesions=lesion_summary(mask, vol.spacing, seg.probs))
+                   lesions=lesion_summary(mask, vol.spacing, seg.probs, world_affine(vol)))
     return written, lesion_path
 
 

@@ -143,8 +143,11 @@ class Predictor:
         """:meth:`from_bundle` for a ``.zip``, else :meth:`from_run_dir` (what ``--run``/``--model`` take).
 
         Raises:
-            LungsegError: ``checkpoint`` is not ``"best"`` for a model ``.zip`` (it holds one checkpoint).
+            LungsegError: ``path`` does not exist, or ``checkpoint`` is not ``"best"`` for a model ``.zip``
+                (it holds one checkpoint).
         """
+        if not os.path.exists(path):
+            raise LungsegError(f"{path}: not found; --run/--model takes a run directory or a model .zip of `lungseg export`")
         if is_bundle(path):
             if checkpoint != "best":
                 raise LungsegError(f"{path}: an exported model holds one checkpoint; --checkpoint {checkpoint} does not apply")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["LUNG_HU", "LungRegion", "lung_region"]
+__all__ = ["LUNG_HU", "LungRegion", "lung_envelope", "lung_region", "set_aside_outside_lungs"]
 
 #: Below this (HU) a voxel inside the body is aerated lung (about -850 HU); soft tissue lies above -100.
 LUNG_HU = -400.0
@@ -50,6 +50,11 @@ class LungRegion:
         margin_mm: the region is widened by this much at the end (the part of a wall-attached tumour
             beyond the closing's chord; see the module docstring).
         grid_mm: in-plane pixel size the region is computed at.
+        envelope_close_mm: radius of the in-plane closing of :func:`lung_envelope`, the lungs as a
+            candidate must mostly lie in (vessels and airways closed over, the mediastinum and the dome of
+            the diaphragm left out).
+        min_share_in_lungs: a candidate with a smaller share of its voxels in :func:`lung_envelope` is
+            set aside (:func:`set_aside_outside_lungs`).
     """
 
     air_hu: float = LUNG_HU
@@ -57,6 +62,8 @@ class LungRegion:
     close_mm: float = 30.0
     margin_mm: float = 10.0
     grid_mm: float = 3.0
+    envelope_close_mm: float = 20.0
+    min_share_in_lungs: float = 0.5
 
 
 def _disc_dilate(mask: np.ndarray, radius_px: float) -> np.ndarray:
@@ -80,6 +87,74 @@ def _outside_air(air: np.ndarray) -> np.ndarray:
     return out
 
 
+def _check(hu: np.ndarray, spacing: tuple[float, float, float]) -> None:
+    if hu.ndim != 3:
+        raise ValueError(f"hu must be (Z, H, W), got shape {hu.shape}")
+    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(f"spacing must be three positive millimetre values (z, y, x), got {spacing!r}")
+
+
+def _coarse_lungs(hu: np.ndarray, spacing: tuple[float, float, float], settings: LungRegion) -> tuple[np.ndarray, int, float]:
+    """The lungs (step 1 of the module docstring) on the coarse grid, its subsampling step and pixel size (mm)."""
+    step = max(1, int(settings.grid_mm / min(spacing[1], spacing[2])))
+    coarse = hu[:, ::step, ::step] < settings.air_hu
+    pixel_mm = min(spacing[1], spacing[2]) * step
+    lungs = coarse & ~_outside_air(coarse)
+    labels, n = ndimage.label(lungs)
+    if n:
+        voxel_ml = spacing[0] * pixel_mm * pixel_mm / 1000.0
+        sizes = np.bincount(labels.ravel(), minlength=n + 1) * voxel_ml
+        keep = sizes >= settings.min_lung_ml
+        keep[0] = False
+        lungs = keep[labels]
+    return lungs, step, pixel_mm
+
+
+def _to_scan(coarse: np.ndarray, step: int, shape: tuple[int, ...]) -> np.ndarray:
+    full = np.repeat(np.repeat(coarse, step, axis=1), step, axis=2)
+    return np.ascontiguousarray(full[:, :shape[1], :shape[2]])
+
+
+def lung_envelope(hu: np.ndarray, spacing: tuple[float, float, float], settings: LungRegion = LungRegion()) -> np.ndarray:
+    """The lungs closed in-plane with a disc of ``settings.envelope_close_mm`` and filled in 3D: the lungs
+    with their vessels, airways and tumours, but without the mediastinum between them or the abdomen under
+    the diaphragm's dome (which :func:`lung_region`'s wider closing and slice-by-slice filling take in).
+
+    Raises:
+        ValueError: as :func:`lung_region`.
+    """
+    _check(hu, spacing)
+    lungs, step, pixel_mm = _coarse_lungs(hu, spacing, settings)
+    radius = settings.envelope_close_mm / pixel_mm
+    envelope = ndimage.binary_fill_holes(_disc_erode(_disc_dilate(lungs, radius), radius) | lungs)
+    return _to_scan(envelope, step, hu.shape)
+
+
+def set_aside_outside_lungs(mask: np.ndarray, envelope: np.ndarray, min_share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split a predicted mask into the candidates that mostly lie in the lungs and those that do not.
+
+    Args:
+        mask: binary ``(Z, H, W)``; candidates are its 26-connected components.
+        envelope: boolean, shaped like ``mask`` (:func:`lung_envelope`).
+        min_share: a candidate with a smaller share of its voxels in ``envelope`` is set aside.
+
+    Returns:
+        ``(kept, set_aside)``: two boolean masks that partition ``mask``.
+
+    Raises:
+        ValueError: ``envelope`` is not shaped like ``mask``.
+    """
+    if np.shape(envelope) != np.shape(mask):
+        raise ValueError(f"envelope must be shaped like the mask {np.shape(mask)}, got {np.shape(envelope)}")
+    labels, n = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    inside = np.bincount(labels[envelope], minlength=n + 1)
+    outside = np.zeros(n + 1, dtype=bool)
+    outside[1:] = inside[1:] < min_share * sizes[1:]
+    aside = outside[labels]
+    return (mask > 0) & ~aside, aside
+
+
 def lung_region(hu: np.ndarray, spacing: tuple[float, float, float], settings: LungRegion = LungRegion()) -> np.ndarray:
     """The region of a chest CT where lung tumours can lie (see the module docstring).
 
@@ -94,25 +169,9 @@ def lung_region(hu: np.ndarray, spacing: tuple[float, float, float], settings: L
     Raises:
         ValueError: ``hu`` is not 3D or ``spacing`` is not three positive numbers.
     """
-    if hu.ndim != 3:
-        raise ValueError(f"hu must be (Z, H, W), got shape {hu.shape}")
-    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(f"spacing must be three positive millimetre values (z, y, x), got {spacing!r}")
-    _, h, w = hu.shape
-    step = max(1, int(settings.grid_mm / min(spacing[1], spacing[2])))
-    coarse = hu[:, ::step, ::step] < settings.air_hu
-    pixel_mm = min(spacing[1], spacing[2]) * step
-    lungs = coarse & ~_outside_air(coarse)
-    labels, n = ndimage.label(lungs)
-    if n:
-        voxel_ml = spacing[0] * pixel_mm * pixel_mm / 1000.0
-        sizes = np.bincount(labels.ravel(), minlength=n + 1) * voxel_ml
-        keep = sizes >= settings.min_lung_ml
-        keep[0] = False
-        lungs = keep[labels]
+    _check(hu, spacing)
+    lungs, step, pixel_mm = _coarse_lungs(hu, spacing, settings)
     radius = settings.close_mm / pixel_mm
     closed = _disc_erode(_disc_dilate(lungs, radius), radius)
     filled = np.stack([ndimage.binary_fill_holes(plane) for plane in closed | lungs])
-    region = _disc_dilate(filled, settings.margin_mm / pixel_mm)
-    full = np.repeat(np.repeat(region, step, axis=1), step, axis=2)
-    return np.ascontiguousarray(full[:, :h, :w])
+    return _to_scan(_disc_dilate(filled, settings.margin_mm / pixel_mm), step, hu.shape)

@@ -13,6 +13,12 @@ give it by itself, and :func:`segment_scan` supplies them:
 - **where to look**: such a model has seen tumours and their surroundings only, never a whole chest,
   and marks bright blobs anywhere; the search is limited to the lungs and their walls
   (:func:`lungseg.inference.region.lung_region`), and the network runs only on the box around them.
+  That region has to reach past the lungs (a tumour on their wall), so it also takes in a band of the
+  mediastinum and the abdomen under the diaphragm's dome, where the published real-CT model marks
+  blobs of 10-50 mL as sure of themselves as a tumour. A candidate (a 26-connected component of the
+  mask) of which less than half lies in the lungs proper (:func:`lungseg.inference.region.lung_envelope`)
+  is therefore **set aside**: left out of the mask, and listed with its size, place and probability
+  so that nothing disappears unseen (a tumour grown into the mediastinum can be one of them).
 
 The last step serves every model given a scan in HU (``region="auto"``): a model trained on whole
 phantom slices marks 1.9 million voxels of the real LIDC-IDRI-0314 series, the table and the
@@ -29,8 +35,9 @@ import numpy as np
 from scipy import ndimage
 
 from lungseg.errors import DataWarning, LungsegError
+from lungseg.inference.lesions import lesion_summary, world_affine
 from lungseg.inference.predictor import Predictor, Segmentation
-from lungseg.inference.region import LungRegion, lung_region
+from lungseg.inference.region import LungRegion, lung_envelope, lung_region, set_aside_outside_lungs
 
 __all__ = ["REGIONS", "check_region", "hu_to_unit", "resolve_region", "segment_scan"]
 
@@ -94,7 +101,8 @@ def _box(inside: np.ndarray, spacing: tuple[float, float, float], in_plane: bool
 
 def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: float | None = None,
                  attention: bool = False, batch_size: int = 16, progress: bool = False,
-                 region: str = "auto", where: str = "input") -> tuple[Segmentation, dict[str, Any]]:
+                 region: str = "auto", keep_outside_lungs: bool = False,
+                 where: str = "input") -> tuple[Segmentation, dict[str, Any]]:
     """Segment a CT volume (:class:`lungseg.data.volume.CTVolume`) with ``run`` (see the module docstring).
 
     For a model that states its pixel size the network runs on the lungs' box only; a model that resizes
@@ -105,12 +113,16 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
         vol: the scan; HU or [0, 1] intensities, spacing in mm.
         crf, threshold, attention, batch_size, progress: as for :meth:`Predictor.segment`.
         region: one of :data:`REGIONS`.
+        keep_outside_lungs: keep the candidates that lie mostly outside the lungs (see the module
+            docstring) in the mask; by default they are set aside.
         where: names the input in errors.
 
     Returns:
-        ``(segmentation on vol's grid, {"region": "lungs"/"all", "region_ml": volume searched or None})``;
-        outside the region the mask, probabilities and gate maps are 0. A scan in which no lung is found
-        is searched whole, with a :class:`~lungseg.errors.DataWarning`.
+        ``(segmentation on vol's grid, {"region": "lungs"/"all", "region_ml": volume searched or None,
+        and for the lungs "set_aside": the lesion summary (:func:`~lungseg.inference.lesions.lesion_summary`)
+        of the candidates set aside, or None when kept})``; outside the region the mask, probabilities and
+        gate maps are 0, and the set-aside candidates are 0 in the mask (not in the probabilities). A scan
+        in which no lung is found is searched whole, with a :class:`~lungseg.errors.DataWarning`.
 
     Raises:
         LungsegError: intensities the model cannot take (:func:`model_images`), a bad ``region``, a
@@ -130,7 +142,7 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
                                       " mL or more inside the body); the whole scan is searched"), stacklevel=2)
             inside = None
         if inside is None:
-            return run.segment(images, **options), {"region": "all", "region_ml": None}
+            return run.segment(images, **options), {"region": "all", "region_ml": None, "set_aside": None}
         box = _box(inside, vol.spacing, in_plane=run.network_size(images.shape[1:], pixel_spacing) is not None)
         seg = run.segment(np.ascontiguousarray(images[box]), keep=inside[box], **options)
     except ValueError as exc:
@@ -138,10 +150,18 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
     empty = np.zeros(vol.image.shape, dtype=np.float32)
     mask, probs = empty.astype(np.uint8), empty.copy()
     mask[box], probs[box] = seg.mask, seg.probs
+    set_aside = None
+    if not keep_outside_lungs:
+        kept, aside = set_aside_outside_lungs(mask, lung_envelope(vol.image, vol.spacing), LungRegion().min_share_in_lungs)
+        mask = kept.astype(np.uint8)
+        set_aside = {**lesion_summary(aside, vol.spacing, probs, world_affine(vol)),
+                     "rule": f"less than {LungRegion().min_share_in_lungs:.0%} of the candidate in the lungs"
+                             " (lungseg.inference.region.lung_envelope); --keep-outside-lungs keeps them"}
     alphas = []
     for alpha in seg.alphas:
         full = empty.copy()
         full[box] = alpha
         alphas.append(full)
-    info = {"region": "lungs", "region_ml": round(float(inside.sum() * np.prod(vol.spacing)) / 1000.0, 1)}
+    info = {"region": "lungs", "region_ml": round(float(inside.sum() * np.prod(vol.spacing)) / 1000.0, 1),
+            "set_aside": set_aside}
     return Segmentation(mask, probs, alphas), info

@@ -161,18 +161,29 @@ def write_study_table(table: Path, rows: list[dict[str, Any]]) -> None:
     write_csv(table, rows, SUMMARY_COLUMNS)
 
 
+#: Lesions :func:`format_summary` lists one by one, largest first.
+_SHOWN = 20
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A short human-readable account of :func:`lungseg.inference.predict`'s summary (a table for a folder of studies)."""
     if "studies" in summary:
         return format_study_table(summary)
     les = summary["lesions"]
     lines = [f"{les['count']} lesion(s) found in {summary['input']}"]
-    for e in les.get("lesions", [])[:20]:
-        if "volume_ml" in e:
-            lines.append(
-                f"  lesion {e['id']}: {e['volume_ml']:.3f} mL, equivalent diameter {e['equivalent_diameter_mm']:.1f} mm,"
-                f" slices {e['slice_range'][0]}-{e['slice_range'][1]}"
-            )
+    shown = [e for e in les.get("lesions", []) if "volume_ml" in e][:_SHOWN]
+    for e in shown:
+        sure = f", peak probability {e['peak_probability']:.2f}" if "peak_probability" in e else ""
+        lines.append(
+            f"  lesion {e['id']}: {e['volume_ml']:.3f} mL, equivalent diameter {e['equivalent_diameter_mm']:.1f} mm,"
+            f" slices {e['slice_range'][0]}-{e['slice_range'][1]}{sure}"
+        )
+    if shown and les["count"] > len(shown):
+        lines.append(f"  ... and {les['count'] - len(shown)} more (every lesion is in the lesion summary)")
+    aside = summary.get("set_aside")
+    if aside and aside["count"]:
+        lines.append(f"{aside['count']} candidate(s) of {aside['total_volume_ml']:.1f} mL set aside, mostly outside the lungs"
+                     " (listed in the lesion summary; --keep-outside-lungs keeps them)")
     lines.append("wrote: " + ", ".join(summary["files"]))
     return "\n".join(lines)
 
