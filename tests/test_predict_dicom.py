@@ -8,6 +8,7 @@ it is absent.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from pathlib import Path
@@ -245,13 +246,15 @@ def test_a_folder_of_two_studies_in_one_call(setup: dict[str, Any], tmp_path: Pa
     with open(out / "summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [Path(r["input"]).name for r in rows] == ["a", "b.nii.gz"]
-    assert list(rows[0]) == ["input", "slices", "tumour_voxels", "volume_ml", "output", "seconds", "error"]
+    assert list(rows[0]) == ["input", "slices", "tumour_voxels", "volume_ml", "set_aside", "set_aside_ml", "output",
+                             "seconds", "error"]
     for row, study in zip(rows, ("a", "b.nii.gz")):
         assert row["output"] == str(study_output(out, studies / study) / "mask.nii.gz")
         mask = _nifti_mask(Path(row["output"]))
         assert int(row["slices"]) == mask.shape[0] and int(row["tumour_voxels"]) == int(mask.sum())
         assert float(row["seconds"]) > 0 and row["error"] == ""
-        assert (Path(row["output"]).parent / "lesions.json").is_file()
+        summary = json.loads((Path(row["output"]).parent / "lesions.json").read_text())
+        assert int(row["set_aside"]) == (summary["set_aside"] or {"count": 0})["count"]
     # the series' result is the one a single-series call gives
     assert np.array_equal(_nifti_mask(Path(rows[0]["output"])), setup["mask"])
     assert float(rows[0]["volume_ml"]) > 0

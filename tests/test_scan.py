@@ -155,6 +155,10 @@ def test_segment_scan_marks_nothing_outside_the_lung_region() -> None:
     assert seg.mask[inside].any()
     everywhere, info_all = segment_scan(run, vol, threshold=0.01, region="all")
     assert info_all["region"] == "all" and everywhere.mask[~inside].any()
+    assert info_all["set_aside"] is None and info["set_aside"]["rule"].startswith("less than 50%")
+    kept_all, info_kept = segment_scan(run, vol, threshold=0.01, keep_outside_lungs=True)
+    assert info_kept["set_aside"] is None and kept_all.mask.sum() >= seg.mask.sum()
+    assert kept_all.mask.sum() - seg.mask.sum() == sum(les["voxels"] for les in info["set_aside"]["lesions"])
 
 
 def test_the_cli_offers_the_same_regions_as_the_library() -> None:

@@ -193,6 +193,8 @@ def _predict_studies(run: Predictor, inp: Path, out: Path, studies: list[Path], 
         row.update(
             slices=summary["shape"][0], tumour_voxels=summary["tumour_voxels"],
             volume_ml=summary["lesions"]["total_volume_ml"], output=summary["files"][0],
+            set_aside=(summary.get("set_aside") or {}).get("count", 0),
+            set_aside_ml=(summary.get("set_aside") or {}).get("total_volume_ml") or 0.0,
             seconds=round(time.perf_counter() - start, 2), error="",
         )
         rows.append(row)

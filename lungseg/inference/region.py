@@ -148,7 +148,7 @@ def set_aside_outside_lungs(mask: np.ndarray, envelope: np.ndarray, min_share: f
         raise ValueError(f"envelope must be shaped like the mask {np.shape(mask)}, got {np.shape(envelope)}")
     labels, n = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), dtype=bool))
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    inside = np.bincount(labels[envelope], minlength=n + 1)
+    inside = np.bincount(labels[np.asarray(envelope, dtype=bool)], minlength=n + 1)
     outside = np.zeros(n + 1, dtype=bool)
     outside[1:] = inside[1:] < min_share * sizes[1:]
     aside = outside[labels]

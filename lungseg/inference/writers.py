@@ -32,7 +32,10 @@ __all__ = [
 # the result file of a volume written to a folder, per output format
 _RESULT_NAMES = {"nifti": "mask.nii.gz", "dicom-seg": "seg.dcm", "rtstruct": "rtstruct.dcm"}
 SUMMARY_TABLE = "summary.csv"
-SUMMARY_COLUMNS: tuple[str, ...] = ("input", "slices", "tumour_voxels", "volume_ml", "output", "seconds", "error")
+#: ``set_aside``/``set_aside_ml``: the candidates left out of the mask as lying mostly outside the lungs
+#: (:func:`lungseg.inference.scan.segment_scan`; 0 where none were, or the scan was searched whole).
+SUMMARY_COLUMNS: tuple[str, ...] = ("input", "slices", "tumour_voxels", "volume_ml", "set_aside", "set_aside_ml",
+                                    "output", "seconds", "error")
 
 
 def check_format(output_format: str) -> None:
@@ -190,17 +193,18 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def format_study_table(summary: dict[str, Any]) -> str:
     """The summary table of a folder of studies (the rows of ``summary.csv``) as aligned text."""
-    header = ("input", "slices", "tumour voxels", "volume mL", "seconds", "output")
+    header = ("input", "slices", "tumour voxels", "volume mL", "set aside", "seconds", "output")
     rows = []
     for r in summary["studies"]:
         name = Path(r["input"]).name
         if r.get("error"):
-            rows.append((name, "-", "-", "-", f"{r['seconds']:.2f}", f"failed: {r['error']}"))
+            rows.append((name, "-", "-", "-", "-", f"{r['seconds']:.2f}", f"failed: {r['error']}"))
             continue
         volume = "-" if r["volume_ml"] is None else f"{r['volume_ml']:.3f}"
-        rows.append((name, str(r["slices"]), str(r["tumour_voxels"]), volume, f"{r['seconds']:.2f}", r["output"]))
+        aside = f"{r['set_aside']} ({r['set_aside_ml']:.1f} mL)" if r["set_aside"] else "0"
+        rows.append((name, str(r["slices"]), str(r["tumour_voxels"]), volume, aside, f"{r['seconds']:.2f}", r["output"]))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-    right = (False, True, True, True, True)
+    right = (False, True, True, True, True, True)
 
     def line(cells: tuple[str, ...]) -> str:
         parts = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)]
