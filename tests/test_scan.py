@@ -13,7 +13,7 @@ import torch
 from lungseg.data.volume import CTVolume
 from lungseg.errors import LungsegError
 from lungseg.inference import Predictor
-from lungseg.inference.region import lung_envelope, lung_region, set_aside_outside_lungs
+from lungseg.inference.region import lung_envelope, lung_region, lung_region_and_envelope, set_aside_outside_lungs
 from lungseg.inference.scan import REGIONS, hu_to_unit, model_images, resolve_region, segment_scan
 from lungseg.preprocess import Fingerprint
 
@@ -68,6 +68,8 @@ def test_candidates_mostly_outside_the_lungs_are_set_aside_whole() -> None:
 def test_the_lungs_proper_lie_inside_the_searched_region() -> None:
     hu, parts = chest()
     envelope, region = lung_envelope(hu, SPACING), lung_region(hu, SPACING)
+    both = lung_region_and_envelope(hu, SPACING)  # what prediction uses: the same two, the lungs found once
+    assert np.array_equal(both[0], region) and np.array_equal(both[1], envelope)
     assert not (envelope & ~region).any()
     assert envelope[:, parts["lungs"]].mean() > 0.95  # whole up to the 3 mm grid's edge
     assert not envelope[:, parts["far"]].any() and not envelope[:, parts["outside"]].any()

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["LUNG_HU", "LungRegion", "lung_envelope", "lung_region", "set_aside_outside_lungs"]
+__all__ = ["LUNG_HU", "LungRegion", "lung_envelope", "lung_region", "lung_region_and_envelope", "set_aside_outside_lungs"]
 
 #: Below this (HU) a voxel inside the body is aerated lung (about -850 HU); soft tissue lies above -100.
 LUNG_HU = -400.0
@@ -125,9 +125,25 @@ def lung_envelope(hu: np.ndarray, spacing: tuple[float, float, float], settings:
     """
     _check(hu, spacing)
     lungs, step, pixel_mm = _coarse_lungs(hu, spacing, settings)
+    return _to_scan(_envelope(lungs, pixel_mm, settings), step, hu.shape)
+
+
+def _envelope(lungs: np.ndarray, pixel_mm: float, settings: LungRegion) -> np.ndarray:
     radius = settings.envelope_close_mm / pixel_mm
-    envelope = ndimage.binary_fill_holes(_disc_erode(_disc_dilate(lungs, radius), radius) | lungs)
-    return _to_scan(envelope, step, hu.shape)
+    return ndimage.binary_fill_holes(_disc_erode(_disc_dilate(lungs, radius), radius) | lungs)
+
+
+def lung_region_and_envelope(hu: np.ndarray, spacing: tuple[float, float, float],
+                             settings: LungRegion = LungRegion()) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`lung_region` and :func:`lung_envelope` from one finding of the lungs (what prediction needs).
+
+    Raises:
+        ValueError: as :func:`lung_region`.
+    """
+    _check(hu, spacing)
+    lungs, step, pixel_mm = _coarse_lungs(hu, spacing, settings)
+    return (_to_scan(_region(lungs, pixel_mm, settings), step, hu.shape),
+            _to_scan(_envelope(lungs, pixel_mm, settings), step, hu.shape))
 
 
 def set_aside_outside_lungs(mask: np.ndarray, envelope: np.ndarray, min_share: float) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +187,11 @@ def lung_region(hu: np.ndarray, spacing: tuple[float, float, float], settings: L
     """
     _check(hu, spacing)
     lungs, step, pixel_mm = _coarse_lungs(hu, spacing, settings)
+    return _to_scan(_region(lungs, pixel_mm, settings), step, hu.shape)
+
+
+def _region(lungs: np.ndarray, pixel_mm: float, settings: LungRegion) -> np.ndarray:
     radius = settings.close_mm / pixel_mm
     closed = _disc_erode(_disc_dilate(lungs, radius), radius)
     filled = np.stack([ndimage.binary_fill_holes(plane) for plane in closed | lungs])
-    return _to_scan(_disc_dilate(filled, settings.margin_mm / pixel_mm), step, hu.shape)
+    return _disc_dilate(filled, settings.margin_mm / pixel_mm)

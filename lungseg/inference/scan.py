@@ -37,7 +37,7 @@ from scipy import ndimage
 from lungseg.errors import DataWarning, LungsegError
 from lungseg.inference.lesions import lesion_summary, world_affine
 from lungseg.inference.predictor import Predictor, Segmentation
-from lungseg.inference.region import LungRegion, lung_envelope, lung_region, set_aside_outside_lungs
+from lungseg.inference.region import LungRegion, lung_region_and_envelope, set_aside_outside_lungs
 
 __all__ = ["REGIONS", "check_region", "hu_to_unit", "resolve_region", "segment_scan"]
 
@@ -136,7 +136,8 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
     options = dict(crf=crf, threshold=threshold, attention=attention, batch_size=batch_size, progress=progress,
                    pixel_spacing=pixel_spacing)
     try:
-        inside = lung_region(vol.image, vol.spacing) if chosen == "lungs" else None
+        # the lungs found once, for where to search and for which candidates lie in them
+        inside, envelope = lung_region_and_envelope(vol.image, vol.spacing) if chosen == "lungs" else (None, None)
         if inside is not None and not inside.any():  # no lung found (not a chest, or cut by the field of view)
             warnings.warn(DataWarning(f"{where}: no lungs found (no air-like region of {LungRegion().min_lung_ml:g}"
                                       " mL or more inside the body); the whole scan is searched"), stacklevel=2)
@@ -152,7 +153,7 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
     mask[box], probs[box] = seg.mask, seg.probs
     set_aside = None
     if not keep_outside_lungs:
-        kept, aside = set_aside_outside_lungs(mask, lung_envelope(vol.image, vol.spacing), LungRegion().min_share_in_lungs)
+        kept, aside = set_aside_outside_lungs(mask, envelope, LungRegion().min_share_in_lungs)
         mask = kept.astype(np.uint8)
         set_aside = {**lesion_summary(aside, vol.spacing, probs, world_affine(vol)),
                      "rule": f"less than {LungRegion().min_share_in_lungs:.0%} of the candidate in the lungs"
