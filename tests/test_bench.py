@@ -134,6 +134,21 @@ def test_training_step_alone(tmp_path) -> None:
     assert "## Training step (patches)" in (tmp_path / "bench.md").read_text()
 
 
+def test_without_the_crf_its_sections_are_skipped_and_said(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without pydensecrf2 the crf and predict sections are left out with a note and a warning, and the
+    others are measured: on a lent GPU machine without the CRF the bench used to end in an ImportError
+    traceback after minutes of measuring."""
+    import lungseg.crf
+
+    monkeypatch.setattr(lungseg.crf, "crf_available", lambda: False)
+    with pytest.warns(UserWarning, match="sections crf, predict not measured: .*pydensecrf2"):
+        result = bench.run_bench(quick=True, device="cpu", out_dir=tmp_path, sections=["crf", "train_step", "predict"],
+                                 progress=False)
+    assert "training_step" in result and not {"crf", "series_prediction", "real_series_prediction"} & set(result)
+    assert any("pydensecrf2" in note for note in result["notes"])
+    assert "not measured: the dense CRF" in (tmp_path / "bench.md").read_text()
+
+
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX-512 BF16 or AMX)")
 def test_bf16_measured_where_the_cpu_has_it(quick_result: tuple[dict, object]) -> None:
     result, out = quick_result

@@ -6,6 +6,7 @@ import contextlib
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -154,6 +155,24 @@ def _measure(result: dict[str, Any], chosen: Sequence[str], names: Sequence[str]
                 result["notes"].append(f"real-series prediction not measured: {real['skipped']}")
 
 
+#: The sections that run the dense CRF (pydensecrf2): ``crf`` times it, ``predict`` times ``predict --crf``.
+CRF_SECTIONS: tuple[str, ...] = ("crf", "predict")
+
+
+def _without_crf_sections(chosen: Sequence[str], notes: list[str]) -> tuple[str, ...]:
+    """``chosen`` less :data:`CRF_SECTIONS` when pydensecrf2 is missing, said in ``notes`` and as a warning,
+    so that a machine without the CRF gets the other sections instead of a traceback after them."""
+    from lungseg.crf import MISSING_CRF, crf_available
+
+    dropped = [s for s in chosen if s in CRF_SECTIONS]
+    if not dropped or crf_available():
+        return tuple(chosen)
+    note = f"sections {', '.join(dropped)} not measured: {MISSING_CRF}"
+    notes.append(note)
+    warnings.warn(f"lungseg bench: {note}", stacklevel=3)
+    return tuple(s for s in chosen if s not in CRF_SECTIONS)
+
+
 def run_bench(
     quick: bool = False,
     device: str = "auto",
@@ -198,6 +217,7 @@ def run_bench(
     result = _header(quick, cfg, dev)
     if MONAI_REFERENCE not in names:
         result["notes"].append("MONAI not installed: AttentionUnet not measured (pip install monai)")
+    chosen = _without_crf_sections(chosen, result["notes"])
     cudnn_before = torch.backends.cudnn.benchmark
     bar = tqdm(total=_total_steps(chosen, cfg, measured, len(names)), desc="lungseg bench", unit="step",
                disable=not progress)
