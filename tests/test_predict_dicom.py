@@ -331,3 +331,27 @@ def test_real_series_dicom_results_match_the_nifti_mask(lidc: dict[str, Any], fm
         assert np.array_equal(_seg_mask(path, lidc["headers"]), lidc["mask"])
     else:
         _assert_within_a_voxel_of_the_boundary(_rtstruct_mask(path, lidc["headers"]), lidc["mask"])
+
+
+def test_dicom_results_record_the_region_searched_and_the_set_aside_rule(setup: dict[str, Any], tmp_path: Path) -> None:
+    """The SEG's algorithm parameters and the RT Structure Set's ROI description say which region was searched
+    and whether candidates outside the lungs were set aside (--keep-outside-lungs), as the summary does."""
+    import pydicom
+
+    for keep in (False, True):
+        seg_path, rt_path = tmp_path / f"seg-{keep}.dcm", tmp_path / f"rt-{keep}.dcm"
+        summary = predict(setup["run"], setup["series"][0], seg_path, output_format="dicom-seg",
+                          threshold=setup["threshold"], keep_outside_lungs=keep, progress=False)
+        predict(setup["run"], setup["series"][0], rt_path, output_format="rtstruct", threshold=setup["threshold"],
+                keep_outside_lungs=keep, progress=False)
+        algorithm = summary["algorithm"]
+        assert algorithm["region"] == summary["region"]
+        searched_lungs = summary["region"] == "lungs"
+        assert algorithm["outside_lungs"] == ("set aside" if searched_lungs and not keep else "kept")
+        assert (summary["set_aside"] is not None) == (searched_lungs and not keep)
+        ident = pydicom.dcmread(seg_path).SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+        parameters = str(ident.AlgorithmParameters)
+        assert f"region={algorithm['region']}" in parameters
+        assert f"outside_lungs={algorithm['outside_lungs']}" in parameters
+        description = str(pydicom.dcmread(rt_path).StructureSetROISequence[0].ROIDescription)
+        assert f"region {algorithm['region']}" in description and f"outside_lungs {algorithm['outside_lungs']}" in description

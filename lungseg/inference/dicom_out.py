@@ -209,7 +209,7 @@ def write_rtstruct(mask: np.ndarray, headers: Sequence[Any], path: str | os.Path
     roi.ROINumber = 1
     roi.ReferencedFrameOfReferenceUID = str(headers[0].FrameOfReferenceUID)
     roi.ROIName = SEGMENT_LABEL
-    roi.ROIDescription = ", ".join(f"{k} {v}" for k, v in algorithm.items())[:64]
+    roi.ROIDescription = ", ".join(f"{k} {v}" for k, v in algorithm.items())[:1024]  # ST: up to 1024 characters
     roi.ROIGenerationAlgorithm = "AUTOMATIC"
     roi.ROIGenerationDescription = f"{algorithm['name']} {algorithm['version']} run {algorithm['run']}"[:64]
     ds.StructureSetROISequence = DicomSequence([roi])

@@ -251,7 +251,7 @@ def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str,
     summary: dict[str, Any] = {"input": str(inp), "run": str(run.run_dir), "crf": bool(crf), "precision": run.precision}
     if kind == "volume":
         summary["output_format"] = output_format
-        summary["algorithm"] = _algorithm(run, crf, threshold)
+        summary["algorithm"] = _algorithm(run, crf, threshold, keep_outside_lungs)
     step = {"volume": _predict_volume, "images": _predict_images, "npz": _predict_npz}[kind]
     guard = _Guard(inputs, probabilities, run.config.depth if attention else 0)
     written, lesion_path = step(inp, items, out, segment_volume if kind == "volume" else segment, guard, summary)
@@ -276,15 +276,26 @@ class _Guard:
             check_output(path, self.inputs)
 
 
-def _algorithm(run: Predictor, crf: bool, threshold: float | None) -> dict[str, Any]:
-    """What makes the mask, for the DICOM results' algorithm identification and the summary."""
+def _algorithm(run: Predictor, crf: bool, threshold: float | None, keep_outside_lungs: bool) -> dict[str, Any]:
+    """What makes the mask, for the DICOM results' algorithm identification and the summary; the region
+    searched is added once the scan is segmented (:func:`_searched_record`)."""
     from lungseg import __version__
 
     return {
         "name": "lungseg", "version": __version__, "run": run.run_dir.name, "model": run.config.model,
         "loss": run.config.loss, "epoch": run.epoch, "crf": "on" if crf else "off",
         "threshold": run.threshold if threshold is None else threshold,
+        "outside_lungs": "kept" if keep_outside_lungs else "set aside",
     }
+
+
+def _searched_record(algorithm: dict[str, Any], searched: dict[str, Any]) -> dict[str, Any]:
+    """``algorithm`` with the region :func:`lungseg.inference.scan.segment_scan` searched: a scan searched whole
+    (no lungs found, or ``--region all``) sets nothing aside, whatever was asked."""
+    record = {**algorithm, "region": searched["region"]}
+    if searched["region"] != "lungs":
+        record["outside_lungs"] = "kept"
+    return record
 
 
 def _predict_volume(inp: Path, items: list[Any], out: Path, segment: Any, guard: _Guard,
@@ -305,6 +316,8 @@ def _predict_volume(inp: Path, items: list[Any], out: Path, segment: Any, guard:
         headers = read_source_headers(vol.meta["files"])
     seg, searched = segment(vol)
     summary.update(searched)
+    if "algorithm" in summary:
+        summary["algorithm"] = _searched_record(summary["algorithm"], searched)
     written = writers.write_volume(vol, seg, result_path, prefix, probabilities=guard.probabilities, headers=headers,
                                    output_format=output_format, algorithm=summary.get("algorithm"))
     mask = seg.mask.astype(np.uint8)
