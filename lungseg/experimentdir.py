@@ -124,6 +124,12 @@ class ExperimentDir(Folder):
         return self.path / self.COMPARISON
 
     @property
+    def seed_stability_path(self) -> Path:
+        """One cell retrained for several seeds and variants, best and last checkpoints scored on a
+        development study (``benchmarks/seed_stability.py``)."""
+        return self.path / self.SEED_STABILITY
+
+    @property
     def provenance_path(self) -> Path:
         """The wall time and workers of the runs in this folder (the whole-slice comparison writes it)."""
         return self.path / self.PROVENANCE
@@ -143,6 +149,7 @@ class ProfileDir(Folder):
     CLAIMS = "05_tables/claims.json"
     COVERAGE = "coverage.json"
     STUDY_SIZE = "training-study-size.json"
+    SEED_STABILITY = "seed-stability/seed-stability.json"
     PROVENANCE = "provenance.json"
     CACHE = "cache"
 
@@ -182,6 +189,12 @@ class ProfileDir(Folder):
         """Single grid cells retrained on a larger training study, scored on the test study beside the
         published runs (``benchmarks/training_study_size.py``)."""
         return self.path / self.STUDY_SIZE
+
+    @property
+    def seed_stability_path(self) -> Path:
+        """One cell retrained for several seeds and variants, best and last checkpoints scored on a
+        development study (``benchmarks/seed_stability.py``)."""
+        return self.path / self.SEED_STABILITY
 
     @property
     def provenance_path(self) -> Path:
