@@ -25,6 +25,7 @@ from lungseg.cli_options import (
     add_train_options,
     bounded_int,
     config_from_args,
+    probability,
     train_defaults,
 )
 from lungseg.errors import LungsegError
@@ -210,7 +211,7 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("--prob", action="store_true", help="also write the probability map (default: off)")
     p.add_argument("--attention", action="store_true", help="also write the attention maps of every gate (default: off)")
     p.add_argument("--crf", action="store_true", help="refine with the CRF of eq. (10) (default: off)")
-    p.add_argument("--threshold", type=float, default=None, help="probability threshold (default: the run's, 0.5)")
+    p.add_argument("--threshold", type=probability, default=None, help="probability threshold (default: the run's, 0.5)")
     p.add_argument("--tta", default=None, metavar="MODE",
                    help="test-time augmentation: none, flips (the mean probability over the 4 flips) or dihedral"
                         " (over the 8 symmetries of the square), one forward pass each (default: the run's)")

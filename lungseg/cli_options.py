@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,6 +65,17 @@ def bounded_int(low: int, high: int) -> Any:
         return number
 
     return parse
+
+
+def probability(value: str) -> float:
+    """An argparse type: a finite number strictly between 0 and 1 (a probability threshold)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not 0 < number < 1:  # False for NaN too
+        raise argparse.ArgumentTypeError(f"expected a probability strictly between 0 and 1, got {value!r}")
+    return number
 
 
 def optional_float(value: str) -> float | None:

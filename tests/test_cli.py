@@ -191,6 +191,17 @@ def test_evaluation_and_prediction_sizes_are_bounded(argv: list[str], capsys: py
     assert err.startswith("error:") and "expected an integer in" in err and "\n" not in err
 
 
+@pytest.mark.parametrize("value", ["1.5", "0", "1", "-0.2", "nan", "inf", "half"])
+def test_predict_threshold_is_refused_naming_the_flag(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A threshold outside (0, 1) is refused by the parser as ``--threshold``, before any model is loaded."""
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", "--run", "no-such-run", "in.npz", "--out", "o.npz", "--threshold", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: argument --threshold: expected a probability strictly between 0 and 1")
+    assert repr(value) in err and "\n" not in err
+
+
 def test_limits_are_in_the_help() -> None:
     from lungseg.limits import MAX_BATCH_SIZE, MAX_DEPTH, MAX_IMAGE_SIZE
 

@@ -339,9 +339,17 @@ def test_undecodable_element_is_an_error_naming_the_file(series):
 
 
 def test_no_dicom_files_message_names_what_was_found(tmp_path):
+    """One error naming the files, and no warning per file before it saying the same (a folder that holds a
+    series still warns about the files it skips: tests/test_dicom_labels.py)."""
+    import warnings
+
+    from lungseg.data.dicom import scan_dicom_folder
+
     folder = tmp_path / "notes"
     folder.mkdir()
     (folder / "notes.txt").write_text("no images here")
-    with pytest.raises(DataError, match=r"no DICOM image files found among 1 file\(s\) \(notes\.txt\); expected"):
-        with pytest.warns(DataWarning, match="not a DICOM file"):
-            read_dicom_series(folder)
+    for read in (read_dicom_series, scan_dicom_folder):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a warning would fail the test before the error
+            with pytest.raises(DataError, match=r"no DICOM image files found among 1 file\(s\) \(notes\.txt\); expected"):
+                read(folder)

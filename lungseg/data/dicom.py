@@ -9,8 +9,10 @@ their affines map ``(j, i, k)`` to LPS millimetres (``meta["affine_space"] == "L
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,19 @@ _TILT_TOL_DEG = 1.0
 # Slices whose positions move in-plane by more than this fraction of a pixel along the stack are a
 # sheared (gantry-tilt) acquisition: the voxel grid is not a box, refused.
 _SHEAR_TOL_PX = 0.25
+
+
+@contextlib.contextmanager
+def _skips_kept_if(found: Callable[[], bool]) -> Iterator[None]:
+    """Hold the warnings of a folder scan (files skipped as not DICOM, ...) and issue them only if ``found()``
+    says the scan found something: for a folder with nothing to read, the error that follows names its
+    files, and a warning per file before it would say the same twice."""
+    with warnings.catch_warnings(record=True) as held:
+        warnings.simplefilter("always")
+        yield
+    if found():
+        for w in held:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _series_volume(uid: str, items: list[DicomSlice], folder: Path) -> CTVolume:
@@ -234,10 +249,11 @@ def read_dicom_series(folder: str | Path, *, progress: bool = False) -> list[CTV
     folder = Path(folder)
     files = folder_files(folder)
     series: dict[str, list[DicomSlice]] = defaultdict(list)
-    for path in tqdm(files, desc=f"reading {folder.name}", disable=not progress, leave=False):
-        item = read_slice(path)
-        if item is not None:
-            series[item.series_uid].append(item)
+    with _skips_kept_if(lambda: bool(series)):
+        for path in tqdm(files, desc=f"reading {folder.name}", disable=not progress, leave=False):
+            item = read_slice(path)
+            if item is not None:
+                series[item.series_uid].append(item)
     if not series:
         shown = ", ".join(str(p.relative_to(folder)) for p in files[:5]) + (", ..." if len(files) > 5 else "")
         raise DataError(
@@ -385,38 +401,39 @@ def scan_dicom_folder(folder: str | Path, *, progress: bool = False) -> DicomInd
     files = folder_files(folder)
     series: dict[str, SeriesInfo] = {}
     labels: list[LabelFile] = []
-    for path in tqdm(files, desc=f"indexing {folder.name}", disable=not progress, leave=False):
-        ds = parse_dicom(path, defer=True)
-        if ds is None:
-            continue
-        kind = _LABEL_KINDS.get(header_text(ds, "SOPClassUID")) or (
-            header_text(ds, "Modality").upper() if header_text(ds, "Modality").upper() in ("RTSTRUCT", "SEG") else None
-        )
-        if kind is not None:
-            labels.append(_label_file(path, ds, kind, folder))
-            continue
-        if "PixelData" not in ds:
-            warnings.warn(
-                f"{path}: DICOM file without pixel data (SOP class {header_text(ds, 'SOPClassUID', 'unknown')}), skipped",
-                DataWarning,
-                stacklevel=2,
+    with _skips_kept_if(lambda: bool(series or labels)):
+        for path in tqdm(files, desc=f"indexing {folder.name}", disable=not progress, leave=False):
+            ds = parse_dicom(path, defer=True)
+            if ds is None:
+                continue
+            kind = _LABEL_KINDS.get(header_text(ds, "SOPClassUID")) or (
+                header_text(ds, "Modality").upper() if header_text(ds, "Modality").upper() in ("RTSTRUCT", "SEG") else None
             )
-            continue
-        item = DicomSlice(path, ds)
-        info = series.get(item.series_uid)
-        if info is None:
-            try:
-                iop = header_numbers(ds, "ImageOrientationPatient", path, 6, "six direction cosines")
-                tilt = None if iop is None else tilt_degrees(iop)
-            except DataError:
-                tilt = None
-            info = series[item.series_uid] = SeriesInfo(
-                uid=item.series_uid, study_uid=header_text(ds, "StudyInstanceUID"),
-                patient_id=header_text(ds, "PatientID") or folder.name, modality=item.modality,
-                number=item.series_number, description=header_text(ds, "SeriesDescription"),
-                frame_uid=header_text(ds, "FrameOfReferenceUID"), tilt=tilt,
-            )
-        info.files.append(path)
+            if kind is not None:
+                labels.append(_label_file(path, ds, kind, folder))
+                continue
+            if "PixelData" not in ds:
+                warnings.warn(
+                    f"{path}: DICOM file without pixel data (SOP class {header_text(ds, 'SOPClassUID', 'unknown')}), skipped",
+                    DataWarning,
+                    stacklevel=2,
+                )
+                continue
+            item = DicomSlice(path, ds)
+            info = series.get(item.series_uid)
+            if info is None:
+                try:
+                    iop = header_numbers(ds, "ImageOrientationPatient", path, 6, "six direction cosines")
+                    tilt = None if iop is None else tilt_degrees(iop)
+                except DataError:
+                    tilt = None
+                info = series[item.series_uid] = SeriesInfo(
+                    uid=item.series_uid, study_uid=header_text(ds, "StudyInstanceUID"),
+                    patient_id=header_text(ds, "PatientID") or folder.name, modality=item.modality,
+                    number=item.series_number, description=header_text(ds, "SeriesDescription"),
+                    frame_uid=header_text(ds, "FrameOfReferenceUID"), tilt=tilt,
+                )
+            info.files.append(path)
     if not series and not labels:
         shown = ", ".join(str(p.relative_to(folder)) for p in files[:5]) + (", ..." if len(files) > 5 else "")
         raise DataError(
