@@ -124,9 +124,10 @@ class ExperimentDir(Folder):
         return self.path / self.COMPARISON
 
     @property
-    def seed_stability_path(self) -> Path:
+    def seed_stability_dir(self) -> Path:
         """One cell retrained for several seeds and variants, best and last checkpoints scored on a
-        development study (``benchmarks/seed_stability.py``)."""
+        development study (``benchmarks/seed_stability.py``): ``seed-stability-<machine>.json`` summaries,
+        each beside its ``.jsonl`` of runs."""
         return self.path / self.SEED_STABILITY
 
     @property
@@ -149,7 +150,7 @@ class ProfileDir(Folder):
     CLAIMS = "05_tables/claims.json"
     COVERAGE = "coverage.json"
     STUDY_SIZE = "training-study-size.json"
-    SEED_STABILITY = "seed-stability/seed-stability.json"
+    SEED_STABILITY = "seed-stability"
     PROVENANCE = "provenance.json"
     CACHE = "cache"
 
@@ -191,9 +192,10 @@ class ProfileDir(Folder):
         return self.path / self.STUDY_SIZE
 
     @property
-    def seed_stability_path(self) -> Path:
+    def seed_stability_dir(self) -> Path:
         """One cell retrained for several seeds and variants, best and last checkpoints scored on a
-        development study (``benchmarks/seed_stability.py``)."""
+        development study (``benchmarks/seed_stability.py``): ``seed-stability-<machine>.json`` summaries,
+        each beside its ``.jsonl`` of runs."""
         return self.path / self.SEED_STABILITY
 
     @property

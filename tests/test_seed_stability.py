@@ -50,11 +50,16 @@ def test_summary_is_mean_and_sd_over_seeds_per_variant_and_checkpoint() -> None:
     assert single["seeds"] == 1 and single["dev_pooled_dice_sd"] != single["dev_pooled_dice_sd"]  # NaN: one seed
 
 
-def test_the_published_measurement_reads_back() -> None:
-    """The committed run's summary agrees with its own per-run lines."""
-    folder = ROOT / "results" / "medium" / "seed-stability"
-    summary = json.loads((folder / "seed-stability.json").read_text())
-    rows = [json.loads(line) for line in (folder / "seed-stability.jsonl").read_text().splitlines()]
-    again = {(s["variant"], s["checkpoint"]): s for s in _script("seed_stability")._summary(rows)}
-    for s in summary["summary"]:
-        assert again[(s["variant"], s["checkpoint"])] == s
+def test_the_published_measurements_read_back() -> None:
+    """Each committed run's summary agrees with its own per-run lines (one pair per machine)."""
+    from lungseg.experiment import profile_dir
+
+    folder = profile_dir(profile_settings("medium")).seed_stability_dir
+    summaries = sorted(folder.glob("seed-stability-*.json"))
+    assert {p.stem for p in summaries} == {"seed-stability-h200", "seed-stability-cpu"}
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        rows = [json.loads(line) for line in path.with_suffix(".jsonl").read_text().splitlines()]
+        again = {(s["variant"], s["checkpoint"]): s for s in _script("seed_stability")._summary(rows)}
+        for s in summary["summary"]:
+            assert again[(s["variant"], s["checkpoint"])] == s
