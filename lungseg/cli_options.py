@@ -132,7 +132,7 @@ def train_options() -> list[tuple[str, str, Any, str, Sequence[str] | None]]:
         ("--ema-decay", "ema_decay", optional_float,
          "validate, save and predict with a moving average of the weights of this decay per step ('none' = the"
          " weights as trained)", None),
-        ("--threshold", "threshold", float, "probability threshold of the binary mask", None),
+        ("--threshold", "threshold", probability, "probability threshold of the binary mask", None),
         ("--tta", "tta", str, "test-time augmentation of the run's predictions: the mean over the 4 flips or the 8"
          f" symmetries of the square (one forward pass each); auto = dihedral for inputs up to {TTA_MAX_AUTO_SIZE}²,"
          " else none", ("auto", *TTA_MODES)),

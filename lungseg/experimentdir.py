@@ -124,13 +124,6 @@ class ExperimentDir(Folder):
         return self.path / self.COMPARISON
 
     @property
-    def seed_stability_dir(self) -> Path:
-        """One cell retrained for several seeds and variants, best and last checkpoints scored on a
-        development study (``benchmarks/seed_stability.py``): ``seed-stability-<machine>.json`` summaries,
-        each beside its ``.jsonl`` of runs."""
-        return self.path / self.SEED_STABILITY
-
-    @property
     def provenance_path(self) -> Path:
         """The wall time and workers of the runs in this folder (the whole-slice comparison writes it)."""
         return self.path / self.PROVENANCE

@@ -147,6 +147,10 @@ def test_without_the_crf_its_sections_are_skipped_and_said(tmp_path, monkeypatch
     assert "training_step" in result and not {"crf", "series_prediction", "real_series_prediction"} & set(result)
     assert any("pydensecrf2" in note for note in result["notes"])
     assert "not measured: the dense CRF" in (tmp_path / "bench.md").read_text()
+    with pytest.raises(LungsegError, match="--sections crf,predict: nothing to measure without the CRF"):
+        bench.run_bench(quick=True, device="cpu", out_dir=tmp_path / "none", sections=["crf", "predict"],
+                        progress=False)
+    assert not (tmp_path / "none").exists()
 
 
 @pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX-512 BF16 or AMX)")

@@ -175,9 +175,8 @@ def test_truncated_file_is_an_error_naming_it(series):
         read_dicom_series(folder)
 
 
-def test_non_dicom_and_non_image_files_are_skipped_with_a_warning(series):
-    volume, folder = series
-    (folder / "README.txt").write_text("notes from the scanner operator")
+def _text_report(path: Path) -> None:
+    """A DICOM file without pixel data (a Basic Text SR)."""
     sr = Dataset()
     sr.file_meta = FileMetaDataset()
     sr.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
@@ -187,12 +186,33 @@ def test_non_dicom_and_non_image_files_are_skipped_with_a_warning(series):
     sr.SOPInstanceUID = sr.file_meta.MediaStorageSOPInstanceUID
     sr.Modality = "SR"
     sr.SeriesInstanceUID = generate_uid()
-    sr.save_as(folder / "report.dcm", enforce_file_format=True)
+    sr.save_as(path, enforce_file_format=True)
+
+
+def test_non_dicom_and_non_image_files_are_skipped_with_a_warning(series):
+    from lungseg.data.dicom import scan_dicom_folder
+
+    volume, folder = series
+    (folder / "README.txt").write_text("notes from the scanner operator")
+    _text_report(folder / "report.dcm")
     with pytest.warns(DataWarning) as record:
         (got,) = read_dicom_series(folder)
     messages = " ".join(str(w.message) for w in record)
-    assert "README.txt" in messages and "report.dcm" in messages
+    assert "README.txt: not a DICOM file, skipped" in messages and "report.dcm: DICOM file without pixel data" in messages
     np.testing.assert_array_equal(got.image, volume.image)
+    with pytest.warns(DataWarning) as record:
+        index = scan_dicom_folder(folder)
+    assert len(index.series) == 1 and len(record) == 2
+    assert {Path(str(w.message).split(":")[0]).name for w in record} == {"README.txt", "report.dcm"}
+
+
+def test_a_corrupt_file_after_skipped_ones_still_says_what_was_skipped(series):
+    _, folder = series
+    (folder / "A-notes.txt").write_text("read first")
+    (folder / "CT00004.dcm").write_bytes(os.urandom(3000))  # corrupt: the scan stops at it
+    with pytest.warns(DataWarning, match="A-notes.txt: not a DICOM file, skipped"):
+        with pytest.raises(DataError, match="CT00004.dcm.*corrupt"):
+            read_dicom_series(folder)
 
 
 def _edit_header(path: Path, change: Callable[[Dataset], object]) -> None:
@@ -353,3 +373,10 @@ def test_no_dicom_files_message_names_what_was_found(tmp_path):
             warnings.simplefilter("error")  # a warning would fail the test before the error
             with pytest.raises(DataError, match=r"no DICOM image files found among 1 file\(s\) \(notes\.txt\); expected"):
                 read(folder)
+    # a DICOM file that is no image (a report, an RT Structure Set alone): the error says what it is
+    _text_report(folder / "report.dcm")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match=r"among 2 file\(s\) \(notes\.txt, report\.dcm\); report\.dcm: DICOM file"
+                                            r" without pixel data \(SOP class .*\); expected"):
+            read_dicom_series(folder)

@@ -345,6 +345,7 @@ def test_dicom_results_record_the_region_searched_and_the_set_aside_rule(setup: 
         predict(setup["run"], setup["series"][0], rt_path, output_format="rtstruct", threshold=setup["threshold"],
                 keep_outside_lungs=keep, progress=False)
         algorithm = summary["algorithm"]
+        assert summary["region"] == "lungs"  # the phantom's lungs are found, so the set-aside case is tested
         assert algorithm["region"] == summary["region"]
         searched_lungs = summary["region"] == "lungs"
         assert algorithm["outside_lungs"] == ("set aside" if searched_lungs and not keep else "kept")

@@ -167,10 +167,13 @@ def _without_crf_sections(chosen: Sequence[str], notes: list[str]) -> tuple[str,
     dropped = [s for s in chosen if s in CRF_SECTIONS]
     if not dropped or crf_available():
         return tuple(chosen)
+    kept = tuple(s for s in chosen if s not in CRF_SECTIONS)
+    if not kept:
+        raise LungsegError(f"--sections {','.join(chosen)}: nothing to measure without the CRF: {MISSING_CRF}")
     note = f"sections {', '.join(dropped)} not measured: {MISSING_CRF}"
     notes.append(note)
     warnings.warn(f"lungseg bench: {note}", stacklevel=3)
-    return tuple(s for s in chosen if s not in CRF_SECTIONS)
+    return kept
 
 
 def run_bench(

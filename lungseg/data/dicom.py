@@ -9,10 +9,8 @@ their affines map ``(j, i, k)`` to LPS millimetres (``meta["affine_space"] == "L
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from lungseg.data.dicom_header import (
     positive_number,
     read_slice,
     tilt_degrees,
+    without_pixels,
 )
 from lungseg.data.nifti import affine_from_geometry
 from lungseg.data.volume import CTVolume
@@ -66,17 +65,20 @@ _TILT_TOL_DEG = 1.0
 _SHEAR_TOL_PX = 0.25
 
 
-@contextlib.contextmanager
-def _skips_kept_if(found: Callable[[], bool]) -> Iterator[None]:
-    """Hold the warnings of a folder scan (files skipped as not DICOM, ...) and issue them only if ``found()``
-    says the scan found something: for a folder with nothing to read, the error that follows names its
-    files, and a warning per file before it would say the same twice."""
-    with warnings.catch_warnings(record=True) as held:
-        warnings.simplefilter("always")
-        yield
-    if found():
-        for w in held:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+def _report_skipped(skipped: list[tuple[Path, str]]) -> None:
+    """Warn about the files a folder scan left out (once it found something to read)."""
+    for path, why in skipped:
+        warnings.warn(f"{path}: {why}, skipped", DataWarning, stacklevel=3)
+
+
+def _nothing_found(folder: Path, files: list[Path], skipped: list[tuple[Path, str]]) -> DataError:
+    """The error for a folder without a DICOM image: its first files, and why DICOM files among them were left
+    out (an RT Structure Set alone, ...); a warning per file before it would repeat the list."""
+    shown = ", ".join(str(p.relative_to(folder)) for p in files[:5]) + (", ..." if len(files) > 5 else "")
+    dicom = [f"{p.relative_to(folder)}: {why}" for p, why in skipped if why != "not a DICOM file"]
+    why = f"; {'; '.join(dicom[:3])}{'; ...' if len(dicom) > 3 else ''}" if dicom else ""
+    return DataError(f"{folder}: no DICOM image files found among {len(files)} file(s) ({shown}){why};"
+                     " expected the .dcm files of a CT series")
 
 
 def _series_volume(uid: str, items: list[DicomSlice], folder: Path) -> CTVolume:
@@ -249,17 +251,18 @@ def read_dicom_series(folder: str | Path, *, progress: bool = False) -> list[CTV
     folder = Path(folder)
     files = folder_files(folder)
     series: dict[str, list[DicomSlice]] = defaultdict(list)
-    with _skips_kept_if(lambda: bool(series)):
+    skipped: list[tuple[Path, str]] = []
+    try:
         for path in tqdm(files, desc=f"reading {folder.name}", disable=not progress, leave=False):
-            item = read_slice(path)
+            item = read_slice(path, skipped)
             if item is not None:
                 series[item.series_uid].append(item)
+    except BaseException:  # a corrupt file: what was skipped before it is still said
+        _report_skipped(skipped)
+        raise
     if not series:
-        shown = ", ".join(str(p.relative_to(folder)) for p in files[:5]) + (", ..." if len(files) > 5 else "")
-        raise DataError(
-            f"{folder}: no DICOM image files found among {len(files)} file(s) ({shown});"
-            " expected the .dcm files of a CT series"
-        )
+        raise _nothing_found(folder, files, skipped)
+    _report_skipped(skipped)
     ct = {uid: items for uid, items in series.items() if items[0].modality.upper() == "CT"}
     for uid, items in series.items():
         if uid not in ct and ct:
@@ -401,9 +404,10 @@ def scan_dicom_folder(folder: str | Path, *, progress: bool = False) -> DicomInd
     files = folder_files(folder)
     series: dict[str, SeriesInfo] = {}
     labels: list[LabelFile] = []
-    with _skips_kept_if(lambda: bool(series or labels)):
+    skipped: list[tuple[Path, str]] = []
+    try:
         for path in tqdm(files, desc=f"indexing {folder.name}", disable=not progress, leave=False):
-            ds = parse_dicom(path, defer=True)
+            ds = parse_dicom(path, defer=True, skipped=skipped)
             if ds is None:
                 continue
             kind = _LABEL_KINDS.get(header_text(ds, "SOPClassUID")) or (
@@ -413,11 +417,7 @@ def scan_dicom_folder(folder: str | Path, *, progress: bool = False) -> DicomInd
                 labels.append(_label_file(path, ds, kind, folder))
                 continue
             if "PixelData" not in ds:
-                warnings.warn(
-                    f"{path}: DICOM file without pixel data (SOP class {header_text(ds, 'SOPClassUID', 'unknown')}), skipped",
-                    DataWarning,
-                    stacklevel=2,
-                )
+                skipped.append((path, without_pixels(ds)))
                 continue
             item = DicomSlice(path, ds)
             info = series.get(item.series_uid)
@@ -434,12 +434,12 @@ def scan_dicom_folder(folder: str | Path, *, progress: bool = False) -> DicomInd
                     frame_uid=header_text(ds, "FrameOfReferenceUID"), tilt=tilt,
                 )
             info.files.append(path)
+    except BaseException:  # a corrupt file: what was skipped before it is still said
+        _report_skipped(skipped)
+        raise
     if not series and not labels:
-        shown = ", ".join(str(p.relative_to(folder)) for p in files[:5]) + (", ..." if len(files) > 5 else "")
-        raise DataError(
-            f"{folder}: no DICOM image files found among {len(files)} file(s) ({shown});"
-            " expected the .dcm files of a CT series"
-        )
+        raise _nothing_found(folder, files, skipped)
+    _report_skipped(skipped)
     return DicomIndex(folder=folder, series=series, labels=labels)
 
 

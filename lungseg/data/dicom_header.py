@@ -176,15 +176,25 @@ class DicomSlice:
                 )
 
 
-def parse_dicom(path: Path, *, defer: bool = False) -> Dataset | None:
-    """Parse one file (``defer``: leave long values in the file until used); ``None`` (with a warning)
-    for a file that is not DICOM, :class:`DataError` for a file that claims to be DICOM but is corrupt."""
+def skip(path: Path, why: str, skipped: list[tuple[Path, str]] | None) -> None:
+    """A file left out of a read: a :class:`DataWarning` ``"<path>: <why>, skipped"``, or, when the caller
+    collects them in ``skipped``, appended there for the caller to report."""
+    if skipped is None:
+        warnings.warn(f"{path}: {why}, skipped", DataWarning, stacklevel=4)
+    else:
+        skipped.append((path, why))
+
+
+def parse_dicom(path: Path, *, defer: bool = False, skipped: list[tuple[Path, str]] | None = None) -> Dataset | None:
+    """Parse one file (``defer``: leave long values in the file until used); ``None`` (with a warning, or
+    noted in ``skipped``: :func:`skip`) for a file that is not DICOM, :class:`DataError` for a file that
+    claims to be DICOM but is corrupt."""
     try:
         return pydicom.dcmread(path, defer_size=_DEFER if defer else None)
     except InvalidDicomError:
         if is_dicom_file(path):
             raise DataError(f"{path}: corrupt DICOM file (no valid DICOM header)") from None
-        warnings.warn(f"{path}: not a DICOM file, skipped", DataWarning, stacklevel=3)
+        skip(path, "not a DICOM file", skipped)
         return None
     except MemoryError:
         raise DataError(f"{path}: corrupt DICOM file (an element declares a size too large to read)") from None
@@ -192,19 +202,21 @@ def parse_dicom(path: Path, *, defer: bool = False) -> Dataset | None:
         raise DataError(f"{path}: corrupt or truncated DICOM file ({describe(exc)})") from None
 
 
-def read_slice(path: Path) -> DicomSlice | None:
-    """Parse one file; ``None`` (with a warning) for files that are not DICOM images."""
-    ds = parse_dicom(path)
+def read_slice(path: Path, skipped: list[tuple[Path, str]] | None = None) -> DicomSlice | None:
+    """Parse one file; ``None`` (with a warning, or noted in ``skipped``: :func:`skip`) for files that are
+    not DICOM images."""
+    ds = parse_dicom(path, skipped=skipped)
     if ds is None:
         return None
     if "PixelData" not in ds:
-        warnings.warn(
-            f"{path}: DICOM file without pixel data (SOP class {header_text(ds, 'SOPClassUID', 'unknown')}), skipped",
-            DataWarning,
-            stacklevel=3,
-        )
+        skip(path, without_pixels(ds), skipped)
         return None
     return DicomSlice(path, ds)
+
+
+def without_pixels(ds: Dataset) -> str:
+    """Why a DICOM file without pixel data is not a slice, naming its SOP class (an RT Structure Set, ...)."""
+    return f"DICOM file without pixel data (SOP class {header_text(ds, 'SOPClassUID', 'unknown')})"
 
 
 def pixels_hu(item: DicomSlice) -> np.ndarray:
