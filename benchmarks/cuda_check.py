@@ -27,11 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lungseg.config import TrainConfig  # noqa: E402
-from lungseg.experiment.profiles import phantom_config, phantom_study, profile_settings  # noqa: E402
-from lungseg.training import train  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from seed_stability import PUBLISHED, medium_study, published_config  # noqa: E402
 
-PUBLISHED = ROOT / "results" / "medium" / "experiment" / "runs"
+from lungseg.training import train  # noqa: E402
 
 
 def _history(run: Path) -> list[dict[str, float]]:
@@ -61,27 +60,23 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    settings = profile_settings("medium")
-    n_patients = args.patients or settings.n_patients
     started = time.perf_counter()
-    data = phantom_study(ROOT / "data" / f"phantom-medium-{n_patients}", n_patients, settings.data_seed,
-                         phantom_config(settings), progress=False, workers=os.cpu_count() or 1)
+    data = medium_study(args.patients)
     generated_s = time.perf_counter() - started
     machine = {"torch": torch.__version__, "device": args.device, "cpu_count": os.cpu_count(),
                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-               "study_patients": n_patients, "study_generated_s": round(generated_s, 1)}
+               "study_patients": len(json.loads((data / "manifest.json").read_text())["patients"]),
+               "study_generated_s": round(generated_s, 1)}
     print(json.dumps(machine), flush=True)
 
     rows = []
     for cell in args.cells:
         published = PUBLISHED / cell
-        saved = json.loads((published / "config.json").read_text())
-        saved.update(device=args.device, data=str(data), cache_dir=str(args.runs / "cache"))
-        if args.epochs:
-            saved["epochs"] = args.epochs
+        config = published_config(cell, device=args.device, data=str(data), cache_dir=str(args.runs / "cache"),
+                                  **({"epochs": args.epochs} if args.epochs else {}))
         out = args.runs / cell
         t0 = time.perf_counter()
-        train(TrainConfig.from_dict(saved), out, resume=False, progress=False)
+        train(config, out, resume=False, progress=False)
         row = {"cell": cell, "wall_incl_setup_s": round(time.perf_counter() - t0, 1),
                "here": _summary(out), "published": _summary(published)}
         rows.append(row)
