@@ -221,6 +221,10 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("--keep-outside-lungs", action="store_true",
                    help="keep in the mask the candidates that lie mostly outside the lungs (in the mediastinum or"
                         " under the diaphragm); by default they are set aside and listed in the lesion summary")
+    p.add_argument("--planes", default="auto", choices=("auto", "axial", "three"),  # planes.PLANES (no torch here)
+                   help="slices of a CT volume the network runs on: axial, three (axial, coronal and sagittal,"
+                        " probabilities averaged; a model that states its pixel size only), or auto (three for such"
+                        " a model, axial for one that resizes whole slices; default: auto)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="weights to use (default: best)")
     p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE), default=16,
                    help="slices per forward pass (default: 16)")
@@ -412,8 +416,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         args.run, args.input, args.out, output_format=args.output_format, probabilities=args.prob,
         attention=args.attention, crf=args.crf, threshold=args.threshold, batch_size=args.batch_size,
         checkpoint=args.checkpoint, device=args.device, precision=args.precision, tta=args.tta, region=args.region,
-        keep_outside_lungs=args.keep_outside_lungs,
-        progress=not args.quiet,
+        keep_outside_lungs=args.keep_outside_lungs, planes=args.planes, progress=not args.quiet,
     )
     print(format_summary(summary))
     if summary.get("failed"):  # a folder of studies: the others were segmented, the table says which failed

@@ -73,7 +73,10 @@ def whole_scan_lines() -> str:
     rows = json.loads(WHOLE_SCANS.read_text(encoding="utf-8"))["scans"]
     parts = [f"{r['scan']}: Dice {r['dice']:.2f}, {r['recall']:.0%} of the tumour found, {r['components']} components"
              f" marked (the tumour's own Dice {r.get('tumour_component_dice', 0):.2f}), {r['seconds']:.0f} s" for r in rows]
-    return ("- **On two whole real scans** (measured, never trained on; `python benchmarks/real_ct_scans.py`): "
+    planes = {r.get("planes") for r in rows}
+    how = (", the network run on axial, coronal and sagittal slices (`--planes auto`)" if planes == {"three"}
+           else "")
+    return (f"- **On two whole real scans** (measured, never trained on; `python benchmarks/real_ct_scans.py`{how}): "
             + "; ".join(parts) + ".\n")
 
 

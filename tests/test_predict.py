@@ -43,8 +43,11 @@ def test_dicom_series_to_nifti_in_series_geometry(runs: dict[str, Path], study: 
     out = tmp_path / "pred" / "mask.nii.gz"
     summary = predict(runs["hu"], patient / "ct", out, probabilities=True, attention=True, progress=False,
                       keep_outside_lungs=True)  # this toy network's candidates lie mostly outside the lungs
-    assert summary["set_aside"] is None
+    assert summary["set_aside"] is None and summary["planes"] == "axial"  # a whole-slice model: axial slices only
     assert sorted(p.name for p in (patient / "ct").iterdir()) == before  # input folder untouched
+    with pytest.raises(LungsegError, match=r"--planes: three-plane prediction needs a model trained at a stated"):
+        predict(runs["hu"], patient / "ct", tmp_path / "three" / "mask.nii.gz", planes="three", progress=False)
+    assert not (tmp_path / "three").exists()  # refused before anything is read or written
     ref = nib.load(patient / "mask.nii.gz")  # the generator's mask, aligned with the series
     got = nib.load(out)
     assert got.shape == ref.shape
@@ -186,6 +189,11 @@ def test_the_printed_summary_says_how_many_lesions_it_leaves_out_and_what_was_se
     summary["lesions"] = {"count": 3, "lesions": lesions[:3]}
     summary["set_aside"] = None
     assert "more" not in format_summary(summary) and "set aside" not in format_summary(summary)
+    assert "coronal" not in format_summary(summary)
+    summary["planes"] = "three"
+    assert "axial, coronal and sagittal slices; --planes axial" in format_summary(summary).splitlines()[0]
+    summary.update(planes="axial", planes_note="the volume searched is 30 mm along its shortest axis, ...")
+    assert "note: the volume searched is 30 mm" in format_summary(summary) and "coronal" not in format_summary(summary)
 
 # ---------------------------------------------------------------- bad input is refused before anything is written
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ from lungseg.errors import DataError, DataWarning, LungsegError
 from lungseg.files import check_output, write_json
 from lungseg.inference.checks import check_positive_int, check_threshold
 from lungseg.inference.lesions import image_lesion_summary, lesion_summary, world_affine
+from lungseg.inference.planes import check_planes, resolve_planes
 from lungseg.inference.predictor import Predictor, Segmentation
 from lungseg.inference.readers import VOLUME_SUFFIXES, list_studies, read_input, strip_suffix
 from lungseg.inference.scan import check_region, segment_scan
@@ -76,6 +77,7 @@ def predict(
     tta: str | None = None,
     region: str = "auto",
     keep_outside_lungs: bool = False,
+    planes: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Segment tumours in ``input_path`` with a trained run and write the result to ``out_path``.
@@ -105,6 +107,8 @@ def predict(
         tta: ``"none"``, ``"flips"`` or ``"dihedral"`` (:mod:`lungseg.inference.tta`); ``None``: the run's.
         region, keep_outside_lungs: where a CT volume is searched, ``"lungs"``, ``"all"`` or ``"auto"``, and
             whether candidates mostly outside the lungs stay in the mask (:func:`~lungseg.inference.scan.segment_scan`).
+        planes: ``"auto"``, ``"axial"`` or ``"three"``: the slices of a CT volume the network runs on
+            (:func:`~lungseg.inference.scan.segment_scan`; images and ``.npz`` slices are always taken as they are).
         progress: show progress bars (one over all studies for a folder of studies).
 
     Returns:
@@ -114,7 +118,8 @@ def predict(
         with its error and the others are still segmented.
 
     Raises:
-        LungsegError: a bad argument (``threshold``, ``batch_size``, ``output_format``, ``region``), a DICOM
+        LungsegError: a bad argument (``threshold``, ``batch_size``, ``output_format``, ``region``, ``planes``,
+            or ``"three"`` planes for a model that states no pixel size), a DICOM
             output format for an input that is not a DICOM series, an output inside the input, two
             studies whose outputs would share a name, or a model that does not fit the input.
             :class:`~lungseg.errors.DataError` (a subclass) for bad input: unreadable files, NaN or
@@ -125,6 +130,7 @@ def predict(
     """
     inp, out = Path(input_path), Path(out_path)
     _check_arguments(batch_size, threshold, tta, output_format, region)
+    check_planes(planes)
     check_output(out, inputs := [inp, Path(run_dir)])  # no output may be or lie inside the scans or the model
     studies = list_studies(inp)
     if output_format != "nifti" and inp.is_file():
@@ -132,10 +138,12 @@ def predict(
     if studies is not None:
         _check_studies(inp, out, studies, output_format)
     run = Predictor.load(run_dir, checkpoint=checkpoint, device=device, precision=precision, tta=tta)
+    resolve_planes(planes, run, "--planes")  # refused before any input is read
     if attention and run.config.model != "attention":
         raise LungsegError(f"--attention needs an 'attention' model; {run.run_dir} holds a {run.config.model!r} model")
     options = dict(output_format=output_format, probabilities=probabilities, attention=attention, crf=crf, inputs=inputs,
-                   threshold=threshold, batch_size=batch_size, region=region, keep_outside_lungs=keep_outside_lungs)
+                   threshold=threshold, batch_size=batch_size, region=region, keep_outside_lungs=keep_outside_lungs,
+                   planes=planes)
     if studies is not None:
         return _predict_studies(run, inp, out, studies, options, progress)
     return _predict_loaded(run, inp, out, progress=progress, **options)
@@ -211,7 +219,7 @@ def _predict_studies(run: Predictor, inp: Path, out: Path, studies: list[Path], 
 def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str, probabilities: bool,
                     attention: bool, crf: bool, threshold: float | None, batch_size: int, progress: bool,
                     inputs: list[Path], region: str = "auto", keep_outside_lungs: bool = False,
-                    volumes_only: bool = False) -> dict[str, Any]:
+                    planes: str = "auto", volumes_only: bool = False) -> dict[str, Any]:
     """:func:`predict` of one input with a loaded network: read and check it, segment, write.
 
     ``inputs`` are the files and folders no output may be (:func:`lungseg.files.check_output`)."""
@@ -246,7 +254,8 @@ def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str,
 
     def segment_volume(vol: Any) -> tuple[Segmentation, dict[str, Any]]:
         return segment_scan(run, vol, crf=crf, threshold=threshold, attention=attention, batch_size=batch_size,
-                            progress=progress, region=region, keep_outside_lungs=keep_outside_lungs, where=str(inp))
+                            progress=progress, region=region, keep_outside_lungs=keep_outside_lungs, planes=planes,
+                            where=str(inp))
 
     summary: dict[str, Any] = {"input": str(inp), "run": str(run.run_dir), "crf": bool(crf), "precision": run.precision}
     if kind == "volume":
@@ -290,9 +299,9 @@ def _algorithm(run: Predictor, crf: bool, threshold: float | None, keep_outside_
 
 
 def _searched_record(algorithm: dict[str, Any], searched: dict[str, Any]) -> dict[str, Any]:
-    """``algorithm`` with the region :func:`lungseg.inference.scan.segment_scan` searched: a scan searched whole
-    (no lungs found, or ``--region all``) sets nothing aside, whatever was asked."""
-    record = {**algorithm, "region": searched["region"]}
+    """``algorithm`` with the region :func:`lungseg.inference.scan.segment_scan` searched and the planes the network
+    ran on: a scan searched whole (no lungs found, or ``--region all``) sets nothing aside, whatever was asked."""
+    record = {**algorithm, "region": searched["region"], "planes": searched["planes"]}
     if searched["region"] != "lungs":
         record["outside_lungs"] = "kept"
     return record

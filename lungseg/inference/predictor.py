@@ -247,6 +247,13 @@ class Predictor:
         else:
             probs, alphas = self.probabilities(images, batch_size=batch_size, progress=progress,
                                                pixel_spacing=pixel_spacing), []
+        return self.segmentation_of(images, probs, alphas, crf, threshold, keep)
+
+    def segmentation_of(self, images: np.ndarray, probs: np.ndarray, alphas: list[np.ndarray], crf: bool = False,
+                        threshold: float | None = None, keep: np.ndarray | None = None) -> Segmentation:
+        """The :class:`Segmentation` of ``images`` from probabilities already computed (by :meth:`segment`, or by
+        :func:`lungseg.inference.planes.three_plane_probabilities`): ``probs`` and ``alphas`` set to 0 outside
+        ``keep`` where it is given, then thresholded or CRF-refined (:meth:`binarize`)."""
         if keep is None:
             return Segmentation(self.binarize(images, probs, crf, threshold), probs, alphas)
         probs, alphas = probs * keep, [a * keep for a in alphas]

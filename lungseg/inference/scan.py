@@ -1,7 +1,7 @@
 """Segmenting a whole CT scan: the model's intensities, its pixel size, and the region searched.
 
 A model trained on whole phantom slices in HU takes a scan's slices as they are. A model trained on
-real tumour patches scaled to [0, 1] (the published real-CT model) needs three things a scan does not
+real tumour patches scaled to [0, 1] (the published real-CT model) needs four things a scan does not
 give it by itself, and :func:`segment_scan` supplies them:
 
 - **intensities**: the scan's HU are clipped to the model's
@@ -10,6 +10,10 @@ give it by itself, and :func:`segment_scan` supplies them:
 - **pixel size**: the slices are resampled to the model's
   :attr:`~lungseg.preprocess.Fingerprint.pixel_mm` and the fully convolutional network runs on whole
   slices (:meth:`lungseg.inference.Predictor.network_size`), whatever the field of view;
+- **which slices**: such a network sees a vessel's cross-section or the dome of the diaphragm in an
+  axial slice as a round blob, like a nodule; by default it also runs on the coronal and sagittal slices
+  of the volume resampled to its pixel size, and the three probability maps are averaged
+  (:mod:`lungseg.inference.planes`; ``planes="axial"`` for axial slices only);
 - **where to look**: such a model has seen tumours and their surroundings only, never a whole chest,
   and marks bright blobs anywhere; the search is limited to the lungs and their walls
   (:func:`lungseg.inference.region.lung_region`), and the network runs only on the box around them.
@@ -36,6 +40,7 @@ from scipy import ndimage
 
 from lungseg.errors import DataWarning, LungsegError
 from lungseg.inference.lesions import lesion_summary, world_affine
+from lungseg.inference.planes import resolve_planes, three_plane_probabilities, too_short
 from lungseg.inference.predictor import Predictor, Segmentation
 from lungseg.inference.region import LungRegion, lung_region_and_envelope, set_aside_outside_lungs
 
@@ -99,9 +104,33 @@ def _box(inside: np.ndarray, spacing: tuple[float, float, float], in_plane: bool
     return zs, slice(max(0, ys.start - pad_y), min(h, ys.stop + pad_y)), slice(max(0, xs.start - pad_x), min(w, xs.stop + pad_x))
 
 
+def _segment(run: Predictor, images: np.ndarray, *, planes: str, spacing: tuple[float, float, float],
+             pixel_spacing: tuple[float, float], crf: bool, threshold: float | None, attention: bool,
+             batch_size: int, progress: bool, keep: np.ndarray | None = None) -> tuple[Segmentation, str, str | None]:
+    """:meth:`Predictor.segment` of ``images`` (a box of the scan), on axial slices or on three planes; with the
+    planes used and, where three were asked of a volume too short for them (:func:`too_short`), why not."""
+    why_not = too_short(images.shape, spacing) if planes == "three" else None
+    if planes == "axial" or why_not:
+        return run.segment(images, crf=crf, threshold=threshold, attention=attention, batch_size=batch_size,
+                           progress=progress, pixel_spacing=pixel_spacing, keep=keep), "axial", why_not
+    probs = three_plane_probabilities(run, images, spacing, batch_size=batch_size, progress=progress)
+    alphas = run.attention_maps(images, batch_size, progress, pixel_spacing)[1] if attention else []
+    return run.segmentation_of(images, probs, alphas, crf, threshold, keep), "three", None
+
+
+def _planes_record(used: str, why_not: str | None, asked: str, where: str) -> dict[str, str]:
+    """The summary's ``planes`` (and ``planes_note`` when three planes fell back to axial slices; a warning
+    too when they were asked for by name)."""
+    if why_not is None:
+        return {"planes": used}
+    if asked == "three":
+        warnings.warn(DataWarning(f"{where}: {why_not}"), stacklevel=3)
+    return {"planes": used, "planes_note": why_not}
+
+
 def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: float | None = None,
                  attention: bool = False, batch_size: int = 16, progress: bool = False,
-                 region: str = "auto", keep_outside_lungs: bool = False,
+                 region: str = "auto", keep_outside_lungs: bool = False, planes: str = "auto",
                  where: str = "input") -> tuple[Segmentation, dict[str, Any]]:
     """Segment a CT volume (:class:`lungseg.data.volume.CTVolume`) with ``run`` (see the module docstring).
 
@@ -115,26 +144,34 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
         region: one of :data:`REGIONS`.
         keep_outside_lungs: keep the candidates that lie mostly outside the lungs (see the module
             docstring) in the mask; by default they are set aside.
+        planes: one of :data:`lungseg.inference.planes.PLANES`: ``"three"`` averages the network's
+            probabilities over the axial, coronal and sagittal slices
+            (:func:`~lungseg.inference.planes.three_plane_probabilities`; the gate maps of ``attention`` stay
+            the axial slices'), ``"axial"`` runs it on axial slices only, ``"auto"`` is ``"three"`` for a model
+            that states its pixel size and ``"axial"`` otherwise (:func:`~lungseg.inference.planes.resolve_planes`).
         where: names the input in errors.
 
     Returns:
         ``(segmentation on vol's grid, {"region": "lungs"/"all", "region_ml": volume searched or None,
-        and for the lungs "set_aside": the lesion summary (:func:`~lungseg.inference.lesions.lesion_summary`)
+        "planes": "three"/"axial" (and "planes_note": why a volume shorter than
+        :data:`~lungseg.inference.planes.MIN_EXTENT_MM` got axial slices), and for the lungs "set_aside": the lesion summary (:func:`~lungseg.inference.lesions.lesion_summary`)
         of the candidates set aside, or None when kept})``; outside the region the mask, probabilities and
         gate maps are 0, and the set-aside candidates are 0 in the mask (not in the probabilities). A scan
         in which no lung is found is searched whole, with a :class:`~lungseg.errors.DataWarning`.
 
     Raises:
-        LungsegError: intensities the model cannot take (:func:`model_images`), a bad ``region``, a
-            region asked of a volume not in HU, or slices the network cannot take.
+        LungsegError: intensities the model cannot take (:func:`model_images`), a bad ``region`` or
+            ``planes``, a region asked of a volume not in HU, three planes asked of a model that states no
+            pixel size, or slices the network cannot take.
     """
     images = model_images(run, vol, where)
     chosen = resolve_region(region, vol)
+    views = resolve_planes(planes, run, where)
     if chosen == "lungs" and vol.intensity != "hu":
         raise LungsegError(f"{where}: the lung region needs a scan in HU; this one is {vol.intensity!r}")
     pixel_spacing = (float(vol.spacing[1]), float(vol.spacing[2]))
     options = dict(crf=crf, threshold=threshold, attention=attention, batch_size=batch_size, progress=progress,
-                   pixel_spacing=pixel_spacing)
+                   pixel_spacing=pixel_spacing, planes=views, spacing=tuple(float(s) for s in vol.spacing))
     try:
         # the lungs found once, for where to search and for which candidates lie in them
         inside, envelope = lung_region_and_envelope(vol.image, vol.spacing) if chosen == "lungs" else (None, None)
@@ -143,9 +180,11 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
                                       " mL or more inside the body); the whole scan is searched"), stacklevel=2)
             inside = None
         if inside is None:
-            return run.segment(images, **options), {"region": "all", "region_ml": None, "set_aside": None}
+            seg, used, why_not = _segment(run, images, **options)
+            return seg, {"region": "all", "region_ml": None, **_planes_record(used, why_not, planes, where),
+                         "set_aside": None}
         box = _box(inside, vol.spacing, in_plane=run.network_size(images.shape[1:], pixel_spacing) is not None)
-        seg = run.segment(np.ascontiguousarray(images[box]), keep=inside[box], **options)
+        seg, used, why_not = _segment(run, np.ascontiguousarray(images[box]), keep=inside[box], **options)
     except ValueError as exc:
         raise LungsegError(f"{where}: {exc}") from None
     empty = np.zeros(vol.image.shape, dtype=np.float32)
@@ -164,5 +203,5 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
         full[box] = alpha
         alphas.append(full)
     info = {"region": "lungs", "region_ml": round(float(inside.sum() * np.prod(vol.spacing)) / 1000.0, 1),
-            "set_aside": set_aside}
+            **_planes_record(used, why_not, planes, where), "set_aside": set_aside}
     return Segmentation(mask, probs, alphas), info

@@ -174,6 +174,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         return format_study_table(summary)
     les = summary["lesions"]
     lines = [f"{les['count']} lesion(s) found in {summary['input']}"]
+    if summary.get("planes") == "three":
+        lines[0] += " (the network run on axial, coronal and sagittal slices; --planes axial for axial only)"
+    if summary.get("planes_note"):
+        lines.append(f"note: {summary['planes_note']}")
     shown = [e for e in les.get("lesions", []) if "volume_ml" in e][:_SHOWN]
     for e in shown:
         sure = f", peak probability {e['peak_probability']:.2f}" if "peak_probability" in e else ""
