@@ -201,7 +201,8 @@ def summarise(transfer_rows: list[dict[str, Any]], inference_rows: list[dict[str
     for variant in VARIANTS:
         path = WHOLE_SCANS.parent / WHOLE_SCANS.name.format(variant=variant)
         if path.is_file():
-            whole += [{"phantom": variant, "scan": r["scan"], "Dice": r["dice"], "tumour found": r["recall"],
+            whole += [{"phantom": variant, "scan": r["scan"], "planes": r.get("planes", "axial"), "Dice": r["dice"],
+                       "tumour found": r["recall"],
                        "components": r["components"], "the tumour's component: Dice": r.get("tumour_component_dice")}
                       for r in json.loads(path.read_text(encoding="utf-8"))["scans"]]
     return {"phantom_only": phantom_only, "fine_tuned": fine_tuned, "whole_scans": whole, "seed": seed,

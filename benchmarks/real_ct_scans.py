@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="results/real-ct/msd-patches-attention.zip")
     ap.add_argument("--out", default="results/real-ct/whole-scans.json")
+    ap.add_argument("--note", default=None, help="a sentence on the model measured, kept in the JSON")
     ap.add_argument("--planes", default="auto", choices=("auto", "axial", "three"),
                     help="lungseg predict --planes (default: auto, the model's default)")
     args = ap.parse_args(argv)
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row))
     command = "python benchmarks/real_ct_scans.py" + ("" if args.planes == "auto" else f" --planes {args.planes}")
-    write_json({"model": args.model, "command": command, "scans": rows}, Path(args.out))
+    write_json({"model": args.model, "command": command, **({"note": args.note} if args.note else {}), "scans": rows},
+               Path(args.out))
     print(f"wrote {args.out}")
     return 0
 

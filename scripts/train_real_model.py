@@ -70,13 +70,13 @@ def whole_scan_lines() -> str:
     """The card's line on the two whole real scans, from :data:`WHOLE_SCANS` (empty before they are measured)."""
     if not WHOLE_SCANS.is_file():
         return ""
-    rows = json.loads(WHOLE_SCANS.read_text(encoding="utf-8"))["scans"]
+    measured = json.loads(WHOLE_SCANS.read_text(encoding="utf-8"))
+    rows = measured["scans"]
     parts = [f"{r['scan']}: Dice {r['dice']:.2f}, {r['recall']:.0%} of the tumour found, {r['components']} components"
              f" marked (the tumour's own Dice {r.get('tumour_component_dice', 0):.2f}), {r['seconds']:.0f} s" for r in rows]
     planes = {r.get("planes") for r in rows}
-    how = (", the network run on axial, coronal and sagittal slices (`--planes auto`)" if planes == {"three"}
-           else "")
-    return (f"- **On two whole real scans** (measured, never trained on; `python benchmarks/real_ct_scans.py`{how}): "
+    how = ", the network run on axial, coronal and sagittal slices" if planes == {"three"} else ""
+    return (f"- **On two whole real scans** (measured, never trained on; `{measured['command']}`{how}): "
             + "; ".join(parts) + ".\n")
 
 
@@ -132,8 +132,9 @@ def card_notes(cv: dict[str, object], seconds: float) -> str:
 - **Input it expects:** either 48 x 48 axial patches at 2 mm per pixel scaled to [0, 1] as the training
   patches were (`intensity` "unit" in an `.npz`), or a whole CT scan in HU (DICOM series, NIfTI): `lungseg
   predict` then clips it to [{UNIT_WINDOW[0]:.0f}, {UNIT_WINDOW[1]:.0f}] HU and scales it to [0, 1] (the window that matches the
-  patches' histogram), resamples the slices to {PIXEL_MM:g} mm per pixel and looks for tumours only in the lungs
-  and their walls (`--region auto`). It was trained on patches around tumours only, so on a whole scan it
+  patches' histogram), resamples the slices to {PIXEL_MM:g} mm per pixel, looks for tumours only in the lungs
+  and their walls (`--region auto`), and averages the network's maps on axial, coronal and sagittal slices
+  (`--planes auto`). It was trained on patches around tumours only, so on a whole scan it
   also marks vessels and soft tissue inside the lungs: read its lesion table as candidates.
 {whole_scan_lines()}- **Measured:** the same recipe, trained on the other patients of each of five patient-level folds and
   scored on the held-out patients' patches (seeds {cv["seeds"]}, {cv["runs"]} runs): pooled Dice per fold

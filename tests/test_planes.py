@@ -4,6 +4,9 @@ loses what a sphere keeps."""
 
 from __future__ import annotations
 
+import csv
+import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from lungseg.inference.planes import (
     three_plane_probabilities,
     too_short,
 )
+from lungseg.inference.region import lung_region
 from lungseg.inference.scan import hu_to_unit, segment_scan
 
 REAL_MODEL = Path(__file__).resolve().parents[1] / "results" / "real-ct" / "msd-patches-attention.zip"
@@ -45,6 +49,24 @@ def test_bad_volumes_and_spacings_are_refused_with_their_shapes() -> None:
         three_plane_probabilities(run, np.zeros((8, 8), np.float32), (1.0, 1.0, 1.0))
     with pytest.raises(ValueError, match=r"spacing must be three positive millimetre sizes .* got \(1.0, 0.0, 1.0\)"):
         three_plane_probabilities(run, np.zeros((4, 8, 8), np.float32), (1.0, 0.0, 1.0))
+
+
+def test_an_anisotropic_volume_is_resampled_to_the_model_pixel_size_in_every_plane(monkeypatch: pytest.MonkeyPatch) -> None:
+    """(10, 30, 44) voxels of (3, 1, 1) mm at 2 mm: a (15, 15, 22) grid, so the axial and coronal slices are 15 x 22
+    and the sagittal ones 15 x 15, each at the model's square pixel, and the result comes back on the input's grid."""
+    run = tiny_predictor(pixel_mm=2.0)
+    seen: list[tuple[tuple[int, ...], object]] = []
+    probabilities = run.probabilities
+
+    def recording(slices: np.ndarray, **kwargs: object) -> np.ndarray:
+        seen.append((slices.shape, kwargs.get("pixel_spacing")))
+        return probabilities(slices, **kwargs)
+
+    monkeypatch.setattr(run, "probabilities", recording)
+    images = np.random.default_rng(2).random((10, 30, 44), dtype=np.float32)
+    three = three_plane_probabilities(run, images, (3.0, 1.0, 1.0))
+    assert three.shape == images.shape and np.isfinite(three).all()
+    assert seen == [((15, 15, 22), (2.0, 2.0)), ((15, 15, 22), (2.0, 2.0)), ((22, 15, 15), (2.0, 2.0))]
 
 
 def test_an_isotropic_volume_at_the_model_pixel_size_averages_the_three_planes_in_place() -> None:
@@ -91,6 +113,12 @@ def test_segment_scan_records_the_planes_and_predict_refuses_three_for_a_whole_s
     stated = tiny_predictor(pixel_mm=2.0, unit_window=(-970.0, 150.0))
     seg, info = segment_scan(stated, vol, threshold=0.01)
     assert info["planes"] == "three" and "planes_note" not in info and seg.mask.shape == hu.shape
+    inside = lung_region(hu, SPACING)
+    assert seg.mask[inside].any() and not seg.mask[~inside].any() and not seg.probs[~inside].any()
+    gated = segment_scan(tiny_predictor("attention", pixel_mm=2.0, unit_window=(-970.0, 150.0)), vol,
+                         threshold=0.01, attention=True, crf=True)[0]  # gates of the axial slices, CRF on the average
+    assert len(gated.alphas) == 2 and all(a.shape == hu.shape and not a[~inside].any() for a in gated.alphas)
+    assert not gated.mask[~inside].any()
     axial_seg, axial_info = segment_scan(stated, vol, threshold=0.01, planes="axial")
     assert axial_info["planes"] == "axial" and not np.array_equal(seg.probs, axial_seg.probs)
     unstated = tiny_predictor(unit_window=(-970.0, 150.0))
@@ -107,9 +135,53 @@ def test_a_slab_too_short_for_three_planes_gets_axial_slices_and_says_why() -> N
     hu, _ = chest(n_slices=6)
     vol = CTVolume(image=hu, mask=None, spacing=SPACING, patient_id="toy")
     stated = tiny_predictor(pixel_mm=2.0, unit_window=(-970.0, 150.0))
-    seg, info = segment_scan(stated, vol, threshold=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # auto falls back without a warning: the summary says it
+        seg, info = segment_scan(stated, vol, threshold=0.01)
     axial, _ = segment_scan(stated, vol, threshold=0.01, planes="axial")
     assert info["planes"] == "axial" and "30 mm" in info["planes_note"]
     np.testing.assert_array_equal(seg.probs, axial.probs)
     with pytest.warns(DataWarning, match=r"slab.nii.gz: the volume searched is 30 mm"):  # asked for by name: a warning
         segment_scan(stated, vol, threshold=0.01, planes="three", where="slab.nii.gz")
+
+
+def test_predict_with_a_pixel_size_model_records_three_planes_per_scan_and_per_study(real_model: Predictor,
+                                                                                      tmp_path: Path) -> None:
+    """End to end with the published real-CT model: one NIfTI scan, and the same scan in a folder of studies."""
+    import nibabel as nib
+
+    from lungseg.inference import predict
+
+    hu, _ = chest(n_slices=14)
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    affine = np.diag([-SPACING[2], -SPACING[1], SPACING[0], 1.0])
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(hu.transpose(2, 1, 0)), affine), studies / "chest.nii.gz")
+    summary = predict(REAL_MODEL, studies / "chest.nii.gz", tmp_path / "one" / "mask.nii.gz", device="cpu",
+                      progress=False)
+    assert summary["planes"] == "three" and summary["algorithm"]["planes"] == "three"
+    table = predict(REAL_MODEL, studies, tmp_path / "all", device="cpu", progress=False)
+    assert [row["planes"] for row in table["studies"]] == ["three"]
+    with open(tmp_path / "all" / "summary.csv", newline="", encoding="utf-8") as fh:
+        assert [row["planes"] for row in csv.DictReader(fh)] == ["three"]
+    from lungseg.cli import main
+
+    assert main(["predict", str(studies / "chest.nii.gz"), "--model", str(REAL_MODEL), "--out",
+                 str(tmp_path / "cli" / "mask.nii.gz"), "--planes", "axial", "--device", "cpu", "--quiet"]) == 0
+    assert json.loads((tmp_path / "cli" / "mask_lesions.json").read_text())["planes"] == "axial"
+    with pytest.warns(DataWarning, match=r"--planes three needs a CT volume; the slices of an .npz"):
+        predict(REAL_MODEL, _unit_npz(tmp_path / "slices.npz"), tmp_path / "npz", planes="three", device="cpu",
+                progress=False)
+
+
+def _unit_npz(path: Path) -> Path:
+    np.savez(path, images=np.random.default_rng(3).random((2, 48, 48), dtype=np.float32), intensity="unit")
+    return path
+
+
+def test_the_cli_offers_the_same_planes_as_the_library() -> None:
+    from lungseg.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices["predict"]  # type: ignore[union-attr]
+    (action,) = [a for a in sub._actions if a.dest == "planes"]
+    assert tuple(action.choices) == PLANES and action.default == "auto"

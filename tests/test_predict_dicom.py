@@ -246,8 +246,8 @@ def test_a_folder_of_two_studies_in_one_call(setup: dict[str, Any], tmp_path: Pa
     with open(out / "summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [Path(r["input"]).name for r in rows] == ["a", "b.nii.gz"]
-    assert list(rows[0]) == ["input", "slices", "tumour_voxels", "volume_ml", "set_aside", "set_aside_ml", "output",
-                             "seconds", "error"]
+    assert list(rows[0]) == ["input", "slices", "tumour_voxels", "volume_ml", "set_aside", "set_aside_ml", "planes",
+                             "output", "seconds", "error"]
     for row, study in zip(rows, ("a", "b.nii.gz")):
         assert row["output"] == str(study_output(out, studies / study) / "mask.nii.gz")
         mask = _nifti_mask(Path(row["output"]))

@@ -115,6 +115,7 @@ def test_predict_finds_the_real_nodule_in_a_hu_scan(model: Path, tmp_path: Path)
     summary = predict(model, scan, tmp_path / "mask.nii.gz", device="cpu", progress=False)
     mask = read_input(tmp_path / "mask.nii.gz")[1][0].image > 0.5
     assert summary["region"] == "lungs" and mask.shape == reference[keep].shape
+    assert summary["planes"] == "axial" and "30 mm" in summary["planes_note"]  # a slab too short for three planes
     found = (mask & reference[keep]).sum() / reference.sum()
     assert found >= 0.6, f"only {found:.0%} of the consensus nodule marked"
     assert not (mask & ~lung_region(ct.image[keep], ct.spacing)).any()

@@ -23,12 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from lungseg.errors import LungsegError
+
 __all__ = ["MIN_EXTENT_MM", "PLANES", "check_planes", "resolve_planes", "three_plane_probabilities", "too_short"]
 
 #: Shortest extent (mm, along any axis) of the volume searched for three planes; shorter ones get axial slices
 #: (:func:`too_short`). Two thirds of the 96 mm patches (48 pixels of 2 mm) the real-CT model was trained on:
-#: on synthetic crops three planes lost recall at extents of 18-44 mm and gained on whole volumes of 80 mm and
-#: more (``benchmarks/NOTES.md``); the value between was not tuned.
+#: on synthetic crops three planes found less than axial slices at extents of 18-44 mm, as much at 33-74 mm
+#: and more on whole volumes (``benchmarks/NOTES.md``); the value was not tuned.
 MIN_EXTENT_MM = 64.0
 
 #: ``planes`` values of :func:`lungseg.inference.scan.segment_scan` and ``lungseg predict --planes``.
@@ -37,21 +39,25 @@ PLANES = ("auto", "axial", "three")
 
 def check_planes(planes: str) -> None:
     """Refuse a ``planes`` value not in :data:`PLANES`, naming it."""
-    from lungseg.errors import LungsegError
-
     if planes not in PLANES:
         raise LungsegError(f"planes must be one of {', '.join(PLANES)}; got {planes!r}")
 
 
 def resolve_planes(planes: str, run: Any, where: str = "planes") -> str:
-    """``"three"`` or ``"axial"`` for ``planes`` and the model ``run``: ``"auto"`` is ``"three"`` for a model
-    that states its pixel size and ``"axial"`` for one that resizes whole slices.
+    """The planes a model runs on: ``"auto"`` is ``"three"`` for a model that states its pixel size and
+    ``"axial"`` for one that resizes whole slices.
+
+    Args:
+        planes: one of :data:`PLANES`.
+        run: the :class:`~lungseg.inference.Predictor`.
+        where: what to name in an error (the input, or ``--planes``).
+
+    Returns:
+        ``"three"`` or ``"axial"``.
 
     Raises:
         LungsegError: ``planes`` not in :data:`PLANES`, or ``"three"`` for a model that states no pixel size.
     """
-    from lungseg.errors import LungsegError
-
     check_planes(planes)
     stated = run.fingerprint.pixel_mm is not None
     if planes == "auto":
@@ -59,18 +65,25 @@ def resolve_planes(planes: str, run: Any, where: str = "planes") -> str:
     if planes == "three" and not stated:
         raise LungsegError(
             f"{where}: three-plane prediction needs a model trained at a stated pixel size (millimetres per"
-            f" pixel); the model in {run.run_dir} resizes every axial slice to its input, so it gets axial slices"
-            " only (use --planes axial or auto)")
+            f" pixel); the model in {run.run_dir} resizes every axial slice to its input, so it takes axial slices"
+            " only (planes 'axial' or 'auto')")
     return planes
 
 
 def too_short(shape: tuple[int, ...], spacing: tuple[float, float, float]) -> str | None:
-    """Why a volume of ``shape`` voxels of ``spacing`` mm is too short for three planes, or ``None``.
+    """Why a volume is too short for three planes, or ``None`` when it is long enough.
 
     A coronal or sagittal slice is as tall as the volume is long along z; in a slab of a few centimetres (a
     crop around a nodule) the network sees a strip with the tumour filling its height, unlike anything it
     was trained on, and misses it. Below :data:`MIN_EXTENT_MM` along any axis the volume gets axial slices
     only (where the limit comes from: ``benchmarks/NOTES.md``).
+
+    Args:
+        shape: ``(Z, H, W)`` voxels of the volume searched.
+        spacing: ``(z, row, column)`` voxel size in mm.
+
+    Returns:
+        ``None``, or a sentence for the summary naming the shortest extent and the limit.
     """
     extents = [n * float(s) for n, s in zip(shape, spacing)]
     if min(extents) >= MIN_EXTENT_MM:
@@ -117,8 +130,8 @@ def three_plane_probabilities(run: Any, images: np.ndarray, spacing: tuple[float
         raise ValueError(f"images must be a volume (Z, H, W), got shape {np.shape(images)}")
     if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
         raise ValueError(f"spacing must be three positive millimetre sizes (z, row, column), got {tuple(spacing)}")
-    grid = tuple(max(1, round(n * float(s) / pixel_mm)) for n, s in zip(images.shape, spacing))
-    iso = _resize(images, grid)  # type: ignore[arg-type]
+    z, h, w = (max(1, round(n * float(s) / pixel_mm)) for n, s in zip(images.shape, spacing))
+    iso = _resize(images, (z, h, w))
     square = (pixel_mm, pixel_mm)
 
     def plane(order: tuple[int, int, int]) -> np.ndarray:
@@ -127,4 +140,4 @@ def three_plane_probabilities(run: Any, images: np.ndarray, spacing: tuple[float
         return probs.transpose(np.argsort(order))
 
     mean = (plane((0, 1, 2)) + plane((1, 0, 2)) + plane((2, 0, 1))) / 3.0
-    return _resize(mean, images.shape)  # type: ignore[arg-type]
+    return _resize(mean, (images.shape[0], images.shape[1], images.shape[2]))

@@ -96,8 +96,7 @@ def predict(
         output_format: a volume's mask as ``"nifti"`` (default), ``"dicom-seg"`` (a DICOM
             Segmentation) or ``"rtstruct"`` (an RT Structure Set); the DICOM formats need a DICOM
             series input, whose slices they reference.
-        probabilities: also write the tumour probability map.
-        attention: also write the attention coefficients of every gate (attention model only).
+        probabilities, attention: also write the tumour probability map; the attention coefficients of every gate.
         crf: refine with the CRF of eq. (10) instead of thresholding.
         threshold: probability threshold, a finite number in (0, 1) (default: the run's).
         batch_size: slices per forward pass, a positive integer.
@@ -105,10 +104,8 @@ def predict(
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 elsewhere), ``"fp32"`` or ``"bf16"``
             (on a CPU with native bf16 about 2x faster; see :class:`lungseg.inference.Predictor`).
         tta: ``"none"``, ``"flips"`` or ``"dihedral"`` (:mod:`lungseg.inference.tta`); ``None``: the run's.
-        region, keep_outside_lungs: where a CT volume is searched, ``"lungs"``, ``"all"`` or ``"auto"``, and
-            whether candidates mostly outside the lungs stay in the mask (:func:`~lungseg.inference.scan.segment_scan`).
-        planes: ``"auto"``, ``"axial"`` or ``"three"``: the slices of a CT volume the network runs on
-            (:func:`~lungseg.inference.scan.segment_scan`; images and ``.npz`` slices are always taken as they are).
+        region, keep_outside_lungs, planes: for a CT volume (:func:`~lungseg.inference.scan.segment_scan`): where
+            it is searched, whether candidates mostly outside the lungs stay in the mask, and the slices run.
         progress: show progress bars (one over all studies for a folder of studies).
 
     Returns:
@@ -118,10 +115,9 @@ def predict(
         with its error and the others are still segmented.
 
     Raises:
-        LungsegError: a bad argument (``threshold``, ``batch_size``, ``output_format``, ``region``, ``planes``,
-            or ``"three"`` planes for a model that states no pixel size), a DICOM
-            output format for an input that is not a DICOM series, an output inside the input, two
-            studies whose outputs would share a name, or a model that does not fit the input.
+        LungsegError: a bad argument (``threshold``, ``batch_size``, ``output_format``, ``region``, ``planes``),
+            a DICOM output format for an input that is not a DICOM series, an output inside the input, two
+            studies whose outputs would share a name, or a model that does not fit the input or the options.
             :class:`~lungseg.errors.DataError` (a subclass) for bad input: unreadable files, NaN or
             infinite intensities (counted in the message), a folder of images that also holds other
             files, or two images whose masks would share a name (``scan.png`` and ``scan.jpg``); all
@@ -129,8 +125,7 @@ def predict(
         FileNotFoundError: the input does not exist.
     """
     inp, out = Path(input_path), Path(out_path)
-    _check_arguments(batch_size, threshold, tta, output_format, region)
-    check_planes(planes)
+    _check_arguments(batch_size, threshold, tta, output_format, region, planes)
     check_output(out, inputs := [inp, Path(run_dir)])  # no output may be or lie inside the scans or the model
     studies = list_studies(inp)
     if output_format != "nifti" and inp.is_file():
@@ -138,9 +133,7 @@ def predict(
     if studies is not None:
         _check_studies(inp, out, studies, output_format)
     run = Predictor.load(run_dir, checkpoint=checkpoint, device=device, precision=precision, tta=tta)
-    resolve_planes(planes, run, "--planes")  # refused before any input is read
-    if attention and run.config.model != "attention":
-        raise LungsegError(f"--attention needs an 'attention' model; {run.run_dir} holds a {run.config.model!r} model")
+    _check_model(run, attention, planes)
     options = dict(output_format=output_format, probabilities=probabilities, attention=attention, crf=crf, inputs=inputs,
                    threshold=threshold, batch_size=batch_size, region=region, keep_outside_lungs=keep_outside_lungs,
                    planes=planes)
@@ -150,14 +143,23 @@ def predict(
 
 
 def _check_arguments(batch_size: int, threshold: float | None, tta: str | None, output_format: str,
-                     region: str = "auto") -> None:
-    """Refuse a bad batch size, threshold, test-time augmentation, output format or region, naming it."""
+                     region: str = "auto", planes: str = "auto") -> None:
+    """Refuse a bad batch size, threshold, test-time augmentation, output format, region or planes, naming it."""
     check_positive_int(batch_size, "batch_size")
     check_threshold(threshold)
     if tta is not None:
         check_tta(tta)
     writers.check_format(output_format)
     check_region(region)
+    check_planes(planes)
+
+
+def _check_model(run: Predictor, attention: bool, planes: str) -> None:
+    """Refuse, before any input is read, what the loaded model cannot do: attention maps without attention
+    gates, three planes without a stated pixel size."""
+    if attention and run.config.model != "attention":
+        raise LungsegError(f"--attention needs an 'attention' model; {run.run_dir} holds a {run.config.model!r} model")
+    resolve_planes(planes, run, "--planes")
 
 
 def _check_studies(inp: Path, out: Path, studies: list[Path], output_format: str) -> None:
@@ -202,7 +204,7 @@ def _predict_studies(run: Predictor, inp: Path, out: Path, studies: list[Path], 
             slices=summary["shape"][0], tumour_voxels=summary["tumour_voxels"],
             volume_ml=summary["lesions"]["total_volume_ml"], output=summary["files"][0],
             set_aside=(summary.get("set_aside") or {}).get("count", 0),
-            set_aside_ml=(summary.get("set_aside") or {}).get("total_volume_ml") or 0.0,
+            set_aside_ml=(summary.get("set_aside") or {}).get("total_volume_ml") or 0.0, planes=summary["planes"],
             seconds=round(time.perf_counter() - start, 2), error="",
         )
         rows.append(row)
@@ -245,6 +247,11 @@ def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str,
             f"{inp}: PNG/JPEG images carry no pixel size, and the model in {run.run_dir} was trained at"
             f" {run.fingerprint.pixel_mm:g} mm per pixel: it sees the images at their own scale, so tumour sizes may"
             " not be what it learnt (give it a DICOM series or NIfTI file)"), stacklevel=2)
+
+    if kind != "volume" and planes == "three":
+        what = "PNG/JPEG images" if kind == "images" else "the slices of an .npz"
+        warnings.warn(DataWarning(f"{inp}: --planes three needs a CT volume; {what} are segmented one by one"),
+                      stacklevel=2)
 
     def segment(images: np.ndarray) -> Segmentation:
         try:

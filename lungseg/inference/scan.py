@@ -104,7 +104,7 @@ def _box(inside: np.ndarray, spacing: tuple[float, float, float], in_plane: bool
     return zs, slice(max(0, ys.start - pad_y), min(h, ys.stop + pad_y)), slice(max(0, xs.start - pad_x), min(w, xs.stop + pad_x))
 
 
-def _segment(run: Predictor, images: np.ndarray, *, planes: str, spacing: tuple[float, float, float],
+def _segment_box(run: Predictor, images: np.ndarray, *, planes: str, spacing: tuple[float, float, float],
              pixel_spacing: tuple[float, float], crf: bool, threshold: float | None, attention: bool,
              batch_size: int, progress: bool, keep: np.ndarray | None = None) -> tuple[Segmentation, str, str | None]:
     """:meth:`Predictor.segment` of ``images`` (a box of the scan), on axial slices or on three planes; with the
@@ -114,6 +114,7 @@ def _segment(run: Predictor, images: np.ndarray, *, planes: str, spacing: tuple[
         return run.segment(images, crf=crf, threshold=threshold, attention=attention, batch_size=batch_size,
                            progress=progress, pixel_spacing=pixel_spacing, keep=keep), "axial", why_not
     probs = three_plane_probabilities(run, images, spacing, batch_size=batch_size, progress=progress)
+    # the gate maps are the axial slices' (an extra axial pass; its probabilities are not used)
     alphas = run.attention_maps(images, batch_size, progress, pixel_spacing)[1] if attention else []
     return run.segmentation_of(images, probs, alphas, crf, threshold, keep), "three", None
 
@@ -180,11 +181,11 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
                                       " mL or more inside the body); the whole scan is searched"), stacklevel=2)
             inside = None
         if inside is None:
-            seg, used, why_not = _segment(run, images, **options)
+            seg, used, why_not = _segment_box(run, images, **options)
             return seg, {"region": "all", "region_ml": None, **_planes_record(used, why_not, planes, where),
                          "set_aside": None}
         box = _box(inside, vol.spacing, in_plane=run.network_size(images.shape[1:], pixel_spacing) is not None)
-        seg, used, why_not = _segment(run, np.ascontiguousarray(images[box]), keep=inside[box], **options)
+        seg, used, why_not = _segment_box(run, np.ascontiguousarray(images[box]), keep=inside[box], **options)
     except ValueError as exc:
         raise LungsegError(f"{where}: {exc}") from None
     empty = np.zeros(vol.image.shape, dtype=np.float32)

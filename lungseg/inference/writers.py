@@ -33,9 +33,10 @@ __all__ = [
 _RESULT_NAMES = {"nifti": "mask.nii.gz", "dicom-seg": "seg.dcm", "rtstruct": "rtstruct.dcm"}
 SUMMARY_TABLE = "summary.csv"
 #: ``set_aside``/``set_aside_ml``: the candidates left out of the mask as lying mostly outside the lungs
-#: (:func:`lungseg.inference.scan.segment_scan`; 0 where none were, or the scan was searched whole).
+#: (:func:`lungseg.inference.scan.segment_scan`; 0 where none were, or the scan was searched whole);
+#: ``planes``: the slices the network ran on (``"axial"`` or ``"three"``).
 SUMMARY_COLUMNS: tuple[str, ...] = ("input", "slices", "tumour_voxels", "volume_ml", "set_aside", "set_aside_ml",
-                                    "output", "seconds", "error")
+                                    "planes", "output", "seconds", "error")
 
 
 def check_format(output_format: str) -> None:
