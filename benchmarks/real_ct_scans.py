@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", default=None, help="a sentence on the model measured, kept in the JSON")
     ap.add_argument("--planes", default="auto", choices=("auto", "axial", "three"),
                     help="lungseg predict --planes (default: auto, the model's default)")
+    ap.add_argument("--keep-unsure", action="store_true", help="lungseg predict --keep-unsure (default: set aside)")
     args = ap.parse_args(argv)
     from lungseg.files import write_json
     from lungseg.inference import predict
@@ -80,18 +81,22 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             started = time.time()
             summary = predict(args.model, REALCT / ct, Path(tmp) / "mask.nii.gz", device="cpu", progress=False,
-                              probabilities=True, planes=args.planes)
+                              probabilities=True, planes=args.planes, keep_unsure=args.keep_unsure)
             seconds = time.time() - started
             mask = read_input(Path(tmp) / "mask.nii.gz")[1][0].image > 0.5
             probabilities = read_input(Path(tmp) / "mask_probability.nii.gz")[1][0].image
         reference = read_input(REALCT / reference_file)[1][0].image > 0.5
-        aside = summary.get("set_aside") or {"count": 0, "total_volume_ml": 0.0}
+        aside = summary.get("set_aside") or {"count": 0, "total_volume_ml": 0.0, "lesions": []}
+        unsure = [les for les in aside["lesions"] if les.get("reason") == "unsure"]
         row = {"scan": name, "seconds": round(seconds, 1), "region": summary.get("region"), "planes": summary.get("planes"),
                "region_ml": summary.get("region_ml"), "set_aside": aside["count"],
-               "set_aside_ml": aside["total_volume_ml"], **score(mask, reference, probabilities)}
+               "set_aside_ml": aside["total_volume_ml"], "set_aside_unsure": len(unsure),
+               "set_aside_unsure_ml": round(sum(les["volume_ml"] for les in unsure), 4),
+               **score(mask, reference, probabilities)}
         rows.append(row)
         print(json.dumps(row))
-    command = "python benchmarks/real_ct_scans.py" + ("" if args.planes == "auto" else f" --planes {args.planes}")
+    command = ("python benchmarks/real_ct_scans.py" + ("" if args.planes == "auto" else f" --planes {args.planes}")
+               + (" --keep-unsure" if args.keep_unsure else ""))
     write_json({"model": args.model, "command": command, **({"note": args.note} if args.note else {}), "scans": rows},
                Path(args.out))
     print(f"wrote {args.out}")

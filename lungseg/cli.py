@@ -221,6 +221,9 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("--keep-outside-lungs", action="store_true",
                    help="keep in the mask the candidates that lie mostly outside the lungs (in the mediastinum or"
                         " under the diaphragm); by default they are set aside and listed in the lesion summary")
+    p.add_argument("--keep-unsure", action="store_true",
+                   help="keep in the mask the candidates of three planes whose probability peaks less than 0.1 above"
+                        " the threshold; by default they are set aside and listed in the lesion summary")
     p.add_argument("--planes", default="auto", choices=("auto", "axial", "three"),  # planes.PLANES (no torch here)
                    help="slices of a CT volume the network runs on: axial, three (axial, coronal and sagittal,"
                         " probabilities averaged; a model that states its pixel size only), or auto (three for such"
@@ -416,7 +419,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         args.run, args.input, args.out, output_format=args.output_format, probabilities=args.prob,
         attention=args.attention, crf=args.crf, threshold=args.threshold, batch_size=args.batch_size,
         checkpoint=args.checkpoint, device=args.device, precision=args.precision, tta=args.tta, region=args.region,
-        keep_outside_lungs=args.keep_outside_lungs, planes=args.planes, progress=not args.quiet,
+        keep_outside_lungs=args.keep_outside_lungs, keep_unsure=args.keep_unsure, planes=args.planes,
+        progress=not args.quiet,
     )
     print(format_summary(summary))
     if summary.get("failed"):  # a folder of studies: the others were segmented, the table says which failed

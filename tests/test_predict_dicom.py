@@ -349,10 +349,12 @@ def test_dicom_results_record_the_region_searched_and_the_set_aside_rule(setup: 
         assert algorithm["region"] == summary["region"] and algorithm["planes"] == summary["planes"] == "axial"
         searched_lungs = summary["region"] == "lungs"
         assert algorithm["outside_lungs"] == ("set aside" if searched_lungs and not keep else "kept")
+        assert algorithm["unsure"] == "kept"  # only three planes set unsure candidates aside
         assert (summary["set_aside"] is not None) == (searched_lungs and not keep)
         ident = pydicom.dcmread(seg_path).SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
         parameters = str(ident.AlgorithmParameters)
         assert f"region={algorithm['region']}" in parameters
         assert f"outside_lungs={algorithm['outside_lungs']}" in parameters and "planes=axial" in parameters
+        assert "unsure=kept" in parameters
         description = str(pydicom.dcmread(rt_path).StructureSetROISequence[0].ROIDescription)
         assert f"region {algorithm['region']}" in description and f"outside_lungs {algorithm['outside_lungs']}" in description

@@ -14,7 +14,15 @@ from lungseg.data.volume import CTVolume
 from lungseg.errors import LungsegError
 from lungseg.inference import Predictor
 from lungseg.inference.region import lung_envelope, lung_region, lung_region_and_envelope, set_aside_outside_lungs
-from lungseg.inference.scan import REGIONS, hu_to_unit, model_images, resolve_region, segment_scan
+from lungseg.inference.scan import (
+    REGIONS,
+    UNSURE_MARGIN,
+    hu_to_unit,
+    model_images,
+    resolve_region,
+    segment_scan,
+    set_aside_unsure,
+)
 from lungseg.preprocess import Fingerprint
 
 SPACING = (5.0, 1.0, 1.0)  # two 14 mL lung slices each: 6 slices make lungs above the 50 mL floor
@@ -157,7 +165,9 @@ def test_segment_scan_marks_nothing_outside_the_lung_region() -> None:
     assert seg.mask[inside].any()
     everywhere, info_all = segment_scan(run, vol, threshold=0.01, region="all")
     assert info_all["region"] == "all" and everywhere.mask[~inside].any()
-    assert info_all["set_aside"] is None and info["set_aside"]["rule"].startswith("less than 50%")
+    assert info_all["set_aside"] is None and info["set_aside"]["rule"].startswith("outside the lungs: less than 50%")
+    assert info["planes"] == "axial"  # 30 mm of slices: too short for three planes, so nothing set aside as unsure
+    assert {les["reason"] for les in info["set_aside"]["lesions"]} <= {"outside the lungs"}
     kept_all, info_kept = segment_scan(run, vol, threshold=0.01, keep_outside_lungs=True)
     assert info_kept["set_aside"] is None and kept_all.mask.sum() >= seg.mask.sum()
     assert kept_all.mask.sum() - seg.mask.sum() == sum(les["voxels"] for les in info["set_aside"]["lesions"])
@@ -211,3 +221,55 @@ def test_segment_keeps_probabilities_gates_and_mask_to_the_region_it_is_given() 
     assert not kept.mask[~inside].any() and not kept.probs[~inside].any()
     assert kept.alphas and not any(a[~inside].any() for a in kept.alphas)
     np.testing.assert_array_equal(kept.probs[inside], free.probs[inside])
+
+
+def test_unsure_candidates_are_set_aside_whole_by_their_peak() -> None:
+    mask = np.zeros((3, 10, 10), bool)
+    probs = np.zeros((3, 10, 10), np.float32)
+    mask[0:2, 1:3, 1:3], probs[0:2, 1:3, 1:3] = True, 0.55
+    probs[1, 2, 2] = 0.61  # one voxel over the bar keeps the whole candidate
+    mask[1, 6:9, 6:9], probs[1, 6:9, 6:9] = True, 0.58
+    kept, unsure = set_aside_unsure(mask, probs, 0.6)
+    assert kept[0:2, 1:3, 1:3].all() and unsure[1, 6:9, 6:9].all()
+    assert not (kept & unsure).any() and ((kept | unsure) == mask).all()
+    assert not set_aside_unsure(mask, probs, 0.62)[0].any()
+    with pytest.raises(ValueError, match=r"shaped like the mask \(3, 10, 10\)"):
+        set_aside_unsure(mask, probs[0], 0.6)
+
+
+def _two_lung_blobs(peaks: tuple[float, float]):
+    """A stand-in for the three planes' averaged map: a 5-voxel cube in the middle of each lung of the box
+    it is given, peaking at ``peaks`` (left and right as they appear along the columns)."""
+    from scipy import ndimage
+
+    def probabilities(run, images, spacing, batch_size=16, progress=False):
+        lungs, _ = ndimage.label((images[len(images) // 2] > 0.05) & (images[len(images) // 2] < 0.2))
+        probs = np.zeros(images.shape, np.float32)
+        centres = sorted(ndimage.center_of_mass(lungs > 0, lungs, [1, 2]), key=lambda c: c[1])
+        z = len(images) // 2
+        for (y, x), peak in zip(centres, peaks):
+            y, x = int(y), int(x)
+            probs[z - 2:z + 3, y - 2:y + 3, x - 2:x + 3] = 0.55
+            probs[z, y, x] = peak
+        return probs
+    return probabilities
+
+
+def test_three_planes_set_aside_unsure_candidates_and_list_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lungseg.inference.scan as scan
+
+    hu, _ = chest(n_slices=16)  # 80 mm: long enough for three planes
+    vol = CTVolume(image=hu, mask=None, spacing=SPACING, patient_id="toy")
+    run = tiny_predictor(pixel_mm=2.0, unit_window=(-970.0, 150.0))
+    monkeypatch.setattr(scan, "three_plane_probabilities", _two_lung_blobs((0.9, 0.5 + UNSURE_MARGIN - 0.02)))
+    seg, info = segment_scan(run, vol)
+    assert info["planes"] == "three" and seg.mask.sum() == 125
+    (unsure,) = info["set_aside"]["lesions"]
+    assert unsure["reason"] == "unsure" and unsure["voxels"] == 125 and unsure["peak_probability"] < 0.6
+    assert "unsure: the averaged probability of the three planes peaks below 0.60" in info["set_aside"]["rule"]
+    kept, info_kept = segment_scan(run, vol, keep_unsure=True)
+    assert kept.mask.sum() == 250 and info_kept["set_aside"]["count"] == 0
+    higher, _ = segment_scan(run, vol, threshold=0.3)  # the bar follows the threshold: 0.4 keeps both
+    assert higher.mask.sum() == 250
+    both, info_both = segment_scan(run, vol, keep_unsure=True, keep_outside_lungs=True)
+    assert both.mask.sum() == 250 and info_both["set_aside"] is None

@@ -77,6 +77,7 @@ def predict(
     tta: str | None = None,
     region: str = "auto",
     keep_outside_lungs: bool = False,
+    keep_unsure: bool = False,
     planes: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -99,13 +100,12 @@ def predict(
         probabilities, attention: also write the tumour probability map; the attention coefficients of every gate.
         crf: refine with the CRF of eq. (10) instead of thresholding.
         threshold: probability threshold, a finite number in (0, 1) (default: the run's).
-        batch_size: slices per forward pass, a positive integer.
-        checkpoint, device: ``"best"`` or ``"last"``; the inference device.
+        batch_size, checkpoint, device: slices per forward pass (a positive integer); ``"best"`` or ``"last"``; the device.
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 elsewhere), ``"fp32"`` or ``"bf16"``
             (on a CPU with native bf16 about 2x faster; see :class:`lungseg.inference.Predictor`).
         tta: ``"none"``, ``"flips"`` or ``"dihedral"`` (:mod:`lungseg.inference.tta`); ``None``: the run's.
-        region, keep_outside_lungs, planes: for a CT volume (:func:`~lungseg.inference.scan.segment_scan`): where
-            it is searched, whether candidates mostly outside the lungs stay in the mask, and the slices run.
+        region, keep_outside_lungs, keep_unsure, planes: for a CT volume (:func:`~lungseg.inference.scan.segment_scan`):
+            where it is searched, whether candidates mostly outside the lungs or unsure ones stay in the mask, the slices run.
         progress: show progress bars (one over all studies for a folder of studies).
 
     Returns:
@@ -136,7 +136,7 @@ def predict(
     _check_model(run, attention, planes)
     options = dict(output_format=output_format, probabilities=probabilities, attention=attention, crf=crf, inputs=inputs,
                    threshold=threshold, batch_size=batch_size, region=region, keep_outside_lungs=keep_outside_lungs,
-                   planes=planes)
+                   keep_unsure=keep_unsure, planes=planes)
     if studies is not None:
         return _predict_studies(run, inp, out, studies, options, progress)
     return _predict_loaded(run, inp, out, progress=progress, **options)
@@ -221,7 +221,7 @@ def _predict_studies(run: Predictor, inp: Path, out: Path, studies: list[Path], 
 def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str, probabilities: bool,
                     attention: bool, crf: bool, threshold: float | None, batch_size: int, progress: bool,
                     inputs: list[Path], region: str = "auto", keep_outside_lungs: bool = False,
-                    planes: str = "auto", volumes_only: bool = False) -> dict[str, Any]:
+                    keep_unsure: bool = False, planes: str = "auto", volumes_only: bool = False) -> dict[str, Any]:
     """:func:`predict` of one input with a loaded network: read and check it, segment, write.
 
     ``inputs`` are the files and folders no output may be (:func:`lungseg.files.check_output`)."""
@@ -261,13 +261,13 @@ def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str,
 
     def segment_volume(vol: Any) -> tuple[Segmentation, dict[str, Any]]:
         return segment_scan(run, vol, crf=crf, threshold=threshold, attention=attention, batch_size=batch_size,
-                            progress=progress, region=region, keep_outside_lungs=keep_outside_lungs, planes=planes,
-                            where=str(inp))
+                            progress=progress, region=region, keep_outside_lungs=keep_outside_lungs,
+                            keep_unsure=keep_unsure, planes=planes, where=str(inp))
 
     summary: dict[str, Any] = {"input": str(inp), "run": str(run.run_dir), "crf": bool(crf), "precision": run.precision}
     if kind == "volume":
         summary["output_format"] = output_format
-        summary["algorithm"] = _algorithm(run, crf, threshold, keep_outside_lungs)
+        summary["algorithm"] = _algorithm(run, crf, threshold, keep_outside_lungs, keep_unsure)
     step = {"volume": _predict_volume, "images": _predict_images, "npz": _predict_npz}[kind]
     guard = _Guard(inputs, probabilities, run.config.depth if attention else 0)
     written, lesion_path = step(inp, items, out, segment_volume if kind == "volume" else segment, guard, summary)
@@ -292,7 +292,8 @@ class _Guard:
             check_output(path, self.inputs)
 
 
-def _algorithm(run: Predictor, crf: bool, threshold: float | None, keep_outside_lungs: bool) -> dict[str, Any]:
+def _algorithm(run: Predictor, crf: bool, threshold: float | None, keep_outside_lungs: bool,
+               keep_unsure: bool) -> dict[str, Any]:
     """What makes the mask, for the DICOM results' algorithm identification and the summary; the region
     searched is added once the scan is segmented (:func:`_searched_record`)."""
     from lungseg import __version__
@@ -302,15 +303,19 @@ def _algorithm(run: Predictor, crf: bool, threshold: float | None, keep_outside_
         "loss": run.config.loss, "epoch": run.epoch, "crf": "on" if crf else "off",
         "threshold": run.threshold if threshold is None else threshold,
         "outside_lungs": "kept" if keep_outside_lungs else "set aside",
+        "unsure": "kept" if keep_unsure else "set aside",
     }
 
 
 def _searched_record(algorithm: dict[str, Any], searched: dict[str, Any]) -> dict[str, Any]:
     """``algorithm`` with the region :func:`lungseg.inference.scan.segment_scan` searched and the planes the network
-    ran on: a scan searched whole (no lungs found, or ``--region all``) sets nothing aside, whatever was asked."""
+    ran on: a scan searched whole (no lungs found, or ``--region all``) sets nothing aside, whatever was asked, and
+    only three planes set unsure candidates aside."""
     record = {**algorithm, "region": searched["region"], "planes": searched["planes"]}
     if searched["region"] != "lungs":
         record["outside_lungs"] = "kept"
+    if searched["region"] != "lungs" or searched["planes"] != "three":
+        record["unsure"] = "kept"
     return record
 
 

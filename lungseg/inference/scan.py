@@ -22,7 +22,10 @@ give it by itself, and :func:`segment_scan` supplies them:
   blobs of 10-50 mL as sure of themselves as a tumour. A candidate (a 26-connected component of the
   mask) of which less than half lies in the lungs proper (:func:`lungseg.inference.region.lung_envelope`)
   is therefore **set aside**: left out of the mask, and listed with its size, place and probability
-  so that nothing disappears unseen (a tumour grown into the mediastinum can be one of them).
+  so that nothing disappears unseen (a tumour grown into the mediastinum can be one of them). On three
+  planes, a candidate whose averaged probability never rises :data:`UNSURE_MARGIN` above the threshold is
+  set aside as *unsure* in the same way (most of them are a few voxels of vessel or parenchyma; the rule
+  was chosen on synthetic whole scans, ``benchmarks/candidate_confidence.py``).
 
 The last step serves every model given a scan in HU (``region="auto"``): a model trained on whole
 phantom slices marks 1.9 million voxels of the real LIDC-IDRI-0314 series, the table and the
@@ -44,7 +47,8 @@ from lungseg.inference.planes import resolve_planes, three_plane_probabilities, 
 from lungseg.inference.predictor import Predictor, Segmentation
 from lungseg.inference.region import LungRegion, lung_region_and_envelope, set_aside_outside_lungs
 
-__all__ = ["REGIONS", "check_region", "hu_to_unit", "resolve_region", "segment_scan"]
+__all__ = ["REGIONS", "UNSURE_MARGIN", "check_region", "hu_to_unit", "resolve_region", "segment_scan",
+           "set_aside_unsure"]
 
 #: ``"auto"``: the lungs for a scan in HU, the whole volume for one already scaled to [0, 1] (no HU to
 #: find the lungs by); ``"lungs"``; ``"all"``.
@@ -52,6 +56,10 @@ REGIONS: tuple[str, ...] = ("auto", "lungs", "all")
 # In-plane context (mm) the network sees around the lungs' box: a tumour on the box's edge is not
 # segmented against the reflect padding.
 _CONTEXT_MM = 16.0
+#: On three planes, a candidate whose highest averaged probability is below the threshold plus this is set
+#: aside as unsure: at the default threshold, a peak below 0.6 (chosen on synthetic whole scans by a rule
+#: written before the run, ``benchmarks/candidate_confidence.py``; the other rules tried lost tumours).
+UNSURE_MARGIN = 0.1
 
 
 def hu_to_unit(images: np.ndarray, window: tuple[float, float]) -> np.ndarray:
@@ -93,6 +101,64 @@ def resolve_region(region: str, vol: Any) -> str:
     return "lungs" if vol.intensity == "hu" else "all"
 
 
+def set_aside_unsure(mask: np.ndarray, probabilities: np.ndarray, min_peak: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split a predicted mask into the candidates whose highest probability reaches ``min_peak`` and the rest.
+
+    Args:
+        mask: binary ``(Z, H, W)``; candidates are its 26-connected components.
+        probabilities: the network's probabilities, shaped like ``mask``.
+        min_peak: a candidate whose highest probability is below it is set aside.
+
+    Returns:
+        ``(kept, set_aside)``: two boolean masks that partition ``mask``.
+
+    Raises:
+        ValueError: ``probabilities`` is not shaped like ``mask``.
+    """
+    if np.shape(probabilities) != np.shape(mask):
+        raise ValueError(f"probabilities must be shaped like the mask {np.shape(mask)}, got {np.shape(probabilities)}")
+    labels, n = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    peaks = np.zeros(n + 1)
+    where = labels > 0
+    np.maximum.at(peaks, labels[where], np.asarray(probabilities)[where])
+    unsure = where & (peaks < min_peak)[labels]
+    return where & ~unsure, unsure
+
+
+def _set_aside(mask: np.ndarray, probs: np.ndarray, vol: Any, envelope: np.ndarray | None,
+               min_peak: float | None) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """``mask`` less the candidates set aside, and their summary (``None`` when nothing was asked): those mostly
+    outside ``envelope`` (the lungs) unless it is ``None``, then those peaking below ``min_peak`` unless it is
+    ``None``."""
+    parts = []
+    if envelope is not None:
+        kept, aside = set_aside_outside_lungs(mask, envelope, LungRegion().min_share_in_lungs)
+        mask = kept.astype(np.uint8)
+        parts.append((aside, "outside the lungs", f"less than {LungRegion().min_share_in_lungs:.0%} of the candidate"
+                      " in the lungs (lungseg.inference.region.lung_envelope); --keep-outside-lungs keeps them"))
+    if min_peak is not None:
+        kept, unsure = set_aside_unsure(mask, probs, min_peak)
+        mask = kept.astype(np.uint8)
+        parts.append((unsure, "unsure", f"the averaged probability of the three planes peaks below {min_peak:.2f}"
+                      " (lungseg.inference.scan.UNSURE_MARGIN above the threshold); --keep-unsure keeps them"))
+    return mask, (_set_aside_summary(parts, vol, probs) if parts else None)
+
+
+def _set_aside_summary(parts: list[tuple[np.ndarray, str, str]], vol: Any, probs: np.ndarray) -> dict[str, Any]:
+    """One lesion summary of the candidates set aside, each with its ``reason``; ``parts`` are ``(mask,
+    reason, rule)``, and the rules are joined."""
+    lesions, rules = [], []
+    for aside, reason, rule in parts:
+        summary = lesion_summary(aside, vol.spacing, probs, world_affine(vol))
+        lesions += [{**les, "reason": reason} for les in summary["lesions"]]
+        rules.append(f"{reason}: {rule}")
+    lesions.sort(key=lambda e: -e["voxels"])
+    for i, les in enumerate(lesions, 1):
+        les["id"] = i
+    return {"count": len(lesions), "total_volume_ml": round(sum(les["volume_ml"] for les in lesions), 4),
+            "connectivity": "26-connected 3D components", "lesions": lesions, "rule": "; ".join(rules)}
+
+
 def _box(inside: np.ndarray, spacing: tuple[float, float, float], in_plane: bool) -> tuple[slice, slice, slice]:
     """The slices holding ``inside`` and, when ``in_plane``, its in-plane bounding box widened by
     :data:`_CONTEXT_MM` (whole slices otherwise)."""
@@ -131,8 +197,8 @@ def _planes_record(used: str, why_not: str | None, asked: str, where: str) -> di
 
 def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: float | None = None,
                  attention: bool = False, batch_size: int = 16, progress: bool = False,
-                 region: str = "auto", keep_outside_lungs: bool = False, planes: str = "auto",
-                 where: str = "input") -> tuple[Segmentation, dict[str, Any]]:
+                 region: str = "auto", keep_outside_lungs: bool = False, keep_unsure: bool = False,
+                 planes: str = "auto", where: str = "input") -> tuple[Segmentation, dict[str, Any]]:
     """Segment a CT volume (:class:`lungseg.data.volume.CTVolume`) with ``run`` (see the module docstring).
 
     For a model that states its pixel size the network runs on the lungs' box only; a model that resizes
@@ -145,6 +211,8 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
         region: one of :data:`REGIONS`.
         keep_outside_lungs: keep the candidates that lie mostly outside the lungs (see the module
             docstring) in the mask; by default they are set aside.
+        keep_unsure: keep the unsure candidates of three planes (peak below the threshold plus
+            :data:`UNSURE_MARGIN`) in the mask; by default they are set aside.
         planes: one of :data:`lungseg.inference.planes.PLANES`: ``"three"`` averages the network's
             probabilities over the axial, coronal and sagittal slices
             (:func:`~lungseg.inference.planes.three_plane_probabilities`; the gate maps of ``attention`` stay
@@ -156,7 +224,8 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
         ``(segmentation on vol's grid, {"region": "lungs"/"all", "region_ml": volume searched or None,
         "planes": "three"/"axial" (and "planes_note": why a volume shorter than
         :data:`~lungseg.inference.planes.MIN_EXTENT_MM` got axial slices), and for the lungs "set_aside": the lesion summary (:func:`~lungseg.inference.lesions.lesion_summary`)
-        of the candidates set aside, or None when kept})``; outside the region the mask, probabilities and
+        of the candidates set aside, each with its ``reason`` ("outside the lungs" or "unsure"), or None when
+        both kinds are kept})``; outside the region the mask, probabilities and
         gate maps are 0, and the set-aside candidates are 0 in the mask (not in the probabilities). A scan
         in which no lung is found is searched whole, with a :class:`~lungseg.errors.DataWarning`.
 
@@ -191,13 +260,8 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
     empty = np.zeros(vol.image.shape, dtype=np.float32)
     mask, probs = empty.astype(np.uint8), empty.copy()
     mask[box], probs[box] = seg.mask, seg.probs
-    set_aside = None
-    if not keep_outside_lungs:
-        kept, aside = set_aside_outside_lungs(mask, envelope, LungRegion().min_share_in_lungs)
-        mask = kept.astype(np.uint8)
-        set_aside = {**lesion_summary(aside, vol.spacing, probs, world_affine(vol)),
-                     "rule": f"less than {LungRegion().min_share_in_lungs:.0%} of the candidate in the lungs"
-                             " (lungseg.inference.region.lung_envelope); --keep-outside-lungs keeps them"}
+    min_peak = None if used != "three" or keep_unsure else (run.threshold if threshold is None else threshold) + UNSURE_MARGIN
+    mask, set_aside = _set_aside(mask, probs, vol, None if keep_outside_lungs else envelope, min_peak)
     alphas = []
     for alpha in seg.alphas:
         full = empty.copy()

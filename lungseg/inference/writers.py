@@ -32,8 +32,8 @@ __all__ = [
 # the result file of a volume written to a folder, per output format
 _RESULT_NAMES = {"nifti": "mask.nii.gz", "dicom-seg": "seg.dcm", "rtstruct": "rtstruct.dcm"}
 SUMMARY_TABLE = "summary.csv"
-#: ``set_aside``/``set_aside_ml``: the candidates left out of the mask as lying mostly outside the lungs
-#: (:func:`lungseg.inference.scan.segment_scan`; 0 where none were, or the scan was searched whole);
+#: ``set_aside``/``set_aside_ml``: the candidates left out of the mask as lying mostly outside the lungs or as
+#: unsure (:func:`lungseg.inference.scan.segment_scan`; 0 where none were, or the scan was searched whole);
 #: ``planes``: the slices the network ran on (``"axial"`` or ``"three"``).
 SUMMARY_COLUMNS: tuple[str, ...] = ("input", "slices", "tumour_voxels", "volume_ml", "set_aside", "set_aside_ml",
                                     "planes", "output", "seconds", "error")
@@ -190,8 +190,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  ... and {les['count'] - len(shown)} more (every lesion is in the lesion summary)")
     aside = summary.get("set_aside")
     if aside and aside["count"]:
-        lines.append(f"{aside['count']} candidate(s) of {aside['total_volume_ml']:.1f} mL set aside, mostly outside the lungs"
-                     " (listed in the lesion summary; --keep-outside-lungs keeps them)")
+        reasons = [les.get("reason", "outside the lungs") for les in aside["lesions"]]
+        why = ", ".join(f"{reasons.count(r)} {r}" for r in ("outside the lungs", "unsure") if r in reasons)
+        lines.append(f"{aside['count']} candidate(s) of {aside['total_volume_ml']:.1f} mL set aside ({why}; listed in the"
+                     " lesion summary; --keep-outside-lungs and --keep-unsure keep them)")
     lines.append("wrote: " + ", ".join(summary["files"]))
     return "\n".join(lines)
 
