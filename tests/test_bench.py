@@ -261,3 +261,5 @@ def test_real_series_prediction_times_predict_with_and_without_crf(tmp_path) -> 
     trained = got["published_model"]  # the published medium run, committed with the repository
     assert trained["run"].endswith("attention-hybrid-seed0") and _positive(trained["seconds_with_crf"])
     assert trained["crf_share"] == pytest.approx(trained["seconds_with_crf"] / trained["seconds"] - 1)
+    real_ct = got["real_ct_model"]  # the published real-CT model .zip, timed as Bring your own data runs it
+    assert real_ct["run"].endswith("msd-patches-attention.zip") and _positive(real_ct["seconds_with_crf"])

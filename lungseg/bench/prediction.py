@@ -24,6 +24,9 @@ REAL_SERIES = Path("lidc-idri-0314") / "ct"
 REAL_SERIES_GOAL_S = 30.0
 #: A trained published run timed on that series too (the medium profile's attention network, hybrid loss).
 PUBLISHED_RUN = "results/medium/experiment/runs/attention-hybrid-seed0"
+#: The published real-CT model (2 mm, three planes, the lungs searched), timed on that series as well: the model
+#: *Bring your own data* gives a new user.
+REAL_CT_MODEL = "results/real-ct/msd-patches-attention.zip"
 
 
 def _untrained_run(cfg: BenchConfig, path: Path) -> Any:
@@ -145,6 +148,9 @@ def real_series_prediction(cfg: BenchConfig, root: Path, device: torch.device, q
     published = resolve(PUBLISHED_RUN)
     if published.is_dir():
         result["published_model"] = _timed_predictions(published, series, root / "published", device)
+    real_ct = resolve(REAL_CT_MODEL)
+    if real_ct.is_file():
+        result["real_ct_model"] = _timed_predictions(real_ct, series, root / "real-ct", device)
     return result
 
 

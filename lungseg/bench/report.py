@@ -171,11 +171,12 @@ def _pipeline(result: dict[str, Any]) -> list[str]:
                     f" (LIDC-IDRI-0314; reading it alone {real['read_seconds']:.1f} s) | {real['seconds']:.1f} s |")
         rows.append(f"| `lungseg predict --crf`, the same series (target ≤ {real['goal_seconds_with_crf']:.0f} s on CPU)"
                     f" | {real['seconds_with_crf']:.1f} s |")
-    trained = real.get("published_model")
-    if trained:
-        rows.append(f"| `lungseg predict`, the same series, published model `{trained['run']}` | {trained['seconds']:.1f} s |")
-        rows.append(f"| `lungseg predict --crf`, the same series and model (the CRF adds {100 * trained['crf_share']:.0f} %;"
-                    f" target ≤ 30 %) | {trained['seconds_with_crf']:.1f} s |")
+    for key, what in (("published_model", "published model"), ("real_ct_model", "real-CT model")):
+        trained = real.get(key)
+        if trained:
+            rows.append(f"| `lungseg predict`, the same series, {what} `{trained['run']}` | {trained['seconds']:.1f} s |")
+            rows.append(f"| `lungseg predict --crf`, the same series and model (the CRF adds"
+                        f" {100 * trained['crf_share']:.0f} %; target ≤ 30 %) | {trained['seconds_with_crf']:.1f} s |")
     return ["## Pipeline", "", "| stage | rate |", "|---|---:|", *rows, ""] if rows else []
 
 
