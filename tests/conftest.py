@@ -124,10 +124,16 @@ def load_script() -> Callable[[str], Any]:
     return _load_script
 
 
-def _load_script(name: str) -> Any:
+@pytest.fixture(scope="session")
+def load_benchmark() -> Callable[[str], Any]:
+    """``load_benchmark(name)``: the module of ``benchmarks/<name>.py``."""
+    return lambda name: _load_script(name, "benchmarks")
+
+
+def _load_script(name: str, folder: str = "scripts") -> Any:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / folder / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -3,30 +3,18 @@ one synthetic set, confirmed on the others, never a second choice)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("candidate_confidence", ROOT / "benchmarks" / "candidate_confidence.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _candidate(voxels: int, peak: float, mean: float, covers: dict[str, int] | None = None) -> dict:
     return {"voxels": voxels, "peak": peak, "mean": mean, "covers": covers or {}}
 
 
-def test_candidates_are_26_connected_with_their_probability_and_tumour_overlap() -> None:
-    cc = _script()
+def test_candidates_are_26_connected_with_their_probability_and_tumour_overlap(load_benchmark: Any) -> None:
+    cc = load_benchmark("candidate_confidence")
     mask = np.zeros((4, 8, 8), bool)
     mask[0, 0, 0] = mask[1, 1, 1] = True  # diagonal neighbours: one candidate
     mask[3, 5:7, 5:7] = True
@@ -42,8 +30,8 @@ def test_candidates_are_26_connected_with_their_probability_and_tumour_overlap()
     assert next(r for r in rows if r["voxels"] == 2)["covers"] == {}
 
 
-def test_score_pools_voxels_over_patients_and_counts_tumours_found_at_a_tenth() -> None:
-    cc = _script()
+def test_score_pools_voxels_over_patients_and_counts_tumours_found_at_a_tenth(load_benchmark: Any) -> None:
+    cc = load_benchmark("candidate_confidence")
     patients = [{"tumour_voxels": [100, 50], "candidates": [_candidate(80, 0.95, 0.8, {"1": 60}),
                                                            _candidate(40, 0.7, 0.6, {"2": 4}),
                                                            _candidate(20, 0.6, 0.55)]},
@@ -68,8 +56,8 @@ def _table(seed: int, false_peak: float, tumour_peak: float) -> dict:
         _candidate(90, tumour_peak, 0.9, {"1": 80}), _candidate(200, false_peak, 0.55)]}]}
 
 
-def test_decide_chooses_on_one_set_and_adopts_only_if_every_other_set_confirms() -> None:
-    cc = _script()
+def test_decide_chooses_on_one_set_and_adopts_only_if_every_other_set_confirms(load_benchmark: Any) -> None:
+    cc = load_benchmark("candidate_confidence")
     good = cc.decide([_table(cc.CHOOSE_ON, 0.65, 0.99), _table(777, 0.62, 0.97), _table(780, 0.61, 0.96)])
     assert good["chosen"] == "peak>=0.7" or good["chosen"].startswith("mean>=")
     assert good["adopted"] and all(good["confirmed"].values())
@@ -81,15 +69,15 @@ def test_decide_chooses_on_one_set_and_adopts_only_if_every_other_set_confirms()
     assert bad["chosen"] == good["chosen"] and not bad["adopted"] and bad["confirmed"]["780"] is False
 
 
-def test_a_higher_threshold_that_loses_the_tumour_is_never_chosen() -> None:
-    cc = _script()
+def test_a_higher_threshold_that_loses_the_tumour_is_never_chosen(load_benchmark: Any) -> None:
+    cc = load_benchmark("candidate_confidence")
     decision = cc.decide([_table(cc.CHOOSE_ON, 0.65, 0.99), _table(777, 0.62, 0.97)])
     assert not any(name.startswith("threshold") for name in decision["eligible_on_choice_set"])
     assert decision["scores"][str(cc.CHOOSE_ON)]["threshold 0.7"]["tumours_found"] == 0
 
 
-def test_decide_adopts_nothing_when_every_rule_loses_a_tumour_on_the_choice_set() -> None:
-    cc = _script()
+def test_decide_adopts_nothing_when_every_rule_loses_a_tumour_on_the_choice_set(load_benchmark: Any) -> None:
+    cc = load_benchmark("candidate_confidence")
     unsure_tumour = {"seed": cc.CHOOSE_ON, "patients": [{"tumour_voxels": [100], "candidates_at_threshold": {
         "0.6": [], "0.7": []}, "candidates": [
         _candidate(90, 0.55, 0.52, {"1": 80}), _candidate(200, 0.99, 0.95)]}]}

@@ -3,27 +3,15 @@ synthetic set, and the published one when none does."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("three_plane_tta", ROOT / "benchmarks" / "three_plane_tta.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from typing import Any
 
 
 def _row(**modes: tuple[float, float, int]) -> dict:
     return {mode: {"pooled_dice": d, "recall": r, "tumours_found": t} for mode, (d, r, t) in modes.items()}
 
 
-def test_the_cheapest_mode_that_holds_on_every_set_is_taken() -> None:
-    tta = _script()
+def test_the_cheapest_mode_that_holds_on_every_set_is_taken(load_benchmark: Any) -> None:
+    tta = load_benchmark("three_plane_tta")
     rows = [_row(dihedral=(0.50, 0.70, 10), flips=(0.50, 0.70, 10), none=(0.495, 0.69, 9)),
             _row(dihedral=(0.40, 0.50, 6), flips=(0.41, 0.50, 6), none=(0.40, 0.49, 6))]
     assert tta.decide(rows) == "none"
@@ -33,7 +21,7 @@ def test_the_cheapest_mode_that_holds_on_every_set_is_taken() -> None:
     assert tta.decide(rows) == "dihedral"
 
 
-def test_losing_two_tumours_on_one_set_rules_a_mode_out() -> None:
-    tta = _script()
+def test_losing_two_tumours_on_one_set_rules_a_mode_out(load_benchmark: Any) -> None:
+    tta = load_benchmark("three_plane_tta")
     rows = [_row(dihedral=(0.50, 0.70, 10), flips=(0.50, 0.70, 9), none=(0.52, 0.71, 8))]
     assert tta.decide(rows) == "flips"
