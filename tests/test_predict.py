@@ -185,10 +185,10 @@ def test_the_printed_summary_says_how_many_lesions_it_leaves_out_and_what_was_se
     text = format_summary(summary)
     assert "lesion 20:" in text and "lesion 21:" not in text and "... and 5 more" in text
     assert "peak probability 0.90" in text
-    assert "2 candidate(s) of 31.4 mL set aside (2 outside the lungs;" in text and "--keep-outside-lungs" in text
+    assert "2 candidate(s), 31.4 mL in all, set aside (2 outside the lungs;" in text and "--keep-outside-lungs" in text
     summary["set_aside"]["lesions"] = [{"reason": "outside the lungs"}, {"reason": "unsure"}, {"reason": "unsure"}]
-    summary["set_aside"]["count"] = 3
-    assert "3 candidate(s) of 31.4 mL set aside (1 outside the lungs, 2 unsure;" in format_summary(summary)
+    summary["set_aside"].update(count=3, total_volume_ml=0.058)
+    assert "3 candidate(s), 0.058 mL in all, set aside (1 outside the lungs, 2 unsure;" in format_summary(summary)
     assert "--keep-unsure" in format_summary(summary)
     summary["lesions"] = {"count": 3, "lesions": lesions[:3]}
     summary["set_aside"] = None

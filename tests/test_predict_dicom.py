@@ -246,8 +246,8 @@ def test_a_folder_of_two_studies_in_one_call(setup: dict[str, Any], tmp_path: Pa
     with open(out / "summary.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [Path(r["input"]).name for r in rows] == ["a", "b.nii.gz"]
-    assert list(rows[0]) == ["input", "slices", "tumour_voxels", "volume_ml", "set_aside", "set_aside_ml", "planes",
-                             "output", "seconds", "error"]
+    assert list(rows[0]) == ["input", "slices", "lesions", "tumour_voxels", "volume_ml", "set_aside", "set_aside_ml",
+                             "planes", "output", "seconds", "error"]
     for row, study in zip(rows, ("a", "b.nii.gz")):
         assert row["output"] == str(study_output(out, studies / study) / "mask.nii.gz")
         mask = _nifti_mask(Path(row["output"]))
@@ -255,6 +255,7 @@ def test_a_folder_of_two_studies_in_one_call(setup: dict[str, Any], tmp_path: Pa
         assert float(row["seconds"]) > 0 and row["error"] == ""
         summary = json.loads((Path(row["output"]).parent / "lesions.json").read_text())
         assert int(row["set_aside"]) == (summary["set_aside"] or {"count": 0})["count"]
+        assert int(row["lesions"]) == summary["lesions"]["count"]
     # the series' result is the one a single-series call gives
     assert np.array_equal(_nifti_mask(Path(rows[0]["output"])), setup["mask"])
     assert float(rows[0]["volume_ml"]) > 0
@@ -294,6 +295,20 @@ def test_a_folder_of_studies_refuses_collisions_before_writing(setup: dict[str, 
     with pytest.raises(LungsegError, match="inside the input"):
         predict(setup["run"], studies, studies / "results", progress=False)
     assert not (tmp_path / "out").exists() and not (studies / "results").exists()
+
+
+def test_a_folder_of_studies_never_writes_into_a_study_linked_from_elsewhere(setup: dict[str, Any], tmp_path: Path) -> None:
+    """A study may be a symbolic link to a series kept elsewhere: an output inside it, reached through the link,
+    is refused before anything is written, as an output inside the folder of studies is."""
+    elsewhere = tmp_path / "archive" / "ct"
+    shutil.copytree(setup["series"][0], elsewhere)
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    (studies / "linked").symlink_to(elsewhere, target_is_directory=True)
+    before = sorted(p.name for p in elsewhere.iterdir())
+    with pytest.raises(LungsegError, match=r"lies inside the input .*linked"):
+        predict(setup["run"], studies, studies / "linked" / "res", progress=False)
+    assert sorted(p.name for p in elsewhere.iterdir()) == before
 
 
 # ---------------------------------------------------------------- real CT (skipped where absent)

@@ -39,7 +39,7 @@ def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None,
 
     Returns:
         ``{"count", "total_volume_ml", "lesions": [{"id", "voxels", "volume_ml",
-        "equivalent_diameter_mm", "slice_range": [first, last], "centroid_voxel": [z, y, x]
+        "equivalent_diameter_mm", "slice_range": [first, last] (counted from 0), "centroid_voxel": [z, y, x]
         (, "centroid_ras_mm", "peak_probability", "mean_probability")}]}``, largest first. The equivalent diameter is that of
         the sphere of the same volume, ``(6 V / π)^(1/3)``.
 

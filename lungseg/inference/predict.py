@@ -134,9 +134,9 @@ def predict(
         _check_studies(inp, out, studies, output_format)
     run = Predictor.load(run_dir, checkpoint=checkpoint, device=device, precision=precision, tta=tta)
     _check_model(run, attention, planes)
-    options = dict(output_format=output_format, probabilities=probabilities, attention=attention, crf=crf, inputs=inputs,
-                   threshold=threshold, batch_size=batch_size, region=region, keep_outside_lungs=keep_outside_lungs,
-                   keep_unsure=keep_unsure, planes=planes)
+    options = dict(output_format=output_format, probabilities=probabilities, attention=attention, crf=crf,
+                   inputs=[*inputs, *(studies or [])], threshold=threshold, batch_size=batch_size, region=region,
+                   keep_outside_lungs=keep_outside_lungs, keep_unsure=keep_unsure, planes=planes)
     if studies is not None:
         return _predict_studies(run, inp, out, studies, options, progress)
     return _predict_loaded(run, inp, out, progress=progress, **options)
@@ -163,8 +163,10 @@ def _check_model(run: Predictor, attention: bool, planes: str) -> None:
 
 
 def _check_studies(inp: Path, out: Path, studies: list[Path], output_format: str) -> None:
-    """Refuse, before anything is written, a folder of studies whose outputs would collide or that
-    holds NIfTI volumes while a DICOM format is asked for."""
+    """Refuse, before anything is written, a folder of studies whose outputs would collide, that holds NIfTI
+    volumes while a DICOM format is asked for, or an output inside one of its studies (a study may be a link
+    to a folder outside ``inp``)."""
+    check_output(out, studies)
     if output_format != "nifti":
         volumes = [p.name for p in studies if p.is_file()]
         if volumes:
@@ -201,7 +203,7 @@ def _predict_studies(run: Predictor, inp: Path, out: Path, studies: list[Path], 
             rows.append(row)
             continue
         row.update(
-            slices=summary["shape"][0], tumour_voxels=summary["tumour_voxels"],
+            slices=summary["shape"][0], lesions=summary["lesions"]["count"], tumour_voxels=summary["tumour_voxels"],
             volume_ml=summary["lesions"]["total_volume_ml"], output=summary["files"][0],
             set_aside=(summary.get("set_aside") or {}).get("count", 0),
             set_aside_ml=(summary.get("set_aside") or {}).get("total_volume_ml") or 0.0, planes=summary["planes"],

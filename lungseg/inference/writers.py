@@ -34,9 +34,9 @@ _RESULT_NAMES = {"nifti": "mask.nii.gz", "dicom-seg": "seg.dcm", "rtstruct": "rt
 SUMMARY_TABLE = "summary.csv"
 #: ``set_aside``/``set_aside_ml``: the candidates left out of the mask as lying mostly outside the lungs or as
 #: unsure (:func:`lungseg.inference.scan.segment_scan`; 0 where none were, or the scan was searched whole);
-#: ``planes``: the slices the network ran on (``"axial"`` or ``"three"``).
-SUMMARY_COLUMNS: tuple[str, ...] = ("input", "slices", "tumour_voxels", "volume_ml", "set_aside", "set_aside_ml",
-                                    "planes", "output", "seconds", "error")
+#: ``planes``: the slices the network ran on (``"axial"`` or ``"three"``); ``lesions``: the candidates in the mask.
+SUMMARY_COLUMNS: tuple[str, ...] = ("input", "slices", "lesions", "tumour_voxels", "volume_ml", "set_aside",
+                                    "set_aside_ml", "planes", "output", "seconds", "error")
 
 
 def check_format(output_format: str) -> None:
@@ -192,10 +192,15 @@ def format_summary(summary: dict[str, Any]) -> str:
     if aside and aside["count"]:
         reasons = [les.get("reason", "outside the lungs") for les in aside["lesions"]]
         why = ", ".join(f"{reasons.count(r)} {r}" for r in ("outside the lungs", "unsure") if r in reasons)
-        lines.append(f"{aside['count']} candidate(s) of {aside['total_volume_ml']:.1f} mL set aside ({why}; listed in the"
-                     " lesion summary; --keep-outside-lungs and --keep-unsure keep them)")
+        lines.append(f"{aside['count']} candidate(s), {_ml(aside['total_volume_ml'])} mL in all, set aside ({why}; listed in"
+                     " the lesion summary; --keep-outside-lungs and --keep-unsure keep them)")
     lines.append("wrote: " + ", ".join(summary["files"]))
     return "\n".join(lines)
+
+
+def _ml(volume_ml: float) -> str:
+    """A volume in mL for the printed summaries: two significant decimals below 1 mL (0.06, not 0.1)."""
+    return f"{volume_ml:.2g}" if volume_ml < 1 else f"{volume_ml:.1f}"
 
 
 def format_study_table(summary: dict[str, Any]) -> str:
@@ -208,7 +213,7 @@ def format_study_table(summary: dict[str, Any]) -> str:
             rows.append((name, "-", "-", "-", "-", f"{r['seconds']:.2f}", f"failed: {r['error']}"))
             continue
         volume = "-" if r["volume_ml"] is None else f"{r['volume_ml']:.3f}"
-        aside = f"{r['set_aside']} ({r['set_aside_ml']:.1f} mL)" if r["set_aside"] else "0"
+        aside = f"{r['set_aside']} ({_ml(r['set_aside_ml'])} mL)" if r["set_aside"] else "0"
         rows.append((name, str(r["slices"]), str(r["tumour_voxels"]), volume, aside, f"{r['seconds']:.2f}", r["output"]))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     right = (False, True, True, True, True, True)
