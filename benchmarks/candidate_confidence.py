@@ -86,7 +86,7 @@ def collect_set(run: Any, seed: int, patients: int, extra: dict[str, Any]) -> di
         vol, _ = generate_patient((seed, k), PhantomConfig(tumour_type_probs=(0.8, 0.15, 0.05), **extra))
         vol = randomise_appearance(vol, (seed, k, 1), appearance)
         reference = vol.mask > 0
-        seg, _ = segment_scan(run, vol)
+        seg, _ = segment_scan(run, vol, keep_unsure=True)  # every candidate: the rules are what is measured
         candidates, tumours = candidates_of(seg.mask > 0, seg.probs, reference)
         envelope = lung_region_and_envelope(vol.image, vol.spacing)[1]
         at = {}

@@ -52,7 +52,8 @@ def score_set(run: Any, seed: int, patients: int, extra: dict[str, Any]) -> dict
         reference = vol.mask > 0
         for arm in ARMS:
             started = time.perf_counter()
-            mask = segment_scan(run, vol, planes=arm)[0].mask > 0
+            # unsure candidates kept: the choice was made before they were set aside (candidate_confidence.py)
+            mask = segment_scan(run, vol, planes=arm, keep_unsure=True)[0].mask > 0
             seconds[arm] += time.perf_counter() - started
             counts = confusion(mask, reference)
             totals[arm] = counts if arm not in totals else totals[arm] + counts

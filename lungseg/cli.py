@@ -222,8 +222,9 @@ def _predict_parser(sub: Any) -> None:
                    help="keep in the mask the candidates that lie mostly outside the lungs (in the mediastinum or"
                         " under the diaphragm); by default they are set aside and listed in the lesion summary")
     p.add_argument("--keep-unsure", action="store_true",
-                   help="keep in the mask the candidates of three planes whose probability peaks less than 0.1 above"
-                        " the threshold; by default they are set aside and listed in the lesion summary")
+                   help="keep in the mask the candidates of three planes (the lungs searched) whose probability peaks"
+                        " less than 0.1 above the threshold; by default they are set aside and listed in the lesion"
+                        " summary")
     p.add_argument("--planes", default="auto", choices=("auto", "axial", "three"),  # planes.PLANES (no torch here)
                    help="slices of a CT volume the network runs on: axial, three (axial, coronal and sagittal,"
                         " probabilities averaged; a model that states its pixel size only), or auto (three for such"

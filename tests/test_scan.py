@@ -22,6 +22,7 @@ from lungseg.inference.scan import (
     resolve_region,
     segment_scan,
     set_aside_unsure,
+    unsure_bar,
 )
 from lungseg.preprocess import Fingerprint
 
@@ -266,10 +267,17 @@ def test_three_planes_set_aside_unsure_candidates_and_list_them(monkeypatch: pyt
     assert info["planes"] == "three" and seg.mask.sum() == 125
     (unsure,) = info["set_aside"]["lesions"]
     assert unsure["reason"] == "unsure" and unsure["voxels"] == 125 and unsure["peak_probability"] < 0.6
-    assert "unsure: the averaged probability of the three planes peaks below 0.60" in info["set_aside"]["rule"]
+    assert "unsure: the averaged probability of the three planes peaks below 0.6 " in info["set_aside"]["rule"]
     kept, info_kept = segment_scan(run, vol, keep_unsure=True)
     assert kept.mask.sum() == 250 and info_kept["set_aside"]["count"] == 0
     higher, _ = segment_scan(run, vol, threshold=0.3)  # the bar follows the threshold: 0.4 keeps both
     assert higher.mask.sum() == 250
     both, info_both = segment_scan(run, vol, keep_unsure=True, keep_outside_lungs=True)
     assert both.mask.sum() == 250 and info_both["set_aside"] is None
+
+
+def test_the_unsure_bar_is_a_tenth_above_the_threshold_and_never_reaches_one() -> None:
+    assert unsure_bar(0.5) == pytest.approx(0.5 + UNSURE_MARGIN)
+    assert unsure_bar(0.3) == pytest.approx(0.4)
+    for high in (0.9, 0.95, 0.99):  # threshold + 0.1 would set aside every candidate
+        assert high < unsure_bar(high) < 1.0

@@ -20,7 +20,7 @@ top of it in a viewer (:mod:`lungseg.inference.dicom_out`); the mask is the one 
 A *folder of studies* (a folder whose top level holds subfolders, one DICOM series each, and/or
 NIfTI volumes, but no DICOM or image files of its own) is segmented study by study into one
 output folder per study (:func:`lungseg.inference.writers.study_output`), with one progress bar and a summary table
-(``summary.csv``: input, slices, tumour voxels, volume, output, seconds).
+(``summary.csv``: :data:`lungseg.inference.writers.SUMMARY_COLUMNS`).
 
 The input is read and checked in full before anything is written: NaN or infinite intensities are
 refused (with their count), so is a folder of images that also holds other files, and so are two

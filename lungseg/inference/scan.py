@@ -23,8 +23,8 @@ give it by itself, and :func:`segment_scan` supplies them:
   mask) of which less than half lies in the lungs proper (:func:`lungseg.inference.region.lung_envelope`)
   is therefore **set aside**: left out of the mask, and listed with its size, place and probability
   so that nothing disappears unseen (a tumour grown into the mediastinum can be one of them). On three
-  planes, a candidate whose averaged probability never rises :data:`UNSURE_MARGIN` above the threshold is
-  set aside as *unsure* in the same way (most of them are a few voxels of vessel or parenchyma; the rule
+  planes, with the lungs searched, a candidate whose averaged probability never rises :data:`UNSURE_MARGIN`
+  above the threshold (:func:`unsure_bar`) is set aside as *unsure* in the same way, with or without the CRF (most of them are a few voxels of vessel or parenchyma; the rule
   was chosen on synthetic whole scans, ``benchmarks/candidate_confidence.py``).
 
 The last step serves every model given a scan in HU (``region="auto"``): a model trained on whole
@@ -48,7 +48,7 @@ from lungseg.inference.predictor import Predictor, Segmentation
 from lungseg.inference.region import LungRegion, lung_region_and_envelope, set_aside_outside_lungs
 
 __all__ = ["REGIONS", "UNSURE_MARGIN", "check_region", "hu_to_unit", "resolve_region", "segment_scan",
-           "set_aside_unsure"]
+           "set_aside_unsure", "unsure_bar"]
 
 #: ``"auto"``: the lungs for a scan in HU, the whole volume for one already scaled to [0, 1] (no HU to
 #: find the lungs by); ``"lungs"``; ``"all"``.
@@ -56,9 +56,10 @@ REGIONS: tuple[str, ...] = ("auto", "lungs", "all")
 # In-plane context (mm) the network sees around the lungs' box: a tumour on the box's edge is not
 # segmented against the reflect padding.
 _CONTEXT_MM = 16.0
-#: On three planes, a candidate whose highest averaged probability is below the threshold plus this is set
-#: aside as unsure: at the default threshold, a peak below 0.6 (chosen on synthetic whole scans by a rule
-#: written before the run, ``benchmarks/candidate_confidence.py``; the other rules tried lost tumours).
+#: On three planes, a candidate whose highest averaged probability is below the threshold plus this (or
+#: halfway from the threshold to 1, when that is lower: a threshold of 0.9 or more) is set aside as unsure: at
+#: the default threshold, a peak below 0.6 (chosen on synthetic whole scans by a rule written before the run,
+#: ``benchmarks/candidate_confidence.py``; the other rules tried lost tumours on the set it was chosen on).
 UNSURE_MARGIN = 0.1
 
 
@@ -101,6 +102,13 @@ def resolve_region(region: str, vol: Any) -> str:
     return "lungs" if vol.intensity == "hu" else "all"
 
 
+def unsure_bar(threshold: float) -> float:
+    """The peak probability below which a candidate of three planes is unsure: ``threshold`` plus
+    :data:`UNSURE_MARGIN`, or halfway from ``threshold`` to 1 when that is lower (a bar of 1 would set aside
+    every candidate)."""
+    return min(threshold + UNSURE_MARGIN, (1.0 + threshold) / 2.0)
+
+
 def set_aside_unsure(mask: np.ndarray, probabilities: np.ndarray, min_peak: float) -> tuple[np.ndarray, np.ndarray]:
     """Split a predicted mask into the candidates whose highest probability reaches ``min_peak`` and the rest.
 
@@ -139,8 +147,8 @@ def _set_aside(mask: np.ndarray, probs: np.ndarray, vol: Any, envelope: np.ndarr
     if min_peak is not None:
         kept, unsure = set_aside_unsure(mask, probs, min_peak)
         mask = kept.astype(np.uint8)
-        parts.append((unsure, "unsure", f"the averaged probability of the three planes peaks below {min_peak:.2f}"
-                      " (lungseg.inference.scan.UNSURE_MARGIN above the threshold); --keep-unsure keeps them"))
+        parts.append((unsure, "unsure", f"the averaged probability of the three planes peaks below {min_peak:.3g}"
+                      " (lungseg.inference.scan.unsure_bar of the threshold); --keep-unsure keeps them"))
     return mask, (_set_aside_summary(parts, vol, probs) if parts else None)
 
 
@@ -211,8 +219,8 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
         region: one of :data:`REGIONS`.
         keep_outside_lungs: keep the candidates that lie mostly outside the lungs (see the module
             docstring) in the mask; by default they are set aside.
-        keep_unsure: keep the unsure candidates of three planes (peak below the threshold plus
-            :data:`UNSURE_MARGIN`) in the mask; by default they are set aside.
+        keep_unsure: keep the unsure candidates of three planes (peak below :func:`unsure_bar` of the
+            threshold; only where the lungs are searched) in the mask; by default they are set aside.
         planes: one of :data:`lungseg.inference.planes.PLANES`: ``"three"`` averages the network's
             probabilities over the axial, coronal and sagittal slices
             (:func:`~lungseg.inference.planes.three_plane_probabilities`; the gate maps of ``attention`` stay
@@ -260,7 +268,7 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
     empty = np.zeros(vol.image.shape, dtype=np.float32)
     mask, probs = empty.astype(np.uint8), empty.copy()
     mask[box], probs[box] = seg.mask, seg.probs
-    min_peak = None if used != "three" or keep_unsure else (run.threshold if threshold is None else threshold) + UNSURE_MARGIN
+    min_peak = None if used != "three" or keep_unsure else unsure_bar(run.threshold if threshold is None else threshold)
     mask, set_aside = _set_aside(mask, probs, vol, None if keep_outside_lungs else envelope, min_peak)
     alphas = []
     for alpha in seg.alphas:

@@ -199,7 +199,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def _ml(volume_ml: float) -> str:
-    """A volume in mL for the printed summaries: two significant decimals below 1 mL (0.06, not 0.1)."""
+    """A volume in mL for the printed summaries: two significant digits below 1 mL (0.058, not 0.1)."""
     return f"{volume_ml:.2g}" if volume_ml < 1 else f"{volume_ml:.1f}"
 
 
