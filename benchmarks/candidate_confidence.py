@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from three_planes import SETS  # noqa: E402  (the same synthetic sets)
+from three_planes import SETS, synthetic_patient  # noqa: E402  (the same synthetic sets)
 
 CHOOSE_ON = 778
 PEAKS = (0.6, 0.7, 0.8, 0.9, 0.95)
@@ -75,16 +75,12 @@ def candidates_of(mask: np.ndarray, probs: np.ndarray, reference: np.ndarray) ->
 
 def collect_set(run: Any, seed: int, patients: int, extra: dict[str, Any]) -> dict[str, Any]:
     """The candidate table of one synthetic set."""
-    from lungseg.data.phantom import AppearanceRandomisation, PhantomConfig, randomise_appearance
-    from lungseg.data.phantom.study import generate_patient
     from lungseg.inference.region import LungRegion, lung_region_and_envelope, set_aside_outside_lungs
     from lungseg.inference.scan import segment_scan
 
-    appearance = AppearanceRandomisation(texture_grain_mm=(0.3, 3.0), noise_hu=(10.0, 60.0))
     rows = []
     for k in range(patients):
-        vol, _ = generate_patient((seed, k), PhantomConfig(tumour_type_probs=(0.8, 0.15, 0.05), **extra))
-        vol = randomise_appearance(vol, (seed, k, 1), appearance)
+        vol = synthetic_patient(seed, k, extra)
         reference = vol.mask > 0
         seg, _ = segment_scan(run, vol, keep_unsure=True)  # every candidate: the rules are what is measured
         candidates, tumours = candidates_of(seg.mask > 0, seg.probs, reference)

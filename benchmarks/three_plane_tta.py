@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from three_planes import SETS  # noqa: E402  (the same synthetic sets)
+from three_planes import SETS, synthetic_patient  # noqa: E402  (the same synthetic sets)
 
 MODES = ("dihedral", "flips", "none")  # most passes first
 MAX_DICE_LOSS = 0.01
@@ -48,19 +48,15 @@ def score_set(runs: dict[str, Any], seed: int, patients: int, extra: dict[str, A
     """Pooled Dice, recall, tumours found and seconds per patient of each mode over one synthetic set."""
     import numpy as np
 
-    from lungseg.data.phantom import AppearanceRandomisation, PhantomConfig, randomise_appearance
-    from lungseg.data.phantom.study import generate_patient
     from lungseg.inference.scan import segment_scan
     from lungseg.metrics import confusion, tumour_table
 
-    appearance = AppearanceRandomisation(texture_grain_mm=(0.3, 3.0), noise_hu=(10.0, 60.0))
     totals: dict[str, Any] = {}
     found = dict.fromkeys(runs, 0)
     seconds = dict.fromkeys(runs, 0.0)
     n_tumours = 0
     for k in range(patients):
-        vol, _ = generate_patient((seed, k), PhantomConfig(tumour_type_probs=(0.8, 0.15, 0.05), **extra))
-        vol = randomise_appearance(vol, (seed, k, 1), appearance)
+        vol = synthetic_patient(seed, k, extra)
         reference = vol.mask > 0
         for mode, run in runs.items():
             started = time.perf_counter()

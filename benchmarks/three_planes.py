@@ -36,19 +36,26 @@ SETS: tuple[tuple[int, int, dict[str, Any]], ...] = (
 ARMS = ("axial", "three")
 
 
-def score_set(run: Any, seed: int, patients: int, extra: dict[str, Any]) -> dict[str, Any]:
-    """Pooled Dice and recall of each arm over one synthetic set, and seconds per patient."""
+def synthetic_patient(seed: int, k: int, extra: dict[str, Any]) -> Any:
+    """Patient ``k`` of the synthetic set ``seed`` (NSCLC-like tumours, the ``solid-randomised`` appearance,
+    ``extra`` PhantomConfig overrides): the patients of this choice and of the later ones that reuse its sets."""
     from lungseg.data.phantom import AppearanceRandomisation, PhantomConfig, randomise_appearance
     from lungseg.data.phantom.study import generate_patient
+
+    vol, _ = generate_patient((seed, k), PhantomConfig(tumour_type_probs=(0.8, 0.15, 0.05), **extra))
+    appearance = AppearanceRandomisation(texture_grain_mm=(0.3, 3.0), noise_hu=(10.0, 60.0))
+    return randomise_appearance(vol, (seed, k, 1), appearance)
+
+
+def score_set(run: Any, seed: int, patients: int, extra: dict[str, Any]) -> dict[str, Any]:
+    """Pooled Dice and recall of each arm over one synthetic set, and seconds per patient."""
     from lungseg.inference.scan import segment_scan
     from lungseg.metrics import confusion
 
     totals: dict[str, Any] = {}
     seconds = dict.fromkeys(ARMS, 0.0)
-    appearance = AppearanceRandomisation(texture_grain_mm=(0.3, 3.0), noise_hu=(10.0, 60.0))
     for k in range(patients):
-        vol, _ = generate_patient((seed, k), PhantomConfig(tumour_type_probs=(0.8, 0.15, 0.05), **extra))
-        vol = randomise_appearance(vol, (seed, k, 1), appearance)
+        vol = synthetic_patient(seed, k, extra)
         reference = vol.mask > 0
         for arm in ARMS:
             started = time.perf_counter()
