@@ -233,7 +233,7 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE), default=16,
                    help="slices per forward pass (default: 16)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
-    add_precision(p)
+    add_precision(p, prediction=True)
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
 
 

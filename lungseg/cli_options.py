@@ -187,9 +187,13 @@ def config_from_args(args: argparse.Namespace, base: Any | None = None) -> Any:
     return TrainConfig.from_dict(values)
 
 
-def add_precision(p: argparse.ArgumentParser) -> None:
+def add_precision(p: argparse.ArgumentParser, prediction: bool = False) -> None:
+    """``--precision``; for ``predict`` its ``auto`` is also bf16 on a CPU with native bf16
+    (:func:`lungseg.device.resolve_prediction_precision`)."""
     from lungseg.device import PRECISIONS
 
+    cpu = ("bf16 on a CPU with AVX-512 BF16/AMX (about 2x faster there), fp32 elsewhere" if prediction
+           else "fp32 elsewhere; bf16 on a CPU with AVX-512 BF16/AMX is about 2x faster")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="inference numerics: auto = bf16 autocast on CUDA >= 8.0, fp16 on older GPUs, fp32"
-                        " elsewhere; bf16 on a CPU with AVX-512 BF16/AMX is about 2x faster (default: auto)")
+                   help=f"inference numerics: auto = bf16 autocast on CUDA >= 8.0, fp16 on older GPUs, {cpu};"
+                        " fp32 gives the same numbers on every CPU (default: auto)")

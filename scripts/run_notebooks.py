@@ -73,7 +73,8 @@ def _clean(path: Path) -> None:
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
+    for index, cell in enumerate(nb.cells):
+        cell.id = f"cell-{index}"  # jupytext draws random ids: fixed ones let a rebuild leave the files unchanged
         for key in _VOLATILE_CELL_KEYS:
             cell.metadata.pop(key, None)
     pm = nb.metadata.get("papermill")

@@ -105,7 +105,9 @@ def test_pipeline_sections(quick_result: tuple[dict, object]) -> None:
     assert _positive(result["phantom_generation"]["slices_per_s"])
     pred = result["series_prediction"]
     assert pred["slices"] == result["config"]["series_slices"] and _positive(pred["seconds_with_crf"])
-    assert pred["default_precision"] == "fp32" and "fp32" in pred["precisions"]
+    # predict's default: bf16 where the CPU has it natively (timed beside fp32), else fp32
+    assert pred["default_precision"] == ("bf16" if cpu_has_bf16() else "fp32") and "fp32" in pred["precisions"]
+    assert pred["default_precision"] in pred["precisions"]
 
 
 def test_training_step_section(quick_result: tuple[dict, object]) -> None:

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from lungseg import device as device_mod
-from lungseg.device import autocast, cpu_has_bf16, grad_scaler, resolve_device, resolve_precision
+from lungseg.device import (
+    autocast,
+    cpu_has_bf16,
+    grad_scaler,
+    resolve_device,
+    resolve_precision,
+    resolve_prediction_precision,
+)
 from lungseg.errors import LungsegError
 
 
@@ -83,6 +90,21 @@ def test_bf16_on_a_cpu_without_native_bf16_is_refused(monkeypatch: pytest.Monkey
     assert resolve_precision("bf16", torch.device("cuda")) == "bf16"
     with pytest.raises(LungsegError, match="not supported on mps"):
         resolve_precision("bf16", torch.device("mps"))
+
+
+def test_predict_takes_bf16_by_default_on_a_cpu_with_native_bf16_and_fp32_when_asked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only ``predict``'s ``auto`` changes with the CPU; training and evaluation keep fp32 there."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device_mod, "cpu_has_bf16", lambda: True)
+    assert resolve_prediction_precision("auto", cpu) == "bf16" and resolve_precision("auto", cpu) == "fp32"
+    assert resolve_prediction_precision("fp32", cpu) == "fp32"
+    monkeypatch.setattr(device_mod, "cpu_has_bf16", lambda: False)
+    assert resolve_prediction_precision("auto", cpu) == "fp32"
+    with pytest.raises(LungsegError, match="emulated"):
+        resolve_prediction_precision("bf16", cpu)
+    with pytest.raises(LungsegError, match="--precision must be one of"):
+        resolve_prediction_precision("half", cpu)
 
 
 def test_autocast_runs_convolutions_in_bf16_only_when_asked() -> None:

@@ -84,6 +84,33 @@ def test_an_isotropic_volume_at_the_model_pixel_size_averages_the_three_planes_i
     np.testing.assert_allclose(three, (axial + coronal + sagittal) / 3, rtol=1e-5, atol=1e-6)
 
 
+def test_with_keep_each_plane_runs_only_the_slices_keep_reads_and_the_result_is_exact_on_keep(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A region in the middle of an anisotropic volume: each plane runs fewer slices than the volume has, and
+    wherever the region is the probabilities equal those of the whole run (the slices skipped are ones the
+    resampling back to the input's grid never reads for it)."""
+    run = tiny_predictor(pixel_mm=2.0)
+    images = np.random.default_rng(3).random((14, 40, 48), dtype=np.float32)
+    spacing = (3.0, 1.0, 1.0)
+    keep = np.zeros(images.shape, dtype=bool)
+    keep[5:9, 12:22, 30:37] = True
+    keep[6, 25, 10] = True  # a lone voxel: its own slices are read too
+    whole = three_plane_probabilities(run, images, spacing)
+    counts: list[int] = []
+    probabilities = run.probabilities
+
+    def counting(slices: np.ndarray, **kwargs: object) -> np.ndarray:
+        counts.append(len(slices))
+        return probabilities(slices, **kwargs)
+
+    monkeypatch.setattr(run, "probabilities", counting)
+    kept = three_plane_probabilities(run, images, spacing, keep=keep)
+    np.testing.assert_allclose(kept[keep], whole[keep], rtol=1e-6, atol=1e-7)
+    assert len(counts) == 3 and all(n < full for n, full in zip(counts, (21, 20, 24))), counts
+    with pytest.raises(ValueError, match=r"keep must be shaped like images \(14, 40, 48\), got \(14, 40\)"):
+        three_plane_probabilities(run, images, spacing, keep=keep[:, :, 0])
+
+
 @pytest.fixture(scope="module")
 def real_model() -> Predictor:
     return Predictor.load(REAL_MODEL, device="cpu")

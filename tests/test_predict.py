@@ -121,6 +121,8 @@ def test_bf16_prediction_agrees_with_fp32(runs: dict[str, Path], tmp_path: Path)
     # (an autocast that silently stayed fp32 would give exactly zero)
     assert 0 < diff.max() < 0.05
     assert (a["masks"] != b["masks"]).mean() < 0.01
+    default = predict(runs["hu"], runs["hu_data"], tmp_path / "default.npz", device="cpu", progress=False)
+    assert default["precision"] == "bf16"  # predict's auto on a CPU with native bf16
 
 
 def test_never_writes_into_input_folder(runs: dict[str, Path], study: Path) -> None:

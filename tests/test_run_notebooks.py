@@ -1,4 +1,5 @@
-"""scripts/run_notebooks.py: which chapters need the dense CRF, and skipping them where it is missing."""
+"""scripts/run_notebooks.py: which chapters need the dense CRF, skipping them where it is missing, and executed
+notebooks that a rebuild writes the same."""
 
 from __future__ import annotations
 
@@ -35,3 +36,20 @@ def test_the_colab_cells_install_the_crf_where_a_chapter_may_run_it() -> None:
         sys.path.remove(str(ROOT / "scripts"))
     runner = _runner()
     assert runner.CRF_CHAPTERS | {"04"} == colab_cells.CRF_CHAPTERS
+
+
+def test_cleaning_gives_every_cell_the_same_id_on_every_build(tmp_path: Path) -> None:
+    """jupytext draws random cell ids; the executed notebook keeps ids fixed by position, so that ``make book``
+    on unchanged results leaves the committed notebooks as they are."""
+    import jupytext
+    import nbformat
+
+    source = tmp_path / "01_x.md"
+    source.write_text("# A chapter\n\n```{code-cell} ipython3\nx = 1\n```\n\nText.\n")
+    builds = []
+    for name in ("a.ipynb", "b.ipynb"):
+        jupytext.write(jupytext.read(source), tmp_path / name, fmt="ipynb")
+        _runner()._clean(tmp_path / name)
+        builds.append((tmp_path / name).read_text())
+    assert builds[0] == builds[1]
+    assert [cell.id for cell in nbformat.read(tmp_path / "a.ipynb", as_version=4).cells] == ["cell-0", "cell-1", "cell-2"]

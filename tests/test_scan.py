@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from lungseg.data.volume import CTVolume
 from lungseg.errors import LungsegError
 from lungseg.inference import Predictor
+from lungseg.inference.lesions import label_candidates, lesion_summary
 from lungseg.inference.region import lung_envelope, lung_region, lung_region_and_envelope, set_aside_outside_lungs
 from lungseg.inference.scan import (
     REGIONS,
@@ -243,7 +245,7 @@ def _two_lung_blobs(peaks: tuple[float, float]):
     it is given, peaking at ``peaks`` (left and right as they appear along the columns)."""
     from scipy import ndimage
 
-    def probabilities(run, images, spacing, batch_size=16, progress=False):
+    def probabilities(run, images, spacing, batch_size=16, progress=False, keep=None):
         lungs, _ = ndimage.label((images[len(images) // 2] > 0.05) & (images[len(images) // 2] < 0.2))
         probs = np.zeros(images.shape, np.float32)
         centres = sorted(ndimage.center_of_mass(lungs > 0, lungs, [1, 2]), key=lambda c: c[1])
@@ -281,3 +283,26 @@ def test_the_unsure_bar_is_a_tenth_above_the_threshold_and_never_reaches_one() -
     assert unsure_bar(0.3) == pytest.approx(0.4)
     for high in (0.9, 0.95, 0.99):  # threshold + 0.1 would set aside every candidate
         assert high < unsure_bar(high) < 1.0
+
+
+def test_candidates_are_labelled_in_their_box_as_in_the_whole_volume() -> None:
+    """Labelling only the box that holds the candidates gives the whole volume's components, in the same order,
+    and the lesion table places them in the whole volume (slice ranges and centroids)."""
+    rng = np.random.default_rng(4)
+    mask = np.zeros((30, 50, 60), dtype=np.uint8)
+    mask[10:20, 15:40, 20:50] = rng.random((10, 25, 30)) > 0.93
+    labels, n, box = label_candidates(mask)
+    whole, n_whole = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    assert n == n_whole > 10 and box[0].start >= 10 and box[2].stop <= 50
+    np.testing.assert_array_equal(labels, whole[box])
+    empty_labels, empty_n, _ = label_candidates(np.zeros_like(mask))
+    assert empty_n == 0 and empty_labels.size == 0
+
+    table = lesion_summary(mask, (2.0, 1.0, 1.0), probabilities=mask * 0.7)
+    largest = table["lesions"][0]
+    k = 1 + int(np.argmax(np.bincount(whole.ravel())[1:]))
+    zs, ys, xs = np.nonzero(whole == k)
+    assert largest["voxels"] == len(zs) and largest["slice_range"] == [int(zs.min()), int(zs.max())]
+    np.testing.assert_allclose(largest["centroid_voxel"], [zs.mean(), ys.mean(), xs.mean()], atol=0.006)
+    assert largest["peak_probability"] == 0.7 and table["count"] == n
+    assert lesion_summary(np.zeros_like(mask), (2.0, 1.0, 1.0))["count"] == 0

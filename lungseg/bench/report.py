@@ -175,8 +175,12 @@ def _pipeline(result: dict[str, Any]) -> list[str]:
         trained = real.get(key)
         if trained:
             rows.append(f"| `lungseg predict`, the same series, {what} `{trained['run']}` | {trained['seconds']:.1f} s |")
-            rows.append(f"| `lungseg predict --crf`, the same series and model (the CRF adds"
+            numerics = f", {trained['precision']}" if "precision" in trained else ""
+            rows.append(f"| `lungseg predict --crf`, the same series and model{numerics} (the CRF adds"
                         f" {100 * trained['crf_share']:.0f} %; target ≤ 30 %) | {trained['seconds_with_crf']:.1f} s |")
+            if "seconds_with_crf_fp32" in trained:
+                rows.append(f"| `lungseg predict --crf --precision fp32`, the same series and model"
+                            f" | {trained['seconds_with_crf_fp32']:.1f} s |")
     return ["## Pipeline", "", "| stage | rate |", "|---|---:|", *rows, ""] if rows else []
 
 

@@ -9,7 +9,33 @@ from scipy import ndimage
 
 from lungseg.metrics import equivalent_sphere_diameter_mm
 
-__all__ = ["image_lesion_summary", "lesion_summary", "world_affine"]
+__all__ = ["image_lesion_summary", "label_candidates", "lesion_summary", "world_affine"]
+
+
+def label_candidates(mask: np.ndarray) -> tuple[np.ndarray, int, tuple[slice, ...]]:
+    """The 26-connected components of a volume mask, labelled within the box that holds its voxels.
+
+    Labelling a whole 275-slice 512² scan takes about 0.7 s on the 2-core machine, and a prediction labels
+    it several times (the set-asides, the lesion tables); its candidates lie in a small box of it.
+
+    Args:
+        mask: ``(Z, H, W)``; nonzero voxels are candidate voxels.
+
+    Returns:
+        ``(labels, n, box)``: int32 labels 1..n of the voxels of ``mask[box]`` (0 elsewhere), and ``box`` (three
+        slices; empty ones when ``mask`` has no voxel), so that ``labels`` indexes ``other[box]``.
+    """
+    occupied = np.asarray(mask) > 0
+    box = tuple(_span(occupied.any(axis=tuple(a for a in range(occupied.ndim) if a != axis)))
+                for axis in range(occupied.ndim))
+    labels, n = ndimage.label(occupied[box], structure=np.ones((3,) * occupied.ndim, dtype=bool))
+    return labels, int(n), box
+
+
+def _span(present: np.ndarray) -> slice:
+    """The slice from the first to the last ``True`` of a 1D array (an empty slice when there is none)."""
+    where = np.flatnonzero(present)
+    return slice(int(where[0]), int(where[-1]) + 1) if where.size else slice(0, 0)
 
 
 def world_affine(vol: Any) -> np.ndarray | None:
@@ -48,19 +74,21 @@ def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None,
     """
     if probabilities is not None and np.shape(probabilities) != np.shape(mask):
         raise ValueError(f"probabilities must be shaped like the mask {np.shape(mask)}, got {np.shape(probabilities)}")
-    labels, n = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    labels, n, box = label_candidates(mask)
     voxel_ml = None if spacing is None else float(np.prod(spacing)) / 1000.0
     lesions = []
     if n:
+        first_slice = box[0].start
         objects = ndimage.find_objects(labels)
         # sizes and centroids from the labelled voxels alone (one bincount per axis): scipy's
         # center_of_mass over thousands of labels took seconds on a 275-slice series full of false positives
         where = np.nonzero(labels)
         which = labels[where]
         sizes = np.bincount(which, minlength=n + 1)[1:]
-        centroids = np.stack([np.bincount(which, weights=axis, minlength=n + 1)[1:] for axis in where], 1) / sizes[:, None]
+        centroids = np.stack([np.bincount(which, weights=axis, minlength=n + 1)[1:] + sizes * part.start
+                              for axis, part in zip(where, box)], 1) / sizes[:, None]
         if probabilities is not None:
-            inside = np.asarray(probabilities)[where].astype(np.float64)  # the lesions' voxels only, not the volume
+            inside = np.asarray(probabilities)[box][where].astype(np.float64)  # the lesions' voxels only
             means = np.bincount(which, weights=inside, minlength=n + 1)[1:] / sizes
             peaks = np.zeros(n + 1)
             np.maximum.at(peaks, which, inside)
@@ -68,7 +96,7 @@ def lesion_summary(mask: np.ndarray, spacing: tuple[float, float, float] | None,
             voxels = int(sizes[k])
             entry: dict[str, Any] = {
                 "voxels": voxels,
-                "slice_range": [int(objects[k][0].start), int(objects[k][0].stop - 1)],
+                "slice_range": [first_slice + int(objects[k][0].start), first_slice + int(objects[k][0].stop - 1)],
                 "centroid_voxel": [round(float(c), 2) for c in centroids[k]],
             }
             if affine is not None:

@@ -103,8 +103,21 @@ def _resize(volume: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     return F.interpolate(tensor, size=tuple(shape), mode="trilinear", align_corners=False)[0, 0].numpy()
 
 
+def _slices_read(present: np.ndarray, size: int) -> np.ndarray:
+    """Which of ``size`` resampled slices along an axis the trilinear resampling back to the native grid (voxel
+    centres aligned, :func:`_resize`) reads for the native slices where ``present`` is true, with one slice of
+    margin on either side."""
+    native = np.flatnonzero(present)
+    source = np.maximum((native + 0.5) * size / present.size - 0.5, 0.0)  # where each native slice samples
+    first = np.floor(source).astype(int)
+    read = np.zeros(size, dtype=bool)
+    for shift in (-1, 0, 1, 2):
+        read[np.clip(first + shift, 0, size - 1)] = True
+    return np.flatnonzero(read)
+
+
 def three_plane_probabilities(run: Any, images: np.ndarray, spacing: tuple[float, float, float],
-                              batch_size: int = 16, progress: bool = False) -> np.ndarray:
+                              batch_size: int = 16, progress: bool = False, keep: np.ndarray | None = None) -> np.ndarray:
     """Tumour probabilities of a volume, averaged over its axial, coronal and sagittal slices.
 
     Args:
@@ -113,6 +126,10 @@ def three_plane_probabilities(run: Any, images: np.ndarray, spacing: tuple[float
             :func:`lungseg.inference.scan.model_images`).
         spacing: ``(z, row, column)`` voxel size in mm.
         batch_size, progress: as for :meth:`~lungseg.inference.Predictor.probabilities`.
+        keep: boolean, shaped like ``images``, or ``None``: the voxels whose probabilities are wanted. Each plane
+            then runs only its slices that those voxels are resampled from (a 2D network's slices are
+            independent), and leaves the others at 0: the result is exact on ``keep`` and not meant for use
+            outside it (in the lungs' box of a scan, the slices in front of and behind the lungs are skipped).
 
     Returns:
         float32 ``(Z, H, W)`` probabilities on the grid of ``images``: the mean of the three planes' maps,
@@ -120,8 +137,8 @@ def three_plane_probabilities(run: Any, images: np.ndarray, spacing: tuple[float
         test-time augmentation) and resampled back.
 
     Raises:
-        ValueError: ``images`` not 3D, a spacing that is not three positive numbers, or a model that
-            states no pixel size.
+        ValueError: ``images`` not 3D, a spacing that is not three positive numbers, a ``keep`` not shaped
+            like ``images``, or a model that states no pixel size.
     """
     pixel_mm = run.fingerprint.pixel_mm
     if pixel_mm is None:
@@ -130,13 +147,24 @@ def three_plane_probabilities(run: Any, images: np.ndarray, spacing: tuple[float
         raise ValueError(f"images must be a volume (Z, H, W), got shape {np.shape(images)}")
     if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
         raise ValueError(f"spacing must be three positive millimetre sizes (z, row, column), got {tuple(spacing)}")
+    if keep is not None and np.shape(keep) != np.shape(images):
+        raise ValueError(f"keep must be shaped like images {np.shape(images)}, got {np.shape(keep)}")
     z, h, w = (max(1, round(n * float(s) / pixel_mm)) for n, s in zip(images.shape, spacing))
     iso = _resize(images, (z, h, w))
     square = (pixel_mm, pixel_mm)
 
     def plane(order: tuple[int, int, int]) -> np.ndarray:
-        slices = np.ascontiguousarray(iso.transpose(order))
-        probs = run.probabilities(slices, batch_size=batch_size, progress=progress, pixel_spacing=square)
+        slices = iso.transpose(order)
+        axis = order[0]
+        if keep is None:
+            run_on = np.arange(iso.shape[axis])
+        else:
+            present = np.asarray(keep, dtype=bool).any(axis=tuple(a for a in range(3) if a != axis))
+            run_on = _slices_read(present, iso.shape[axis])
+        probs = np.zeros(slices.shape, dtype=np.float32)
+        if run_on.size:
+            probs[run_on] = run.probabilities(np.ascontiguousarray(slices[run_on]), batch_size=batch_size,
+                                              progress=progress, pixel_spacing=square)
         return probs.transpose(np.argsort(order))
 
     mean = (plane((0, 1, 2)) + plane((1, 0, 2)) + plane((2, 0, 1))) / 3.0

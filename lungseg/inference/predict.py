@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 import lungseg.inference.writers as writers
+from lungseg.device import resolve_device, resolve_prediction_precision
 from lungseg.errors import DataError, DataWarning, LungsegError
 from lungseg.files import check_output, write_json
 from lungseg.inference.checks import check_positive_int, check_threshold
@@ -101,8 +102,9 @@ def predict(
         crf: refine with the CRF of eq. (10) instead of thresholding.
         threshold: probability threshold, a finite number in (0, 1) (default: the run's).
         batch_size, checkpoint, device: slices per forward pass (a positive integer); ``"best"`` or ``"last"``; the device.
-        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 elsewhere), ``"fp32"`` or ``"bf16"``
-            (on a CPU with native bf16 about 2x faster; see :class:`lungseg.inference.Predictor`).
+        precision: ``"auto"`` (bf16 autocast on CUDA and on a CPU with native bf16, where it is about 2x faster,
+            fp32 elsewhere: :func:`lungseg.device.resolve_prediction_precision`), ``"fp32"`` or ``"bf16"``; the
+            summary records the one used.
         tta: ``"none"``, ``"flips"`` or ``"dihedral"`` (:mod:`lungseg.inference.tta`); ``None``: the run's.
         region, keep_outside_lungs, keep_unsure, planes: for a CT volume (:func:`~lungseg.inference.scan.segment_scan`):
             where it is searched, whether candidates mostly outside the lungs or unsure ones stay in the mask, the slices run.
@@ -132,7 +134,8 @@ def predict(
         raise _needs_dicom(inp, output_format, "a single file")
     if studies is not None:
         _check_studies(inp, out, studies, output_format)
-    run = Predictor.load(run_dir, checkpoint=checkpoint, device=device, precision=precision, tta=tta)
+    numerics = resolve_prediction_precision(precision, resolve_device(device))
+    run = Predictor.load(run_dir, checkpoint=checkpoint, device=device, precision=numerics, tta=tta)
     _check_model(run, attention, planes)
     options = dict(output_format=output_format, probabilities=probabilities, attention=attention, crf=crf,
                    inputs=[*inputs, *(studies or [])], threshold=threshold, batch_size=batch_size, region=region,

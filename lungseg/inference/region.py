@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from lungseg.inference.lesions import label_candidates
+
 __all__ = ["LUNG_HU", "LungRegion", "lung_envelope", "lung_region", "lung_region_and_envelope", "set_aside_outside_lungs"]
 
 #: Below this (HU) a voxel inside the body is aerated lung (about -850 HU); soft tissue lies above -100.
@@ -162,13 +164,14 @@ def set_aside_outside_lungs(mask: np.ndarray, envelope: np.ndarray, min_share: f
     """
     if np.shape(envelope) != np.shape(mask):
         raise ValueError(f"envelope must be shaped like the mask {np.shape(mask)}, got {np.shape(envelope)}")
-    labels, n = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    labels, n, box = label_candidates(mask)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    inside = np.bincount(labels[np.asarray(envelope, dtype=bool)], minlength=n + 1)
+    inside = np.bincount(labels[np.asarray(envelope, dtype=bool)[box]], minlength=n + 1)
     outside = np.zeros(n + 1, dtype=bool)
     outside[1:] = inside[1:] < min_share * sizes[1:]
-    aside = outside[labels]
-    return (mask > 0) & ~aside, aside
+    aside = np.zeros(np.shape(mask), dtype=bool)
+    aside[box] = outside[labels]
+    return (np.asarray(mask) > 0) & ~aside, aside
 
 
 def lung_region(hu: np.ndarray, spacing: tuple[float, float, float], settings: LungRegion = LungRegion()) -> np.ndarray:

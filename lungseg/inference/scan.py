@@ -42,7 +42,7 @@ import numpy as np
 from scipy import ndimage
 
 from lungseg.errors import DataWarning, LungsegError
-from lungseg.inference.lesions import lesion_summary, world_affine
+from lungseg.inference.lesions import label_candidates, lesion_summary, world_affine
 from lungseg.inference.planes import resolve_planes, three_plane_probabilities, too_short
 from lungseg.inference.predictor import Predictor, Segmentation
 from lungseg.inference.region import LungRegion, lung_region_and_envelope, set_aside_outside_lungs
@@ -64,9 +64,12 @@ UNSURE_MARGIN = 0.1
 
 
 def hu_to_unit(images: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    """HU clipped to ``window`` and scaled to [0, 1], float32."""
+    """HU clipped to ``window`` and scaled to [0, 1], float32 (in one new array: a whole scan is 72 M voxels)."""
     low, high = window
-    return ((np.clip(images, low, high) - low) / (high - low)).astype(np.float32)
+    unit = np.clip(images, low, high).astype(np.float32, copy=False)
+    unit -= np.float32(low)
+    unit /= np.float32(high - low)
+    return unit
 
 
 def model_images(run: Predictor, vol: Any, where: str) -> np.ndarray:
@@ -125,12 +128,13 @@ def set_aside_unsure(mask: np.ndarray, probabilities: np.ndarray, min_peak: floa
     """
     if np.shape(probabilities) != np.shape(mask):
         raise ValueError(f"probabilities must be shaped like the mask {np.shape(mask)}, got {np.shape(probabilities)}")
-    labels, n = ndimage.label(mask > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    labels, n, box = label_candidates(mask)
     peaks = np.zeros(n + 1)
     where = labels > 0
-    np.maximum.at(peaks, labels[where], np.asarray(probabilities)[where])
-    unsure = where & (peaks < min_peak)[labels]
-    return where & ~unsure, unsure
+    np.maximum.at(peaks, labels[where], np.asarray(probabilities)[box][where])
+    unsure = np.zeros(np.shape(mask), dtype=bool)
+    unsure[box] = where & (peaks < min_peak)[labels]
+    return (np.asarray(mask) > 0) & ~unsure, unsure
 
 
 def _set_aside(mask: np.ndarray, probs: np.ndarray, vol: Any, envelope: np.ndarray | None,
@@ -187,7 +191,7 @@ def _segment_box(run: Predictor, images: np.ndarray, *, planes: str, spacing: tu
     if planes == "axial" or why_not:
         return run.segment(images, crf=crf, threshold=threshold, attention=attention, batch_size=batch_size,
                            progress=progress, pixel_spacing=pixel_spacing, keep=keep), "axial", why_not
-    probs = three_plane_probabilities(run, images, spacing, batch_size=batch_size, progress=progress)
+    probs = three_plane_probabilities(run, images, spacing, batch_size=batch_size, progress=progress, keep=keep)
     # the gate maps are the axial slices' (an extra axial pass; its probabilities are not used)
     alphas = run.attention_maps(images, batch_size, progress, pixel_spacing)[1] if attention else []
     return run.segmentation_of(images, probs, alphas, crf, threshold, keep), "three", None
