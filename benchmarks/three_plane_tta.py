@@ -44,8 +44,10 @@ MAX_RECALL_LOSS = 0.02
 MAX_TUMOURS_LOST = 1
 
 
-def score_set(runs: dict[str, Any], seed: int, patients: int, extra: dict[str, Any]) -> dict[str, Any]:
-    """Pooled Dice, recall, tumours found and seconds per patient of each mode over one synthetic set."""
+def score_set(runs: dict[str, Any], seed: int, patients: int, extra: dict[str, Any],
+              options: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Pooled Dice, recall, tumours found and seconds per patient of each mode (or arm) over one synthetic set;
+    ``options`` are more :func:`~lungseg.inference.scan.segment_scan` arguments by arm."""
     import numpy as np
 
     from lungseg.inference.scan import segment_scan
@@ -60,7 +62,7 @@ def score_set(runs: dict[str, Any], seed: int, patients: int, extra: dict[str, A
         reference = vol.mask > 0
         for mode, run in runs.items():
             started = time.perf_counter()
-            mask = segment_scan(run, vol)[0].mask > 0
+            mask = segment_scan(run, vol, **(options or {}).get(mode, {}))[0].mask > 0
             seconds[mode] += time.perf_counter() - started
             counts = confusion(mask, reference)
             totals[mode] = counts if mode not in totals else totals[mode] + counts
