@@ -10,7 +10,7 @@ and whether the largest is the tumour, and the Dice of the component that overla
 aside as lying mostly outside the lungs. The two scans are
 measurements only: nothing was trained or tuned on them.
 
-Usage: ``python benchmarks/real_ct_scans.py [--model ZIP] [--out results/real-ct/whole-scans.json] [--planes P]``
+Usage: ``python benchmarks/real_ct_scans.py [--model ZIP] [--out results/real-ct/whole-scans.json] [--planes P] [--keep-unsure] [--crf]``
 (about a minute per scan on the 2-core machine).
 """
 
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--planes", default="auto", choices=("auto", "axial", "three"),
                     help="lungseg predict --planes (default: auto, the model's default)")
     ap.add_argument("--keep-unsure", action="store_true", help="lungseg predict --keep-unsure (default: set aside)")
+    ap.add_argument("--crf", action="store_true", help="lungseg predict --crf (default: thresholded)")
     args = ap.parse_args(argv)
     from lungseg.files import write_json
     from lungseg.inference import predict
@@ -81,14 +82,15 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             started = time.time()
             summary = predict(args.model, REALCT / ct, Path(tmp) / "mask.nii.gz", device="cpu", progress=False,
-                              probabilities=True, planes=args.planes, keep_unsure=args.keep_unsure)
+                              probabilities=True, planes=args.planes, keep_unsure=args.keep_unsure, crf=args.crf)
             seconds = time.time() - started
             mask = read_input(Path(tmp) / "mask.nii.gz")[1][0].image > 0.5
             probabilities = read_input(Path(tmp) / "mask_probability.nii.gz")[1][0].image
         reference = read_input(REALCT / reference_file)[1][0].image > 0.5
         aside = summary.get("set_aside") or {"count": 0, "total_volume_ml": 0.0, "lesions": []}
         unsure = [les for les in aside["lesions"] if les.get("reason") == "unsure"]
-        row = {"scan": name, "seconds": round(seconds, 1), "region": summary.get("region"), "planes": summary.get("planes"),
+        row = {"scan": name, "seconds": round(seconds, 1), "precision": summary.get("precision"),
+               "region": summary.get("region"), "planes": summary.get("planes"),
                "region_ml": summary.get("region_ml"), "set_aside": aside["count"],
                "set_aside_ml": aside["total_volume_ml"], "set_aside_unsure": len(unsure),
                "set_aside_unsure_ml": round(sum(les["volume_ml"] for les in unsure), 4),
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row))
     command = ("python benchmarks/real_ct_scans.py" + ("" if args.planes == "auto" else f" --planes {args.planes}")
-               + (" --keep-unsure" if args.keep_unsure else ""))
+               + (" --keep-unsure" if args.keep_unsure else "") + (" --crf" if args.crf else ""))
     write_json({"model": args.model, "command": command, **({"note": args.note} if args.note else {}), "scans": rows},
                Path(args.out))
     print(f"wrote {args.out}")

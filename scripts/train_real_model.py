@@ -76,6 +76,8 @@ def whole_scan_lines() -> str:
              f" marked (the tumour's own Dice {r.get('tumour_component_dice', 0):.2f}), {r['seconds']:.0f} s" for r in rows]
     planes = {r.get("planes") for r in rows}
     how = ", the network run on axial, coronal and sagittal slices" if planes == {"three"} else ""
+    numerics = {r.get("precision") for r in rows} - {None}
+    how += f" in {numerics.pop()} (`predict`'s default on that CPU)" if len(numerics) == 1 else ""
     return (f"- **On two whole real scans** (measured, never trained on; `{measured['command']}`{how}): "
             + "; ".join(parts) + ".\n")
 

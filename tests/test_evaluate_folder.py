@@ -54,8 +54,8 @@ def scored(tiny: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> di
     train(TrainConfig(data=str(data), epochs=2, threshold=0.3, tta="none", **tiny), root / "run", progress=False)
     evaluate_run(root / "run", data, out=root / "run_eval.json", split="all", robustness=False, n_boot=50,
                  progress=False)
-    for image in sorted((data / "imagesTr").iterdir()):
-        predict(root / "run", image, root / "pred" / image.name, progress=False)
+    for image in sorted((data / "imagesTr").iterdir()):  # fp32, as evaluate (predict's auto is bf16 on some CPUs)
+        predict(root / "run", image, root / "pred" / image.name, precision="fp32", progress=False)
     return {"root": root, "data": data, "run_eval": root / "run_eval.json", "pred": root / "pred",
             "ref": data / "labelsTr"}
 

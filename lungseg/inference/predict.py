@@ -102,9 +102,8 @@ def predict(
         crf: refine with the CRF of eq. (10) instead of thresholding.
         threshold: probability threshold, a finite number in (0, 1) (default: the run's).
         batch_size, checkpoint, device: slices per forward pass (a positive integer); ``"best"`` or ``"last"``; the device.
-        precision: ``"auto"`` (bf16 autocast on CUDA and on a CPU with native bf16, where it is about 2x faster,
-            fp32 elsewhere: :func:`lungseg.device.resolve_prediction_precision`), ``"fp32"`` or ``"bf16"``; the
-            summary records the one used.
+        precision: ``"auto"`` (bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere:
+            :func:`lungseg.device.resolve_prediction_precision`), ``"fp32"`` or ``"bf16"``; the summary records it.
         tta: ``"none"``, ``"flips"`` or ``"dihedral"`` (:mod:`lungseg.inference.tta`); ``None``: the run's.
         region, keep_outside_lungs, keep_unsure, planes: for a CT volume (:func:`~lungseg.inference.scan.segment_scan`):
             where it is searched, whether candidates mostly outside the lungs or unsure ones stay in the mask, the slices run.
@@ -134,9 +133,7 @@ def predict(
         raise _needs_dicom(inp, output_format, "a single file")
     if studies is not None:
         _check_studies(inp, out, studies, output_format)
-    numerics = resolve_prediction_precision(precision, resolve_device(device))
-    run = Predictor.load(run_dir, checkpoint=checkpoint, device=device, precision=numerics, tta=tta)
-    _check_model(run, attention, planes)
+    run = _load_model(run_dir, checkpoint, device, precision, tta, attention, planes)
     options = dict(output_format=output_format, probabilities=probabilities, attention=attention, crf=crf,
                    inputs=[*inputs, *(studies or [])], threshold=threshold, batch_size=batch_size, region=region,
                    keep_outside_lungs=keep_outside_lungs, keep_unsure=keep_unsure, planes=planes)
@@ -155,6 +152,16 @@ def _check_arguments(batch_size: int, threshold: float | None, tta: str | None, 
     writers.check_format(output_format)
     check_region(region)
     check_planes(planes)
+
+
+def _load_model(run_dir: str | os.PathLike[str], checkpoint: str, device: str, precision: str, tta: str | None,
+                attention: bool, planes: str) -> Predictor:
+    """The model of ``run_dir`` in ``predict``'s numerics (:func:`~lungseg.device.resolve_prediction_precision`),
+    checked against the options (:func:`_check_model`)."""
+    run = Predictor.load(run_dir, checkpoint=checkpoint, device=device, tta=tta,
+                         precision=resolve_prediction_precision(precision, resolve_device(device)))
+    _check_model(run, attention, planes)
+    return run
 
 
 def _check_model(run: Predictor, attention: bool, planes: str) -> None:
