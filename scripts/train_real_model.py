@@ -77,7 +77,7 @@ def whole_scan_lines() -> str:
     planes = {r.get("planes") for r in rows}
     how = ", the network run on axial, coronal and sagittal slices" if planes == {"three"} else ""
     numerics = {r.get("precision") for r in rows} - {None}
-    how += f" in {numerics.pop()} (`predict`'s default on that CPU)" if len(numerics) == 1 else ""
+    how += f", in {numerics.pop()}, predict's default on the 2-core machine's CPU" if len(numerics) == 1 else ""
     return (f"- **On two whole real scans** (measured, never trained on; `{measured['command']}`{how}): "
             + "; ".join(parts) + ".\n")
 

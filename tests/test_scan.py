@@ -297,6 +297,8 @@ def test_candidates_are_labelled_in_their_box_as_in_the_whole_volume() -> None:
     np.testing.assert_array_equal(labels, whole[box])
     empty_labels, empty_n, _ = label_candidates(np.zeros_like(mask))
     assert empty_n == 0 and empty_labels.size == 0
+    with pytest.raises(ValueError, match=r"mask must be a volume \(Z, H, W\), got shape \(50, 60\)"):
+        label_candidates(mask[0])
 
     table = lesion_summary(mask, (2.0, 1.0, 1.0), probabilities=mask * 0.7)
     largest = table["lesions"][0]

@@ -32,8 +32,9 @@ Variants: on CPU fp32 in each network's own layout, fp32 with ``channels_last`` 
 bf16 autocast where the CPU has native bf16 (AVX-512 BF16 or AMX), plus ``torch.compile`` of both
 dtypes with ``--compile``; on CUDA fp32, bf16 autocast + ``channels_last``, and the same under
 ``torch.compile`` (cudnn benchmark on). Every variant is applied identically to all three networks.
-The end-to-end prediction runs in fp32 and, where fast bf16 exists, in bf16, and reports how many
-mask voxels the two disagree on.
+The end-to-end prediction of a phantom series runs in fp32 and, where fast bf16 exists, in bf16, and
+reports how many mask voxels the two disagree on; the real series is timed at ``predict``'s default precision
+(bf16 on a CPU with native bf16), the trained models also in fp32 there.
 
 Run ``lungseg bench`` (or ``python -m lungseg.bench``); ``--quick`` is a < 1 minute smoke run on tiny
 sizes whose numbers mean nothing.

@@ -77,7 +77,8 @@ def series_prediction(cfg: BenchConfig, root: Path, device: torch.device) -> dic
     series = root / "series"
     write_dicom_series(vol, series)
     run = _untrained_run(cfg, root / "run")
-    precisions = ["fp32"] + (["bf16"] if has_fast_bf16(device) else [])
+    default = resolve_prediction_precision("auto", device)
+    precisions = list(dict.fromkeys(["fp32", *(["bf16"] if has_fast_bf16(device) else []), default]))  # fp16 on old GPUs
     runs: dict[str, dict[str, Any]] = {}
     masks: dict[str, np.ndarray] = {}
     for precision in precisions:
@@ -87,7 +88,6 @@ def series_prediction(cfg: BenchConfig, root: Path, device: torch.device) -> dic
         seconds = time.perf_counter() - start
         runs[precision] = {"seconds_with_crf": seconds, "slices_per_s_with_crf": cfg.series_slices / seconds}
         masks[precision] = np.asarray(nib.load(str(out)).dataobj) > 0
-    default = resolve_prediction_precision("auto", device)
     result: dict[str, Any] = {
         "slices": cfg.series_slices, "image_size": cfg.image_size, "default_precision": default,
         "seconds_with_crf": runs[default]["seconds_with_crf"],

@@ -169,7 +169,8 @@ def _pipeline(result: dict[str, Any]) -> list[str]:
     if "seconds_with_crf" in real:
         rows.append(f"| `lungseg predict`, real {real['slices']}-slice {real['shape'][1]}×{real['shape'][2]} DICOM series"
                     f" (LIDC-IDRI-0314; reading it alone {real['read_seconds']:.1f} s) | {real['seconds']:.1f} s |")
-        rows.append(f"| `lungseg predict --crf`, the same series (target ≤ {real['goal_seconds_with_crf']:.0f} s on CPU)"
+        numerics = f", {real['precision']}" if "precision" in real else ""
+        rows.append(f"| `lungseg predict --crf`, the same series{numerics} (target ≤ {real['goal_seconds_with_crf']:.0f} s on CPU)"
                     f" | {real['seconds_with_crf']:.1f} s |")
     for key, what in (("published_model", "published model"), ("real_ct_model", "real-CT model")):
         trained = real.get(key)

@@ -24,7 +24,12 @@ def label_candidates(mask: np.ndarray) -> tuple[np.ndarray, int, tuple[slice, ..
     Returns:
         ``(labels, n, box)``: int32 labels 1..n of the voxels of ``mask[box]`` (0 elsewhere), and ``box`` (three
         slices; empty ones when ``mask`` has no voxel), so that ``labels`` indexes ``other[box]``.
+
+    Raises:
+        ValueError: ``mask`` is not a volume ``(Z, H, W)``.
     """
+    if np.ndim(mask) != 3:
+        raise ValueError(f"mask must be a volume (Z, H, W), got shape {np.shape(mask)}")
     occupied = np.asarray(mask) > 0
     box = tuple(_span(occupied.any(axis=tuple(a for a in range(occupied.ndim) if a != axis)))
                 for axis in range(occupied.ndim))
