@@ -29,7 +29,6 @@ Usage: ``python benchmarks/three_plane_bf16.py [--model ZIP] [--out results/real
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from three_plane_tta import score_set  # noqa: E402  (the same scoring of the same sets)
-from three_planes import SETS  # noqa: E402
+from three_plane_tta import score_sets_and_record  # noqa: E402  (the same scoring of the same sets)
 
 ARMS = ("fp32", "bf16")
 MAX_DICE_LOSS = 0.01
@@ -60,18 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="results/real-ct/msd-patches-attention.zip")
     ap.add_argument("--out", default="results/real-ct/three-plane-bf16-synthetic.json")
     args = ap.parse_args(argv)
-    from lungseg.files import write_json
     from lungseg.inference import Predictor
 
     runs = {arm: Predictor.load(args.model, device="cpu", precision=arm) for arm in ARMS}
-    rows = []
-    for seed, patients, extra in SETS:
-        rows.append(score_set(runs, seed, patients, extra))
-        print(json.dumps(rows[-1]), flush=True)
-    adopted = decide(rows)
-    write_json({"model": args.model, "command": "python benchmarks/three_plane_bf16.py",
-                "protocol": __doc__.split("The protocol, written before the first run (2026-12-05):")[1].split("Usage:")[0].strip(),
-                "bf16_adopted": adopted, "sets": rows}, Path(args.out))
+    adopted = score_sets_and_record(runs, decide, "bf16_adopted",
+                                    {"model": args.model, "command": "python benchmarks/three_plane_bf16.py"},
+                                    __doc__, "2026-12-05", args.out)
     print(f"bf16 {'becomes' if adopted else 'does not become'} predict's default on such a CPU; wrote {args.out}")
     return 0
 

@@ -27,7 +27,6 @@ Usage: ``python benchmarks/three_plane_crf.py [--model ZIP] [--out results/real-
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from three_plane_tta import score_set  # noqa: E402  (the same scoring of the same sets)
-from three_planes import SETS  # noqa: E402
+from three_plane_tta import score_sets_and_record  # noqa: E402  (the same scoring of the same sets)
 
 ARMS = ("threshold", "crf")
 MAX_TUMOURS_LOST = 1
@@ -55,19 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="results/real-ct/three-plane-crf-synthetic.json")
     args = ap.parse_args(argv)
     from lungseg.device import resolve_device, resolve_prediction_precision
-    from lungseg.files import write_json
     from lungseg.inference import Predictor
 
     precision = resolve_prediction_precision("auto", resolve_device("cpu"))
     run = Predictor.load(args.model, device="cpu", precision=precision)
-    rows = []
-    for seed, patients, extra in SETS:
-        rows.append(score_set(dict.fromkeys(ARMS, run), seed, patients, extra, {"crf": {"crf": True}}))
-        print(json.dumps(rows[-1]), flush=True)
-    adopted = decide(rows)
-    write_json({"model": args.model, "command": "python benchmarks/three_plane_crf.py", "precision": precision,
-                "protocol": __doc__.split("The protocol, written before the first run (2026-12-05):")[1].split("Usage:")[0].strip(),
-                "crf_adopted": adopted, "sets": rows}, Path(args.out))
+    record = {"model": args.model, "command": "python benchmarks/three_plane_crf.py", "precision": precision}
+    adopted = score_sets_and_record(dict.fromkeys(ARMS, run), decide, "crf_adopted", record, __doc__, "2026-12-05",
+                                    args.out, options={"crf": {"crf": True}})
     print(f"the CRF {'becomes' if adopted else 'does not become'} predict's default on three planes; wrote {args.out}")
     return 0
 

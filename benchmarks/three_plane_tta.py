@@ -29,6 +29,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,28 @@ def score_set(runs: dict[str, Any], seed: int, patients: int, extra: dict[str, A
                for mode in runs}}
 
 
+def score_sets_and_record(runs: dict[str, Any], decide: Callable[[list[dict[str, Any]]], Any], decision: str,
+                          record: dict[str, Any], doc: str, written: str, out: str,
+                          options: dict[str, dict[str, Any]] | None = None) -> Any:
+    """Score every synthetic set of :data:`three_planes.SETS` (:func:`score_set`), apply the choice's rule and write
+    ``out``: ``record`` (model, command, ...), the protocol (the part of the script's ``doc`` after "The protocol,
+    written before the first run (``written``):"), the decision under the key ``decision``, and the sets' rows.
+
+    Returns:
+        What ``decide`` returned.
+    """
+    from lungseg.files import write_json
+
+    rows = []
+    for seed, patients, extra in SETS:
+        rows.append(score_set(runs, seed, patients, extra, options))
+        print(json.dumps(rows[-1]), flush=True)
+    decided = decide(rows)
+    protocol = doc.split(f"The protocol, written before the first run ({written}):")[1].split("Usage:")[0].strip()
+    write_json({**record, "protocol": protocol, decision: decided, "sets": rows}, Path(out))
+    return decided
+
+
 def decide(rows: list[dict[str, Any]]) -> str:
     """The rule of the module docstring: the mode three planes take."""
     def holds(mode: str) -> bool:
@@ -92,18 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="results/real-ct/msd-patches-attention.zip")
     ap.add_argument("--out", default="results/real-ct/three-plane-tta-synthetic.json")
     args = ap.parse_args(argv)
-    from lungseg.files import write_json
     from lungseg.inference import Predictor
 
     runs = {mode: Predictor.load(args.model, device="cpu", tta=mode) for mode in MODES}
-    rows = []
-    for seed, patients, extra in SETS:
-        rows.append(score_set(runs, seed, patients, extra))
-        print(json.dumps(rows[-1]), flush=True)
-    chosen = decide(rows)
-    write_json({"model": args.model, "command": "python benchmarks/three_plane_tta.py",
-                "protocol": __doc__.split("The protocol, written before the first run (2026-12-04):")[1].split("Usage:")[0].strip(),
-                "chosen": chosen, "sets": rows}, Path(args.out))
+    chosen = score_sets_and_record(runs, decide, "chosen", {"model": args.model, "command": "python benchmarks/three_plane_tta.py"},
+                                   __doc__, "2026-12-04", args.out)
     print(f"three planes take tta {chosen!r}; wrote {args.out}")
     return 0
 
