@@ -128,8 +128,9 @@ def three_plane_probabilities(run: Any, images: np.ndarray, spacing: tuple[float
         batch_size, progress: as for :meth:`~lungseg.inference.Predictor.probabilities`.
         keep: boolean, shaped like ``images``, or ``None``: the voxels whose probabilities are wanted. Each plane
             then runs only its slices that those voxels are resampled from (a 2D network's slices are
-            independent), and leaves the others at 0: the result is exact on ``keep`` and not meant for use
-            outside it (in the lungs' box of a scan, the slices in front of and behind the lungs are skipped).
+            independent), and leaves the others at 0: on ``keep`` the result is the whole run's (up to float
+            rounding, the batches holding other slices), outside it it is not meant for use (in the lungs' box of a
+            scan, the slices in front of and behind the lungs are skipped).
 
     Returns:
         float32 ``(Z, H, W)`` probabilities on the grid of ``images``: the mean of the three planes' maps,
