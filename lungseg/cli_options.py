@@ -196,4 +196,4 @@ def add_precision(p: argparse.ArgumentParser, prediction: bool = False) -> None:
            else "fp32 elsewhere; bf16 on a CPU with AVX-512 BF16/AMX is about 2x faster")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help=f"inference numerics: auto = bf16 autocast on CUDA >= 8.0, fp16 on older GPUs, {cpu};"
-                        " fp32 does not depend on the CPU's bf16 support (default: auto)")
+                        " fp32 does not depend on the CPU's bf16 support; fp16 on CUDA only (default: auto)")

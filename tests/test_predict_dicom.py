@@ -370,6 +370,7 @@ def test_dicom_results_record_the_region_searched_and_the_set_aside_rule(setup: 
         parameters = str(ident.AlgorithmParameters)
         assert f"region={algorithm['region']}" in parameters
         assert f"outside_lungs={algorithm['outside_lungs']}" in parameters and "planes=axial" in parameters
-        assert "unsure=kept" in parameters
+        assert "unsure=kept" in parameters and f"precision={algorithm['precision']}" in parameters
+        assert algorithm["precision"] == summary["precision"]  # the numerics that made the mask, in the DICOM record
         description = str(pydicom.dcmread(rt_path).StructureSetROISequence[0].ROIDescription)
         assert f"region {algorithm['region']}" in description and f"outside_lungs {algorithm['outside_lungs']}" in description

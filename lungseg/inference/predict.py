@@ -102,8 +102,8 @@ def predict(
         crf: refine with the CRF of eq. (10) instead of thresholding.
         threshold: probability threshold, a finite number in (0, 1) (default: the run's).
         batch_size, checkpoint, device: slices per forward pass (a positive integer); ``"best"`` or ``"last"``; the device.
-        precision: ``"auto"`` (bf16 on CUDA and on a CPU with native bf16, fp32 elsewhere:
-            :func:`lungseg.device.resolve_prediction_precision`), ``"fp32"`` or ``"bf16"``; the summary records it.
+        precision: ``"auto"`` (bf16, or fp16 on GPUs without bf16, on CUDA; bf16 on a CPU with native bf16; else fp32:
+            :func:`~lungseg.device.resolve_prediction_precision`), ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA only).
         tta: ``"none"``, ``"flips"`` or ``"dihedral"`` (:mod:`lungseg.inference.tta`); ``None``: the run's.
         region, keep_outside_lungs, keep_unsure, planes: for a CT volume (:func:`~lungseg.inference.scan.segment_scan`):
             where it is searched, whether candidates mostly outside the lungs or unsure ones stay in the mask, the slices run.
@@ -312,7 +312,7 @@ def _algorithm(run: Predictor, crf: bool, threshold: float | None, keep_outside_
 
     return {
         "name": "lungseg", "version": __version__, "run": run.run_dir.name, "model": run.config.model,
-        "loss": run.config.loss, "epoch": run.epoch, "crf": "on" if crf else "off",
+        "loss": run.config.loss, "epoch": run.epoch, "precision": run.precision, "crf": "on" if crf else "off",
         "threshold": run.threshold if threshold is None else threshold,
         "outside_lungs": "kept" if keep_outside_lungs else "set aside",
         "unsure": "kept" if keep_unsure else "set aside",
