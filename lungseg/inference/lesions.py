@@ -31,9 +31,8 @@ def label_candidates(mask: np.ndarray) -> tuple[np.ndarray, int, tuple[slice, ..
     if np.ndim(mask) != 3:
         raise ValueError(f"mask must be a volume (Z, H, W), got shape {np.shape(mask)}")
     occupied = np.asarray(mask) > 0
-    box = tuple(_span(occupied.any(axis=tuple(a for a in range(occupied.ndim) if a != axis)))
-                for axis in range(occupied.ndim))
-    labels, n = ndimage.label(occupied[box], structure=np.ones((3,) * occupied.ndim, dtype=bool))
+    box = (_span(occupied.any(axis=(1, 2))), _span(occupied.any(axis=(0, 2))), _span(occupied.any(axis=(0, 1))))
+    labels, n = ndimage.label(occupied[box], structure=np.ones((3, 3, 3), dtype=bool))
     return labels, int(n), box
 
 
