@@ -247,7 +247,7 @@ def test_a_folder_of_two_studies_in_one_call(setup: dict[str, Any], tmp_path: Pa
         rows = list(csv.DictReader(fh))
     assert [Path(r["input"]).name for r in rows] == ["a", "b.nii.gz"]
     assert list(rows[0]) == ["input", "slices", "lesions", "tumour_voxels", "volume_ml", "set_aside", "set_aside_ml",
-                             "planes", "output", "seconds", "error"]
+                             "planes", "precision", "output", "seconds", "error"]
     for row, study in zip(rows, ("a", "b.nii.gz")):
         assert row["output"] == str(study_output(out, studies / study) / "mask.nii.gz")
         mask = _nifti_mask(Path(row["output"]))
@@ -256,6 +256,7 @@ def test_a_folder_of_two_studies_in_one_call(setup: dict[str, Any], tmp_path: Pa
         summary = json.loads((Path(row["output"]).parent / "lesions.json").read_text())
         assert int(row["set_aside"]) == (summary["set_aside"] or {"count": 0})["count"]
         assert int(row["lesions"]) == summary["lesions"]["count"]
+        assert row["precision"] == summary["precision"]
     # the series' result is the one a single-series call gives
     assert np.array_equal(_nifti_mask(Path(rows[0]["output"])), setup["mask"])
     assert float(rows[0]["volume_ml"]) > 0

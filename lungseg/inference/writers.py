@@ -34,9 +34,11 @@ _RESULT_NAMES = {"nifti": "mask.nii.gz", "dicom-seg": "seg.dcm", "rtstruct": "rt
 SUMMARY_TABLE = "summary.csv"
 #: ``set_aside``/``set_aside_ml``: the candidates left out of the mask as lying mostly outside the lungs or as
 #: unsure (:func:`lungseg.inference.scan.segment_scan`; 0 where none were, or the scan was searched whole);
-#: ``planes``: the slices the network ran on (``"axial"`` or ``"three"``); ``lesions``: the candidates in the mask.
+#: ``planes``: the slices the network ran on (``"axial"`` or ``"three"``); ``precision``: the arithmetic it ran in
+#: (``"fp32"``, ``"bf16"`` or ``"fp16"``, :func:`lungseg.device.resolve_prediction_precision`); ``lesions``: the
+#: candidates in the mask.
 SUMMARY_COLUMNS: tuple[str, ...] = ("input", "slices", "lesions", "tumour_voxels", "volume_ml", "set_aside",
-                                    "set_aside_ml", "planes", "output", "seconds", "error")
+                                    "set_aside_ml", "planes", "precision", "output", "seconds", "error")
 
 
 def check_format(output_format: str) -> None:
