@@ -7,8 +7,8 @@ predict in windows of the training size (``sliding_window_inference``), so that 
 more context than it learnt from. This script replaces the network call of :class:`lungseg.inference.Predictor`
 by windows of 48² with a stride of ``--stride`` pixels, blended with a Gaussian of σ = 48/8 (nnU-Net's
 weighting), and runs ``lungseg predict``'s pipeline (:func:`lungseg.inference.scan.segment_scan`: the lungs'
-region, the model's 8 symmetries, candidates outside the lungs and unsure ones set aside) on the two whole
-real scans, with both ways of running the network.
+region, the model's 8 symmetries, candidates outside the lungs and unsure ones set aside, ``predict``'s
+precision) on the two whole real scans, with both ways of running the network.
 
 The two scans are test scans: this was a diagnosis after the fact (why LUNG1-001's central mass is
 missed), and nothing was chosen on it. The result is in ``benchmarks/NOTES.md``.
@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--planes", nargs="+", default=["axial", "three"])
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
+    import torch
+
+    from lungseg.device import resolve_prediction_precision
     from lungseg.inference import Predictor
     from lungseg.inference.readers import read_input
     from lungseg.inference.scan import segment_scan
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         for planes in args.planes:
             for how in ("whole slices", f"48² windows, stride {args.stride}"):
                 Predictor._forward = whole_forward if how == "whole slices" else windowed_forward(whole_forward, args.stride)
-                run = Predictor.from_bundle(MODEL, device="cpu")
+                run = Predictor.from_bundle(MODEL, device="cpu",
+                                            precision=resolve_prediction_precision("auto", torch.device("cpu")))
                 started = time.time()
                 seg, info = segment_scan(run, vol, planes=planes)
                 row = {"scan": name, "planes": planes, "network_on": how, "precision": run.precision,

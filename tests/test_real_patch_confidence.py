@@ -1,0 +1,45 @@
+"""``benchmarks/real_patch_confidence.py``: candidates and cross-sections of a patch, the scores at a bar, and the
+rule that picks the unsure bar (the highest candidate bar that keeps the tumours found at 0.6 within 2 %)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+
+def _patches(rc: Any) -> tuple[list[dict[str, Any]], np.ndarray]:
+    probs = np.zeros((2, 10, 10), np.float32)
+    reference = np.zeros((2, 10, 10), bool)
+    probs[0, 1:4, 1:4], reference[0, 1:4, 1:4] = 0.95, True  # a sure tumour
+    probs[0, 6:8, 6:8] = 0.65  # a false candidate, unsure
+    probs[1, 2:5, 2:5], reference[1, 2:5, 2:4] = 0.75, True  # a tumour found with a peak of 0.75
+    return [rc.candidates_and_sections(p, r) for p, r in zip(probs, reference)], reference.astype(np.uint8)
+
+
+def test_a_bar_sets_aside_candidates_below_it_and_counts_the_sections_still_found(load_benchmark: Any) -> None:
+    rc = load_benchmark("real_patch_confidence")
+    patches, reference = _patches(rc)
+    assert [len(p["peaks"]) for p in patches] == [2, 1] and [p["n_sections"] for p in patches] == [1, 1]
+    low, mid, high = (rc.score_bar(patches, reference, b) for b in (0.6, 0.7, 0.8))
+    assert (low["sections_found"], low["candidates_kept"], low["false_candidates_kept"]) == (2, 3, 1)
+    assert (mid["sections_found"], mid["candidates_kept"], mid["false_candidates_kept"]) == (2, 2, 0)
+    assert mid["pooled_dice"] == pytest.approx(2 * 15 / (18 + 15), abs=1e-4)
+    assert (high["sections_found"], high["recall"]) == (1, pytest.approx(9 / 15, abs=1e-4))
+
+
+def test_the_rule_takes_the_highest_candidate_bar_within_the_allowed_loss(load_benchmark: Any) -> None:
+    rc = load_benchmark("real_patch_confidence")
+
+    def row(found: int, dice: float) -> dict[str, Any]:
+        return {"sections_found": found, "pooled_dice": dice}
+
+    base = {"0.5": row(105, 0.637), "0.6": row(105, 0.637), "0.9": row(90, 0.64)}
+    # floor(2 % of 105) = 2 cross-sections may be lost
+    assert rc.decide({**base, "0.7": row(104, 0.636), "0.8": row(103, 0.636)})["chosen_bar"] == 0.8
+    assert rc.decide({**base, "0.7": row(104, 0.636), "0.8": row(102, 0.636)})["chosen_bar"] == 0.7
+    # a Dice more than 0.005 lower fails even when no section is lost
+    assert rc.decide({**base, "0.7": row(105, 0.631), "0.8": row(105, 0.630)})["chosen_bar"] == 0.6
+    kept = rc.decide({**base, "0.7": row(100, 0.637), "0.8": row(100, 0.637)})
+    assert kept["chosen_bar"] == 0.6 and not kept["changes_default"] and kept["allowed_lost"] == 2
