@@ -60,6 +60,20 @@ def score(mask: np.ndarray, reference: np.ndarray, probabilities: np.ndarray | N
     return row
 
 
+def candidate_table(mask: np.ndarray, reference: np.ndarray, probabilities: np.ndarray) -> list[dict[str, object]]:
+    """Every 26-connected component of ``mask``, largest first: its voxels, peak probability and whether it
+    touches the reference (what the unsure bar of ``predict`` is judged by)."""
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return []
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    peaks = ndimage.maximum(probabilities, labels, np.arange(1, n + 1))
+    touches = np.bincount(labels[reference].ravel(), minlength=n + 1)[1:] > 0
+    rows = [{"voxels": int(v), "peak_probability": round(float(p), 3), "on_reference": bool(t)}
+            for v, p, t in zip(sizes, peaks, touches)]
+    return sorted(rows, key=lambda r: -r["voxels"])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="results/real-ct/msd-patches-attention.zip")
@@ -94,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                "region_ml": summary.get("region_ml"), "set_aside": aside["count"],
                "set_aside_ml": aside["total_volume_ml"], "set_aside_unsure": len(unsure),
                "set_aside_unsure_ml": round(sum(les["volume_ml"] for les in unsure), 4),
-               **score(mask, reference, probabilities)}
+               **score(mask, reference, probabilities),
+               "candidates": candidate_table(mask, reference, probabilities)}
         rows.append(row)
         print(json.dumps(row))
     command = ("python benchmarks/real_ct_scans.py" + ("" if args.planes == "auto" else f" --planes {args.planes}")

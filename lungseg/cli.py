@@ -223,8 +223,8 @@ def _predict_parser(sub: Any) -> None:
                         " under the diaphragm); by default they are set aside and listed in the lesion summary")
     p.add_argument("--keep-unsure", action="store_true",
                    help="keep in the mask the candidates of three planes (the lungs searched) whose probability peaks"
-                        " below six tenths of the way from the threshold to 1 (0.8 at the default 0.5); by default"
-                        " they are set aside and listed in the lesion summary")
+                        " less than 0.1 above the threshold; by default they are set aside and listed in the lesion"
+                        " summary")
     p.add_argument("--planes", default="auto", choices=("auto", "axial", "three"),  # planes.PLANES (no torch here)
                    help="slices of a CT volume the network runs on: axial, three (axial, coronal and sagittal,"
                         " probabilities averaged; a model that states its pixel size only), or auto (three for such"

@@ -1,5 +1,6 @@
-"""``benchmarks/real_patch_confidence.py``: candidates and cross-sections of a patch, the scores at a bar, and the
-rule that picks the unsure bar (the highest candidate bar that keeps the tumours found at 0.6 within 2 %)."""
+"""``benchmarks/real_patch_confidence.py``: candidates and cross-sections of a patch, the scores at a bar, the
+rule that picks the unsure bar (the highest candidate bar that keeps the tumours found at 0.6 within 2 % and the
+pooled Dice within 0.005) and the second seed's confirmation."""
 
 from __future__ import annotations
 
@@ -43,3 +44,24 @@ def test_the_rule_takes_the_highest_candidate_bar_within_the_allowed_loss(load_b
     assert rc.decide({**base, "0.7": row(105, 0.631), "0.8": row(105, 0.630)})["chosen_bar"] == 0.6
     kept = rc.decide({**base, "0.7": row(100, 0.637), "0.8": row(100, 0.637)})
     assert kept["chosen_bar"] == 0.6 and not kept["changes_default"] and kept["allowed_lost"] == 2
+
+
+def test_a_cross_section_is_found_only_when_a_tenth_of_it_is_covered(load_benchmark: Any) -> None:
+    rc = load_benchmark("real_patch_confidence")
+    probs = np.zeros((1, 12, 12), np.float32)
+    reference = np.zeros((1, 12, 12), bool)
+    reference[0, :10, :10] = True  # 100 pixels
+    probs[0, 0, :9] = 0.9  # 9 pixels covered: under a tenth
+    patches = [rc.candidates_and_sections(probs[0], reference[0])]
+    assert rc.score_bar(patches, reference.astype(np.uint8), 0.6)["sections_found"] == 0
+    probs[0, 0, 9] = 0.9  # 10 pixels: found
+    patches = [rc.candidates_and_sections(probs[0], reference[0])]
+    assert rc.score_bar(patches, reference.astype(np.uint8), 0.6)["sections_found"] == 1
+
+
+def test_a_second_seed_confirms_the_bar_only_within_the_same_limits(load_benchmark: Any) -> None:
+    rc = load_benchmark("real_patch_confidence")
+    today = {"sections_found": 100, "pooled_dice": 0.70}
+    assert rc.confirms({"0.6": today, "0.8": {"sections_found": 98, "pooled_dice": 0.696}}, 0.8)
+    assert not rc.confirms({"0.6": today, "0.8": {"sections_found": 97, "pooled_dice": 0.70}}, 0.8)
+    assert not rc.confirms({"0.6": today, "0.8": {"sections_found": 100, "pooled_dice": 0.694}}, 0.8)

@@ -23,11 +23,9 @@ give it by itself, and :func:`segment_scan` supplies them:
   mask) of which less than half lies in the lungs proper (:func:`lungseg.inference.region.lung_envelope`)
   is therefore **set aside**: left out of the mask, and listed with its size, place and probability
   so that nothing disappears unseen (a tumour grown into the mediastinum can be one of them). On three
-  planes, with the lungs searched, a candidate whose averaged probability never rises :data:`UNSURE_SHARE`
-  of the way from the threshold to 1 (:func:`unsure_bar`: 0.8 at the default 0.5) is set aside as *unsure* in
-  the same way, with or without the CRF (vessels, bronchial walls, parenchyma: on the real LIDC-IDRI-0314 series
-  every false candidate peaks below 0.86 and the nodule at 1.0; the bar was chosen by a rule fixed before
-  the runs, on the held-out patients of the real patches' folds, ``benchmarks/real_patch_confidence.py``).
+  planes, with the lungs searched, a candidate whose averaged probability never rises :data:`UNSURE_MARGIN`
+  above the threshold (:func:`unsure_bar`) is set aside as *unsure* in the same way, with or without the CRF (most of them are a few voxels of vessel or parenchyma; the rule
+  was chosen on synthetic whole scans, ``benchmarks/candidate_confidence.py``).
 
 The last step serves every model given a scan in HU (``region="auto"``): a model trained on whole
 phantom slices marks 1.9 million voxels of the real LIDC-IDRI-0314 series, the table and the
@@ -49,7 +47,7 @@ from lungseg.inference.planes import resolve_planes, three_plane_probabilities, 
 from lungseg.inference.predictor import Predictor, Segmentation
 from lungseg.inference.region import LungRegion, lung_region_and_envelope, set_aside_outside_lungs
 
-__all__ = ["REGIONS", "UNSURE_SHARE", "check_region", "hu_to_unit", "resolve_region", "segment_scan",
+__all__ = ["REGIONS", "UNSURE_MARGIN", "check_region", "hu_to_unit", "resolve_region", "segment_scan",
            "set_aside_unsure", "unsure_bar"]
 
 #: ``"auto"``: the lungs for a scan in HU, the whole volume for one already scaled to [0, 1] (no HU to
@@ -58,13 +56,11 @@ REGIONS: tuple[str, ...] = ("auto", "lungs", "all")
 # In-plane context (mm) the network sees around the lungs' box: a tumour on the box's edge is not
 # segmented against the reflect padding.
 _CONTEXT_MM = 16.0
-#: On three planes, a candidate whose highest averaged probability does not rise this share of the way from the
-#: threshold to 1 is set aside as unsure: at the default threshold, a peak below 0.8. Chosen by a rule fixed
-#: before the run (``benchmarks/real_patch_confidence.py``): the highest bar that lost at most 2 % of the real
-#: tumour cross-sections of held-out patients found at the earlier bar 0.6 (104 of 105 at 0.8) and raised the pooled
-#: Dice of every synthetic whole-scan set (``benchmarks/candidate_confidence.py``, where phantom tumours, unfamiliar
-#: to a model of real CT, are found with less certainty: 0.8 lost 3 of 14 of them on one set).
-UNSURE_SHARE = 0.6
+#: On three planes, a candidate whose highest averaged probability is below the threshold plus this (or
+#: halfway from the threshold to 1, when that is lower: a threshold of 0.9 or more) is set aside as unsure: at
+#: the default threshold, a peak below 0.6 (chosen on synthetic whole scans by a rule written before the run,
+#: ``benchmarks/candidate_confidence.py``; the other rules tried lost tumours on the set it was chosen on).
+UNSURE_MARGIN = 0.1
 
 
 def hu_to_unit(images: np.ndarray, window: tuple[float, float]) -> np.ndarray:
@@ -110,9 +106,10 @@ def resolve_region(region: str, vol: Any) -> str:
 
 
 def unsure_bar(threshold: float) -> float:
-    """The peak probability below which a candidate of three planes is unsure: :data:`UNSURE_SHARE` of the way
-    from ``threshold`` to 1 (0.8 at 0.5; always below 1, which would set aside every candidate)."""
-    return threshold + UNSURE_SHARE * (1.0 - threshold)
+    """The peak probability below which a candidate of three planes is unsure: ``threshold`` plus
+    :data:`UNSURE_MARGIN`, or halfway from ``threshold`` to 1 when that is lower (a bar of 1 would set aside
+    every candidate)."""
+    return min(threshold + UNSURE_MARGIN, (1.0 + threshold) / 2.0)
 
 
 def set_aside_unsure(mask: np.ndarray, probabilities: np.ndarray, min_peak: float) -> tuple[np.ndarray, np.ndarray]:
