@@ -40,6 +40,7 @@ def score(mask: np.ndarray, reference: np.ndarray, probabilities: np.ndarray | N
     probabilities, also where the tumour's component ranks in the lesion table ordered by peak probability."""
     from lungseg.metrics import confusion
 
+    reference = np.asarray(reference, dtype=bool)
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     overlap = np.bincount(labels[reference].ravel(), minlength=n + 1)[1:]
@@ -63,6 +64,7 @@ def score(mask: np.ndarray, reference: np.ndarray, probabilities: np.ndarray | N
 def candidate_table(mask: np.ndarray, reference: np.ndarray, probabilities: np.ndarray) -> list[dict[str, object]]:
     """Every 26-connected component of ``mask``, largest first: its voxels, peak probability and whether it
     touches the reference (what the unsure bar of ``predict`` is judged by)."""
+    reference = np.asarray(reference, dtype=bool)
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     if n == 0:
         return []

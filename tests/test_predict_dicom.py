@@ -273,6 +273,7 @@ def test_a_folder_of_studies_as_dicom_seg_and_a_failing_study(setup: dict[str, A
     assert summary["failed"] == 1
     by_name = {Path(r["input"]).name: r for r in summary["studies"]}
     assert "corrupt DICOM file" in by_name["broken"]["error"]
+    assert by_name["broken"]["precision"] == summary["precision"]  # known before the study failed
     for i, series in enumerate(setup["series"]):
         row = by_name[f"patient{i}"]
         assert row["output"] == str(tmp_path / "out" / f"patient{i}" / "seg.dcm")

@@ -65,3 +65,27 @@ def test_a_second_seed_confirms_the_bar_only_within_the_same_limits(load_benchma
     assert rc.confirms({"0.6": today, "0.8": {"sections_found": 98, "pooled_dice": 0.696}}, 0.8)
     assert not rc.confirms({"0.6": today, "0.8": {"sections_found": 97, "pooled_dice": 0.70}}, 0.8)
     assert not rc.confirms({"0.6": today, "0.8": {"sections_found": 100, "pooled_dice": 0.694}}, 0.8)
+
+
+def test_confirm_records_a_check_not_a_choice_of_its_own(load_benchmark: Any, tmp_path: Any,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    rc = load_benchmark("real_patch_confidence")
+    pooled = {"0.5": {"sections_found": 106, "pooled_dice": 0.65}, "0.6": {"sections_found": 105, "pooled_dice": 0.65},
+              "0.7": {"sections_found": 104, "pooled_dice": 0.65}, "0.8": {"sections_found": 102, "pooled_dice": 0.642},
+              "0.9": {"sections_found": 102, "pooled_dice": 0.642}}
+    monkeypatch.setattr(rc, "run", lambda seeds, work: {"command": "python benchmarks/real_patch_confidence.py --seeds 1",
+                                                        "pooled_over_folds": pooled, "decision": rc.decide(pooled)})
+    assert rc.main(["--seeds", "1", "--confirm", "0.8", "--out", str(tmp_path / "c.json")]) == 0
+    written = json.loads((tmp_path / "c.json").read_text())
+    assert "decision" not in written and written["confirmation"] == {"bar": 0.8, "confirmed": False}
+    assert written["command"].endswith("--confirm 0.8")
+    assert rc.main(["--seeds", "1", "--out", str(tmp_path / "d.json")]) == 0
+    assert json.loads((tmp_path / "d.json").read_text())["decision"]["chosen_bar"] == 0.7
+
+
+def test_the_dice_limit_is_met_exactly_at_the_allowed_drop(load_benchmark: Any) -> None:
+    rc = load_benchmark("real_patch_confidence")
+    assert rc.confirms({"0.6": {"sections_found": 100, "pooled_dice": 0.5006},
+                        "0.8": {"sections_found": 100, "pooled_dice": 0.4956}}, 0.8)

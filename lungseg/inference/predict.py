@@ -209,7 +209,8 @@ def _predict_studies(run: Predictor, inp: Path, out: Path, studies: list[Path], 
         try:
             summary = _predict_loaded(run, study, target, progress=False, volumes_only=True, **options)
         except (LungsegError, OSError, ValueError) as exc:  # DataError is a LungsegError
-            row.update(error=" ".join(str(exc).split()) or type(exc).__name__, seconds=round(time.perf_counter() - start, 2))
+            row.update(error=" ".join(str(exc).split()) or type(exc).__name__, precision=run.precision,
+                       seconds=round(time.perf_counter() - start, 2))
             rows.append(row)
             continue
         row.update(
