@@ -37,7 +37,9 @@ SCANS = {
 
 def score(mask: np.ndarray, reference: np.ndarray, probabilities: np.ndarray | None = None) -> dict[str, object]:
     """Dice, recall and the component picture of a predicted mask against a reference (same grid); with the
-    probabilities, also where the tumour's component ranks in the lesion table ordered by peak probability."""
+    probabilities, also where the tumour's component ranks in the lesion table ordered by peak probability, and
+    ``candidates``: every component, largest first, with its voxels, peak probability and whether it touches the
+    reference (what the unsure bar of ``predict`` is judged by)."""
     from lungseg.metrics import confusion
 
     reference = np.asarray(reference, dtype=bool)
@@ -45,6 +47,7 @@ def score(mask: np.ndarray, reference: np.ndarray, probabilities: np.ndarray | N
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     overlap = np.bincount(labels[reference].ravel(), minlength=n + 1)[1:]
     best = int(np.argmax(overlap)) if n and overlap.max() > 0 else None
+    peaks = np.asarray(ndimage.maximum(probabilities, labels, np.arange(1, n + 1))) if probabilities is not None and n else None
     counts = confusion(mask, reference)
     row: dict[str, object] = {
         "dice": round(counts.dice, 3), "recall": round(counts.recall, 3),
@@ -54,26 +57,14 @@ def score(mask: np.ndarray, reference: np.ndarray, probabilities: np.ndarray | N
     if best is not None:
         row["tumour_component_dice"] = round(confusion(labels == best + 1, reference).dice, 3)
         row["tumour_component_rank_by_size"] = int((sizes > sizes[best]).sum()) + 1
-        if probabilities is not None:
-            peaks = ndimage.maximum(probabilities, labels, np.arange(1, n + 1))
+        if peaks is not None:
             # ties (peaks saturated at 1) counted against the tumour: the worst place it can take
             row["tumour_component_rank_by_peak_probability"] = int((peaks >= peaks[best]).sum())
+    if probabilities is not None:
+        table = [{"voxels": int(v), "peak_probability": round(float(p), 3), "on_reference": bool(o > 0)}
+                 for v, p, o in zip(sizes, peaks if peaks is not None else [], overlap)]
+        row["candidates"] = sorted(table, key=lambda r: -r["voxels"])
     return row
-
-
-def candidate_table(mask: np.ndarray, reference: np.ndarray, probabilities: np.ndarray) -> list[dict[str, object]]:
-    """Every 26-connected component of ``mask``, largest first: its voxels, peak probability and whether it
-    touches the reference (what the unsure bar of ``predict`` is judged by)."""
-    reference = np.asarray(reference, dtype=bool)
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    if n == 0:
-        return []
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    peaks = ndimage.maximum(probabilities, labels, np.arange(1, n + 1))
-    touches = np.bincount(labels[reference].ravel(), minlength=n + 1)[1:] > 0
-    rows = [{"voxels": int(v), "peak_probability": round(float(p), 3), "on_reference": bool(t)}
-            for v, p, t in zip(sizes, peaks, touches)]
-    return sorted(rows, key=lambda r: -r["voxels"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                "region_ml": summary.get("region_ml"), "set_aside": aside["count"],
                "set_aside_ml": aside["total_volume_ml"], "set_aside_unsure": len(unsure),
                "set_aside_unsure_ml": round(sum(les["volume_ml"] for les in unsure), 4),
-               **score(mask, reference, probabilities),
-               "candidates": candidate_table(mask, reference, probabilities)}
+               **score(mask, reference, probabilities)}
         rows.append(row)
         print(json.dumps(row))
     command = ("python benchmarks/real_ct_scans.py" + ("" if args.planes == "auto" else f" --planes {args.planes}")

@@ -78,9 +78,8 @@ def whole_scan_lines() -> str:
     how = ", the network run on axial, coronal and sagittal slices" if planes == {"three"} else ""
     numerics = {r.get("precision") for r in rows} - {None}
     how += f", in {numerics.pop()}, predict's default on the 2-core machine's CPU" if len(numerics) == 1 else ""
-    note = f" {measured['note'].rstrip('.')}." if measured.get("note") else ""
     return (f"- **On two whole real scans** (measured, never trained on; `{measured['command']}`{how}): "
-            + "; ".join(parts) + "." + note + "\n")
+            + "; ".join(parts) + ".\n")
 
 
 def refresh_card(model_zip: Path) -> None:

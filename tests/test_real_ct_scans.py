@@ -1,5 +1,5 @@
-"""``benchmarks/real_ct_scans.py``'s candidate table: every 26-connected component of a mask, largest first, with
-its peak probability and whether it touches the reference."""
+"""``benchmarks/real_ct_scans.py``'s score: with the probabilities, its candidate table lists every 26-connected
+component of a mask, largest first, with its peak probability and whether it touches the reference."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def test_candidates_are_listed_largest_first_with_peak_and_overlap(load_benchmar
     probs[4, 5, 5] = 0.97
     reference = np.zeros_like(mask)
     reference[4, 6, 6:8] = True
-    table = scans.candidate_table(mask, reference, probs)
+    table = scans.score(mask, reference, probs)["candidates"]
     assert table == [{"voxels": 18, "peak_probability": 0.97, "on_reference": True},
                      {"voxels": 2, "peak_probability": 0.6, "on_reference": False}]
-    assert scans.candidate_table(np.zeros_like(mask), reference, probs) == []
+    assert scans.score(np.zeros_like(mask), reference, probs)["candidates"] == []
