@@ -63,12 +63,24 @@ def test_grid_with_reuse_and_paired_differences(make_npz, tmp_path: Path) -> Non
     stale = tmp_path / "exp" / "runs" / "unet-dice-seed0" / "eval_crf_on.json"
     record = json.loads(stale.read_text())
     stale.write_text(json.dumps({k: v for k, v in record.items() if k != "boundary"}))
-    # A second call reuses every finished run and gives the same table.
+    # A second call reuses every finished run and gives the same table; the file, its figures unchanged,
+    # keeps the provenance of the call that made them (re-executing the book must not restamp it).
+    table = tmp_path / "exp" / "results.json"
+    written = table.read_bytes()
     again = run_experiment(data, tmp_path / "exp", **kw)
     assert all(r["status"] == "reused" for r in again["runs"])
     assert "boundary" in json.loads(stale.read_text())
     assert again["cells"] == res["cells"]
     assert not math.isnan(again["cells"][0]["dice_pooled"]["mean"])
+    assert table.read_bytes() == written and again["provenance"] == res["provenance"]
+    # A table whose figures differ from what the runs give is written again, with this call's provenance.
+    record = json.loads(written)
+    record["cells"][0]["dice_pooled"]["mean"] = 0.123
+    table.write_text(json.dumps(record))
+    third = run_experiment(data, tmp_path / "exp", **kw)
+    assert third["cells"] == res["cells"] and third["provenance"] != res["provenance"]
+    assert json.loads(table.read_text())["cells"] == res["cells"]
+    assert all(r["status"] == "reused" for r in json.loads(table.read_text())["runs"])
 
 
 def test_seed_intervals_stay_inside_the_metrics_range() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import os
 import time
@@ -31,7 +32,7 @@ from lungseg.evaluation import evaluate_run
 from lungseg.experiment.figures import PATIENT_FIGURES, patient_figures, stack_seeds
 from lungseg.experiment.workers import check_workers, map_in_workers
 from lungseg.experimentdir import ExperimentDir
-from lungseg.files import check_output, write_csv, write_json
+from lungseg.files import check_output, json_safe, write_csv, write_json
 from lungseg.metrics import CROSSED_INTERVAL, crossed_interval, paired_crossed_interval
 from lungseg.paths import portable
 from lungseg.provenance import collect
@@ -225,8 +226,11 @@ def run_experiment(
             runs, in the same table.
 
     Returns:
-        ``{"cells": [...], "differences": [...], "runs": [...], "settings": {...}}`` (also written as
-        :attr:`~lungseg.experimentdir.ExperimentDir.results_path`).
+        ``{"cells": [...], "differences": [...], "runs": [...], "settings": {...}, "provenance": {...}}`` (also
+        written as :attr:`~lungseg.experimentdir.ExperimentDir.results_path`). A table that already holds the
+        same runs, settings and figures is left as it is, with the provenance of the call that made them
+        (re-executing the book reuses every run and must not restamp the published numbers); the runs'
+        ``status`` returned is this call's.
     """
     base = _grid_base_config(models, losses, crf, seeds, base_config)
     check_output(out_dir, [data])
@@ -248,8 +252,26 @@ def run_experiment(
         "settings": _grid_settings(data, models, losses, crf, seeds, base, loss_settings),
         "provenance": collect(device, started=started),
     }
-    write_results(exp, results)
-    return exp.read_results()
+    if not _table_holds(exp, results):
+        write_results(exp, results)
+    table = exp.read_results()
+    for row, now in zip(table["runs"], runs):
+        row["status"] = now["status"]
+    return table
+
+
+def _table_holds(exp: ExperimentDir, results: dict[str, Any]) -> bool:
+    """Whether the grid's stored tables already hold ``results``: the same runs (whether trained or reused), settings,
+    cells and differences, whatever the provenance."""
+    if not all(p.is_file() for p in (exp.results_path, exp.cells_path, exp.differences_path)):
+        return False
+
+    def numbers(table: dict[str, Any]) -> dict[str, Any]:
+        runs = [{k: v for k, v in run.items() if k != "status"} for run in table.get("runs", [])]
+        return {**{k: v for k, v in table.items() if k != "provenance"}, "runs": runs}
+
+    stored = json.loads(exp.results_path.read_text(encoding="utf-8"))
+    return numbers(stored) == numbers(json.loads(json.dumps(json_safe(results))))
 
 
 def _grid_base_config(models: Sequence[str], losses: Sequence[str], crf: Sequence[bool], seeds: Sequence[int],
