@@ -55,6 +55,7 @@ class ExperimentDir(Folder):
     TUNE_TABLE = "tune.csv"
     COMPARISON = "patch_vs_whole.csv"
     PROVENANCE = "provenance.json"
+    TUMOURS = "test_tumours.json"
 
     # ---------------------------------------------------------------- runs
     @property
@@ -84,6 +85,11 @@ class ExperimentDir(Folder):
     def differences_path(self) -> Path:
         """The grid's paired differences (CSV)."""
         return self.path / self.DIFFERENCES
+
+    @property
+    def tumours_path(self) -> Path:
+        """The grid's test tumours with each run's recall of them (JSON, :func:`lungseg.analysis.grid_tumour_table`)."""
+        return self.path / self.TUMOURS
 
     @property
     def table_paths(self) -> tuple[Path, ...]:

@@ -15,7 +15,8 @@ Steps:
        (git-ignored: full checkpoints live there; an interrupted grid resumes where it stopped);
     4. publish into the grid folder of ``results/<profile>``: the tables, each run's light files and its
        best weights in half precision (so that the book re-renders without training), a model card
-       beside the attention run of best validation Dice, and the profile's provenance (commit,
+       beside the attention run of best validation Dice, the test tumours with each Dice and hybrid run's
+       recall of them (what chapter 5 shows), and the profile's provenance (commit,
        device, versions, wall time of tuning, of the grid and of every run, time per epoch and where
        the time went).
 
@@ -39,7 +40,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from lungseg.analysis import best_validation_run, grid_span, run_timing  # noqa: E402
+from lungseg.analysis import (  # noqa: E402
+    TUMOUR_TABLE_LOSSES,
+    best_validation_run,
+    grid_span,
+    run_timing,
+    write_grid_tumour_table,
+)
 from lungseg.errors import LungsegError  # noqa: E402
 from lungseg.experiment import (  # noqa: E402
     ProfileSettings,
@@ -109,7 +116,7 @@ def run_profile(
         device=device, progress=progress, workers=workers,
     )
     grid_s = time.time() - t0
-    publish(settings, exp_dir, published, results, timing={"generate_data_s": data_s, "tune_s": tune_s,
+    publish(settings, exp_dir, published, results, data, timing={"generate_data_s": data_s, "tune_s": tune_s,
                                                            "grid_call_s": grid_s, "total_s": time.time() - started,
                                                            "workers": workers})
     print(f"{profile}: data {data_s:.0f} s, tuning {tune_s:.0f} s, grid {grid_s:.0f} s,"
@@ -353,8 +360,9 @@ def _provenance_summary(settings: ProfileSettings, exp_dir: ExperimentDir, resul
 
 
 def publish(settings: ProfileSettings, exp_dir: ExperimentDir, published: ProfileDir, results: dict[str, Any],
-            timing: dict[str, float]) -> None:
-    """Copy the light files of a finished grid into ``published`` and write its provenance."""
+            data: Any, timing: dict[str, float]) -> None:
+    """Copy the light files of a finished grid into ``published``, write the tumour table of its published
+    weights on its test patients (chapter 5 reads it instead of predicting every run again) and its provenance."""
     from lungseg.provenance import collect
 
     target = published.grid
@@ -364,6 +372,9 @@ def publish(settings: ProfileSettings, exp_dir: ExperimentDir, published: Profil
     for source, copy in zip(exp_dir.table_paths, target.table_paths):
         shutil.copy2(source, copy)
     per_run = _copy_runs(exp_dir, target, results)
+    tumour_runs = [target.run(Path(r["run"]).name) for r in results["runs"] if r["loss"] in TUMOUR_TABLE_LOSSES]
+    if tumour_runs and all(run.has_checkpoint("best") for run in tumour_runs):
+        write_grid_tumour_table(target.tumours_path, [run.path for run in tumour_runs], data)
     provenance = collect(settings.device, started=None)
     model_note = _publish_best_model(settings, exp_dir, target, results, provenance)
     summary = _provenance_summary(settings, exp_dir, results, provenance, per_run, model_note, timing)

@@ -176,6 +176,44 @@ def test_tumour_table_lists_every_test_tumour_with_each_runs_recall(tiny, make_n
     assert diameters == pytest.approx(sorted((r["diameter_mm"] for r in rows), reverse=True))
 
 
+def test_the_grid_tumour_table_is_read_back_only_for_the_runs_it_was_made_from(tiny, make_npz, tmp_path):
+    from lungseg.analysis import grid_tumour_table, tumour_diameters_mm, tumour_table, write_grid_tumour_table
+    from lungseg.config import TrainConfig
+    from lungseg.training import train
+
+    data = make_npz(tmp_path / "d.npz", n_patients=8, per_patient=3, size=32, seed=4)
+    cfg = TrainConfig(data=str(data), model="unet", epochs=1, split_fractions=(0.5, 0.25, 0.25), **tiny)
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for seed, run in enumerate(runs):
+        train(dataclasses.replace(cfg, seed=seed), run, progress=False)
+    stored = write_grid_tumour_table(tmp_path / "grid" / "test_tumours.json", runs, data)
+    computed = json.loads(json.dumps(tumour_table(runs, data, split="test")))
+    train_patients = json.loads((runs[0] / "split.json").read_text())["train"]
+
+    def no_data():
+        raise AssertionError("the stored table should have been read")
+
+    found = grid_tumour_table(runs, no_data, stored)
+    assert found["rows"] == computed and found["split"] == "test" and found["train_patients"] == len(train_patients)
+    assert found["train_diameters_mm"] == pytest.approx(tumour_diameters_mm(data, train_patients))
+    # another split, other runs, changed weights or a changed threshold: computed again, not read
+    asked = []
+
+    def data_asked():
+        asked.append(True)
+        return data
+
+    assert grid_tumour_table(runs, data_asked, stored, split="val")["split"] == "val" and len(asked) == 1
+    assert len(grid_tumour_table(runs[:1], data_asked, stored)["rows"]) == len(computed) and len(asked) == 2
+    config = json.loads((runs[1] / "config.json").read_text())
+    (runs[1] / "config.json").write_text(json.dumps({**config, "threshold": 0.01}))
+    grid_tumour_table(runs, data_asked, stored)
+    assert len(asked) == 3
+    # a damaged file is no table (computed again), never an error
+    stored.write_text("{ not json")
+    assert grid_tumour_table(runs, data_asked, stored)["rows"] and len(asked) == 4
+
+
 def test_crf_boundary_reads_both_evaluations_and_says_when_they_predate_it(tmp_path):
     import json
 

@@ -59,6 +59,12 @@ def test_published_layout(published: tuple[Path, Path]) -> None:
         assert not run.has_checkpoint("last")
     # the full runs (with checkpoints) stay outside the published folder
     assert RunDir(tmp / "runs" / "experiment" / "runs" / "unet-hybrid-seed0").has_checkpoint("last")
+    # chapter 5's tumour table of the published weights is read back without the data
+    from lungseg.analysis import grid_tumour_table
+
+    found = grid_tumour_table([exp / "runs" / name for name in run_dirs],
+                              lambda: pytest.fail("the published tumour table was not used"), ExperimentDir(exp).tumours_path)
+    assert found["split"] == "test" and all(f"recall:{name}" in found["rows"][0] for name in run_dirs)
 
 
 @pytest.mark.slow

@@ -57,7 +57,14 @@ from lungseg.analysis.training import (
     time_by_model,
     tuning_table,
 )
-from lungseg.analysis.tumours import tumour_components, tumour_diameters_mm, tumour_table
+from lungseg.analysis.tumours import (
+    TUMOUR_TABLE_LOSSES,
+    grid_tumour_table,
+    tumour_components,
+    tumour_diameters_mm,
+    tumour_table,
+    write_grid_tumour_table,
+)
 
 __all__ = [
     "BODY_HU",
@@ -68,6 +75,7 @@ __all__ = [
     "PLATEAU_TOLERANCE",
     "SEARCHED",
     "SIZE_BINS",
+    "TUMOUR_TABLE_LOSSES",
     "attention_by_region",
     "best_validation_run",
     "body_regions",
@@ -79,6 +87,7 @@ __all__ = [
     "describe_crf_boundary",
     "example_slices",
     "grid_span",
+    "grid_tumour_table",
     "held_out_patients",
     "lesion_recall_by_size",
     "paired_difference_rows",
@@ -98,4 +107,5 @@ __all__ = [
     "tumour_diameters_mm",
     "tumour_table",
     "tuning_table",
+    "write_grid_tumour_table",
 ]

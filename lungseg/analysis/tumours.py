@@ -4,13 +4,17 @@ Pooled Dice counts voxels, so on a handful of test patients it is decided by the
 one solid mass of a few thousand voxels outweighs every small nodule together. :func:`tumour_table`
 lists each 3D tumour of the chosen patients with its size, its share of all tumour voxels and the
 fraction of it a run segments (its voxel recall), so that a low pooled Dice can be traced to the
-tumours that caused it (chapter 5).
+tumours that caused it (chapter 5). :func:`grid_tumour_table` keeps such a table beside a published grid,
+so that the book shows it without predicting every run again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,8 +22,10 @@ from scipy import ndimage
 
 from lungseg.metrics import equivalent_sphere_diameter_mm
 
-__all__ = ["tumour_components", "tumour_diameters_mm", "tumour_table"]
+__all__ = ["TUMOUR_TABLE_LOSSES", "grid_tumour_table", "tumour_components", "tumour_diameters_mm", "tumour_table", "write_grid_tumour_table"]
 
+#: The losses whose grid runs the book's tumour table shows (chapter 5): the two the paper's claims turn on.
+TUMOUR_TABLE_LOSSES: tuple[str, ...] = ("dice", "hybrid")
 #: 26-connectivity: voxels touching at an edge or a corner belong to one tumour.
 _FULLY_CONNECTED = np.ones((3, 3, 3), dtype=bool)
 
@@ -122,3 +128,57 @@ def tumour_table(runs: Sequence[str | os.PathLike[str]], data: Any, *, split: st
     for r in rows:
         r["share_of_voxels"] = r["voxels"] / total if total else float("nan")
     return sorted(rows, key=lambda r: -r["voxels"])
+
+
+def _runs_digest(runs: Sequence[str | os.PathLike[str]]) -> dict[str, str]:
+    """Per run, the SHA-256 of what its tumour table depends on: its best weights, its configuration (the
+    threshold) and its split (the patients, by content hash where recorded)."""
+    from lungseg.rundir import RunDir
+
+    digests = {}
+    for run in runs:
+        run_dir = RunDir(run)
+        h = hashlib.sha256()
+        for path in (run_dir.checkpoint_path("best"), run_dir.config_path, run_dir.split_path):
+            h.update(path.read_bytes())
+        digests[run_dir.path.name] = h.hexdigest()
+    return digests
+
+
+def _table_and_training_sizes(runs: Sequence[str | os.PathLike[str]], data: Any, split: str) -> dict[str, Any]:
+    from lungseg.rundir import RunDir
+
+    train = RunDir(runs[0]).read_split()["train"]
+    return {"split": split, "rows": tumour_table(runs, data, split=split),
+            "train_patients": len(train), "train_diameters_mm": tumour_diameters_mm(data, train)}
+
+
+def write_grid_tumour_table(path: str | os.PathLike[str], runs: Sequence[str | os.PathLike[str]], data: Any, *,
+                            split: str = "test") -> Path:
+    """Write :func:`tumour_table` of a grid's ``runs`` on ``split``, with the diameters of the training patients'
+    tumours, to ``path`` (:attr:`lungseg.experimentdir.ExperimentDir.tumours_path`), marked with a digest of each
+    run's weights, configuration and split (so that :func:`grid_tumour_table` uses it only for those runs)."""
+    from lungseg.files import write_json
+
+    return write_json({"runs": _runs_digest(runs), **_table_and_training_sizes(runs, data, split)}, path)
+
+
+def grid_tumour_table(runs: Sequence[str | os.PathLike[str]], data: Callable[[], Any], stored: str | os.PathLike[str],
+                      *, split: str = "test") -> dict[str, Any]:
+    """:func:`tumour_table` of ``runs`` on ``split`` (``rows``) and the equivalent diameters of the training
+    patients' tumours (``train_diameters_mm``, ``train_patients``): read from ``stored`` where
+    :func:`write_grid_tumour_table` wrote it for these very runs (the same weights, configuration and split),
+    computed otherwise; ``data()`` gives the dataset and is called only then.
+
+    Raises:
+        ValueError: as :func:`tumour_table`.
+    """
+    path = Path(stored)
+    if path.is_file():
+        try:
+            table = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            table = {}
+        if table.get("split") == split and table.get("runs") == _runs_digest(runs):
+            return {k: v for k, v in table.items() if k != "runs"}
+    return _table_and_training_sizes(runs, data(), split)
