@@ -7,7 +7,9 @@ would run it (the model's own defaults: 2 mm pixels, HU scaled by its window, th
 the mask is scored: Dice, the share of the reference found, how many separate components were marked
 and whether the largest is the tumour, and the Dice of the component that overlaps the reference most
 (what a reader who picks the right candidate from the lesion table gets), and how many candidates were set
-aside as lying mostly outside the lungs. The two scans are
+aside as lying mostly outside the lungs. On LIDC-IDRI-0314 the mask is also scored against each
+reader-agreement level (drawn by at least 1, 2, 3 or all 4 of the readers), beside the readers' own pooled
+pairwise Dice. The two scans are
 measurements only: nothing was trained or tuned on them.
 
 Usage: ``python benchmarks/real_ct_scans.py [--model ZIP] [--out results/real-ct/whole-scans.json] [--planes P] [--keep-unsure] [--crf]``
@@ -29,9 +31,11 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 REALCT = ROOT.parent / "shared" / "realct"
+#: scan -> (DICOM series, reference mask, per-voxel reader counts or None)
 SCANS = {
-    "LIDC-IDRI-0314": ("lidc-idri-0314/ct", "lidc-idri-0314/nodule_consensus.nii.gz"),
-    "LUNG1-001": ("nsclc-radiomics-lung1-001/ct", "nsclc-radiomics-lung1-001/gtv_reference.nii.gz"),
+    "LIDC-IDRI-0314": ("lidc-idri-0314/ct", "lidc-idri-0314/nodule_consensus.nii.gz",
+                       "lidc-idri-0314/nodule_readers.nii.gz"),
+    "LUNG1-001": ("nsclc-radiomics-lung1-001/ct", "nsclc-radiomics-lung1-001/gtv_reference.nii.gz", None),
 }
 
 
@@ -67,6 +71,21 @@ def score(mask: np.ndarray, reference: np.ndarray, probabilities: np.ndarray | N
     return row
 
 
+def reader_levels(mask: np.ndarray, series: Path, readers_file: Path) -> dict[str, object]:
+    """The mask against each reader-agreement level (at least 1, 2, 3 and all 4 readers: Dice, precision,
+    recall, HD95, surface Dice; :func:`lungseg.analysis.real_ct.compare_with_reader_counts`) and the readers'
+    own pooled pairwise Dice, the yardstick."""
+    from lungseg.analysis import real_ct
+    from lungseg.data.dicom import read_dicom_series
+
+    (volume,) = read_dicom_series(series)
+    counts = real_ct.reader_counts_on_series(volume, readers_file)
+    rows = real_ct.compare_with_reader_counts(mask, counts, volume.spacing)
+    keep = ("reference", "dice", "precision", "recall", "hd95_mm", "surface_dice")
+    return {"readers_pairwise_dice": round(real_ct.reader_pairwise_dice(counts), 3),
+            "reader_levels": [{k: (round(float(r[k]), 3) if k != "reference" else r[k]) for k in keep} for r in rows]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="results/real-ct/msd-patches-attention.zip")
@@ -85,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {REALCT} not found: the whole real scans live in ../shared/realct", file=sys.stderr)
         return 2
     rows = []
-    for name, (ct, reference_file) in SCANS.items():
+    for name, (ct, reference_file, readers_file) in SCANS.items():
         with tempfile.TemporaryDirectory() as tmp:
             started = time.time()
             summary = predict(args.model, REALCT / ct, Path(tmp) / "mask.nii.gz", device="cpu", progress=False,
@@ -102,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                "set_aside_ml": aside["total_volume_ml"], "set_aside_unsure": len(unsure),
                "set_aside_unsure_ml": round(sum(les["volume_ml"] for les in unsure), 4),
                **score(mask, reference, probabilities)}
+        if readers_file is not None:
+            row.update(reader_levels(mask, REALCT / ct, REALCT / readers_file))
         rows.append(row)
         print(json.dumps(row))
     command = ("python benchmarks/real_ct_scans.py" + ("" if args.planes == "auto" else f" --planes {args.planes}")

@@ -147,6 +147,44 @@ def card_notes(cv: dict[str, object], seconds: float) -> str:
 """
 
 
+def write_training_data(work: Path, negatives: int = 0) -> Path:
+    """The 130 real patches (and ``negatives`` tumour-free phantom lung patches) as the recipe's ``.npz``,
+    without patient ids, under ``work``."""
+    from lungseg.experiment.phantom_patches import phantom_negative_patches
+    from lungseg.experiment.realct import load_real_patches
+    from lungseg.files import atomic_file
+
+    patches = load_real_patches()
+    work.mkdir(parents=True, exist_ok=True)
+    images, masks = patches.images, patches.masks
+    if negatives:
+        extra = phantom_negative_patches(negatives, seed=NEGATIVES_SEED, window=UNIT_WINDOW, pixel_mm=PIXEL_MM)
+        images = np.concatenate([images, extra])
+        masks = np.concatenate([masks, np.zeros(extra.shape, dtype=masks.dtype)])
+    data = work / f"msd-13-patients{f'-neg{negatives}' if negatives else ''}.npz"
+    with atomic_file(data) as handle:  # never a half-written file where the run's data should be
+        np.savez(handle, images=images, masks=masks, intensity="unit", spacing=np.full((len(images), 2), PIXEL_MM))
+    return data
+
+
+def train_recipe(data: Path, run_dir: Path, seed: int, init_weights: Path | None = None) -> float:
+    """``lungseg train --data DATA --model attention --epochs 40 --seed SEED [--init-weights RUN]`` into
+    ``run_dir``, unless a finished run is there; the training's wall time in seconds (the finished run's own)."""
+    from lungseg.config import TrainConfig
+    from lungseg.rundir import RunDir
+    from lungseg.training import train
+
+    run = RunDir(run_dir)
+    if run.metrics_path.is_file() and run.read_metrics().get("finished"):
+        return float(run.read_metrics()["wall_time_s"])  # trained before: exported again, not retrained
+    started = time.time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the split-by-image warning: the card says so
+        train(TrainConfig(data=str(data), model="attention", epochs=40, seed=seed, device="cpu",
+                          init_weights=None if init_weights is None else str(init_weights)), run.path)
+    return time.time() - started
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
@@ -161,41 +199,19 @@ def main(argv: list[str] | None = None) -> int:
         refresh_card(Path(args.out))
         print(f"refreshed the whole-scan line of {args.out}'s card")
         return 0
-    from lungseg.config import TrainConfig
-    from lungseg.experiment.phantom_patches import phantom_negative_patches
-    from lungseg.experiment.realct import load_real_patches, real_patches_path
-    from lungseg.files import atomic_file
+    from lungseg.experiment.realct import real_patches_path
     from lungseg.inference.bundle import export_model
-    from lungseg.rundir import RunDir
-    from lungseg.training import train
 
     if not real_patches_path().is_file():
         print(f"error: {real_patches_path()} not found: the real-CT model needs ../shared/realct", file=sys.stderr)
         return 2
-    patches = load_real_patches()
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
+    data = write_training_data(Path(args.work), args.negatives)
     suffix = f"-neg{args.negatives}" if args.negatives else ""
-    images, masks = patches.images, patches.masks
-    if args.negatives:
-        negatives = phantom_negative_patches(args.negatives, seed=NEGATIVES_SEED, window=UNIT_WINDOW, pixel_mm=PIXEL_MM)
-        images = np.concatenate([images, negatives])
-        masks = np.concatenate([masks, np.zeros(negatives.shape, dtype=masks.dtype)])
-    data = work / f"msd-13-patients{suffix}.npz"
-    with atomic_file(data) as handle:  # never a half-written file where the run's data should be
-        np.savez(handle, images=images, masks=masks, intensity="unit", spacing=np.full((len(images), 2), PIXEL_MM))
-    run = RunDir(work / f"attention-seed{args.seed}{suffix}")
-    if run.metrics_path.is_file() and run.read_metrics().get("finished"):
-        seconds = float(run.read_metrics()["wall_time_s"])  # trained before: exported again, not retrained
-    else:
-        started = time.time()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the split-by-image warning: the card says so
-            train(TrainConfig(data=str(data), model="attention", epochs=40, seed=args.seed, device="cpu"), run.path)
-        seconds = time.time() - started
+    run = Path(args.work) / f"attention-seed{args.seed}{suffix}"
+    seconds = train_recipe(data, run, args.seed)
     cv = {**cross_validated_dice(args.negatives), "seed": args.seed, "negatives": args.negatives}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    export_model(run.path, args.out, notes=card_notes(cv, seconds), force=True, pixel_mm=PIXEL_MM,
+    export_model(run, args.out, notes=card_notes(cv, seconds), force=True, pixel_mm=PIXEL_MM,
                  unit_window=UNIT_WINDOW)
     print(f"trained in {seconds / 60:.1f} min; wrote {args.out} (cross-validated pooled Dice {cv['mean']:.3f}"
           f" [{cv['low']:.3f}, {cv['high']:.3f}])")

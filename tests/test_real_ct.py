@@ -97,6 +97,24 @@ def test_comparison_with_the_readers() -> None:
         real_ct.compare_with_readers(crop.consensus[:-1], crop)
 
 
+def test_a_whole_scan_is_compared_with_reader_counts_as_a_crop_is() -> None:
+    """``compare_with_reader_counts`` takes counts on any grid (a whole scan); a candidate far from the nodule
+    lowers the precision against every level and stretches the HD95."""
+    counts = np.sum(four_readers(3), axis=0).astype(np.uint8)
+    spacing = (2.0, 0.8, 0.8)
+    crop = real_ct.RealCrop(image=np.zeros(counts.shape, np.float32), readers=counts, spacing=spacing,
+                            full_fov_mm=(100.0, 100.0))
+    pred = crop.consensus.copy()
+    assert real_ct.compare_with_reader_counts(pred, counts, spacing) == real_ct.compare_with_readers(pred, crop)
+    pred[0, 0, 0] = True  # a false candidate in a corner
+    rows = real_ct.compare_with_reader_counts(pred, counts, spacing)
+    consensus = next(r for r in rows if r["reference"] == "≥2 of 4 (consensus)")
+    assert consensus["recall"] == 1.0 and consensus["precision"] < 1.0 and consensus["hd95_mm"] >= 0.0
+    assert [r["reference"] for r in rows] == list(real_ct.agreement_masks(counts))
+    with pytest.raises(ValueError, match="grid"):
+        real_ct.compare_with_reader_counts(pred[:, :-1], counts, spacing)
+
+
 def test_hu_table_summarises_each_tissue() -> None:
     image = np.array([[-900.0, -800.0, 40.0], [50.0, 60.0, -850.0]])
     labels = np.array([[4, 4, 9], [9, 9, 4]])
@@ -146,7 +164,7 @@ def test_the_committed_lidc_crop() -> None:
     assert crop.readers.sum() == counts.sum()  # the whole nodule is inside the crop
 
 
-def test_a_reference_mask_must_lie_on_the_series_grid(tmp_path: Path) -> None:
+def test_a_reference_mask_and_reader_counts_must_lie_on_the_series_grid(tmp_path: Path) -> None:
     import nibabel as nib
 
     from lungseg.data.nifti import lps_to_ras
@@ -164,3 +182,12 @@ def test_a_reference_mask_must_lie_on_the_series_grid(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(mask, affine), tmp_path / "lps.nii.gz")  # an LPS affine written as if RAS
     with pytest.raises(ValueError, match="grid"):
         real_ct.reference_on_series(volume, tmp_path / "lps.nii.gz")
+    mask[3, 2, 2] = 4  # now reader counts: one voxel drawn by one reader, one by all four
+    nib.save(nib.Nifti1Image(mask, lps_to_ras(affine)), tmp_path / "readers.nii.gz")
+    counts = real_ct.reader_counts_on_series(volume, tmp_path / "readers.nii.gz")
+    assert counts.dtype == np.uint8 and counts[1, 2, 3] == 1 and counts[2, 2, 3] == 4 and counts.sum() == 5
+    with pytest.raises(ValueError, match="grid"):
+        real_ct.reader_counts_on_series(volume, tmp_path / "lps.nii.gz")
+    nib.save(nib.Nifti1Image(mask * 2, lps_to_ras(affine)), tmp_path / "eight.nii.gz")  # 8 "readers" of 4
+    with pytest.raises(ValueError, match="reader counts 0..4"):
+        real_ct.reader_counts_on_series(volume, tmp_path / "eight.nii.gz")

@@ -40,6 +40,7 @@ __all__ = [
     "N_READERS",
     "RealCrop",
     "agreement_masks",
+    "compare_with_reader_counts",
     "compare_with_readers",
     "hu_groups",
     "hu_table",
@@ -51,6 +52,7 @@ __all__ = [
     "reader_pairwise_dice",
     "real_groups",
     "realct_dir",
+    "reader_counts_on_series",
     "reference_on_series",
     "save_crop",
     "score_series",
@@ -215,7 +217,7 @@ def reader_pairwise_dice(readers: np.ndarray, n_readers: int = N_READERS) -> flo
 
 def compare_with_readers(pred: np.ndarray, crop: RealCrop,
                          tolerance_mm: float = BOUNDARY_TOLERANCE_MM) -> list[dict[str, Any]]:
-    """The prediction against each agreement mask: Dice, precision, recall and 3D boundary figures.
+    """The prediction against each agreement mask of a crop (:func:`compare_with_reader_counts` on its grid).
 
     Args:
         pred: binary prediction ``(Z, H, W)`` on the crop's grid.
@@ -223,18 +225,41 @@ def compare_with_readers(pred: np.ndarray, crop: RealCrop,
         tolerance_mm: surface-Dice tolerance.
 
     Returns:
+        As :func:`compare_with_reader_counts`.
+    """
+    return compare_with_reader_counts(pred, crop.readers, crop.spacing, crop.n_readers, tolerance_mm)
+
+
+def compare_with_reader_counts(pred: np.ndarray, readers: np.ndarray, spacing: tuple[float, float, float],
+                               n_readers: int = N_READERS,
+                               tolerance_mm: float = BOUNDARY_TOLERANCE_MM) -> list[dict[str, Any]]:
+    """A prediction against each agreement mask of per-voxel reader counts: Dice, precision, recall and 3D
+    boundary figures. On a whole scan (:func:`reader_counts_on_series`) a model's false candidates far from
+    the nodule count, as they do in the mask a user gets.
+
+    Args:
+        pred: binary prediction ``(Z, H, W)``.
+        readers: how many readers drew each voxel, on the same grid.
+        spacing: voxel size ``(dz, dy, dx)`` in mm.
+        n_readers: number of readers.
+        tolerance_mm: surface-Dice tolerance.
+
+    Returns:
         One row per :func:`agreement_masks` entry: ``reference``, ``voxels``, ``volume_ml``,
         ``dice``, ``precision``, ``recall``, ``hd95_mm``, ``surface_dice`` (3D with the voxel
         spacing; :data:`lungseg.metrics.BOUNDARY_EMPTY_RULE`), plus ``predicted_voxels``.
+
+    Raises:
+        ValueError: ``pred`` and ``readers`` differ in shape.
     """
     p = np.asarray(pred).astype(bool)
-    if p.shape != crop.readers.shape:
-        raise ValueError(f"pred must be on the crop's grid {crop.readers.shape}, got {p.shape}")
-    voxel_ml = float(np.prod(crop.spacing)) / 1000.0
+    if p.shape != np.shape(readers):
+        raise ValueError(f"pred must be on the readers' grid {np.shape(readers)}, got {p.shape}")
+    voxel_ml = float(np.prod(spacing)) / 1000.0
     rows = []
-    for name, ref in agreement_masks(crop.readers, crop.n_readers).items():
+    for name, ref in agreement_masks(np.asarray(readers), n_readers).items():
         c = confusion(p, ref)
-        hd95, nsd = boundary_scores(p, ref, crop.spacing, tolerance_mm)
+        hd95, nsd = boundary_scores(p, ref, spacing, tolerance_mm)
         rows.append({"reference": name, "voxels": int(ref.sum()), "volume_ml": ref.sum() * voxel_ml,
                      "predicted_voxels": int(p.sum()), "dice": c.dice, "precision": c.precision,
                      "recall": c.recall, "hd95_mm": hd95, "surface_dice": nsd})
@@ -371,17 +396,37 @@ def reference_on_series(volume: Any, reference: str | os.PathLike[str]) -> np.nd
     Raises:
         ValueError: the reference lies on another grid.
     """
+    return _on_series(volume, reference) > 0
+
+
+def reader_counts_on_series(volume: Any, readers: str | os.PathLike[str], n_readers: int = N_READERS) -> np.ndarray:
+    """Per-voxel reader counts from a NIfTI (``nodule_readers.nii.gz``) on the grid of a DICOM series, as
+    :func:`reference_on_series` reads a mask: uint8 ``(Z, H, W)`` in 0..``n_readers``.
+
+    Raises:
+        ValueError: the file lies on another grid, or holds values that are not counts of ``n_readers`` readers.
+    """
+    data = _on_series(volume, readers)
+    counts = np.rint(data)
+    if data.size and (not np.allclose(counts, data) or counts.min() < 0 or counts.max() > n_readers):
+        raise ValueError(f"{readers}: expected whole reader counts 0..{n_readers}, got values in "
+                         f"[{data.min()}, {data.max()}]")
+    return counts.astype(np.uint8)
+
+
+def _on_series(volume: Any, path: str | os.PathLike[str]) -> np.ndarray:
+    """The array of a NIfTI on the series' grid, axes reversed to ``(Z, H, W)`` (see :func:`reference_on_series`)."""
     import nibabel as nib
 
     from lungseg.data.nifti import lps_to_ras
 
-    image = nib.load(str(reference))
+    image = nib.load(str(path))
     data = np.asarray(image.dataobj)
     if volume.affine is None or data.shape[::-1] != volume.image.shape or not np.allclose(
             lps_to_ras(volume.affine), image.affine, atol=1e-2):
-        raise ValueError(f"{reference}: not on the grid of the series ({data.shape[::-1]} vs {volume.image.shape}, "
+        raise ValueError(f"{path}: not on the grid of the series ({data.shape[::-1]} vs {volume.image.shape}, "
                          "or another affine)")
-    return data.transpose(2, 1, 0) > 0
+    return data.transpose(2, 1, 0)
 
 
 def score_series(run: Any, series: str | os.PathLike[str], reference: str | os.PathLike[str],

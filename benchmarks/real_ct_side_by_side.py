@@ -1,0 +1,135 @@
+#!/usr/bin/env python
+"""Phantom-only, real-only and pretrained + fine-tuned models side by side on the two whole real scans.
+
+Issue 22 asks chapter 10 to put the three kinds of model side by side: on LIDC-IDRI-0314 against each
+reader-agreement level, with the readers' own spread, and on LUNG1-001 (numbers only: its licence forbids
+shipping it). The models, each trained with ``lungseg train``'s defaults (attention Res-U-Net, hybrid loss,
+40 epochs of at least 512 samples, seed 0):
+
+* **phantom-only**: on 2000 phantom patches of the ``solid-randomised`` phantom in the real patches' format
+  (``benchmarks/phantom_transfer.py solid-randomised``, the phantom that transferred best to the real
+  patches), exported at 2 mm with the real-CT model's HU window;
+* **real-only**: the published real-CT model, ``results/real-ct/msd-patches-attention.zip`` (all 13 real
+  MSD patients, random initial weights; ``scripts/train_real_model.py``);
+* **pretrained + fine-tuned**: the real-only recipe on the same 13 patients, started from the phantom-only
+  network's weights (``lungseg train --init-weights RUN``).
+
+Each runs as a user would run it (``lungseg predict SCAN --model ZIP`` with the model's defaults, through
+``benchmarks/real_ct_scans.py``). Nothing is chosen here: the three are measured, once, on test scans. The
+real patches' numbers beside them are the published ones (``results/real-patches/phantom-transfer.json``:
+the phantom-only networks on all 130 real patches; the two real recipes cross-validated by patient, seed 0).
+The phantom-only and fine-tuned networks are retrained here: CPU training is reproducible only at a fixed
+thread count, so they are not bit for bit the networks of those tables.
+
+Usage: ``python benchmarks/real_ct_side_by_side.py [--work DIR] [--out results/real-ct/side-by-side.json]``
+(about 20 minutes on the 2-core machine: the phantom patches and two trainings, then six predictions; the
+runs are kept under ``--work`` and reused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import phantom_transfer  # noqa: E402
+import real_ct_scans  # noqa: E402
+import train_real_model  # noqa: E402
+
+PHANTOM = "solid-randomised"
+PUBLISHED = "results/real-ct/msd-patches-attention.zip"
+TRANSFER = ROOT / "results" / "real-patches" / "phantom-transfer.json"
+#: model -> (what it was trained on, its row in the published transfer tables)
+MODELS: dict[str, tuple[str, str]] = {
+    "phantom-only": (f"2000 phantom patches ({PHANTOM})", PHANTOM),
+    "real-only": ("130 real patches of 13 MSD patients, random initial weights", "random (today's defaults)"),
+    "pretrained + fine-tuned": ("the real patches, started from the phantom-only network",
+                                f"phantom-only run, {PHANTOM}"),
+}
+
+
+def build_models(work: Path) -> dict[str, Path]:
+    """The three model ``.zip`` files, training the phantom-only and fine-tuned networks where ``work`` lacks them."""
+    from lungseg.inference.bundle import export_model
+
+    work.mkdir(parents=True, exist_ok=True)
+    phantom_run = phantom_transfer.pretrained_run(PHANTOM, work=work / "phantom")
+    data = train_real_model.write_training_data(work / "real")
+    tuned_run = work / "real" / f"attention-seed0-from-{PHANTOM}"
+    train_real_model.train_recipe(data, tuned_run, seed=0, init_weights=phantom_run)
+    zips = {"phantom-only": work / f"phantom-only-{PHANTOM}.zip", "real-only": ROOT / PUBLISHED,
+            "pretrained + fine-tuned": work / f"fine-tuned-from-{PHANTOM}.zip"}
+    for name, run in (("phantom-only", phantom_run), ("pretrained + fine-tuned", tuned_run)):
+        export_model(run, zips[name], force=True, pixel_mm=train_real_model.PIXEL_MM,
+                     unit_window=train_real_model.UNIT_WINDOW,
+                     notes=f"Measured by `python benchmarks/real_ct_side_by_side.py`; not published. Trained on {MODELS[name][0]}.")
+    return zips
+
+
+def patch_numbers(transfer: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per model, its published number on real patches: the phantom-only network on all 130 (pooled Dice over
+    three seeds, the 8 symmetries), the real recipes' patient-level cross-validation (seed 0, mean over 5 folds)."""
+    phantom = next(r for r in transfer["phantom_only"] if r["phantom"] == PHANTOM)
+    tuned = {r["initial weights"]: r for r in transfer["fine_tuned"]}
+    out = {"phantom-only": {"real patches Dice": round(phantom["pooled Dice"], 3),
+                            "real patches: what": "all 130 real patches, never trained on (3 seeds pooled)"}}
+    for name in ("real-only", "pretrained + fine-tuned"):
+        out[name] = {"real patches Dice": round(tuned[MODELS[name][1]]["mean"], 3),
+                     "real patches: what": "held-out patients, 5 patient-level folds (seed 0)"}
+    return out
+
+
+def side_by_side(scans: dict[str, list[dict[str, Any]]], patches: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per model: its training, its real-patch number, on LIDC-IDRI-0314 the Dice against each
+    reader-agreement level and the readers' own pooled pairwise Dice, on LUNG1-001 the Dice and the share of the
+    tumour found, and the components each mask holds."""
+    rows = []
+    for name, model_rows in scans.items():
+        by_scan = {r["scan"]: r for r in model_rows}
+        lidc, lung1 = by_scan["LIDC-IDRI-0314"], by_scan["LUNG1-001"]
+        row: dict[str, Any] = {"model": name, "trained_on": MODELS[name][0], **patches[name]}
+        row.update({f"LIDC Dice vs {level['reference']}": level["dice"] for level in lidc["reader_levels"]})
+        row.update({"LIDC readers with each other": lidc["readers_pairwise_dice"],
+                    "LIDC nodule's own component Dice": lidc.get("tumour_component_dice", 0.0),
+                    "LIDC components": lidc["components"], "LUNG1-001 Dice": lung1["dice"],
+                    "LUNG1-001 tumour found": lung1["recall"], "LUNG1-001 components": lung1["components"]})
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", default="/tmp/lungseg-side-by-side", help="where the runs and model files are kept")
+    ap.add_argument("--out", default="results/real-ct/side-by-side.json")
+    args = ap.parse_args(argv)
+    from lungseg.files import write_json
+
+    if not real_ct_scans.REALCT.is_dir():
+        print(f"error: {real_ct_scans.REALCT} not found: the whole real scans live in ../shared/realct", file=sys.stderr)
+        return 2
+    zips = build_models(Path(args.work))
+    scans = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in zips.items():
+            out = Path(tmp) / f"{name.replace(' ', '-')}.json"
+            real_ct_scans.main(["--model", str(model), "--out", str(out)])
+            # every scan row but its candidate table (hundreds of rows for a phantom-only mask)
+            scans[name] = [{k: v for k, v in row.items() if k != "candidates"}
+                           for row in json.loads(out.read_text(encoding="utf-8"))["scans"]]
+    rows = side_by_side(scans, patch_numbers(json.loads(TRANSFER.read_text(encoding="utf-8"))))
+    write_json({"command": "python benchmarks/real_ct_side_by_side.py", "phantom": PHANTOM, "seed": 0,
+                "models": rows, "scans": scans}, Path(args.out))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
