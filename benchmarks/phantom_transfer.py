@@ -52,6 +52,10 @@ DIAMETER_RANGE_MM = (6.0, 70.0)
 #: reconstructions go to 5 mm), so vessels and tumour ends fade by partial volume as on a scanner. The slab
 #: also averages the noise drawn for the thin slices (its SD falls by up to about half), as a thick
 #: reconstruction does: this variant differs from ``solid-randomised`` in both.
+#: ``solid-randomised-central`` (2026-12-05) puts half the tumours against the mediastinum
+#: (:attr:`~lungseg.data.phantom.PhantomConfig.juxta_mediastinal_share`), where every other phantom has none and
+#: where the central mass of LUNG1-001 lies, which every phantom-only network has missed
+#: (``benchmarks/real_ct_side_by_side.py --phantom``).
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
     "plain": ({}, None),
     "randomised": ({}, {}),
@@ -60,6 +64,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
     "solid-randomised-thick": ({"tumour_type_probs": (0.8, 0.15, 0.05)},
                                {"texture_grain_mm": (0.3, 3.0), "noise_hu": (10.0, 60.0),
                                 "slice_thickness_mm": (2.0, 5.0)}),
+    "solid-randomised-central": ({"tumour_type_probs": (0.8, 0.15, 0.05), "juxta_mediastinal_share": 0.5},
+                                 {"texture_grain_mm": (0.3, 3.0), "noise_hu": (10.0, 60.0)}),
 }
 DEFAULT_WORK = "/tmp/lungseg-phantom-transfer"
 

@@ -21,9 +21,19 @@ the phantom-only networks on all 130 real patches; the two real recipes cross-va
 The phantom-only and fine-tuned networks are retrained here: CPU training is reproducible only at a fixed
 thread count, so they are not bit for bit the networks of those tables.
 
-Usage: ``python benchmarks/real_ct_side_by_side.py [--work DIR] [--out results/real-ct/side-by-side.json]``
+**A central phantom (``--phantom solid-randomised-central``), stated before its run (2026-12-05).** Every
+phantom-only and real-CT network so far has missed LUNG1-001's central mass, and no phantom held a tumour against
+the mediastinum. One more phantom is measured, once, with seed 0: ``solid-randomised`` with half of the tumours
+placed against the mediastinum (``benchmarks/phantom_transfer.py``), its phantom-only network and the real-CT recipe
+fine-tuned from it, side by side with the published model as above (``results/real-ct/side-by-side-central.json``).
+It answers one question, whether tumours against the mediastinum in the phantom let a network find LUNG1-001's
+mass, and is reported whatever it gives. Nothing is chosen by it: the published model and the defaults stay, and
+a single network on two test scans could not choose them.
+
+Usage: ``python benchmarks/real_ct_side_by_side.py [--phantom VARIANT] [--work DIR] [--out JSON]``
 (about 20 minutes on the 2-core machine: the phantom patches and two trainings, then six predictions; the
-runs are kept under ``--work`` and reused).
+runs are kept under ``--work`` and reused). The default ``--out`` is ``results/real-ct/side-by-side.json`` for
+the ``solid-randomised`` phantom and ``side-by-side-central.json`` for the central one.
 """
 
 from __future__ import annotations
@@ -45,49 +55,63 @@ import real_ct_scans  # noqa: E402
 import train_real_model  # noqa: E402
 
 PHANTOM = "solid-randomised"
+CENTRAL = "solid-randomised-central"
 PUBLISHED = "results/real-ct/msd-patches-attention.zip"
 TRANSFER = ROOT / "results" / "real-patches" / "phantom-transfer.json"
-#: model -> (what it was trained on, its row in the published transfer tables)
-MODELS: dict[str, tuple[str, str]] = {
-    "phantom-only": (f"2000 phantom patches ({PHANTOM})", PHANTOM),
-    "real-only": ("130 real patches of 13 MSD patients, random initial weights", "random (today's defaults)"),
-    "pretrained + fine-tuned": ("the real patches, started from the phantom-only network",
-                                f"phantom-only run, {PHANTOM}"),
-}
+OUT = {PHANTOM: "results/real-ct/side-by-side.json", CENTRAL: "results/real-ct/side-by-side-central.json"}
+RANDOM_START = "random (today's defaults)"
 
 
-def build_models(work: Path) -> dict[str, Path]:
-    """The three model ``.zip`` files, training the phantom-only and fine-tuned networks where ``work`` lacks them."""
+def models(phantom: str = PHANTOM) -> dict[str, str]:
+    """The three models, each with what it was trained on."""
+    return {"phantom-only": f"2000 phantom patches ({phantom})",
+            "real-only": "130 real patches of 13 MSD patients, random initial weights",
+            "pretrained + fine-tuned": "the real patches, started from the phantom-only network"}
+
+
+def build_models(work: Path, phantom: str = PHANTOM) -> tuple[dict[str, Path], Path]:
+    """The three model ``.zip`` files (training the phantom-only and fine-tuned networks where ``work`` lacks
+    them) and the phantom-only run."""
     from lungseg.inference.bundle import export_model
 
     work.mkdir(parents=True, exist_ok=True)
-    phantom_run = phantom_transfer.pretrained_run(PHANTOM, work=work / "phantom")
+    phantom_run = phantom_transfer.pretrained_run(phantom, work=work / "phantom")
     data = train_real_model.write_training_data(work / "real")
-    tuned_run = work / "real" / f"attention-seed0-from-{PHANTOM}"
+    tuned_run = work / "real" / f"attention-seed0-from-{phantom}"
     train_real_model.train_recipe(data, tuned_run, seed=0, init_weights=phantom_run)
-    zips = {"phantom-only": work / f"phantom-only-{PHANTOM}.zip", "real-only": ROOT / PUBLISHED,
-            "pretrained + fine-tuned": work / f"fine-tuned-from-{PHANTOM}.zip"}
+    zips = {"phantom-only": work / f"phantom-only-{phantom}.zip", "real-only": ROOT / PUBLISHED,
+            "pretrained + fine-tuned": work / f"fine-tuned-from-{phantom}.zip"}
     for name, run in (("phantom-only", phantom_run), ("pretrained + fine-tuned", tuned_run)):
         export_model(run, zips[name], force=True, pixel_mm=train_real_model.PIXEL_MM,
                      unit_window=train_real_model.UNIT_WINDOW,
-                     notes=f"Measured by `python benchmarks/real_ct_side_by_side.py`; not published. Trained on {MODELS[name][0]}.")
-    return zips
+                     notes=f"Measured by `python benchmarks/real_ct_side_by_side.py`; not published. Trained on "
+                           f"{models(phantom)[name]}.")
+    return zips, phantom_run
 
 
-def patch_numbers(transfer: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per model, its published number on real patches: the phantom-only network on all 130 (pooled Dice over
-    three seeds, the 8 symmetries), the real recipes' patient-level cross-validation (seed 0, mean over 5 folds)."""
-    phantom = next(r for r in transfer["phantom_only"] if r["phantom"] == PHANTOM)
+def patch_numbers(transfer: dict[str, Any], phantom: str = PHANTOM,
+                  phantom_only_dice: float | None = None) -> dict[str, dict[str, Any]]:
+    """Per model, its number on real patches. The published ones where the transfer tables hold the phantom:
+    the phantom-only network on all 130 (three seeds pooled, the 8 symmetries), the real recipes' patient-level
+    cross-validation (seed 0, mean over 5 folds). For another phantom, ``phantom_only_dice`` (its seed-0 network
+    on all 130) and no cross-validation of the fine-tuned recipe (``None``: not measured)."""
     tuned = {r["initial weights"]: r for r in transfer["fine_tuned"]}
-    out = {"phantom-only": {"real patches Dice": round(phantom["pooled Dice"], 3),
-                            "real patches: what": "all 130 real patches, never trained on (3 seeds pooled)"}}
-    for name in ("real-only", "pretrained + fine-tuned"):
-        out[name] = {"real patches Dice": round(tuned[MODELS[name][1]]["mean"], 3),
-                     "real patches: what": "held-out patients, 5 patient-level folds (seed 0)"}
-    return out
+    cv = "held-out patients, 5 patient-level folds (seed 0)"
+    phantom_row = next((r for r in transfer["phantom_only"] if r["phantom"] == phantom), None)
+    fine_tuned = tuned.get(f"phantom-only run, {phantom}")
+    return {
+        "phantom-only": {"real patches Dice": round(phantom_row["pooled Dice"], 3),
+                         "real patches: what": "all 130 real patches, never trained on (3 seeds pooled)"}
+        if phantom_row else {"real patches Dice": None if phantom_only_dice is None else round(phantom_only_dice, 3),
+                             "real patches: what": "all 130 real patches, never trained on (seed 0)"},
+        "real-only": {"real patches Dice": round(tuned[RANDOM_START]["mean"], 3), "real patches: what": cv},
+        "pretrained + fine-tuned": {"real patches Dice": round(fine_tuned["mean"], 3), "real patches: what": cv}
+        if fine_tuned else {"real patches Dice": None, "real patches: what": "not measured"},
+    }
 
 
-def side_by_side(scans: dict[str, list[dict[str, Any]]], patches: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def side_by_side(scans: dict[str, list[dict[str, Any]]], patches: dict[str, dict[str, Any]],
+                 phantom: str = PHANTOM) -> list[dict[str, Any]]:
     """One row per model: its training, its real-patch number, on LIDC-IDRI-0314 the Dice against each
     reader-agreement level and the readers' own pooled pairwise Dice, on LUNG1-001 the Dice and the share of the
     tumour found, and the components each mask holds."""
@@ -95,7 +119,7 @@ def side_by_side(scans: dict[str, list[dict[str, Any]]], patches: dict[str, dict
     for name, model_rows in scans.items():
         by_scan = {r["scan"]: r for r in model_rows}
         lidc, lung1 = by_scan["LIDC-IDRI-0314"], by_scan["LUNG1-001"]
-        row: dict[str, Any] = {"model": name, "trained_on": MODELS[name][0], **patches[name]}
+        row: dict[str, Any] = {"model": name, "trained_on": models(phantom)[name], **patches[name]}
         row.update({f"LIDC Dice vs {level['reference']}": level["dice"] for level in lidc["reader_levels"]})
         row.update({"LIDC readers with each other": lidc["readers_pairwise_dice"],
                     "LIDC nodule's own component Dice": lidc.get("tumour_component_dice", 0.0),
@@ -107,15 +131,19 @@ def side_by_side(scans: dict[str, list[dict[str, Any]]], patches: dict[str, dict
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--phantom", default=PHANTOM, choices=sorted(OUT), help=f"the phantom (default {PHANTOM})")
     ap.add_argument("--work", default="/tmp/lungseg-side-by-side", help="where the runs and model files are kept")
-    ap.add_argument("--out", default="results/real-ct/side-by-side.json")
+    ap.add_argument("--out", default=None, help="the JSON to write (default: by phantom, see the docstring)")
     args = ap.parse_args(argv)
     from lungseg.files import write_json
 
     if not real_ct_scans.REALCT.is_dir():
         print(f"error: {real_ct_scans.REALCT} not found: the whole real scans live in ../shared/realct", file=sys.stderr)
         return 2
-    zips = build_models(Path(args.work))
+    zips, phantom_run = build_models(Path(args.work), args.phantom)
+    transfer = json.loads(TRANSFER.read_text(encoding="utf-8"))
+    published = any(r["phantom"] == args.phantom for r in transfer["phantom_only"])
+    own = None if published else phantom_transfer.score_on_real(phantom_run)["pooled_dice_dihedral"]
     scans = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in zips.items():
@@ -124,10 +152,11 @@ def main(argv: list[str] | None = None) -> int:
             # every scan row but its candidate table (hundreds of rows for a phantom-only mask)
             scans[name] = [{k: v for k, v in row.items() if k != "candidates"}
                            for row in json.loads(out.read_text(encoding="utf-8"))["scans"]]
-    rows = side_by_side(scans, patch_numbers(json.loads(TRANSFER.read_text(encoding="utf-8"))))
-    write_json({"command": "python benchmarks/real_ct_side_by_side.py", "phantom": PHANTOM, "seed": 0,
-                "models": rows, "scans": scans}, Path(args.out))
-    print(f"wrote {args.out}")
+    rows = side_by_side(scans, patch_numbers(transfer, args.phantom, own), args.phantom)
+    command = "python benchmarks/real_ct_side_by_side.py" + ("" if args.phantom == PHANTOM else f" --phantom {args.phantom}")
+    out_path = Path(args.out or OUT[args.phantom])
+    write_json({"command": command, "phantom": args.phantom, "seed": 0, "models": rows, "scans": scans}, out_path)
+    print(f"wrote {out_path}")
     return 0
 
 
