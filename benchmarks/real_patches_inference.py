@@ -41,6 +41,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "pretrained-plain": {},
     "pretrained-randomised": {},
     "pretrained-solid-randomised": {},
+    "pretrained-solid-randomised-central": {},
 }
 #: Variants whose training patches get as many tumour-free phantom lung patches
 #: (:func:`lungseg.experiment.phantom_patches.phantom_negative_patches`, seeded by the fold) as real ones.
@@ -48,7 +49,8 @@ WITH_NEGATIVES = ("phantom-negatives",)
 #: Variants that start from the weights of a phantom-only run of ``benchmarks/phantom_transfer.py``
 #: (trained on 2000 phantom patches, seed 0; run that script first).
 PRETRAINED = {"pretrained-plain": "plain", "pretrained-randomised": "randomised",
-              "pretrained-solid-randomised": "solid-randomised"}
+              "pretrained-solid-randomised": "solid-randomised",
+              "pretrained-solid-randomised-central": "solid-randomised-central"}
 
 
 def _overrides(variant: str) -> dict[str, Any]:
