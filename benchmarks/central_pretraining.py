@@ -27,8 +27,12 @@ The protocol, written before the first run (2026-12-05):
 * **Rule.** The candidate becomes the published model if (a) and (b) both hold; otherwise the published model
   stays. The two test scans take no part; if it is adopted, they are measured again with ``benchmarks/real_ct_scans.py``.
 
+*Added after the runs (2026-12-05), not part of the rule:* "the two test scans take no part" holds for the choice
+itself, but they nominated the candidate; had it been adopted, a later score of it on them would have been
+optimistic.
+
 Usage: ``python benchmarks/central_pretraining.py --model ZIP [--out results/real-ct/central-pretraining.json]``
-after the cross-validation above has appended its rows to ``results/real-patches/inference-runs.jsonl`` (about 10
+after the cross-validation above has appended its rows to ``results/real-patches/inference-runs.jsonl`` (about 6
 minutes for the synthetic sets on the 2-core machine).
 """
 

@@ -70,12 +70,14 @@ def models(phantom: str = PHANTOM) -> dict[str, str]:
 
 
 def build_models(work: Path, phantom: str = PHANTOM) -> tuple[dict[str, Path], Path]:
-    """The three model ``.zip`` files (training the phantom-only and fine-tuned networks where ``work`` lacks
-    them) and the phantom-only run."""
+    """The three model ``.zip`` files (training the phantom-only and fine-tuned networks where they are missing)
+    and the phantom-only run. The phantom-only run is kept in ``benchmarks/phantom_transfer.py``'s work folder,
+    where ``benchmarks/real_patches_inference.py pretrained-VARIANT`` starts its cross-validation from it; the
+    fine-tuned run and the exports under ``work``."""
     from lungseg.inference.bundle import export_model
 
     work.mkdir(parents=True, exist_ok=True)
-    phantom_run = phantom_transfer.pretrained_run(phantom, work=work / "phantom")
+    phantom_run = phantom_transfer.pretrained_run(phantom)
     data = train_real_model.write_training_data(work / "real")
     tuned_run = work / "real" / f"attention-seed0-from-{phantom}"
     train_real_model.train_recipe(data, tuned_run, seed=0, init_weights=phantom_run)
@@ -91,10 +93,11 @@ def build_models(work: Path, phantom: str = PHANTOM) -> tuple[dict[str, Path], P
 
 def patch_numbers(transfer: dict[str, Any], phantom: str = PHANTOM,
                   phantom_only_dice: float | None = None) -> dict[str, dict[str, Any]]:
-    """Per model, its number on real patches. The published ones where the transfer tables hold the phantom:
-    the phantom-only network on all 130 (three seeds pooled, the 8 symmetries), the real recipes' patient-level
-    cross-validation (seed 0, mean over 5 folds). For another phantom, ``phantom_only_dice`` (its seed-0 network
-    on all 130) and no cross-validation of the fine-tuned recipe (``None``: not measured)."""
+    """Per model, its number on real patches, from the published transfer tables where they hold it: the
+    phantom-only networks of ``phantom`` on all 130 (three seeds pooled, the 8 symmetries) and the real recipes'
+    patient-level cross-validation (seed 0, mean over 5 folds). A phantom without published phantom-only rows gets
+    ``phantom_only_dice`` (its seed-0 network on all 130); a fine-tuned recipe never cross-validated gets ``None``
+    ("not measured")."""
     tuned = {r["initial weights"]: r for r in transfer["fine_tuned"]}
     cv = "held-out patients, 5 patient-level folds (seed 0)"
     phantom_row = next((r for r in transfer["phantom_only"] if r["phantom"] == phantom), None)
@@ -148,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name, model in zips.items():
             out = Path(tmp) / f"{name.replace(' ', '-')}.json"
-            real_ct_scans.main(["--model", str(model), "--out", str(out)])
+            if real_ct_scans.main(["--model", str(model), "--out", str(out)]) != 0:
+                raise SystemExit(f"benchmarks/real_ct_scans.py failed on the {name} model")
             # every scan row but its candidate table (hundreds of rows for a phantom-only mask)
             scans[name] = [{k: v for k, v in row.items() if k != "candidates"}
                            for row in json.loads(out.read_text(encoding="utf-8"))["scans"]]
