@@ -147,6 +147,11 @@ def card_notes(cv: dict[str, object], seconds: float) -> str:
 """
 
 
+def _negatives_suffix(negatives: int) -> str:
+    """What the training data's and the run's names add for phantom negatives (nothing without them)."""
+    return f"-neg{negatives}" if negatives else ""
+
+
 def write_training_data(work: Path, negatives: int = 0) -> Path:
     """The 130 real patches (and ``negatives`` tumour-free phantom lung patches) as the recipe's ``.npz``,
     without patient ids, under ``work``."""
@@ -161,7 +166,7 @@ def write_training_data(work: Path, negatives: int = 0) -> Path:
         extra = phantom_negative_patches(negatives, seed=NEGATIVES_SEED, window=UNIT_WINDOW, pixel_mm=PIXEL_MM)
         images = np.concatenate([images, extra])
         masks = np.concatenate([masks, np.zeros(extra.shape, dtype=masks.dtype)])
-    data = work / f"msd-13-patients{f'-neg{negatives}' if negatives else ''}.npz"
+    data = work / f"msd-13-patients{_negatives_suffix(negatives)}.npz"
     with atomic_file(data) as handle:  # never a half-written file where the run's data should be
         np.savez(handle, images=images, masks=masks, intensity="unit", spacing=np.full((len(images), 2), PIXEL_MM))
     return data
@@ -206,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {real_patches_path()} not found: the real-CT model needs ../shared/realct", file=sys.stderr)
         return 2
     data = write_training_data(Path(args.work), args.negatives)
-    suffix = f"-neg{args.negatives}" if args.negatives else ""
-    run = Path(args.work) / f"attention-seed{args.seed}{suffix}"
+    run = Path(args.work) / f"attention-seed{args.seed}{_negatives_suffix(args.negatives)}"
     seconds = train_recipe(data, run, args.seed)
     cv = {**cross_validated_dice(args.negatives), "seed": args.seed, "negatives": args.negatives}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
