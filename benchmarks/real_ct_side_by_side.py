@@ -125,7 +125,7 @@ def side_by_side(scans: dict[str, list[dict[str, Any]]], patches: dict[str, dict
         row: dict[str, Any] = {"model": name, "trained_on": models(phantom)[name], **patches[name]}
         row.update({f"LIDC Dice vs {level['reference']}": level["dice"] for level in lidc["reader_levels"]})
         row.update({"LIDC readers with each other": lidc["readers_pairwise_dice"],
-                    "LIDC nodule's own component Dice": lidc.get("tumour_component_dice", 0.0),
+                    "LIDC nodule's own component Dice": lidc.get("tumour_component_dice"),
                     "LIDC components": lidc["components"], "LUNG1-001 Dice": lung1["dice"],
                     "LUNG1-001 tumour found": lung1["recall"], "LUNG1-001 components": lung1["components"]})
         rows.append(row)

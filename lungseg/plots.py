@@ -1,6 +1,7 @@
 """Seaborn figures of the statistics: learning curves with seed bands, Figure 3 with every seed's
 value, per-patient Dice distributions, paired differences with their intervals, and the CRF's
-per-image effect by tumour size; and the evaluation figures of the field: the lesion-level FROC curve,
+per-image effect by tumour size; the test tumours against the real training patches' range; and the evaluation
+figures of the field: the lesion-level FROC curve,
 the reliability diagram of probabilities and the Bland–Altman plot of tumour volumes.
 
 :mod:`lungseg.viz` draws images (slices, contours, attention); this module draws numbers over seeds,
@@ -37,6 +38,7 @@ __all__ = [
     "paired_differences",
     "parse_run_name",
     "reliability_diagram",
+    "training_range_plot",
 ]
 
 #: An experiment's run folder name, ``<model>-<loss>-seed<N>`` (:func:`lungseg.experiment.run_experiment`).
@@ -430,5 +432,46 @@ def bland_altman_plot(result: Mapping[str, Any], unit: str = "mL", labels: Seque
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def training_range_plot(record: Mapping[str, Any], title: str | None = None) -> Figure:
+    """The real training patches' tumour cross-sections and each test scan's, slice by slice: size against
+    attachment (left), and the share of each scan slice the model marks against its size (right).
+
+    Args:
+        record: the JSON of ``benchmarks/training_range.py`` (``patches``; ``scans``: name to
+            ``cross_sections`` rows with ``diameter_mm``, ``attached_share`` and ``found``).
+        title: figure title.
+    """
+    missing = [k for k in ("patches", "scans") if k not in record]
+    if missing:
+        raise ValueError(f"training_range_plot: missing {missing}; expected the JSON of benchmarks/training_range.py")
+    patches = pd.DataFrame(record["patches"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.0))
+    left.scatter(patches["diameter_mm"], patches["attached_share"], s=14, color="0.65", edgecolor="none",
+                 label=f"training patches ({len(patches)})")
+    widest = patches["diameter_mm"].max()
+    markers = ("o", "s", "^", "D")
+    for (name, scan), marker in zip(record["scans"].items(), markers):
+        rows = pd.DataFrame(scan["cross_sections"])
+        left.scatter(rows["diameter_mm"], rows["attached_share"], s=22, marker=marker, edgecolor="black", lw=0.4,
+                     label=f"{name} ({len(rows)} slices)", zorder=3)
+        if "found" in rows:
+            right.plot(rows["diameter_mm"], rows["found"], marker=marker, ls="none", mec="black", mew=0.4,
+                       label=name)
+    for ax in (left, right):
+        ax.axvline(widest, color="0.3", lw=0.8, ls="--")
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("cross-section: equivalent diameter (mm)")
+    left.annotate("widest training tumour", (widest, 0.97), fontsize=7, ha="right", va="top",
+                  xytext=(-3, 0), textcoords="offset points")
+    left.set(ylabel="rim against tissue as bright (share)", ylim=(-0.03, 1.0))
+    right.set(ylabel="tumour the model marks (share)", ylim=(-0.03, 1.03))
+    left.legend(fontsize=7, loc="upper left")
+    right.legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

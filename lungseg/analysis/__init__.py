@@ -13,6 +13,8 @@
   Dice (chapter 5);
 * :mod:`lungseg.analysis.real_ct` — a phantom-trained run on a real nodule against its readers,
   and the phantom's intensities beside the real scan's (chapter 10);
+* :mod:`lungseg.analysis.training_range` — a whole scan's tumour cross-sections (size, attachment) against the
+  real training patches', slice by slice (chapter 10);
 * :mod:`lungseg.analysis.coverage` — how often an interval holds the value of a large study, by
   resampling its scored patients, and how much of its width the seeds and the patients make (chapter 5);
 * :mod:`lungseg.analysis.distributions` — per-patient Dice and the paired differences, for the
