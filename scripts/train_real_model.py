@@ -12,7 +12,8 @@ pooled Dice of the same recipe on held-out patients (read from ``results/real-pa
 Usage: ``python scripts/train_real_model.py [--seed 0] [--out results/real-ct/msd-patches-attention.zip]``
 (``make real-model``; about 3 minutes of training on the 2-core machine). ``--refresh-card`` rewrites only
 the model card's line on the whole real scans of an exported ``--out`` from ``results/real-ct/whole-scans.json``
-(after a change to how ``lungseg predict`` searches a scan), keeping the weights and every other file.
+(after a change to how ``lungseg predict`` searches a scan) and the line on the tumour sizes it was trained on
+from ``results/real-ct/training-range.json``, keeping the weights and every other file.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ CV_KEY = "best|tta8|t0.5"
 CV_CLI = ROOT / "results" / "real-patches" / "comparison-tta-seed2.json"
 #: The model on the two whole real scans of ``../shared/realct`` (``benchmarks/real_ct_scans.py``).
 WHOLE_SCANS = ROOT / "results" / "real-ct" / "whole-scans.json"
+TRAINING_RANGE = ROOT / "results" / "real-ct" / "training-range.json"
+#: How the card's line on the tumour sizes it was trained on begins (:func:`training_range_line`).
+SIZE_LINE = "- **Tumour sizes it was trained on:**"
 #: The training patches' pixel size.
 PIXEL_MM = 2.0
 #: The HU window whose clip-and-scale to [0, 1] matches the patches' scaling, from their histogram: its
@@ -82,9 +86,26 @@ def whole_scan_lines() -> str:
             + "; ".join(parts) + ".\n")
 
 
+def training_range_line() -> str:
+    """The card's line on the tumour sizes of the training patches and of the two whole real scans, from
+    :data:`TRAINING_RANGE` (``benchmarks/training_range.py``; empty before it is measured)."""
+    if not TRAINING_RANGE.is_file():
+        return ""
+    measured = json.loads(TRAINING_RANGE.read_text(encoding="utf-8"))
+    patches = next(iter(measured["scans"].values()))["summary"]["patches"]
+    scans = "; ".join(f"{name}: {scan['summary']['wider_than_every_patch']} of its {scan['summary']['slices']} tumour"
+                      " slices wider than every training tumour" for name, scan in measured["scans"].items())
+    return (f"{SIZE_LINE} nine in ten of its {patches['count']} training tumour cross-sections are"
+            f" {patches['diameter_p90_mm']:.0f} mm across or less (median {patches['diameter_median_mm']:.0f} mm, the"
+            f" widest {patches['widest_mm']:.1f} mm; {patches['touching_border']} are cut off by their patch's border, so"
+            f" the widest may have been wider). {scans}"
+            f" (`{measured['command']}`). Do not expect it to outline a tumour much wider than those.\n")
+
+
 def refresh_card(model_zip: Path) -> None:
-    """Replace the whole-scan line of ``model_zip``'s card by :func:`whole_scan_lines` and re-hash the card in
-    its metadata; every other member is copied byte for byte.
+    """Replace the whole-scan line of ``model_zip``'s card by :func:`whole_scan_lines` followed by
+    :func:`training_range_line` (dropping an earlier size line) and re-hash the card in its metadata; every
+    other member is copied byte for byte.
 
     Raises:
         LungsegError: ``model_zip`` holds no card with such a line, or the whole scans were never measured.
@@ -100,13 +121,16 @@ def refresh_card(model_zip: Path) -> None:
     card_name = next((n for n in members if n.endswith("/docs/README.md")), None)
     metadata_name = next((n for n in members if n.endswith("/configs/metadata.json")), None)
     lines = members[card_name].decode("utf-8").splitlines(keepends=True) if card_name else []
+    size = training_range_line()
+    if size:  # the earlier size line goes; without a measurement it stays
+        lines = [kept for kept in lines if not kept.startswith(SIZE_LINE)]
     where = [i for i, line in enumerate(lines) if line.startswith("- **On two whole real scans**")]
     if metadata_name is None or len(where) != 1:
         raise LungsegError(f"{model_zip}: no model card with one line on the whole real scans to refresh")
     line = whole_scan_lines()
     if not line:  # the line would be deleted, and the next refresh would find none
         raise LungsegError(f"{WHOLE_SCANS} not found: measure the whole scans first (python benchmarks/real_ct_scans.py)")
-    lines[where[0]] = line
+    lines[where[0]] = line + size
     members[card_name] = "".join(lines).encode("utf-8")
     metadata = json.loads(members[metadata_name])
     metadata["files"]["docs/README.md"] = hashlib.sha256(members[card_name]).hexdigest()
@@ -138,7 +162,7 @@ def card_notes(cv: dict[str, object], seconds: float) -> str:
   and their walls (`--region auto`), and averages the network's maps on axial, coronal and sagittal slices
   (`--planes auto`). It was trained on patches around tumours only, so on a whole scan it
   also marks vessels and soft tissue inside the lungs: read its lesion table as candidates.
-{whole_scan_lines()}- **Measured:** the same recipe, trained on the other patients of each of five patient-level folds and
+{whole_scan_lines()}{training_range_line()}- **Measured:** the same recipe, trained on the other patients of each of five patient-level folds and
   scored on the held-out patients' patches (seeds {cv["seeds"]}, {cv["runs"]} runs): pooled Dice per fold
   {cv["per_fold"]}, mean **{cv["mean"]:.3f}**, 95 % t interval over the folds [{cv["low"]:.3f}, {cv["high"]:.3f}]
   ({cv_command}). The published weights themselves
@@ -198,11 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--negatives", type=int, default=NEGATIVES,
                     help=f"tumour-free phantom lung patches added to the training patches (default {NEGATIVES})")
     ap.add_argument("--refresh-card", action="store_true",
-                    help="only rewrite the card's whole-scan line of --out from results/real-ct/whole-scans.json")
+                    help="only rewrite the card's whole-scan line of --out from results/real-ct/whole-scans.json,"
+                         " and its tumour-size line from results/real-ct/training-range.json")
     args = ap.parse_args(argv)
     if args.refresh_card:
         refresh_card(Path(args.out))
-        print(f"refreshed the whole-scan line of {args.out}'s card")
+        print(f"refreshed the whole-scan and tumour-size lines of {args.out}'s card")
         return 0
     from lungseg.experiment.realct import real_patches_path
     from lungseg.inference.bundle import export_model

@@ -141,6 +141,10 @@ def test_refreshing_the_card_rewrites_only_its_whole_scan_line(model: Path, scri
     with zipfile.ZipFile(copy) as zf:
         refreshed = {n: zf.read(n) for n in zf.namelist()}
     assert "outdated" not in refreshed[card].decode() and script.whole_scan_lines() in refreshed[card].decode()
+    script.refresh_card(copy)  # a second refresh keeps one size line, after the whole-scan line
+    with zipfile.ZipFile(copy) as zf:
+        text = zf.read(card).decode()
+    assert text.count(script.SIZE_LINE) == 1 and script.whole_scan_lines() + script.training_range_line() in text
     assert all(refreshed[n] == data for n, data in members.items() if not n.endswith(("README.md", "metadata.json")))
     Predictor.from_bundle(copy, device="cpu")  # the card's new hash is checked on loading
     members[card] = b"# a card without the line\n"
