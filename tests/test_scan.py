@@ -187,7 +187,8 @@ def test_the_cli_offers_the_same_regions_as_the_library() -> None:
 def test_a_scan_without_lungs_is_searched_whole_with_a_warning() -> None:
     from lungseg.errors import DataWarning
 
-    hu = np.full((4, 64, 64), 40.0, dtype=np.float32)
+    hu = np.full((4, 64, 64), -1000.0, dtype=np.float32)  # air around a body of soft tissue, with no lung in it
+    hu[:, 8:56, 8:56] = 40.0
     vol = CTVolume(image=hu, mask=None, spacing=SPACING, patient_id="toy")
     with pytest.warns(DataWarning, match="scan.nii.gz: no lungs found.*whole scan is searched"):
         seg, info = segment_scan(tiny_predictor(unit_window=(-970.0, 150.0)), vol, threshold=0.01, where="scan.nii.gz")
@@ -308,3 +309,22 @@ def test_candidates_are_labelled_in_their_box_as_in_the_whole_volume() -> None:
     np.testing.assert_allclose(largest["centroid_voxel"], [zs.mean(), ys.mean(), xs.mean()], atol=0.006)
     assert largest["peak_probability"] == 0.7 and table["count"] == n
     assert lesion_summary(np.zeros_like(mask), (2.0, 1.0, 1.0))["count"] == 0
+
+
+@pytest.mark.parametrize(("offset", "scale", "says"), [
+    (1024.0, 1.0, "stored CT values without their rescale"),  # a scan saved without its rescale intercept
+    (970.0, 1.0 / 1120.0, "scaled to \\[0, 1\\]"),  # a scan normalised to [0, 1] and saved as if in HU
+])
+def test_a_scan_said_to_be_in_hu_whose_values_are_not_is_refused_naming_the_file(offset: float, scale: float, says: str) -> None:
+    """Without the check such a scan has no lungs, is searched whole, and comes back with an empty mask."""
+    from lungseg.errors import DataError
+
+    image, _ = chest()
+    shifted = ((np.clip(image, -970.0, 2000.0) + offset) * scale).astype(np.float32)
+    if scale != 1.0:
+        shifted = np.clip(shifted, 0.0, 1.0)
+    vol = CTVolume(image=shifted, mask=None, spacing=SPACING, patient_id="toy")
+    with pytest.raises(DataError, match=f"scan.nii.gz: intensities span .* nothing below -100.*{says}"):
+        segment_scan(tiny_predictor(unit_window=(-970.0, 150.0)), vol, threshold=0.01, where="scan.nii.gz")
+    segment_scan(tiny_predictor(unit_window=(-970.0, 150.0)), CTVolume(image=image, mask=None, spacing=SPACING,
+                                                                       patient_id="toy"), threshold=0.01)

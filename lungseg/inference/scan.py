@@ -42,6 +42,7 @@ import numpy as np
 from scipy import ndimage
 
 from lungseg.errors import DataWarning, LungsegError
+from lungseg.inference.checks import require_hounsfield
 from lungseg.inference.lesions import label_candidates, lesion_summary, world_affine
 from lungseg.inference.planes import resolve_planes, three_plane_probabilities, too_short
 from lungseg.inference.predictor import Predictor, Segmentation
@@ -242,10 +243,13 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
         in which no lung is found is searched whole, with a :class:`~lungseg.errors.DataWarning`.
 
     Raises:
+        DataError: a scan said to be in HU whose values are not (:func:`~lungseg.inference.checks.require_hounsfield`).
         LungsegError: intensities the model cannot take (:func:`model_images`), a bad ``region`` or
             ``planes``, a region asked of a volume not in HU, three planes asked of a model that states no
             pixel size, or slices the network cannot take.
     """
+    if vol.intensity == "hu":
+        require_hounsfield(vol.image, where)
     images = model_images(run, vol, where)
     chosen = resolve_region(region, vol)
     views = resolve_planes(planes, run, where)
