@@ -5,13 +5,14 @@ The published real-CT model learned from 130 real 2D patches (48² at 2 mm, 96 m
 For each tumour cross-section of the two whole real scans (every axial slice of the LIDC-IDRI-0314 consensus
 and of the LUNG1-001 GTV, resampled to 2 mm) this measures, with :mod:`lungseg.analysis.training_range`, its
 size (equivalent diameter) and how much of its rim lies against tissue as bright as the tumour (the
-attached share), the same two numbers for every training patch, and the share of the cross-section the
-published model marks when run as ``lungseg predict`` runs it (its defaults). The result says whether the
-tumours the model misses lie outside what it was trained on. It is a diagnosis: it chooses nothing, and the
+attached share), the same two numbers for every distinct training cross-section, the widest coronal and
+sagittal cross-sections its voxels lie on, and the share of the cross-section the published model marks when
+run as ``lungseg predict`` runs it (its defaults: three planes averaged) and on axial slices alone
+(``--planes axial``). The result says whether the tumours the model misses lie outside what it was trained on. It is a diagnosis: it chooses nothing, and the
 two scans are measurements only (for LUNG1-001, numbers only: its licence keeps its images out of the book).
 
 Usage: ``python benchmarks/training_range.py [--model ZIP] [--out results/real-ct/training-range.json]``
-(about 2 minutes on the 2-core machine, most of it the two predictions).
+(about 3 minutes on the 2-core machine, most of it the four predictions).
 """
 
 from __future__ import annotations
@@ -54,11 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, (ct, reference_file, _) in real_ct_scans.SCANS.items():
         (scan,) = read_input(real_ct_scans.REALCT / ct)[1]
         reference = read_input(real_ct_scans.REALCT / reference_file)[1][0].image > 0.5
-        with tempfile.TemporaryDirectory() as tmp:
-            predict(args.model, real_ct_scans.REALCT / ct, Path(tmp) / "mask.nii.gz", device="cpu", progress=False)
-            mask = read_input(Path(tmp) / "mask.nii.gz")[1][0].image > 0.5
-        rows = training_range.scan_cross_sections(scan.image, reference, scan.spacing, prediction=mask)
-        rows = [_rounded(r) for r in rows]
+        masks = {}
+        for planes in ("auto", "axial"):
+            with tempfile.TemporaryDirectory() as tmp:
+                predict(args.model, real_ct_scans.REALCT / ct, Path(tmp) / "mask.nii.gz", device="cpu", progress=False,
+                        planes=planes)
+                masks[planes] = read_input(Path(tmp) / "mask.nii.gz")[1][0].image > 0.5
+        rows = training_range.scan_cross_sections(scan.image, reference, scan.spacing, prediction=masks["auto"])
+        axial = training_range.scan_cross_sections(scan.image, reference, scan.spacing, prediction=masks["axial"])
+        rows = [_rounded({**r, "found_axial_only": a["found"]}) for r, a in zip(rows, axial)]
         scans[name] = {"summary": training_range.range_summary(rows, patch_rows), "cross_sections": rows}
         print(name, scans[name]["summary"])
     write_json({"command": "python benchmarks/training_range.py", "model": args.model,

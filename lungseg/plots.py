@@ -437,8 +437,9 @@ def bland_altman_plot(result: Mapping[str, Any], unit: str = "mL", labels: Seque
 
 
 def training_range_plot(record: Mapping[str, Any], title: str | None = None) -> Figure:
-    """The real training patches' tumour cross-sections and each test scan's, slice by slice: size against
-    attachment (left), and the share of each scan slice the model marks against its size (right).
+    """The real training patches' distinct tumour cross-sections and each test scan's, axial slice by slice:
+    size against attachment (left), and the share of each scan slice the model marks against its size (right;
+    hollow: the model run on axial slices alone, where the rows carry ``found_axial_only``).
 
     Args:
         record: the JSON of ``benchmarks/training_range.py`` (``patches``; ``scans``: name to
@@ -448,24 +449,27 @@ def training_range_plot(record: Mapping[str, Any], title: str | None = None) -> 
     missing = [k for k in ("patches", "scans") if k not in record]
     if missing:
         raise ValueError(f"training_range_plot: missing {missing}; expected the JSON of benchmarks/training_range.py")
-    patches = pd.DataFrame(record["patches"])
+    patches = pd.DataFrame([r for r in record["patches"] if r.get("repeat_of") is None])  # each distinct one once
     fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.0))
     left.scatter(patches["diameter_mm"], patches["attached_share"], s=14, color="0.65", edgecolor="none",
-                 label=f"training patches ({len(patches)})")
+                 label=f"training cross-sections ({len(patches)} distinct)")
     widest = patches["diameter_mm"].max()
-    markers = ("o", "s", "^", "D")
-    for (name, scan), marker in zip(record["scans"].items(), markers):
+    styles = (("o", "tab:blue"), ("s", "tab:orange"), ("^", "tab:green"), ("D", "tab:purple"))
+    for (name, scan), (marker, colour) in zip(record["scans"].items(), styles):
         rows = pd.DataFrame(scan["cross_sections"])
-        left.scatter(rows["diameter_mm"], rows["attached_share"], s=22, marker=marker, edgecolor="black", lw=0.4,
-                     label=f"{name} ({len(rows)} slices)", zorder=3)
+        left.scatter(rows["diameter_mm"], rows["attached_share"], s=22, marker=marker, color=colour, edgecolor="black",
+                     lw=0.4, label=f"{name} ({len(rows)} slices)", zorder=3)
         if "found" in rows:
-            right.plot(rows["diameter_mm"], rows["found"], marker=marker, ls="none", mec="black", mew=0.4,
-                       label=name)
+            right.plot(rows["diameter_mm"], rows["found"], marker=marker, ls="none", color=colour, mec="black", mew=0.4,
+                       label=f"{name}, three planes")
+            if "found_axial_only" in rows:
+                right.plot(rows["diameter_mm"], rows["found_axial_only"], marker=marker, ls="none", mfc="none",
+                           mec=colour, mew=1.0, label=f"{name}, axial slices alone")
     for ax in (left, right):
         ax.axvline(widest, color="0.3", lw=0.8, ls="--")
         ax.grid(alpha=0.3)
         ax.set_xlabel("cross-section: equivalent diameter (mm)")
-    left.annotate("widest training tumour", (widest, 0.97), fontsize=7, ha="right", va="top",
+    left.annotate("widest in training", (widest, 0.97), fontsize=7, ha="right", va="top",
                   xytext=(-3, 0), textcoords="offset points")
     left.set(ylabel="rim against tissue as bright (share)", ylim=(-0.03, 1.0))
     right.set(ylabel="tumour the model marks (share)", ylim=(-0.03, 1.03))

@@ -93,12 +93,12 @@ def training_range_line() -> str:
         return ""
     measured = json.loads(TRAINING_RANGE.read_text(encoding="utf-8"))
     patches = next(iter(measured["scans"].values()))["summary"]["patches"]
-    scans = "; ".join(f"{name}: {scan['summary']['wider_than_every_patch']} of its {scan['summary']['slices']} tumour"
-                      " slices wider than every training tumour" for name, scan in measured["scans"].items())
-    return (f"{SIZE_LINE} nine in ten of its {patches['count']} training tumour cross-sections are"
-            f" {patches['diameter_p90_mm']:.0f} mm across or less (median {patches['diameter_median_mm']:.0f} mm, the"
-            f" widest {patches['widest_mm']:.1f} mm; {patches['touching_border']} are cut off by their patch's border, so"
-            f" the widest may have been wider). {scans}"
+    scans = "; ".join(f"{name}: {scan['summary']['wider_than_every_patch']} of its {scan['summary']['slices']} axial"
+                      " tumour slices wider than every training cross-section" for name, scan in measured["scans"].items())
+    return (f"{SIZE_LINE} nine in ten of the {patches['count']} distinct tumour cross-sections of its training patches"
+            f" are {patches['diameter_p90_mm']:.0f} mm across or less (median {patches['diameter_median_mm']:.0f} mm; the"
+            f" widest as its patch shows it {patches['widest_mm']:.1f} mm, and {patches['touching_border']} are cut off"
+            f" by their patch's border, so the widest may have been wider). {scans}"
             f" (`{measured['command']}`). Do not expect it to outline a tumour much wider than those.\n")
 
 

@@ -228,14 +228,16 @@ def test_bland_altman_plot_draws_bias_and_limits():
 
 
 def test_training_range_plot_puts_each_scan_beside_the_patches():
-    record = {"patches": [{"diameter_mm": d, "attached_share": 0.1} for d in (10.0, 20.0, 60.0)],
+    record = {"patches": [{"diameter_mm": d, "attached_share": 0.1, "repeat_of": None} for d in (10.0, 20.0, 60.0)]
+              + [{"diameter_mm": 90.0, "attached_share": 0.1, "repeat_of": 0}],  # a repeat: drawn once, not again
               "scans": {"A": {"cross_sections": [{"diameter_mm": 15.0, "attached_share": 0.0, "found": 0.9}]},
                         "B": {"cross_sections": [{"diameter_mm": 70.0, "attached_share": 0.2, "found": 0.0},
                                                  {"diameter_mm": 30.0, "attached_share": 0.3, "found": 0.1}]}}}
     fig = plots.training_range_plot(record)
     left, right = fig.axes
     assert len(left.collections) == 3 and [len(line.get_xdata()) for line in right.lines[:2]] == [1, 2]
-    assert left.lines[0].get_xdata()[0] == 60.0  # the widest training tumour
+    assert left.lines[0].get_xdata()[0] == 60.0  # the widest distinct training cross-section
+    assert len(left.collections[0].get_offsets()) == 3
     plt.close(fig)
     with pytest.raises(ValueError, match="missing \\['scans'\\]"):
         plots.training_range_plot({"patches": []})

@@ -311,20 +311,33 @@ def test_candidates_are_labelled_in_their_box_as_in_the_whole_volume() -> None:
     assert lesion_summary(np.zeros_like(mask), (2.0, 1.0, 1.0))["count"] == 0
 
 
-@pytest.mark.parametrize(("offset", "scale", "says"), [
-    (1024.0, 1.0, "stored CT values without their rescale"),  # a scan saved without its rescale intercept
-    (970.0, 1.0 / 1120.0, "scaled to \\[0, 1\\]"),  # a scan normalised to [0, 1] and saved as if in HU
+@pytest.mark.parametrize(("offset", "scale", "padding", "says"), [
+    (1024.0, 1.0, None, "stored CT values without their rescale"),  # saved without its rescale intercept
+    (1024.0, 1.0, -2000.0, "stored CT values without their rescale"),  # the same with a padding value around it
+    (970.0, 1.0 / 1120.0, None, "scaled to \\[0, 1\\]"),  # normalised to [0, 1] and saved as if in HU
 ])
-def test_a_scan_said_to_be_in_hu_whose_values_are_not_is_refused_naming_the_file(offset: float, scale: float, says: str) -> None:
+def test_a_scan_taken_as_hu_whose_values_are_not_is_refused_naming_the_file(offset: float, scale: float,
+                                                                            padding: float | None, says: str) -> None:
     """Without the check such a scan has no lungs, is searched whole, and comes back with an empty mask."""
     from lungseg.errors import DataError
 
     image, _ = chest()
-    shifted = ((np.clip(image, -970.0, 2000.0) + offset) * scale).astype(np.float32)
-    if scale != 1.0:
-        shifted = np.clip(shifted, 0.0, 1.0)
-    vol = CTVolume(image=shifted, mask=None, spacing=SPACING, patient_id="toy")
-    with pytest.raises(DataError, match=f"scan.nii.gz: intensities span .* nothing below -100.*{says}"):
+    shifted = np.clip((np.clip(image, -970.0, 2000.0) + offset) * scale, 0.0, None if scale == 1.0 else 1.0)
+    if padding is not None:
+        shifted[:, :12, :] = padding  # outside the field of view
+    vol = CTVolume(image=shifted.astype(np.float32), mask=None, spacing=SPACING, patient_id="toy")
+    with pytest.raises(DataError, match=f"scan.nii.gz: intensities span .* 0.00% of the voxels lie in \\[-1100, -400\\].*{says}"
+                                        ".*--region all"):
         segment_scan(tiny_predictor(unit_window=(-970.0, 150.0)), vol, threshold=0.01, where="scan.nii.gz")
     segment_scan(tiny_predictor(unit_window=(-970.0, 150.0)), CTVolume(image=image, mask=None, spacing=SPACING,
                                                                        patient_id="toy"), threshold=0.01)
+
+
+def test_a_soft_tissue_crop_in_hu_is_refused_for_the_lungs_and_segmented_with_region_all() -> None:
+    from lungseg.errors import DataError
+
+    crop = CTVolume(image=np.full((4, 64, 64), 40.0, dtype=np.float32), mask=None, spacing=SPACING, patient_id="toy")
+    with pytest.raises(DataError, match="no air or lung .*--region all"):
+        segment_scan(tiny_predictor(unit_window=(-970.0, 150.0)), crop, threshold=0.01, where="crop.nii.gz")
+    seg, info = segment_scan(tiny_predictor(unit_window=(-970.0, 150.0)), crop, threshold=0.01, region="all")
+    assert info["region"] == "all" and seg.mask.shape == crop.image.shape

@@ -63,13 +63,17 @@ def test_empty_masks_and_bad_shapes() -> None:
         training_range.scan_cross_sections(np.zeros((2, 8, 8)), np.ones((2, 8, 8)), (1.0, 0.0, 1.0))
 
 
-def test_patches_keep_their_index_skip_empty_ones_and_flag_tumours_cut_by_the_border() -> None:
+def test_patches_keep_their_index_skip_empty_ones_flag_tumours_cut_by_the_border_and_repeats() -> None:
+    """A tumour slice cut again at a shifted position (the same tumour pixels) is a repeat of the first cut."""
     inside, mask_inside = nodule_in_lung()
+    inside = inside + np.random.default_rng(1).normal(0, 30, inside.shape)
     cut_mask = disc((48, 48), (24, 2), 6.0)
-    images = np.stack([inside, inside, np.where(cut_mask, 40.0, -850.0)])
-    labels = np.stack([mask_inside, np.zeros_like(mask_inside), cut_mask])
+    shifted = (np.roll(inside, (3, -5), axis=(0, 1)), np.roll(mask_inside, (3, -5), axis=(0, 1)))
+    images = np.stack([inside, inside, np.where(cut_mask, 40.0, -850.0), shifted[0], inside + 1.0])
+    labels = np.stack([mask_inside, np.zeros_like(mask_inside), cut_mask, shifted[1], mask_inside])
     rows = training_range.patch_cross_sections(images, labels)
-    assert [(r["patch"], r["touches_border"]) for r in rows] == [(0, False), (2, True)]
+    assert [(r["patch"], r["touches_border"], r["repeat_of"]) for r in rows] == [
+        (0, False, None), (2, True, None), (3, False, 0), (4, False, None)]
 
 
 def test_a_sphere_on_an_anisotropic_grid_is_measured_at_2_mm_and_the_found_share_is_per_slice() -> None:
@@ -83,6 +87,8 @@ def test_a_sphere_on_an_anisotropic_grid_is_measured_at_2_mm_and_the_found_share
     assert [r["slice"] for r in rows] == list(range(4, 17))
     assert max(r["diameter_mm"] for r in rows) == pytest.approx(40.0, abs=2.0)
     assert all(0.4 < r["found"] < 0.6 for r in rows) and all(r["attached_share"] == 0.0 for r in rows)
+    # the end slices' voxels lie near the sphere's axis, on coronal and sagittal sections almost as wide as it
+    assert rows[0]["diameter_mm"] < 25.0 and rows[0]["coronal_mm"] > 35.0 and rows[0]["sagittal_mm"] > 35.0
     assert "found" not in training_range.scan_cross_sections(image, mask, (3.0, 1.0, 1.0))[0]
 
 
@@ -90,10 +96,15 @@ def test_range_summary_counts_the_slices_beyond_the_patches() -> None:
     patches = [{"diameter_mm": float(d), "attached_share": a, "touches_border": d == 50}
                for d, a in zip(range(5, 55, 5), np.linspace(0.0, 0.45, 10))]
     scan = [{"diameter_mm": d, "attached_share": a} for d, a in ((10.0, 0.0), (49.0, 0.5), (60.0, 0.1), (75.0, 0.6))]
-    summary = training_range.range_summary(scan, patches)
+    repeat = {"diameter_mm": 90.0, "attached_share": 0.9, "touches_border": False, "repeat_of": 0}
+    summary = training_range.range_summary(scan, patches + [repeat])  # a repeat counts once, with its first cut
     assert summary["slices"] == 4 and summary["wider_than_every_patch"] == 2
     assert summary["wider_than_9_in_10_patches"] == 3 and summary["more_attached_than_9_in_10_patches"] == 2
     assert summary["patches"]["widest_mm"] == 50.0 and summary["patches"]["touching_border"] == 1
+    assert summary["patches"]["count"] == 10 and summary["patches"]["repeats_left_out"] == 1
+    assert "on_a_coronal_or_sagittal_section_wider_than_every_patch" not in summary
+    planes = [{**r, "coronal_mm": 55.0 if r["diameter_mm"] < 20 else 30.0, "sagittal_mm": 0.0} for r in scan]
+    assert training_range.range_summary(planes, patches)["on_a_coronal_or_sagittal_section_wider_than_every_patch"] == 1
     with pytest.raises(ValueError, match="no training"):
         training_range.range_summary(scan, [])
 
@@ -109,7 +120,7 @@ def test_the_published_training_range_is_what_the_code_measures_on_the_real_patc
     record = json.loads(PUBLISHED.read_text(encoding="utf-8"))
     patches = load_real_patches()
     rows = training_range.patch_cross_sections(patches.images, patches.masks)
-    assert [r["patch"] for r in record["patches"]] == [r["patch"] for r in rows]
+    assert [(r["patch"], r["repeat_of"]) for r in record["patches"]] == [(r["patch"], r["repeat_of"]) for r in rows]
     assert [r["diameter_mm"] for r in record["patches"]] == pytest.approx([r["diameter_mm"] for r in rows], abs=1e-3)
     assert [r["attached_share"] for r in record["patches"]] == pytest.approx([r["attached_share"] for r in rows], abs=1e-3)
     for scan in record["scans"].values():

@@ -10,12 +10,16 @@ import numpy as np
 
 from lungseg.errors import DataError, LungsegError
 
-__all__ = ["HU_FLOOR", "check_positive_int", "check_threshold", "require_finite", "require_hounsfield"]
+__all__ = ["AIR_AND_LUNG_HU", "MIN_AIR_AND_LUNG_SHARE", "check_positive_int", "check_threshold", "require_finite",
+           "require_hounsfield"]
 
 
-#: A CT scan in Hounsfield units holds air (about -1000 HU), aerated lung (about -850) or at least fat (about
-#: -100); a volume with no value below this holds none of them and is almost certainly not in HU.
-HU_FLOOR = -100.0
+#: The HU of air and aerated lung.
+AIR_AND_LUNG_HU = (-1100.0, -400.0)
+#: The least share of a scan's voxels in :data:`AIR_AND_LUNG_HU` for it to be taken as a chest CT in HU: a chest
+#: CT holds far more (LIDC-IDRI-0314 66 %, LUNG1-001 76 %, with the air around the body); stored values without
+#: their rescale, or intensities scaled to [0, 1], hold none.
+MIN_AIR_AND_LUNG_SHARE = 0.001
 
 
 def check_positive_int(value: Any, name: str) -> int:
@@ -44,20 +48,24 @@ def require_finite(image: np.ndarray, source: Any) -> None:
 
 
 def require_hounsfield(image: np.ndarray, source: Any) -> None:
-    """Refuse a scan said to be in HU whose lowest value is above :data:`HU_FLOOR`: no air, lung or fat, so its
-    values are not Hounsfield units (stored values without the rescale, or intensities scaled to [0, 1]),
-    and the lungs would not be found and the model's window would see nonsense. The message names the file,
-    the range found and the likely repair."""
-    low, high = float(np.min(image)), float(np.max(image))
-    if low <= HU_FLOOR:
+    """Refuse a scan taken as HU in which almost no voxel has the HU of air or lung (:data:`AIR_AND_LUNG_HU`,
+    fewer than :data:`MIN_AIR_AND_LUNG_SHARE`): its values are not Hounsfield units as lungseg reads them
+    (stored values without the rescale, intensities scaled to [0, 1], another modality), the lungs would not be
+    found and the model's HU window would see nonsense. The message names the file, the range and share found,
+    the likely repair, and ``--region all`` for a scan in HU that truly holds no air or lung (a crop of soft tissue).
+    """
+    share = float(np.count_nonzero((image >= AIR_AND_LUNG_HU[0]) & (image <= AIR_AND_LUNG_HU[1]))) / max(image.size, 1)
+    if share >= MIN_AIR_AND_LUNG_SHARE:
         return
+    low, median, high = (float(v) for v in np.percentile(image, (0, 50, 100)))
     if low >= 0.0 and high <= 1.0:
-        hint = ("the values look scaled to [0, 1]: segment the original scan in HU, or 2D images in [0, 1] as an"
-                " .npz with intensity 'unit'")
-    elif low >= -50.0 and high > 1000.0:
-        hint = ("the values look like stored CT values without their rescale (for most scanners HU = value - 1024):"
-                " convert the file to HU first")
+        hint = "the values look scaled to [0, 1]: segment the original scan in HU"
+    elif median >= -50.0 and high > 1000.0:
+        hint = "the values look like stored CT values without their rescale (for most scanners HU = value - 1024)"
     else:
-        hint = "convert the file to Hounsfield units first"
-    raise DataError(f"{source}: intensities span [{low:g}, {high:g}] with nothing below {HU_FLOOR:g}, but a CT scan in"
-                    f" Hounsfield units holds air near -1000 HU and lung near -850 HU; {hint}")
+        hint = "they do not look like a CT in HU"
+    low_air, high_lung = AIR_AND_LUNG_HU
+    raise DataError(f"{source}: intensities span [{low:g}, {high:g}] (median {median:g}), and {share:.2%} of the voxels lie"
+                    f" in [{low_air:g}, {high_lung:g}], where a chest CT in Hounsfield units has its air and lung; {hint}:"
+                    " convert the file to HU first, or, for a scan in HU that holds no air or lung (a crop of soft"
+                    " tissue), segment it with --region all")

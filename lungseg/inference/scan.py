@@ -243,15 +243,16 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
         in which no lung is found is searched whole, with a :class:`~lungseg.errors.DataWarning`.
 
     Raises:
-        DataError: a scan said to be in HU whose values are not (:func:`~lungseg.inference.checks.require_hounsfield`).
+        DataError: the lungs asked of a scan taken as HU whose values are not
+            (:func:`~lungseg.inference.checks.require_hounsfield`).
         LungsegError: intensities the model cannot take (:func:`model_images`), a bad ``region`` or
             ``planes``, a region asked of a volume not in HU, three planes asked of a model that states no
             pixel size, or slices the network cannot take.
     """
-    if vol.intensity == "hu":
+    chosen = resolve_region(region, vol)
+    if chosen == "lungs" and vol.intensity == "hu":  # --region all is the way for a scan with no air or lung
         require_hounsfield(vol.image, where)
     images = model_images(run, vol, where)
-    chosen = resolve_region(region, vol)
     views = resolve_planes(planes, run, where)
     if chosen == "lungs" and vol.intensity != "hu":
         raise LungsegError(f"{where}: the lung region needs a scan in HU; this one is {vol.intensity!r}")
