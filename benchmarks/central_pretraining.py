@@ -67,13 +67,24 @@ PUBLISHED_SETS = {777: (0.3781, 0.4204), 778: (0.5038, 0.7358), 780: (0.4990, 0.
 MAX_RECALL_DROP = 0.03
 
 
+def _fold_scores(rows: list[dict[str, Any]], variant: str, seed: int) -> dict[int, float]:
+    """A recipe's score per fold for one training seed, from the cross-validation rows."""
+    return {r["fold"]: r["scores"][CV_KEY] for r in rows if r["variant"] == variant and r["seed"] == seed}
+
+
+def _five_folds(scores: dict[int, float]) -> np.ndarray | None:
+    """The scores of folds 0..4 in order, or ``None`` unless exactly those five are there."""
+    return np.array([scores[f] for f in range(5)]) if sorted(scores) == [0, 1, 2, 3, 4] else None
+
+
 def cross_validation(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The candidate recipe's fold scores (seed 0) and whether (a) holds."""
-    folds = sorted((r["fold"], r["scores"][CV_KEY]) for r in rows if r["variant"] == VARIANT and r["seed"] == 0)
-    if [f for f, _ in folds] != [0, 1, 2, 3, 4]:
-        raise SystemExit(f"{CV_ROWS}: expected the five folds of {VARIANT} seed 0, found folds {[f for f, _ in folds]}")
-    mean = sum(d for _, d in folds) / len(folds)
-    return {"per_fold": [round(d, 3) for _, d in folds], "mean": round(mean, 4),
+    scores = _fold_scores(rows, VARIANT, 0)
+    folds = _five_folds(scores)
+    if folds is None:
+        raise SystemExit(f"{CV_ROWS}: expected the five folds of {VARIANT} seed 0, found folds {sorted(scores)}")
+    mean = float(folds.mean())
+    return {"per_fold": [round(float(d), 3) for d in folds], "mean": round(mean, 4),
             "published": PUBLISHED_CV, "bar": round(PUBLISHED_CV - MAX_CV_DROP, 4),
             "holds": mean >= PUBLISHED_CV - MAX_CV_DROP}
 
@@ -84,12 +95,9 @@ def seeds_report(rows: list[dict[str, Any]]) -> dict[str, Any]:
     paired by fold: the folds are shared, so they, not the runs, are the units), each with its 95 % t interval."""
     from lungseg.experiment.grid import mean_ci
 
-    def folds(variant: str, seed: int) -> np.ndarray | None:
-        found = {r["fold"]: r["scores"][CV_KEY] for r in rows if r["variant"] == variant and r["seed"] == seed}
-        return np.array([found[f] for f in range(5)]) if sorted(found) == [0, 1, 2, 3, 4] else None
-
     seeds = sorted({r["seed"] for r in rows if r["variant"] == VARIANT})
-    pairs = {s: (folds(VARIANT, s), folds("defaults", s)) for s in seeds}
+    pairs = {s: (_five_folds(_fold_scores(rows, VARIANT, s)), _five_folds(_fold_scores(rows, "defaults", s)))
+             for s in seeds}
     pairs = {s: p for s, p in pairs.items() if p[0] is not None and p[1] is not None}
 
     def paired(candidate: np.ndarray, published: np.ndarray) -> dict[str, Any]:

@@ -8,8 +8,9 @@ size (equivalent diameter) and how much of its rim lies against tissue as bright
 attached share), the same two numbers for every distinct training cross-section, the widest coronal and
 sagittal cross-sections its voxels lie on, and the share of the cross-section the published model marks when
 run as ``lungseg predict`` runs it (its defaults: three planes averaged) and on axial slices alone
-(``--planes axial``). The result says whether the tumours the model misses lie outside what it was trained on. It is a diagnosis: it chooses nothing, and the
-two scans are measurements only (for LUNG1-001, numbers only: its licence keeps its images out of the book).
+(``--planes axial``). The result says whether the tumours the model misses lie outside what it was trained on.
+It is a diagnosis: it chooses nothing, and the two scans are measurements only (for LUNG1-001, numbers only:
+its licence keeps its images out of the book).
 
 Usage: ``python benchmarks/training_range.py [--model ZIP] [--out results/real-ct/training-range.json]``
 (about 3 minutes on the 2-core machine, most of it the four predictions).
@@ -61,9 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                 predict(args.model, real_ct_scans.REALCT / ct, Path(tmp) / "mask.nii.gz", device="cpu", progress=False,
                         planes=planes)
                 masks[planes] = read_input(Path(tmp) / "mask.nii.gz")[1][0].image > 0.5
-        rows = training_range.scan_cross_sections(scan.image, reference, scan.spacing, prediction=masks["auto"])
-        axial = training_range.scan_cross_sections(scan.image, reference, scan.spacing, prediction=masks["axial"])
-        rows = [_rounded({**r, "found_axial_only": a["found"]}) for r, a in zip(rows, axial)]
+        rows = [_rounded(r) for r in training_range.scan_cross_sections(
+            scan.image, reference, scan.spacing, predictions={"found": masks["auto"], "found_axial_only": masks["axial"]})]
         scans[name] = {"summary": training_range.range_summary(rows, patch_rows), "cross_sections": rows}
         print(name, scans[name]["summary"])
     write_json({"command": "python benchmarks/training_range.py", "model": args.model,

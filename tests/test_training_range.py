@@ -83,7 +83,7 @@ def test_a_sphere_on_an_anisotropic_grid_is_measured_at_2_mm_and_the_found_share
     mask = (3.0 * (z - 10)) ** 2 + (y - 40.0) ** 2 + (x - 40.0) ** 2 <= 20.0**2
     image = np.where(mask, 30.0, -800.0)
     prediction = mask & (x < 40)
-    rows = training_range.scan_cross_sections(image, mask, (3.0, 1.0, 1.0), prediction=prediction)
+    rows = training_range.scan_cross_sections(image, mask, (3.0, 1.0, 1.0), predictions={"found": prediction})
     assert [r["slice"] for r in rows] == list(range(4, 17))
     assert max(r["diameter_mm"] for r in rows) == pytest.approx(40.0, abs=2.0)
     assert all(0.4 < r["found"] < 0.6 for r in rows) and all(r["attached_share"] == 0.0 for r in rows)

@@ -26,7 +26,7 @@ small axial cross-section at the end of a large mass lies on large coronal and s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -97,28 +97,29 @@ def patch_cross_sections(images: np.ndarray, labels: np.ndarray, pixel_mm: float
     return rows
 
 
-def scan_cross_sections(image: np.ndarray, mask: np.ndarray, spacing: Sequence[float],
-                        pixel_mm: float = PIXEL_MM, prediction: np.ndarray | None = None) -> list[dict[str, Any]]:
+def scan_cross_sections(image: np.ndarray, mask: np.ndarray, spacing: Sequence[float], pixel_mm: float = PIXEL_MM,
+                        predictions: Mapping[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
     """:func:`cross_section` of every axial slice of a scan that holds tumour, each slice resampled to
     ``pixel_mm`` pixels as the training patches were (linear for the image, the mask's linear interpolation
     thresholded at 0.5); ``coronal_mm`` and ``sagittal_mm``: the median, over the slice's tumour voxels, of the
-    equivalent diameter of the coronal and the sagittal cross-section each lies on; with ``prediction``, also
-    the share of the slice's tumour it marks (native grid).
+    equivalent diameter of the coronal and the sagittal cross-section each lies on; and, for each named mask of
+    ``predictions``, the share of the slice's tumour it marks (native grid), under its name.
 
     Args:
         image: ``(Z, H, W)`` scan.
         mask: ``(Z, H, W)`` reference tumour mask.
         spacing: ``(z, row, column)`` mm.
         pixel_mm: the pixel size the cross-sections are measured at.
-        prediction: optional ``(Z, H, W)`` binary mask of a model.
+        predictions: optional binary ``(Z, H, W)`` masks of a model by name (e.g. ``{"found": mask}``).
 
     Raises:
         ValueError: the arrays are not one 3D shape, or ``spacing`` does not hold three positive sizes.
     """
     image, mask = np.asarray(image), np.asarray(mask) > 0
-    if image.ndim != 3 or image.shape != mask.shape or (prediction is not None and np.shape(prediction) != mask.shape):
-        raise ValueError(f"image, mask and prediction must be one 3D shape (Z, H, W); got {image.shape}, {mask.shape}"
-                         f" and {None if prediction is None else np.shape(prediction)}")
+    predictions = {name: np.asarray(p) > 0 for name, p in (predictions or {}).items()}
+    if image.ndim != 3 or image.shape != mask.shape or any(p.shape != mask.shape for p in predictions.values()):
+        raise ValueError(f"image, mask and predictions must be one 3D shape (Z, H, W); got {image.shape}, {mask.shape}"
+                         f" and {[p.shape for p in predictions.values()]}")
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing must be three positive sizes (z, row, column) in mm, got {tuple(spacing)}")
     zoom = (spacing[1] / pixel_mm, spacing[2] / pixel_mm)
@@ -133,8 +134,7 @@ def scan_cross_sections(image: np.ndarray, mask: np.ndarray, spacing: Sequence[f
         ys, xs = np.nonzero(mask[z])
         row: dict[str, Any] = {"slice": int(z), **section, "coronal_mm": float(np.median(coronal[ys])),
                                "sagittal_mm": float(np.median(sagittal[xs]))}
-        if prediction is not None:
-            row["found"] = float((np.asarray(prediction[z]) > 0)[mask[z]].mean())
+        row.update({name: float(p[z][mask[z]].mean()) for name, p in predictions.items()})
         rows.append(row)
     return rows
 

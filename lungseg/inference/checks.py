@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 
 from lungseg.errors import DataError, LungsegError
+from lungseg.inference.region import LUNG_HU
 
 __all__ = ["AIR_AND_LUNG_HU", "MIN_AIR_AND_LUNG_SHARE", "check_positive_int", "check_threshold", "require_finite",
            "require_hounsfield"]
 
 
-#: The HU of air and aerated lung.
-AIR_AND_LUNG_HU = (-1100.0, -400.0)
+#: The HU of air and aerated lung: up to the threshold the lung region is found by (:data:`LUNG_HU`).
+AIR_AND_LUNG_HU = (-1100.0, LUNG_HU)
 #: The least share of a scan's voxels in :data:`AIR_AND_LUNG_HU` for it to be taken as a chest CT in HU: a chest
 #: CT holds far more (LIDC-IDRI-0314 66 %, LUNG1-001 76 %, with the air around the body); stored values without
 #: their rescale, or intensities scaled to [0, 1], hold none.
