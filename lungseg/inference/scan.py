@@ -43,6 +43,7 @@ from scipy import ndimage
 
 from lungseg.errors import DataWarning, LungsegError
 from lungseg.inference.checks import require_hounsfield
+from lungseg.inference.coarse import coarse_spacing, resolve_coarse_pass
 from lungseg.inference.lesions import label_candidates, lesion_summary, world_affine
 from lungseg.inference.planes import resolve_planes, three_plane_probabilities, too_short
 from lungseg.inference.predictor import Predictor, Segmentation
@@ -183,19 +184,35 @@ def _box(inside: np.ndarray, spacing: tuple[float, float, float], in_plane: bool
     return zs, slice(max(0, ys.start - pad_y), min(h, ys.stop + pad_y)), slice(max(0, xs.start - pad_x), min(w, xs.stop + pad_x))
 
 
+def _probabilities(run: Predictor, images: np.ndarray, used: str, spacing: tuple[float, float, float],
+                   batch_size: int, progress: bool, keep: np.ndarray | None) -> np.ndarray:
+    """The network's probabilities of ``images`` on the planes ``used``, at the pixel size ``spacing`` gives."""
+    if used == "three":
+        return three_plane_probabilities(run, images, spacing, batch_size=batch_size, progress=progress, keep=keep)
+    return run.probabilities(images, batch_size=batch_size, progress=progress, pixel_spacing=spacing[1:])
+
+
 def _segment_box(run: Predictor, images: np.ndarray, *, planes: str, spacing: tuple[float, float, float],
-             pixel_spacing: tuple[float, float], crf: bool, threshold: float | None, attention: bool,
-             batch_size: int, progress: bool, keep: np.ndarray | None = None) -> tuple[Segmentation, str, str | None]:
-    """:meth:`Predictor.segment` of ``images`` (a box of the scan), on axial slices or on three planes; with the
-    planes used and, where three were asked of a volume too short for them (:func:`too_short`), why not."""
+                 pixel_spacing: tuple[float, float], crf: bool, threshold: float | None, attention: bool,
+                 batch_size: int, progress: bool, coarse: bool = False,
+                 keep: np.ndarray | None = None) -> tuple[Segmentation, str, str | None]:
+    """:meth:`Predictor.segment` of ``images`` (a box of the scan), on axial slices or on three planes, and with the
+    coarse pass (:mod:`lungseg.inference.coarse`: the voxel-wise higher of the maps at the model's pixel size and at
+    :data:`~lungseg.inference.coarse.COARSE_FACTOR` times it) when ``coarse``; with the planes used and, where three
+    were asked of a volume too short for them (:func:`too_short`), why not."""
     why_not = too_short(images.shape, spacing) if planes == "three" else None
-    if planes == "axial" or why_not:
+    used = "axial" if planes == "axial" or why_not else "three"
+    if used == "axial" and not coarse:
         return run.segment(images, crf=crf, threshold=threshold, attention=attention, batch_size=batch_size,
-                           progress=progress, pixel_spacing=pixel_spacing, keep=keep), "axial", why_not
-    probs = three_plane_probabilities(run, images, spacing, batch_size=batch_size, progress=progress, keep=keep)
-    # the gate maps are the axial slices' (an extra axial pass; its probabilities are not used)
+                           progress=progress, pixel_spacing=pixel_spacing, keep=keep), used, why_not
+    if used == "axial":
+        spacing = (spacing[0], *pixel_spacing)
+    probs = _probabilities(run, images, used, spacing, batch_size, progress, keep)
+    if coarse:
+        np.maximum(probs, _probabilities(run, images, used, coarse_spacing(spacing), batch_size, progress, keep), out=probs)
+    # the gate maps are the axial slices' at the model's pixel size (an extra pass; its probabilities are not used)
     alphas = run.attention_maps(images, batch_size, progress, pixel_spacing)[1] if attention else []
-    return run.segmentation_of(images, probs, alphas, crf, threshold, keep), "three", None
+    return run.segmentation_of(images, probs, alphas, crf, threshold, keep), used, why_not
 
 
 def _planes_record(used: str, why_not: str | None, asked: str, where: str) -> dict[str, str]:
@@ -211,7 +228,7 @@ def _planes_record(used: str, why_not: str | None, asked: str, where: str) -> di
 def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: float | None = None,
                  attention: bool = False, batch_size: int = 16, progress: bool = False,
                  region: str = "auto", keep_outside_lungs: bool = False, keep_unsure: bool = False,
-                 planes: str = "auto", where: str = "input") -> tuple[Segmentation, dict[str, Any]]:
+                 planes: str = "auto", coarse: str = "auto", where: str = "input") -> tuple[Segmentation, dict[str, Any]]:
     """Segment a CT volume (:class:`lungseg.data.volume.CTVolume`) with ``run`` (see the module docstring).
 
     For a model that states its pixel size the network runs on the lungs' box only; a model that resizes
@@ -231,12 +248,15 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
             (:func:`~lungseg.inference.planes.three_plane_probabilities`; the gate maps of ``attention`` stay
             the axial slices'), ``"axial"`` runs it on axial slices only, ``"auto"`` is ``"three"`` for a model
             that states its pixel size and ``"axial"`` otherwise (:func:`~lungseg.inference.planes.resolve_planes`).
+        coarse: one of :data:`lungseg.inference.coarse.COARSE_PASSES`: whether the network also runs on the same
+            planes at twice its pixel size, for tumours larger than it learnt
+            (:func:`~lungseg.inference.coarse.resolve_coarse_pass`).
         where: names the input in errors.
 
     Returns:
         ``(segmentation on vol's grid, {"region": "lungs"/"all", "region_ml": volume searched or None,
         "planes": "three"/"axial" (and "planes_note": why a volume shorter than
-        :data:`~lungseg.inference.planes.MIN_EXTENT_MM` got axial slices), and for the lungs "set_aside": the lesion summary (:func:`~lungseg.inference.lesions.lesion_summary`)
+        :data:`~lungseg.inference.planes.MIN_EXTENT_MM` got axial slices), "coarse_pass": whether it ran, and for the lungs "set_aside": the lesion summary (:func:`~lungseg.inference.lesions.lesion_summary`)
         of the candidates set aside, each with its ``reason`` ("outside the lungs" or "unsure"), or None when
         both kinds are kept})``; outside the region the mask, probabilities and
         gate maps are 0, and the set-aside candidates are 0 in the mask (not in the probabilities). A scan
@@ -246,19 +266,21 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
         DataError: the lungs asked of a scan taken as HU whose values are not
             (:func:`~lungseg.inference.checks.require_hounsfield`).
         LungsegError: intensities the model cannot take (:func:`model_images`), a bad ``region`` or
-            ``planes``, a region asked of a volume not in HU, three planes asked of a model that states no
-            pixel size, or slices the network cannot take.
+            ``planes`` or ``coarse``, a region asked of a volume not in HU, three planes or the coarse pass asked of
+            a model that states no pixel size, or slices the network cannot take.
     """
     chosen = resolve_region(region, vol)
     if chosen == "lungs" and vol.intensity == "hu":  # --region all is the way for a scan with no air or lung
         require_hounsfield(vol.image, where)
     images = model_images(run, vol, where)
     views = resolve_planes(planes, run, where)
+    coarse_pass = resolve_coarse_pass(coarse, run, where)
     if chosen == "lungs" and vol.intensity != "hu":
         raise LungsegError(f"{where}: the lung region needs a scan in HU; this one is {vol.intensity!r}")
     pixel_spacing = (float(vol.spacing[1]), float(vol.spacing[2]))
     options = dict(crf=crf, threshold=threshold, attention=attention, batch_size=batch_size, progress=progress,
-                   pixel_spacing=pixel_spacing, planes=views, spacing=tuple(float(s) for s in vol.spacing))
+                   pixel_spacing=pixel_spacing, planes=views, spacing=tuple(float(s) for s in vol.spacing),
+                   coarse=coarse_pass)
     try:
         # the lungs found once, for where to search and for which candidates lie in them
         inside, envelope = lung_region_and_envelope(vol.image, vol.spacing) if chosen == "lungs" else (None, None)
@@ -269,7 +291,7 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
         if inside is None:
             seg, used, why_not = _segment_box(run, images, **options)
             return seg, {"region": "all", "region_ml": None, **_planes_record(used, why_not, planes, where),
-                         "set_aside": None}
+                         "coarse_pass": coarse_pass, "set_aside": None}
         box = _box(inside, vol.spacing, in_plane=run.network_size(images.shape[1:], pixel_spacing) is not None)
         seg, used, why_not = _segment_box(run, np.ascontiguousarray(images[box]), keep=inside[box], **options)
     except ValueError as exc:
@@ -285,5 +307,6 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
         full[box] = alpha
         alphas.append(full)
     info = {"region": "lungs", "region_ml": round(float(inside.sum() * np.prod(vol.spacing)) / 1000.0, 1),
-            **_planes_record(used, why_not, planes, where), "set_aside": set_aside}
+            **_planes_record(used, why_not, planes, where), "coarse_pass": coarse_pass,
+            "set_aside": set_aside}
     return Segmentation(mask, probs, alphas), info
