@@ -12,7 +12,8 @@ reader-agreement level (drawn by at least 1, 2, 3 or all 4 of the readers), besi
 pairwise Dice. The two scans are
 measurements only: nothing was trained or tuned on them.
 
-Usage: ``python benchmarks/real_ct_scans.py [--model ZIP] [--out results/real-ct/whole-scans.json] [--planes P] [--keep-unsure] [--crf]``
+Usage: ``python benchmarks/real_ct_scans.py [--model ZIP] [--out results/real-ct/whole-scans.json] [--planes P] [--keep-unsure] [--crf]
+[--coarse-pass on|off]``
 (about a minute per scan on the 2-core machine).
 """
 
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="lungseg predict --planes (default: auto, the model's default)")
     ap.add_argument("--keep-unsure", action="store_true", help="lungseg predict --keep-unsure (default: set aside)")
     ap.add_argument("--crf", action="store_true", help="lungseg predict --crf (default: thresholded)")
+    ap.add_argument("--coarse-pass", default="auto", choices=("auto", "on", "off"),
+                    help="lungseg predict --coarse-pass (default: auto, the model's default)")
     args = ap.parse_args(argv)
     from lungseg.files import write_json
     from lungseg.inference import predict
@@ -108,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             started = time.time()
             summary = predict(args.model, REALCT / ct, Path(tmp) / "mask.nii.gz", device="cpu", progress=False,
-                              probabilities=True, planes=args.planes, keep_unsure=args.keep_unsure, crf=args.crf)
+                              probabilities=True, planes=args.planes, keep_unsure=args.keep_unsure, crf=args.crf,
+                              coarse=args.coarse_pass)
             seconds = time.time() - started
             mask = read_input(Path(tmp) / "mask.nii.gz")[1][0].image > 0.5
             probabilities = read_input(Path(tmp) / "mask_probability.nii.gz")[1][0].image
@@ -117,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         unsure = [les for les in aside["lesions"] if les.get("reason") == "unsure"]
         row = {"scan": name, "seconds": round(seconds, 1), "precision": summary.get("precision"),
                "region": summary.get("region"), "planes": summary.get("planes"),
+               "coarse_pass": (summary.get("algorithm") or {}).get("coarse_pass"),
                "region_ml": summary.get("region_ml"), "set_aside": aside["count"],
                "set_aside_ml": aside["total_volume_ml"], "set_aside_unsure": len(unsure),
                "set_aside_unsure_ml": round(sum(les["volume_ml"] for les in unsure), 4),
@@ -126,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row))
     command = ("python benchmarks/real_ct_scans.py" + ("" if args.planes == "auto" else f" --planes {args.planes}")
-               + (" --keep-unsure" if args.keep_unsure else "") + (" --crf" if args.crf else ""))
+               + (" --keep-unsure" if args.keep_unsure else "") + (" --crf" if args.crf else "")
+               + ("" if args.coarse_pass == "auto" else f" --coarse-pass {args.coarse_pass}"))
     write_json({"model": args.model, "command": command, **({"note": args.note} if args.note else {}), "scans": rows},
                Path(args.out))
     print(f"wrote {args.out}")

@@ -229,6 +229,10 @@ def _predict_parser(sub: Any) -> None:
                    help="slices of a CT volume the network runs on: axial, three (axial, coronal and sagittal,"
                         " probabilities averaged; a model that states its pixel size only), or auto (three for such"
                         " a model, axial for one that resizes whole slices; default: auto)")
+    p.add_argument("--coarse-pass", default="auto", choices=("auto", "on", "off"),  # coarse.COARSE_PASSES
+                   help="also run the network at twice its pixel size and keep the higher probability, for tumours"
+                        " larger than its training patches held (a model that states its pixel size only); auto"
+                        " decides by the model (default: auto)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="weights to use (default: best)")
     p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE), default=16,
                    help="slices per forward pass (default: 16)")
@@ -421,7 +425,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         attention=args.attention, crf=args.crf, threshold=args.threshold, batch_size=args.batch_size,
         checkpoint=args.checkpoint, device=args.device, precision=args.precision, tta=args.tta, region=args.region,
         keep_outside_lungs=args.keep_outside_lungs, keep_unsure=args.keep_unsure, planes=args.planes,
-        progress=not args.quiet,
+        coarse=args.coarse_pass, progress=not args.quiet,
     )
     print(format_summary(summary))
     if summary.get("failed"):  # a folder of studies: the others were segmented, the table says which failed

@@ -44,6 +44,7 @@ from lungseg.device import resolve_device, resolve_prediction_precision
 from lungseg.errors import DataError, DataWarning, LungsegError
 from lungseg.files import check_output, write_json
 from lungseg.inference.checks import check_positive_int, check_threshold
+from lungseg.inference.coarse import check_coarse_pass, resolve_coarse_pass
 from lungseg.inference.lesions import image_lesion_summary, lesion_summary, world_affine
 from lungseg.inference.planes import check_planes, resolve_planes
 from lungseg.inference.predictor import Predictor, Segmentation
@@ -80,6 +81,7 @@ def predict(
     keep_outside_lungs: bool = False,
     keep_unsure: bool = False,
     planes: str = "auto",
+    coarse: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Segment tumours in ``input_path`` with a trained run and write the result to ``out_path``.
@@ -105,8 +107,8 @@ def predict(
         precision: ``"auto"`` (bf16, or fp16 on GPUs without bf16, on CUDA; bf16 on a CPU with native bf16; else fp32:
             :func:`~lungseg.device.resolve_prediction_precision`), ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA only).
         tta: ``"none"``, ``"flips"`` or ``"dihedral"`` (:mod:`lungseg.inference.tta`); ``None``: the run's.
-        region, keep_outside_lungs, keep_unsure, planes: for a CT volume (:func:`~lungseg.inference.scan.segment_scan`):
-            where it is searched, whether candidates mostly outside the lungs or unsure ones stay in the mask, the slices run.
+        region, keep_outside_lungs, keep_unsure, planes, coarse: for a CT volume (:func:`~.scan.segment_scan`): where
+            it is searched, whether candidates mostly outside the lungs or unsure ones stay, the slices, the coarse pass.
         progress: show progress bars (one over all studies for a folder of studies).
 
     Returns:
@@ -116,7 +118,7 @@ def predict(
         with its error and the others are still segmented.
 
     Raises:
-        LungsegError: a bad argument (``threshold``, ``batch_size``, ``output_format``, ``region``, ``planes``),
+        LungsegError: a bad argument (``threshold``, ``batch_size``, ``output_format``, ``region``, ``planes``, ``coarse``),
             a DICOM output format for an input that is not a DICOM series, an output inside the input, two
             studies whose outputs would share a name, or a model that does not fit the input or the options.
             :class:`~lungseg.errors.DataError` (a subclass) for bad input: unreadable files, NaN or
@@ -126,25 +128,26 @@ def predict(
         FileNotFoundError: the input does not exist.
     """
     inp, out = Path(input_path), Path(out_path)
-    _check_arguments(batch_size, threshold, tta, output_format, region, planes)
+    _check_arguments(batch_size, threshold, tta, output_format, region, planes, coarse)
     check_output(out, inputs := [inp, Path(run_dir)])  # no output may be or lie inside the scans or the model
     studies = list_studies(inp)
     if output_format != "nifti" and inp.is_file():
         raise _needs_dicom(inp, output_format, "a single file")
     if studies is not None:
         _check_studies(inp, out, studies, output_format)
-    run = _load_model(run_dir, checkpoint, device, precision, tta, attention, planes)
+    run = _load_model(run_dir, checkpoint, device, precision, tta, attention, planes, coarse)
     options = dict(output_format=output_format, probabilities=probabilities, attention=attention, crf=crf,
                    inputs=[*inputs, *(studies or [])], threshold=threshold, batch_size=batch_size, region=region,
-                   keep_outside_lungs=keep_outside_lungs, keep_unsure=keep_unsure, planes=planes)
+                   keep_outside_lungs=keep_outside_lungs, keep_unsure=keep_unsure, planes=planes, coarse=coarse)
     if studies is not None:
         return _predict_studies(run, inp, out, studies, options, progress)
     return _predict_loaded(run, inp, out, progress=progress, **options)
 
 
 def _check_arguments(batch_size: int, threshold: float | None, tta: str | None, output_format: str,
-                     region: str = "auto", planes: str = "auto") -> None:
-    """Refuse a bad batch size, threshold, test-time augmentation, output format, region or planes, naming it."""
+                     region: str = "auto", planes: str = "auto", coarse: str = "auto") -> None:
+    """Refuse a bad batch size, threshold, test-time augmentation, output format, region, planes or coarse pass,
+    naming it."""
     check_positive_int(batch_size, "batch_size")
     check_threshold(threshold)
     if tta is not None:
@@ -152,24 +155,26 @@ def _check_arguments(batch_size: int, threshold: float | None, tta: str | None, 
     writers.check_format(output_format)
     check_region(region)
     check_planes(planes)
+    check_coarse_pass(coarse)
 
 
 def _load_model(run_dir: str | os.PathLike[str], checkpoint: str, device: str, precision: str, tta: str | None,
-                attention: bool, planes: str) -> Predictor:
+                attention: bool, planes: str, coarse: str = "auto") -> Predictor:
     """The model of ``run_dir`` in ``predict``'s numerics (:func:`~lungseg.device.resolve_prediction_precision`),
     checked against the options (:func:`_check_model`)."""
     run = Predictor.load(run_dir, checkpoint=checkpoint, device=device, tta=tta,
                          precision=resolve_prediction_precision(precision, resolve_device(device)))
-    _check_model(run, attention, planes)
+    _check_model(run, attention, planes, coarse)
     return run
 
 
-def _check_model(run: Predictor, attention: bool, planes: str) -> None:
+def _check_model(run: Predictor, attention: bool, planes: str, coarse: str = "auto") -> None:
     """Refuse, before any input is read, what the loaded model cannot do: attention maps without attention
-    gates, three planes without a stated pixel size."""
+    gates, three planes or the coarse pass without a stated pixel size."""
     if attention and run.config.model != "attention":
         raise LungsegError(f"--attention needs an 'attention' model; {run.run_dir} holds a {run.config.model!r} model")
     resolve_planes(planes, run, "--planes")
+    resolve_coarse_pass(coarse, run, "--coarse-pass")
 
 
 def _check_studies(inp: Path, out: Path, studies: list[Path], output_format: str) -> None:
@@ -234,7 +239,8 @@ def _predict_studies(run: Predictor, inp: Path, out: Path, studies: list[Path], 
 def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str, probabilities: bool,
                     attention: bool, crf: bool, threshold: float | None, batch_size: int, progress: bool,
                     inputs: list[Path], region: str = "auto", keep_outside_lungs: bool = False,
-                    keep_unsure: bool = False, planes: str = "auto", volumes_only: bool = False) -> dict[str, Any]:
+                    keep_unsure: bool = False, planes: str = "auto", coarse: str = "auto",
+                    volumes_only: bool = False) -> dict[str, Any]:
     """:func:`predict` of one input with a loaded network: read and check it, segment, write.
 
     ``inputs`` are the files and folders no output may be (:func:`lungseg.files.check_output`)."""
@@ -275,7 +281,7 @@ def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str,
     def segment_volume(vol: Any) -> tuple[Segmentation, dict[str, Any]]:
         return segment_scan(run, vol, crf=crf, threshold=threshold, attention=attention, batch_size=batch_size,
                             progress=progress, region=region, keep_outside_lungs=keep_outside_lungs,
-                            keep_unsure=keep_unsure, planes=planes, where=str(inp))
+                            keep_unsure=keep_unsure, planes=planes, coarse=coarse, where=str(inp))
 
     summary: dict[str, Any] = {"input": str(inp), "run": str(run.run_dir), "crf": bool(crf), "precision": run.precision}
     if kind == "volume":
@@ -324,7 +330,8 @@ def _searched_record(algorithm: dict[str, Any], searched: dict[str, Any]) -> dic
     """``algorithm`` with the region :func:`lungseg.inference.scan.segment_scan` searched and the planes the network
     ran on: a scan searched whole (no lungs found, or ``--region all``) sets nothing aside, whatever was asked, and
     only three planes set unsure candidates aside."""
-    record = {**algorithm, "region": searched["region"], "planes": searched["planes"]}
+    record = {**algorithm, "region": searched["region"], "planes": searched["planes"],
+              "coarse_pass": "on" if searched["coarse_pass"] else "off"}
     if searched["region"] != "lungs":
         record["outside_lungs"] = "kept"
     if searched["region"] != "lungs" or searched["planes"] != "three":

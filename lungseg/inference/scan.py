@@ -296,17 +296,24 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
         seg, used, why_not = _segment_box(run, np.ascontiguousarray(images[box]), keep=inside[box], **options)
     except ValueError as exc:
         raise LungsegError(f"{where}: {exc}") from None
-    empty = np.zeros(vol.image.shape, dtype=np.float32)
-    mask, probs = empty.astype(np.uint8), empty.copy()
-    mask[box], probs[box] = seg.mask, seg.probs
+    mask, probs, alphas = _on_whole_volume(seg, box, vol.image.shape)
     min_peak = None if used != "three" or keep_unsure else unsure_bar(run.threshold if threshold is None else threshold)
     mask, set_aside = _set_aside(mask, probs, vol, None if keep_outside_lungs else envelope, min_peak)
+    info = {"region": "lungs", "region_ml": round(float(inside.sum() * np.prod(vol.spacing)) / 1000.0, 1),
+            **_planes_record(used, why_not, planes, where), "coarse_pass": coarse_pass, "set_aside": set_aside}
+    return Segmentation(mask, probs, alphas), info
+
+
+def _on_whole_volume(seg: Segmentation, box: tuple[slice, slice, slice],
+                     shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The mask, probabilities and gate maps of the box ``seg`` was computed on, put in a volume of ``shape``
+    that is 0 elsewhere."""
+    empty = np.zeros(shape, dtype=np.float32)
+    mask, probs = empty.astype(np.uint8), empty.copy()
+    mask[box], probs[box] = seg.mask, seg.probs
     alphas = []
     for alpha in seg.alphas:
         full = empty.copy()
         full[box] = alpha
         alphas.append(full)
-    info = {"region": "lungs", "region_ml": round(float(inside.sum() * np.prod(vol.spacing)) / 1000.0, 1),
-            **_planes_record(used, why_not, planes, where), "coarse_pass": coarse_pass,
-            "set_aside": set_aside}
-    return Segmentation(mask, probs, alphas), info
+    return mask, probs, alphas

@@ -179,6 +179,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"{les['count']} lesion(s) found in {summary['input']}"]
     if summary.get("planes") == "three":
         lines[0] += " (the network run on axial, coronal and sagittal slices; --planes axial for axial only)"
+    if summary.get("coarse_pass"):
+        lines[0] += " (and again at twice its pixel size: --coarse-pass on)"
     if summary.get("planes_note"):
         lines.append(f"note: {summary['planes_note']}")
     shown = [e for e in les.get("lesions", []) if "volume_ml" in e][:_SHOWN]
