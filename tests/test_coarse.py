@@ -119,3 +119,18 @@ def test_predict_records_the_coarse_pass_and_refuses_it_for_a_whole_slice_model(
     with pytest.raises(LungsegError, match=r"coarse pass must be one of auto, on, off; got 'twice'"):
         predict(REAL_MODEL, scan, tmp_path / "bad", coarse="twice", progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_cli_offers_the_same_coarse_passes_and_slices_that_are_no_volume_are_warned_about(tmp_path: Path) -> None:
+    from lungseg.cli import build_parser
+    from lungseg.errors import DataWarning
+    from lungseg.inference import predict
+
+    sub = build_parser()._subparsers._group_actions[0].choices["predict"]  # type: ignore[union-attr]
+    (action,) = [a for a in sub._actions if a.dest == "coarse_pass"]
+    assert tuple(action.choices) == COARSE_PASSES and action.default == "auto"
+    slices = tmp_path / "slices.npz"
+    np.savez(slices, images=np.random.default_rng(3).random((2, 48, 48), dtype=np.float32), intensity="unit")
+    with pytest.warns(DataWarning, match=r"slices.npz: --coarse-pass on needs a CT volume; the slices of an .npz are"
+                                         r" segmented one by one"):
+        predict(REAL_MODEL, slices, tmp_path / "npz", coarse="on", device="cpu", progress=False)

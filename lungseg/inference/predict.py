@@ -267,10 +267,11 @@ def _predict_loaded(run: Predictor, inp: Path, out: Path, *, output_format: str,
             f" {run.fingerprint.pixel_mm:g} mm per pixel: it sees the images at their own scale, so tumour sizes may"
             " not be what it learnt (give it a DICOM series or NIfTI file)"), stacklevel=2)
 
-    if kind != "volume" and planes == "three":
-        what = "PNG/JPEG images" if kind == "images" else "the slices of an .npz"
-        warnings.warn(DataWarning(f"{inp}: --planes three needs a CT volume; {what} are segmented one by one"),
-                      stacklevel=2)
+    for asked, option in ((planes == "three", "--planes three"), (coarse == "on", "--coarse-pass on")):
+        if kind != "volume" and asked:
+            what = "PNG/JPEG images" if kind == "images" else "the slices of an .npz"
+            warnings.warn(DataWarning(f"{inp}: {option} needs a CT volume; {what} are segmented one by one"
+                                      " as the model takes them"), stacklevel=2)
 
     def segment(images: np.ndarray) -> Segmentation:
         try:
