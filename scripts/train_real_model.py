@@ -38,6 +38,7 @@ CV_CLI = ROOT / "results" / "real-patches" / "comparison-tta-seed2.json"
 #: The model on the two whole real scans of ``../shared/realct`` (``benchmarks/real_ct_scans.py``).
 WHOLE_SCANS = ROOT / "results" / "real-ct" / "whole-scans.json"
 TRAINING_RANGE = ROOT / "results" / "real-ct" / "training-range.json"
+COARSE_SCANS = ROOT / "results" / "real-ct" / "whole-scans-coarse-pass.json"
 #: How the card's line on the tumour sizes it was trained on begins (:func:`training_range_line`).
 SIZE_LINE = "- **Tumour sizes it was trained on:**"
 #: The training patches' pixel size.
@@ -99,7 +100,19 @@ def training_range_line() -> str:
             f" are {patches['diameter_p90_mm']:.0f} mm across or less (median {patches['diameter_median_mm']:.0f} mm; the"
             f" widest as its patch shows it {patches['widest_mm']:.1f} mm, and {patches['touching_border']} are cut off"
             f" by their patch's border, so the widest may have been wider). {scans}"
-            f" (`{measured['command']}`). Do not expect it to outline a tumour much wider than those.\n")
+            f" (`{measured['command']}`). Do not expect it to outline a tumour much wider than those with the defaults.{coarse_pass_sentence()}\n")
+
+
+def coarse_pass_sentence() -> str:
+    """What ``--coarse-pass on`` did on the two whole real scans, from :data:`COARSE_SCANS` (empty before it was measured)."""
+    if not COARSE_SCANS.is_file() or not WHOLE_SCANS.is_file():
+        return ""
+    default = {r["scan"]: r["dice"] for r in json.loads(WHOLE_SCANS.read_text(encoding="utf-8"))["scans"]}
+    coarse = json.loads(COARSE_SCANS.read_text(encoding="utf-8"))
+    scans = ", ".join(f"{r['scan']} {default.get(r['scan'], float('nan')):.2f} -> {r['dice']:.2f}" for r in coarse["scans"])
+    return (" `lungseg predict --coarse-pass on` also runs it at twice its pixel size, for larger masses: Dice"
+            f" {scans} (`{coarse['command']}`); it adds false candidates, and on synthetic scans it lost Dice on"
+            " tumours of 3-50 mm, so it is not the default (`benchmarks/coarse_pass.py`).")
 
 
 def refresh_card(model_zip: Path) -> None:
