@@ -13,7 +13,8 @@ The protocol, written and committed before the first run (2026-12-05):
   (10 patients), 778 (20) and 780 (12, every tumour against the mediastinum), tumours 3-50 mm; and two new sets of
   large tumours, seeds 911 and 912 (12 patients each; one tumour of 50-100 mm equivalent diameter, half of them
   against the mediastinum; 56 slices so that the tumour fits). (Four patients of seed 901, drawn the same way,
-  were looked at once to see whether the pass can find such a tumour at all; they take no part.)
+  were looked at once to see whether the pass can find such a tumour at all; they take no part. Corrected after
+  the run: their tumours were drawn from 50-90 mm, not 50-100 mm.)
 * **Arms.** ``lungseg predict``'s pipeline (:func:`lungseg.inference.scan.segment_scan`: lungs searched, three
   planes, candidates outside the lungs and unsure ones set aside) with ``coarse="off"`` and ``coarse="on"``
   (factor 2, the maps combined by their maximum; neither was tuned).

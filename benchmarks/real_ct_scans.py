@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-unsure", action="store_true", help="lungseg predict --keep-unsure (default: set aside)")
     ap.add_argument("--crf", action="store_true", help="lungseg predict --crf (default: thresholded)")
     ap.add_argument("--coarse-pass", default="auto", choices=("auto", "on", "off"),
-                    help="lungseg predict --coarse-pass (default: auto, the model's default)")
+                    help="lungseg predict --coarse-pass (default: auto, which is off)")
     args = ap.parse_args(argv)
     from lungseg.files import write_json
     from lungseg.inference import predict

@@ -231,8 +231,8 @@ def _predict_parser(sub: Any) -> None:
                         " a model, axial for one that resizes whole slices; default: auto)")
     p.add_argument("--coarse-pass", default="auto", choices=("auto", "on", "off"),  # coarse.COARSE_PASSES
                    help="also run the network at twice its pixel size and keep the higher probability, for tumours"
-                        " larger than its training patches held (a model that states its pixel size only); auto"
-                        " decides by the model (default: auto)")
+                        " larger than its training patches held (a model that states its pixel size only); auto is"
+                        " off, as benchmarks/coarse_pass.py did not adopt it (default: auto)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"), help="weights to use (default: best)")
     p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE), default=16,
                    help="slices per forward pass (default: 16)")

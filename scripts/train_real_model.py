@@ -111,7 +111,7 @@ def coarse_pass_sentence() -> str:
     coarse = json.loads(COARSE_SCANS.read_text(encoding="utf-8"))
     scans = ", ".join(f"{r['scan']} {default.get(r['scan'], float('nan')):.2f} -> {r['dice']:.2f}" for r in coarse["scans"])
     return (" `lungseg predict --coarse-pass on` also runs it at twice its pixel size, for larger masses: Dice"
-            f" {scans} (`{coarse['command']}`); it adds false candidates, and on synthetic scans it lost Dice on"
+            f" {scans} (`{coarse['command']}`); it also marks large regions that are no tumour, and on synthetic scans it lost Dice on"
             " tumours of 3-50 mm, so it is not the default (`benchmarks/coarse_pass.py`).")
 
 

@@ -4,6 +4,7 @@ tumours' size only with it, and that predict and the CLI record and refuse it.""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -74,6 +75,21 @@ def test_the_coarse_pass_sees_the_volume_at_twice_the_pixel_size_and_keeps_the_h
     assert on.mask.sum() >= off.mask.sum()
 
 
+def test_the_coarse_pass_keeps_the_axial_gate_maps_and_runs_on_a_scan_searched_whole() -> None:
+    hu, _ = chest(n_slices=16)
+    vol = CTVolume(image=hu, mask=None, spacing=SPACING, patient_id="toy")
+    run = tiny_predictor("attention", pixel_mm=2.0, unit_window=(-970.0, 150.0))
+    off = segment_scan(run, vol, threshold=0.01, attention=True, coarse="off")[0]
+    on = segment_scan(run, vol, threshold=0.01, attention=True, coarse="on")[0]
+    assert len(on.alphas) == len(off.alphas) == 2
+    for gate_off, gate_on in zip(off.alphas, on.alphas):
+        np.testing.assert_array_equal(gate_on, gate_off)  # the gates are the axial slices' at the model's pixel size
+    whole_off, info_off = segment_scan(run, vol, threshold=0.01, region="all", coarse="off")
+    whole_on, info_on = segment_scan(run, vol, threshold=0.01, region="all", coarse="on")
+    assert info_on["region"] == "all" and info_on["coarse_pass"] is True and info_off["coarse_pass"] is False
+    assert (whole_on.probs >= whole_off.probs - 1e-6).all() and (whole_on.probs > whole_off.probs + 1e-3).any()
+
+
 @pytest.fixture(scope="module")
 def real_model() -> Predictor:
     return Predictor.load(REAL_MODEL, device="cpu")
@@ -107,7 +123,8 @@ def test_predict_records_the_coarse_pass_and_refuses_it_for_a_whole_slice_model(
     from lungseg.inference import format_summary, predict
 
     hu, _ = chest(n_slices=14)
-    scan = tmp_path / "chest.nii.gz"
+    (tmp_path / "studies").mkdir()
+    scan = tmp_path / "studies" / "chest.nii.gz"
     nib.save(nib.Nifti1Image(np.ascontiguousarray(hu.transpose(2, 1, 0)), np.diag([-SPACING[2], -SPACING[1], SPACING[0], 1.0])), scan)
     on = predict(REAL_MODEL, scan, tmp_path / "on" / "mask.nii.gz", device="cpu", coarse="on", progress=False)
     assert on["algorithm"]["coarse_pass"] == "on" and on["coarse_pass"] is True
@@ -116,6 +133,9 @@ def test_predict_records_the_coarse_pass_and_refuses_it_for_a_whole_slice_model(
                  "--coarse-pass", "off", "--device", "cpu", "--quiet"]) == 0
     off = json.loads((tmp_path / "off" / "mask_lesions.json").read_text())
     assert off["algorithm"]["coarse_pass"] == "off" and "--coarse-pass" not in format_summary(off)
+    table = predict(REAL_MODEL, tmp_path / "studies", tmp_path / "all", device="cpu", coarse="on", progress=False)
+    with open(tmp_path / "all" / "summary.csv", newline="", encoding="utf-8") as fh:
+        assert [row["coarse_pass"] for row in csv.DictReader(fh)] == ["on"] == [r["coarse_pass"] for r in table["studies"]]
     with pytest.raises(LungsegError, match=r"coarse pass must be one of auto, on, off; got 'twice'"):
         predict(REAL_MODEL, scan, tmp_path / "bad", coarse="twice", progress=False)
     assert not (tmp_path / "bad").exists()

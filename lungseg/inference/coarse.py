@@ -2,13 +2,17 @@
 
 A network trained on patches at a fixed pixel size (the published real-CT model: 48² patches of 2 mm) has learnt
 tumours of the sizes its patches hold: nine in ten of its training cross-sections are 44 mm across or less
-(``results/real-ct/training-range.json``). A mass of 60-100 mm fills a patch; on whole slices at 2 mm the model marks
-little of it. Seen at 4 mm per pixel the same mass is 15-25 pixels across, the size of a tumour it was trained on.
-The coarse pass runs the network (on the same planes) on the volume resampled to :data:`COARSE_FACTOR` times the
-model's pixel size and takes, voxel by voxel, the higher of the two probability maps: a mass found only at the
-coarse scale is added, and nothing found at the model's own scale is lost. This is the image-pyramid idea of
-multi-scale detection (Adelson et al., *RCA Engineer* 29:33-41, 1984), here with no retraining. What it was
-chosen on: ``benchmarks/coarse_pass.py`` and ``benchmarks/NOTES.md``.
+(``results/real-ct/training-range.json``). A mass of 60-100 mm takes up most of a 96 mm patch or more; on whole
+slices at 2 mm the model marks little of it. Seen at 4 mm per pixel the same mass is 15-25 pixels across, the size
+of a tumour it was trained on. The coarse pass runs the network (on the same planes) on the volume resampled to
+:data:`COARSE_FACTOR` times the model's pixel size and takes, voxel by voxel, the higher of the two probability
+maps: in the map, a mass found only at the coarse scale is added and nothing found at the model's own scale is
+lost. The mask can still lose: a candidate the coarse map grows may then be set aside as lying outside the lungs
+(:mod:`lungseg.inference.scan`). The unsure bar and the shortest extent for three planes
+(:data:`~lungseg.inference.planes.MIN_EXTENT_MM`, in mm: a 64 mm slab is 16 pixels at 4 mm) were chosen without
+the pass. This is the image-pyramid idea of multi-scale detection (Adelson et al., *RCA Engineer* 29:33-41, 1984),
+here with no retraining. It is not the default: by the rule of ``benchmarks/coarse_pass.py``, written before the
+run, it lost Dice on synthetic tumours of 3-50 mm (``benchmarks/NOTES.md``).
 """
 
 from __future__ import annotations

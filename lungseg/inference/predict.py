@@ -223,6 +223,7 @@ def _predict_studies(run: Predictor, inp: Path, out: Path, studies: list[Path], 
             volume_ml=summary["lesions"]["total_volume_ml"], output=summary["files"][0],
             set_aside=(summary.get("set_aside") or {}).get("count", 0),
             set_aside_ml=(summary.get("set_aside") or {}).get("total_volume_ml") or 0.0, planes=summary["planes"],
+            coarse_pass="on" if summary.get("coarse_pass") else "off",
             precision=run.precision, seconds=round(time.perf_counter() - start, 2), error="",
         )
         rows.append(row)

@@ -205,8 +205,6 @@ def _segment_box(run: Predictor, images: np.ndarray, *, planes: str, spacing: tu
     if used == "axial" and not coarse:
         return run.segment(images, crf=crf, threshold=threshold, attention=attention, batch_size=batch_size,
                            progress=progress, pixel_spacing=pixel_spacing, keep=keep), used, why_not
-    if used == "axial":
-        spacing = (spacing[0], *pixel_spacing)
     probs = _probabilities(run, images, used, spacing, batch_size, progress, keep)
     if coarse:
         np.maximum(probs, _probabilities(run, images, used, coarse_spacing(spacing), batch_size, progress, keep), out=probs)

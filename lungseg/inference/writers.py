@@ -38,7 +38,7 @@ SUMMARY_TABLE = "summary.csv"
 #: (``"fp32"``, ``"bf16"`` or ``"fp16"``, :func:`lungseg.device.resolve_prediction_precision`); ``lesions``: the
 #: candidates in the mask.
 SUMMARY_COLUMNS: tuple[str, ...] = ("input", "slices", "lesions", "tumour_voxels", "volume_ml", "set_aside",
-                                    "set_aside_ml", "planes", "precision", "output", "seconds", "error")
+                                    "set_aside_ml", "planes", "coarse_pass", "precision", "output", "seconds", "error")
 
 
 def check_format(output_format: str) -> None:
@@ -177,10 +177,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         return format_study_table(summary)
     les = summary["lesions"]
     lines = [f"{les['count']} lesion(s) found in {summary['input']}"]
-    if summary.get("planes") == "three":
-        lines[0] += " (the network run on axial, coronal and sagittal slices; --planes axial for axial only)"
+    how = ["the network run on axial, coronal and sagittal slices; --planes axial for axial only"
+           ] if summary.get("planes") == "three" else []
     if summary.get("coarse_pass"):
-        lines[0] += " (and again at twice its pixel size: --coarse-pass on)"
+        how.append("also at twice its pixel size: --coarse-pass on")
+    if how:
+        lines[0] += f" ({'; '.join(how)})"
     if summary.get("planes_note"):
         lines.append(f"note: {summary['planes_note']}")
     shown = [e for e in les.get("lesions", []) if "volume_ml" in e][:_SHOWN]
