@@ -247,7 +247,7 @@ def test_a_folder_of_two_studies_in_one_call(setup: dict[str, Any], tmp_path: Pa
         rows = list(csv.DictReader(fh))
     assert [Path(r["input"]).name for r in rows] == ["a", "b.nii.gz"]
     assert list(rows[0]) == ["input", "slices", "lesions", "tumour_voxels", "volume_ml", "set_aside", "set_aside_ml",
-                             "planes", "precision", "output", "seconds", "error"]
+                             "planes", "coarse_pass", "precision", "output", "seconds", "error"]
     for row, study in zip(rows, ("a", "b.nii.gz")):
         assert row["output"] == str(study_output(out, studies / study) / "mask.nii.gz")
         mask = _nifti_mask(Path(row["output"]))
