@@ -109,6 +109,7 @@ def decide(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lungseg.files import write_json
     from lungseg.inference import Predictor
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                        f" set and, on each other set, falls by at most {MAX_DICE_LOSS} with at most"
                        f" {MAX_TUMOURS_LOST} found tumour lost"),
               **verdict, "sets": rows}
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(record, Path(args.out))
     print(json.dumps(verdict))
     return 0
 

@@ -193,15 +193,15 @@ def _probabilities(run: Predictor, images: np.ndarray, used: str, spacing: tuple
 
 
 def _segment_box(run: Predictor, images: np.ndarray, *, planes: str, spacing: tuple[float, float, float],
-                 pixel_spacing: tuple[float, float], crf: bool, threshold: float | None, attention: bool,
-                 batch_size: int, progress: bool, coarse: bool = False,
-                 keep: np.ndarray | None = None) -> tuple[Segmentation, str, str | None]:
+                 crf: bool, threshold: float | None, attention: bool, batch_size: int, progress: bool,
+                 coarse: bool = False, keep: np.ndarray | None = None) -> tuple[Segmentation, str, str | None]:
     """:meth:`Predictor.segment` of ``images`` (a box of the scan), on axial slices or on three planes, and with the
     coarse pass (:mod:`lungseg.inference.coarse`: the voxel-wise higher of the maps at the model's pixel size and at
     :data:`~lungseg.inference.coarse.COARSE_FACTOR` times it) when ``coarse``; with the planes used and, where three
     were asked of a volume too short for them (:func:`too_short`), why not."""
     why_not = too_short(images.shape, spacing) if planes == "three" else None
     used = "axial" if planes == "axial" or why_not else "three"
+    pixel_spacing = spacing[1:]
     if used == "axial" and not coarse:
         return run.segment(images, crf=crf, threshold=threshold, attention=attention, batch_size=batch_size,
                            progress=progress, pixel_spacing=pixel_spacing, keep=keep), used, why_not
@@ -275,10 +275,9 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
     coarse_pass = resolve_coarse_pass(coarse, run, where)
     if chosen == "lungs" and vol.intensity != "hu":
         raise LungsegError(f"{where}: the lung region needs a scan in HU; this one is {vol.intensity!r}")
-    pixel_spacing = (float(vol.spacing[1]), float(vol.spacing[2]))
+    spacing = tuple(float(s) for s in vol.spacing)
     options = dict(crf=crf, threshold=threshold, attention=attention, batch_size=batch_size, progress=progress,
-                   pixel_spacing=pixel_spacing, planes=views, spacing=tuple(float(s) for s in vol.spacing),
-                   coarse=coarse_pass)
+                   planes=views, spacing=spacing, coarse=coarse_pass)
     try:
         # the lungs found once, for where to search and for which candidates lie in them
         inside, envelope = lung_region_and_envelope(vol.image, vol.spacing) if chosen == "lungs" else (None, None)
@@ -290,7 +289,7 @@ def segment_scan(run: Predictor, vol: Any, *, crf: bool = False, threshold: floa
             seg, used, why_not = _segment_box(run, images, **options)
             return seg, {"region": "all", "region_ml": None, **_planes_record(used, why_not, planes, where),
                          "coarse_pass": coarse_pass, "set_aside": None}
-        box = _box(inside, vol.spacing, in_plane=run.network_size(images.shape[1:], pixel_spacing) is not None)
+        box = _box(inside, vol.spacing, in_plane=run.network_size(images.shape[1:], spacing[1:]) is not None)
         seg, used, why_not = _segment_box(run, np.ascontiguousarray(images[box]), keep=inside[box], **options)
     except ValueError as exc:
         raise LungsegError(f"{where}: {exc}") from None
