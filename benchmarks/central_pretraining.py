@@ -77,12 +77,12 @@ def _five_folds(scores: dict[int, float]) -> np.ndarray | None:
     return np.array([scores[f] for f in range(5)]) if sorted(scores) == [0, 1, 2, 3, 4] else None
 
 
-def cross_validation(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def cross_validation(rows: list[dict[str, Any]], variant: str = VARIANT) -> dict[str, Any]:
     """The candidate recipe's fold scores (seed 0) and whether (a) holds."""
-    scores = _fold_scores(rows, VARIANT, 0)
+    scores = _fold_scores(rows, variant, 0)
     folds = _five_folds(scores)
     if folds is None:
-        raise SystemExit(f"{CV_ROWS}: expected the five folds of {VARIANT} seed 0, found folds {sorted(scores)}")
+        raise SystemExit(f"{CV_ROWS}: expected the five folds of {variant} seed 0, found folds {sorted(scores)}")
     mean = float(folds.mean())
     return {"per_fold": [round(float(d), 3) for d in folds], "mean": round(mean, 4),
             "published": PUBLISHED_CV, "bar": round(PUBLISHED_CV - MAX_CV_DROP, 4),

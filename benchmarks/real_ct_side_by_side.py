@@ -56,9 +56,11 @@ import train_real_model  # noqa: E402
 
 PHANTOM = "solid-randomised"
 CENTRAL = "solid-randomised-central"
+LARGE = "solid-randomised-central-large"
 PUBLISHED = "results/real-ct/msd-patches-attention.zip"
 TRANSFER = ROOT / "results" / "real-patches" / "phantom-transfer.json"
-OUT = {PHANTOM: "results/real-ct/side-by-side.json", CENTRAL: "results/real-ct/side-by-side-central.json"}
+OUT = {PHANTOM: "results/real-ct/side-by-side.json", CENTRAL: "results/real-ct/side-by-side-central.json",
+       LARGE: "results/real-ct/side-by-side-large.json"}
 RANDOM_START = "random (today's defaults)"
 
 

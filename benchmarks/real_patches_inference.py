@@ -42,6 +42,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "pretrained-randomised": {},
     "pretrained-solid-randomised": {},
     "pretrained-solid-randomised-central": {},
+    "pretrained-solid-randomised-central-large": {},
 }
 #: Variants whose training patches get as many tumour-free phantom lung patches
 #: (:func:`lungseg.experiment.phantom_patches.phantom_negative_patches`, seeded by the fold) as real ones.
@@ -50,7 +51,8 @@ WITH_NEGATIVES = ("phantom-negatives",)
 #: (trained on 2000 phantom patches, seed 0; run that script first).
 PRETRAINED = {"pretrained-plain": "plain", "pretrained-randomised": "randomised",
               "pretrained-solid-randomised": "solid-randomised",
-              "pretrained-solid-randomised-central": "solid-randomised-central"}
+              "pretrained-solid-randomised-central": "solid-randomised-central",
+              "pretrained-solid-randomised-central-large": "solid-randomised-central-large"}
 
 
 def _overrides(variant: str) -> dict[str, Any]:
