@@ -30,10 +30,15 @@ It answers one question, whether tumours against the mediastinum in the phantom 
 mass, and is reported whatever it gives. Nothing is chosen by it: the published model and the defaults stay, and
 a single network on two test scans could not choose them.
 
+**A phantom with wide tumours (``--phantom solid-randomised-central-large``)**, 2026-12-05, later: the central
+phantom with tumours of 6-100 mm, judged by the rule of ``benchmarks/large_pretraining.py`` (written before
+either run); here it is measured once on the test scans, choosing nothing (``results/real-ct/side-by-side-large.json``).
+
 Usage: ``python benchmarks/real_ct_side_by_side.py [--phantom VARIANT] [--work DIR] [--out JSON]``
 (about 20 minutes on the 2-core machine: the phantom patches and two trainings, then six predictions; the
 runs are kept under ``--work`` and reused). The default ``--out`` is ``results/real-ct/side-by-side.json`` for
-the ``solid-randomised`` phantom and ``side-by-side-central.json`` for the central one.
+the ``solid-randomised`` phantom, ``side-by-side-central.json`` for the central one and ``side-by-side-large.json``
+for the wide-tumour one.
 """
 
 from __future__ import annotations
